@@ -1,0 +1,228 @@
+//! The command line: `lakeward demo | serve | datagen | config check`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "lakeward", version, about = "Policy-enforcing PostgreSQL-wire proxy for healthcare lakehouses")]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "LAKEWARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `lakeward=debug`.
+    #[arg(long, global = true, default_value = "info", env = "LAKEWARD_LOG")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate demo data and a development certificate if absent, then serve.
+    Demo(DemoArgs),
+    /// Serve with a TOML configuration file.
+    Serve(ServeArgs),
+    /// Write the synthetic demo dataset as Delta tables.
+    Datagen(DatagenArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder holding (or receiving) the demo Delta tables, certificate and keys.
+    #[arg(long, default_value = "./lakeward-demo")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6432")]
+    pub listen: SocketAddr,
+    /// Patients to generate when the folder holds no tables yet.
+    #[arg(long, default_value_t = 10_000)]
+    pub patients: u64,
+    /// Random seed for generation.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Override the listen address of the file.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct DatagenArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    pub patients: u64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file and report every problem found.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    // Planner passes recurse over expressions; give worker threads room.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(8 * 1024 * 1024)
+        .thread_name("lakeward")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(args: &LogArgs) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    crate::server::tls::install_crypto_provider();
+    match command {
+        Command::Demo(args) => demo(args).await,
+        Command::Serve(args) => {
+            let mut config = Config::load(&args.config)?;
+            if let Some(listen) = args.listen {
+                config.server.listen = listen;
+                config.validate()?;
+            }
+            serve(config).await
+        }
+        Command::Datagen(args) => {
+            datagen(&args.data_dir, args.patients, args.seed).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { config }) => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                println!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let engine = Arc::new(crate::engine::open_from_config(&config.data).await?);
+    for t in engine.tables().values() {
+        tracing::info!(table = %t.name, version = t.version, "serving table");
+    }
+    crate::server::serve(config, engine, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn datagen(dir: &Path, patients: u64, seed: u64) -> anyhow::Result<()> {
+    let opts = crate::datagen::DatagenOptions { data_dir: dir.to_owned(), patients, seed };
+    let report = crate::datagen::generate(&opts).await?;
+    let total: u64 = report.tables.iter().map(|(_, n)| n).sum();
+    for (name, rows) in &report.tables {
+        println!("{name:<24} {rows:>12} rows");
+    }
+    println!("{total} rows in {:.1} s", report.elapsed.as_secs_f64());
+    Ok(())
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let existing = crate::engine::discover_tables(&args.data_dir).unwrap_or_default();
+    if existing.is_empty() {
+        println!("Generating {} synthetic patients into {} ...", args.patients, args.data_dir.display());
+        datagen(&args.data_dir, args.patients, args.seed).await?;
+    } else {
+        println!("Serving the {} Delta tables already in {}", existing.len(), args.data_dir.display());
+    }
+    let tls_dir = args.data_dir.join("tls");
+    crate::server::tls::ensure_dev_certificate(&tls_dir)?;
+    let config = Config::demo(&args.data_dir, args.listen);
+    config.validate()?;
+
+    let host = args.listen.ip();
+    let port = args.listen.port();
+    println!();
+    println!("lakeward demo — DEVELOPMENT MODE: NO AUTHENTICATION, synthetic data only.");
+    println!("TLS certificate: {} (self-signed)", tls_dir.join("server.crt").display());
+    println!();
+    println!("Connect with:");
+    println!("  psql \"host={host} port={port} dbname=lakeward user=demo sslmode=require\"");
+    println!();
+    println!("Try:  SELECT site_id, count(*) FROM clinical.patients GROUP BY 1 ORDER BY 1;");
+    println!();
+    serve(config).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

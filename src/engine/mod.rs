@@ -1,0 +1,141 @@
+//! The query engine: DataFusion over Delta tables.
+//!
+//! [`Engine`] owns one DataFusion `SessionContext` in which every Delta table
+//! found under the data root is registered as `schema.table` (catalog
+//! `datafusion`). Statements arrive here already parsed, classified and (from
+//! the enforcement issue on) rewritten; the engine plans the AST directly with
+//! `statement_to_plan` — SQL text is never re-parsed — verifies that the plan
+//! is read-only, and executes it as a stream of record batches.
+
+pub mod encode;
+pub mod errors;
+mod tables;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext, SessionState};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::parser::Statement as DfStatement;
+
+use crate::error::SqlError;
+pub use tables::{TableLocation, TableName, discover_tables};
+
+/// Errors while opening the tables (start-up), as opposed to per-query errors,
+/// which are [`SqlError`]s.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot open Delta table {table} at {location}: {message}")]
+    OpenTable { table: String, location: String, message: String },
+    #[error("cannot scan data folder {path}: {source}")]
+    Scan { path: std::path::PathBuf, source: std::io::Error },
+    #[error("invalid table location {0}")]
+    Location(String),
+    #[error("DataFusion setup failed: {0}")]
+    Setup(String),
+}
+
+/// What is known about one served table.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: TableName,
+    pub location: String,
+    pub version: u64,
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
+}
+
+/// The shared query engine.
+pub struct Engine {
+    ctx: SessionContext,
+    tables: BTreeMap<TableName, TableInfo>,
+    verify: SQLOptions,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("tables", &self.tables.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+/// The catalog name DataFusion uses by default; three-part names use it.
+pub const CATALOG: &str = "datafusion";
+
+impl Engine {
+    /// Open every table and register it. Fails if any table cannot be opened:
+    /// serving a partial lakehouse silently would surprise everyone.
+    pub async fn open(locations: &[TableLocation]) -> Result<Engine, EngineError> {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_create_default_catalog_and_schema(true)
+            .with_information_schema(false)
+            .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        let ctx = SessionContext::new_with_config(config);
+        let catalog = ctx
+            .catalog(CATALOG)
+            .ok_or_else(|| EngineError::Setup("default catalog missing".into()))?;
+
+        let mut tables = BTreeMap::new();
+        for loc in locations {
+            let info = tables::open_and_register(&ctx, catalog.as_ref(), loc).await?;
+            tables.insert(info.name.clone(), info);
+        }
+        let verify = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        Ok(Engine { ctx, tables, verify })
+    }
+
+    /// Every served table.
+    pub fn tables(&self) -> &BTreeMap<TableName, TableInfo> {
+        &self.tables
+    }
+
+    /// A planning state for one statement, with the session's search path
+    /// applied as DataFusion's default schema.
+    pub fn state_for(&self, default_schema: Option<&str>) -> SessionState {
+        let mut state = self.ctx.state();
+        if let Some(schema) = default_schema
+            && self.tables.keys().any(|t| t.schema == schema)
+        {
+            state.config_mut().options_mut().catalog.default_schema = schema.to_owned();
+        }
+        state
+    }
+
+    /// Plan an AST statement (never SQL text) and check it is read-only.
+    pub async fn plan(&self, state: &SessionState, statement: Statement) -> Result<LogicalPlan, SqlError> {
+        let plan = state
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(|e| errors::to_sql_error(&e))?;
+        self.verify
+            .verify_plan(&plan)
+            .map_err(|_| SqlError::permission_denied("lakeward is read-only"))?;
+        Ok(plan)
+    }
+
+    /// Optimise and start executing a plan; rows arrive as a stream.
+    pub async fn execute(&self, state: &SessionState, plan: LogicalPlan) -> Result<SendableRecordBatchStream, SqlError> {
+        let df = datafusion::dataframe::DataFrame::new(state.clone(), plan);
+        df.execute_stream().await.map_err(|e| errors::to_sql_error(&e))
+    }
+}
+
+/// Build the engine for a configuration's data section.
+pub async fn open_from_config(data: &crate::config::DataConfig) -> Result<Engine, EngineError> {
+    let mut locations: BTreeMap<TableName, TableLocation> = BTreeMap::new();
+    if let Some(root) = &data.root {
+        for loc in discover_tables(root)? {
+            locations.insert(loc.name.clone(), loc);
+        }
+    }
+    for (name, url) in &data.tables {
+        let name = TableName::parse(name).ok_or_else(|| EngineError::Location(name.clone()))?;
+        locations.insert(name.clone(), TableLocation { name, url: url.clone() });
+    }
+    let list: Vec<TableLocation> = locations.into_values().collect();
+    Engine::open(&list).await
+}
+
+/// Shared handle.
+pub type EngineRef = Arc<Engine>;

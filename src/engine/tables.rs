@@ -1,0 +1,126 @@
+//! Finding Delta tables and registering them with DataFusion.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::execution::context::SessionContext;
+
+use super::{EngineError, TableInfo};
+
+/// A `schema.table` name, both parts lower-case identifiers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableName {
+    pub schema: String,
+    pub table: String,
+}
+
+impl TableName {
+    /// Parse `schema.table`; both parts must be plain lower-case identifiers
+    /// (`[a-z_][a-z0-9_]*`), which is what unquoted SQL names fold to.
+    pub fn parse(s: &str) -> Option<TableName> {
+        let (schema, table) = s.split_once('.')?;
+        (is_plain_ident(schema) && is_plain_ident(table))
+            .then(|| TableName { schema: schema.to_owned(), table: table.to_owned() })
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
+/// Where one table's Delta log lives (local path or object-store URL).
+#[derive(Debug, Clone)]
+pub struct TableLocation {
+    pub name: TableName,
+    pub url: String,
+}
+
+pub(crate) fn is_plain_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 63
+}
+
+/// Every `<root>/<schema>/<table>/_delta_log` under a data folder, sorted.
+/// Folders whose names are not plain identifiers are skipped.
+pub fn discover_tables(root: &Path) -> Result<Vec<TableLocation>, EngineError> {
+    let scan = |p: &Path| std::fs::read_dir(p).map_err(|source| EngineError::Scan { path: p.to_owned(), source });
+    let mut found = Vec::new();
+    for schema_dir in scan(root)? {
+        let schema_dir = schema_dir.map_err(|source| EngineError::Scan { path: root.to_owned(), source })?;
+        let Some(schema) = schema_dir.file_name().to_str().map(str::to_owned) else { continue };
+        if !schema_dir.path().is_dir() || !is_plain_ident(&schema) {
+            continue;
+        }
+        for table_dir in scan(&schema_dir.path())? {
+            let table_dir =
+                table_dir.map_err(|source| EngineError::Scan { path: schema_dir.path(), source })?;
+            let Some(table) = table_dir.file_name().to_str().map(str::to_owned) else { continue };
+            if !is_plain_ident(&table) || !table_dir.path().join("_delta_log").is_dir() {
+                continue;
+            }
+            found.push(TableLocation {
+                name: TableName { schema: schema.clone(), table },
+                url: table_dir.path().to_string_lossy().into_owned(),
+            });
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+/// Open one Delta table at its latest version and register it as `schema.table`.
+pub(crate) async fn open_and_register(
+    ctx: &SessionContext,
+    catalog: &dyn CatalogProvider,
+    loc: &TableLocation,
+) -> Result<TableInfo, EngineError> {
+    let open_err = |message: String| EngineError::OpenTable {
+        table: loc.name.to_string(),
+        location: loc.url.clone(),
+        message,
+    };
+    let is_url = loc.url.contains("://");
+    if !is_url && !Path::new(&loc.url).join("_delta_log").is_dir() {
+        return Err(open_err("no _delta_log folder".into()));
+    }
+    let url = deltalake::ensure_table_uri(&loc.url).map_err(|e| open_err(e.to_string()))?;
+    let table = deltalake::open_table(url).await.map_err(|e| open_err(e.to_string()))?;
+    let version = table.version().unwrap_or(0);
+    table.update_datafusion_session(&ctx.state()).map_err(|e| open_err(e.to_string()))?;
+    let provider = table.table_provider().await.map_err(|e| open_err(e.to_string()))?;
+    let schema = provider.schema();
+
+    let schema_provider = match catalog.schema(&loc.name.schema) {
+        Some(s) => s,
+        None => {
+            let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+            catalog
+                .register_schema(&loc.name.schema, s.clone())
+                .map_err(|e| EngineError::Setup(e.to_string()))?;
+            s
+        }
+    };
+    schema_provider
+        .register_table(loc.name.table.clone(), provider)
+        .map_err(|e| EngineError::Setup(e.to_string()))?;
+    Ok(TableInfo { name: loc.name.clone(), location: loc.url.clone(), version, schema })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_plain_identifiers() {
+        assert!(TableName::parse("clinical.patients").is_some());
+        assert!(TableName::parse("Clinical.patients").is_none());
+        assert!(TableName::parse("a.b.c").is_none());
+        assert!(TableName::parse("clinical.").is_none());
+        assert!(TableName::parse("x;drop.t").is_none());
+    }
+}

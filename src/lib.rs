@@ -1,0 +1,25 @@
+//! lakeward: a PostgreSQL-wire, policy-enforcing SQL proxy for healthcare
+//! lakehouses.
+//!
+//! Code map (one folder per stage of a query; see ARCHITECTURE.md):
+//!
+//! - [`server`]: accept, TLS negotiation, the pgwire handlers of one
+//!   connection, cancel, shutdown.
+//! - [`session`]: one connected client and its settings (`SET`/`SHOW`).
+//! - [`rewrite`]: the statement gate (parse, classify, refuse) and the AST
+//!   rules applied before planning. Speaks only the sqlparser AST.
+//! - [`engine`]: DataFusion over Delta tables; plans ASTs, verifies plans are
+//!   read-only, streams record batches, encodes them for the wire, and maps
+//!   engine errors to sanitised SQLSTATEs.
+//! - [`datagen`]: the deterministic synthetic healthcare dataset.
+//! - [`config`], [`error`], [`cli`]: configuration, the client-facing error
+//!   type, the command line.
+
+pub mod cli;
+pub mod config;
+pub mod datagen;
+pub mod engine;
+pub mod error;
+pub mod rewrite;
+pub mod server;
+pub mod session;

@@ -1,0 +1,412 @@
+//! The statement gate: parse SQL text and sort every statement into a kind
+//! lakeward knows how to serve, or refuse it before anything is planned.
+//!
+//! Allow-list, not deny-list: a statement kind that is not named below is
+//! refused. Nothing here touches DataFusion; it speaks the sqlparser AST only.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    self, Expr, ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+
+use crate::error::SqlError;
+
+/// What a client statement is, as far as serving it goes.
+#[derive(Debug, Clone)]
+pub enum StatementKind {
+    /// `SELECT`, `WITH`, `VALUES`, set operations: planned and executed.
+    Query(Box<Statement>),
+    /// `EXPLAIN <query>`: planned, the plan text is returned.
+    Explain(Box<Statement>),
+    /// `SET name = value` / `SET name TO DEFAULT` (value `None`).
+    Set { name: String, value: Option<String> },
+    /// `SHOW name` / `SHOW ALL`.
+    Show { name: String },
+    /// `RESET name` / `RESET ALL` (`None`).
+    Reset { name: Option<String> },
+    /// `BEGIN` / `START TRANSACTION`.
+    Begin,
+    /// `COMMIT` / `END`.
+    Commit,
+    /// `ROLLBACK` / `ABORT`.
+    Rollback,
+    /// `DISCARD ALL`, `SAVEPOINT`, `RELEASE`: accepted, nothing to do on a read-only server.
+    NoOp { tag: &'static str },
+}
+
+impl StatementKind {
+    /// A short, data-free label used in logs and the audit log.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StatementKind::Query(_) => "SELECT",
+            StatementKind::Explain(_) => "EXPLAIN",
+            StatementKind::Set { .. } => "SET",
+            StatementKind::Show { .. } => "SHOW",
+            StatementKind::Reset { .. } => "RESET",
+            StatementKind::Begin => "BEGIN",
+            StatementKind::Commit => "COMMIT",
+            StatementKind::Rollback => "ROLLBACK",
+            StatementKind::NoOp { tag } => tag,
+        }
+    }
+}
+
+/// Limits applied while parsing untrusted SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    /// Recursion limit handed to sqlparser, and the deepest expression nesting
+    /// accepted after parsing (left-deep operator chains are not recursive in the
+    /// parser, but are in every planner pass).
+    pub max_nesting: usize,
+    /// Largest SQL text accepted, in bytes.
+    pub max_sql_bytes: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits { max_nesting: 64, max_sql_bytes: 1024 * 1024 }
+    }
+}
+
+/// Parse SQL text into statements (PostgreSQL dialect). Errors carry SQLSTATE
+/// 42601 (syntax) or 54001 (too complex) and never echo the text.
+pub fn parse(sql: &str, limits: ParseLimits) -> Result<Vec<Statement>, SqlError> {
+    if sql.len() > limits.max_sql_bytes {
+        return Err(SqlError::new("54000", "statement text is too long"));
+    }
+    let dialect = PostgreSqlDialect {};
+    let statements = Parser::new(&dialect)
+        .with_recursion_limit(limits.max_nesting)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(parser_error)?;
+    for stmt in &statements {
+        check_depth(stmt, limits.max_nesting)?;
+    }
+    Ok(statements)
+}
+
+fn parser_error(e: ParserError) -> SqlError {
+    match e {
+        ParserError::RecursionLimitExceeded => {
+            SqlError::new("54001", "statement is too complex: nesting limit exceeded")
+        }
+        // The parser's message names the unexpected token and its position; a
+        // token is either a keyword or a piece of the user's own text, so only
+        // the position is kept.
+        ParserError::ParserError(msg) | ParserError::TokenizerError(msg) => {
+            SqlError::new("42601", format!("syntax error{}", position_of(&msg)))
+        }
+    }
+}
+
+/// Extract " at Line: X, Column: Y" from a sqlparser message, if present.
+fn position_of(msg: &str) -> String {
+    match msg.rfind(" at Line: ") {
+        Some(i) if msg[i..].len() < 40 => msg[i..].to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Refuse statements whose expression or query nesting is deeper than `max`.
+/// The walk stops as soon as the limit is crossed, so it never recurses deeper
+/// than `max` itself.
+fn check_depth(stmt: &Statement, max: usize) -> Result<(), SqlError> {
+    struct Depth {
+        current: usize,
+        max: usize,
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.current += 1;
+            if self.current > self.max { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.current -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.current += 1;
+            if self.current > self.max { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.current -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = Depth { current: 0, max };
+    match stmt.visit(&mut v) {
+        ControlFlow::Break(()) => {
+            Err(SqlError::new("54001", "statement is too complex: nesting limit exceeded"))
+        }
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// Sort one parsed statement into a [`StatementKind`], or refuse it.
+pub fn classify(stmt: Statement) -> Result<StatementKind, SqlError> {
+    match stmt {
+        Statement::Query(ref q) => {
+            check_query_shape(q)?;
+            Ok(StatementKind::Query(Box::new(stmt)))
+        }
+        Statement::Explain { ref statement, analyze, .. } => {
+            if analyze {
+                return Err(SqlError::new("0A000", "EXPLAIN ANALYZE is not supported"));
+            }
+            match statement.as_ref() {
+                Statement::Query(q) => {
+                    check_query_shape(q)?;
+                    Ok(StatementKind::Explain(Box::new(stmt)))
+                }
+                _ => Err(SqlError::new("0A000", "EXPLAIN is supported for queries only")),
+            }
+        }
+        Statement::Set(set) => classify_set(set),
+        Statement::ShowVariable { variable } => {
+            let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");
+            Ok(StatementKind::Show { name })
+        }
+        Statement::Reset(r) => Ok(StatementKind::Reset {
+            name: match r.reset {
+                ast::Reset::ALL => None,
+                ast::Reset::ConfigurationParameter(n) => Some(object_name_lower(&n)),
+            },
+        }),
+        Statement::StartTransaction { .. } => Ok(StatementKind::Begin),
+        Statement::Commit { .. } => Ok(StatementKind::Commit),
+        Statement::Rollback { savepoint: None, .. } => Ok(StatementKind::Rollback),
+        Statement::Rollback { savepoint: Some(_), .. } => Ok(StatementKind::NoOp { tag: "ROLLBACK" }),
+        Statement::Savepoint { .. } => Ok(StatementKind::NoOp { tag: "SAVEPOINT" }),
+        Statement::ReleaseSavepoint { .. } => Ok(StatementKind::NoOp { tag: "RELEASE" }),
+        Statement::Discard { .. } => Ok(StatementKind::NoOp { tag: "DISCARD ALL" }),
+        other => Err(refusal(&other)),
+    }
+}
+
+/// The refusal for a statement kind outside the allow-list.
+fn refusal(stmt: &Statement) -> SqlError {
+    match stmt {
+        Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_)
+        | Statement::Merge(_)
+        | Statement::Truncate(_)
+        | Statement::Copy { .. }
+        | Statement::CreateTable(_)
+        | Statement::CreateView(_)
+        | Statement::CreateSchema { .. }
+        | Statement::CreateIndex(_)
+        | Statement::CreateFunction(_)
+        | Statement::Drop { .. }
+        | Statement::AlterTable(_)
+        | Statement::Grant(_)
+        | Statement::Revoke(_) => {
+            SqlError::new("42501", "permission denied: lakeward is read-only")
+        }
+        _ => SqlError::new("0A000", "statement kind is not supported by lakeward"),
+    }
+}
+
+fn classify_set(set: ast::Set) -> Result<StatementKind, SqlError> {
+    match set {
+        ast::Set::SingleAssignment { variable, values, .. } => {
+            let name = object_name_lower(&variable);
+            let value = set_value(&values)?;
+            Ok(StatementKind::Set { name, value })
+        }
+        ast::Set::SetTimeZone { value, .. } => {
+            Ok(StatementKind::Set { name: "timezone".into(), value: set_value(&[value])? })
+        }
+        ast::Set::SetNames { charset_name, .. } => Ok(StatementKind::Set {
+            name: "client_encoding".into(),
+            value: Some(charset_name.value),
+        }),
+        ast::Set::SetTransaction { .. } => Ok(StatementKind::NoOp { tag: "SET" }),
+        _ => Err(SqlError::new("0A000", "this form of SET is not supported")),
+    }
+}
+
+/// Turn the right-hand side of `SET` into text. Only literals and bare
+/// identifiers are accepted; `DEFAULT` gives `None`.
+fn set_value(values: &[Expr]) -> Result<Option<String>, SqlError> {
+    let mut parts = Vec::with_capacity(values.len());
+    for v in values {
+        let text = match v {
+            Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s)
+                | ast::Value::DoubleQuotedString(s)
+                | ast::Value::EscapedStringLiteral(s) => s.clone(),
+                ast::Value::Number(n, _) => n.clone(),
+                ast::Value::Boolean(b) => b.to_string(),
+                _ => return Err(SqlError::new("22023", "invalid value for SET")),
+            },
+            Expr::Identifier(i) if i.value.eq_ignore_ascii_case("default") && i.quote_style.is_none() => {
+                return Ok(None);
+            }
+            Expr::Identifier(i) => i.value.clone(),
+            Expr::UnaryOp { op: ast::UnaryOperator::Minus, expr } => match expr.as_ref() {
+                Expr::Value(v) => match &v.value {
+                    ast::Value::Number(n, _) => format!("-{n}"),
+                    _ => return Err(SqlError::new("22023", "invalid value for SET")),
+                },
+                _ => return Err(SqlError::new("22023", "invalid value for SET")),
+            },
+            _ => return Err(SqlError::new("22023", "invalid value for SET")),
+        };
+        parts.push(text);
+    }
+    Ok(Some(parts.join(", ")))
+}
+
+/// Lower-cased dotted name, as PostgreSQL folds configuration parameter names.
+pub fn object_name_lower(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|p| p.as_ident().map(|i| i.value.to_lowercase()).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Refuse query shapes that read outside the registered tables or write:
+/// table functions (`read_parquet(...)`), `SELECT ... INTO`, locking clauses,
+/// and quoted file paths used as table names.
+fn check_query_shape(q: &Query) -> Result<(), SqlError> {
+    struct Shape(Option<SqlError>);
+    impl Visitor for Shape {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            let bad = match t {
+                TableFactor::Table { args: Some(_), .. } | TableFactor::Function { .. } => {
+                    Some("table functions are not allowed")
+                }
+                TableFactor::Table { name, .. }
+                    if name.0.iter().any(|p| {
+                        p.as_ident().is_some_and(|i| {
+                            i.quote_style.is_some()
+                                && (i.value.contains('/') || i.value.contains(':') || i.value.contains('.'))
+                        })
+                    }) =>
+                {
+                    Some("file or URL table references are not allowed")
+                }
+                TableFactor::Table { .. } | TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => None,
+                _ => Some("table functions are not allowed"),
+            };
+            if let Some(msg) = bad {
+                self.0 = Some(SqlError::new("42501", format!("permission denied: {msg}")));
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if !q.locks.is_empty() {
+                self.0 = Some(SqlError::new("0A000", "row locking is not supported by lakeward"));
+                return ControlFlow::Break(());
+            }
+            if let SetExpr::Select(s) = q.body.as_ref()
+                && s.into.is_some()
+            {
+                self.0 = Some(SqlError::new("42501", "permission denied: lakeward is read-only"));
+                return ControlFlow::Break(());
+            }
+            if matches!(
+                q.body.as_ref(),
+                SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+            ) {
+                self.0 = Some(SqlError::new("42501", "permission denied: lakeward is read-only"));
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = Shape(None);
+    let _ = q.visit(&mut v);
+    match v.0 {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(sql: &str) -> Result<StatementKind, SqlError> {
+        let mut stmts = parse(sql, ParseLimits::default())?;
+        assert_eq!(stmts.len(), 1);
+        classify(stmts.remove(0))
+    }
+
+    #[test]
+    fn queries_and_session_statements_pass() {
+        assert!(matches!(kind("SELECT 1").unwrap(), StatementKind::Query(_)));
+        assert!(matches!(kind("WITH a AS (SELECT 1) SELECT * FROM a").unwrap(), StatementKind::Query(_)));
+        assert!(matches!(kind("VALUES (1)").unwrap(), StatementKind::Query(_)));
+        assert!(matches!(kind("EXPLAIN SELECT 1").unwrap(), StatementKind::Explain(_)));
+        assert!(matches!(kind("BEGIN").unwrap(), StatementKind::Begin));
+        assert!(matches!(kind("COMMIT").unwrap(), StatementKind::Commit));
+        match kind("SET application_name = 'x'").unwrap() {
+            StatementKind::Set { name, value } => {
+                assert_eq!(name, "application_name");
+                assert_eq!(value.as_deref(), Some("x"));
+            }
+            k => panic!("{k:?}"),
+        }
+        match kind("SET extra_float_digits TO DEFAULT").unwrap() {
+            StatementKind::Set { value, .. } => assert!(value.is_none()),
+            k => panic!("{k:?}"),
+        }
+        assert!(matches!(kind("SHOW search_path").unwrap(), StatementKind::Show { .. }));
+    }
+
+    #[test]
+    fn writes_and_ddl_are_refused() {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "CREATE TABLE t (a int)",
+            "DROP TABLE t",
+            "COPY t FROM '/etc/passwd'",
+            "COPY t TO '/tmp/x'",
+            "SELECT * INTO newt FROM t",
+        ] {
+            let e = kind(sql).unwrap_err();
+            assert!(e.code == "42501" || e.code == "0A000", "{sql}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn file_reads_and_table_functions_are_refused() {
+        for sql in [
+            "SELECT * FROM read_parquet('/etc/x')",
+            "SELECT * FROM '/etc/passwd'",
+            "SELECT * FROM \"/tmp/data.csv\"",
+            "SELECT * FROM generate_series(1, 10)",
+            "SELECT * FROM UNNEST(ARRAY[1])",
+        ] {
+            let e = kind(sql).unwrap_err();
+            assert_eq!(e.code, "42501", "{sql}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_crashed() {
+        let deep = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert_eq!(kind(&deep).unwrap_err().code, "54001");
+        let chain = format!("SELECT 1{}", " + 1".repeat(10_000));
+        assert_eq!(kind(&chain).unwrap_err().code, "54001");
+    }
+
+    #[test]
+    fn syntax_errors_do_not_echo_text() {
+        let e = kind("SELECT * FRM secret_value_xyz").unwrap_err();
+        assert_eq!(e.code, "42601");
+        assert!(!e.message.contains("secret_value_xyz"), "{}", e.message);
+    }
+}

@@ -1,0 +1,666 @@
+//! The pgwire handlers of one connection: startup, simple query, extended
+//! query (Parse/Bind/Describe/Execute/Sync) and cancel.
+//!
+//! One [`ConnHandler`] exists per connection; it owns the [`Session`] once
+//! startup has finished. Every statement goes the same way whichever protocol
+//! carried it: gate (parse + classify) → session rules (bind identity
+//! functions) → plan (AST, never text) → read-only verification → streamed
+//! execution. Errors become [`SqlError`]s; only `FATAL` ones close the socket.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::Statement;
+use futures::sink::{Sink, SinkExt};
+use futures::stream::StreamExt;
+use pgwire::api::auth::{StartupHandler, finish_authentication, protocol_negotiation};
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_query_response};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, PidSecretKeyGenerator, Type,
+};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::extendedquery::{Execute, PortalSuspended};
+use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::simplequery::Query;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::engine::encode::{pg_fields, row_stream};
+use crate::error::SqlError;
+use crate::rewrite::gate::{self, StatementKind};
+use crate::rewrite::session_functions::{SessionFacts, bind_session_functions};
+use crate::session::{Session, version_string};
+
+/// Per-connection handler state.
+pub struct ConnHandler {
+    shared: Arc<Shared>,
+    parser: Arc<Parser>,
+}
+
+/// The extended-protocol parser; shares the connection's session.
+pub struct Parser {
+    shared: Arc<Shared>,
+    session: Arc<OnceLock<Arc<Session>>>,
+}
+
+/// A statement prepared by Parse (or by a simple Query, one per statement).
+#[derive(Clone, Debug)]
+pub struct Prepared(Arc<PreparedInner>);
+
+#[derive(Debug)]
+struct PreparedInner {
+    kind: PreparedKind,
+    /// Parameter types for ParameterDescription, `$1..$n` in order.
+    param_types: Vec<Type>,
+    /// DataFusion's inferred types, used to decode bound values.
+    param_data_types: Vec<Option<DataType>>,
+    /// Result columns, or `None` for statements that return no rows.
+    result_schema: Option<SchemaRef>,
+}
+
+#[derive(Debug)]
+enum PreparedKind {
+    /// A planned query (or EXPLAIN) with the state it was planned in.
+    Plan { plan: LogicalPlan, state: Box<SessionState> },
+    /// SET/SHOW/RESET/BEGIN/COMMIT/ROLLBACK/no-ops.
+    Utility(StatementKind),
+}
+
+impl ConnHandler {
+    pub fn new(shared: Arc<Shared>) -> ConnHandler {
+        let parser = Arc::new(Parser { shared: shared.clone(), session: Arc::new(OnceLock::new()) });
+        ConnHandler { shared, parser }
+    }
+
+    /// The session, once startup has completed.
+    pub fn session(&self) -> Option<Arc<Session>> {
+        self.parser.session.get().cloned()
+    }
+
+    fn require_session(&self) -> PgWireResult<Arc<Session>> {
+        self.session().ok_or_else(|| SqlError::fatal("08P01", "query before startup completed").into_pgwire())
+    }
+}
+
+impl Parser {
+    fn session(&self) -> Result<Arc<Session>, SqlError> {
+        self.session.get().cloned().ok_or_else(|| SqlError::fatal("08P01", "query before startup completed"))
+    }
+
+    /// Turn one parsed statement into a [`Prepared`]: classify, bind session
+    /// functions, plan.
+    async fn prepare(&self, session: &Session, stmt: Statement) -> Result<Prepared, SqlError> {
+        let kind = gate::classify(stmt)?;
+        match kind {
+            StatementKind::Query(mut stmt) | StatementKind::Explain(mut stmt) => {
+                let schema = session.default_schema();
+                let facts = SessionFacts {
+                    user: session.user.clone(),
+                    database: session.database.clone(),
+                    schema: schema.clone().unwrap_or_else(|| "public".into()),
+                    backend_pid: self.shared.registry.pid_of(session.id).unwrap_or(0),
+                    version: version_string(),
+                };
+                bind_session_functions(&mut stmt, &facts);
+                let state = self.shared.engine.state_for(schema.as_deref());
+                let plan = self.shared.engine.plan(&state, *stmt).await?;
+                let (param_types, param_data_types) = parameter_types(&plan)?;
+                let result_schema = Arc::new(plan.schema().as_arrow().clone());
+                Ok(Prepared(Arc::new(PreparedInner {
+                    kind: PreparedKind::Plan { plan, state: Box::new(state) },
+                    param_types,
+                    param_data_types,
+                    result_schema: Some(result_schema),
+                })))
+            }
+            other => {
+                let result_schema = match &other {
+                    StatementKind::Show { name } if name == "all" => Some(Arc::new(Schema::new(vec![
+                        Field::new("name", DataType::Utf8, false),
+                        Field::new("setting", DataType::Utf8, false),
+                        Field::new("description", DataType::Utf8, false),
+                    ]))),
+                    StatementKind::Show { name } => {
+                        Some(Arc::new(Schema::new(vec![Field::new(name.clone(), DataType::Utf8, false)])))
+                    }
+                    _ => None,
+                };
+                Ok(Prepared(Arc::new(PreparedInner {
+                    kind: PreparedKind::Utility(other),
+                    param_types: vec![],
+                    param_data_types: vec![],
+                    result_schema,
+                })))
+            }
+        }
+    }
+}
+
+/// `$1..$n` types of a plan, in order; an untyped parameter is TEXT.
+fn parameter_types(plan: &LogicalPlan) -> Result<(Vec<Type>, Vec<Option<DataType>>), SqlError> {
+    let map = plan.get_parameter_types().map_err(|e| crate::engine::errors::to_sql_error(&e))?;
+    let mut indexed: Vec<(usize, Option<DataType>)> = Vec::with_capacity(map.len());
+    for (id, ty) in map {
+        let n = id
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1 && *n <= 65535)
+            .ok_or_else(|| SqlError::new("42P02", "parameters must be written $1, $2, ..."))?;
+        indexed.push((n, ty));
+    }
+    indexed.sort_by_key(|(n, _)| *n);
+    let count = indexed.last().map(|(n, _)| *n).unwrap_or(0);
+    let mut data_types = vec![None; count];
+    for (n, ty) in indexed {
+        data_types[n - 1] = ty;
+    }
+    let pg = data_types
+        .iter()
+        .map(|t| match t {
+            Some(t) => arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::TEXT),
+            None => Type::TEXT,
+        })
+        .collect();
+    Ok((pg, data_types))
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let session = self.session().map_err(SqlError::into_pgwire)?;
+        let mut stmts = gate::parse(sql, self.shared.parse_limits).map_err(SqlError::into_pgwire)?;
+        match stmts.len() {
+            0 => Ok(None),
+            1 => {
+                let stmt = stmts.remove(0);
+                self.prepare(&session, stmt).await.map(Some).map_err(|e| {
+                    tracing::debug!(session = %session.id, sqlstate = e.code, "parse refused");
+                    e.into_pgwire()
+                })
+            }
+            _ => Err(SqlError::new("42601", "cannot insert multiple commands into a prepared statement").into_pgwire()),
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.0.param_types.clone())
+    }
+
+    fn get_result_schema(&self, stmt: &Prepared, column_format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.0.result_schema {
+            Some(schema) => {
+                let default = Format::UnifiedText;
+                pg_fields(schema, column_format.unwrap_or(&default)).map_err(SqlError::into_pgwire)
+            }
+            None => Ok(vec![]),
+        }
+    }
+}
+
+/// What running a statement produced.
+enum Outcome {
+    Rows(QueryResponse),
+    Tag(Tag),
+    Begin,
+    End(Tag),
+}
+
+impl ConnHandler {
+    /// Run a prepared statement. `params` are bound into the plan.
+    async fn run(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        params: Option<datafusion::common::ParamValues>,
+        format: &Format,
+        cancel: CancellationToken,
+    ) -> Result<Outcome, SqlError> {
+        match &prepared.0.kind {
+            PreparedKind::Plan { plan, state } => {
+                let plan = match params {
+                    Some(p) => plan.clone().with_param_values(p).map_err(|e| crate::engine::errors::to_sql_error(&e))?,
+                    None => {
+                        if !prepared.0.param_types.is_empty() {
+                            return Err(SqlError::new("08P01", "statement has parameters but none were bound"));
+                        }
+                        plan.clone()
+                    }
+                };
+                let fields = Arc::new(pg_fields(plan.schema().as_arrow(), format)?);
+                let batches = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Err(SqlError::cancelled()),
+                    r = self.shared.engine.execute(state, plan) => r?,
+                };
+                let rows = row_stream(batches, fields.clone(), cancel);
+                Ok(Outcome::Rows(QueryResponse::new(fields, rows)))
+            }
+            PreparedKind::Utility(kind) => self.run_utility(session, kind, format),
+        }
+    }
+
+    fn run_utility(&self, session: &Session, kind: &StatementKind, format: &Format) -> Result<Outcome, SqlError> {
+        match kind {
+            StatementKind::Set { name, value } => {
+                session.set(name, value.clone())?;
+                Ok(Outcome::Tag(Tag::new("SET")))
+            }
+            StatementKind::Reset { name } => {
+                session.reset(name.as_deref())?;
+                Ok(Outcome::Tag(Tag::new("RESET")))
+            }
+            StatementKind::Show { name } => {
+                let rows: Vec<Vec<String>> = if name == "all" {
+                    session.show_all().into_iter().map(|(a, b, c)| vec![a, b, c]).collect()
+                } else {
+                    vec![vec![session.show(name)?]]
+                };
+                let cols: Vec<&str> = if name == "all" { vec!["name", "setting", "description"] } else { vec![name] };
+                Ok(Outcome::Rows(text_rows(&cols, rows, format)?))
+            }
+            StatementKind::Begin => Ok(Outcome::Begin),
+            StatementKind::Commit => Ok(Outcome::End(Tag::new("COMMIT"))),
+            StatementKind::Rollback => Ok(Outcome::End(Tag::new("ROLLBACK"))),
+            StatementKind::NoOp { tag } => Ok(Outcome::Tag(Tag::new(tag))),
+            StatementKind::Query(_) | StatementKind::Explain(_) => Err(SqlError::internal()),
+        }
+    }
+}
+
+/// A small all-text result (SHOW).
+fn text_rows(cols: &[&str], rows: Vec<Vec<String>>, format: &Format) -> Result<QueryResponse, SqlError> {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::arrow::record_batch::RecordBatch;
+    let schema = Arc::new(Schema::new(cols.iter().map(|c| Field::new(*c, DataType::Utf8, false)).collect::<Vec<_>>()));
+    let arrays: Vec<ArrayRef> = (0..cols.len())
+        .map(|i| Arc::new(StringArray::from(rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>())) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|_| SqlError::internal())?;
+    let fields = Arc::new(pg_fields(&schema, format)?);
+    let rows: Vec<PgWireResult<_>> = arrow_pg::datatypes::encode_recordbatch(fields.clone(), batch).collect();
+    Ok(QueryResponse::new(fields, futures::stream::iter(rows)))
+}
+
+/// Statements allowed while a transaction is in the failed state.
+fn allowed_in_failed_transaction(kind: &Prepared) -> bool {
+    matches!(
+        &kind.0.kind,
+        PreparedKind::Utility(StatementKind::Rollback | StatementKind::Commit)
+    )
+}
+
+fn aborted_transaction() -> SqlError {
+    SqlError::new("25P02", "current transaction is aborted, commands ignored until end of transaction block")
+}
+
+#[async_trait]
+impl SimpleQueryHandler for ConnHandler {
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let session = self.require_session()?;
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let mut status = client.transaction_status();
+
+        match gate::parse(&query.query, self.shared.parse_limits) {
+            Err(e) => {
+                send_error(client, e).await?;
+                status = status.to_error_state();
+            }
+            Ok(stmts) if stmts.is_empty() => {
+                client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
+            }
+            Ok(stmts) => {
+                for stmt in stmts {
+                    let cancel = session.begin_statement();
+                    let result = async {
+                        let prepared = self.parser.prepare(&session, stmt).await?;
+                        if status == TransactionStatus::Error && !allowed_in_failed_transaction(&prepared) {
+                            return Err(aborted_transaction());
+                        }
+                        self.run(&session, &prepared, None, &Format::UnifiedText, cancel).await
+                    }
+                    .await;
+                    match result {
+                        Ok(Outcome::Rows(rows)) => {
+                            if let Err(e) = send_query_response(client, rows, true).await {
+                                // A row failed mid-stream (cancel, execution error).
+                                match e {
+                                    PgWireError::UserError(info) => {
+                                        client.feed(PgWireBackendMessage::ErrorResponse((*info).into())).await?;
+                                        status = status.to_error_state();
+                                        break;
+                                    }
+                                    other => return Err(other),
+                                }
+                            }
+                        }
+                        Ok(Outcome::Tag(tag)) => {
+                            client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                        }
+                        Ok(Outcome::Begin) => {
+                            client.feed(PgWireBackendMessage::CommandComplete(Tag::new("BEGIN").into())).await?;
+                            status = status.to_in_transaction_state();
+                        }
+                        Ok(Outcome::End(tag)) => {
+                            let tag = if status == TransactionStatus::Error { Tag::new("ROLLBACK") } else { tag };
+                            client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                            status = status.to_idle_state();
+                        }
+                        Err(e) => {
+                            send_error(client, e).await?;
+                            status = status.to_error_state();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        session.set_in_transaction(status != TransactionStatus::Idle);
+        client.send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status))).await?;
+        Ok(())
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, _query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_query` is overridden and never calls this.
+        Err(SqlError::internal().into_pgwire())
+    }
+}
+
+async fn send_error<C>(client: &mut C, e: SqlError) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    match e.into_pgwire() {
+        PgWireError::UserError(info) => {
+            client.feed(PgWireBackendMessage::ErrorResponse((*info).into())).await?;
+            Ok(())
+        }
+        other => Err(other),
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for ConnHandler {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = self.require_session()?;
+        let prepared = &portal.statement.statement;
+        if client.transaction_status() == TransactionStatus::Error && !allowed_in_failed_transaction(prepared) {
+            return Err(aborted_transaction().into_pgwire());
+        }
+        let params = if prepared.0.param_types.is_empty() && portal.parameter_len() == 0 {
+            None
+        } else {
+            if portal.parameter_len() != prepared.0.param_types.len() {
+                return Err(SqlError::new(
+                    "08P01",
+                    format!(
+                        "bind message supplies {} parameters, but prepared statement requires {}",
+                        portal.parameter_len(),
+                        prepared.0.param_types.len()
+                    ),
+                )
+                .into_pgwire());
+            }
+            let inferred: Vec<Option<&DataType>> = prepared.0.param_data_types.iter().map(|t| t.as_ref()).collect();
+            let values = arrow_pg::datatypes::df::deserialize_parameters(portal, &inferred)
+                .map_err(|_| SqlError::new("22P02", "invalid value for a bound parameter").into_pgwire())?;
+            Some(values)
+        };
+        let cancel = session.begin_statement();
+        match self.run(&session, prepared, params, &portal.result_column_format, cancel).await {
+            Ok(Outcome::Rows(rows)) => Ok(Response::Query(rows)),
+            Ok(Outcome::Tag(tag)) => Ok(Response::Execution(tag)),
+            Ok(Outcome::Begin) => {
+                session.set_in_transaction(true);
+                Ok(Response::TransactionStart(Tag::new("BEGIN")))
+            }
+            Ok(Outcome::End(tag)) => {
+                session.set_in_transaction(false);
+                let tag = if client.transaction_status() == TransactionStatus::Error { Tag::new("ROLLBACK") } else { tag };
+                Ok(Response::TransactionEnd(tag))
+            }
+            Err(e) => Err(e.into_pgwire()),
+        }
+    }
+
+    /// Execute streams rows straight from the portal's stream to the socket,
+    /// `max_rows` at a time, instead of pgwire's default which collects the
+    /// rows of one Execute (all of them when `max_rows` is 0) into memory.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let mut status = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let portal_name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let max_rows = message.max_rows.max(0) as usize;
+
+        let portal = match client.portal_store().get_portal(portal_name) {
+            Some(Entry::Value(p)) => p,
+            Some(Entry::Empty) => {
+                client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                return Ok(());
+            }
+            None => {
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                return Err(PgWireError::PortalNotFound(portal_name.to_owned()));
+            }
+        };
+
+        let state = portal.state();
+        let mut guard = state.lock().await;
+        if matches!(&*guard, PortalExecutionState::Initial) {
+            let resp = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), max_rows).await;
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    client.set_state(PgWireConnectionState::ReadyForQuery);
+                    return Err(e);
+                }
+            };
+            match resp {
+                Response::Query(results) => *guard = PortalExecutionState::Suspended(results),
+                Response::Execution(tag) => {
+                    *guard = PortalExecutionState::Finished;
+                    client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                }
+                Response::TransactionStart(tag) => {
+                    *guard = PortalExecutionState::Finished;
+                    client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                    status = status.to_in_transaction_state();
+                }
+                Response::TransactionEnd(tag) => {
+                    *guard = PortalExecutionState::Finished;
+                    client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                    status = status.to_idle_state();
+                }
+                _ => {
+                    *guard = PortalExecutionState::Finished;
+                    client.set_state(PgWireConnectionState::ReadyForQuery);
+                    return Err(SqlError::internal().into_pgwire());
+                }
+            }
+        }
+
+        let mut failure = None;
+        match &mut *guard {
+            PortalExecutionState::Suspended(results) => {
+                let tag_name = results.command_tag().to_owned();
+                let mut sent = 0usize;
+                let mut exhausted = false;
+                while max_rows == 0 || sent < max_rows {
+                    match results.data_rows().next().await {
+                        Some(Ok(row)) => {
+                            client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                            sent += 1;
+                        }
+                        Some(Err(e)) => {
+                            failure = Some(e);
+                            break;
+                        }
+                        None => {
+                            exhausted = true;
+                            break;
+                        }
+                    }
+                }
+                if failure.is_some() {
+                    *guard = PortalExecutionState::Finished;
+                } else if exhausted {
+                    *guard = PortalExecutionState::Finished;
+                    client
+                        .feed(PgWireBackendMessage::CommandComplete(Tag::new(&tag_name).with_rows(sent).into()))
+                        .await?;
+                } else {
+                    client.feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new())).await?;
+                }
+            }
+            PortalExecutionState::Finished => {}
+            PortalExecutionState::Initial => failure = Some(SqlError::internal().into_pgwire()),
+        }
+        drop(guard);
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl StartupHandler for ConnHandler {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                if !client.is_secure() && !self.shared.plaintext_allowed(client.socket_addr()) {
+                    tracing::info!(client = %client.socket_addr().ip(), "plaintext connection refused");
+                    return Err(SqlError::tls_required().into_pgwire());
+                }
+                let params: BTreeMap<String, String> =
+                    startup.parameters.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let user = params.get("user").cloned().unwrap_or_default();
+                if user.is_empty() {
+                    return Err(SqlError::fatal("28000", "no user name given").into_pgwire());
+                }
+                let database = params.get("database").cloned().unwrap_or_else(|| user.clone());
+                let session = Arc::new(Session::new(user, database, client.socket_addr(), client.is_secure()));
+                session.apply_startup(&params).map_err(|mut e| {
+                    e.fatal = true;
+                    e.into_pgwire()
+                })?;
+                client.metadata_mut().extend(params);
+
+                // Development mode: no authentication yet (identity arrives with JWT).
+                let (_, secret) = pgwire::api::RandomPidSecretKeyGenerator::default().generate(client);
+                let pid = self.shared.registry.register(&session, secret.clone());
+                client.set_pid_and_secret_key(pid, secret);
+                let _ = self.parser.session.set(session.clone());
+                tracing::info!(session = %session.id, user = %session.user, tls = session.tls, "session started");
+                finish_authentication(client, &ParamProvider { session }).await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(_) => {
+                return Err(SqlError::fatal("08P01", "unexpected password message").into_pgwire());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// ParameterStatus values sent after authentication.
+struct ParamProvider {
+    session: Arc<Session>,
+}
+
+impl pgwire::api::auth::ServerParameterProvider for ParamProvider {
+    fn server_parameters<C>(&self, _client: &C) -> Option<std::collections::HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        let s = &self.session;
+        let mut m = std::collections::HashMap::new();
+        m.insert("server_version".into(), crate::session::SERVER_VERSION.into());
+        m.insert("server_encoding".into(), "UTF8".into());
+        m.insert("client_encoding".into(), "UTF8".into());
+        m.insert("DateStyle".into(), "ISO, MDY".into());
+        m.insert("TimeZone".into(), "UTC".into());
+        m.insert("IntervalStyle".into(), "postgres".into());
+        m.insert("integer_datetimes".into(), "on".into());
+        m.insert("standard_conforming_strings".into(), "on".into());
+        m.insert("is_superuser".into(), "off".into());
+        m.insert("default_transaction_read_only".into(), "on".into());
+        m.insert("in_hot_standby".into(), "off".into());
+        m.insert("session_authorization".into(), s.user.clone());
+        m.insert("application_name".into(), s.application_name());
+        Some(m)
+    }
+}
+
+#[async_trait]
+impl CancelHandler for ConnHandler {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        self.shared.registry.cancel(request.pid, &request.secret_key);
+    }
+}

@@ -1,0 +1,328 @@
+//! One client session: who is connected, from where, and the session's
+//! settings (`SET`/`SHOW`/`RESET`).
+//!
+//! Only parameters on the allow-list below can be set; anything else is
+//! refused with PostgreSQL's `42704` (unknown) or `42501` (engine settings,
+//! e.g. `datafusion.*`, which would let a client switch off safety features).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::SqlError;
+
+/// The server version announced to clients. Drivers parse the leading number.
+pub const SERVER_VERSION: &str = "15.0";
+
+/// `SELECT version()`: SQLAlchemy requires "PostgreSQL <major>" in it.
+pub fn version_string() -> String {
+    format!("PostgreSQL {SERVER_VERSION} (lakeward {}) on x86_64-pc-linux-gnu", env!("CARGO_PKG_VERSION"))
+}
+
+/// A session identifier, unique within one lakeward process run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s{:08x}", self.0)
+    }
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// How a parameter may be set.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// Any value is stored and echoed.
+    Free,
+    /// Only these values (case-insensitive) are accepted.
+    OneOf(&'static [&'static str]),
+    /// An integer in this range.
+    Int(i64, i64),
+}
+
+/// `(name, default, rule, description)` for every settable parameter.
+const PARAMETERS: &[(&str, &str, Rule, &str)] = &[
+    ("application_name", "", Rule::Free, "Sets the application name to be reported in statistics and logs."),
+    ("client_encoding", "UTF8", Rule::OneOf(&["utf8", "utf-8", "unicode"]), "Sets the client's character set encoding."),
+    ("client_min_messages", "notice", Rule::Free, "Sets the message levels that are sent to the client."),
+    ("datestyle", "ISO, MDY", Rule::OneOf(&["iso", "iso, mdy", "iso,mdy", "iso, ymd", "iso, dmy"]), "Sets the display format for date and time values."),
+    ("default_transaction_isolation", "read committed", Rule::Free, "Sets the transaction isolation level of each new transaction."),
+    ("default_transaction_read_only", "on", Rule::OneOf(&["on", "true", "1"]), "Sessions are always read-only."),
+    ("extra_float_digits", "1", Rule::Int(-15, 3), "Sets the number of digits displayed for floating-point values."),
+    ("idle_in_transaction_session_timeout", "0", Rule::Free, "Accepted for compatibility."),
+    ("intervalstyle", "postgres", Rule::OneOf(&["postgres"]), "Sets the display format for interval values."),
+    ("lock_timeout", "0", Rule::Free, "Accepted for compatibility."),
+    ("search_path", "\"$user\", public", Rule::Free, "Sets the schema search order for names that are not schema-qualified."),
+    ("standard_conforming_strings", "on", Rule::OneOf(&["on", "true"]), "Backslashes in ordinary string literals are literal."),
+    ("statement_timeout", "0", Rule::Free, "Sets the maximum allowed duration of any statement."),
+    ("timezone", "UTC", Rule::OneOf(&["utc", "etc/utc", "gmt", "z", "zulu", "+00", "+00:00"]), "Timestamps are reported in UTC."),
+    ("transaction_isolation", "read committed", Rule::Free, "Accepted for compatibility."),
+    ("bytea_output", "hex", Rule::OneOf(&["hex"]), "Sets the output format for bytea."),
+    ("jit", "off", Rule::Free, "Accepted for compatibility."),
+];
+
+/// Read-only parameters that SHOW answers.
+fn fixed_parameter(name: &str) -> Option<String> {
+    Some(match name {
+        "server_version" => SERVER_VERSION.to_owned(),
+        "server_version_num" => "150000".to_owned(),
+        "server_encoding" => "UTF8".to_owned(),
+        "integer_datetimes" => "on".to_owned(),
+        "is_superuser" => "off".to_owned(),
+        "max_identifier_length" => "63".to_owned(),
+        "transaction_read_only" => "on".to_owned(),
+        "in_hot_standby" => "off".to_owned(),
+        "lc_collate" | "lc_ctype" => "C".to_owned(),
+        _ => return None,
+    })
+}
+
+fn spec(name: &str) -> Option<&'static (&'static str, &'static str, Rule, &'static str)> {
+    PARAMETERS.iter().find(|(n, ..)| *n == name)
+}
+
+/// Mutable per-session state.
+#[derive(Debug, Default)]
+struct Vars {
+    values: BTreeMap<String, String>,
+    in_transaction: bool,
+}
+
+/// One connected client.
+#[derive(Debug)]
+pub struct Session {
+    pub id: SessionId,
+    /// Startup `user`.
+    pub user: String,
+    /// Startup `database`.
+    pub database: String,
+    pub client_addr: SocketAddr,
+    pub tls: bool,
+    vars: Mutex<Vars>,
+    /// Cancels the statement that is running now; replaced at each statement.
+    current: Mutex<CancellationToken>,
+}
+
+impl Session {
+    pub fn new(user: String, database: String, client_addr: SocketAddr, tls: bool) -> Session {
+        Session {
+            id: SessionId(NEXT_SESSION.fetch_add(1, Ordering::Relaxed)),
+            user,
+            database,
+            client_addr,
+            tls,
+            vars: Mutex::new(Vars::default()),
+            current: Mutex::new(CancellationToken::new()),
+        }
+    }
+
+    fn vars(&self) -> std::sync::MutexGuard<'_, Vars> {
+        // A poisoned lock only means another thread panicked mid-update of plain
+        // strings; the data is still consistent enough to keep serving.
+        self.vars.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh cancellation token for the statement about to run.
+    pub fn begin_statement(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = token.clone();
+        token
+    }
+
+    /// Cancel whatever statement is running (CancelRequest, shutdown).
+    pub fn cancel_current(&self) {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+    }
+
+    /// Apply startup parameters sent by the client (`application_name`,
+    /// `options=-c name=value`, ...). Unknown ones are ignored as PostgreSQL
+    /// ignores unknown startup options only for `options`; errors are reported.
+    pub fn apply_startup(&self, params: &BTreeMap<String, String>) -> Result<(), SqlError> {
+        for (k, v) in params {
+            let k = k.to_lowercase();
+            match k.as_str() {
+                "user" | "database" | "replication" => {}
+                "options" => {
+                    for (name, value) in parse_options(v)? {
+                        self.set(&name, Some(value))?;
+                    }
+                }
+                _ if spec(&k).is_some() => self.set(&k, Some(v.clone()))?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `SET name = value` (`None` = DEFAULT).
+    pub fn set(&self, name: &str, value: Option<String>) -> Result<(), SqlError> {
+        let name = name.to_lowercase();
+        if name.starts_with("datafusion.") {
+            return Err(SqlError::permission_denied(format!("parameter \"{name}\" cannot be changed")));
+        }
+        let Some((_, _, rule, _)) = spec(&name) else {
+            if fixed_parameter(&name).is_some() {
+                return Err(SqlError::new("55P02", format!("parameter \"{name}\" cannot be changed")));
+            }
+            return Err(SqlError::new("42704", format!("unrecognized configuration parameter \"{name}\"")));
+        };
+        let Some(value) = value else {
+            self.vars().values.remove(&name);
+            return Ok(());
+        };
+        let ok = match rule {
+            Rule::Free => value.len() <= 1024,
+            Rule::OneOf(allowed) => allowed.iter().any(|a| a.eq_ignore_ascii_case(value.trim())),
+            Rule::Int(lo, hi) => value.trim().parse::<i64>().is_ok_and(|n| (*lo..=*hi).contains(&n)),
+        };
+        if !ok {
+            return Err(SqlError::new("22023", format!("invalid value for parameter \"{name}\"")));
+        }
+        self.vars().values.insert(name, value);
+        Ok(())
+    }
+
+    /// `RESET name` / `RESET ALL`.
+    pub fn reset(&self, name: Option<&str>) -> Result<(), SqlError> {
+        match name {
+            None => {
+                self.vars().values.clear();
+                Ok(())
+            }
+            Some(n) => self.set(n, None),
+        }
+    }
+
+    /// `SHOW name`: the current value.
+    pub fn show(&self, name: &str) -> Result<String, SqlError> {
+        let name = name.to_lowercase();
+        if let Some(v) = fixed_parameter(&name) {
+            return Ok(v);
+        }
+        let Some((_, default, _, _)) = spec(&name) else {
+            return Err(SqlError::new("42704", format!("unrecognized configuration parameter \"{name}\"")));
+        };
+        Ok(self.vars().values.get(&name).cloned().unwrap_or_else(|| (*default).to_owned()))
+    }
+
+    /// `SHOW ALL`: `(name, setting, description)` rows.
+    pub fn show_all(&self) -> Vec<(String, String, String)> {
+        let vars = self.vars();
+        PARAMETERS
+            .iter()
+            .map(|(n, d, _, desc)| {
+                let v = vars.values.get(*n).cloned().unwrap_or_else(|| (*d).to_owned());
+                ((*n).to_owned(), v, (*desc).to_owned())
+            })
+            .collect()
+    }
+
+    /// The first schema of `search_path` that is not `$user`, if any.
+    pub fn default_schema(&self) -> Option<String> {
+        let path = self.show("search_path").ok()?;
+        path.split(',')
+            .map(|s| s.trim().trim_matches('"').to_lowercase())
+            .find(|s| !s.is_empty() && s != "$user")
+    }
+
+    pub fn application_name(&self) -> String {
+        self.show("application_name").unwrap_or_default()
+    }
+
+    pub fn set_in_transaction(&self, yes: bool) {
+        self.vars().in_transaction = yes;
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.vars().in_transaction
+    }
+}
+
+/// Parse libpq's `options` startup parameter: `-c name=value --name=value`.
+pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, SqlError> {
+    let mut out = Vec::new();
+    let mut words = split_options(options).into_iter();
+    while let Some(w) = words.next() {
+        let assignment = if w == "-c" {
+            words.next().ok_or_else(|| SqlError::fatal("22023", "invalid command-line argument: -c needs a value"))?
+        } else if let Some(rest) = w.strip_prefix("-c") {
+            rest.to_owned()
+        } else if let Some(rest) = w.strip_prefix("--") {
+            rest.to_owned()
+        } else {
+            return Err(SqlError::fatal("22023", "invalid command-line argument in options"));
+        };
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| SqlError::fatal("22023", "invalid command-line argument: expected name=value"))?;
+        out.push((name.trim().replace('-', "_").to_lowercase(), value.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Split on unescaped whitespace; `\ ` keeps a space inside a value (libpq rule).
+fn split_options(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session::new("u".into(), "d".into(), "127.0.0.1:1".parse().unwrap(), true)
+    }
+
+    #[test]
+    fn set_show_reset_round_trip() {
+        let s = session();
+        s.set("application_name", Some("psql".into())).unwrap();
+        assert_eq!(s.show("application_name").unwrap(), "psql");
+        s.set("Extra_Float_Digits", Some("3".into())).unwrap();
+        assert_eq!(s.show("extra_float_digits").unwrap(), "3");
+        s.reset(None).unwrap();
+        assert_eq!(s.show("extra_float_digits").unwrap(), "1");
+    }
+
+    #[test]
+    fn engine_and_unknown_settings_are_refused() {
+        let s = session();
+        assert_eq!(s.set("datafusion.execution.batch_size", Some("1".into())).unwrap_err().code, "42501");
+        assert_eq!(s.set("no_such_thing", Some("1".into())).unwrap_err().code, "42704");
+        assert_eq!(s.set("server_version", Some("1".into())).unwrap_err().code, "55P02");
+        assert_eq!(s.set("timezone", Some("Europe/Paris".into())).unwrap_err().code, "22023");
+    }
+
+    #[test]
+    fn libpq_options_are_parsed() {
+        let o = parse_options("-c search_path=clinical --application-name=x\\ y").unwrap();
+        assert_eq!(o, vec![("search_path".into(), "clinical".into()), ("application_name".into(), "x y".into())]);
+        assert!(parse_options("garbage").is_err());
+    }
+}

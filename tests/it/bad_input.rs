@@ -1,0 +1,147 @@
+//! Hostile or broken input: each gets a clean error or a closed connection,
+//! and the server keeps serving everyone else.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{connect, server, sqlstate, start};
+
+async fn still_serving() {
+    let client = connect(server().addr).await;
+    let n: i64 = client.query_one("SELECT count(*) FROM clinical.patients", &[]).await.unwrap().get(0);
+    assert!(n > 0);
+}
+
+/// Read until EOF (or timeout); returns everything the server sent.
+async fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out
+}
+
+fn startup_packet(user: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608u32.to_be_bytes());
+    for (k, v) in [("user", user), ("database", "lakeward")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend(body);
+    msg
+}
+
+/// The SQLSTATE of the first ErrorResponse in raw backend bytes.
+fn error_code(bytes: &[u8]) -> Option<String> {
+    let mut i = 0;
+    while i + 5 <= bytes.len() {
+        let tag = bytes[i];
+        let len = u32::from_be_bytes(bytes[i + 1..i + 5].try_into().ok()?) as usize;
+        let body = bytes.get(i + 5..i + 1 + len)?;
+        if tag == b'E' {
+            for field in body.split(|b| *b == 0) {
+                if field.first() == Some(&b'C') {
+                    return Some(String::from_utf8_lossy(&field[1..]).into_owned());
+                }
+            }
+        }
+        i += 1 + len;
+    }
+    None
+}
+
+#[tokio::test]
+async fn garbage_instead_of_startup() {
+    let mut s = TcpStream::connect(server().addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let _ = read_all(&mut s).await;
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn truncated_startup_then_hang_up() {
+    let mut s = TcpStream::connect(server().addr).await.unwrap();
+    s.write_all(&[0, 0, 0, 100, 0, 3, 0, 0, b'u']).await.unwrap();
+    drop(s);
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn truncated_message_after_startup() {
+    let mut s = TcpStream::connect(server().addr).await.unwrap();
+    s.write_all(&startup_packet("raw")).await.unwrap();
+    // A Query message that announces 50 bytes and delivers 6.
+    s.write_all(b"Q\0\0\0\x32SELE").await.unwrap();
+    drop(s);
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn oversized_message_is_refused_before_it_is_read() {
+    let mut s = TcpStream::connect(server().addr).await.unwrap();
+    s.write_all(&startup_packet("raw")).await.unwrap();
+    // Announce a 1 GiB query; send only the header.
+    s.write_all(&[b'Q', 0x3f, 0xff, 0xff, 0xf0]).await.unwrap();
+    let reply = read_all(&mut s).await;
+    assert_eq!(error_code(&reply).as_deref(), Some("08P01"));
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn deeply_nested_expression() {
+    let client = connect(server().addr).await;
+    let deep = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
+    let e = client.simple_query(&deep).await.expect_err("too deep");
+    assert_eq!(sqlstate(&e).as_deref(), Some("54001"));
+    let chain = format!("SELECT 1{}", " + 1".repeat(10_000));
+    let e = client.simple_query(&chain).await.expect_err("too deep");
+    assert_eq!(sqlstate(&e).as_deref(), Some("54001"));
+    client.simple_query("SELECT 1").await.unwrap();
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn syntax_error_and_unknown_table_keep_session() {
+    let client = connect(server().addr).await;
+    let e = client.simple_query("SELECT (1 FROM").await.expect_err("syntax");
+    assert_eq!(sqlstate(&e).as_deref(), Some("42601"));
+    let e = client.query("SELECT * FROM clinical.no_such_table", &[]).await.expect_err("unknown");
+    assert_eq!(sqlstate(&e).as_deref(), Some("42P01"));
+    client.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn connection_limit_gives_53300() {
+    let small = start(|c| c.server.max_connections = 2);
+    let a = connect(small.addr).await;
+    let b = connect(small.addr).await;
+    let e = crate::support::try_connect(small.addr, "third", "require").await.err().expect("limit");
+    assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
+    drop((a, b));
+    small.shutdown();
+}
+
+#[tokio::test]
+async fn idle_sessions_are_closed() {
+    let short = start(|c| c.server.idle_timeout_secs = 1);
+    let client = connect(short.addr).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(client.simple_query("SELECT 1").await.is_err(), "idle session must be closed");
+    short.shutdown();
+}
+
+#[tokio::test]
+async fn shutdown_ends_sessions_with_57p01() {
+    let srv = start(|_| {});
+    let client = connect(srv.addr).await;
+    client.simple_query("SELECT 1").await.unwrap();
+    let addr = srv.addr;
+    tokio::task::spawn_blocking(move || srv.shutdown()).await.unwrap();
+    assert!(client.simple_query("SELECT 1").await.is_err());
+    assert!(TcpStream::connect(addr).await.is_err(), "listener closed after shutdown");
+}

@@ -1,0 +1,10 @@
+//! lakeward's integration tests: one binary, real servers on loopback ports,
+//! real clients (tokio-postgres, psql).
+
+mod support;
+
+mod bad_input;
+mod cancel;
+mod datagen;
+mod psql;
+mod wire;

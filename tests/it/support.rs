@@ -1,0 +1,155 @@
+//! Test support: a dataset generated once per test run, servers started on
+//! ephemeral loopback ports in a background runtime, TLS clients.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use lakeward::config::Config;
+use lakeward::engine::Engine;
+use lakeward::server::Server;
+
+/// Patients in the shared test dataset.
+pub const PATIENTS: u64 = 2_000;
+
+static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+static DATA: OnceLock<PathBuf> = OnceLock::new();
+static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+static DEFAULT: OnceLock<TestServer> = OnceLock::new();
+
+/// The background runtime that runs every test server.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    RUNTIME.get_or_init(|| {
+        lakeward::server::tls::install_crypto_provider();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_stack_size(8 * 1024 * 1024)
+            .enable_all()
+            .build()
+            .expect("test runtime")
+    })
+}
+
+/// Run `f` on a plain thread: `block_on` must not be called from a test's own
+/// runtime thread.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("setup thread panicked"))
+}
+
+/// A temporary folder kept for the whole test run.
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("tempdir");
+    dir.keep()
+}
+
+/// The shared dataset (generated on first use) with a development certificate.
+pub fn data_dir() -> &'static Path {
+    DATA.get_or_init(|| off_runtime(|| {
+        let dir = temp_dir("lakeward-it-data");
+        let opts = lakeward::datagen::DatagenOptions { data_dir: dir.clone(), patients: PATIENTS, seed: 42 };
+        runtime().block_on(lakeward::datagen::generate(&opts)).expect("datagen");
+        lakeward::server::tls::ensure_dev_certificate(&dir.join("tls")).expect("dev cert");
+        dir
+    }))
+}
+
+fn engine() -> Arc<Engine> {
+    ENGINE
+        .get_or_init(|| {
+            let cfg = Config::demo(data_dir(), "127.0.0.1:0".parse().unwrap());
+            off_runtime(|| Arc::new(runtime().block_on(lakeward::engine::open_from_config(&cfg.data)).expect("engine")))
+        })
+        .clone()
+}
+
+/// A server running in the background runtime.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl TestServer {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Stop the server (graceful shutdown) and wait until it has drained.
+    pub fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let done = self.done.lock().unwrap().take();
+        if let Some(done) = done {
+            let _ = done.recv_timeout(std::time::Duration::from_secs(30));
+        }
+    }
+}
+
+/// Start a server over the shared dataset; `adjust` edits the demo config.
+pub fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = Config::demo(data_dir(), "127.0.0.1:0".parse().unwrap());
+    config.server.shutdown_grace_secs = 2;
+    adjust(&mut config);
+    let engine = engine();
+    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(c), Some(k)) => Some(lakeward::server::tls::load_acceptor(c, k).expect("tls")),
+        _ => None,
+    };
+    let rt = runtime();
+    let std_listener = std::net::TcpListener::bind(config.server.listen).expect("bind");
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+        Server::new(config, engine, tls)
+            .run(listener, async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        let _ = done_tx.send(());
+    });
+    TestServer { addr, stop: Some(stop_tx), done: std::sync::Mutex::new(Some(done_rx)) }
+}
+
+/// The default server: TLS, plaintext allowed on loopback (demo settings).
+pub fn server() -> &'static TestServer {
+    DEFAULT.get_or_init(|| start(|_| {}))
+}
+
+/// A rustls client configuration that trusts the development certificate.
+pub fn tls_client_config() -> rustls::ClientConfig {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(data_dir().join("tls/server.crt")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
+}
+
+/// Connect with tokio-postgres over TLS (certificate verified) as `user`.
+pub async fn connect_as(addr: SocketAddr, user: &str) -> tokio_postgres::Client {
+    try_connect(addr, user, "require").await.expect("connect")
+}
+
+pub async fn connect(addr: SocketAddr) -> tokio_postgres::Client {
+    connect_as(addr, "tester").await
+}
+
+/// Connect with the given sslmode (`require` or `disable`).
+pub async fn try_connect(addr: SocketAddr, user: &str, sslmode: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let conn_str = format!("host=localhost port={} user={user} dbname=lakeward sslmode={sslmode}", addr.port());
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_client_config());
+    let (client, connection) = tokio_postgres::connect(&conn_str, tls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_owned())
+}
