@@ -24,7 +24,7 @@ pub struct LogArgs {
     #[arg(long, global = true, value_enum, default_value = "text", env = "LAKEWARD_LOG_FORMAT")]
     pub log_format: LogFormat,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `lakeward=debug`.
-    #[arg(long, global = true, default_value = "info", env = "LAKEWARD_LOG")]
+    #[arg(long, global = true, default_value = "warn,lakeward=info", env = "LAKEWARD_LOG")]
     pub log: String,
 }
 
@@ -42,9 +42,33 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write the synthetic demo dataset as Delta tables.
     Datagen(DatagenArgs),
+    /// Mint a development token signed with the demo key; prints only the token.
+    Token(TokenArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The demo data folder holding `keys/jwt-signing.pem`.
+    #[arg(long, default_value = "./lakeward-demo")]
+    pub data_dir: PathBuf,
+    /// Role claim (clinician, analyst, researcher, auditor).
+    #[arg(long)]
+    pub role: String,
+    /// Subject and user name; defaults to the role name.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Site claim (clinicians).
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Purposes this person may declare, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub purposes: Vec<String>,
+    /// Lifetime: 90s, 30m, 1h, 1d.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +168,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             datagen(&args.data_dir, args.patients, args.seed).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Token(args) => {
+            let ttl = crate::auth::mint::parse_ttl(&args.ttl)
+                .ok_or_else(|| anyhow::anyhow!("invalid --ttl {:?}: use 90s, 30m, 1h or 1d", args.ttl))?;
+            let req = crate::auth::mint::TokenRequest {
+                user: args.user.unwrap_or_else(|| args.role.clone()),
+                roles: vec![args.role],
+                site: args.site,
+                purposes: args.purposes,
+                ttl,
+            };
+            println!("{}", crate::auth::mint::mint(&args.data_dir, &req)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config(ConfigCommand::Check { config }) => match Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -157,12 +194,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+/// Build every service a server needs from a configuration.
+pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services> {
+    let policy = Arc::new(crate::policy::Policy::load(config.policy.dir.as_deref())?);
+    let auth = Arc::new(crate::auth::Authenticator::new(config.auth_settings()?)?);
     let engine = Arc::new(crate::engine::open_from_config(&config.data).await?);
     for t in engine.tables().values() {
         tracing::info!(table = %t.name, version = t.version, "serving table");
     }
-    crate::server::serve(config, engine, shutdown_signal()).await?;
+    Ok(crate::server::Services { engine, auth, policy, audit: Arc::new(crate::audit::LogSink) })
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let services = services(&config).await?;
+    crate::server::serve(config, services, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -187,18 +232,38 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let tls_dir = args.data_dir.join("tls");
     crate::server::tls::ensure_dev_certificate(&tls_dir)?;
+    crate::auth::mint::ensure_demo_keys(&args.data_dir)?;
     let config = Config::demo(&args.data_dir, args.listen);
     config.validate()?;
 
     let host = args.listen.ip();
     let port = args.listen.port();
     println!();
-    println!("lakeward demo — DEVELOPMENT MODE: NO AUTHENTICATION, synthetic data only.");
-    println!("TLS certificate: {} (self-signed)", tls_dir.join("server.crt").display());
+    println!("lakeward demo: synthetic data, development certificate and signing key in {}", args.data_dir.display());
+    println!("Tokens below are valid for 8 hours. Connect as one of the four demo roles:");
+    let roles: [(&str, Option<&str>, &str, &str); 4] = [
+        ("clinician", Some("S01"), "treatment", "full detail, site S01 only"),
+        ("analyst", None, "operations", "de-identified, all sites"),
+        ("researcher", None, "research", "opted-in patients, Safe Harbor"),
+        ("auditor", None, "operations", "the audit log"),
+    ];
+    for (role, site, purpose, what) in roles {
+        let req = crate::auth::mint::TokenRequest {
+            user: role.to_owned(),
+            roles: vec![role.to_owned()],
+            site: site.map(str::to_owned),
+            purposes: vec![],
+            ttl: std::time::Duration::from_secs(8 * 3600),
+        };
+        let token = crate::auth::mint::mint(&args.data_dir, &req)?;
+        println!();
+        println!("# {role} ({what})");
+        println!(
+            "PGPASSWORD='{token}' psql \"host={host} port={port} dbname=lakeward user={role} sslmode=require options='-c lakeward.purpose={purpose}'\""
+        );
+    }
     println!();
-    println!("Connect with:");
-    println!("  psql \"host={host} port={port} dbname=lakeward user=demo sslmode=require\"");
-    println!();
+    println!("More tokens: lakeward token --data-dir {} --role clinician --site S02 --ttl 1h", args.data_dir.display());
     println!("Try:  SELECT site_id, count(*) FROM clinical.patients GROUP BY 1 ORDER BY 1;");
     println!();
     serve(config).await

@@ -10,6 +10,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Issuer of the tokens `lakeward token` mints for the demo.
+pub const DEMO_ISSUER: &str = "lakeward-demo";
+/// Audience of demo tokens.
+pub const DEMO_AUDIENCE: &str = "lakeward";
+/// Key id of the demo signing key.
+pub const DEMO_KID: &str = "demo-es256";
+
 /// Errors found while loading or checking a configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -31,6 +38,65 @@ pub struct Config {
     pub tls: TlsConfig,
     #[serde(default)]
     pub data: DataConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// JWT verification. Secrets are never written here: the HS256 development
+/// secret is read from the environment variable named by `hs256_secret_env`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`.
+    pub audience: String,
+    /// A JWKS document with the identity provider's public keys.
+    pub jwks_file: Option<PathBuf>,
+    /// PEM public keys.
+    pub public_keys: Vec<PublicKeyConfig>,
+    /// Name of an environment variable holding an HS256 secret (development only).
+    pub hs256_secret_env: Option<String>,
+    /// Largest `exp - iat` accepted.
+    pub max_token_lifetime_secs: u64,
+    /// Clock skew tolerated (at most 30).
+    pub leeway_secs: u64,
+    pub claims: crate::auth::ClaimNames,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: String::new(),
+            audience: String::new(),
+            jwks_file: None,
+            public_keys: vec![],
+            hs256_secret_env: None,
+            max_token_lifetime_secs: 24 * 3600,
+            leeway_secs: 30,
+            claims: Default::default(),
+        }
+    }
+}
+
+/// One PEM public key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKeyConfig {
+    pub kid: Option<String>,
+    /// `RS256` or `ES256`.
+    pub alg: String,
+    pub file: PathBuf,
+}
+
+/// Where the policy lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Folder of policy files; unset means the demo policy built into lakeward.
+    pub dir: Option<PathBuf>,
 }
 
 /// Listener, limits and timeouts.
@@ -135,6 +201,13 @@ impl Config {
         fix(&mut self.tls.cert_file);
         fix(&mut self.tls.key_file);
         fix(&mut self.data.root);
+        fix(&mut self.auth.jwks_file);
+        fix(&mut self.policy.dir);
+        for k in &mut self.auth.public_keys {
+            if k.file.is_relative() {
+                k.file = base.join(&k.file);
+            }
+        }
     }
 
     /// Check the configuration as a whole; returns every problem found.
@@ -172,7 +245,62 @@ impl Config {
                 problems.push(format!("data.tables key {name:?} must be <schema>.<table>"));
             }
         }
+        let a = &self.auth;
+        if a.issuer.is_empty() {
+            problems.push("auth.issuer must be set".to_owned());
+        }
+        if a.audience.is_empty() {
+            problems.push("auth.audience must be set".to_owned());
+        }
+        if a.jwks_file.is_none() && a.public_keys.is_empty() && a.hs256_secret_env.is_none() {
+            problems.push("no token verification keys: set auth.jwks_file or auth.public_keys".to_owned());
+        }
+        for k in &a.public_keys {
+            if k.alg != "RS256" && k.alg != "ES256" {
+                problems.push(format!("auth.public_keys: alg {:?} is not allowed (RS256, ES256)", k.alg));
+            }
+        }
+        if a.leeway_secs > 30 {
+            problems.push("auth.leeway_secs must be at most 30".to_owned());
+        }
+        if a.max_token_lifetime_secs == 0 || a.max_token_lifetime_secs > 24 * 3600 {
+            problems.push("auth.max_token_lifetime_secs must be between 1 and 86400".to_owned());
+        }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems.join("; "))) }
+    }
+
+    /// Token verification settings, with the development secret read from the
+    /// environment.
+    pub fn auth_settings(&self) -> Result<crate::auth::AuthSettings, ConfigError> {
+        use jsonwebtoken::Algorithm;
+        let a = &self.auth;
+        let hs256_secret = match &a.hs256_secret_env {
+            None => None,
+            Some(var) => {
+                let v = std::env::var(var)
+                    .map_err(|_| ConfigError::Invalid(format!("environment variable {var} (auth.hs256_secret_env) is not set")))?;
+                if v.len() < 32 {
+                    return Err(ConfigError::Invalid(format!("the HS256 secret in {var} must be at least 32 bytes")));
+                }
+                Some(v.into_bytes())
+            }
+        };
+        let pem_files = a
+            .public_keys
+            .iter()
+            .map(|k| {
+                let alg = if k.alg == "RS256" { Algorithm::RS256 } else { Algorithm::ES256 };
+                (k.kid.clone(), alg, k.file.clone())
+            })
+            .collect();
+        Ok(crate::auth::AuthSettings {
+            issuer: a.issuer.clone(),
+            audience: a.audience.clone(),
+            sources: crate::auth::KeySources { jwks_file: a.jwks_file.clone(), pem_files, hs256_secret },
+            max_lifetime: Duration::from_secs(a.max_token_lifetime_secs),
+            leeway: Duration::from_secs(a.leeway_secs.min(30)),
+            claims: a.claims.clone(),
+        })
     }
 
     /// The configuration `lakeward demo` uses for a data folder.
@@ -186,6 +314,17 @@ impl Config {
                 allow_plaintext_loopback: listen.ip().is_loopback(),
             },
             data: DataConfig { root: Some(data_dir.to_owned()), tables: Default::default() },
+            auth: AuthConfig {
+                issuer: DEMO_ISSUER.to_owned(),
+                audience: DEMO_AUDIENCE.to_owned(),
+                public_keys: vec![PublicKeyConfig {
+                    kid: Some(DEMO_KID.to_owned()),
+                    alg: "ES256".to_owned(),
+                    file: crate::auth::demo_key_paths(data_dir).1,
+                }],
+                ..Default::default()
+            },
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -197,7 +336,7 @@ mod tests {
     #[test]
     fn parses_minimal_file_and_rejects_unknown_keys() {
         let ok: Config = toml::from_str(
-            "[server]\nlisten = \"127.0.0.1:7000\"\n[tls]\ncert_file = \"a\"\nkey_file = \"b\"\n[data]\nroot = \"/d\"\n",
+            "[server]\nlisten = \"127.0.0.1:7000\"\n[tls]\ncert_file = \"a\"\nkey_file = \"b\"\n[data]\nroot = \"/d\"\n[auth]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"j\"\n",
         )
         .unwrap();
         assert_eq!(ok.server.listen.port(), 7000);
@@ -207,7 +346,8 @@ mod tests {
 
     #[test]
     fn plaintext_requires_loopback_and_tls_pairs() {
-        let mut c: Config = toml::from_str("[data]\nroot = \"/d\"\n").unwrap();
+        let mut c: Config =
+            toml::from_str("[data]\nroot = \"/d\"\n[auth]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"j\"\n").unwrap();
         assert!(c.validate().is_err(), "no TLS and no plaintext switch must be refused");
         c.tls.allow_plaintext_loopback = true;
         assert!(c.validate().is_ok());

@@ -11,15 +11,22 @@
 //! - [`engine`]: DataFusion over Delta tables; plans ASTs, verifies plans are
 //!   read-only, streams record batches, encodes them for the wire, and maps
 //!   engine errors to sanitised SQLSTATEs.
+//! - [`auth`]: JWT verification; a token becomes a [`auth::Principal`].
+//! - [`policy`]: the policy model (roles, purposes, break-glass) loaded from
+//!   `policy-rules/`.
 //! - [`datagen`]: the deterministic synthetic healthcare dataset.
 //! - [`config`], [`error`], [`cli`]: configuration, the client-facing error
 //!   type, the command line.
 
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod datagen;
 pub mod engine;
 pub mod error;
+pub mod ident;
+pub mod policy;
 pub mod rewrite;
 pub mod server;
 pub mod session;

@@ -10,9 +10,19 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Principal;
 use crate::error::SqlError;
+use crate::policy::{Policy, Purpose};
+
+/// Shortest break-glass justification accepted.
+pub const MIN_JUSTIFICATION: usize = 20;
+
+/// Break-glass activations since start (exported as a metric).
+pub static BREAK_GLASS_ACTIVATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// The server version announced to clients. Drivers parse the leading number.
 pub const SERVER_VERSION: &str = "15.0";
@@ -91,6 +101,11 @@ fn spec(name: &str) -> Option<&'static (&'static str, &'static str, Rule, &'stat
 struct Vars {
     values: BTreeMap<String, String>,
     in_transaction: bool,
+    /// The role whose policy applies (one of the principal's roles).
+    role: Option<String>,
+    purpose: Option<Purpose>,
+    /// Break-glass justification while active.
+    break_glass: Option<String>,
 }
 
 /// One connected client.
@@ -103,22 +118,118 @@ pub struct Session {
     pub database: String,
     pub client_addr: SocketAddr,
     pub tls: bool,
+    /// Who the verified token says this is.
+    pub principal: Arc<Principal>,
+    policy: Arc<Policy>,
     vars: Mutex<Vars>,
     /// Cancels the statement that is running now; replaced at each statement.
     current: Mutex<CancellationToken>,
 }
 
 impl Session {
-    pub fn new(user: String, database: String, client_addr: SocketAddr, tls: bool) -> Session {
+    pub fn new(
+        principal: Arc<Principal>,
+        policy: Arc<Policy>,
+        database: String,
+        client_addr: SocketAddr,
+        tls: bool,
+    ) -> Session {
+        // The role: the only one of the token's roles the policy knows, if
+        // there is exactly one; otherwise the client picks with `lakeward.role`.
+        let known: Vec<&String> = principal.roles.iter().filter(|r| policy.role(r).is_some()).collect();
+        let role = (known.len() == 1).then(|| known[0].clone());
         Session {
             id: SessionId(NEXT_SESSION.fetch_add(1, Ordering::Relaxed)),
-            user,
+            user: principal.user.clone(),
             database,
             client_addr,
             tls,
-            vars: Mutex::new(Vars::default()),
+            principal,
+            policy,
+            vars: Mutex::new(Vars { role, ..Default::default() }),
             current: Mutex::new(CancellationToken::new()),
         }
+    }
+
+    /// The role whose policy applies, once known.
+    pub fn role(&self) -> Option<String> {
+        self.vars().role.clone()
+    }
+
+    /// The declared purpose of use.
+    pub fn purpose(&self) -> Option<Purpose> {
+        self.vars().purpose
+    }
+
+    /// The break-glass justification while break-glass is on.
+    pub fn break_glass(&self) -> Option<String> {
+        self.vars().break_glass.clone()
+    }
+
+    /// Does the principal hold at least one role the policy knows?
+    pub fn has_known_role(&self) -> bool {
+        self.principal.roles.iter().any(|r| self.policy.role(r).is_some())
+    }
+
+    fn set_role(&self, value: Option<String>) -> Result<(), SqlError> {
+        let Some(v) = value else {
+            return Err(SqlError::new("22023", "lakeward.role cannot be reset; reconnect to change role"));
+        };
+        let v = v.trim().to_owned();
+        if !self.principal.roles.contains(&v) || self.policy.role(&v).is_none() {
+            return Err(SqlError::permission_denied(format!("role \"{v}\" is not granted to this user")));
+        }
+        let mut vars = self.vars();
+        if vars.role.as_deref().is_some_and(|r| r != v) && (vars.purpose.is_some() || vars.break_glass.is_some()) {
+            return Err(SqlError::new("55000", "lakeward.role cannot change after a purpose is declared"));
+        }
+        vars.role = Some(v);
+        Ok(())
+    }
+
+    fn set_purpose(&self, value: Option<String>) -> Result<(), SqlError> {
+        let Some(v) = value else {
+            self.vars().purpose = None;
+            return Ok(());
+        };
+        let purpose = Purpose::parse(&v)
+            .ok_or_else(|| SqlError::new("22023", "invalid value for lakeward.purpose (treatment, payment, operations, research)"))?;
+        let mut vars = self.vars();
+        let role = vars
+            .role
+            .clone()
+            .ok_or_else(|| SqlError::permission_denied("choose a role first: SET lakeward.role"))?;
+        let by_role = self.policy.role(&role).is_some_and(|r| r.purposes.contains(&purpose));
+        let by_token = self.principal.purposes.is_empty()
+            || self.principal.purposes.iter().any(|p| p.eq_ignore_ascii_case(purpose.as_str()));
+        if !by_role || !by_token {
+            return Err(SqlError::permission_denied(format!("purpose \"{purpose}\" is not allowed for this user")));
+        }
+        vars.purpose = Some(purpose);
+        Ok(())
+    }
+
+    fn set_break_glass(&self, value: Option<String>) -> Result<(), SqlError> {
+        let Some(v) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
+            if self.vars().break_glass.take().is_some() {
+                tracing::warn!(session = %self.id, user = %self.user, "break-glass ended");
+            }
+            return Ok(());
+        };
+        let role = self.role().ok_or_else(|| SqlError::permission_denied("choose a role first: SET lakeward.role"))?;
+        if !self.policy.role(&role).is_some_and(|r| r.break_glass) {
+            return Err(SqlError::permission_denied("break-glass is not allowed for this role"));
+        }
+        if v.chars().count() < MIN_JUSTIFICATION || v.len() > 1000 || v.chars().any(char::is_control) {
+            return Err(SqlError::new(
+                "22023",
+                format!("break-glass needs a justification of at least {MIN_JUSTIFICATION} characters"),
+            ));
+        }
+        self.vars().break_glass = Some(v);
+        BREAK_GLASS_ACTIVATIONS.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(session = %self.id, user = %self.user, role = %role, "BREAK-GLASS activated: site restriction lifted");
+        Ok(())
     }
 
     fn vars(&self) -> std::sync::MutexGuard<'_, Vars> {
@@ -148,11 +259,14 @@ impl Session {
             match k.as_str() {
                 "user" | "database" | "replication" => {}
                 "options" => {
-                    for (name, value) in parse_options(v)? {
+                    let mut opts = parse_options(v)?;
+                    // A role must be chosen before a purpose is checked against it.
+                    opts.sort_by_key(|(n, _)| n != "lakeward.role");
+                    for (name, value) in opts {
                         self.set(&name, Some(value))?;
                     }
                 }
-                _ if spec(&k).is_some() => self.set(&k, Some(v.clone()))?,
+                _ if spec(&k).is_some() || k.starts_with("lakeward.") => self.set(&k, Some(v.clone()))?,
                 _ => {}
             }
         }
@@ -162,6 +276,12 @@ impl Session {
     /// `SET name = value` (`None` = DEFAULT).
     pub fn set(&self, name: &str, value: Option<String>) -> Result<(), SqlError> {
         let name = name.to_lowercase();
+        match name.as_str() {
+            "lakeward.purpose" => return self.set_purpose(value),
+            "lakeward.break_glass" => return self.set_break_glass(value),
+            "lakeward.role" => return self.set_role(value),
+            _ => {}
+        }
         if name.starts_with("datafusion.") {
             return Err(SqlError::permission_denied(format!("parameter \"{name}\" cannot be changed")));
         }
@@ -191,7 +311,14 @@ impl Session {
     pub fn reset(&self, name: Option<&str>) -> Result<(), SqlError> {
         match name {
             None => {
-                self.vars().values.clear();
+                let mut vars = self.vars();
+                vars.values.clear();
+                vars.purpose = None;
+                let ended = vars.break_glass.take().is_some();
+                drop(vars);
+                if ended {
+                    tracing::warn!(session = %self.id, user = %self.user, "break-glass ended");
+                }
                 Ok(())
             }
             Some(n) => self.set(n, None),
@@ -201,6 +328,12 @@ impl Session {
     /// `SHOW name`: the current value.
     pub fn show(&self, name: &str) -> Result<String, SqlError> {
         let name = name.to_lowercase();
+        match name.as_str() {
+            "lakeward.purpose" => return Ok(self.purpose().map(|p| p.as_str().to_owned()).unwrap_or_default()),
+            "lakeward.break_glass" => return Ok(self.break_glass().unwrap_or_else(|| "off".into())),
+            "lakeward.role" => return Ok(self.role().unwrap_or_default()),
+            _ => {}
+        }
         if let Some(v) = fixed_parameter(&name) {
             return Ok(v);
         }
@@ -212,14 +345,24 @@ impl Session {
 
     /// `SHOW ALL`: `(name, setting, description)` rows.
     pub fn show_all(&self) -> Vec<(String, String, String)> {
-        let vars = self.vars();
-        PARAMETERS
-            .iter()
-            .map(|(n, d, _, desc)| {
-                let v = vars.values.get(*n).cloned().unwrap_or_else(|| (*d).to_owned());
-                ((*n).to_owned(), v, (*desc).to_owned())
-            })
-            .collect()
+        let mut out: Vec<(String, String, String)> = {
+            let vars = self.vars();
+            PARAMETERS
+                .iter()
+                .map(|(n, d, _, desc)| {
+                    let v = vars.values.get(*n).cloned().unwrap_or_else(|| (*d).to_owned());
+                    ((*n).to_owned(), v, (*desc).to_owned())
+                })
+                .collect()
+        };
+        for (n, desc) in [
+            ("lakeward.role", "The role whose policy applies to this session."),
+            ("lakeward.purpose", "The declared purpose of use."),
+            ("lakeward.break_glass", "Break-glass justification, or off."),
+        ] {
+            out.push((n.to_owned(), self.show(n).unwrap_or_default(), desc.to_owned()));
+        }
+        out
     }
 
     /// The first schema of `search_path` that is not `$user`, if any.
@@ -295,8 +438,50 @@ fn split_options(s: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn session_with(roles: &[&str], purposes: &[&str]) -> Session {
+        let principal = Arc::new(Principal {
+            user: "u".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            site: Some("S01".into()),
+            purposes: purposes.iter().map(|r| r.to_string()).collect(),
+            expires_at: u64::MAX,
+        });
+        let policy = Arc::new(Policy::load(None).unwrap());
+        Session::new(principal, policy, "d".into(), "127.0.0.1:1".parse().unwrap(), true)
+    }
+
     fn session() -> Session {
-        Session::new("u".into(), "d".into(), "127.0.0.1:1".parse().unwrap(), true)
+        session_with(&["clinician"], &[])
+    }
+
+    #[test]
+    fn purposes_follow_role_and_token() {
+        let s = session();
+        assert_eq!(s.set("lakeward.purpose", Some("research".into())).unwrap_err().code, "42501");
+        s.set("lakeward.purpose", Some("treatment".into())).unwrap();
+        assert_eq!(s.show("lakeward.purpose").unwrap(), "treatment");
+        let narrowed = session_with(&["analyst"], &["payment"]);
+        narrowed.set("lakeward.purpose", Some("payment".into())).unwrap();
+        assert_eq!(narrowed.set("lakeward.purpose", Some("operations".into())).unwrap_err().code, "42501");
+        let two = session_with(&["analyst", "researcher"], &[]);
+        assert_eq!(two.set("lakeward.purpose", Some("research".into())).unwrap_err().code, "42501");
+        two.set("lakeward.role", Some("researcher".into())).unwrap();
+        two.set("lakeward.purpose", Some("research".into())).unwrap();
+    }
+
+    #[test]
+    fn break_glass_needs_role_and_justification() {
+        let s = session();
+        assert_eq!(s.set("lakeward.break_glass", Some("too short".into())).unwrap_err().code, "22023");
+        s.set("lakeward.break_glass", Some("patient unconscious in ED, bay 4".into())).unwrap();
+        assert!(s.show("lakeward.break_glass").unwrap().starts_with("patient"));
+        s.reset(Some("lakeward.break_glass")).unwrap();
+        assert_eq!(s.show("lakeward.break_glass").unwrap(), "off");
+        let analyst = session_with(&["analyst"], &[]);
+        assert_eq!(
+            analyst.set("lakeward.break_glass", Some("patient unconscious in ED, bay 4".into())).unwrap_err().code,
+            "42501"
+        );
     }
 
     #[test]

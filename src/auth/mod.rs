@@ -12,6 +12,7 @@
 //! itself) until they expire; the key files are re-read when they change.
 
 pub mod keys;
+pub mod mint;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};

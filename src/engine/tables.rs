@@ -7,6 +7,7 @@ use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider}
 use datafusion::execution::context::SessionContext;
 
 use super::{EngineError, TableInfo};
+use crate::ident::is_plain_ident;
 
 /// A `schema.table` name, both parts lower-case identifiers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,12 +39,6 @@ pub struct TableLocation {
     pub url: String,
 }
 
-pub(crate) fn is_plain_ident(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && s.len() <= 63
-}
 
 /// Every `<root>/<schema>/<table>/_delta_log` under a data folder, sorted.
 /// Folders whose names are not plain identifiers are skipped.

@@ -272,6 +272,29 @@ pub fn object_name_lower(name: &ObjectName) -> String {
         .join(".")
 }
 
+/// Does the statement name any relation that is not one of its own CTEs?
+pub fn reads_tables(stmt: &Statement) -> bool {
+    use datafusion::sql::sqlparser::ast::visit_relations;
+    let mut ctes: Vec<String> = Vec::new();
+    struct CteCollector<'a>(&'a mut Vec<String>);
+    impl Visitor for CteCollector<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(with) = &q.with {
+                self.0.extend(with.cte_tables.iter().map(|c| c.alias.name.value.to_lowercase()));
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut CteCollector(&mut ctes));
+    visit_relations(stmt, |name| {
+        let single_cte = name.0.len() == 1
+            && name.0[0].as_ident().is_some_and(|i| ctes.contains(&i.value.to_lowercase()));
+        if single_cte { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
+    })
+    .is_break()
+}
+
 /// Refuse query shapes that read outside the registered tables or write:
 /// table functions (`read_parquet(...)`), `SELECT ... INTO`, locking clauses,
 /// and quoted file paths used as table names.
@@ -393,6 +416,15 @@ mod tests {
             let e = kind(sql).unwrap_err();
             assert_eq!(e.code, "42501", "{sql}: {e:?}");
         }
+    }
+
+    #[test]
+    fn table_reads_are_detected_but_ctes_are_not_tables() {
+        let reads = |sql: &str| reads_tables(&parse(sql, ParseLimits::default()).unwrap()[0]);
+        assert!(!reads("SELECT 1"));
+        assert!(!reads("WITH a AS (SELECT 1 AS x) SELECT * FROM a"));
+        assert!(reads("WITH a AS (SELECT * FROM clinical.patients) SELECT * FROM a"));
+        assert!(reads("SELECT (SELECT count(*) FROM claims.claims)"));
     }
 
     #[test]

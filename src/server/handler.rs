@@ -33,10 +33,13 @@ use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::extendedquery::{Execute, PortalSuspended};
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
+use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use crate::audit::{AuditEvent, ConnectOutcome};
+use crate::auth::AuthFailure;
 use crate::engine::encode::{pg_fields, row_stream};
 use crate::error::SqlError;
 use crate::rewrite::gate::{self, StatementKind};
@@ -68,6 +71,8 @@ struct PreparedInner {
     param_data_types: Vec<Option<DataType>>,
     /// Result columns, or `None` for statements that return no rows.
     result_schema: Option<SchemaRef>,
+    /// Reads at least one table (needs a declared purpose).
+    reads_tables: bool,
 }
 
 #[derive(Debug)]
@@ -89,8 +94,15 @@ impl ConnHandler {
         self.parser.session.get().cloned()
     }
 
+    /// The session, checked at every statement: a session whose token has
+    /// expired ends here (FATAL 28000, the client must reconnect).
     fn require_session(&self) -> PgWireResult<Arc<Session>> {
-        self.session().ok_or_else(|| SqlError::fatal("08P01", "query before startup completed").into_pgwire())
+        let s = self.session().ok_or_else(|| SqlError::fatal("08P01", "query before startup completed").into_pgwire())?;
+        if s.principal.is_expired() {
+            tracing::info!(session = %s.id, "token expired: ending session");
+            return Err(SqlError::fatal("28000", "authentication token expired: reconnect with a new token").into_pgwire());
+        }
+        Ok(s)
     }
 }
 
@@ -105,6 +117,8 @@ impl Parser {
         let kind = gate::classify(stmt)?;
         match kind {
             StatementKind::Query(mut stmt) | StatementKind::Explain(mut stmt) => {
+                let reads_tables = gate::reads_tables(&stmt);
+                require_purpose(session, reads_tables)?;
                 let schema = session.default_schema();
                 let facts = SessionFacts {
                     user: session.user.clone(),
@@ -123,6 +137,7 @@ impl Parser {
                     param_types,
                     param_data_types,
                     result_schema: Some(result_schema),
+                    reads_tables,
                 })))
             }
             other => {
@@ -142,10 +157,21 @@ impl Parser {
                     param_types: vec![],
                     param_data_types: vec![],
                     result_schema,
+                    reads_tables: false,
                 })))
             }
         }
     }
+}
+
+/// Reading tables needs a declared purpose of use (SPEC §4).
+fn require_purpose(session: &Session, reads_tables: bool) -> Result<(), SqlError> {
+    if reads_tables && session.purpose().is_none() {
+        return Err(SqlError::permission_denied(
+            "no purpose of use declared: SET lakeward.purpose = 'treatment' | 'payment' | 'operations' | 'research'",
+        ));
+    }
+    Ok(())
 }
 
 /// `$1..$n` types of a plan, in order; an untyped parameter is TEXT.
@@ -232,6 +258,8 @@ impl ConnHandler {
         format: &Format,
         cancel: CancellationToken,
     ) -> Result<Outcome, SqlError> {
+        // Purpose can change between Parse and Execute: check again.
+        require_purpose(session, prepared.0.reads_tables)?;
         match &prepared.0.kind {
             PreparedKind::Plan { plan, state } => {
                 let plan = match params {
@@ -594,38 +622,89 @@ impl StartupHandler for ConnHandler {
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
+                client.metadata_mut().extend(startup.parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
                 if !client.is_secure() && !self.shared.plaintext_allowed(client.socket_addr()) {
-                    tracing::info!(client = %client.socket_addr().ip(), "plaintext connection refused");
+                    self.audit_refused(client, "28000", "tls_required");
                     return Err(SqlError::tls_required().into_pgwire());
                 }
-                let params: BTreeMap<String, String> =
-                    startup.parameters.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                let user = params.get("user").cloned().unwrap_or_default();
-                if user.is_empty() {
+                if client.metadata().get("user").is_none_or(|u| u.is_empty()) {
+                    self.audit_refused(client, "28000", "no_user");
                     return Err(SqlError::fatal("28000", "no user name given").into_pgwire());
                 }
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(pwd) => {
+                if !matches!(client.state(), PgWireConnectionState::AuthenticationInProgress) {
+                    return Err(SqlError::fatal("08P01", "unexpected password message").into_pgwire());
+                }
+                let token = pwd.into_password().map(|p| p.password).unwrap_or_default();
+                let user = client.metadata().get("user").cloned().unwrap_or_default();
+                let principal = match self.shared.auth.verify(&user, &token) {
+                    Ok(p) => p,
+                    Err(reason) => {
+                        self.audit(client, ConnectOutcome::Denied { reason });
+                        tracing::info!(client = %client.socket_addr().ip(), reason = reason.class(), "authentication failed");
+                        return Err(SqlError::fatal(
+                            reason.sqlstate(),
+                            format!("password authentication failed for user \"{}\"", printable(&user)),
+                        )
+                        .into_pgwire());
+                    }
+                };
+                let params: BTreeMap<String, String> =
+                    client.metadata().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 let database = params.get("database").cloned().unwrap_or_else(|| user.clone());
-                let session = Arc::new(Session::new(user, database, client.socket_addr(), client.is_secure()));
-                session.apply_startup(&params).map_err(|mut e| {
+                let session = Arc::new(Session::new(
+                    principal,
+                    self.shared.policy.clone(),
+                    database,
+                    client.socket_addr(),
+                    client.is_secure(),
+                ));
+                if !session.has_known_role() {
+                    self.audit(client, ConnectOutcome::Denied { reason: AuthFailure::Claims });
+                    return Err(SqlError::fatal("28000", "no role of this user is granted access").into_pgwire());
+                }
+                if let Err(mut e) = session.apply_startup(&params) {
+                    self.audit_refused(client, e.code, "startup_parameter");
                     e.fatal = true;
-                    e.into_pgwire()
-                })?;
-                client.metadata_mut().extend(params);
-
-                // Development mode: no authentication yet (identity arrives with JWT).
+                    return Err(e.into_pgwire());
+                }
                 let (_, secret) = pgwire::api::RandomPidSecretKeyGenerator::default().generate(client);
                 let pid = self.shared.registry.register(&session, secret.clone());
                 client.set_pid_and_secret_key(pid, secret);
                 let _ = self.parser.session.set(session.clone());
+                self.audit(
+                    client,
+                    ConnectOutcome::Allowed { session_id: session.id.to_string(), roles: session.principal.roles.clone() },
+                );
                 tracing::info!(session = %session.id, user = %session.user, tls = session.tls, "session started");
                 finish_authentication(client, &ParamProvider { session }).await?;
-            }
-            PgWireFrontendMessage::PasswordMessageFamily(_) => {
-                return Err(SqlError::fatal("08P01", "unexpected password message").into_pgwire());
             }
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// A user name made safe for an error message (it is the client's own input).
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+impl ConnHandler {
+    fn audit<C: ClientInfo>(&self, client: &C, outcome: ConnectOutcome) {
+        self.shared.audit.record(AuditEvent::Connect {
+            user: client.metadata().get("user").map(|u| printable(u)).unwrap_or_default(),
+            client_addr: client.socket_addr(),
+            application_name: client.metadata().get("application_name").map(|a| printable(a)).unwrap_or_default(),
+            outcome,
+        });
+    }
+
+    fn audit_refused<C: ClientInfo>(&self, client: &C, sqlstate: &'static str, reason: &'static str) {
+        self.audit(client, ConnectOutcome::Refused { sqlstate, reason });
     }
 }
 

@@ -42,9 +42,20 @@ use crate::session::{Session, SessionId};
 use handler::ConnHandler;
 use stream::{Guarded, MessageTooLarge, Negotiated};
 
+/// The services a server is built from.
+pub struct Services {
+    pub engine: Arc<Engine>,
+    pub auth: Arc<crate::auth::Authenticator>,
+    pub policy: Arc<crate::policy::Policy>,
+    pub audit: Arc<dyn crate::audit::AuditSink>,
+}
+
 /// State shared by every connection.
 pub struct Shared {
     pub engine: Arc<Engine>,
+    pub auth: Arc<crate::auth::Authenticator>,
+    pub policy: Arc<crate::policy::Policy>,
+    pub audit: Arc<dyn crate::audit::AuditSink>,
     pub parse_limits: ParseLimits,
     pub registry: Registry,
     /// Development switch: accept non-TLS clients from loopback addresses.
@@ -143,9 +154,13 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(config: Config, engine: Arc<Engine>, tls: Option<TlsAcceptor>) -> Server {
+    pub fn new(config: Config, services: Services, tls: Option<TlsAcceptor>) -> Server {
+        let Services { engine, auth, policy, audit } = services;
         let shared = Arc::new(Shared {
             engine,
+            auth,
+            policy,
+            audit,
             parse_limits: ParseLimits {
                 max_nesting: config.server.max_sql_nesting,
                 max_sql_bytes: config.server.max_message_bytes,
@@ -409,13 +424,13 @@ fn error_message(e: SqlError) -> PgWireBackendMessage {
 }
 
 /// Bind the listener and serve `config` until `shutdown` completes.
-pub async fn serve(config: Config, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(config: Config, services: Services, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let tls = match (&config.tls.cert_file, &config.tls.key_file) {
         (Some(c), Some(k)) => Some(tls::load_acceptor(c, k)?),
         _ => None,
     };
     let listener = TcpListener::bind(config.server.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "lakeward listening");
-    Server::new(config, engine, tls).run(listener, shutdown).await;
+    Server::new(config, services, tls).run(listener, shutdown).await;
     Ok(())
 }

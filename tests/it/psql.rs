@@ -2,12 +2,15 @@
 
 use std::process::Command;
 
-use crate::support::{server, start};
+use crate::support::{server, start, token};
 
 fn psql(port: u16, sslmode: &str, args: &[&str]) -> std::process::Output {
-    let conn = format!("host=localhost port={port} dbname=lakeward user=analyst sslmode={sslmode}");
+    let conn = format!(
+        "host=localhost port={port} dbname=lakeward user=analyst sslmode={sslmode} options='-c lakeward.purpose=operations'"
+    );
     Command::new("psql")
         .arg(conn)
+        .env("PGPASSWORD", token("analyst", "analyst", None))
         .args(["-X", "-v", "ON_ERROR_STOP=1", "-A", "-t"])
         .args(args)
         .env("PGCONNECT_TIMEOUT", "10")

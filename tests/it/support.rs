@@ -5,9 +5,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use lakeward::auth::mint::{TokenRequest, mint};
+use lakeward::auth::{AuthSettings, Authenticator, KeySources};
 use lakeward::config::Config;
 use lakeward::engine::Engine;
-use lakeward::server::Server;
+use lakeward::server::{Server, Services};
 
 /// Patients in the shared test dataset.
 pub const PATIENTS: u64 = 2_000;
@@ -49,6 +54,7 @@ pub fn data_dir() -> &'static Path {
         let opts = lakeward::datagen::DatagenOptions { data_dir: dir.clone(), patients: PATIENTS, seed: 42 };
         runtime().block_on(lakeward::datagen::generate(&opts)).expect("datagen");
         lakeward::server::tls::ensure_dev_certificate(&dir.join("tls")).expect("dev cert");
+        lakeward::auth::mint::ensure_demo_keys(&dir).expect("demo keys");
         dir
     }))
 }
@@ -86,12 +92,47 @@ impl TestServer {
     }
 }
 
+/// The HS256 development secret the test servers accept.
+pub const HS256_SECRET: &[u8] = b"lakeward-test-hs256-secret-0123456789abcdef";
+
+/// The fixture folder (RSA keys for RS256 tests).
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Token verification for test servers: the demo ES256 key (kid
+/// `demo-es256`), an RS256 key (kid `rsa-1`) and an HS256 secret.
+pub fn test_auth_settings() -> AuthSettings {
+    let config = Config::demo(data_dir(), "127.0.0.1:0".parse().unwrap());
+    let mut settings = config.auth_settings().expect("auth settings");
+    settings.sources = KeySources {
+        jwks_file: None,
+        pem_files: vec![
+            (Some("demo-es256".into()), Algorithm::ES256, lakeward::auth::demo_key_paths(data_dir()).1),
+            (Some("rsa-1".into()), Algorithm::RS256, fixtures().join("rsa-test-public.pem")),
+        ],
+        hs256_secret: Some(HS256_SECRET.to_vec()),
+    };
+    settings
+}
+
 /// Start a server over the shared dataset; `adjust` edits the demo config.
 pub fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    start_with_auth(adjust, test_auth_settings())
+}
+
+/// Start a server with explicit token verification settings.
+pub fn start_with_auth(adjust: impl FnOnce(&mut Config), auth: AuthSettings) -> TestServer {
     let mut config = Config::demo(data_dir(), "127.0.0.1:0".parse().unwrap());
     config.server.shutdown_grace_secs = 2;
     adjust(&mut config);
     let engine = engine();
+    let services = Services {
+        engine,
+        auth: Arc::new(Authenticator::new(auth).expect("authenticator")),
+        policy: Arc::new(lakeward::policy::Policy::load(None).expect("policy")),
+        audit: Arc::new(lakeward::audit::LogSink),
+    };
     let tls = match (&config.tls.cert_file, &config.tls.key_file) {
         (Some(c), Some(k)) => Some(lakeward::server::tls::load_acceptor(c, k).expect("tls")),
         _ => None,
@@ -104,7 +145,7 @@ pub fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-        Server::new(config, engine, tls)
+        Server::new(config, services, tls)
             .run(listener, async {
                 let _ = stop_rx.await;
             })
@@ -129,24 +170,58 @@ pub fn tls_client_config() -> rustls::ClientConfig {
     rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
 }
 
-/// Connect with tokio-postgres over TLS (certificate verified) as `user`.
-pub async fn connect_as(addr: SocketAddr, user: &str) -> tokio_postgres::Client {
-    try_connect(addr, user, "require").await.expect("connect")
+/// A development token (ES256, demo key) for `user` with one role.
+pub fn token(user: &str, role: &str, site: Option<&str>) -> String {
+    let req = TokenRequest {
+        user: user.to_owned(),
+        roles: vec![role.to_owned()],
+        site: site.map(str::to_owned),
+        purposes: vec![],
+        ttl: Duration::from_secs(3600),
+    };
+    mint(data_dir(), &req).expect("mint")
 }
 
+/// Connect with tokio-postgres over TLS (certificate verified), with a token
+/// for `role`, declaring `purpose` at startup.
+pub async fn connect_role(addr: SocketAddr, role: &str, purpose: &str) -> tokio_postgres::Client {
+    let site = (role == "clinician").then_some("S01");
+    try_connect_with(addr, role, &token(role, role, site), "require", Some(purpose)).await.expect("connect")
+}
+
+/// An analyst declaring `operations`: reads every table.
 pub async fn connect(addr: SocketAddr) -> tokio_postgres::Client {
-    connect_as(addr, "tester").await
+    connect_role(addr, "analyst", "operations").await
 }
 
-/// Connect with the given sslmode (`require` or `disable`).
-pub async fn try_connect(addr: SocketAddr, user: &str, sslmode: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let conn_str = format!("host=localhost port={} user={user} dbname=lakeward sslmode={sslmode}", addr.port());
+/// Connect with an explicit password (token), sslmode and purpose.
+pub async fn try_connect_with(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    sslmode: &str,
+    purpose: Option<&str>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config.host("localhost").port(addr.port()).user(user).password(password).dbname("lakeward");
+    config.ssl_mode(match sslmode {
+        "disable" => tokio_postgres::config::SslMode::Disable,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    if let Some(p) = purpose {
+        config.options(format!("-c lakeward.purpose={p}"));
+    }
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_client_config());
-    let (client, connection) = tokio_postgres::connect(&conn_str, tls).await?;
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// Connect as the analyst (valid token) with the given sslmode.
+pub async fn try_connect(addr: SocketAddr, _label: &str, sslmode: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    try_connect_with(addr, "analyst", &token("analyst", "analyst", None), sslmode, Some("operations")).await
 }
 
 /// The SQLSTATE of a tokio-postgres error, if the server sent one.

@@ -176,7 +176,7 @@ async fn session_functions_and_settings() {
     let row = client.query_one("SELECT version(), current_user, current_database()", &[]).await.unwrap();
     let v: String = row.get(0);
     assert!(v.starts_with("PostgreSQL 15"), "{v}");
-    assert_eq!(row.get::<_, String>(1), "tester");
+    assert_eq!(row.get::<_, String>(1), "analyst");
     assert_eq!(row.get::<_, String>(2), "lakeward");
 
     client.batch_execute("SET application_name = 'wire-test'; SET extra_float_digits = 3").await.unwrap();
