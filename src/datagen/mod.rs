@@ -188,6 +188,13 @@ pub async fn generate(opts: &DatagenOptions) -> anyhow::Result<DatagenReport> {
     let mut urls = Vec::with_capacity(TABLES.len());
     for (s, t) in TABLES {
         let dir = table_dir(&opts.data_dir, s, t);
+        if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+            tracing::warn!(
+                dir = %dir.display(),
+                "table directory is not empty but has no _delta_log (leftover of a failed run?); \
+                 existing files are left alone and will not be part of the table"
+            );
+        }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir_str = dir
             .to_str()

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Decimal128Builder, Float64Array,
-    Int64Array, RecordBatch, StringBuilder, TimestampMicrosecondArray,
-    TimestampMicrosecondBuilder,
+    Int64Array, RecordBatch, StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -64,7 +63,13 @@ pub struct ChunkBatches {
 impl ChunkBatches {
     /// The batches in [`super::TABLES`] order.
     pub fn into_array(self) -> [RecordBatch; 5] {
-        [self.patients, self.encounters, self.observations, self.claims, self.consents]
+        [
+            self.patients,
+            self.encounters,
+            self.observations,
+            self.claims,
+            self.consents,
+        ]
     }
 }
 
@@ -476,9 +481,11 @@ impl Patient {
 const PREVALENCE: [[f64; 10]; 4] = [
     // diab  htn   asthma hld   ckd   copd  afib  hf    obes  depr
     [0.003, 0.01, 0.09, 0.01, 0.002, 0.0, 0.0, 0.001, 0.15, 0.03], // 0-17
-    [0.04, 0.12, 0.08, 0.10, 0.01, 0.005, 0.003, 0.003, 0.30, 0.09], // 18-44
-    [0.14, 0.38, 0.07, 0.35, 0.05, 0.05, 0.02, 0.02, 0.38, 0.09], // 45-64
-    [0.24, 0.60, 0.06, 0.50, 0.15, 0.11, 0.09, 0.08, 0.30, 0.07], // 65+
+    [
+        0.04, 0.12, 0.08, 0.10, 0.01, 0.005, 0.003, 0.003, 0.30, 0.09,
+    ], // 18-44
+    [0.14, 0.38, 0.07, 0.35, 0.05, 0.05, 0.02, 0.02, 0.38, 0.09],  // 45-64
+    [0.24, 0.60, 0.06, 0.50, 0.15, 0.11, 0.09, 0.08, 0.30, 0.07],  // 65+
 ];
 
 /// Unique fictitious SSN for a patient id: a bijection of `pid` onto
@@ -611,7 +618,9 @@ impl<'a> Gen<'a> {
         let sys = if child {
             r.gauss(102.0, 7.0)
         } else {
-            112.0 + 0.3 * (age - 20).max(0) as f64 + if has(vocab::COND_HTN) { 14.0 } else { 0.0 }
+            112.0
+                + 0.3 * (age - 20).max(0) as f64
+                + if has(vocab::COND_HTN) { 14.0 } else { 0.0 }
                 + r.gauss(0.0, 9.0)
         };
         let dia = if child {
@@ -619,7 +628,11 @@ impl<'a> Gen<'a> {
         } else {
             72.0 + if has(vocab::COND_HTN) { 8.0 } else { 0.0 } + r.gauss(0.0, 6.0)
         };
-        let hr = if age < 10 { r.gauss(95.0, 12.0) } else { r.gauss(74.0, 9.0) };
+        let hr = if age < 10 {
+            r.gauss(95.0, 12.0)
+        } else {
+            r.gauss(74.0, 9.0)
+        };
         let height_cm = if child {
             (52.0 + age as f64 * 6.3 + r.gauss(0.0, 4.0)).min(185.0)
         } else {
@@ -711,7 +724,11 @@ impl<'a> Gen<'a> {
         cols.sex.append_value(vocab::SEXES[p.sex]);
         let site = &vocab::SITES[p.site];
         // Patients mostly live in their home site's area, sometimes elsewhere.
-        let zip_site = if r.chance(0.9) { site } else { &vocab::SITES[r.idx(12)] };
+        let zip_site = if r.chance(0.9) {
+            site
+        } else {
+            &vocab::SITES[r.idx(12)]
+        };
         buf.clear();
         buf.push_str(r.pick(zip_site.zip3));
         let _ = write!(buf, "{:02}", r.below(100));
@@ -757,7 +774,7 @@ impl<'a> Gen<'a> {
 
         let window_start = (ANCHOR_DAY - 5 * 365).max(p.birth_day);
         let window_days = (ANCHOR_DAY - window_start).max(1) as u32;
-        let p_inpatient = if p.age >= 65 { 0.09 } else { 0.05 };
+        let p_inpatient = if p.age >= 65 { 0.07 } else { 0.04 };
         self.enc_scratch.clear();
         for _ in 0..n {
             let u = r.unit();
@@ -778,17 +795,21 @@ impl<'a> Gen<'a> {
         }
         // A few patients are in hospital right now (open inpatient encounter).
         let p_current = if p.age >= 65 { 0.015 } else { 0.003 };
-        let current_admission = r.chance(p_current) && self.enc_scratch.len() < MAX_ENCOUNTERS_PER_PATIENT;
+        let current_admission =
+            r.chance(p_current) && self.enc_scratch.len() < MAX_ENCOUNTERS_PER_PATIENT;
         if current_admission {
             let admit = ANCHOR_TS - r.range(2 * MICROS_PER_HOUR, 4 * MICROS_PER_DAY);
-            self.enc_scratch.push((admit.max(p.birth_day as i64 * MICROS_PER_DAY), ET_INPATIENT));
+            self.enc_scratch
+                .push((admit.max(p.birth_day as i64 * MICROS_PER_DAY), ET_INPATIENT));
         }
         self.enc_scratch.sort_unstable();
 
         let home = p.site;
         let mut scratch = std::mem::take(&mut self.enc_scratch);
         for (k, &(admit, et)) in scratch.iter().enumerate() {
-            let is_current = current_admission && k + 1 == scratch.len() && et == ET_INPATIENT
+            let is_current = current_admission
+                && k + 1 == scratch.len()
+                && et == ET_INPATIENT
                 && admit > ANCHOR_TS - 5 * MICROS_PER_DAY;
             self.encounter(p, k, admit, et, home, is_current);
         }
@@ -797,7 +818,15 @@ impl<'a> Gen<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn encounter(&mut self, p: &Patient, k: usize, admit: i64, et: u8, home: usize, is_current: bool) {
+    fn encounter(
+        &mut self,
+        p: &Patient,
+        k: usize,
+        admit: i64,
+        et: u8,
+        home: usize,
+        is_current: bool,
+    ) {
         let enc_id = p.id * ENCOUNTER_ID_STRIDE + k as i64 + 1;
         let r = &mut self.r;
         let site = if r.chance(0.85) {
@@ -820,12 +849,20 @@ impl<'a> Gen<'a> {
         } else {
             Some(planned_discharge)
         };
-        let end = discharge.unwrap_or_else(|| planned_discharge.min(ANCHOR_TS).max(admit + MICROS_PER_HOUR));
+        let end = discharge.unwrap_or_else(|| {
+            planned_discharge
+                .min(ANCHOR_TS)
+                .max(admit + MICROS_PER_HOUR)
+        });
 
         // Primary diagnosis.
-        let preventive = et == ET_OUTPATIENT && r.chance(0.15);
+        let preventive = et == ET_OUTPATIENT && r.chance(0.12);
         let dx: &'static str = if preventive {
-            if p.age < 18 { vocab::DX_CHILD_EXAM } else { vocab::DX_ADULT_EXAM }
+            if p.age < 18 {
+                vocab::DX_CHILD_EXAM
+            } else {
+                vocab::DX_ADULT_EXAM
+            }
         } else {
             let p_chronic = match et {
                 ET_OUTPATIENT => 0.6,
@@ -888,7 +925,12 @@ impl<'a> Gen<'a> {
         admit: i64,
         end: i64,
     ) -> Labs {
-        let mut o = ObsEmitter { seq: 0, enc_id, admit, dur: (end - admit).max(MICROS_PER_MINUTE) };
+        let mut o = ObsEmitter {
+            seq: 0,
+            enc_id,
+            admit,
+            dur: (end - admit).max(MICROS_PER_MINUTE),
+        };
         let cols = &mut self.observations;
         let r = &mut self.r;
         let mut labs = Labs::default();
@@ -902,33 +944,35 @@ impl<'a> Gen<'a> {
                     o.vital(cols, r, p, loinc::DIASTOLIC, f);
                     o.vital(cols, r, p, loinc::HEART_RATE, f);
                     o.vital(cols, r, p, loinc::WEIGHT, f);
-                    o.vital(cols, r, p, loinc::HEIGHT, f);
-                    o.vital(cols, r, p, loinc::BMI, f);
+                    if r.chance(0.5) {
+                        o.vital(cols, r, p, loinc::HEIGHT, f);
+                        o.vital(cols, r, p, loinc::BMI, f);
+                    }
                     if !child {
-                        labs.lipid = r.chance(0.45);
-                        labs.a1c = (p.age >= 35 || diabetic) && r.chance(0.35);
-                        labs.cbc = r.chance(0.3);
-                        labs.cmp = r.chance(0.3);
+                        labs.lipid = r.chance(0.35);
+                        labs.a1c = (p.age >= 35 || diabetic) && r.chance(0.3);
+                        labs.cbc = r.chance(0.2);
+                        labs.cmp = r.chance(0.2);
                     }
                 } else {
-                    if r.chance(0.85) {
+                    if r.chance(0.75) {
                         o.vital(cols, r, p, loinc::SYSTOLIC, f);
                         o.vital(cols, r, p, loinc::DIASTOLIC, f);
                     }
-                    if r.chance(0.5) {
+                    if r.chance(0.3) {
                         o.vital(cols, r, p, loinc::HEART_RATE, f);
                     }
-                    if r.chance(if child { 0.7 } else { 0.25 }) {
+                    if r.chance(if child { 0.6 } else { 0.2 }) {
                         o.vital(cols, r, p, loinc::WEIGHT, f);
                     }
-                    if r.chance(0.08) {
+                    if r.chance(0.05) {
                         o.vital(cols, r, p, loinc::BMI, f);
                     }
-                    if r.chance(0.08) {
+                    if r.chance(0.06) {
                         o.vital(cols, r, p, loinc::TEMP, f);
                     }
                     let resp = p.has(vocab::COND_ASTHMA) || p.has(vocab::COND_COPD);
-                    if r.chance(if resp { 0.5 } else { 0.05 }) {
+                    if r.chance(if resp { 0.4 } else { 0.03 }) {
                         o.vital(cols, r, p, loinc::SPO2, f);
                     }
                     if diabetic {
@@ -938,7 +982,13 @@ impl<'a> Gen<'a> {
                         labs.a1c = r.chance(0.03);
                         labs.glucose = r.chance(0.04);
                     }
-                    labs.lipid = r.chance(if p.has(vocab::COND_HLD) { 0.2 } else if p.age >= 40 { 0.03 } else { 0.0 });
+                    labs.lipid = r.chance(if p.has(vocab::COND_HLD) {
+                        0.2
+                    } else if p.age >= 40 {
+                        0.03
+                    } else {
+                        0.0
+                    });
                     labs.creat = r.chance(if p.has(vocab::COND_CKD) { 0.4 } else { 0.02 });
                     labs.bmp = r.chance(if p.has(vocab::COND_HTN) { 0.08 } else { 0.03 });
                     labs.cbc = r.chance(0.04);
@@ -947,39 +997,57 @@ impl<'a> Gen<'a> {
             }
             ET_EMERGENCY => {
                 let f = (0.01, 0.15);
-                for code in [loinc::SYSTOLIC, loinc::DIASTOLIC, loinc::HEART_RATE, loinc::TEMP, loinc::SPO2] {
-                    if r.chance(0.9) {
+                for (code, p_vital) in [
+                    (loinc::SYSTOLIC, 0.9),
+                    (loinc::DIASTOLIC, 0.9),
+                    (loinc::HEART_RATE, 0.9),
+                    (loinc::TEMP, 0.6),
+                    (loinc::SPO2, 0.6),
+                ] {
+                    if r.chance(p_vital) {
                         o.vital(cols, r, p, code, f);
                     }
                 }
-                labs.cbc = r.chance(0.45);
-                labs.bmp = r.chance(0.4);
-                labs.glucose = r.chance(if diabetic { 0.6 } else { 0.15 });
-                labs.creat = !labs.bmp && r.chance(0.15);
+                labs.cbc = r.chance(0.35);
+                labs.bmp = r.chance(0.25);
+                labs.glucose = r.chance(if diabetic { 0.5 } else { 0.08 });
+                labs.creat = !labs.bmp && r.chance(0.1);
                 o.labs(cols, r, p, &labs, (0.2, 0.9), true);
             }
             _ => {
-                // Inpatient: a round of vitals (and often labs) per hospital day, up to 3.
-                let days = ((end - admit) / MICROS_PER_DAY).clamp(0, 2) + 1;
+                // Inpatient: a round of vitals (and often labs) per hospital day, up to 2.
+                let days = ((end - admit) / MICROS_PER_DAY).clamp(0, 1) + 1;
                 for d in 0..days {
                     let lo = d as f64 / days as f64;
                     let hi = (d + 1) as f64 / days as f64;
                     let f = (lo, lo + (hi - lo) * 0.3);
-                    for code in [loinc::SYSTOLIC, loinc::DIASTOLIC, loinc::HEART_RATE, loinc::TEMP] {
+                    for code in [
+                        loinc::SYSTOLIC,
+                        loinc::DIASTOLIC,
+                        loinc::HEART_RATE,
+                        loinc::TEMP,
+                    ] {
                         o.vital(cols, r, p, code, f);
                     }
-                    if r.chance(0.6) {
+                    if r.chance(0.5) {
                         o.vital(cols, r, p, loinc::SPO2, f);
                     }
                     let mut day_labs = Labs {
-                        cbc: r.chance(if d == 0 { 0.8 } else { 0.3 }),
-                        bmp: r.chance(if d == 0 { 0.7 } else { 0.3 }),
+                        cbc: r.chance(if d == 0 { 0.7 } else { 0.2 }),
+                        bmp: r.chance(if d == 0 { 0.6 } else { 0.2 }),
                         glucose: diabetic && r.chance(0.6),
                         a1c: d == 0 && diabetic && r.chance(0.5),
                         ..Labs::default()
                     };
                     day_labs.creat = !day_labs.bmp && r.chance(0.2);
-                    o.labs(cols, r, p, &day_labs, (lo + (hi - lo) * 0.35, hi * 0.999), true);
+                    o.labs(
+                        cols,
+                        r,
+                        p,
+                        &day_labs,
+                        (lo + (hi - lo) * 0.35, hi * 0.999),
+                        true,
+                    );
                     labs.cbc |= day_labs.cbc;
                     labs.bmp |= day_labs.bmp;
                     labs.glucose |= day_labs.glucose;
@@ -1016,7 +1084,11 @@ impl<'a> Gen<'a> {
                     _ => cpt::P99397,
                 },
                 ET_OUTPATIENT if first_visit && r.chance(0.4) => {
-                    if r.chance(0.6) { cpt::E99203 } else { cpt::E99204 }
+                    if r.chance(0.6) {
+                        cpt::E99203
+                    } else {
+                        cpt::E99204
+                    }
                 }
                 ET_OUTPATIENT => {
                     let u = r.unit();
@@ -1041,7 +1113,11 @@ impl<'a> Gen<'a> {
                     }
                 }
                 _ => {
-                    if r.chance(0.45) { cpt::IP99222 } else { cpt::IP99223 }
+                    if r.chance(0.45) {
+                        cpt::IP99222
+                    } else {
+                        cpt::IP99223
+                    }
                 }
             };
             n += 1;
@@ -1065,7 +1141,11 @@ impl<'a> Gen<'a> {
         let days_ago = ANCHOR_DAY - service_day;
         let c = &mut self.claims;
         for (j, &item) in items[..n].iter().enumerate() {
-            let payer = if r.chance(0.04) { r.idx(vocab::PAYERS.len()) as u8 } else { p.payer };
+            let payer = if r.chance(0.04) {
+                r.idx(vocab::PAYERS.len()) as u8
+            } else {
+                p.payer
+            };
             let (code, _, base_cents) = vocab::CPT_CODES[item];
             let billed = (base_cents as f64 * (0.85 + 0.5 * r.unit())).round() as i128;
             let (p_pending, p_denied) = if days_ago < 30 {
@@ -1117,12 +1197,21 @@ impl<'a> Gen<'a> {
 
     fn consents_for(&mut self, p: &Patient) {
         let r = &mut self.r;
-        let earliest = (ANCHOR_TS - 10 * 365 * MICROS_PER_DAY).max(p.birth_day as i64 * MICROS_PER_DAY);
+        let earliest =
+            (ANCHOR_TS - 10 * 365 * MICROS_PER_DAY).max(p.birth_day as i64 * MICROS_PER_DAY);
         for (purpose_idx, purpose) in vocab::CONSENT_PURPOSES.iter().enumerate() {
             let research = purpose_idx == 3;
             let u = r.unit();
             let n = if research {
-                if u < 0.35 { 0 } else if u < 0.80 { 1 } else if u < 0.94 { 2 } else { 3 }
+                if u < 0.20 {
+                    0
+                } else if u < 0.75 {
+                    1
+                } else if u < 0.92 {
+                    2
+                } else {
+                    3
+                }
             } else if u < 0.08 {
                 0
             } else if u < 0.82 {
@@ -1141,7 +1230,11 @@ impl<'a> Gen<'a> {
             }
             self.ts_scratch.sort_unstable();
             // The latest record decides; earlier ones may say the opposite.
-            let final_granted = if research { r.chance(0.36) } else { !r.chance(0.035) };
+            let final_granted = if research {
+                r.chance(0.45)
+            } else {
+                !r.chance(0.035)
+            };
             for (i, &recorded) in self.ts_scratch.iter().enumerate() {
                 let granted = if i + 1 == n {
                     final_granted
@@ -1150,9 +1243,13 @@ impl<'a> Gen<'a> {
                 } else {
                     final_granted
                 };
-                let p_expiring = if research { 0.65 } else { 0.12 };
+                let p_expiring = if research { 0.45 } else { 0.12 };
                 let expires = if r.chance(p_expiring) {
-                    let years = if research { r.range(1, 6) } else { r.range(1, 4) };
+                    let years = if research {
+                        r.range(2, 7)
+                    } else {
+                        r.range(1, 4)
+                    };
                     Some(recorded + years * 365 * MICROS_PER_DAY)
                 } else {
                     None
@@ -1177,7 +1274,15 @@ struct ObsEmitter {
 
 impl ObsEmitter {
     #[inline]
-    fn push(&mut self, cols: &mut ObservationCols, r: &mut Rand, p: &Patient, code: usize, value: f64, frac: (f64, f64)) {
+    fn push(
+        &mut self,
+        cols: &mut ObservationCols,
+        r: &mut Rand,
+        p: &Patient,
+        code: usize,
+        value: f64,
+        frac: (f64, f64),
+    ) {
         if self.seq >= MAX_OBS_PER_ENCOUNTER {
             return;
         }
@@ -1193,7 +1298,14 @@ impl ObsEmitter {
         cols.at.push(self.admit + (self.dur as f64 * f) as i64);
     }
 
-    fn vital(&mut self, cols: &mut ObservationCols, r: &mut Rand, p: &Patient, code: usize, frac: (f64, f64)) {
+    fn vital(
+        &mut self,
+        cols: &mut ObservationCols,
+        r: &mut Rand,
+        p: &Patient,
+        code: usize,
+        frac: (f64, f64),
+    ) {
         let v = match code {
             loinc::SYSTOLIC => (p.sys + r.gauss(0.0, 8.0)).clamp(70.0, 230.0).round(),
             loinc::DIASTOLIC => (p.dia + r.gauss(0.0, 6.0)).clamp(35.0, 140.0).round(),
@@ -1220,14 +1332,24 @@ impl ObsEmitter {
         self.push(cols, r, p, code, v, frac);
     }
 
-    fn labs(&mut self, cols: &mut ObservationCols, r: &mut Rand, p: &Patient, labs: &Labs, frac: (f64, f64), acute: bool) {
+    fn labs(
+        &mut self,
+        cols: &mut ObservationCols,
+        r: &mut Rand,
+        p: &Patient,
+        labs: &Labs,
+        frac: (f64, f64),
+        acute: bool,
+    ) {
         if labs.a1c {
             let v = round_to((p.a1c + r.gauss(0.0, 0.35)).clamp(4.0, 15.0), 1);
             self.push(cols, r, p, loinc::HBA1C, v, frac);
         }
         if labs.glucose || labs.bmp || labs.cmp {
             let eag = 28.7 * p.a1c - 46.7;
-            let v = (eag + r.gauss(0.0, 18.0) + if acute { 15.0 } else { 0.0 }).clamp(45.0, 550.0).round();
+            let v = (eag + r.gauss(0.0, 18.0) + if acute { 15.0 } else { 0.0 })
+                .clamp(45.0, 550.0)
+                .round();
             self.push(cols, r, p, loinc::GLUCOSE, v, frac);
         }
         if labs.lipid {
@@ -1253,14 +1375,32 @@ impl ObsEmitter {
                 if p.sex == 0 {
                     egfr *= 0.742;
                 }
-                self.push(cols, r, p, loinc::EGFR, egfr.clamp(4.0, 150.0).round(), frac);
+                self.push(
+                    cols,
+                    r,
+                    p,
+                    loinc::EGFR,
+                    egfr.clamp(4.0, 150.0).round(),
+                    frac,
+                );
             }
         }
         if labs.cbc {
             let hgb = round_to((p.hgb + r.gauss(0.0, 0.5)).clamp(5.0, 20.0), 1);
-            let wbc = if acute { r.gauss(9.5, 3.0) } else { r.gauss(7.0, 1.8) };
+            let wbc = if acute {
+                r.gauss(9.5, 3.0)
+            } else {
+                r.gauss(7.0, 1.8)
+            };
             self.push(cols, r, p, loinc::HEMOGLOBIN, hgb, frac);
-            self.push(cols, r, p, loinc::WBC, round_to(wbc.clamp(1.5, 30.0), 1), frac);
+            self.push(
+                cols,
+                r,
+                p,
+                loinc::WBC,
+                round_to(wbc.clamp(1.5, 30.0), 1),
+                frac,
+            );
         }
     }
 }

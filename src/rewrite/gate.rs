@@ -168,7 +168,14 @@ pub fn classify(stmt: Statement) -> Result<StatementKind, SqlError> {
         }
         Statement::Set(set) => classify_set(set),
         Statement::ShowVariable { variable } => {
-            let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");
+            let words: Vec<String> = variable.iter().map(|i| i.value.to_lowercase()).collect();
+            // `SHOW transaction isolation level` is the one multi-word form;
+            // otherwise the parts are a dotted name (`lakeward.purpose`).
+            let name = if words == ["transaction", "isolation", "level"] {
+                "transaction_isolation".to_owned()
+            } else {
+                words.join(".")
+            };
             Ok(StatementKind::Show { name })
         }
         Statement::Reset(r) => Ok(StatementKind::Reset {
@@ -385,6 +392,10 @@ mod tests {
             k => panic!("{k:?}"),
         }
         assert!(matches!(kind("SHOW search_path").unwrap(), StatementKind::Show { .. }));
+        match kind("SHOW lakeward.purpose").unwrap() {
+            StatementKind::Show { name } => assert_eq!(name, "lakeward.purpose"),
+            k => panic!("{k:?}"),
+        }
     }
 
     #[test]

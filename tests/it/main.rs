@@ -6,5 +6,6 @@ mod support;
 mod bad_input;
 mod cancel;
 mod datagen;
+mod identity;
 mod psql;
 mod wire;
