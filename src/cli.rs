@@ -47,6 +47,30 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Policy tools: check against the real tables and print the coverage matrix.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate the policy files against the Delta tables and print who sees what.
+    Check {
+        /// Folder with the Delta tables (`<schema>/<table>`).
+        #[arg(long, default_value = "./lakeward-demo")]
+        data_dir: PathBuf,
+        /// Policy folder; the built-in demo policy when omitted.
+        #[arg(long)]
+        policy_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +205,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", crate::auth::mint::mint(&args.data_dir, &req)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Policy(PolicyCommand::Check { data_dir, policy_dir, format }) => {
+            policy_check(&data_dir, policy_dir.as_deref(), format).await
+        }
         Command::Config(ConfigCommand::Check { config }) => match Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -267,6 +294,49 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("Try:  SELECT site_id, count(*) FROM clinical.patients GROUP BY 1 ORDER BY 1;");
     println!();
     serve(config).await
+}
+
+async fn policy_check(data_dir: &Path, policy_dir: Option<&Path>, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    let policy = match crate::policy::Policy::load(policy_dir) {
+        Ok(p) => p,
+        Err(e) => {
+            for p in &e.problems {
+                println!("error: {p}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let locations = crate::engine::discover_tables(data_dir)?;
+    let engine = crate::engine::Engine::open(&locations).await?;
+    let schemas = engine
+        .tables()
+        .values()
+        .map(|t| {
+            let cols = t.schema.fields().iter().map(|f| (f.name().clone(), column_type(f.data_type()))).collect();
+            (t.name.to_string(), cols)
+        })
+        .collect();
+    let report = crate::policy::check::check(&policy, &schemas);
+    match format {
+        OutputFormat::Text => print!("{}", crate::policy::check::render_text(&report)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn column_type(t: &datafusion::arrow::datatypes::DataType) -> crate::policy::compile::ColumnType {
+    use crate::policy::compile::ColumnType as C;
+    use datafusion::arrow::datatypes::DataType as D;
+    match t {
+        D::Utf8 | D::LargeUtf8 | D::Utf8View => C::Text,
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => C::Integer,
+        D::Decimal128(..) | D::Decimal256(..) => C::Decimal,
+        D::Float16 | D::Float32 | D::Float64 => C::Float,
+        D::Date32 | D::Date64 => C::Date,
+        D::Timestamp(..) => C::Timestamp,
+        D::Boolean => C::Boolean,
+        _ => C::Other,
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -354,3 +354,28 @@ mod tests {
         assert_eq!(ctx.tables["clinical.patients"].row_filter.as_ref().unwrap().to_string(), "(false)");
     }
 }
+
+/// A column type as far as masks care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Text,
+    Integer,
+    Decimal,
+    Float,
+    Date,
+    Timestamp,
+    Boolean,
+    Other,
+}
+
+/// Can `kind` be applied to a column of type `ty`?
+pub fn mask_fits(kind: &MaskKind, ty: ColumnType) -> bool {
+    use ColumnType::*;
+    match kind {
+        MaskKind::Null => true,
+        MaskKind::Redact { .. } | MaskKind::Partial { .. } | MaskKind::Zip3 => ty == Text,
+        MaskKind::Pseudonym => matches!(ty, Text | Integer),
+        MaskKind::Year | MaskKind::YearOrNullOverAge { .. } => matches!(ty, Date | Timestamp),
+        MaskKind::Round { .. } => matches!(ty, Integer | Decimal | Float),
+    }
+}

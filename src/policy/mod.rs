@@ -8,6 +8,7 @@
 //! [`compile`] turns a [`Policy`] and a session's attributes into an
 //! [`compile::AccessContext`]. This module speaks the sqlparser AST only.
 
+pub mod check;
 pub mod compile;
 
 use std::collections::BTreeMap;
