@@ -166,6 +166,23 @@ impl Session {
         self.vars().break_glass.clone()
     }
 
+    /// The attributes the policy is compiled for; `None` until a role and a
+    /// purpose are known.
+    pub fn subject(&self) -> Option<crate::policy::compile::Subject> {
+        let vars = self.vars();
+        Some(crate::policy::compile::Subject {
+            user: self.user.clone(),
+            role: vars.role.clone()?,
+            site: self.principal.site.clone(),
+            purpose: vars.purpose?,
+            break_glass: vars.break_glass.is_some(),
+        })
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
     /// Does the principal hold at least one role the policy knows?
     pub fn has_known_role(&self) -> bool {
         self.principal.roles.iter().any(|r| self.policy.role(r).is_some())

@@ -9,6 +9,8 @@
 
 pub mod encode;
 pub mod errors;
+pub mod masks;
+pub mod secure;
 mod tables;
 
 use std::collections::BTreeMap;
@@ -48,9 +50,14 @@ pub struct TableInfo {
 
 /// The shared query engine.
 pub struct Engine {
+    /// Holds the raw tables; used only to build secured tables and as the
+    /// template of client planning states (whose catalogs are replaced).
     ctx: SessionContext,
+    raw: secure::RawTables,
     tables: BTreeMap<TableName, TableInfo>,
     verify: SQLOptions,
+    /// Secured catalogs by access-context key.
+    secured: moka::future::Cache<String, Arc<dyn datafusion::catalog::CatalogProviderList>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -66,6 +73,11 @@ impl Engine {
     /// Open every table and register it. Fails if any table cannot be opened:
     /// serving a partial lakehouse silently would surprise everyone.
     pub async fn open(locations: &[TableLocation]) -> Result<Engine, EngineError> {
+        Engine::open_with_key(locations, &[0u8; 32]).await
+    }
+
+    /// Open with the pseudonymisation key for the mask functions.
+    pub async fn open_with_key(locations: &[TableLocation], pseudonym_key: &[u8]) -> Result<Engine, EngineError> {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_create_default_catalog_and_schema(true)
@@ -81,8 +93,14 @@ impl Engine {
             let info = tables::open_and_register(&ctx, catalog.as_ref(), loc).await?;
             tables.insert(info.name.clone(), info);
         }
+        let today = chrono::Utc::now().date_naive();
+        for udf in masks::mask_udfs(pseudonym_key, today) {
+            ctx.register_udf(udf);
+        }
         let verify = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        Ok(Engine { ctx, tables, verify })
+        let raw = secure::RawTables::new(ctx.clone());
+        let secured = moka::future::Cache::builder().max_capacity(10_000).build();
+        Ok(Engine { ctx, raw, tables, verify, secured })
     }
 
     /// Every served table.
@@ -90,8 +108,8 @@ impl Engine {
         &self.tables
     }
 
-    /// A planning state for one statement, with the session's search path
-    /// applied as DataFusion's default schema.
+    /// A planning state over the raw tables. Internal use and tests only:
+    /// client statements are planned with [`Engine::secured_state`].
     pub fn state_for(&self, default_schema: Option<&str>) -> SessionState {
         let mut state = self.ctx.state();
         if let Some(schema) = default_schema
@@ -100,6 +118,58 @@ impl Engine {
             state.config_mut().options_mut().catalog.default_schema = schema.to_owned();
         }
         state
+    }
+
+    /// Column names of every served table, for policy compilation.
+    pub fn column_lists(&self) -> BTreeMap<String, Vec<String>> {
+        self.tables
+            .values()
+            .map(|t| (t.name.to_string(), t.schema.fields().iter().map(|f| f.name().clone()).collect()))
+            .collect()
+    }
+
+    /// A planning state in which the only tables are the secured tables of
+    /// `access` (none when `access` is `None`).
+    pub async fn secured_state(
+        &self,
+        access: Option<&crate::policy::compile::AccessContext>,
+        consent: &crate::policy::ConsentRules,
+        default_schema: Option<&str>,
+    ) -> Result<SessionState, SqlError> {
+        let key = match access {
+            Some(a) => format!("{}|{:?}", a.policy_version, a.subject),
+            None => "<no tables>".to_owned(),
+        };
+        let empty = crate::policy::compile::AccessContext {
+            policy_version: String::new(),
+            subject: crate::policy::compile::Subject {
+                user: String::new(),
+                role: String::new(),
+                site: None,
+                purpose: crate::policy::Purpose::Operations,
+                break_glass: false,
+            },
+            tables: BTreeMap::new(),
+            denied: vec![],
+        };
+        let access = access.unwrap_or(&empty);
+        let list = self
+            .secured
+            .try_get_with(key, async { self.raw.secured_catalog(access, consent).await })
+            .await
+            .map_err(|e| {
+                tracing::error!(error_kind = "secured catalog", "cannot build secured tables");
+                errors::to_sql_error(&e)
+            })?;
+        let mut state = datafusion::execution::SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_catalog_list(list)
+            .build();
+        if let Some(schema) = default_schema
+            && access.tables.keys().any(|t| t.split('.').next() == Some(schema))
+        {
+            state.config_mut().options_mut().catalog.default_schema = schema.to_owned();
+        }
+        Ok(state)
     }
 
     /// Plan an AST statement (never SQL text) and check it is read-only.

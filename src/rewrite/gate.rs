@@ -279,12 +279,10 @@ pub fn object_name_lower(name: &ObjectName) -> String {
         .join(".")
 }
 
-/// Does the statement name any relation that is not one of its own CTEs?
-pub fn reads_tables(stmt: &Statement) -> bool {
-    use datafusion::sql::sqlparser::ast::visit_relations;
-    let mut ctes: Vec<String> = Vec::new();
-    struct CteCollector<'a>(&'a mut Vec<String>);
-    impl Visitor for CteCollector<'_> {
+/// Names of the CTEs defined anywhere in a statement (lower-cased).
+fn cte_names(stmt: &Statement) -> Vec<String> {
+    struct CteCollector(Vec<String>);
+    impl Visitor for CteCollector {
         type Break = ();
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
             if let Some(with) = &q.with {
@@ -293,13 +291,47 @@ pub fn reads_tables(stmt: &Statement) -> bool {
             ControlFlow::Continue(())
         }
     }
-    let _ = stmt.visit(&mut CteCollector(&mut ctes));
-    visit_relations(stmt, |name| {
-        let single_cte = name.0.len() == 1
-            && name.0[0].as_ident().is_some_and(|i| ctes.contains(&i.value.to_lowercase()));
-        if single_cte { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
-    })
-    .is_break()
+    let mut c = CteCollector(Vec::new());
+    let _ = stmt.visit(&mut c);
+    c.0
+}
+
+/// An identifier as DataFusion resolves it: unquoted folds to lower case.
+fn normalize(i: &ast::Ident) -> String {
+    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+}
+
+/// A table a statement refers to, resolved like DataFusion resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    /// `None` when a three-part name names another catalog.
+    pub schema_table: Option<(String, String)>,
+}
+
+/// Every table reference of `stmt` that is not one of its CTEs, resolved
+/// against `default_schema` (one-part names) and the `datafusion` catalog.
+pub fn referenced_tables(stmt: &Statement, default_schema: &str) -> Vec<TableRef> {
+    use datafusion::sql::sqlparser::ast::visit_relations;
+    let ctes = cte_names(stmt);
+    let mut out = Vec::new();
+    let _ = visit_relations(stmt, |name| {
+        let parts: Vec<String> = name.0.iter().map(|p| p.as_ident().map(normalize).unwrap_or_default()).collect();
+        let r = match parts.as_slice() {
+            [t] if ctes.contains(t) => None,
+            [t] => Some(TableRef { schema_table: Some((default_schema.to_owned(), t.clone())) }),
+            [s, t] => Some(TableRef { schema_table: Some((s.clone(), t.clone())) }),
+            [c, s, t] if c == "datafusion" => Some(TableRef { schema_table: Some((s.clone(), t.clone())) }),
+            _ => Some(TableRef { schema_table: None }),
+        };
+        out.extend(r);
+        ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
+/// Does the statement name any relation that is not one of its own CTEs?
+pub fn reads_tables(stmt: &Statement) -> bool {
+    !referenced_tables(stmt, "public").is_empty()
 }
 
 /// Refuse query shapes that read outside the registered tables or write:
@@ -436,6 +468,15 @@ mod tests {
         assert!(!reads("WITH a AS (SELECT 1 AS x) SELECT * FROM a"));
         assert!(reads("WITH a AS (SELECT * FROM clinical.patients) SELECT * FROM a"));
         assert!(reads("SELECT (SELECT count(*) FROM claims.claims)"));
+        let refs = |sql: &str| referenced_tables(&parse(sql, ParseLimits::default()).unwrap()[0], "clinical");
+        assert_eq!(
+            refs("SELECT * FROM Patients, \"Claims\".claims, datafusion.CLINICAL.encounters"),
+            vec![
+                TableRef { schema_table: Some(("clinical".into(), "patients".into())) },
+                TableRef { schema_table: Some(("Claims".into(), "claims".into())) },
+                TableRef { schema_table: Some(("clinical".into(), "encounters".into())) },
+            ]
+        );
     }
 
     #[test]

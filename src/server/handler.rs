@@ -73,6 +73,10 @@ struct PreparedInner {
     result_schema: Option<SchemaRef>,
     /// Reads at least one table (needs a declared purpose).
     reads_tables: bool,
+    /// The statement as parsed, kept to re-plan under new access rules.
+    source: Option<Statement>,
+    /// The policy subject and version the plan was built for.
+    planned_for: Option<(crate::policy::compile::Subject, String)>,
 }
 
 #[derive(Debug)]
@@ -100,7 +104,7 @@ impl ConnHandler {
         let s = self.session().ok_or_else(|| SqlError::fatal("08P01", "query before startup completed").into_pgwire())?;
         if s.principal.is_expired() {
             tracing::info!(session = %s.id, "token expired: ending session");
-            return Err(SqlError::fatal("28000", "authentication token expired: reconnect with a new token").into_pgwire());
+            return Err(token_expired().into_pgwire());
         }
         Ok(s)
     }
@@ -117,9 +121,27 @@ impl Parser {
         let kind = gate::classify(stmt)?;
         match kind {
             StatementKind::Query(mut stmt) | StatementKind::Explain(mut stmt) => {
+                let source = Some((*stmt).clone());
                 let reads_tables = gate::reads_tables(&stmt);
                 require_purpose(session, reads_tables)?;
                 let schema = session.default_schema();
+                let access = match session.subject() {
+                    Some(subject) => crate::policy::compile::compile(session.policy(), &subject, &self.shared.engine.column_lists()),
+                    None => None,
+                };
+                // Denied tables are refused by name, before planning (42501);
+                // unknown ones fall through to the planner (42P01).
+                let search = schema.clone().unwrap_or_else(|| "public".into());
+                for r in gate::referenced_tables(&stmt, &search) {
+                    if let Some((s, t)) = &r.schema_table {
+                        let name = format!("{s}.{t}");
+                        let granted = access.as_ref().is_some_and(|a| a.tables.contains_key(&name));
+                        let exists = self.shared.engine.column_lists().contains_key(&name);
+                        if exists && !granted {
+                            return Err(SqlError::permission_denied(format!("table {name}")));
+                        }
+                    }
+                }
                 let facts = SessionFacts {
                     user: session.user.clone(),
                     database: session.database.clone(),
@@ -128,7 +150,11 @@ impl Parser {
                     version: version_string(),
                 };
                 bind_session_functions(&mut stmt, &facts);
-                let state = self.shared.engine.state_for(schema.as_deref());
+                let state = self
+                    .shared
+                    .engine
+                    .secured_state(access.as_ref(), &session.policy().consent, schema.as_deref())
+                    .await?;
                 let plan = self.shared.engine.plan(&state, *stmt).await?;
                 let (param_types, param_data_types) = parameter_types(&plan)?;
                 let result_schema = Arc::new(plan.schema().as_arrow().clone());
@@ -138,6 +164,8 @@ impl Parser {
                     param_data_types,
                     result_schema: Some(result_schema),
                     reads_tables,
+                    source,
+                    planned_for: session.subject().map(|s| (s, session.policy().version.clone())),
                 })))
             }
             other => {
@@ -158,10 +186,16 @@ impl Parser {
                     param_data_types: vec![],
                     result_schema,
                     reads_tables: false,
+                    source: None,
+                    planned_for: None,
                 })))
             }
         }
     }
+}
+
+fn token_expired() -> SqlError {
+    SqlError::fatal("28000", "authentication token expired: reconnect with a new token")
 }
 
 /// Reading tables needs a declared purpose of use (SPEC §4).
@@ -211,6 +245,9 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let session = self.session().map_err(SqlError::into_pgwire)?;
+        if session.principal.is_expired() {
+            return Err(token_expired().into_pgwire());
+        }
         let mut stmts = gate::parse(sql, self.shared.parse_limits).map_err(SqlError::into_pgwire)?;
         match stmts.len() {
             0 => Ok(None),
@@ -258,8 +295,21 @@ impl ConnHandler {
         format: &Format,
         cancel: CancellationToken,
     ) -> Result<Outcome, SqlError> {
-        // Purpose can change between Parse and Execute: check again.
+        // Purpose, role or break-glass can change between Parse and Execute:
+        // a plan built for other access rules is re-planned, never reused.
         require_purpose(session, prepared.0.reads_tables)?;
+        let current = session.subject().map(|s| (s, session.policy().version.clone()));
+        let replanned;
+        let prepared = if matches!(prepared.0.kind, PreparedKind::Plan { .. }) && current != prepared.0.planned_for {
+            let Some(source) = prepared.0.source.clone() else { return Err(SqlError::internal()) };
+            replanned = self.parser.prepare(session, source).await?;
+            if replanned.0.result_schema != prepared.0.result_schema || replanned.0.param_types != prepared.0.param_types {
+                return Err(SqlError::new("0A000", "cached plan must not change result type"));
+            }
+            &replanned
+        } else {
+            prepared
+        };
         match &prepared.0.kind {
             PreparedKind::Plan { plan, state } => {
                 let plan = match params {

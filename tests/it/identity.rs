@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio_postgres::SimpleQueryMessage;
 
-use crate::support::{self, PATIENTS, server, sqlstate, try_connect_with};
+use crate::support::{self, server, sqlstate, try_connect_with, visible_patients};
 
 // ---------------------------------------------------------------------------
 // Keys and tokens
@@ -215,7 +215,7 @@ async fn rs256_es256_hs256_tokens_are_accepted() {
         let client = try_connect_with(addr, "analyst", &token, "require", Some("operations"))
             .await
             .unwrap_or_else(|e| panic!("{alg} token refused: {e} ({:?})", sqlstate(&e)));
-        assert_eq!(patient_count(&client).await.unwrap(), PATIENTS, "{alg}");
+        assert_eq!(patient_count(&client).await.unwrap(), visible_patients("operations"), "{alg}");
         let who = rows(client.simple_query("SELECT current_user AS u").await.unwrap());
         assert_eq!(who[0].get("u"), Some("analyst"), "{alg}");
         assert_eq!(show(&client, "lakeward.role").await, "analyst", "{alg}");
@@ -267,7 +267,7 @@ async fn es256_key_generated_in_test() {
     let client = try_connect_with(own.addr, "analyst", &token, "require", Some("operations"))
         .await
         .unwrap_or_else(|e| panic!("token from a generated, configured key refused: {e} ({:?})", sqlstate(&e)));
-    assert_eq!(patient_count(&client).await.unwrap(), PATIENTS);
+    assert_eq!(patient_count(&client).await.unwrap(), visible_patients("operations"));
     drop(client);
 
     // The default server does not know this key.
@@ -303,7 +303,7 @@ fn psql_accepts_rs256_es256_hs256_and_refuses_a_forgery() {
         assert!(out.status.success(), "{alg}: {}", text(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = stdout.lines().collect();
-        assert_eq!(lines, [PATIENTS.to_string().as_str(), "operations"], "{alg}: {stdout}");
+        assert_eq!(lines, [visible_patients("operations").to_string().as_str(), "operations"], "{alg}: {stdout}");
     }
     // A token signed by an untrusted key: FATAL, generic message.
     let forged = sign(Algorithm::RS256, Some("rsa-1"), &untrusted_rsa_key(), &analyst_claims());
@@ -556,10 +556,10 @@ async fn purpose_from_startup_option_and_from_set() {
     let addr = server().addr;
     let client = try_connect_with(addr, "analyst", &es256(&analyst_claims()), "require", Some("operations")).await.unwrap();
     assert_eq!(show(&client, "lakeward.purpose").await, "operations");
-    assert_eq!(patient_count(&client).await.unwrap(), PATIENTS);
+    assert_eq!(patient_count(&client).await.unwrap(), visible_patients("operations"));
     client.simple_query("SET lakeward.purpose = 'payment'").await.unwrap();
     assert_eq!(show(&client, "lakeward.purpose").await, "payment");
-    assert_eq!(patient_count(&client).await.unwrap(), PATIENTS);
+    assert_eq!(patient_count(&client).await.unwrap(), visible_patients("payment"));
 
     // No purpose at startup: SET declares one.
     let bare = try_connect_with(addr, "analyst", &es256(&analyst_claims()), "require", None).await.unwrap();
@@ -608,7 +608,7 @@ async fn purpose_change_takes_effect_on_the_next_statement() {
     assert_eq!(state_of(&e), ("42501".into(), "ERROR".into()));
     client.simple_query("SELECT 1").await.unwrap();
     client.simple_query("SET lakeward.purpose = 'operations'").await.unwrap();
-    assert_eq!(patient_count(&client).await.unwrap(), PATIENTS);
+    assert_eq!(patient_count(&client).await.unwrap(), visible_patients("operations"));
 
     // RESET closes the tables again at once.
     client.simple_query("RESET lakeward.purpose").await.unwrap();
@@ -621,18 +621,18 @@ async fn purpose_change_takes_effect_on_the_next_statement() {
             .await
             .unwrap(),
     );
-    assert_eq!(r[0].get("n"), Some(PATIENTS.to_string().as_str()));
+    assert_eq!(r[0].get("n"), Some(visible_patients("payment").to_string().as_str()));
 
     // A statement prepared under a purpose cannot run after it is withdrawn.
     let stmt = client.prepare("SELECT count(*) FROM clinical.patients").await.unwrap();
     let n: i64 = client.query_one(&stmt, &[]).await.unwrap().get(0);
-    assert_eq!(n as u64, PATIENTS);
+    assert_eq!(n as u64, visible_patients("payment"));
     client.simple_query("RESET lakeward.purpose").await.unwrap();
     let e = client.query_one(&stmt, &[]).await.unwrap_err();
     assert_eq!(state_of(&e).0, "42501");
     client.simple_query("SET lakeward.purpose = 'operations'").await.unwrap();
     let n: i64 = client.query_one(&stmt, &[]).await.unwrap().get(0);
-    assert_eq!(n as u64, PATIENTS);
+    assert_eq!(n as u64, visible_patients("operations"));
 }
 
 #[tokio::test]

@@ -228,3 +228,86 @@ pub async fn try_connect(addr: SocketAddr, _label: &str, sslmode: &str) -> Resul
 pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.as_db_error().map(|d| d.code().code().to_owned())
 }
+
+/// Oracle: the patient ids a role sees under `purpose` by consent alone,
+/// computed in Rust from the raw consent rows (not through lakeward's SQL).
+pub fn consented_patients(purpose: &str) -> std::collections::BTreeSet<i64> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+    use futures::StreamExt;
+    static CACHE: OnceLock<std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<i64>>>> =
+        OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(s) = cache.lock().unwrap().get(purpose) {
+        return s.clone();
+    }
+    let purpose_owned = purpose.to_owned();
+    let set = off_runtime(move || {
+        runtime().block_on(async move {
+            let engine = engine();
+            let state = engine.state_for(None);
+            let run = |sql: String| {
+                let state = state.clone();
+                let engine = engine.clone();
+                async move {
+                    let stmt = lakeward::rewrite::gate::parse(&sql, Default::default()).unwrap().remove(0);
+                    let plan = engine.plan(&state, stmt).await.unwrap();
+                    let mut stream = engine.execute(&state, plan).await.unwrap();
+                    let mut batches = Vec::new();
+                    while let Some(b) = stream.next().await {
+                        batches.push(b.unwrap());
+                    }
+                    batches
+                }
+            };
+            let now = chrono::Utc::now().naive_utc().and_utc().timestamp_micros();
+            // Latest unexpired record per patient for this purpose.
+            let mut latest: std::collections::BTreeMap<i64, (i64, bool)> = Default::default();
+            for b in run("SELECT patient_id, granted, recorded_at, expires_at, purpose FROM governance.consents".into()).await {
+                let b = datafusion::arrow::compute::cast(b.column(4), &datafusion::arrow::datatypes::DataType::Utf8)
+                    .map(|p| (b, p))
+                    .unwrap();
+                let (b, p) = b;
+                let ids = b.column(0).as_primitive::<Int64Type>();
+                let granted = b.column(1).as_boolean();
+                let rec = b.column(2).as_primitive::<TimestampMicrosecondType>();
+                let exp = b.column(3).as_primitive::<TimestampMicrosecondType>();
+                let p = p.as_string::<i32>();
+                for i in 0..b.num_rows() {
+                    if p.value(i) != purpose_owned || (!exp.is_null(i) && exp.value(i) <= now) {
+                        continue;
+                    }
+                    let (id, r, g) = (ids.value(i), rec.value(i), granted.value(i));
+                    let e = latest.entry(id).or_insert((r, g));
+                    // Latest wins; on a tie a refusal wins.
+                    if r > e.0 || (r == e.0 && !g) {
+                        *e = (r, g);
+                    }
+                }
+            }
+            let opt_in = purpose_owned == "research";
+            let mut visible = std::collections::BTreeSet::new();
+            for b in run("SELECT patient_id FROM clinical.patients".into()).await {
+                let ids = b.column(0).as_primitive::<Int64Type>();
+                for i in 0..b.num_rows() {
+                    let id = ids.value(i);
+                    let ok = match latest.get(&id) {
+                        Some((_, g)) => *g,
+                        None => !opt_in,
+                    };
+                    if ok {
+                        visible.insert(id);
+                    }
+                }
+            }
+            visible
+        })
+    });
+    cache.lock().unwrap().insert(purpose.to_owned(), set.clone());
+    set
+}
+
+/// How many patients the analyst sees under `purpose` (all sites, consent only).
+pub fn visible_patients(purpose: &str) -> u64 {
+    consented_patients(purpose).len() as u64
+}

@@ -1,0 +1,373 @@
+//! The security barrier: policy-aware tables.
+//!
+//! For a session's [`AccessContext`], every granted table is registered under
+//! its user-visible name as a [`SecuredTable`]. A `SecuredTable` owns an
+//! internal plan — raw Delta scan → row filter AND consent predicate → column
+//! masks — built from policy-authored ASTs against raw tables that are
+//! registered nowhere a user-written name can reach. It refuses every filter
+//! pushdown, and its physical plan is wrapped in a [`BarrierExec`] that passes
+//! no parent filter, limit or projection down. So the user's expressions only
+//! ever see rows the policy admitted, with masked values: a division by zero or
+//! failing cast keyed on another site's row cannot fire.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
+    SchemaProvider, Session, TableProvider,
+};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr as DfExpr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    self, BinaryOperator, Expr, Ident, ObjectName, SelectItem, SetExpr, Statement, Value,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::CATALOG;
+use crate::policy::compile::{AccessContext, ColumnAccess, ConsentCheck, TableAccess};
+use crate::policy::{ConsentModel, ConsentRules, MaskKind};
+
+/// A table as the policy lets one session see it.
+#[derive(Debug)]
+pub struct SecuredTable {
+    name: String,
+    plan: LogicalPlan,
+    schema: SchemaRef,
+}
+
+impl SecuredTable {
+    pub fn plan(&self) -> &LogicalPlan {
+        &self.plan
+    }
+}
+
+#[async_trait]
+impl TableProvider for SecuredTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    /// No user predicate is ever evaluated inside the barrier.
+    fn supports_filters_pushdown(&self, filters: &[&DfExpr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[DfExpr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let plan = match projection {
+            Some(cols) => {
+                let exprs: Vec<DfExpr> = cols
+                    .iter()
+                    .map(|i| DfExpr::Column(datafusion::common::Column::from_name(self.schema.field(*i).name())))
+                    .collect();
+                LogicalPlanBuilder::from(self.plan.clone()).project(exprs)?.build()?
+            }
+            None => self.plan.clone(),
+        };
+        let physical = state.create_physical_plan(&plan).await?;
+        Ok(Arc::new(BarrierExec::new(physical, self.name.clone())))
+    }
+}
+
+/// A plan node optimiser rules cannot see through: it forwards its child's
+/// batches and accepts no filter, limit or projection from above.
+#[derive(Debug)]
+pub struct BarrierExec {
+    input: Arc<dyn ExecutionPlan>,
+    table: String,
+    props: Arc<PlanProperties>,
+}
+
+impl BarrierExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>, table: String) -> BarrierExec {
+        let props = input.properties().clone();
+        BarrierExec { input, table, props }
+    }
+}
+
+impl DisplayAs for BarrierExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        // The policy subtree is not shown: EXPLAIN must not reveal filters.
+        write!(f, "PolicyBarrier: table={}", self.table)
+    }
+}
+
+impl ExecutionPlan for BarrierExec {
+    fn name(&self) -> &str {
+        "PolicyBarrier"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        match children.into_iter().next() {
+            Some(child) => Ok(Arc::new(BarrierExec::new(child, self.table.clone()))),
+            None => datafusion::common::internal_err!("PolicyBarrier needs one child"),
+        }
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+}
+
+/// SQL type for a typed NULL of a column.
+fn sql_type(t: &DataType) -> ast::DataType {
+    match t {
+        DataType::Int64 | DataType::UInt32 => ast::DataType::BigInt(None),
+        DataType::Int32 | DataType::Int16 | DataType::Int8 => ast::DataType::Int(None),
+        DataType::Float64 | DataType::Float32 => ast::DataType::DoublePrecision,
+        DataType::Boolean => ast::DataType::Boolean,
+        DataType::Date32 | DataType::Date64 => ast::DataType::Date,
+        DataType::Timestamp(TimeUnit::Microsecond, None) | DataType::Timestamp(_, None) => {
+            ast::DataType::Timestamp(None, ast::TimezoneInfo::None)
+        }
+        DataType::Timestamp(_, Some(_)) => ast::DataType::Timestamp(None, ast::TimezoneInfo::WithTimeZone),
+        DataType::Decimal128(p, s) => {
+            ast::DataType::Decimal(ast::ExactNumberInfo::PrecisionAndScale(*p as u64, *s as i64))
+        }
+        _ => ast::DataType::Text,
+    }
+}
+
+fn col(name: &str) -> Expr {
+    Expr::CompoundIdentifier(vec![Ident::new("t"), Ident::with_quote('"', name)])
+}
+
+fn func(name: &str, args: Vec<Expr>) -> Expr {
+    use ast::{Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments};
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args.into_iter().map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a))).collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+fn number(n: impl ToString) -> Expr {
+    Expr::value(Value::Number(n.to_string(), false))
+}
+
+fn string(s: &str) -> Expr {
+    Expr::value(Value::SingleQuotedString(s.to_owned()))
+}
+
+/// The expression that shows one column under the policy.
+fn column_expr(column: &str, access: &ColumnAccess, ty: &DataType) -> Expr {
+    let null = || Expr::Cast {
+        kind: ast::CastKind::Cast,
+        expr: Box::new(Expr::value(Value::Null)),
+        data_type: sql_type(ty),
+        array: false,
+        format: None,
+    };
+    match access {
+        ColumnAccess::Visible => col(column),
+        ColumnAccess::Null => null(),
+        ColumnAccess::Masked { kind, .. } => match kind {
+            MaskKind::Null => null(),
+            MaskKind::Redact { value } => string(value),
+            MaskKind::Partial { keep_last, prefix } => {
+                func(super::masks::PARTIAL, vec![col(column), number(keep_last), string(prefix)])
+            }
+            MaskKind::Pseudonym => func(super::masks::PSEUDONYM, vec![col(column)]),
+            MaskKind::Year => func(super::masks::YEAR, vec![col(column)]),
+            MaskKind::YearOrNullOverAge { max_age } => {
+                func(super::masks::YEAR_OR_NULL_OVER_AGE, vec![col(column), number(max_age)])
+            }
+            MaskKind::Zip3 => func(super::masks::ZIP3, vec![col(column)]),
+            MaskKind::Round { step } => {
+                let s = number(step);
+                Expr::BinaryOp {
+                    left: Box::new(func("round", vec![Expr::BinaryOp {
+                        left: Box::new(col(column)),
+                        op: BinaryOperator::Divide,
+                        right: Box::new(s.clone()),
+                    }])),
+                    op: BinaryOperator::Multiply,
+                    right: Box::new(s),
+                }
+            }
+        },
+    }
+}
+
+fn parse_expr(sql: &str) -> DfResult<Expr> {
+    let dialect = PostgreSqlDialect {};
+    Parser::new(&dialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| datafusion::error::DataFusionError::Plan(format!("internal policy expression: {e}")))
+}
+
+fn quoted_table(name: &str) -> String {
+    name.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")
+}
+
+/// `t.<key> [NOT] IN (latest unexpired consent record says granted / refused)`.
+/// Identifiers come from the validated policy; the purpose is an enum.
+fn consent_expr(check: &ConsentCheck, rules: &ConsentRules) -> DfResult<Expr> {
+    let c = rules;
+    let sql = format!(
+        "\"t\".\"{key}\" {neg}IN (SELECT \"c\".\"{pk}\" FROM (SELECT \"{pk}\", \"{granted}\", row_number() OVER (PARTITION BY \"{pk}\" ORDER BY \"{recorded}\" DESC, \"{granted}\" ASC) AS lakeward_rank FROM {table} WHERE \"{purpose_col}\" = '{purpose}' AND (\"{expires}\" IS NULL OR \"{expires}\" > now())) AS \"c\" WHERE \"c\".lakeward_rank = 1 AND {cond})",
+        key = check.patient_key,
+        neg = if check.model == ConsentModel::OptOut { "NOT " } else { "" },
+        pk = c.patient_key,
+        granted = c.granted_column,
+        recorded = c.recorded_at_column,
+        table = quoted_table(&c.table),
+        purpose_col = c.purpose_column,
+        purpose = check.purpose.as_str(),
+        expires = c.expires_at_column,
+        cond = if check.model == ConsentModel::OptOut {
+            format!("NOT \"c\".\"{}\"", c.granted_column)
+        } else {
+            format!("\"c\".\"{}\"", c.granted_column)
+        },
+    );
+    parse_expr(&sql)
+}
+
+/// The internal statement: `SELECT <shown columns> FROM <raw> AS t WHERE <filter> AND <consent>`.
+fn internal_statement(
+    table: &str,
+    access: &TableAccess,
+    schema: &SchemaRef,
+    consent: &ConsentRules,
+) -> DfResult<Statement> {
+    let dialect = PostgreSqlDialect {};
+    let mut stmt = Parser::new(&dialect)
+        .try_with_sql(&format!("SELECT 1 FROM {} AS t", quoted_table(table)))
+        .and_then(|mut p| p.parse_statement())
+        .map_err(|e| datafusion::error::DataFusionError::Plan(format!("internal policy statement: {e}")))?;
+    let Statement::Query(q) = &mut stmt else {
+        return datafusion::common::internal_err!("internal policy statement is not a query");
+    };
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return datafusion::common::internal_err!("internal policy statement is not a select");
+    };
+    select.projection = access
+        .columns
+        .iter()
+        .map(|(name, a)| {
+            let ty = schema.field_with_name(name).map(|f| f.data_type().clone()).unwrap_or(DataType::Utf8);
+            SelectItem::ExprWithAlias { expr: column_expr(name, a, &ty), alias: Ident::with_quote('"', name) }
+        })
+        .collect();
+    let mut conditions: Vec<Expr> = Vec::new();
+    if let Some(f) = &access.row_filter {
+        conditions.push(qualify(f.clone()));
+    }
+    if let Some(c) = &access.consent {
+        conditions.push(consent_expr(c, consent)?);
+    }
+    select.selection = conditions.into_iter().reduce(|a, b| Expr::BinaryOp {
+        left: Box::new(a),
+        op: BinaryOperator::And,
+        right: Box::new(b),
+    });
+    Ok(stmt)
+}
+
+/// Policy filters name the table's columns bare; inside the internal statement
+/// the table is aliased `t`, and bare names resolve to it. Nothing to change:
+/// kept as a hook for future qualification rules.
+fn qualify(e: Expr) -> Expr {
+    e
+}
+
+/// Raw tables, visible only to the internal planning context.
+pub struct RawTables {
+    /// A DataFusion context whose catalog holds the raw Delta tables and the
+    /// mask functions. Never handed to a client session.
+    ctx: datafusion::execution::context::SessionContext,
+}
+
+impl fmt::Debug for RawTables {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawTables")
+    }
+}
+
+impl RawTables {
+    pub fn new(ctx: datafusion::execution::context::SessionContext) -> RawTables {
+        RawTables { ctx }
+    }
+
+    /// The raw schema of a table.
+    pub async fn schema(&self, name: &str) -> Option<SchemaRef> {
+        let (s, t) = name.split_once('.')?;
+        let provider = self.ctx.catalog(CATALOG)?.schema(s)?.table(t).await.ok()??;
+        Some(provider.schema())
+    }
+
+    /// Build the secured catalog for one access context.
+    pub async fn secured_catalog(
+        &self,
+        access: &AccessContext,
+        consent: &ConsentRules,
+    ) -> DfResult<Arc<dyn CatalogProviderList>> {
+        let catalog = MemoryCatalogProvider::new();
+        let mut schemas: BTreeMap<String, Arc<MemorySchemaProvider>> = BTreeMap::new();
+        let state: SessionState = self.ctx.state();
+        for (name, table_access) in &access.tables {
+            let Some(raw_schema) = self.schema(name).await else { continue };
+            let stmt = internal_statement(name, table_access, &raw_schema, consent)?;
+            let plan = state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await?;
+            let schema = Arc::new(plan.schema().as_arrow().clone());
+            let (s, t) = name.split_once('.').unwrap_or((name.as_str(), ""));
+            let provider = Arc::new(SecuredTable { name: name.clone(), plan, schema });
+            let schema_provider = schemas.entry(s.to_owned()).or_insert_with(|| Arc::new(MemorySchemaProvider::new()));
+            schema_provider.register_table(t.to_owned(), provider)?;
+        }
+        // `public` always exists so that unqualified names resolve cleanly.
+        schemas.entry("public".to_owned()).or_insert_with(|| Arc::new(MemorySchemaProvider::new()));
+        for (name, s) in schemas {
+            catalog.register_schema(&name, s)?;
+        }
+        let list = MemoryCatalogProviderList::new();
+        list.register_catalog(CATALOG.to_owned(), Arc::new(catalog));
+        Ok(Arc::new(list))
+    }
+}
