@@ -225,7 +225,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services> {
     let policy = Arc::new(crate::policy::Policy::load(config.policy.dir.as_deref())?);
     let auth = Arc::new(crate::auth::Authenticator::new(config.auth_settings()?)?);
-    let engine = Arc::new(crate::engine::open_from_config(&config.data).await?);
+    let key = config.policy.pseudonym_key()?;
+    let engine = Arc::new(crate::engine::open_from_config(&config.data, &key).await?);
     for t in engine.tables().values() {
         tracing::info!(table = %t.name, version = t.version, "serving table");
     }
@@ -260,6 +261,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let tls_dir = args.data_dir.join("tls");
     crate::server::tls::ensure_dev_certificate(&tls_dir)?;
     crate::auth::mint::ensure_demo_keys(&args.data_dir)?;
+    ensure_pseudonym_key(&args.data_dir.join("keys").join("pseudonym.key"))?;
     let config = Config::demo(&args.data_dir, args.listen);
     config.validate()?;
 
@@ -337,6 +339,19 @@ fn column_type(t: &datafusion::arrow::datatypes::DataType) -> crate::policy::com
         D::Boolean => C::Boolean,
         _ => C::Other,
     }
+}
+
+/// Create a random pseudonymisation key file (hex, mode 0600) unless present.
+fn ensure_pseudonym_key(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let key: [u8; 32] = rand::random();
+    crate::server::tls::write_private(path, hex::encode(key).as_bytes())?;
+    Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM.

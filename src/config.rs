@@ -91,12 +91,48 @@ pub struct PublicKeyConfig {
     pub file: PathBuf,
 }
 
-/// Where the policy lives.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Where the policy lives, and where its pseudonymisation secret comes from.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Folder of policy files; unset means the demo policy built into lakeward.
     pub dir: Option<PathBuf>,
+    /// Environment variable holding the pseudonymisation key (hex, ≥ 32 bytes).
+    pub pseudonym_key_env: String,
+    /// Or a file holding it (mode 0600), used when the variable is unset.
+    pub pseudonym_key_file: Option<PathBuf>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { dir: None, pseudonym_key_env: "LAKEWARD_PSEUDONYM_KEY".into(), pseudonym_key_file: None }
+    }
+}
+
+impl PolicyConfig {
+    /// The pseudonymisation key: from the environment, else from the key file.
+    /// Missing or short keys are an error (the server refuses to start).
+    pub fn pseudonym_key(&self) -> Result<Vec<u8>, ConfigError> {
+        let text = match std::env::var(&self.pseudonym_key_env) {
+            Ok(v) => v,
+            Err(_) => match &self.pseudonym_key_file {
+                Some(f) => std::fs::read_to_string(f)
+                    .map_err(|e| ConfigError::Invalid(format!("cannot read pseudonym key file {}: {e}", f.display())))?,
+                None => {
+                    return Err(ConfigError::Invalid(format!(
+                        "no pseudonymisation key: set {} (64 hex digits) or policy.pseudonym_key_file",
+                        self.pseudonym_key_env
+                    )));
+                }
+            },
+        };
+        let key = hex::decode(text.trim())
+            .map_err(|_| ConfigError::Invalid("the pseudonymisation key must be hex".into()))?;
+        if key.len() < 32 {
+            return Err(ConfigError::Invalid("the pseudonymisation key must be at least 32 bytes".into()));
+        }
+        Ok(key)
+    }
 }
 
 /// Listener, limits and timeouts.
@@ -203,6 +239,7 @@ impl Config {
         fix(&mut self.data.root);
         fix(&mut self.auth.jwks_file);
         fix(&mut self.policy.dir);
+        fix(&mut self.policy.pseudonym_key_file);
         for k in &mut self.auth.public_keys {
             if k.file.is_relative() {
                 k.file = base.join(&k.file);
@@ -324,7 +361,10 @@ impl Config {
                 }],
                 ..Default::default()
             },
-            policy: PolicyConfig::default(),
+            policy: PolicyConfig {
+                pseudonym_key_file: Some(data_dir.join("keys").join("pseudonym.key")),
+                ..Default::default()
+            },
         }
     }
 }

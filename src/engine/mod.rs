@@ -72,8 +72,10 @@ pub const CATALOG: &str = "datafusion";
 impl Engine {
     /// Open every table and register it. Fails if any table cannot be opened:
     /// serving a partial lakehouse silently would surprise everyone.
+    /// Open with a random pseudonymisation key (tools that never serve masks).
     pub async fn open(locations: &[TableLocation]) -> Result<Engine, EngineError> {
-        Engine::open_with_key(locations, &[0u8; 32]).await
+        let key: [u8; 32] = rand::random();
+        Engine::open_with_key(locations, &key).await
     }
 
     /// Open with the pseudonymisation key for the mask functions.
@@ -192,7 +194,7 @@ impl Engine {
 }
 
 /// Build the engine for a configuration's data section.
-pub async fn open_from_config(data: &crate::config::DataConfig) -> Result<Engine, EngineError> {
+pub async fn open_from_config(data: &crate::config::DataConfig, pseudonym_key: &[u8]) -> Result<Engine, EngineError> {
     let mut locations: BTreeMap<TableName, TableLocation> = BTreeMap::new();
     if let Some(root) = &data.root {
         for loc in discover_tables(root)? {
@@ -204,7 +206,7 @@ pub async fn open_from_config(data: &crate::config::DataConfig) -> Result<Engine
         locations.insert(name.clone(), TableLocation { name, url: url.clone() });
     }
     let list: Vec<TableLocation> = locations.into_values().collect();
-    Engine::open(&list).await
+    Engine::open_with_key(&list, pseudonym_key).await
 }
 
 /// Shared handle.

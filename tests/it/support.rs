@@ -63,7 +63,9 @@ fn engine() -> Arc<Engine> {
     ENGINE
         .get_or_init(|| {
             let cfg = Config::demo(data_dir(), "127.0.0.1:0".parse().unwrap());
-            off_runtime(|| Arc::new(runtime().block_on(lakeward::engine::open_from_config(&cfg.data)).expect("engine")))
+            off_runtime(|| {
+                Arc::new(runtime().block_on(lakeward::engine::open_from_config(&cfg.data, &[7u8; 32])).expect("engine"))
+            })
         })
         .clone()
 }
