@@ -121,8 +121,11 @@ impl ExecutionPlan for BarrierExec {
         &self.props
     }
 
+    /// The policy subtree is not a child as far as the rest of the plan is
+    /// concerned: optimiser passes cannot rewrite it (it was optimised when
+    /// the scan was built) and EXPLAIN cannot print its filters.
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        vec![]
     }
 
     fn apply_expressions(
@@ -133,9 +136,10 @@ impl ExecutionPlan for BarrierExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        match children.into_iter().next() {
-            Some(child) => Ok(Arc::new(BarrierExec::new(child, self.table.clone()))),
-            None => datafusion::common::internal_err!("PolicyBarrier needs one child"),
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            datafusion::common::internal_err!("PolicyBarrier takes no children")
         }
     }
 

@@ -238,3 +238,20 @@ async fn errors_have_sqlstates_and_no_data() {
         assert!(!db.message().contains(name), "error message leaked a value");
     }
 }
+
+/// EXPLAIN shows the barrier, never the policy's filters or consent logic.
+#[tokio::test]
+async fn explain_does_not_reveal_policy() {
+    let client = crate::support::connect_role(server().addr, "clinician", "treatment").await;
+    let rows = simple_rows(
+        client
+            .simple_query("EXPLAIN SELECT p.patient_id FROM clinical.patients p WHERE p.zip LIKE '0%'")
+            .await
+            .unwrap(),
+    );
+    let text: String = rows.iter().map(|r| format!("{} {}\n", r.get(0).unwrap_or(""), r.get(1).unwrap_or(""))).collect();
+    assert!(text.contains("PolicyBarrier"), "{text}");
+    for secret in ["S01", "consent", "granted", "lakeward_rank", "site_id"] {
+        assert!(!text.contains(secret), "EXPLAIN leaked {secret}: {text}");
+    }
+}
