@@ -25,7 +25,9 @@ trap 'kill $PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 -p "$PORT" && break; sleep 0.1; done
 base=$(grep VmRSS /proc/$PID/status | awk '{print $2}')
 start=$(date +%s.%N)
-got=$(psql "host=127.0.0.1 port=$PORT dbname=lakeward user=bench sslmode=require" -X -A -t \
+# The analyst role (operations): masks and consent apply, as for a real export.
+export PGPASSWORD="$("$BIN" token --data-dir "$DATA" --role analyst --ttl 1h)"
+got=$(psql "host=127.0.0.1 port=$PORT dbname=lakeward user=analyst sslmode=require options='-c lakeward.purpose=operations'" -X -A -t \
   -c "SELECT * FROM clinical.observations LIMIT $ROWS" | wc -l)
 end=$(date +%s.%N)
 peak=$(grep VmHWM /proc/$PID/status | awk '{print $2}')
