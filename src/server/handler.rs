@@ -713,8 +713,14 @@ impl StartupHandler for ConnHandler {
                     client.is_secure(),
                 ));
                 if !session.has_known_role() {
+                    // A valid token whose roles grant nothing: the same answer as
+                    // any other failed check; the reason goes to the audit log.
                     self.audit(client, ConnectOutcome::Denied { reason: AuthFailure::Claims });
-                    return Err(SqlError::fatal("28000", "no role of this user is granted access").into_pgwire());
+                    return Err(SqlError::fatal(
+                        AuthFailure::Claims.sqlstate(),
+                        format!("password authentication failed for user \"{}\"", printable(&user)),
+                    )
+                    .into_pgwire());
                 }
                 if let Err(mut e) = session.apply_startup(&params) {
                     self.audit_refused(client, e.code, "startup_parameter");
