@@ -50,9 +50,12 @@ pub struct TableInfo {
 
 /// The shared query engine.
 pub struct Engine {
-    /// Holds the raw tables; used only to build secured tables and as the
-    /// template of client planning states (whose catalogs are replaced).
+    /// Holds the raw tables and the mask functions; used only to build
+    /// secured tables. Never the base of a client planning state.
     ctx: SessionContext,
+    /// Template of client planning states: no tables, no mask functions
+    /// (a client able to call the keyed pseudonym could reverse it).
+    client: SessionContext,
     raw: secure::RawTables,
     tables: BTreeMap<TableName, TableInfo>,
     verify: SQLOptions,
@@ -102,7 +105,14 @@ impl Engine {
         let verify = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let raw = secure::RawTables::new(ctx.clone());
         let secured = moka::future::Cache::builder().max_capacity(10_000).build();
-        Ok(Engine { ctx, raw, tables, verify, secured })
+        let client = SessionContext::new_with_config(
+            SessionConfig::new()
+                .with_default_catalog_and_schema(CATALOG, "public")
+                .with_create_default_catalog_and_schema(true)
+                .with_information_schema(false)
+                .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+        );
+        Ok(Engine { ctx, client, raw, tables, verify, secured })
     }
 
     /// Every served table.
@@ -163,7 +173,7 @@ impl Engine {
                 tracing::error!(error_kind = "secured catalog", "cannot build secured tables");
                 errors::to_sql_error(&e)
             })?;
-        let mut state = datafusion::execution::SessionStateBuilder::new_from_existing(self.ctx.state())
+        let mut state = datafusion::execution::SessionStateBuilder::new_from_existing(self.client.state())
             .with_catalog_list(list)
             .build();
         if let Some(schema) = default_schema

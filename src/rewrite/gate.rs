@@ -365,6 +365,15 @@ fn check_query_shape(q: &Query) -> Result<(), SqlError> {
             }
             ControlFlow::Continue(())
         }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Function(f) = e
+                && f.name.0.iter().any(|p| p.as_ident().is_some_and(|i| i.value.to_lowercase().starts_with("lakeward_")))
+            {
+                self.0 = Some(SqlError::new("42883", "function does not exist"));
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
             if !q.locks.is_empty() {
                 self.0 = Some(SqlError::new("0A000", "row locking is not supported by lakeward"));
@@ -477,6 +486,13 @@ mod tests {
                 TableRef { schema_table: Some(("clinical".into(), "encounters".into())) },
             ]
         );
+    }
+
+    #[test]
+    fn internal_mask_functions_cannot_be_called() {
+        for sql in ["SELECT lakeward_pseudonym(1)", "SELECT 1 WHERE LAKEWARD_zip3('x') IS NULL"] {
+            assert_eq!(kind(sql).unwrap_err().code, "42883", "{sql}");
+        }
     }
 
     #[test]

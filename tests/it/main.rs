@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod cancel;
 mod datagen;
+mod enforcement;
 mod identity;
 mod psql;
 mod wire;
