@@ -65,6 +65,24 @@ pub enum PolicyCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
+    /// Show how a query is read for a role and purpose: each table it names,
+    /// as the SQL of its secured form (for data stewards; never executed as text).
+    Explain {
+        #[arg(long, default_value = "./lakeward-demo")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        policy_dir: Option<PathBuf>,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        purpose: String,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        break_glass: bool,
+        /// The query.
+        sql: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -208,6 +226,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Check { data_dir, policy_dir, format }) => {
             policy_check(&data_dir, policy_dir.as_deref(), format).await
         }
+        Command::Policy(PolicyCommand::Explain { data_dir, policy_dir, role, purpose, site, break_glass, sql }) => {
+            policy_explain(&data_dir, policy_dir.as_deref(), &role, &purpose, site, break_glass, &sql).await
+        }
         Command::Config(ConfigCommand::Check { config }) => match Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -324,6 +345,48 @@ async fn policy_check(data_dir: &Path, policy_dir: Option<&Path>, format: Output
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
     Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn policy_explain(
+    data_dir: &Path,
+    policy_dir: Option<&Path>,
+    role: &str,
+    purpose: &str,
+    site: Option<String>,
+    break_glass: bool,
+    sql: &str,
+) -> anyhow::Result<ExitCode> {
+    use crate::policy::compile::{Subject, compile};
+    let policy = crate::policy::Policy::load(policy_dir)?;
+    let purpose = crate::policy::Purpose::parse(purpose).ok_or_else(|| anyhow::anyhow!("unknown purpose {purpose:?}"))?;
+    let engine = crate::engine::Engine::open(&crate::engine::discover_tables(data_dir)?).await?;
+    let subject = Subject { user: "policy-explain".into(), role: role.to_owned(), site, purpose, break_glass };
+    let Some(access) = compile(&policy, &subject, &engine.column_lists()) else {
+        println!("-- role {role} may not declare purpose {purpose} (or the role is unknown): every query is refused");
+        return Ok(ExitCode::FAILURE);
+    };
+    let stmts = crate::rewrite::gate::parse(sql, Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("-- policy version {}, role {role}, purpose {purpose}{}", policy.version, if break_glass { ", break-glass on" } else { "" });
+    let mut seen = std::collections::BTreeSet::new();
+    for stmt in &stmts {
+        println!("{stmt};");
+        for r in crate::rewrite::gate::referenced_tables(stmt, "public") {
+            let Some((s, t)) = r.schema_table else { continue };
+            let name = format!("{s}.{t}");
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            match access.tables.get(&name) {
+                Some(a) => {
+                    let text = engine.explain_secured(&name, a, &policy.consent).await.unwrap_or_default();
+                    println!("\n-- {name} is read as (rules: {}):\n{text};", a.rules.join(", "));
+                }
+                None if engine.column_lists().contains_key(&name) => println!("\n-- {name}: refused (42501)"),
+                None => println!("\n-- {name}: no such table (42P01)"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn column_type(t: &datafusion::arrow::datatypes::DataType) -> crate::policy::compile::ColumnType {

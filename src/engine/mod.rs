@@ -132,6 +132,16 @@ impl Engine {
         state
     }
 
+    /// How a secured table reads its rows, as SQL for people.
+    pub async fn explain_secured(
+        &self,
+        name: &str,
+        access: &crate::policy::compile::TableAccess,
+        consent: &crate::policy::ConsentRules,
+    ) -> Option<String> {
+        self.raw.explain_table(name, access, consent).await
+    }
+
     /// Column names of every served table, for policy compilation.
     pub fn column_lists(&self) -> BTreeMap<String, Vec<String>> {
         self.tables

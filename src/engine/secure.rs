@@ -346,6 +346,13 @@ impl RawTables {
         Some(provider.schema())
     }
 
+    /// The statement a secured table reads with, as SQL text for people
+    /// (`lakeward policy explain`); never executed in this form.
+    pub async fn explain_table(&self, name: &str, access: &TableAccess, consent: &ConsentRules) -> Option<String> {
+        let schema = self.schema(name).await?;
+        internal_statement(name, access, &schema, consent).ok().map(|s| s.to_string())
+    }
+
     /// Build the secured catalog for one access context.
     pub async fn secured_catalog(
         &self,
