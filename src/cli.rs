@@ -65,6 +65,18 @@ pub enum PolicyCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
+    /// Run the policy's tests (`<policy dir>/tests/*.toml`) against demo data.
+    Test {
+        /// Policy folder holding the files and a `tests/` folder.
+        #[arg(long, default_value = "./policy-rules")]
+        policy_dir: PathBuf,
+        /// Delta tables to test against; generated demo data when omitted.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Patients to generate when no data folder is given.
+        #[arg(long, default_value_t = 2_000)]
+        patients: u64,
+    },
     /// Show how a query is read for a role and purpose: each table it names,
     /// as the SQL of its secured form (for data stewards; never executed as text).
     Explain {
@@ -226,6 +238,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Check { data_dir, policy_dir, format }) => {
             policy_check(&data_dir, policy_dir.as_deref(), format).await
         }
+        Command::Policy(PolicyCommand::Test { policy_dir, data_dir, patients }) => {
+            policy_test(&policy_dir, data_dir.as_deref(), patients).await
+        }
         Command::Policy(PolicyCommand::Explain { data_dir, policy_dir, role, purpose, site, break_glass, sql }) => {
             policy_explain(&data_dir, policy_dir.as_deref(), &role, &purpose, site, break_glass, &sql).await
         }
@@ -345,6 +360,45 @@ async fn policy_check(data_dir: &Path, policy_dir: Option<&Path>, format: Output
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
     Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn policy_test(policy_dir: &Path, data_dir: Option<&Path>, patients: u64) -> anyhow::Result<ExitCode> {
+    let policy = match crate::policy::Policy::load(Some(policy_dir)) {
+        Ok(p) => p,
+        Err(e) => {
+            for p in &e.problems {
+                println!("error: {p}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let tests = crate::policytest::load_tests(policy_dir)?;
+    let dir = match data_dir {
+        Some(d) => d.to_owned(),
+        None => {
+            let d = std::env::temp_dir().join(format!("lakeward-policy-test-{}-{}", std::process::id(), patients));
+            if crate::engine::discover_tables(&d).map(|t| t.is_empty()).unwrap_or(true) {
+                let opts = crate::datagen::DatagenOptions { data_dir: d.clone(), patients, seed: 42 };
+                crate::datagen::generate(&opts).await?;
+            }
+            d
+        }
+    };
+    let key: [u8; 32] = rand::random();
+    let engine = crate::engine::Engine::open_with_key(&crate::engine::discover_tables(&dir)?, &key).await?;
+    let results = crate::policytest::run(&engine, &policy, &tests).await;
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    for r in &results {
+        match &r.failure {
+            None => println!("ok      {} :: {}", r.file, r.name),
+            Some(f) => println!("FAILED  {} :: {}\n{}", r.file, r.name, f.lines().map(|l| format!("        {l}")).collect::<Vec<_>>().join("\n")),
+        }
+    }
+    println!("\n{} passed, {} failed (policy version {})", results.len() - failed, failed, policy.version);
+    if data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(if failed == 0 && !results.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn policy_explain(

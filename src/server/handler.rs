@@ -125,23 +125,7 @@ impl Parser {
                 let reads_tables = gate::reads_tables(&stmt);
                 require_purpose(session, reads_tables)?;
                 let schema = session.default_schema();
-                let access = match session.subject() {
-                    Some(subject) => crate::policy::compile::compile(session.policy(), &subject, &self.shared.engine.column_lists()),
-                    None => None,
-                };
-                // Denied tables are refused by name, before planning (42501);
-                // unknown ones fall through to the planner (42P01).
-                let search = schema.clone().unwrap_or_else(|| "public".into());
-                for r in gate::referenced_tables(&stmt, &search) {
-                    if let Some((s, t)) = &r.schema_table {
-                        let name = format!("{s}.{t}");
-                        let granted = access.as_ref().is_some_and(|a| a.tables.contains_key(&name));
-                        let exists = self.shared.engine.column_lists().contains_key(&name);
-                        if exists && !granted {
-                            return Err(SqlError::permission_denied(format!("table {name}")));
-                        }
-                    }
-                }
+                let access = crate::enforce::access_for(&self.shared.engine, session.policy(), session.subject().as_ref());
                 let facts = SessionFacts {
                     user: session.user.clone(),
                     database: session.database.clone(),
@@ -150,12 +134,8 @@ impl Parser {
                     version: version_string(),
                 };
                 bind_session_functions(&mut stmt, &facts);
-                let state = self
-                    .shared
-                    .engine
-                    .secured_state(access.as_ref(), &session.policy().consent, schema.as_deref())
-                    .await?;
-                let plan = self.shared.engine.plan(&state, *stmt).await?;
+                let (state, plan) =
+                    crate::enforce::plan(&self.shared.engine, session.policy(), access.as_ref(), *stmt, schema.as_deref()).await?;
                 let (param_types, param_data_types) = parameter_types(&plan)?;
                 let result_schema = Arc::new(plan.schema().as_arrow().clone());
                 Ok(Prepared(Arc::new(PreparedInner {

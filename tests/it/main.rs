@@ -8,5 +8,6 @@ mod cancel;
 mod datagen;
 mod enforcement;
 mod identity;
+mod policy_cli;
 mod psql;
 mod wire;
