@@ -259,7 +259,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// Build every service a server needs from a configuration.
 pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services> {
-    let policy = Arc::new(crate::policy::Policy::load(config.policy.dir.as_deref())?);
+    let policy = Arc::new(crate::policy::PolicyStore::new(
+        crate::policy::Policy::load(config.policy.dir.as_deref())?,
+        config.policy.dir.clone(),
+    ));
     let auth = Arc::new(crate::auth::Authenticator::new(config.auth_settings()?)?);
     let key = config.policy.pseudonym_key()?;
     let engine = Arc::new(crate::engine::open_from_config(&config.data, &key).await?);
@@ -271,6 +274,8 @@ pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let services = services(&config).await?;
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(services.policy.clone(), services.engine.clone()));
     crate::server::serve(config, services, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -346,15 +351,7 @@ async fn policy_check(data_dir: &Path, policy_dir: Option<&Path>, format: Output
     };
     let locations = crate::engine::discover_tables(data_dir)?;
     let engine = crate::engine::Engine::open(&locations).await?;
-    let schemas = engine
-        .tables()
-        .values()
-        .map(|t| {
-            let cols = t.schema.fields().iter().map(|f| (f.name().clone(), column_type(f.data_type()))).collect();
-            (t.name.to_string(), cols)
-        })
-        .collect();
-    let report = crate::policy::check::check(&policy, &schemas);
+    let report = crate::policy::check::check(&policy, &engine_schemas(&engine));
     match format {
         OutputFormat::Text => print!("{}", crate::policy::check::render_text(&report)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -456,6 +453,37 @@ fn column_type(t: &datafusion::arrow::datatypes::DataType) -> crate::policy::com
         D::Boolean => C::Boolean,
         _ => C::Other,
     }
+}
+
+/// SIGHUP: reload the policy folder; a policy that fails `policy check`
+/// against the served tables is rejected and the current one stays.
+#[cfg(unix)]
+async fn reload_on_sighup(store: Arc<crate::policy::PolicyStore>, engine: Arc<crate::engine::Engine>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let schemas = engine_schemas(&engine);
+        let result = store.reload(|candidate| {
+            let report = crate::policy::check::check(candidate, &schemas);
+            if report.errors.is_empty() { Ok(()) } else { Err(report.errors.join("; ")) }
+        });
+        match result {
+            Ok(version) => tracing::warn!(policy_version = %version, "policy reloaded"),
+            Err(e) => tracing::error!(problems = %e, "policy reload rejected; the previous policy stays active"),
+        }
+    }
+}
+
+/// `schema.table` → `(column, type)` of every served table.
+fn engine_schemas(engine: &crate::engine::Engine) -> std::collections::BTreeMap<String, Vec<(String, crate::policy::compile::ColumnType)>> {
+    engine
+        .tables()
+        .values()
+        .map(|t| {
+            let cols = t.schema.fields().iter().map(|f| (f.name().clone(), column_type(f.data_type()))).collect();
+            (t.name.to_string(), cols)
+        })
+        .collect()
 }
 
 /// Create a random pseudonymisation key file (hex, mode 0600) unless present.

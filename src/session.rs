@@ -120,7 +120,9 @@ pub struct Session {
     pub tls: bool,
     /// Who the verified token says this is.
     pub principal: Arc<Principal>,
-    policy: Arc<Policy>,
+    /// The policy version this session's statements are evaluated under;
+    /// replaced between statements after a reload.
+    policy: Mutex<Arc<Policy>>,
     vars: Mutex<Vars>,
     /// Cancels the statement that is running now; replaced at each statement.
     current: Mutex<CancellationToken>,
@@ -145,7 +147,7 @@ impl Session {
             client_addr,
             tls,
             principal,
-            policy,
+            policy: Mutex::new(policy),
             vars: Mutex::new(Vars { role, ..Default::default() }),
             current: Mutex::new(CancellationToken::new()),
         }
@@ -179,13 +181,22 @@ impl Session {
         })
     }
 
-    pub fn policy(&self) -> &Arc<Policy> {
-        &self.policy
+    /// The policy the next statement is evaluated under.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adopt a reloaded policy (called between statements).
+    pub fn set_policy(&self, policy: Arc<Policy>) {
+        let mut cur = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.version != policy.version {
+            *cur = policy;
+        }
     }
 
     /// Does the principal hold at least one role the policy knows?
     pub fn has_known_role(&self) -> bool {
-        self.principal.roles.iter().any(|r| self.policy.role(r).is_some())
+        self.principal.roles.iter().any(|r| self.policy().role(r).is_some())
     }
 
     fn set_role(&self, value: Option<String>) -> Result<(), SqlError> {
@@ -193,7 +204,7 @@ impl Session {
             return Err(SqlError::new("22023", "lakeward.role cannot be reset; reconnect to change role"));
         };
         let v = v.trim().to_owned();
-        if !self.principal.roles.contains(&v) || self.policy.role(&v).is_none() {
+        if !self.principal.roles.contains(&v) || self.policy().role(&v).is_none() {
             return Err(SqlError::permission_denied(format!("role \"{v}\" is not granted to this user")));
         }
         let mut vars = self.vars();
@@ -216,7 +227,7 @@ impl Session {
             .role
             .clone()
             .ok_or_else(|| SqlError::permission_denied("choose a role first: SET lakeward.role"))?;
-        let by_role = self.policy.role(&role).is_some_and(|r| r.purposes.contains(&purpose));
+        let by_role = self.policy().role(&role).is_some_and(|r| r.purposes.contains(&purpose));
         let by_token = self.principal.purposes.is_empty()
             || self.principal.purposes.iter().any(|p| p.eq_ignore_ascii_case(purpose.as_str()));
         if !by_role || !by_token {
@@ -234,7 +245,7 @@ impl Session {
             return Ok(());
         };
         let role = self.role().ok_or_else(|| SqlError::permission_denied("choose a role first: SET lakeward.role"))?;
-        if !self.policy.role(&role).is_some_and(|r| r.break_glass) {
+        if !self.policy().role(&role).is_some_and(|r| r.break_glass) {
             return Err(SqlError::permission_denied("break-glass is not allowed for this role"));
         }
         if v.chars().count() < MIN_JUSTIFICATION || v.len() > 1000 || v.chars().any(char::is_control) {

@@ -387,6 +387,34 @@ impl Policy {
     }
 }
 
+/// The live policy: swapped atomically on reload, read once per statement.
+#[derive(Debug)]
+pub struct PolicyStore {
+    current: std::sync::RwLock<std::sync::Arc<Policy>>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl PolicyStore {
+    pub fn new(policy: Policy, dir: Option<std::path::PathBuf>) -> PolicyStore {
+        PolicyStore { current: std::sync::RwLock::new(std::sync::Arc::new(policy)), dir }
+    }
+
+    pub fn current(&self) -> std::sync::Arc<Policy> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-read the policy folder; `validate` may reject the candidate (e.g.
+    /// `policy check` against the served tables). On any error the current
+    /// policy stays in force.
+    pub fn reload(&self, validate: impl FnOnce(&Policy) -> Result<(), String>) -> Result<String, String> {
+        let candidate = Policy::load(self.dir.as_deref()).map_err(|e| e.to_string())?;
+        validate(&candidate)?;
+        let version = candidate.version.clone();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(candidate);
+        Ok(version)
+    }
+}
+
 /// `schema.table` or `schema.*`.
 fn valid_table_pattern(p: &str) -> bool {
     match p.split_once('.') {

@@ -106,6 +106,7 @@ impl ConnHandler {
             tracing::info!(session = %s.id, "token expired: ending session");
             return Err(token_expired().into_pgwire());
         }
+        s.set_policy(self.shared.policy.current());
         Ok(s)
     }
 }
@@ -125,7 +126,8 @@ impl Parser {
                 let reads_tables = gate::reads_tables(&stmt);
                 require_purpose(session, reads_tables)?;
                 let schema = session.default_schema();
-                let access = crate::enforce::access_for(&self.shared.engine, session.policy(), session.subject().as_ref());
+                let policy = session.policy();
+                let access = crate::enforce::access_for(&self.shared.engine, &policy, session.subject().as_ref());
                 let facts = SessionFacts {
                     user: session.user.clone(),
                     database: session.database.clone(),
@@ -135,7 +137,7 @@ impl Parser {
                 };
                 bind_session_functions(&mut stmt, &facts);
                 let (state, plan) =
-                    crate::enforce::plan(&self.shared.engine, session.policy(), access.as_ref(), *stmt, schema.as_deref()).await?;
+                    crate::enforce::plan(&self.shared.engine, &policy, access.as_ref(), *stmt, schema.as_deref()).await?;
                 let (param_types, param_data_types) = parameter_types(&plan)?;
                 let result_schema = Arc::new(plan.schema().as_arrow().clone());
                 Ok(Prepared(Arc::new(PreparedInner {
@@ -145,7 +147,7 @@ impl Parser {
                     result_schema: Some(result_schema),
                     reads_tables,
                     source,
-                    planned_for: session.subject().map(|s| (s, session.policy().version.clone())),
+                    planned_for: session.subject().map(|s| (s, policy.version.clone())),
                 })))
             }
             other => {
@@ -228,6 +230,7 @@ impl QueryParser for Parser {
         if session.principal.is_expired() {
             return Err(token_expired().into_pgwire());
         }
+        session.set_policy(self.shared.policy.current());
         let mut stmts = gate::parse(sql, self.shared.parse_limits).map_err(SqlError::into_pgwire)?;
         match stmts.len() {
             0 => Ok(None),
@@ -687,7 +690,7 @@ impl StartupHandler for ConnHandler {
                 let database = params.get("database").cloned().unwrap_or_else(|| user.clone());
                 let session = Arc::new(Session::new(
                     principal,
-                    self.shared.policy.clone(),
+                    self.shared.policy.current(),
                     database,
                     client.socket_addr(),
                     client.is_secure(),

@@ -46,7 +46,7 @@ use stream::{Guarded, MessageTooLarge, Negotiated};
 pub struct Services {
     pub engine: Arc<Engine>,
     pub auth: Arc<crate::auth::Authenticator>,
-    pub policy: Arc<crate::policy::Policy>,
+    pub policy: Arc<crate::policy::PolicyStore>,
     pub audit: Arc<dyn crate::audit::AuditSink>,
 }
 
@@ -54,7 +54,7 @@ pub struct Services {
 pub struct Shared {
     pub engine: Arc<Engine>,
     pub auth: Arc<crate::auth::Authenticator>,
-    pub policy: Arc<crate::policy::Policy>,
+    pub policy: Arc<crate::policy::PolicyStore>,
     pub audit: Arc<dyn crate::audit::AuditSink>,
     pub parse_limits: ParseLimits,
     pub registry: Registry,

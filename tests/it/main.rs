@@ -10,4 +10,5 @@ mod enforcement;
 mod identity;
 mod policy_cli;
 mod psql;
+mod reload;
 mod wire;

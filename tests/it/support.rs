@@ -132,7 +132,7 @@ pub fn start_with_auth(adjust: impl FnOnce(&mut Config), auth: AuthSettings) -> 
     let services = Services {
         engine,
         auth: Arc::new(Authenticator::new(auth).expect("authenticator")),
-        policy: Arc::new(lakeward::policy::Policy::load(None).expect("policy")),
+        policy: Arc::new(lakeward::policy::PolicyStore::new(lakeward::policy::Policy::load(None).expect("policy"), None)),
         audit: Arc::new(lakeward::audit::LogSink),
     };
     let tls = match (&config.tls.cert_file, &config.tls.key_file) {

@@ -1,0 +1,129 @@
+//! Policy hot reload: `lakeward serve` re-reads its policy folder on SIGHUP;
+//! a policy that fails its check is rejected and the old one stays active.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{data_dir, sqlstate, temp_dir, token, try_connect_with};
+
+struct Served {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+fn serve(policy_dir: &Path) -> Served {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let data = data_dir();
+    let cfg_dir = temp_dir("lakeward-it-reload-cfg");
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+[tls]
+cert_file = "{d}/tls/server.crt"
+key_file = "{d}/tls/server.key"
+[data]
+root = "{d}"
+[auth]
+issuer = "{iss}"
+audience = "{aud}"
+public_keys = [{{ kid = "demo-es256", alg = "ES256", file = "{d}/keys/jwt-public.pem" }}]
+[policy]
+dir = "{p}"
+pseudonym_key_env = "LAKEWARD_TEST_PSEUDONYM_KEY"
+"#,
+        d = data.display(),
+        p = policy_dir.display(),
+        iss = lakeward::config::DEMO_ISSUER,
+        aud = lakeward::config::DEMO_AUDIENCE,
+    );
+    let cfg = cfg_dir.join("lakeward.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lakeward"))
+        .args(["--log", "warn,lakeward=info", "serve", "--config", cfg.to_str().unwrap()])
+        .env("LAKEWARD_TEST_PSEUDONYM_KEY", "11".repeat(32))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lakeward serve");
+    // Wait for "lakeward listening" on stderr, then keep draining it.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) if l.contains("lakeward listening") => break,
+            Ok(_) => {}
+            Err(_) if std::time::Instant::now() > deadline => panic!("lakeward serve did not start"),
+            Err(_) => {}
+        }
+    }
+    Served { child, port }
+}
+
+fn hup(s: &Served) {
+    let ok = Command::new("kill").args(["-HUP", &s.child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+    std::thread::sleep(Duration::from_millis(800));
+}
+
+async fn claims_count(port: u16) -> Result<i64, tokio_postgres::Error> {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = try_connect_with(addr, "analyst", &token("analyst", "analyst", None), "require", Some("operations")).await?;
+    client.query_one("SELECT count(*) FROM claims.claims", &[]).await.map(|r| r.get(0))
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_policy_and_keeps_the_old_one_when_the_new_one_is_broken() {
+    let dir = temp_dir("lakeward-it-reload-policy");
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules"), &dir);
+    let served = serve(&dir);
+    assert!(claims_count(served.port).await.unwrap() > 0);
+
+    // Withdraw the analyst's grant on claims, reload: refused from the next statement.
+    let roles = dir.join("roles.toml");
+    let original = std::fs::read_to_string(&roles).unwrap();
+    let narrowed = original.replace(
+        "[roles.analyst]\ndescription = \"Operations and payment analyst: de-identified, all sites\"\npurposes = [\"payment\", \"operations\"]\ntables = [\"clinical.patients\", \"clinical.encounters\", \"clinical.observations\", \"claims.claims\"]",
+        "[roles.analyst]\ndescription = \"Operations and payment analyst: de-identified, all sites\"\npurposes = [\"payment\", \"operations\"]\ntables = [\"clinical.patients\", \"clinical.encounters\", \"clinical.observations\"]",
+    );
+    assert_ne!(narrowed, original, "the test edits the analyst's grants");
+    std::fs::write(&roles, &narrowed).unwrap();
+    hup(&served);
+    let e = claims_count(served.port).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+
+    // A broken policy is rejected: the narrowed one stays in force.
+    std::fs::write(&roles, format!("{original}\n[roles.broken\n")).unwrap();
+    hup(&served);
+    let e = claims_count(served.port).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+
+    // Restore, reload: granted again.
+    std::fs::write(&roles, &original).unwrap();
+    hup(&served);
+    assert!(claims_count(served.port).await.unwrap() > 0);
+}
