@@ -15,9 +15,12 @@ use crate::policy::Policy;
 use crate::policy::compile::{AccessContext, Subject, compile};
 use crate::rewrite::gate;
 
-/// The access context of `subject` (`None`: no role or purpose yet, so no tables).
+/// The access context of `subject` (`None`: no role or purpose yet, so no
+/// tables), cached per policy version and subject.
 pub fn access_for(engine: &Engine, policy: &Policy, subject: Option<&Subject>) -> Option<AccessContext> {
-    subject.and_then(|s| compile(policy, s, &engine.column_lists()))
+    let s = subject?;
+    let key = format!("{}|{s:?}", policy.version);
+    engine.access_cache.get_with(key, || compile(policy, s, &engine.column_lists()))
 }
 
 /// Refuse, by name, every table `stmt` reads that exists but is not granted.

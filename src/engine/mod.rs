@@ -61,6 +61,8 @@ pub struct Engine {
     verify: SQLOptions,
     /// Secured catalogs by access-context key.
     secured: moka::future::Cache<String, Arc<dyn datafusion::catalog::CatalogProviderList>>,
+    /// Compiled access contexts by policy version and subject.
+    pub(crate) access_cache: moka::sync::Cache<String, Option<crate::policy::compile::AccessContext>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -112,7 +114,8 @@ impl Engine {
                 .with_information_schema(false)
                 .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
         );
-        Ok(Engine { ctx, client, raw, tables, verify, secured })
+        let access_cache = moka::sync::Cache::builder().max_capacity(10_000).build();
+        Ok(Engine { ctx, client, raw, tables, verify, secured, access_cache })
     }
 
     /// Every served table.

@@ -78,6 +78,57 @@ pub fn parse_filter(sql: &str) -> Result<Expr, String> {
     Ok(expr)
 }
 
+/// Attributes a row filter may use as `principal.<attribute>`.
+pub const PRINCIPAL_ATTRIBUTES: [&str; 4] = ["user", "site", "role", "purpose"];
+
+/// If `e` is `principal.<attribute>`, the attribute (lower case). Keyword
+/// attributes such as `user` parse as field access on a function, not as a
+/// compound identifier; both shapes are recognised.
+fn principal_attribute(e: &Expr) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::AccessExpr;
+    match e {
+        Expr::CompoundIdentifier(parts) if parts.len() == 2 && parts[0].value.eq_ignore_ascii_case("principal") => {
+            Some(parts[1].value.to_lowercase())
+        }
+        // `principal.user`: USER is a keyword, so this parses as a call of a
+        // two-part function name without arguments.
+        Expr::Function(f)
+            if f.name.0.len() == 2
+                && matches!(f.args, datafusion::sql::sqlparser::ast::FunctionArguments::None)
+                && f.name.0[0].as_ident().is_some_and(|i| i.value.eq_ignore_ascii_case("principal")) =>
+        {
+            f.name.0[1].as_ident().map(|i| i.value.to_lowercase())
+        }
+        Expr::CompoundFieldAccess { root, access_chain } if access_chain.len() == 1 => match (root.as_ref(), &access_chain[0]) {
+            (Expr::Identifier(r), AccessExpr::Dot(inner)) if r.value.eq_ignore_ascii_case("principal") => {
+                let name = inner.to_string().to_lowercase();
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_').then_some(name)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The `principal.<attribute>` names an expression refers to.
+pub fn principal_attributes(expr: &Expr) -> Vec<String> {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    struct Collect(Vec<String>);
+    impl Visitor for Collect {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Some(a) = principal_attribute(e) {
+                self.0.push(a);
+                return ControlFlow::Continue(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut c = Collect(Vec::new());
+    let _ = expr.visit(&mut c);
+    c.0
+}
+
 /// Replace `principal.<attr>` with a string literal; a missing attribute makes
 /// the whole filter FALSE (fail closed).
 fn bind_principal(expr: &mut Expr, subject: &Subject) -> bool {
@@ -88,11 +139,8 @@ fn bind_principal(expr: &mut Expr, subject: &Subject) -> bool {
     impl VisitorMut for Binder<'_> {
         type Break = ();
         fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-            if let Expr::CompoundIdentifier(parts) = e
-                && parts.len() == 2
-                && parts[0].value.eq_ignore_ascii_case("principal")
-            {
-                let value = match parts[1].value.to_lowercase().as_str() {
+            if let Some(attr) = principal_attribute(e) {
+                let value = match attr.as_str() {
                     "user" => Some(self.subject.user.clone()),
                     "site" => self.subject.site.clone(),
                     "role" => Some(self.subject.role.clone()),
@@ -343,6 +391,33 @@ mod tests {
             },
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn every_mask_kind_binds_by_tag_or_column() {
+        let mut p = Policy::load(None).unwrap();
+        p.masks.insert("redacted".into(), MaskKind::Redact { value: "REDACTED".into() });
+        p.masks.insert("hundreds".into(), MaskKind::Round { step: 100.0 });
+        let analyst = p.roles.get_mut("analyst").unwrap();
+        analyst.columns.insert("claims.claims.billed_amount".into(), "hundreds".into());
+        analyst.columns.insert("tag:phi.ssn".into(), "redacted".into());
+        let ctx = compile(&p, &subject("analyst", Purpose::Operations), &schemas()).unwrap();
+        assert!(matches!(access(&ctx, "claims.claims", "billed_amount"), ColumnAccess::Masked { kind: MaskKind::Round { .. }, .. }));
+        assert!(matches!(access(&ctx, "clinical.patients", "ssn"), ColumnAccess::Masked { kind: MaskKind::Redact { .. }, .. }));
+        // A column binding beats the tag binding.
+        p.roles.get_mut("analyst").unwrap().columns.insert("clinical.patients.ssn".into(), "null".into());
+        let ctx = compile(&p, &subject("analyst", Purpose::Operations), &schemas()).unwrap();
+        assert_eq!(access(&ctx, "clinical.patients", "ssn"), ColumnAccess::Null);
+        // A new phi.direct column is NULL for the analyst with no policy edit.
+        p.tables.get_mut("clinical.patients").unwrap().columns.insert("nickname".into(), vec!["phi.direct".into()]);
+        let mut s = schemas();
+        s.get_mut("clinical.patients").unwrap().push("nickname".into());
+        let ctx = compile(&p, &subject("analyst", Purpose::Operations), &s).unwrap();
+        assert_eq!(access(&ctx, "clinical.patients", "nickname"), ColumnAccess::Null);
+        assert_eq!(principal_attributes(&parse_filter("site_id = principal.site AND x = principal.User").unwrap()), ["site", "user"]);
+        let mut e = parse_filter("owner = principal.user").unwrap();
+        assert!(bind_principal(&mut e, &subject("analyst", Purpose::Operations)));
+        assert_eq!(e.to_string(), "owner = 'u'");
     }
 
     #[test]

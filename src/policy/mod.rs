@@ -364,8 +364,22 @@ impl Policy {
                 if !self.tables.contains_key(table) {
                     problem("row_filters.toml", table, format!("filter {name}: unknown table {table:?}"));
                 }
-                if let Err(e) = compile::parse_filter(expr) {
-                    problem("row_filters.toml", table, format!("filter {name} on {table}: {e}"));
+                match compile::parse_filter(expr) {
+                    Err(e) => problem("row_filters.toml", table, format!("filter {name} on {table}: {e}")),
+                    Ok(e) => {
+                        for attr in compile::principal_attributes(&e) {
+                            if !compile::PRINCIPAL_ATTRIBUTES.contains(&attr.as_str()) {
+                                problem(
+                                    "row_filters.toml",
+                                    &format!("principal.{attr}"),
+                                    format!(
+                                        "filter {name} on {table}: unknown attribute principal.{attr} (known: {})",
+                                        compile::PRINCIPAL_ATTRIBUTES.join(", ")
+                                    ),
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -494,6 +508,11 @@ mod tests {
         let filters = include_str!("../../policy-rules/row_filters.toml").replace("site_id = principal.site\"\n\"clinical.encounters\"", "site_id = = principal.site\"\n\"clinical.encounters\"");
         let e = with_file("row_filters.toml", &filters).unwrap_err();
         assert!(e.to_string().contains("row_filters.toml:"), "{e}");
+
+        let filters = include_str!("../../policy-rules/row_filters.toml").replacen("principal.site", "principal.ward", 1);
+        let e = with_file("row_filters.toml", &filters).unwrap_err();
+        let p = &e.problems[0];
+        assert!(p.message.contains("unknown attribute principal.ward") && p.line.is_some(), "{e}");
 
         let roles = include_str!("../../policy-rules/roles.toml").replace("\"tag:phi.ssn\"", "\"clinical.patients.shoe_size\"");
         let e = with_file("roles.toml", &roles).unwrap_err();
