@@ -39,6 +39,79 @@ pub fn check_grants(engine: &Engine, access: Option<&AccessContext>, stmt: &Stat
     Ok(())
 }
 
+/// What a planned statement touches, for the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessReport {
+    pub policy_version: String,
+    /// `schema.table`, sorted, each once.
+    pub tables: Vec<String>,
+    /// `schema.table.column` actually read, sorted.
+    pub columns: Vec<String>,
+    /// Rules applied to those tables (grants, masks, filters, consent).
+    pub rules: Vec<String>,
+}
+
+/// Defence in depth: every table scan in a client plan must be a secured
+/// table. Anything else (a raw provider reached by a path nobody foresaw)
+/// refuses the statement with XX000 and logs an incident (no PHI).
+pub fn verify_plan(plan: &LogicalPlan, access: Option<&AccessContext>, policy_version: &str) -> Result<AccessReport, SqlError> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::datasource::source_as_provider;
+    use datafusion::logical_expr::LogicalPlan as P;
+    let mut tables = std::collections::BTreeSet::new();
+    let mut columns = std::collections::BTreeSet::new();
+    let mut violation = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let P::TableScan(scan) = node {
+            let secured = source_as_provider(&scan.source)
+                .ok()
+                .is_some_and(|p| p.is::<crate::engine::secure::SecuredTable>());
+            if !secured {
+                violation = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            let name = scan.table_name.to_string();
+            let name = name.strip_prefix("datafusion.").unwrap_or(&name).to_owned();
+            let schema = scan.source.schema();
+            match &scan.projection {
+                Some(idx) => {
+                    for i in idx {
+                        columns.insert(format!("{name}.{}", schema.field(*i).name()));
+                    }
+                }
+                None => {
+                    for f in schema.fields() {
+                        columns.insert(format!("{name}.{}", f.name()));
+                    }
+                }
+            }
+            tables.insert(name);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if violation {
+        tracing::error!(incident = "unsecured_scan", "a client plan reached a table outside the policy barrier; statement refused");
+        return Err(SqlError::new("XX000", "internal error: statement refused by the policy verifier"));
+    }
+    let rules = access
+        .map(|a| {
+            tables
+                .iter()
+                .filter_map(|t| a.tables.get(t))
+                .flat_map(|t| t.rules.iter().cloned())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(AccessReport {
+        policy_version: policy_version.to_owned(),
+        tables: tables.into_iter().collect(),
+        columns: columns.into_iter().collect(),
+        rules,
+    })
+}
+
 /// Plan `stmt` for `access` over secured tables.
 pub async fn plan(
     engine: &Engine,
@@ -46,9 +119,11 @@ pub async fn plan(
     access: Option<&AccessContext>,
     stmt: Statement,
     default_schema: Option<&str>,
-) -> Result<(SessionState, LogicalPlan), SqlError> {
+) -> Result<(SessionState, LogicalPlan, AccessReport), SqlError> {
     check_grants(engine, access, &stmt, default_schema.unwrap_or("public"))?;
     let state = engine.secured_state(access, &policy.consent, default_schema).await?;
     let plan = engine.plan(&state, stmt).await?;
-    Ok((state, plan))
+    let report = verify_plan(&plan, access, &policy.version)?;
+    tracing::debug!(tables = ?report.tables, rules = report.rules.len(), policy_version = %report.policy_version, "statement planned");
+    Ok((state, plan, report))
 }

@@ -105,7 +105,7 @@ async fn run_query(engine: &Engine, policy: &Policy, t: &PolicyTest) -> Outcome 
         Ok(_) => return Outcome::Denied("0A000".into()),
         Err(e) => return Outcome::Denied(e.code.into()),
     };
-    let (state, plan) = match crate::enforce::plan(engine, policy, Some(&access), stmt, None).await {
+    let (state, plan, _report) = match crate::enforce::plan(engine, policy, Some(&access), stmt, None).await {
         Ok(x) => x,
         Err(e) => return Outcome::Denied(e.code.into()),
     };

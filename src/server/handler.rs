@@ -77,6 +77,8 @@ struct PreparedInner {
     source: Option<Statement>,
     /// The policy subject and version the plan was built for.
     planned_for: Option<(crate::policy::compile::Subject, String)>,
+    /// Tables, columns and rules the statement touches (for the audit log).
+    report: Option<crate::enforce::AccessReport>,
 }
 
 #[derive(Debug)]
@@ -136,7 +138,7 @@ impl Parser {
                     version: version_string(),
                 };
                 bind_session_functions(&mut stmt, &facts);
-                let (state, plan) =
+                let (state, plan, report) =
                     crate::enforce::plan(&self.shared.engine, &policy, access.as_ref(), *stmt, schema.as_deref()).await?;
                 let (param_types, param_data_types) = parameter_types(&plan)?;
                 let result_schema = Arc::new(plan.schema().as_arrow().clone());
@@ -148,6 +150,7 @@ impl Parser {
                     reads_tables,
                     source,
                     planned_for: session.subject().map(|s| (s, policy.version.clone())),
+                    report: Some(report),
                 })))
             }
             other => {
@@ -170,6 +173,7 @@ impl Parser {
                     reads_tables: false,
                     source: None,
                     planned_for: None,
+                    report: None,
                 })))
             }
         }
@@ -293,6 +297,12 @@ impl ConnHandler {
         } else {
             prepared
         };
+        if let Some(r) = &prepared.0.report {
+            tracing::info!(
+                session = %session.id, user = %session.user, tables = ?r.tables, columns = r.columns.len(),
+                rules = ?r.rules, policy_version = %r.policy_version, "statement allowed"
+            );
+        }
         match &prepared.0.kind {
             PreparedKind::Plan { plan, state } => {
                 let plan = match params {

@@ -5,10 +5,12 @@ mod support;
 
 mod bad_input;
 mod cancel;
+mod corpus;
 mod datagen;
 mod enforcement;
 mod identity;
 mod policy_cli;
 mod psql;
 mod reload;
+mod verifier;
 mod wire;
