@@ -63,9 +63,13 @@ pub fn verify_plan(plan: &LogicalPlan, access: Option<&AccessContext>, policy_ve
     let mut violation = false;
     let _ = plan.apply_with_subqueries(|node| {
         if let P::TableScan(scan) = node {
-            let secured = source_as_provider(&scan.source)
-                .ok()
-                .is_some_and(|p| p.is::<crate::engine::secure::SecuredTable>());
+            let provider = source_as_provider(&scan.source).ok();
+            // A recursive CTE's work table only re-reads rows its own
+            // (secured) branches produced.
+            if provider.as_ref().is_some_and(|p| p.is::<datafusion::datasource::cte_worktable::CteWorkTable>()) {
+                return Ok(TreeNodeRecursion::Continue);
+            }
+            let secured = provider.is_some_and(|p| p.is::<crate::engine::secure::SecuredTable>());
             if !secured {
                 violation = true;
                 return Ok(TreeNodeRecursion::Stop);
