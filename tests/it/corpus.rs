@@ -52,8 +52,83 @@ fn corpus() -> &'static [Query] {
             .filter(|(_, l)| !l.is_empty() && !l.starts_with("--"))
             .enumerate()
             .map(|(n, (line, sql))| Query { number: n + 1, line, sql: sql.trim_end_matches(';').to_owned() })
+            .chain(generated(GENERATED))
+            .enumerate()
+            .map(|(n, q)| Query { number: n + 1, ..q })
             .collect()
     })
+}
+
+/// Randomly generated queries appended to the file corpus (line 0).
+const GENERATED: usize = 300;
+
+/// A property-style generator: random query shapes over the demo schema whose
+/// predicates are keyed on raw values of random patients (visible or not), so
+/// every generated query is also a probe. Deterministic (fixed seed); raise
+/// `GENERATED` for a soak run.
+fn generated(n: usize) -> Vec<Query> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x1a4e_3a4d);
+    let patients = &raw().patients;
+    let tables: [(&str, &str, &[&str]); 4] = [
+        ("clinical.patients", "p", &["patient_id", "mrn", "first_name", "last_name", "ssn", "birth_date", "zip", "phone", "email", "site_id"]),
+        ("clinical.encounters", "e", &["encounter_id", "patient_id", "site_id", "admit_ts", "primary_dx"]),
+        ("claims.claims", "c", &["claim_id", "patient_id", "site_id", "service_date", "payer", "billed_amount"]),
+        ("clinical.observations", "o", &["observation_id", "patient_id", "encounter_id", "loinc_code", "value_num"]),
+    ];
+    let quote = |s: &str| s.replace('\'', "''");
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let who = &patients[rng.random_range(0..patients.len())];
+        let probe = match rng.random_range(0..9) {
+            0 => format!("p.last_name = '{}'", quote(&who.last)),
+            1 => format!("p.ssn = '{}'", quote(who.ssn.as_deref().unwrap_or("000-00-0000"))),
+            2 => format!("p.mrn = '{}'", quote(&who.mrn)),
+            3 => format!("1 / (CASE WHEN p.last_name = '{}' THEN 0 ELSE 1 END) = 1", quote(&who.last)),
+            4 => format!("p.patient_id = {}", who.id),
+            5 => format!("p.birth_date = DATE '{}'", who.birth),
+            6 => format!("p.zip LIKE '{}%'", quote(&who.zip[..who.zip.len().min(3)])),
+            7 => format!("upper(p.first_name) = upper('{}')", quote(&who.first)),
+            _ => format!("p.site_id = '{}'", quote(&who.site)),
+        };
+        let (t, a, cols) = tables[rng.random_range(1..tables.len())];
+        let pcols = tables[0].2;
+        let pick = |rng: &mut rand_chacha::ChaCha8Rng, alias: &str, cols: &[&str]| -> String {
+            let k = rng.random_range(1..=3usize.min(cols.len()));
+            let mut chosen: Vec<&str> = Vec::new();
+            for _ in 0..k {
+                let c = cols[rng.random_range(0..cols.len())];
+                if !chosen.contains(&c) {
+                    chosen.push(c);
+                }
+            }
+            chosen.iter().map(|c| format!("{alias}.{c} AS {alias}_{c}")).collect::<Vec<_>>().join(", ")
+        };
+        let sql = match rng.random_range(0..6) {
+            0 => format!("SELECT {} FROM clinical.patients p WHERE {probe} ORDER BY 1 LIMIT 20", pick(&mut rng, "p", pcols)),
+            1 => format!(
+                "SELECT {}, {} FROM clinical.patients p JOIN {t} {a} ON {a}.patient_id = p.patient_id WHERE {probe} LIMIT 20",
+                pick(&mut rng, "p", pcols),
+                pick(&mut rng, a, cols)
+            ),
+            2 => format!("SELECT p.site_id, count(*) AS n, max(p.last_name) AS m FROM clinical.patients p WHERE NOT ({probe}) GROUP BY p.site_id ORDER BY 1"),
+            3 => format!(
+                "SELECT {} FROM {t} {a} WHERE {a}.patient_id IN (SELECT p.patient_id FROM clinical.patients p WHERE {probe}) LIMIT 20",
+                pick(&mut rng, a, cols)
+            ),
+            4 => format!(
+                "WITH x AS (SELECT * FROM clinical.patients p WHERE {probe}) SELECT {} FROM x p UNION ALL SELECT {} FROM clinical.patients p WHERE p.site_id = 'S02' LIMIT 30",
+                ["p.patient_id", "p.last_name", "p.ssn"][rng.random_range(0..3)],
+                ["p.patient_id", "p.last_name", "p.ssn"][rng.random_range(0..3)]
+            ),
+            _ => format!(
+                "SELECT {}, row_number() OVER (PARTITION BY p.site_id ORDER BY p.birth_date) AS rn FROM clinical.patients p WHERE {probe} OR p.patient_id < 50 LIMIT 25",
+                pick(&mut rng, "p", pcols)
+            ),
+        };
+        out.push(Query { number: 0, line: 0, sql });
+    }
+    out
 }
 
 /// Whether the query names a clinical or claims table (quotes ignored).
@@ -512,6 +587,17 @@ async fn run_role(role: Role) -> Outcome {
                                 for kind in scan_cell(f, "<error detail>", detail, &lower) {
                                     out.violations.push(format!("{tag}: the error detail holds a {kind}"));
                                 }
+                            }
+                        }
+                        // A division probe may only fire on a row the role sees:
+                        // for the clinician, a last name present among visible
+                        // (S01, consented) patients.
+                        if role == Role::Clinician && code == "22012" && q.sql.contains("THEN 0 ELSE 1") {
+                            let name = q.sql.split("p.last_name = '").nth(1).and_then(|r| r.split("' THEN 0").next()).unwrap_or("");
+                            let visible = s01_patients();
+                            let seen = raw().patients.iter().any(|p| p.last == name.replace("''", "'") && visible.contains(&p.id));
+                            if !seen {
+                                out.violations.push(format!("{tag}: a division probe fired on a row outside the clinician's scope"));
                             }
                         }
                         if code == "42501" {
