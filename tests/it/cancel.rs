@@ -22,7 +22,7 @@ async fn long_query_is_cancelled_promptly() {
     let done = Instant::now();
     let sent = canceller.await.unwrap();
     assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
-    assert!(done.duration_since(sent) < Duration::from_secs(5), "cancel took {:?}", done.duration_since(sent));
+    assert!(done.duration_since(sent) < Duration::from_secs(10), "cancel took {:?}", done.duration_since(sent));
     // The session survives the cancellation.
     client.simple_query("SELECT 1").await.unwrap();
 }
