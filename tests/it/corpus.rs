@@ -23,8 +23,6 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate};
-use datafusion::arrow::util::display::array_value_to_string;
-use datafusion::prelude::SessionContext;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::support::{self, connect_role, consented_patients, server};
@@ -165,29 +163,11 @@ struct Raw {
     safe_words: HashSet<String>,
 }
 
-async fn raw_rows(ctx: &SessionContext, sql: &str) -> Vec<Vec<Option<String>>> {
-    let batches = ctx.sql(sql).await.expect(sql).collect().await.expect(sql);
-    let mut out = Vec::new();
-    for b in batches {
-        for i in 0..b.num_rows() {
-            out.push(b.columns().iter().map(|c| (!c.is_null(i)).then(|| array_value_to_string(c, i).unwrap())).collect());
-        }
-    }
-    out
-}
-
 async fn load_raw(dir: std::path::PathBuf) -> Raw {
-    let ctx = SessionContext::new();
-    for (schema, table) in [("clinical", "patients"), ("clinical", "encounters"), ("clinical", "observations"), ("claims", "claims")] {
-        let path = dir.join(schema).join(table);
-        let url = deltalake::ensure_table_uri(path.to_str().unwrap()).unwrap();
-        let delta = deltalake::open_table(url).await.expect("open raw delta table");
-        delta.update_datafusion_session(&ctx.state()).unwrap();
-        ctx.register_table(table, delta.table_provider().await.unwrap()).unwrap();
-    }
+    let ctx = support::raw_context(&dir).await;
     let text = |v: &Option<String>| v.clone().unwrap();
     let sql = "SELECT patient_id, mrn, first_name, last_name, ssn, birth_date, zip, phone, email, site_id FROM patients";
-    let patients = raw_rows(&ctx, sql)
+    let patients = support::raw_rows(&ctx, sql)
         .await
         .iter()
         .map(|r| RawPatient {
@@ -203,7 +183,7 @@ async fn load_raw(dir: std::path::PathBuf) -> Raw {
             site: text(&r[9]),
         })
         .collect();
-    let seen_at_s01 = raw_rows(
+    let seen_at_s01 = support::raw_rows(
         &ctx,
         "SELECT patient_id FROM encounters WHERE site_id = 'S01' UNION SELECT patient_id FROM claims WHERE site_id = 'S01'",
     )
@@ -218,7 +198,7 @@ async fn load_raw(dir: std::path::PathBuf) -> Raw {
         "SELECT DISTINCT CAST(CAST(observed_at AS DATE) AS VARCHAR) FROM observations",
         "SELECT DISTINCT CAST(service_date AS VARCHAR) FROM claims",
     ] {
-        event_dates.extend(raw_rows(&ctx, sql).await.into_iter().filter_map(|mut r| r.remove(0)));
+        event_dates.extend(support::raw_rows(&ctx, sql).await.into_iter().filter_map(|mut r| r.remove(0)));
     }
     let mut safe_words = HashSet::new();
     for sql in [
@@ -234,7 +214,7 @@ async fn load_raw(dir: std::path::PathBuf) -> Raw {
         "SELECT DISTINCT sex FROM patients",
         "SELECT DISTINCT split_part(email, '@', 2) FROM patients",
     ] {
-        for r in raw_rows(&ctx, sql).await {
+        for r in support::raw_rows(&ctx, sql).await {
             if let Some(v) = &r[0] {
                 safe_words.extend(words(&v.to_lowercase()).map(str::to_owned));
             }

@@ -11,9 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use chrono::{Datelike, NaiveDate};
-use datafusion::arrow::array::Array;
-use datafusion::arrow::util::display::array_value_to_string;
-use datafusion::prelude::SessionContext;
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use crate::support::{self, connect_role, consented_patients, server, sqlstate};
@@ -46,31 +43,13 @@ struct Raw {
 
 type TextRows = Vec<Vec<Option<String>>>;
 
-async fn raw_rows(ctx: &SessionContext, sql: &str) -> TextRows {
-    let batches = ctx.sql(sql).await.expect(sql).collect().await.expect(sql);
-    let mut out = Vec::new();
-    for b in batches {
-        for i in 0..b.num_rows() {
-            out.push(b.columns().iter().map(|c| (!c.is_null(i)).then(|| array_value_to_string(c, i).unwrap())).collect());
-        }
-    }
-    out
-}
-
 async fn load_raw(dir: std::path::PathBuf) -> Raw {
-    let ctx = SessionContext::new();
-    for (schema, table) in [("clinical", "patients"), ("clinical", "encounters"), ("clinical", "observations"), ("claims", "claims")] {
-        let path = dir.join(schema).join(table);
-        let url = deltalake::ensure_table_uri(path.to_str().unwrap()).unwrap();
-        let delta = deltalake::open_table(url).await.expect("open raw delta table");
-        delta.update_datafusion_session(&ctx.state()).unwrap();
-        ctx.register_table(table, delta.table_provider().await.unwrap()).unwrap();
-    }
+    let ctx = support::raw_context(&dir).await;
     let int = |v: &Option<String>| v.as_deref().unwrap().parse::<i64>().unwrap();
     let text = |v: &Option<String>| v.clone().unwrap();
     let mut patients = BTreeMap::new();
     let sql = "SELECT patient_id, mrn, first_name, last_name, ssn, birth_date, zip, phone, email, site_id FROM patients";
-    for r in raw_rows(&ctx, sql).await {
+    for r in support::raw_rows(&ctx, sql).await {
         let birth = NaiveDate::parse_from_str(r[5].as_deref().unwrap(), "%Y-%m-%d").unwrap();
         patients.insert(int(&r[0]), RawPatient {
             mrn: text(&r[1]),
@@ -85,9 +64,9 @@ async fn load_raw(dir: std::path::PathBuf) -> Raw {
         });
     }
     let pairs = |rows: TextRows| rows.iter().map(|r| (int(&r[0]), (int(&r[1]), text(&r[2])))).collect::<BTreeMap<_, _>>();
-    let encounters = pairs(raw_rows(&ctx, "SELECT encounter_id, patient_id, site_id FROM encounters").await);
-    let claims = pairs(raw_rows(&ctx, "SELECT claim_id, patient_id, site_id FROM claims").await);
-    let observations = raw_rows(&ctx, "SELECT observation_id, patient_id, encounter_id FROM observations")
+    let encounters = pairs(support::raw_rows(&ctx, "SELECT encounter_id, patient_id, site_id FROM encounters").await);
+    let claims = pairs(support::raw_rows(&ctx, "SELECT claim_id, patient_id, site_id FROM claims").await);
+    let observations = support::raw_rows(&ctx, "SELECT observation_id, patient_id, encounter_id FROM observations")
         .await
         .iter()
         .map(|r| (int(&r[0]), (int(&r[1]), int(&r[2]))))

@@ -313,3 +313,31 @@ pub fn consented_patients(purpose: &str) -> std::collections::BTreeSet<i64> {
 pub fn visible_patients(purpose: &str) -> u64 {
     consented_patients(purpose).len() as u64
 }
+
+/// Raw rows as text (`None` for NULL), read with plain DataFusion from the
+/// test dataset: the oracle side of the enforcement tests, never lakeward.
+pub async fn raw_rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<Vec<Option<String>>> {
+    use datafusion::arrow::util::display::array_value_to_string;
+    let batches = ctx.sql(sql).await.expect(sql).collect().await.expect(sql);
+    let mut out = Vec::new();
+    for b in batches {
+        for i in 0..b.num_rows() {
+            out.push(b.columns().iter().map(|c| (!c.is_null(i)).then(|| array_value_to_string(c, i).unwrap())).collect());
+        }
+    }
+    out
+}
+
+/// A DataFusion context over the raw demo tables, registered by bare table
+/// name (`patients`, `encounters`, `observations`, `claims`).
+pub async fn raw_context(dir: &Path) -> datafusion::prelude::SessionContext {
+    let ctx = datafusion::prelude::SessionContext::new();
+    for (schema, table) in [("clinical", "patients"), ("clinical", "encounters"), ("clinical", "observations"), ("claims", "claims")] {
+        let path = dir.join(schema).join(table);
+        let url = deltalake::ensure_table_uri(path.to_str().unwrap()).unwrap();
+        let delta = deltalake::open_table(url).await.expect("open raw delta table");
+        delta.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table(table, delta.table_provider().await.unwrap()).unwrap();
+    }
+    ctx
+}
