@@ -279,23 +279,6 @@ pub fn object_name_lower(name: &ObjectName) -> String {
         .join(".")
 }
 
-/// Names of the CTEs defined anywhere in a statement (lower-cased).
-fn cte_names(stmt: &Statement) -> Vec<String> {
-    struct CteCollector(Vec<String>);
-    impl Visitor for CteCollector {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            if let Some(with) = &q.with {
-                self.0.extend(with.cte_tables.iter().map(|c| c.alias.name.value.to_lowercase()));
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut c = CteCollector(Vec::new());
-    let _ = stmt.visit(&mut c);
-    c.0
-}
-
 /// An identifier as DataFusion resolves it: unquoted folds to lower case.
 fn normalize(i: &ast::Ident) -> String {
     if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
@@ -311,22 +294,46 @@ pub struct TableRef {
 /// Every table reference of `stmt` that is not one of its CTEs, resolved
 /// against `default_schema` (one-part names) and the `datafusion` catalog.
 pub fn referenced_tables(stmt: &Statement, default_schema: &str) -> Vec<TableRef> {
-    use datafusion::sql::sqlparser::ast::visit_relations;
-    let ctes = cte_names(stmt);
-    let mut out = Vec::new();
-    let _ = visit_relations(stmt, |name| {
-        let parts: Vec<String> = name.0.iter().map(|p| p.as_ident().map(normalize).unwrap_or_default()).collect();
-        let r = match parts.as_slice() {
-            [t] if ctes.contains(t) => None,
-            [t] => Some(TableRef { schema_table: Some((default_schema.to_owned(), t.clone())) }),
-            [s, t] => Some(TableRef { schema_table: Some((s.clone(), t.clone())) }),
-            [c, s, t] if c == "datafusion" => Some(TableRef { schema_table: Some((s.clone(), t.clone())) }),
-            _ => Some(TableRef { schema_table: None }),
-        };
-        out.extend(r);
-        ControlFlow::<()>::Continue(())
-    });
-    out
+    /// CTE names are in scope inside the query that defines them (its WITH
+    /// bodies and its body), not outside it. A mistake here could only turn a
+    /// 42501 into a 42P01: denied tables are absent from a session's catalog.
+    struct Refs<'a> {
+        scopes: Vec<Vec<String>>,
+        default_schema: &'a str,
+        out: Vec<TableRef>,
+    }
+    impl Visitor for Refs<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            let names = q
+                .with
+                .as_ref()
+                .map(|w| w.cte_tables.iter().map(|c| normalize(&c.alias.name)).collect())
+                .unwrap_or_default();
+            self.scopes.push(names);
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.scopes.pop();
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+            let parts: Vec<String> = name.0.iter().map(|p| p.as_ident().map(normalize).unwrap_or_default()).collect();
+            let in_scope = |t: &String| self.scopes.iter().any(|s| s.contains(t));
+            let r = match parts.as_slice() {
+                [t] if in_scope(t) => None,
+                [t] => Some(TableRef { schema_table: Some((self.default_schema.to_owned(), t.clone())) }),
+                [s, t] => Some(TableRef { schema_table: Some((s.clone(), t.clone())) }),
+                [c, s, t] if c == "datafusion" => Some(TableRef { schema_table: Some((s.clone(), t.clone())) }),
+                _ => Some(TableRef { schema_table: None }),
+            };
+            self.out.extend(r);
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = Refs { scopes: Vec::new(), default_schema, out: Vec::new() };
+    let _ = stmt.visit(&mut v);
+    v.out
 }
 
 /// Does the statement name any relation that is not one of its own CTEs?
@@ -477,6 +484,12 @@ mod tests {
         assert!(!reads("WITH a AS (SELECT 1 AS x) SELECT * FROM a"));
         assert!(reads("WITH a AS (SELECT * FROM clinical.patients) SELECT * FROM a"));
         assert!(reads("SELECT (SELECT count(*) FROM claims.claims)"));
+        // A CTE named like a table shadows it only inside its own query.
+        let scoped = referenced_tables(
+            &parse("SELECT count(*) FROM patients WHERE EXISTS (WITH patients AS (SELECT 1 AS x) SELECT x FROM patients)", ParseLimits::default()).unwrap()[0],
+            "clinical",
+        );
+        assert_eq!(scoped, vec![TableRef { schema_table: Some(("clinical".into(), "patients".into())) }]);
         let refs = |sql: &str| referenced_tables(&parse(sql, ParseLimits::default()).unwrap()[0], "clinical");
         assert_eq!(
             refs("SELECT * FROM Patients, \"Claims\".claims, datafusion.CLINICAL.encounters"),
