@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "lakeward", version, about = "Policy-enforcing PostgreSQL-wire proxy for healthcare lakehouses")]
+#[command(
+    name = "lakeward",
+    version,
+    about = "Policy-enforcing PostgreSQL-wire proxy for healthcare lakehouses"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
@@ -21,10 +25,21 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "LAKEWARD_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "LAKEWARD_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `lakeward=debug`.
-    #[arg(long, global = true, default_value = "warn,lakeward=info", env = "LAKEWARD_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "warn,lakeward=info",
+        env = "LAKEWARD_LOG"
+    )]
     pub log: String,
 }
 
@@ -199,7 +214,9 @@ pub fn main() -> ExitCode {
 fn init_logging(args: &LogArgs) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -223,8 +240,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(args) => {
-            let ttl = crate::auth::mint::parse_ttl(&args.ttl)
-                .ok_or_else(|| anyhow::anyhow!("invalid --ttl {:?}: use 90s, 30m, 1h or 1d", args.ttl))?;
+            let ttl = crate::auth::mint::parse_ttl(&args.ttl).ok_or_else(|| {
+                anyhow::anyhow!("invalid --ttl {:?}: use 90s, 30m, 1h or 1d", args.ttl)
+            })?;
             let req = crate::auth::mint::TokenRequest {
                 user: args.user.unwrap_or_else(|| args.role.clone()),
                 roles: vec![args.role],
@@ -235,14 +253,35 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", crate::auth::mint::mint(&args.data_dir, &req)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Policy(PolicyCommand::Check { data_dir, policy_dir, format }) => {
-            policy_check(&data_dir, policy_dir.as_deref(), format).await
-        }
-        Command::Policy(PolicyCommand::Test { policy_dir, data_dir, patients }) => {
-            policy_test(&policy_dir, data_dir.as_deref(), patients).await
-        }
-        Command::Policy(PolicyCommand::Explain { data_dir, policy_dir, role, purpose, site, break_glass, sql }) => {
-            policy_explain(&data_dir, policy_dir.as_deref(), &role, &purpose, site, break_glass, &sql).await
+        Command::Policy(PolicyCommand::Check {
+            data_dir,
+            policy_dir,
+            format,
+        }) => policy_check(&data_dir, policy_dir.as_deref(), format).await,
+        Command::Policy(PolicyCommand::Test {
+            policy_dir,
+            data_dir,
+            patients,
+        }) => policy_test(&policy_dir, data_dir.as_deref(), patients).await,
+        Command::Policy(PolicyCommand::Explain {
+            data_dir,
+            policy_dir,
+            role,
+            purpose,
+            site,
+            break_glass,
+            sql,
+        }) => {
+            policy_explain(
+                &data_dir,
+                policy_dir.as_deref(),
+                &role,
+                &purpose,
+                site,
+                break_glass,
+                &sql,
+            )
+            .await
         }
         Command::Config(ConfigCommand::Check { config }) => match Config::load(&config) {
             Ok(_) => {
@@ -269,19 +308,31 @@ pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services
     for t in engine.tables().values() {
         tracing::info!(table = %t.name, version = t.version, "serving table");
     }
-    Ok(crate::server::Services { engine, auth, policy, audit: Arc::new(crate::audit::LogSink) })
+    Ok(crate::server::Services {
+        engine,
+        auth,
+        policy,
+        audit: Arc::new(crate::audit::LogSink),
+    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let services = services(&config).await?;
     #[cfg(unix)]
-    tokio::spawn(reload_on_sighup(services.policy.clone(), services.engine.clone()));
+    tokio::spawn(reload_on_sighup(
+        services.policy.clone(),
+        services.engine.clone(),
+    ));
     crate::server::serve(config, services, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn datagen(dir: &Path, patients: u64, seed: u64) -> anyhow::Result<()> {
-    let opts = crate::datagen::DatagenOptions { data_dir: dir.to_owned(), patients, seed };
+    let opts = crate::datagen::DatagenOptions {
+        data_dir: dir.to_owned(),
+        patients,
+        seed,
+    };
     let report = crate::datagen::generate(&opts).await?;
     let total: u64 = report.tables.iter().map(|(_, n)| n).sum();
     for (name, rows) in &report.tables {
@@ -294,10 +345,18 @@ async fn datagen(dir: &Path, patients: u64, seed: u64) -> anyhow::Result<()> {
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let existing = crate::engine::discover_tables(&args.data_dir).unwrap_or_default();
     if existing.is_empty() {
-        println!("Generating {} synthetic patients into {} ...", args.patients, args.data_dir.display());
+        println!(
+            "Generating {} synthetic patients into {} ...",
+            args.patients,
+            args.data_dir.display()
+        );
         datagen(&args.data_dir, args.patients, args.seed).await?;
     } else {
-        println!("Serving the {} Delta tables already in {}", existing.len(), args.data_dir.display());
+        println!(
+            "Serving the {} Delta tables already in {}",
+            existing.len(),
+            args.data_dir.display()
+        );
     }
     let tls_dir = args.data_dir.join("tls");
     crate::server::tls::ensure_dev_certificate(&tls_dir)?;
@@ -309,12 +368,25 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let host = args.listen.ip();
     let port = args.listen.port();
     println!();
-    println!("lakeward demo: synthetic data, development certificate and signing key in {}", args.data_dir.display());
+    println!(
+        "lakeward demo: synthetic data, development certificate and signing key in {}",
+        args.data_dir.display()
+    );
     println!("Tokens below are valid for 8 hours. Connect as one of the four demo roles:");
     let roles: [(&str, Option<&str>, &str, &str); 4] = [
-        ("clinician", Some("S01"), "treatment", "full detail, site S01 only"),
+        (
+            "clinician",
+            Some("S01"),
+            "treatment",
+            "full detail, site S01 only",
+        ),
         ("analyst", None, "operations", "de-identified, all sites"),
-        ("researcher", None, "research", "opted-in patients, Safe Harbor"),
+        (
+            "researcher",
+            None,
+            "research",
+            "opted-in patients, Safe Harbor",
+        ),
         ("auditor", None, "operations", "the audit log"),
     ];
     for (role, site, purpose, what) in roles {
@@ -333,13 +405,20 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!();
-    println!("More tokens: lakeward token --data-dir {} --role clinician --site S02 --ttl 1h", args.data_dir.display());
+    println!(
+        "More tokens: lakeward token --data-dir {} --role clinician --site S02 --ttl 1h",
+        args.data_dir.display()
+    );
     println!("Try:  SELECT site_id, count(*) FROM clinical.patients GROUP BY 1 ORDER BY 1;");
     println!();
     serve(config).await
 }
 
-async fn policy_check(data_dir: &Path, policy_dir: Option<&Path>, format: OutputFormat) -> anyhow::Result<ExitCode> {
+async fn policy_check(
+    data_dir: &Path,
+    policy_dir: Option<&Path>,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
     let policy = match crate::policy::Policy::load(policy_dir) {
         Ok(p) => p,
         Err(e) => {
@@ -356,10 +435,18 @@ async fn policy_check(data_dir: &Path, policy_dir: Option<&Path>, format: Output
         OutputFormat::Text => print!("{}", crate::policy::check::render_text(&report)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
-    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-async fn policy_test(policy_dir: &Path, data_dir: Option<&Path>, patients: u64) -> anyhow::Result<ExitCode> {
+async fn policy_test(
+    policy_dir: &Path,
+    data_dir: Option<&Path>,
+    patients: u64,
+) -> anyhow::Result<ExitCode> {
     let policy = match crate::policy::Policy::load(Some(policy_dir)) {
         Ok(p) => p,
         Err(e) => {
@@ -373,29 +460,58 @@ async fn policy_test(policy_dir: &Path, data_dir: Option<&Path>, patients: u64) 
     let dir = match data_dir {
         Some(d) => d.to_owned(),
         None => {
-            let d = std::env::temp_dir().join(format!("lakeward-policy-test-{}-{}", std::process::id(), patients));
-            if crate::engine::discover_tables(&d).map(|t| t.is_empty()).unwrap_or(true) {
-                let opts = crate::datagen::DatagenOptions { data_dir: d.clone(), patients, seed: 42 };
+            let d = std::env::temp_dir().join(format!(
+                "lakeward-policy-test-{}-{}",
+                std::process::id(),
+                patients
+            ));
+            if crate::engine::discover_tables(&d)
+                .map(|t| t.is_empty())
+                .unwrap_or(true)
+            {
+                let opts = crate::datagen::DatagenOptions {
+                    data_dir: d.clone(),
+                    patients,
+                    seed: 42,
+                };
                 crate::datagen::generate(&opts).await?;
             }
             d
         }
     };
     let key: [u8; 32] = rand::random();
-    let engine = crate::engine::Engine::open_with_key(&crate::engine::discover_tables(&dir)?, &key).await?;
+    let engine =
+        crate::engine::Engine::open_with_key(&crate::engine::discover_tables(&dir)?, &key).await?;
     let results = crate::policytest::run(&engine, &policy, &tests).await;
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
     for r in &results {
         match &r.failure {
             None => println!("ok      {} :: {}", r.file, r.name),
-            Some(f) => println!("FAILED  {} :: {}\n{}", r.file, r.name, f.lines().map(|l| format!("        {l}")).collect::<Vec<_>>().join("\n")),
+            Some(f) => println!(
+                "FAILED  {} :: {}\n{}",
+                r.file,
+                r.name,
+                f.lines()
+                    .map(|l| format!("        {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
         }
     }
-    println!("\n{} passed, {} failed (policy version {})", results.len() - failed, failed, policy.version);
+    println!(
+        "\n{} passed, {} failed (policy version {})",
+        results.len() - failed,
+        failed,
+        policy.version
+    );
     if data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok(if failed == 0 && !results.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 && !results.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn policy_explain(
@@ -409,30 +525,54 @@ async fn policy_explain(
 ) -> anyhow::Result<ExitCode> {
     use crate::policy::compile::{Subject, compile};
     let policy = crate::policy::Policy::load(policy_dir)?;
-    let purpose = crate::policy::Purpose::parse(purpose).ok_or_else(|| anyhow::anyhow!("unknown purpose {purpose:?}"))?;
+    let purpose = crate::policy::Purpose::parse(purpose)
+        .ok_or_else(|| anyhow::anyhow!("unknown purpose {purpose:?}"))?;
     let engine = crate::engine::Engine::open(&crate::engine::discover_tables(data_dir)?).await?;
-    let subject = Subject { user: "policy-explain".into(), role: role.to_owned(), site, purpose, break_glass };
+    let subject = Subject {
+        user: "policy-explain".into(),
+        role: role.to_owned(),
+        site,
+        purpose,
+        break_glass,
+    };
     let Some(access) = compile(&policy, &subject, &engine.column_lists()) else {
-        println!("-- role {role} may not declare purpose {purpose} (or the role is unknown): every query is refused");
+        println!(
+            "-- role {role} may not declare purpose {purpose} (or the role is unknown): every query is refused"
+        );
         return Ok(ExitCode::FAILURE);
     };
-    let stmts = crate::rewrite::gate::parse(sql, Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("-- policy version {}, role {role}, purpose {purpose}{}", policy.version, if break_glass { ", break-glass on" } else { "" });
+    let stmts =
+        crate::rewrite::gate::parse(sql, Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "-- policy version {}, role {role}, purpose {purpose}{}",
+        policy.version,
+        if break_glass { ", break-glass on" } else { "" }
+    );
     let mut seen = std::collections::BTreeSet::new();
     for stmt in &stmts {
         println!("{stmt};");
         for r in crate::rewrite::gate::referenced_tables(stmt, "public") {
-            let Some((s, t)) = r.schema_table else { continue };
+            let Some((s, t)) = r.schema_table else {
+                continue;
+            };
             let name = format!("{s}.{t}");
             if !seen.insert(name.clone()) {
                 continue;
             }
             match access.tables.get(&name) {
                 Some(a) => {
-                    let text = engine.explain_secured(&name, a, &policy.consent).await.unwrap_or_default();
-                    println!("\n-- {name} is read as (rules: {}):\n{text};", a.rules.join(", "));
+                    let text = engine
+                        .explain_secured(&name, a, &policy.consent)
+                        .await
+                        .unwrap_or_default();
+                    println!(
+                        "\n-- {name} is read as (rules: {}):\n{text};",
+                        a.rules.join(", ")
+                    );
                 }
-                None if engine.column_lists().contains_key(&name) => println!("\n-- {name}: refused (42501)"),
+                None if engine.column_lists().contains_key(&name) => {
+                    println!("\n-- {name}: refused (42501)")
+                }
                 None => println!("\n-- {name}: no such table (42P01)"),
             }
         }
@@ -445,7 +585,9 @@ fn column_type(t: &datafusion::arrow::datatypes::DataType) -> crate::policy::com
     use datafusion::arrow::datatypes::DataType as D;
     match t {
         D::Utf8 | D::LargeUtf8 | D::Utf8View => C::Text,
-        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => C::Integer,
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => {
+            C::Integer
+        }
         D::Decimal128(..) | D::Decimal256(..) => C::Decimal,
         D::Float16 | D::Float32 | D::Float64 => C::Float,
         D::Date32 | D::Date64 => C::Date,
@@ -458,29 +600,47 @@ fn column_type(t: &datafusion::arrow::datatypes::DataType) -> crate::policy::com
 /// SIGHUP: reload the policy folder; a policy that fails `policy check`
 /// against the served tables is rejected and the current one stays.
 #[cfg(unix)]
-async fn reload_on_sighup(store: Arc<crate::policy::PolicyStore>, engine: Arc<crate::engine::Engine>) {
+async fn reload_on_sighup(
+    store: Arc<crate::policy::PolicyStore>,
+    engine: Arc<crate::engine::Engine>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
     while hup.recv().await.is_some() {
         let schemas = engine_schemas(&engine);
         let result = store.reload(|candidate| {
             let report = crate::policy::check::check(candidate, &schemas);
-            if report.errors.is_empty() { Ok(()) } else { Err(report.errors.join("; ")) }
+            if report.errors.is_empty() {
+                Ok(())
+            } else {
+                Err(report.errors.join("; "))
+            }
         });
         match result {
             Ok(version) => tracing::warn!(policy_version = %version, "policy reloaded"),
-            Err(e) => tracing::error!(problems = %e, "policy reload rejected; the previous policy stays active"),
+            Err(e) => {
+                tracing::error!(problems = %e, "policy reload rejected; the previous policy stays active")
+            }
         }
     }
 }
 
 /// `schema.table` → `(column, type)` of every served table.
-fn engine_schemas(engine: &crate::engine::Engine) -> std::collections::BTreeMap<String, Vec<(String, crate::policy::compile::ColumnType)>> {
+fn engine_schemas(
+    engine: &crate::engine::Engine,
+) -> std::collections::BTreeMap<String, Vec<(String, crate::policy::compile::ColumnType)>> {
     engine
         .tables()
         .values()
         .map(|t| {
-            let cols = t.schema.fields().iter().map(|f| (f.name().clone(), column_type(f.data_type()))).collect();
+            let cols = t
+                .schema
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), column_type(f.data_type())))
+                .collect();
             (t.name.to_string(), cols)
         })
         .collect()

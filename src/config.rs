@@ -21,7 +21,10 @@ pub const DEMO_KID: &str = "demo-es256";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration: {0}")]
@@ -105,7 +108,11 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { dir: None, pseudonym_key_env: "LAKEWARD_PSEUDONYM_KEY".into(), pseudonym_key_file: None }
+        PolicyConfig {
+            dir: None,
+            pseudonym_key_env: "LAKEWARD_PSEUDONYM_KEY".into(),
+            pseudonym_key_file: None,
+        }
     }
 }
 
@@ -116,8 +123,12 @@ impl PolicyConfig {
         let text = match std::env::var(&self.pseudonym_key_env) {
             Ok(v) => v,
             Err(_) => match &self.pseudonym_key_file {
-                Some(f) => std::fs::read_to_string(f)
-                    .map_err(|e| ConfigError::Invalid(format!("cannot read pseudonym key file {}: {e}", f.display())))?,
+                Some(f) => std::fs::read_to_string(f).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read pseudonym key file {}: {e}",
+                        f.display()
+                    ))
+                })?,
                 None => {
                     return Err(ConfigError::Invalid(format!(
                         "no pseudonymisation key: set {} (64 hex digits) or policy.pseudonym_key_file",
@@ -129,7 +140,9 @@ impl PolicyConfig {
         let key = hex::decode(text.trim())
             .map_err(|_| ConfigError::Invalid("the pseudonymisation key must be hex".into()))?;
         if key.len() < 32 {
-            return Err(ConfigError::Invalid("the pseudonymisation key must be at least 32 bytes".into()));
+            return Err(ConfigError::Invalid(
+                "the pseudonymisation key must be at least 32 bytes".into(),
+            ));
         }
         Ok(key)
     }
@@ -198,7 +211,10 @@ pub struct DataConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { root: None, tables: Default::default() }
+        DataConfig {
+            root: None,
+            tables: Default::default(),
+        }
     }
 }
 
@@ -218,10 +234,14 @@ impl Config {
     /// Read and check a TOML configuration file. Relative paths inside it are
     /// resolved against the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut config: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_relative(base);
         config.validate()?;
@@ -263,7 +283,9 @@ impl Config {
             && self.tls.allow_plaintext_loopback
             && !self.server.listen.ip().is_loopback()
         {
-            problems.push("plaintext without TLS is only allowed on a loopback listen address".to_owned());
+            problems.push(
+                "plaintext without TLS is only allowed on a loopback listen address".to_owned(),
+            );
         }
         if self.server.max_connections == 0 {
             problems.push("server.max_connections must be at least 1".to_owned());
@@ -290,11 +312,16 @@ impl Config {
             problems.push("auth.audience must be set".to_owned());
         }
         if a.jwks_file.is_none() && a.public_keys.is_empty() && a.hs256_secret_env.is_none() {
-            problems.push("no token verification keys: set auth.jwks_file or auth.public_keys".to_owned());
+            problems.push(
+                "no token verification keys: set auth.jwks_file or auth.public_keys".to_owned(),
+            );
         }
         for k in &a.public_keys {
             if k.alg != "RS256" && k.alg != "ES256" {
-                problems.push(format!("auth.public_keys: alg {:?} is not allowed (RS256, ES256)", k.alg));
+                problems.push(format!(
+                    "auth.public_keys: alg {:?} is not allowed (RS256, ES256)",
+                    k.alg
+                ));
             }
         }
         if a.leeway_secs > 30 {
@@ -303,7 +330,11 @@ impl Config {
         if a.max_token_lifetime_secs == 0 || a.max_token_lifetime_secs > 24 * 3600 {
             problems.push("auth.max_token_lifetime_secs must be between 1 and 86400".to_owned());
         }
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems.join("; "))) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems.join("; ")))
+        }
     }
 
     /// Token verification settings, with the development secret read from the
@@ -314,10 +345,15 @@ impl Config {
         let hs256_secret = match &a.hs256_secret_env {
             None => None,
             Some(var) => {
-                let v = std::env::var(var)
-                    .map_err(|_| ConfigError::Invalid(format!("environment variable {var} (auth.hs256_secret_env) is not set")))?;
+                let v = std::env::var(var).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "environment variable {var} (auth.hs256_secret_env) is not set"
+                    ))
+                })?;
                 if v.len() < 32 {
-                    return Err(ConfigError::Invalid(format!("the HS256 secret in {var} must be at least 32 bytes")));
+                    return Err(ConfigError::Invalid(format!(
+                        "the HS256 secret in {var} must be at least 32 bytes"
+                    )));
                 }
                 Some(v.into_bytes())
             }
@@ -326,14 +362,22 @@ impl Config {
             .public_keys
             .iter()
             .map(|k| {
-                let alg = if k.alg == "RS256" { Algorithm::RS256 } else { Algorithm::ES256 };
+                let alg = if k.alg == "RS256" {
+                    Algorithm::RS256
+                } else {
+                    Algorithm::ES256
+                };
                 (k.kid.clone(), alg, k.file.clone())
             })
             .collect();
         Ok(crate::auth::AuthSettings {
             issuer: a.issuer.clone(),
             audience: a.audience.clone(),
-            sources: crate::auth::KeySources { jwks_file: a.jwks_file.clone(), pem_files, hs256_secret },
+            sources: crate::auth::KeySources {
+                jwks_file: a.jwks_file.clone(),
+                pem_files,
+                hs256_secret,
+            },
             max_lifetime: Duration::from_secs(a.max_token_lifetime_secs),
             leeway: Duration::from_secs(a.leeway_secs.min(30)),
             claims: a.claims.clone(),
@@ -344,13 +388,19 @@ impl Config {
     pub fn demo(data_dir: &Path, listen: SocketAddr) -> Config {
         let tls_dir = data_dir.join("tls");
         Config {
-            server: ServerConfig { listen, ..Default::default() },
+            server: ServerConfig {
+                listen,
+                ..Default::default()
+            },
             tls: TlsConfig {
                 cert_file: Some(tls_dir.join("server.crt")),
                 key_file: Some(tls_dir.join("server.key")),
                 allow_plaintext_loopback: listen.ip().is_loopback(),
             },
-            data: DataConfig { root: Some(data_dir.to_owned()), tables: Default::default() },
+            data: DataConfig {
+                root: Some(data_dir.to_owned()),
+                tables: Default::default(),
+            },
             auth: AuthConfig {
                 issuer: DEMO_ISSUER.to_owned(),
                 audience: DEMO_AUDIENCE.to_owned(),
@@ -386,12 +436,20 @@ mod tests {
 
     #[test]
     fn plaintext_requires_loopback_and_tls_pairs() {
-        let mut c: Config =
-            toml::from_str("[data]\nroot = \"/d\"\n[auth]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"j\"\n").unwrap();
-        assert!(c.validate().is_err(), "no TLS and no plaintext switch must be refused");
+        let mut c: Config = toml::from_str(
+            "[data]\nroot = \"/d\"\n[auth]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"j\"\n",
+        )
+        .unwrap();
+        assert!(
+            c.validate().is_err(),
+            "no TLS and no plaintext switch must be refused"
+        );
         c.tls.allow_plaintext_loopback = true;
         assert!(c.validate().is_ok());
         c.server.listen = "0.0.0.0:6432".parse().unwrap();
-        assert!(c.validate().is_err(), "plaintext on a public address must be refused");
+        assert!(
+            c.validate().is_err(),
+            "plaintext on a public address must be refused"
+        );
     }
 }

@@ -17,15 +17,26 @@ use crate::rewrite::gate;
 
 /// The access context of `subject` (`None`: no role or purpose yet, so no
 /// tables), cached per policy version and subject.
-pub fn access_for(engine: &Engine, policy: &Policy, subject: Option<&Subject>) -> Option<AccessContext> {
+pub fn access_for(
+    engine: &Engine,
+    policy: &Policy,
+    subject: Option<&Subject>,
+) -> Option<AccessContext> {
     let s = subject?;
     let key = format!("{}|{s:?}", policy.version);
-    engine.access_cache.get_with(key, || compile(policy, s, &engine.column_lists()))
+    engine
+        .access_cache
+        .get_with(key, || compile(policy, s, &engine.column_lists()))
 }
 
 /// Refuse, by name, every table `stmt` reads that exists but is not granted.
 /// Unknown tables fall through to the planner (42P01).
-pub fn check_grants(engine: &Engine, access: Option<&AccessContext>, stmt: &Statement, default_schema: &str) -> Result<(), SqlError> {
+pub fn check_grants(
+    engine: &Engine,
+    access: Option<&AccessContext>,
+    stmt: &Statement,
+    default_schema: &str,
+) -> Result<(), SqlError> {
     let served = engine.column_lists();
     for r in gate::referenced_tables(stmt, default_schema) {
         if let Some((s, t)) = &r.schema_table {
@@ -54,7 +65,11 @@ pub struct AccessReport {
 /// Defence in depth: every table scan in a client plan must be a secured
 /// table. Anything else (a raw provider reached by a path nobody foresaw)
 /// refuses the statement with XX000 and logs an incident (no PHI).
-pub fn verify_plan(plan: &LogicalPlan, access: Option<&AccessContext>, policy_version: &str) -> Result<AccessReport, SqlError> {
+pub fn verify_plan(
+    plan: &LogicalPlan,
+    access: Option<&AccessContext>,
+    policy_version: &str,
+) -> Result<AccessReport, SqlError> {
     use datafusion::common::tree_node::TreeNodeRecursion;
     use datafusion::datasource::source_as_provider;
     use datafusion::logical_expr::LogicalPlan as P;
@@ -66,7 +81,10 @@ pub fn verify_plan(plan: &LogicalPlan, access: Option<&AccessContext>, policy_ve
             let provider = source_as_provider(&scan.source).ok();
             // A recursive CTE's work table only re-reads rows its own
             // (secured) branches produced.
-            if provider.as_ref().is_some_and(|p| p.is::<datafusion::datasource::cte_worktable::CteWorkTable>()) {
+            if provider
+                .as_ref()
+                .is_some_and(|p| p.is::<datafusion::datasource::cte_worktable::CteWorkTable>())
+            {
                 return Ok(TreeNodeRecursion::Continue);
             }
             let secured = provider.is_some_and(|p| p.is::<crate::engine::secure::SecuredTable>());
@@ -94,8 +112,14 @@ pub fn verify_plan(plan: &LogicalPlan, access: Option<&AccessContext>, policy_ve
         Ok(TreeNodeRecursion::Continue)
     });
     if violation {
-        tracing::error!(incident = "unsecured_scan", "a client plan reached a table outside the policy barrier; statement refused");
-        return Err(SqlError::new("XX000", "internal error: statement refused by the policy verifier"));
+        tracing::error!(
+            incident = "unsecured_scan",
+            "a client plan reached a table outside the policy barrier; statement refused"
+        );
+        return Err(SqlError::new(
+            "XX000",
+            "internal error: statement refused by the policy verifier",
+        ));
     }
     let rules = access
         .map(|a| {
@@ -125,7 +149,9 @@ pub async fn plan(
     default_schema: Option<&str>,
 ) -> Result<(SessionState, LogicalPlan, AccessReport), SqlError> {
     check_grants(engine, access, &stmt, default_schema.unwrap_or("public"))?;
-    let state = engine.secured_state(access, &policy.consent, default_schema).await?;
+    let state = engine
+        .secured_state(access, &policy.consent, default_schema)
+        .await?;
     let plan = engine.plan(&state, stmt).await?;
     let report = verify_plan(&plan, access, &policy.version)?;
     tracing::debug!(tables = ?report.tables, rules = report.rules.len(), policy_version = %report.policy_version, "statement planned");

@@ -18,11 +18,19 @@ pub struct SqlError {
 
 impl SqlError {
     pub fn new(code: &'static str, message: impl Into<String>) -> SqlError {
-        SqlError { code, message: message.into(), fatal: false }
+        SqlError {
+            code,
+            message: message.into(),
+            fatal: false,
+        }
     }
 
     pub fn fatal(code: &'static str, message: impl Into<String>) -> SqlError {
-        SqlError { code, message: message.into(), fatal: true }
+        SqlError {
+            code,
+            message: message.into(),
+            fatal: true,
+        }
     }
 
     /// 57014: the statement was cancelled by a CancelRequest.
@@ -32,7 +40,10 @@ impl SqlError {
 
     /// 57P01: the server is shutting down.
     pub fn shutting_down() -> SqlError {
-        SqlError::fatal("57P01", "terminating connection due to administrator command")
+        SqlError::fatal(
+            "57P01",
+            "terminating connection due to administrator command",
+        )
     }
 
     /// 53300: the connection limit is reached.

@@ -72,8 +72,12 @@ pub fn load_tests(dir: &Path) -> anyhow::Result<Vec<(String, PolicyTest)>> {
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f)?;
-        let parsed: TestFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let parsed: TestFile =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         out.extend(parsed.test.into_iter().map(|t| (name.clone(), t)));
     }
     Ok(out)
@@ -81,11 +85,16 @@ pub fn load_tests(dir: &Path) -> anyhow::Result<Vec<(String, PolicyTest)>> {
 
 enum Outcome {
     Denied(String),
-    Rows { columns: Vec<String>, rows: Vec<Vec<String>> },
+    Rows {
+        columns: Vec<String>,
+        rows: Vec<Vec<String>>,
+    },
 }
 
 async fn run_query(engine: &Engine, policy: &Policy, t: &PolicyTest) -> Outcome {
-    let Some(purpose) = Purpose::parse(&t.purpose) else { return Outcome::Denied("22023".into()) };
+    let Some(purpose) = Purpose::parse(&t.purpose) else {
+        return Outcome::Denied("22023".into());
+    };
     let subject = Subject {
         user: "policy-test".into(),
         role: t.role.clone(),
@@ -98,18 +107,33 @@ async fn run_query(engine: &Engine, policy: &Policy, t: &PolicyTest) -> Outcome 
         return Outcome::Denied("42501".into());
     };
     let stmt = match crate::rewrite::gate::parse(&t.sql, Default::default())
-        .and_then(|mut v| if v.len() == 1 { Ok(v.remove(0)) } else { Err(crate::error::SqlError::new("42601", "one statement per test")) })
+        .and_then(|mut v| {
+            if v.len() == 1 {
+                Ok(v.remove(0))
+            } else {
+                Err(crate::error::SqlError::new(
+                    "42601",
+                    "one statement per test",
+                ))
+            }
+        })
         .and_then(crate::rewrite::gate::classify)
     {
         Ok(crate::rewrite::gate::StatementKind::Query(s)) => *s,
         Ok(_) => return Outcome::Denied("0A000".into()),
         Err(e) => return Outcome::Denied(e.code.into()),
     };
-    let (state, plan, _report) = match crate::enforce::plan(engine, policy, Some(&access), stmt, None).await {
-        Ok(x) => x,
-        Err(e) => return Outcome::Denied(e.code.into()),
-    };
-    let columns: Vec<String> = plan.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let (state, plan, _report) =
+        match crate::enforce::plan(engine, policy, Some(&access), stmt, None).await {
+            Ok(x) => x,
+            Err(e) => return Outcome::Denied(e.code.into()),
+        };
+    let columns: Vec<String> = plan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let mut stream = match engine.execute(&state, plan).await {
         Ok(s) => s,
         Err(e) => return Outcome::Denied(e.code.into()),
@@ -121,7 +145,12 @@ async fn run_query(engine: &Engine, policy: &Policy, t: &PolicyTest) -> Outcome 
             Ok(b) => b,
             Err(e) => return Outcome::Denied(crate::engine::errors::to_sql_error(&e).code.into()),
         };
-        let fmts: Vec<_> = match batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect() {
+        let fmts: Vec<_> = match batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect()
+        {
             Ok(f) => f,
             Err(_) => return Outcome::Denied("XX000".into()),
         };
@@ -133,25 +162,42 @@ async fn run_query(engine: &Engine, policy: &Policy, t: &PolicyTest) -> Outcome 
 }
 
 /// Run `tests` against `engine` under `policy`.
-pub async fn run(engine: &Engine, policy: &Policy, tests: &[(String, PolicyTest)]) -> Vec<TestResult> {
+pub async fn run(
+    engine: &Engine,
+    policy: &Policy,
+    tests: &[(String, PolicyTest)],
+) -> Vec<TestResult> {
     let mut results = Vec::with_capacity(tests.len());
     for (file, t) in tests {
         let outcome = run_query(engine, policy, t).await;
         let e = &t.expect;
         let failure = match (&outcome, &e.denied) {
             (Outcome::Denied(code), Some(want)) if code == want => None,
-            (Outcome::Denied(code), Some(want)) => Some(format!("expected refusal {want}, got refusal {code}")),
+            (Outcome::Denied(code), Some(want)) => {
+                Some(format!("expected refusal {want}, got refusal {code}"))
+            }
             (Outcome::Denied(code), None) => Some(format!("expected rows, got refusal {code}")),
-            (Outcome::Rows { rows, .. }, Some(want)) => Some(format!("expected refusal {want}, got {} row(s)", rows.len())),
+            (Outcome::Rows { rows, .. }, Some(want)) => Some(format!(
+                "expected refusal {want}, got {} row(s)",
+                rows.len()
+            )),
             (Outcome::Rows { columns, rows }, None) => {
                 let mut problems = Vec::new();
                 if let Some(want) = &e.rows
                     && want != rows
                 {
                     let show = |r: &Vec<Vec<String>>| {
-                        r.iter().take(10).map(|row| format!("    {}", row.join(" | "))).collect::<Vec<_>>().join("\n")
+                        r.iter()
+                            .take(10)
+                            .map(|row| format!("    {}", row.join(" | ")))
+                            .collect::<Vec<_>>()
+                            .join("\n")
                     };
-                    problems.push(format!("rows differ\n  expected:\n{}\n  got:\n{}", show(want), show(rows)));
+                    problems.push(format!(
+                        "rows differ\n  expected:\n{}\n  got:\n{}",
+                        show(want),
+                        show(rows)
+                    ));
                 }
                 if let Some(n) = e.row_count
                     && n != rows.len()
@@ -172,7 +218,11 @@ pub async fn run(engine: &Engine, policy: &Policy, tests: &[(String, PolicyTest)
                 (!problems.is_empty()).then(|| problems.join("\n"))
             }
         };
-        results.push(TestResult { file: file.clone(), name: t.name.clone(), failure });
+        results.push(TestResult {
+            file: file.clone(),
+            name: t.name.clone(),
+            failure,
+        });
     }
     results
 }

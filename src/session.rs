@@ -29,7 +29,10 @@ pub const SERVER_VERSION: &str = "15.0";
 
 /// `SELECT version()`: SQLAlchemy requires "PostgreSQL <major>" in it.
 pub fn version_string() -> String {
-    format!("PostgreSQL {SERVER_VERSION} (lakeward {}) on x86_64-pc-linux-gnu", env!("CARGO_PKG_VERSION"))
+    format!(
+        "PostgreSQL {SERVER_VERSION} (lakeward {}) on x86_64-pc-linux-gnu",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// A session identifier, unique within one lakeward process run.
@@ -57,22 +60,102 @@ enum Rule {
 
 /// `(name, default, rule, description)` for every settable parameter.
 const PARAMETERS: &[(&str, &str, Rule, &str)] = &[
-    ("application_name", "", Rule::Free, "Sets the application name to be reported in statistics and logs."),
-    ("client_encoding", "UTF8", Rule::OneOf(&["utf8", "utf-8", "unicode"]), "Sets the client's character set encoding."),
-    ("client_min_messages", "notice", Rule::Free, "Sets the message levels that are sent to the client."),
-    ("datestyle", "ISO, MDY", Rule::OneOf(&["iso", "iso, mdy", "iso,mdy", "iso, ymd", "iso, dmy"]), "Sets the display format for date and time values."),
-    ("default_transaction_isolation", "read committed", Rule::Free, "Sets the transaction isolation level of each new transaction."),
-    ("default_transaction_read_only", "on", Rule::OneOf(&["on", "true", "1"]), "Sessions are always read-only."),
-    ("extra_float_digits", "1", Rule::Int(-15, 3), "Sets the number of digits displayed for floating-point values."),
-    ("idle_in_transaction_session_timeout", "0", Rule::Free, "Accepted for compatibility."),
-    ("intervalstyle", "postgres", Rule::OneOf(&["postgres"]), "Sets the display format for interval values."),
-    ("lock_timeout", "0", Rule::Free, "Accepted for compatibility."),
-    ("search_path", "\"$user\", public", Rule::Free, "Sets the schema search order for names that are not schema-qualified."),
-    ("standard_conforming_strings", "on", Rule::OneOf(&["on", "true"]), "Backslashes in ordinary string literals are literal."),
-    ("statement_timeout", "0", Rule::Free, "Sets the maximum allowed duration of any statement."),
-    ("timezone", "UTC", Rule::OneOf(&["utc", "etc/utc", "gmt", "z", "zulu", "+00", "+00:00"]), "Timestamps are reported in UTC."),
-    ("transaction_isolation", "read committed", Rule::Free, "Accepted for compatibility."),
-    ("bytea_output", "hex", Rule::OneOf(&["hex"]), "Sets the output format for bytea."),
+    (
+        "application_name",
+        "",
+        Rule::Free,
+        "Sets the application name to be reported in statistics and logs.",
+    ),
+    (
+        "client_encoding",
+        "UTF8",
+        Rule::OneOf(&["utf8", "utf-8", "unicode"]),
+        "Sets the client's character set encoding.",
+    ),
+    (
+        "client_min_messages",
+        "notice",
+        Rule::Free,
+        "Sets the message levels that are sent to the client.",
+    ),
+    (
+        "datestyle",
+        "ISO, MDY",
+        Rule::OneOf(&["iso", "iso, mdy", "iso,mdy", "iso, ymd", "iso, dmy"]),
+        "Sets the display format for date and time values.",
+    ),
+    (
+        "default_transaction_isolation",
+        "read committed",
+        Rule::Free,
+        "Sets the transaction isolation level of each new transaction.",
+    ),
+    (
+        "default_transaction_read_only",
+        "on",
+        Rule::OneOf(&["on", "true", "1"]),
+        "Sessions are always read-only.",
+    ),
+    (
+        "extra_float_digits",
+        "1",
+        Rule::Int(-15, 3),
+        "Sets the number of digits displayed for floating-point values.",
+    ),
+    (
+        "idle_in_transaction_session_timeout",
+        "0",
+        Rule::Free,
+        "Accepted for compatibility.",
+    ),
+    (
+        "intervalstyle",
+        "postgres",
+        Rule::OneOf(&["postgres"]),
+        "Sets the display format for interval values.",
+    ),
+    (
+        "lock_timeout",
+        "0",
+        Rule::Free,
+        "Accepted for compatibility.",
+    ),
+    (
+        "search_path",
+        "\"$user\", public",
+        Rule::Free,
+        "Sets the schema search order for names that are not schema-qualified.",
+    ),
+    (
+        "standard_conforming_strings",
+        "on",
+        Rule::OneOf(&["on", "true"]),
+        "Backslashes in ordinary string literals are literal.",
+    ),
+    (
+        "statement_timeout",
+        "0",
+        Rule::Free,
+        "Sets the maximum allowed duration of any statement.",
+    ),
+    (
+        "timezone",
+        "UTC",
+        Rule::OneOf(&["utc", "etc/utc", "gmt", "z", "zulu", "+00", "+00:00"]),
+        "Timestamps are reported in UTC.",
+    ),
+    (
+        "transaction_isolation",
+        "read committed",
+        Rule::Free,
+        "Accepted for compatibility.",
+    ),
+    (
+        "bytea_output",
+        "hex",
+        Rule::OneOf(&["hex"]),
+        "Sets the output format for bytea.",
+    ),
     ("jit", "off", Rule::Free, "Accepted for compatibility."),
 ];
 
@@ -138,7 +221,11 @@ impl Session {
     ) -> Session {
         // The role: the only one of the token's roles the policy knows, if
         // there is exactly one; otherwise the client picks with `lakeward.role`.
-        let known: Vec<&String> = principal.roles.iter().filter(|r| policy.role(r).is_some()).collect();
+        let known: Vec<&String> = principal
+            .roles
+            .iter()
+            .filter(|r| policy.role(r).is_some())
+            .collect();
         let role = (known.len() == 1).then(|| known[0].clone());
         Session {
             id: SessionId(NEXT_SESSION.fetch_add(1, Ordering::Relaxed)),
@@ -148,7 +235,10 @@ impl Session {
             tls,
             principal,
             policy: Mutex::new(policy),
-            vars: Mutex::new(Vars { role, ..Default::default() }),
+            vars: Mutex::new(Vars {
+                role,
+                ..Default::default()
+            }),
             current: Mutex::new(CancellationToken::new()),
         }
     }
@@ -183,7 +273,10 @@ impl Session {
 
     /// The policy the next statement is evaluated under.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.policy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Adopt a reloaded policy (called between statements).
@@ -196,20 +289,33 @@ impl Session {
 
     /// Does the principal hold at least one role the policy knows?
     pub fn has_known_role(&self) -> bool {
-        self.principal.roles.iter().any(|r| self.policy().role(r).is_some())
+        self.principal
+            .roles
+            .iter()
+            .any(|r| self.policy().role(r).is_some())
     }
 
     fn set_role(&self, value: Option<String>) -> Result<(), SqlError> {
         let Some(v) = value else {
-            return Err(SqlError::new("22023", "lakeward.role cannot be reset; reconnect to change role"));
+            return Err(SqlError::new(
+                "22023",
+                "lakeward.role cannot be reset; reconnect to change role",
+            ));
         };
         let v = v.trim().to_owned();
         if !self.principal.roles.contains(&v) || self.policy().role(&v).is_none() {
-            return Err(SqlError::permission_denied(format!("role \"{v}\" is not granted to this user")));
+            return Err(SqlError::permission_denied(format!(
+                "role \"{v}\" is not granted to this user"
+            )));
         }
         let mut vars = self.vars();
-        if vars.role.as_deref().is_some_and(|r| r != v) && (vars.purpose.is_some() || vars.break_glass.is_some()) {
-            return Err(SqlError::new("55000", "lakeward.role cannot change after a purpose is declared"));
+        if vars.role.as_deref().is_some_and(|r| r != v)
+            && (vars.purpose.is_some() || vars.break_glass.is_some())
+        {
+            return Err(SqlError::new(
+                "55000",
+                "lakeward.role cannot change after a purpose is declared",
+            ));
         }
         vars.role = Some(v);
         Ok(())
@@ -220,18 +326,31 @@ impl Session {
             self.vars().purpose = None;
             return Ok(());
         };
-        let purpose = Purpose::parse(&v)
-            .ok_or_else(|| SqlError::new("22023", "invalid value for lakeward.purpose (treatment, payment, operations, research)"))?;
+        let purpose = Purpose::parse(&v).ok_or_else(|| {
+            SqlError::new(
+                "22023",
+                "invalid value for lakeward.purpose (treatment, payment, operations, research)",
+            )
+        })?;
         let mut vars = self.vars();
         let role = vars
             .role
             .clone()
             .ok_or_else(|| SqlError::permission_denied("choose a role first: SET lakeward.role"))?;
-        let by_role = self.policy().role(&role).is_some_and(|r| r.purposes.contains(&purpose));
+        let by_role = self
+            .policy()
+            .role(&role)
+            .is_some_and(|r| r.purposes.contains(&purpose));
         let by_token = self.principal.purposes.is_empty()
-            || self.principal.purposes.iter().any(|p| p.eq_ignore_ascii_case(purpose.as_str()));
+            || self
+                .principal
+                .purposes
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(purpose.as_str()));
         if !by_role || !by_token {
-            return Err(SqlError::permission_denied(format!("purpose \"{purpose}\" is not allowed for this user")));
+            return Err(SqlError::permission_denied(format!(
+                "purpose \"{purpose}\" is not allowed for this user"
+            )));
         }
         vars.purpose = Some(purpose);
         Ok(())
@@ -244,14 +363,23 @@ impl Session {
             }
             return Ok(());
         };
-        let role = self.role().ok_or_else(|| SqlError::permission_denied("choose a role first: SET lakeward.role"))?;
+        let role = self
+            .role()
+            .ok_or_else(|| SqlError::permission_denied("choose a role first: SET lakeward.role"))?;
         if !self.policy().role(&role).is_some_and(|r| r.break_glass) {
-            return Err(SqlError::permission_denied("break-glass is not allowed for this role"));
+            return Err(SqlError::permission_denied(
+                "break-glass is not allowed for this role",
+            ));
         }
-        if v.chars().count() < MIN_JUSTIFICATION || v.len() > 1000 || v.chars().any(char::is_control) {
+        if v.chars().count() < MIN_JUSTIFICATION
+            || v.len() > 1000
+            || v.chars().any(char::is_control)
+        {
             return Err(SqlError::new(
                 "22023",
-                format!("break-glass needs a justification of at least {MIN_JUSTIFICATION} characters"),
+                format!(
+                    "break-glass needs a justification of at least {MIN_JUSTIFICATION} characters"
+                ),
             ));
         }
         self.vars().break_glass = Some(v);
@@ -275,7 +403,10 @@ impl Session {
 
     /// Cancel whatever statement is running (CancelRequest, shutdown).
     pub fn cancel_current(&self) {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cancel();
     }
 
     /// Apply startup parameters sent by the client (`application_name`,
@@ -294,7 +425,9 @@ impl Session {
                         self.set(&name, Some(value))?;
                     }
                 }
-                _ if spec(&k).is_some() || k.starts_with("lakeward.") => self.set(&k, Some(v.clone()))?,
+                _ if spec(&k).is_some() || k.starts_with("lakeward.") => {
+                    self.set(&k, Some(v.clone()))?
+                }
                 _ => {}
             }
         }
@@ -311,13 +444,21 @@ impl Session {
             _ => {}
         }
         if name.starts_with("datafusion.") {
-            return Err(SqlError::permission_denied(format!("parameter \"{name}\" cannot be changed")));
+            return Err(SqlError::permission_denied(format!(
+                "parameter \"{name}\" cannot be changed"
+            )));
         }
         let Some((_, _, rule, _)) = spec(&name) else {
             if fixed_parameter(&name).is_some() {
-                return Err(SqlError::new("55P02", format!("parameter \"{name}\" cannot be changed")));
+                return Err(SqlError::new(
+                    "55P02",
+                    format!("parameter \"{name}\" cannot be changed"),
+                ));
             }
-            return Err(SqlError::new("42704", format!("unrecognized configuration parameter \"{name}\"")));
+            return Err(SqlError::new(
+                "42704",
+                format!("unrecognized configuration parameter \"{name}\""),
+            ));
         };
         let Some(value) = value else {
             self.vars().values.remove(&name);
@@ -326,10 +467,16 @@ impl Session {
         let ok = match rule {
             Rule::Free => value.len() <= 1024,
             Rule::OneOf(allowed) => allowed.iter().any(|a| a.eq_ignore_ascii_case(value.trim())),
-            Rule::Int(lo, hi) => value.trim().parse::<i64>().is_ok_and(|n| (*lo..=*hi).contains(&n)),
+            Rule::Int(lo, hi) => value
+                .trim()
+                .parse::<i64>()
+                .is_ok_and(|n| (*lo..=*hi).contains(&n)),
         };
         if !ok {
-            return Err(SqlError::new("22023", format!("invalid value for parameter \"{name}\"")));
+            return Err(SqlError::new(
+                "22023",
+                format!("invalid value for parameter \"{name}\""),
+            ));
         }
         self.vars().values.insert(name, value);
         Ok(())
@@ -357,8 +504,15 @@ impl Session {
     pub fn show(&self, name: &str) -> Result<String, SqlError> {
         let name = name.to_lowercase();
         match name.as_str() {
-            "lakeward.purpose" => return Ok(self.purpose().map(|p| p.as_str().to_owned()).unwrap_or_default()),
-            "lakeward.break_glass" => return Ok(self.break_glass().unwrap_or_else(|| "off".into())),
+            "lakeward.purpose" => {
+                return Ok(self
+                    .purpose()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default());
+            }
+            "lakeward.break_glass" => {
+                return Ok(self.break_glass().unwrap_or_else(|| "off".into()));
+            }
             "lakeward.role" => return Ok(self.role().unwrap_or_default()),
             _ => {}
         }
@@ -366,9 +520,17 @@ impl Session {
             return Ok(v);
         }
         let Some((_, default, _, _)) = spec(&name) else {
-            return Err(SqlError::new("42704", format!("unrecognized configuration parameter \"{name}\"")));
+            return Err(SqlError::new(
+                "42704",
+                format!("unrecognized configuration parameter \"{name}\""),
+            ));
         };
-        Ok(self.vars().values.get(&name).cloned().unwrap_or_else(|| (*default).to_owned()))
+        Ok(self
+            .vars()
+            .values
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| (*default).to_owned()))
     }
 
     /// `SHOW ALL`: `(name, setting, description)` rows.
@@ -378,17 +540,28 @@ impl Session {
             PARAMETERS
                 .iter()
                 .map(|(n, d, _, desc)| {
-                    let v = vars.values.get(*n).cloned().unwrap_or_else(|| (*d).to_owned());
+                    let v = vars
+                        .values
+                        .get(*n)
+                        .cloned()
+                        .unwrap_or_else(|| (*d).to_owned());
                     ((*n).to_owned(), v, (*desc).to_owned())
                 })
                 .collect()
         };
         for (n, desc) in [
-            ("lakeward.role", "The role whose policy applies to this session."),
+            (
+                "lakeward.role",
+                "The role whose policy applies to this session.",
+            ),
             ("lakeward.purpose", "The declared purpose of use."),
             ("lakeward.break_glass", "Break-glass justification, or off."),
         ] {
-            out.push((n.to_owned(), self.show(n).unwrap_or_default(), desc.to_owned()));
+            out.push((
+                n.to_owned(),
+                self.show(n).unwrap_or_default(),
+                desc.to_owned(),
+            ));
         }
         out
     }
@@ -420,18 +593,29 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, SqlError> {
     let mut words = split_options(options).into_iter();
     while let Some(w) = words.next() {
         let assignment = if w == "-c" {
-            words.next().ok_or_else(|| SqlError::fatal("22023", "invalid command-line argument: -c needs a value"))?
+            words.next().ok_or_else(|| {
+                SqlError::fatal("22023", "invalid command-line argument: -c needs a value")
+            })?
         } else if let Some(rest) = w.strip_prefix("-c") {
             rest.to_owned()
         } else if let Some(rest) = w.strip_prefix("--") {
             rest.to_owned()
         } else {
-            return Err(SqlError::fatal("22023", "invalid command-line argument in options"));
+            return Err(SqlError::fatal(
+                "22023",
+                "invalid command-line argument in options",
+            ));
         };
-        let (name, value) = assignment
-            .split_once('=')
-            .ok_or_else(|| SqlError::fatal("22023", "invalid command-line argument: expected name=value"))?;
-        out.push((name.trim().replace('-', "_").to_lowercase(), value.to_owned()));
+        let (name, value) = assignment.split_once('=').ok_or_else(|| {
+            SqlError::fatal(
+                "22023",
+                "invalid command-line argument: expected name=value",
+            )
+        })?;
+        out.push((
+            name.trim().replace('-', "_").to_lowercase(),
+            value.to_owned(),
+        ));
     }
     Ok(out)
 }
@@ -475,7 +659,13 @@ mod tests {
             expires_at: u64::MAX,
         });
         let policy = Arc::new(Policy::load(None).unwrap());
-        Session::new(principal, policy, "d".into(), "127.0.0.1:1".parse().unwrap(), true)
+        Session::new(
+            principal,
+            policy,
+            "d".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            true,
+        )
     }
 
     fn session() -> Session {
@@ -485,29 +675,67 @@ mod tests {
     #[test]
     fn purposes_follow_role_and_token() {
         let s = session();
-        assert_eq!(s.set("lakeward.purpose", Some("research".into())).unwrap_err().code, "42501");
+        assert_eq!(
+            s.set("lakeward.purpose", Some("research".into()))
+                .unwrap_err()
+                .code,
+            "42501"
+        );
         s.set("lakeward.purpose", Some("treatment".into())).unwrap();
         assert_eq!(s.show("lakeward.purpose").unwrap(), "treatment");
         let narrowed = session_with(&["analyst"], &["payment"]);
-        narrowed.set("lakeward.purpose", Some("payment".into())).unwrap();
-        assert_eq!(narrowed.set("lakeward.purpose", Some("operations".into())).unwrap_err().code, "42501");
+        narrowed
+            .set("lakeward.purpose", Some("payment".into()))
+            .unwrap();
+        assert_eq!(
+            narrowed
+                .set("lakeward.purpose", Some("operations".into()))
+                .unwrap_err()
+                .code,
+            "42501"
+        );
         let two = session_with(&["analyst", "researcher"], &[]);
-        assert_eq!(two.set("lakeward.purpose", Some("research".into())).unwrap_err().code, "42501");
+        assert_eq!(
+            two.set("lakeward.purpose", Some("research".into()))
+                .unwrap_err()
+                .code,
+            "42501"
+        );
         two.set("lakeward.role", Some("researcher".into())).unwrap();
-        two.set("lakeward.purpose", Some("research".into())).unwrap();
+        two.set("lakeward.purpose", Some("research".into()))
+            .unwrap();
     }
 
     #[test]
     fn break_glass_needs_role_and_justification() {
         let s = session();
-        assert_eq!(s.set("lakeward.break_glass", Some("too short".into())).unwrap_err().code, "22023");
-        s.set("lakeward.break_glass", Some("patient unconscious in ED, bay 4".into())).unwrap();
-        assert!(s.show("lakeward.break_glass").unwrap().starts_with("patient"));
+        assert_eq!(
+            s.set("lakeward.break_glass", Some("too short".into()))
+                .unwrap_err()
+                .code,
+            "22023"
+        );
+        s.set(
+            "lakeward.break_glass",
+            Some("patient unconscious in ED, bay 4".into()),
+        )
+        .unwrap();
+        assert!(
+            s.show("lakeward.break_glass")
+                .unwrap()
+                .starts_with("patient")
+        );
         s.reset(Some("lakeward.break_glass")).unwrap();
         assert_eq!(s.show("lakeward.break_glass").unwrap(), "off");
         let analyst = session_with(&["analyst"], &[]);
         assert_eq!(
-            analyst.set("lakeward.break_glass", Some("patient unconscious in ED, bay 4".into())).unwrap_err().code,
+            analyst
+                .set(
+                    "lakeward.break_glass",
+                    Some("patient unconscious in ED, bay 4".into())
+                )
+                .unwrap_err()
+                .code,
             "42501"
         );
     }
@@ -526,16 +754,38 @@ mod tests {
     #[test]
     fn engine_and_unknown_settings_are_refused() {
         let s = session();
-        assert_eq!(s.set("datafusion.execution.batch_size", Some("1".into())).unwrap_err().code, "42501");
-        assert_eq!(s.set("no_such_thing", Some("1".into())).unwrap_err().code, "42704");
-        assert_eq!(s.set("server_version", Some("1".into())).unwrap_err().code, "55P02");
-        assert_eq!(s.set("timezone", Some("Europe/Paris".into())).unwrap_err().code, "22023");
+        assert_eq!(
+            s.set("datafusion.execution.batch_size", Some("1".into()))
+                .unwrap_err()
+                .code,
+            "42501"
+        );
+        assert_eq!(
+            s.set("no_such_thing", Some("1".into())).unwrap_err().code,
+            "42704"
+        );
+        assert_eq!(
+            s.set("server_version", Some("1".into())).unwrap_err().code,
+            "55P02"
+        );
+        assert_eq!(
+            s.set("timezone", Some("Europe/Paris".into()))
+                .unwrap_err()
+                .code,
+            "22023"
+        );
     }
 
     #[test]
     fn libpq_options_are_parsed() {
         let o = parse_options("-c search_path=clinical --application-name=x\\ y").unwrap();
-        assert_eq!(o, vec![("search_path".into(), "clinical".into()), ("application_name".into(), "x y".into())]);
+        assert_eq!(
+            o,
+            vec![
+                ("search_path".into(), "clinical".into()),
+                ("application_name".into(), "x y".into())
+            ]
+        );
         assert!(parse_options("garbage").is_err());
     }
 }

@@ -9,10 +9,18 @@ use crate::auth::AuthFailure;
 /// Outcome of a connection attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectOutcome {
-    Allowed { session_id: String, roles: Vec<String> },
-    Denied { reason: AuthFailure },
+    Allowed {
+        session_id: String,
+        roles: Vec<String>,
+    },
+    Denied {
+        reason: AuthFailure,
+    },
     /// Refused before authentication (plaintext, bad startup, limits).
-    Refused { sqlstate: &'static str, reason: &'static str },
+    Refused {
+        sqlstate: &'static str,
+        reason: &'static str,
+    },
 }
 
 /// One auditable event.
@@ -39,7 +47,12 @@ pub struct LogSink;
 impl AuditSink for LogSink {
     fn record(&self, event: AuditEvent) {
         match event {
-            AuditEvent::Connect { user, client_addr, application_name, outcome } => match outcome {
+            AuditEvent::Connect {
+                user,
+                client_addr,
+                application_name,
+                outcome,
+            } => match outcome {
                 ConnectOutcome::Allowed { session_id, roles } => tracing::info!(
                     target: "lakeward::audit", event = "connect", decision = "allowed", %user,
                     client = %client_addr.ip(), app = %application_name, session = %session_id, roles = ?roles
@@ -65,6 +78,9 @@ pub struct MemorySink {
 
 impl AuditSink for MemorySink {
     fn record(&self, event: AuditEvent) {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
     }
 }

@@ -31,7 +31,10 @@ pub struct Key {
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        f.debug_struct("Key").field("kid", &self.kid).field("alg", &self.alg).finish()
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
     }
 }
 
@@ -55,7 +58,10 @@ pub struct KeySet {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
-    std::fs::read(path).map_err(|e| KeyError::Read { path: path.display().to_string(), message: e.to_string() })
+    std::fs::read(path).map_err(|e| KeyError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
@@ -68,8 +74,12 @@ impl KeySet {
     pub fn load(sources: &KeySources) -> Result<KeySet, KeyError> {
         let mut set = KeySet::default();
         if let Some(path) = &sources.jwks_file {
-            let invalid = |m: String| KeyError::Invalid { path: path.display().to_string(), message: m };
-            let doc: JwkSet = serde_json::from_slice(&read(path)?).map_err(|e| invalid(e.to_string()))?;
+            let invalid = |m: String| KeyError::Invalid {
+                path: path.display().to_string(),
+                message: m,
+            };
+            let doc: JwkSet =
+                serde_json::from_slice(&read(path)?).map_err(|e| invalid(e.to_string()))?;
             for jwk in &doc.keys {
                 let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
                     (Some(a), _) => Algorithm::from_str_checked(&a.to_string()).map_err(invalid)?,
@@ -78,27 +88,48 @@ impl KeySet {
                     _ => return Err(invalid("key without alg".into())),
                 };
                 if !matches!(alg, Algorithm::RS256 | Algorithm::ES256) {
-                    return Err(invalid(format!("algorithm {alg:?} is not allowed in a JWKS (RS256, ES256)")));
+                    return Err(invalid(format!(
+                        "algorithm {alg:?} is not allowed in a JWKS (RS256, ES256)"
+                    )));
                 }
                 let key = DecodingKey::from_jwk(jwk).map_err(|e| invalid(e.to_string()))?;
-                set.keys.push(Key { kid: jwk.common.key_id.clone(), alg, key });
+                set.keys.push(Key {
+                    kid: jwk.common.key_id.clone(),
+                    alg,
+                    key,
+                });
             }
             set.stamps.push((path.clone(), mtime(path)));
         }
         for (kid, alg, path) in &sources.pem_files {
-            let invalid = |m: String| KeyError::Invalid { path: path.display().to_string(), message: m };
+            let invalid = |m: String| KeyError::Invalid {
+                path: path.display().to_string(),
+                message: m,
+            };
             let pem = read(path)?;
             let key = match alg {
                 Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
                 Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
-                other => return Err(invalid(format!("algorithm {other:?} is not allowed for PEM keys (RS256, ES256)"))),
+                other => {
+                    return Err(invalid(format!(
+                        "algorithm {other:?} is not allowed for PEM keys (RS256, ES256)"
+                    )));
+                }
             }
             .map_err(|e| invalid(e.to_string()))?;
-            set.keys.push(Key { kid: kid.clone(), alg: *alg, key });
+            set.keys.push(Key {
+                kid: kid.clone(),
+                alg: *alg,
+                key,
+            });
             set.stamps.push((path.clone(), mtime(path)));
         }
         if let Some(secret) = &sources.hs256_secret {
-            set.keys.push(Key { kid: None, alg: Algorithm::HS256, key: DecodingKey::from_secret(secret) });
+            set.keys.push(Key {
+                kid: None,
+                alg: Algorithm::HS256,
+                key: DecodingKey::from_secret(secret),
+            });
         }
         if set.keys.is_empty() {
             return Err(KeyError::Empty);
@@ -115,7 +146,10 @@ impl KeySet {
     /// only key of the token's algorithm. The algorithm must match the key's.
     pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Option<&Key> {
         match kid {
-            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid) && k.alg == alg),
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid) && k.alg == alg),
             None => {
                 let mut candidates = self.keys.iter().filter(|k| k.alg == alg);
                 let first = candidates.next()?;
@@ -133,6 +167,7 @@ trait FromStrChecked: Sized {
 
 impl FromStrChecked for Algorithm {
     fn from_str_checked(s: &str) -> Result<Algorithm, String> {
-        s.parse::<Algorithm>().map_err(|_| format!("unknown algorithm {s:?}"))
+        s.parse::<Algorithm>()
+            .map_err(|_| format!("unknown algorithm {s:?}"))
     }
 }

@@ -38,8 +38,12 @@ pub fn ensure_demo_keys(data_dir: &Path) -> anyhow::Result<()> {
 /// Sign a development token with the demo key in `data_dir`.
 pub fn mint(data_dir: &Path, req: &TokenRequest) -> anyhow::Result<String> {
     let (private, _) = super::demo_key_paths(data_dir);
-    let pem = std::fs::read(&private)
-        .map_err(|e| anyhow::anyhow!("cannot read the demo signing key {}: {e} (run `lakeward demo` first)", private.display()))?;
+    let pem = std::fs::read(&private).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the demo signing key {}: {e} (run `lakeward demo` first)",
+            private.display()
+        )
+    })?;
     let key = EncodingKey::from_ec_pem(&pem)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let mut claims = serde_json::json!({

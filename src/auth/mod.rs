@@ -38,7 +38,11 @@ pub struct ClaimNames {
 
 impl Default for ClaimNames {
     fn default() -> Self {
-        ClaimNames { roles: "roles".into(), site: "site".into(), purposes: "purposes".into() }
+        ClaimNames {
+            roles: "roles".into(),
+            site: "site".into(),
+            purposes: "purposes".into(),
+        }
     }
 }
 
@@ -143,7 +147,9 @@ pub struct Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").field("issuer", &self.settings.issuer).finish()
+        f.debug_struct("Authenticator")
+            .field("issuer", &self.settings.issuer)
+            .finish()
     }
 }
 
@@ -151,13 +157,21 @@ impl std::fmt::Debug for Authenticator {
 struct UntilTokenExpiry;
 
 impl moka::Expiry<[u8; 32], Arc<Principal>> for UntilTokenExpiry {
-    fn expire_after_create(&self, _k: &[u8; 32], v: &Arc<Principal>, _now: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &[u8; 32],
+        v: &Arc<Principal>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
         Some(Duration::from_secs(v.expires_at.saturating_sub(now_secs())))
     }
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Authenticator {
@@ -166,7 +180,10 @@ impl Authenticator {
         Ok(Authenticator {
             settings,
             keys: RwLock::new(Arc::new(keys)),
-            cache: moka::sync::Cache::builder().max_capacity(100_000).expire_after(UntilTokenExpiry).build(),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(UntilTokenExpiry)
+                .build(),
             last_check: RwLock::new(SystemTime::now()),
         })
     }
@@ -175,11 +192,17 @@ impl Authenticator {
     fn current_keys(&self) -> Arc<KeySet> {
         let due = {
             let last = self.last_check.read().unwrap_or_else(|p| p.into_inner());
-            last.elapsed().map(|e| e >= Duration::from_secs(1)).unwrap_or(true)
+            last.elapsed()
+                .map(|e| e >= Duration::from_secs(1))
+                .unwrap_or(true)
         };
         if due {
             *self.last_check.write().unwrap_or_else(|p| p.into_inner()) = SystemTime::now();
-            let stale = self.keys.read().unwrap_or_else(|p| p.into_inner()).is_stale();
+            let stale = self
+                .keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_stale();
             if stale {
                 match KeySet::load(&self.settings.sources) {
                     Ok(k) => {
@@ -187,7 +210,9 @@ impl Authenticator {
                         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(k);
                         self.cache.invalidate_all();
                     }
-                    Err(e) => tracing::error!(error = %e, "key reload failed; keeping the previous keys"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "key reload failed; keeping the previous keys")
+                    }
                 }
             }
         }
@@ -209,7 +234,11 @@ impl Authenticator {
                 self.cache.invalidate(&digest);
                 return Err(AuthFailure::Expired);
             }
-            return if p.user == user { Ok(p) } else { Err(AuthFailure::UserMismatch) };
+            return if p.user == user {
+                Ok(p)
+            } else {
+                Err(AuthFailure::UserMismatch)
+            };
         }
         let principal = Arc::new(self.verify_uncached(user, token)?);
         self.cache.insert(digest, principal.clone());
@@ -218,11 +247,16 @@ impl Authenticator {
 
     fn verify_uncached(&self, user: &str, token: &str) -> Result<Principal, AuthFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
-        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256 | Algorithm::HS256) {
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::ES256 | Algorithm::HS256
+        ) {
             return Err(AuthFailure::Algorithm);
         }
         let keys = self.current_keys();
-        let key = keys.select(header.kid.as_deref(), header.alg).ok_or(AuthFailure::UnknownKey)?;
+        let key = keys
+            .select(header.kid.as_deref(), header.alg)
+            .ok_or(AuthFailure::UnknownKey)?;
 
         let leeway = self.settings.leeway.min(Duration::from_secs(30)).as_secs();
         let mut v = Validation::new(key.alg);
@@ -234,12 +268,19 @@ impl Authenticator {
         v.set_audience(&[&self.settings.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
 
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &v)
-            .map_err(|e| classify(&e))?;
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &v)
+                .map_err(|e| classify(&e))?;
         let claims = data.claims;
 
-        let exp = claims.get("exp").and_then(|x| x.as_u64()).ok_or(AuthFailure::Claims)?;
-        let iat = claims.get("iat").and_then(|x| x.as_u64()).ok_or(AuthFailure::Claims)?;
+        let exp = claims
+            .get("exp")
+            .and_then(|x| x.as_u64())
+            .ok_or(AuthFailure::Claims)?;
+        let iat = claims
+            .get("iat")
+            .and_then(|x| x.as_u64())
+            .ok_or(AuthFailure::Claims)?;
         let now = now_secs();
         if iat > now + leeway {
             return Err(AuthFailure::NotYetValid);
@@ -247,7 +288,11 @@ impl Authenticator {
         if exp <= iat || exp - iat > self.settings.max_lifetime.as_secs() {
             return Err(AuthFailure::Lifetime);
         }
-        let sub = claims.get("sub").and_then(|x| x.as_str()).filter(|s| !s.is_empty()).ok_or(AuthFailure::Claims)?;
+        let sub = claims
+            .get("sub")
+            .and_then(|x| x.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or(AuthFailure::Claims)?;
         if sub != user {
             return Err(AuthFailure::UserMismatch);
         }
@@ -265,7 +310,13 @@ impl Authenticator {
             Some(serde_json::Value::String(s)) if valid_claim_string(s) => Some(s.clone()),
             Some(_) => return Err(AuthFailure::Claims),
         };
-        Ok(Principal { user: sub.to_owned(), roles, site, purposes, expires_at: exp })
+        Ok(Principal {
+            user: sub.to_owned(),
+            roles,
+            site,
+            purposes,
+            expires_at: exp,
+        })
     }
 
     pub fn settings(&self) -> &AuthSettings {
@@ -281,7 +332,11 @@ fn string_list(v: Option<&serde_json::Value>) -> Option<Vec<String>> {
     match v? {
         serde_json::Value::Array(items) => items
             .iter()
-            .map(|i| i.as_str().filter(|s| valid_claim_string(s)).map(str::to_owned))
+            .map(|i| {
+                i.as_str()
+                    .filter(|s| valid_claim_string(s))
+                    .map(str::to_owned)
+            })
             .collect::<Option<Vec<_>>>()
             .filter(|l| l.len() <= 64),
         serde_json::Value::String(s) if valid_claim_string(s) => Some(vec![s.clone()]),
@@ -297,8 +352,12 @@ fn classify(e: &jsonwebtoken::errors::Error) -> AuthFailure {
         K::ImmatureSignature => AuthFailure::NotYetValid,
         K::InvalidIssuer => AuthFailure::Issuer,
         K::InvalidAudience => AuthFailure::Audience,
-        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => AuthFailure::Algorithm,
-        K::MissingRequiredClaim(_) | K::InvalidClaimFormat(_) | K::InvalidSubject => AuthFailure::Claims,
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => {
+            AuthFailure::Algorithm
+        }
+        K::MissingRequiredClaim(_) | K::InvalidClaimFormat(_) | K::InvalidSubject => {
+            AuthFailure::Claims
+        }
         _ => AuthFailure::Malformed,
     }
 }

@@ -49,7 +49,13 @@ pub fn row_stream(
     fields: Arc<Vec<FieldInfo>>,
     cancel: CancellationToken,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
-    let state = State { batches, fields, current: None, cancel, done: false };
+    let state = State {
+        batches,
+        fields,
+        current: None,
+        cancel,
+        done: false,
+    };
     futures::stream::unfold(state, |mut st| async move {
         if st.done {
             return None;

@@ -17,19 +17,22 @@ pub fn to_sql_error(err: &DataFusionError) -> SqlError {
         DataFusionError::Context(_, inner) => to_sql_error(inner),
         DataFusionError::Diagnostic(_, inner) => to_sql_error(inner),
         DataFusionError::Shared(inner) => to_sql_error(inner),
-        DataFusionError::Collection(errs) => {
-            errs.first().map(to_sql_error).unwrap_or_else(SqlError::internal)
-        }
+        DataFusionError::Collection(errs) => errs
+            .first()
+            .map(to_sql_error)
+            .unwrap_or_else(SqlError::internal),
         DataFusionError::SQL(_, _) => SqlError::new("42601", "syntax error"),
         DataFusionError::SchemaError(e, _) => schema_error(e),
         DataFusionError::Plan(msg) => plan_error(msg),
-        DataFusionError::NotImplemented(msg) => {
-            SqlError::new("0A000", format!("not supported: {}", redact_literals(first_line(msg))))
-        }
+        DataFusionError::NotImplemented(msg) => SqlError::new(
+            "0A000",
+            format!("not supported: {}", redact_literals(first_line(msg))),
+        ),
         DataFusionError::ArrowError(e, _) => arrow_error(e),
-        DataFusionError::ResourcesExhausted(_) => {
-            SqlError::new("53200", "out of memory: the query needs more memory than is allowed")
-        }
+        DataFusionError::ResourcesExhausted(_) => SqlError::new(
+            "53200",
+            "out of memory: the query needs more memory than is allowed",
+        ),
         DataFusionError::Execution(msg) => execution_error(msg),
         DataFusionError::External(e) => {
             if let Some(df) = e.downcast_ref::<DataFusionError>() {
@@ -40,26 +43,32 @@ pub fn to_sql_error(err: &DataFusionError) -> SqlError {
                 SqlError::new("XX000", "query execution failed")
             }
         }
-        DataFusionError::ParquetError(_) | DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
-            SqlError::new("58030", "could not read table data")
-        }
+        DataFusionError::ParquetError(_)
+        | DataFusionError::ObjectStore(_)
+        | DataFusionError::IoError(_) => SqlError::new("58030", "could not read table data"),
         DataFusionError::ExecutionJoin(_) => SqlError::new("XX000", "query execution failed"),
-        DataFusionError::Configuration(_) => SqlError::new("42501", "permission denied: settings are fixed"),
+        DataFusionError::Configuration(_) => {
+            SqlError::new("42501", "permission denied: settings are fixed")
+        }
         _ => SqlError::internal(),
     }
 }
 
 fn schema_error(e: &SchemaError) -> SqlError {
     match e {
-        SchemaError::FieldNotFound { field, .. } => {
-            SqlError::new("42703", format!("column \"{}\" does not exist", field.name()))
-        }
-        SchemaError::AmbiguousReference { field } => {
-            SqlError::new("42702", format!("column reference \"{}\" is ambiguous", field.name()))
-        }
-        SchemaError::DuplicateQualifiedField { name, .. } | SchemaError::DuplicateUnqualifiedField { name } => {
-            SqlError::new("42701", format!("column \"{name}\" specified more than once"))
-        }
+        SchemaError::FieldNotFound { field, .. } => SqlError::new(
+            "42703",
+            format!("column \"{}\" does not exist", field.name()),
+        ),
+        SchemaError::AmbiguousReference { field } => SqlError::new(
+            "42702",
+            format!("column reference \"{}\" is ambiguous", field.name()),
+        ),
+        SchemaError::DuplicateQualifiedField { name, .. }
+        | SchemaError::DuplicateUnqualifiedField { name } => SqlError::new(
+            "42701",
+            format!("column \"{name}\" specified more than once"),
+        ),
     }
 }
 
@@ -80,7 +89,10 @@ fn plan_error(msg: &str) -> SqlError {
     if line.contains("Placeholder") || line.contains("placeholder") {
         return SqlError::new("42P18", redact_literals(line));
     }
-    if line.contains("Cannot infer common") || line.contains("Cannot coerce") || line.contains("type") {
+    if line.contains("Cannot infer common")
+        || line.contains("Cannot coerce")
+        || line.contains("type")
+    {
         return SqlError::new("42804", redact_literals(line));
     }
     SqlError::new("42601", redact_literals(line))
@@ -153,14 +165,19 @@ mod tests {
 
     #[test]
     fn redacts_quoted_literals() {
-        assert_eq!(redact_literals("Cannot cast string 'Smith' to Int32"), "Cannot cast string '?' to Int32");
+        assert_eq!(
+            redact_literals("Cannot cast string 'Smith' to Int32"),
+            "Cannot cast string '?' to Int32"
+        );
         assert_eq!(redact_literals("unterminated 'abc"), "unterminated '?'");
     }
 
     #[test]
     fn cast_errors_never_echo_values() {
         let e = DataFusionError::ArrowError(
-            Box::new(ArrowError::CastError("Cannot cast string 'Jane Doe' to value of Int32 type".into())),
+            Box::new(ArrowError::CastError(
+                "Cannot cast string 'Jane Doe' to value of Int32 type".into(),
+            )),
             None,
         );
         let s = to_sql_error(&e);

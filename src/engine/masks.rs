@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, NaiveDate};
 use datafusion::arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, AsArray, Int64Array, Int64Builder, PrimitiveArray, StringArray,
-    StringBuilder,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, Int64Array, Int64Builder, PrimitiveArray,
+    StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -76,7 +76,11 @@ fn invalid() -> DataFusionError {
 /// Planning-time error: names the function and the argument *types* (never
 /// values).
 fn invalid_types(name: &str, types: &[DataType]) -> DataFusionError {
-    let list = types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let list = types
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     DataFusionError::Plan(format!("{INVALID}: {name} does not accept ({list})"))
 }
 
@@ -142,7 +146,9 @@ fn eval(
         if out.len() != 1 {
             return Err(invalid());
         }
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0).map_err(|_| invalid())?))
+        Ok(ColumnarValue::Scalar(
+            ScalarValue::try_from_array(&out, 0).map_err(|_| invalid())?,
+        ))
     } else {
         Ok(ColumnarValue::Array(out))
     }
@@ -165,10 +171,15 @@ fn as_int64(array: &ArrayRef) -> Result<Int64Array> {
     let t = array.data_type();
     let int64 = match t {
         DataType::Int64 => Arc::clone(array),
-        t if t.is_integer() || *t == DataType::Null => cast(array, &DataType::Int64).map_err(|_| invalid())?,
+        t if t.is_integer() || *t == DataType::Null => {
+            cast(array, &DataType::Int64).map_err(|_| invalid())?
+        }
         _ => return Err(invalid()),
     };
-    int64.as_primitive_opt::<Int64Type>().cloned().ok_or_else(invalid)
+    int64
+        .as_primitive_opt::<Int64Type>()
+        .cloned()
+        .ok_or_else(invalid)
 }
 
 // ---------------------------------------------------------------------------
@@ -185,7 +196,9 @@ pub struct LakewardPartial {
 
 impl LakewardPartial {
     pub fn new() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -200,7 +213,10 @@ fn partial_one(value: &str, keep_last: i64, prefix: &str, out: &mut String) -> R
     let keep = usize::try_from(keep_last).map_err(|_| invalid())?;
     let len = value.chars().count();
     let n = keep.min(len / 2);
-    let start = value.char_indices().nth(len - n).map_or(value.len(), |(i, _)| i);
+    let start = value
+        .char_indices()
+        .nth(len - n)
+        .map_or(value.len(), |(i, _)| i);
     out.clear();
     out.push_str(prefix);
     out.push_str(value.get(start..).ok_or_else(invalid)?);
@@ -221,7 +237,11 @@ impl ScalarUDFImpl for LakewardPartial {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        coerce_all(PARTIAL, arg_types, &[coerce_text, coerce_int64, coerce_text])
+        coerce_all(
+            PARTIAL,
+            arg_types,
+            &[coerce_text, coerce_int64, coerce_text],
+        )
     }
 
     fn is_strict(&self) -> bool {
@@ -261,7 +281,9 @@ pub struct LakewardZip3 {
 
 impl LakewardZip3 {
     pub fn new() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -303,7 +325,10 @@ impl ScalarUDFImpl for LakewardZip3 {
             let mut out = StringBuilder::with_capacity(values.len(), values.len() * 5);
             let mut buf = String::with_capacity(5);
             for i in 0..values.len() {
-                match (!values.is_null(i)).then(|| zip3_one(values.value(i))).flatten() {
+                match (!values.is_null(i))
+                    .then(|| zip3_one(values.value(i)))
+                    .flatten()
+                {
                     Some(head) => {
                         buf.clear();
                         buf.push_str(head);
@@ -398,11 +423,19 @@ fn map_to_year<T: ArrowPrimitiveType>(
 /// Type-preserving year truncation of a Date32, Date64 or Timestamp array.
 fn year_array(input: &ArrayRef, limit: AgeLimit<'_>) -> Result<ArrayRef> {
     Ok(match input.data_type() {
-        DataType::Date32 => Arc::new(map_to_year::<Date32Type>(input, limit, date32_to_date, date_to_date32)?),
-        DataType::Date64 => Arc::new(map_to_year::<Date64Type>(input, limit, ms_to_date, date_to_ms)?),
+        DataType::Date32 => Arc::new(map_to_year::<Date32Type>(
+            input,
+            limit,
+            date32_to_date,
+            date_to_date32,
+        )?),
+        DataType::Date64 => Arc::new(map_to_year::<Date64Type>(
+            input, limit, ms_to_date, date_to_ms,
+        )?),
         DataType::Timestamp(unit, tz) => match unit {
             TimeUnit::Second => Arc::new(
-                map_to_year::<TimestampSecondType>(input, limit, s_to_date, date_to_s)?.with_timezone_opt(tz.clone()),
+                map_to_year::<TimestampSecondType>(input, limit, s_to_date, date_to_s)?
+                    .with_timezone_opt(tz.clone()),
             ),
             TimeUnit::Millisecond => Arc::new(
                 map_to_year::<TimestampMillisecondType>(input, limit, ms_to_date, date_to_ms)?
@@ -431,7 +464,9 @@ pub struct LakewardYear {
 
 impl LakewardYear {
     pub fn new() -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable) }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 }
 
@@ -481,7 +516,10 @@ pub struct LakewardYearOrNullOverAge {
 
 impl LakewardYearOrNullOverAge {
     pub fn new(reference: NaiveDate) -> Self {
-        Self { signature: Signature::user_defined(Volatility::Immutable), reference }
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+            reference,
+        }
     }
 
     /// The date ages are computed on.
@@ -501,13 +539,19 @@ impl ScalarUDFImpl for LakewardYearOrNullOverAge {
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         match arg_types {
-            [t, _] => coerce_temporal(t).ok_or_else(|| invalid_types(YEAR_OR_NULL_OVER_AGE, arg_types)),
+            [t, _] => {
+                coerce_temporal(t).ok_or_else(|| invalid_types(YEAR_OR_NULL_OVER_AGE, arg_types))
+            }
             _ => Err(invalid_types(YEAR_OR_NULL_OVER_AGE, arg_types)),
         }
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        coerce_all(YEAR_OR_NULL_OVER_AGE, arg_types, &[coerce_temporal, coerce_int64])
+        coerce_all(
+            YEAR_OR_NULL_OVER_AGE,
+            arg_types,
+            &[coerce_temporal, coerce_int64],
+        )
     }
 
     fn is_strict(&self) -> bool {
@@ -555,8 +599,13 @@ impl LakewardPseudonym {
         key_id.copy_from_slice(&digest[..8]);
         // HMAC accepts keys of every length (long keys are hashed first), so
         // this cannot fail; it does not depend on data either.
-        let mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC-SHA-256 accepts keys of any length");
-        Self { signature: Signature::user_defined(Volatility::Immutable), key_id, mac }
+        let mac = <HmacSha256 as Mac>::new_from_slice(key)
+            .expect("HMAC-SHA-256 accepts keys of any length");
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+            key_id,
+            mac,
+        }
     }
 
     /// The public fingerprint of the key (first 8 bytes of SHA-256(key)).
@@ -627,7 +676,9 @@ impl LakewardPseudonym {
 
 impl fmt::Debug for LakewardPseudonym {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LakewardPseudonym").field("key", &format_args!("<redacted>")).finish()
+        f.debug_struct("LakewardPseudonym")
+            .field("key", &format_args!("<redacted>"))
+            .finish()
     }
 }
 
@@ -716,7 +767,12 @@ mod tests {
     }
 
     async fn run(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
-        ctx.sql(sql).await.expect("plan").collect().await.expect("execute")
+        ctx.sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("execute")
     }
 
     async fn run_err(ctx: &SessionContext, sql: &str) -> String {
@@ -785,7 +841,11 @@ mod tests {
         assert!(batch.column(1).is_null(0));
         assert!(batch.column(2).is_null(0));
         // A negative keep_last is rejected without echoing the value.
-        let e = run_err(&ctx, "SELECT lakeward_partial(x, -1, 'p') FROM (VALUES ('secret-value')) t(x)").await;
+        let e = run_err(
+            &ctx,
+            "SELECT lakeward_partial(x, -1, 'p') FROM (VALUES ('secret-value')) t(x)",
+        )
+        .await;
         assert!(e.contains(INVALID), "{e}");
         assert!(!e.contains("secret"), "{e}");
         // Wrong types fail at planning.
@@ -804,9 +864,21 @@ mod tests {
         assert_eq!(first_type(&b), DataType::Utf8);
         assert_eq!(
             strings(&b),
-            vec![Some("02100".to_owned()), None, None, None, None, Some("02100".to_owned()), None]
+            vec![
+                Some("02100".to_owned()),
+                None,
+                None,
+                None,
+                None,
+                Some("02100".to_owned()),
+                None
+            ]
         );
-        let b = run(&ctx, "SELECT lakeward_zip3(arrow_cast('94105', 'LargeUtf8'))").await;
+        let b = run(
+            &ctx,
+            "SELECT lakeward_zip3(arrow_cast('94105', 'LargeUtf8'))",
+        )
+        .await;
         assert_eq!(strings(&b), vec![Some("94100".to_owned())]);
     }
 
@@ -819,7 +891,11 @@ mod tests {
         )
         .await;
         assert_eq!(first_type(&b), DataType::Date32);
-        let col = b[0].column(0).as_any().downcast_ref::<Date32Array>().expect("date32");
+        let col = b[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .expect("date32");
         let d = |i: usize| col.value_as_date(i).expect("date");
         assert_eq!(d(0), NaiveDate::from_ymd_opt(2020, 1, 1).expect("date"));
         assert!(col.is_null(1));
@@ -843,9 +919,18 @@ mod tests {
                (NULL)) v(t)",
         )
         .await;
-        assert_eq!(first_type(&b), DataType::Timestamp(TimeUnit::Microsecond, None));
-        let col = b[0].column(0).as_any().downcast_ref::<TimestampMicrosecondArray>().expect("ts");
-        let expected = NaiveDate::from_ymd_opt(2020, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).expect("dt");
+        assert_eq!(
+            first_type(&b),
+            DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
+        let col = b[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .expect("ts");
+        let expected = NaiveDate::from_ymd_opt(2020, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("dt");
         assert_eq!(col.value_as_datetime(0), Some(expected));
         assert!(col.is_null(1));
 
@@ -861,11 +946,26 @@ mod tests {
             schema.field(0).data_type(),
             &DataType::Timestamp(TimeUnit::Millisecond, Some("+05:00".into()))
         );
-        assert_eq!(schema.field(1).data_type(), &DataType::Timestamp(TimeUnit::Second, None));
-        let ms = b[0].column(0).as_primitive::<TimestampMillisecondType>().value(0);
-        assert_eq!(Some(ms), date_to_ms(NaiveDate::from_ymd_opt(2020, 1, 1).expect("date")));
-        let s = b[0].column(1).as_primitive::<TimestampSecondType>().value(0);
-        assert_eq!(Some(s), date_to_s(NaiveDate::from_ymd_opt(1999, 1, 1).expect("date")));
+        assert_eq!(
+            schema.field(1).data_type(),
+            &DataType::Timestamp(TimeUnit::Second, None)
+        );
+        let ms = b[0]
+            .column(0)
+            .as_primitive::<TimestampMillisecondType>()
+            .value(0);
+        assert_eq!(
+            Some(ms),
+            date_to_ms(NaiveDate::from_ymd_opt(2020, 1, 1).expect("date"))
+        );
+        let s = b[0]
+            .column(1)
+            .as_primitive::<TimestampSecondType>()
+            .value(0);
+        assert_eq!(
+            Some(s),
+            date_to_s(NaiveDate::from_ymd_opt(1999, 1, 1).expect("date"))
+        );
 
         // Text is not a date.
         let e = run_err(&ctx, "SELECT lakeward_year('2020-01-01')").await;
@@ -883,7 +983,11 @@ mod tests {
         )
         .await;
         assert_eq!(first_type(&b), DataType::Date32);
-        let col = b[0].column(0).as_any().downcast_ref::<Date32Array>().expect("date32");
+        let col = b[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .expect("date32");
         assert!(col.is_null(0), "born 1930 is over 89");
         assert_eq!(col.value_as_date(1), NaiveDate::from_ymd_opt(2000, 1, 1));
         assert!(col.is_null(2));
@@ -899,10 +1003,19 @@ mod tests {
         )
         .await;
         assert!(matches!(first_type(&b), DataType::Timestamp(_, None)));
-        assert_eq!(strings(&b), vec![Some("2000-01-01T00:00:00".to_owned()), None]);
+        assert_eq!(
+            strings(&b),
+            vec![Some("2000-01-01T00:00:00".to_owned()), None]
+        );
         assert_eq!(b[0].column(1).null_count(), 2);
 
-        assert_eq!(age_years(NaiveDate::from_ymd_opt(2000, 2, 29).expect("d"), reference()), 25);
+        assert_eq!(
+            age_years(
+                NaiveDate::from_ymd_opt(2000, 2, 29).expect("d"),
+                reference()
+            ),
+            25
+        );
         assert_eq!(
             age_years(
                 NaiveDate::from_ymd_opt(2000, 2, 29).expect("d"),
@@ -941,13 +1054,25 @@ mod tests {
         let p = s[0].clone().expect("value");
         assert_eq!(p.len(), 26);
         assert!(p.starts_with("p_"));
-        assert!(p[2..].bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert!(
+            p[2..]
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        );
         assert_eq!(s[0], s[1]);
         assert_ne!(s[0], s[2]);
         assert_eq!(s[3], None);
-        let b = run(&ctx, "SELECT lakeward_pseudonym(arrow_cast('MRN-001', 'Utf8View'))").await;
+        let b = run(
+            &ctx,
+            "SELECT lakeward_pseudonym(arrow_cast('MRN-001', 'Utf8View'))",
+        )
+        .await;
         assert_eq!(strings(&b)[0], s[0]);
-        let b = run(&ctx, "SELECT lakeward_pseudonym(arrow_cast('MRN-001', 'LargeUtf8'))").await;
+        let b = run(
+            &ctx,
+            "SELECT lakeward_pseudonym(arrow_cast('MRN-001', 'LargeUtf8'))",
+        )
+        .await;
         assert_eq!(strings(&b)[0], s[0]);
 
         // Another key, other pseudonyms.
@@ -987,8 +1112,14 @@ mod tests {
 
     #[test]
     fn names_and_registration() {
-        let names: Vec<String> = mask_udfs(KEY, reference()).iter().map(|u| u.name().to_owned()).collect();
-        assert_eq!(names, vec![PARTIAL, ZIP3, YEAR, YEAR_OR_NULL_OVER_AGE, PSEUDONYM]);
+        let names: Vec<String> = mask_udfs(KEY, reference())
+            .iter()
+            .map(|u| u.name().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec![PARTIAL, ZIP3, YEAR, YEAR_OR_NULL_OVER_AGE, PSEUDONYM]
+        );
     }
 
     #[test]
@@ -1004,7 +1135,9 @@ mod tests {
         assert_eq!(us_to_date(i64::MIN), None);
         // The earliest nanosecond timestamp's January 1 is not representable.
         assert_eq!(date_to_ns(ns_to_date(i64::MIN).expect("date")), None);
-        let input: ArrayRef = Arc::new(PrimitiveArray::<TimestampNanosecondType>::from(vec![i64::MIN]));
+        let input: ArrayRef = Arc::new(PrimitiveArray::<TimestampNanosecondType>::from(vec![
+            i64::MIN,
+        ]));
         let e = year_array(&input, None).expect_err("out of range");
         assert_eq!(e.to_string(), format!("Execution error: {INVALID}"));
     }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext, SessionState};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement;
 
 use crate::error::SqlError;
 pub use tables::{TableLocation, TableName, discover_tables};
@@ -30,9 +30,16 @@ pub use tables::{TableLocation, TableName, discover_tables};
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot open Delta table {table} at {location}: {message}")]
-    OpenTable { table: String, location: String, message: String },
+    OpenTable {
+        table: String,
+        location: String,
+        message: String,
+    },
     #[error("cannot scan data folder {path}: {source}")]
-    Scan { path: std::path::PathBuf, source: std::io::Error },
+    Scan {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid table location {0}")]
     Location(String),
     #[error("DataFusion setup failed: {0}")]
@@ -62,12 +69,15 @@ pub struct Engine {
     /// Secured catalogs by access-context key.
     secured: moka::future::Cache<String, Arc<dyn datafusion::catalog::CatalogProviderList>>,
     /// Compiled access contexts by policy version and subject.
-    pub(crate) access_cache: moka::sync::Cache<String, Option<crate::policy::compile::AccessContext>>,
+    pub(crate) access_cache:
+        moka::sync::Cache<String, Option<crate::policy::compile::AccessContext>>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("tables", &self.tables.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Engine")
+            .field("tables", &self.tables.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -84,12 +94,19 @@ impl Engine {
     }
 
     /// Open with the pseudonymisation key for the mask functions.
-    pub async fn open_with_key(locations: &[TableLocation], pseudonym_key: &[u8]) -> Result<Engine, EngineError> {
+    pub async fn open_with_key(
+        locations: &[TableLocation],
+        pseudonym_key: &[u8],
+    ) -> Result<Engine, EngineError> {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(false)
-            .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+            .with_target_partitions(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
+            );
         let ctx = SessionContext::new_with_config(config);
         let catalog = ctx
             .catalog(CATALOG)
@@ -104,7 +121,10 @@ impl Engine {
         for udf in masks::mask_udfs(pseudonym_key, today) {
             ctx.register_udf(udf);
         }
-        let verify = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let verify = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         let raw = secure::RawTables::new(ctx.clone());
         let secured = moka::future::Cache::builder().max_capacity(10_000).build();
         let client = SessionContext::new_with_config(
@@ -112,10 +132,22 @@ impl Engine {
                 .with_default_catalog_and_schema(CATALOG, "public")
                 .with_create_default_catalog_and_schema(true)
                 .with_information_schema(false)
-                .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+                .with_target_partitions(
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2),
+                ),
         );
         let access_cache = moka::sync::Cache::builder().max_capacity(10_000).build();
-        Ok(Engine { ctx, client, raw, tables, verify, secured, access_cache })
+        Ok(Engine {
+            ctx,
+            client,
+            raw,
+            tables,
+            verify,
+            secured,
+            access_cache,
+        })
     }
 
     /// Every served table.
@@ -149,7 +181,12 @@ impl Engine {
     pub fn column_lists(&self) -> BTreeMap<String, Vec<String>> {
         self.tables
             .values()
-            .map(|t| (t.name.to_string(), t.schema.fields().iter().map(|f| f.name().clone()).collect()))
+            .map(|t| {
+                (
+                    t.name.to_string(),
+                    t.schema.fields().iter().map(|f| f.name().clone()).collect(),
+                )
+            })
             .collect()
     }
 
@@ -180,17 +217,26 @@ impl Engine {
         let access = access.unwrap_or(&empty);
         let list = self
             .secured
-            .try_get_with(key, async { self.raw.secured_catalog(access, consent).await })
+            .try_get_with(key, async {
+                self.raw.secured_catalog(access, consent).await
+            })
             .await
             .map_err(|e| {
-                tracing::error!(error_kind = "secured catalog", "cannot build secured tables");
+                tracing::error!(
+                    error_kind = "secured catalog",
+                    "cannot build secured tables"
+                );
                 errors::to_sql_error(&e)
             })?;
-        let mut state = datafusion::execution::SessionStateBuilder::new_from_existing(self.client.state())
-            .with_catalog_list(list)
-            .build();
+        let mut state =
+            datafusion::execution::SessionStateBuilder::new_from_existing(self.client.state())
+                .with_catalog_list(list)
+                .build();
         if let Some(schema) = default_schema
-            && access.tables.keys().any(|t| t.split('.').next() == Some(schema))
+            && access
+                .tables
+                .keys()
+                .any(|t| t.split('.').next() == Some(schema))
         {
             state.config_mut().options_mut().catalog.default_schema = schema.to_owned();
         }
@@ -198,7 +244,11 @@ impl Engine {
     }
 
     /// Plan an AST statement (never SQL text) and check it is read-only.
-    pub async fn plan(&self, state: &SessionState, statement: Statement) -> Result<LogicalPlan, SqlError> {
+    pub async fn plan(
+        &self,
+        state: &SessionState,
+        statement: Statement,
+    ) -> Result<LogicalPlan, SqlError> {
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
@@ -210,14 +260,23 @@ impl Engine {
     }
 
     /// Optimise and start executing a plan; rows arrive as a stream.
-    pub async fn execute(&self, state: &SessionState, plan: LogicalPlan) -> Result<SendableRecordBatchStream, SqlError> {
+    pub async fn execute(
+        &self,
+        state: &SessionState,
+        plan: LogicalPlan,
+    ) -> Result<SendableRecordBatchStream, SqlError> {
         let df = datafusion::dataframe::DataFrame::new(state.clone(), plan);
-        df.execute_stream().await.map_err(|e| errors::to_sql_error(&e))
+        df.execute_stream()
+            .await
+            .map_err(|e| errors::to_sql_error(&e))
     }
 }
 
 /// Build the engine for a configuration's data section.
-pub async fn open_from_config(data: &crate::config::DataConfig, pseudonym_key: &[u8]) -> Result<Engine, EngineError> {
+pub async fn open_from_config(
+    data: &crate::config::DataConfig,
+    pseudonym_key: &[u8],
+) -> Result<Engine, EngineError> {
     let mut locations: BTreeMap<TableName, TableLocation> = BTreeMap::new();
     if let Some(root) = &data.root {
         for loc in discover_tables(root)? {
@@ -226,7 +285,13 @@ pub async fn open_from_config(data: &crate::config::DataConfig, pseudonym_key: &
     }
     for (name, url) in &data.tables {
         let name = TableName::parse(name).ok_or_else(|| EngineError::Location(name.clone()))?;
-        locations.insert(name.clone(), TableLocation { name, url: url.clone() });
+        locations.insert(
+            name.clone(),
+            TableLocation {
+                name,
+                url: url.clone(),
+            },
+        );
     }
     let list: Vec<TableLocation> = locations.into_values().collect();
     Engine::open_with_key(&list, pseudonym_key).await

@@ -17,16 +17,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::catalog::{
-    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
-    SchemaProvider, Session, TableProvider,
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider, Session, TableProvider,
 };
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result as DfResult;
-use datafusion::execution::context::SessionState;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{Expr as DfExpr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableType};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{
+    Expr as DfExpr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableType,
+};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     self, BinaryOperator, Expr, Ident, ObjectName, SelectItem, SetExpr, Statement, Value,
@@ -63,8 +67,14 @@ impl TableProvider for SecuredTable {
     }
 
     /// No user predicate is ever evaluated inside the barrier.
-    fn supports_filters_pushdown(&self, filters: &[&DfExpr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&DfExpr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
     }
 
     async fn scan(
@@ -78,9 +88,15 @@ impl TableProvider for SecuredTable {
             Some(cols) => {
                 let exprs: Vec<DfExpr> = cols
                     .iter()
-                    .map(|i| DfExpr::Column(datafusion::common::Column::from_name(self.schema.field(*i).name())))
+                    .map(|i| {
+                        DfExpr::Column(datafusion::common::Column::from_name(
+                            self.schema.field(*i).name(),
+                        ))
+                    })
                     .collect();
-                LogicalPlanBuilder::from(self.plan.clone()).project(exprs)?.build()?
+                LogicalPlanBuilder::from(self.plan.clone())
+                    .project(exprs)?
+                    .build()?
             }
             None => self.plan.clone(),
         };
@@ -101,7 +117,11 @@ pub struct BarrierExec {
 impl BarrierExec {
     pub fn new(input: Arc<dyn ExecutionPlan>, table: String) -> BarrierExec {
         let props = input.properties().clone();
-        BarrierExec { input, table, props }
+        BarrierExec {
+            input,
+            table,
+            props,
+        }
     }
 }
 
@@ -135,7 +155,10 @@ impl ExecutionPlan for BarrierExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         if children.is_empty() {
             Ok(self)
         } else {
@@ -143,7 +166,11 @@ impl ExecutionPlan for BarrierExec {
         }
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
         self.input.execute(partition, context)
     }
 }
@@ -159,10 +186,12 @@ fn sql_type(t: &DataType) -> ast::DataType {
         DataType::Timestamp(TimeUnit::Microsecond, None) | DataType::Timestamp(_, None) => {
             ast::DataType::Timestamp(None, ast::TimezoneInfo::None)
         }
-        DataType::Timestamp(_, Some(_)) => ast::DataType::Timestamp(None, ast::TimezoneInfo::WithTimeZone),
-        DataType::Decimal128(p, s) => {
-            ast::DataType::Decimal(ast::ExactNumberInfo::PrecisionAndScale(*p as u64, *s as i64))
+        DataType::Timestamp(_, Some(_)) => {
+            ast::DataType::Timestamp(None, ast::TimezoneInfo::WithTimeZone)
         }
+        DataType::Decimal128(p, s) => ast::DataType::Decimal(
+            ast::ExactNumberInfo::PrecisionAndScale(*p as u64, *s as i64),
+        ),
         _ => ast::DataType::Text,
     }
 }
@@ -179,7 +208,10 @@ fn func(name: &str, args: Vec<Expr>) -> Expr {
         parameters: FunctionArguments::None,
         args: FunctionArguments::List(FunctionArgumentList {
             duplicate_treatment: None,
-            args: args.into_iter().map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a))).collect(),
+            args: args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
             clauses: vec![],
         }),
         filter: None,
@@ -212,23 +244,28 @@ fn column_expr(column: &str, access: &ColumnAccess, ty: &DataType) -> Expr {
         ColumnAccess::Masked { kind, .. } => match kind {
             MaskKind::Null => null(),
             MaskKind::Redact { value } => string(value),
-            MaskKind::Partial { keep_last, prefix } => {
-                func(super::masks::PARTIAL, vec![col(column), number(keep_last), string(prefix)])
-            }
+            MaskKind::Partial { keep_last, prefix } => func(
+                super::masks::PARTIAL,
+                vec![col(column), number(keep_last), string(prefix)],
+            ),
             MaskKind::Pseudonym => func(super::masks::PSEUDONYM, vec![col(column)]),
             MaskKind::Year => func(super::masks::YEAR, vec![col(column)]),
-            MaskKind::YearOrNullOverAge { max_age } => {
-                func(super::masks::YEAR_OR_NULL_OVER_AGE, vec![col(column), number(max_age)])
-            }
+            MaskKind::YearOrNullOverAge { max_age } => func(
+                super::masks::YEAR_OR_NULL_OVER_AGE,
+                vec![col(column), number(max_age)],
+            ),
             MaskKind::Zip3 => func(super::masks::ZIP3, vec![col(column)]),
             MaskKind::Round { step } => {
                 let s = number(step);
                 Expr::BinaryOp {
-                    left: Box::new(func("round", vec![Expr::BinaryOp {
-                        left: Box::new(col(column)),
-                        op: BinaryOperator::Divide,
-                        right: Box::new(s.clone()),
-                    }])),
+                    left: Box::new(func(
+                        "round",
+                        vec![Expr::BinaryOp {
+                            left: Box::new(col(column)),
+                            op: BinaryOperator::Divide,
+                            right: Box::new(s.clone()),
+                        }],
+                    )),
                     op: BinaryOperator::Multiply,
                     right: Box::new(s),
                 }
@@ -242,11 +279,16 @@ fn parse_expr(sql: &str) -> DfResult<Expr> {
     Parser::new(&dialect)
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
-        .map_err(|e| datafusion::error::DataFusionError::Plan(format!("internal policy expression: {e}")))
+        .map_err(|e| {
+            datafusion::error::DataFusionError::Plan(format!("internal policy expression: {e}"))
+        })
 }
 
 fn quoted_table(name: &str) -> String {
-    name.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")
+    name.split('.')
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// `t.<key> [NOT] IN (latest unexpired consent record says granted / refused)`.
@@ -256,7 +298,11 @@ fn consent_expr(check: &ConsentCheck, rules: &ConsentRules) -> DfResult<Expr> {
     let sql = format!(
         "\"t\".\"{key}\" {neg}IN (SELECT \"c\".\"{pk}\" FROM (SELECT \"{pk}\", \"{granted}\", row_number() OVER (PARTITION BY \"{pk}\" ORDER BY \"{recorded}\" DESC, \"{granted}\" ASC) AS lakeward_rank FROM {table} WHERE \"{purpose_col}\" = '{purpose}' AND (\"{expires}\" IS NULL OR \"{expires}\" > now())) AS \"c\" WHERE \"c\".lakeward_rank = 1 AND {cond})",
         key = check.patient_key,
-        neg = if check.model == ConsentModel::OptOut { "NOT " } else { "" },
+        neg = if check.model == ConsentModel::OptOut {
+            "NOT "
+        } else {
+            ""
+        },
         pk = c.patient_key,
         granted = c.granted_column,
         recorded = c.recorded_at_column,
@@ -284,7 +330,9 @@ fn internal_statement(
     let mut stmt = Parser::new(&dialect)
         .try_with_sql(&format!("SELECT 1 FROM {} AS t", quoted_table(table)))
         .and_then(|mut p| p.parse_statement())
-        .map_err(|e| datafusion::error::DataFusionError::Plan(format!("internal policy statement: {e}")))?;
+        .map_err(|e| {
+            datafusion::error::DataFusionError::Plan(format!("internal policy statement: {e}"))
+        })?;
     let Statement::Query(q) = &mut stmt else {
         return datafusion::common::internal_err!("internal policy statement is not a query");
     };
@@ -295,8 +343,14 @@ fn internal_statement(
         .columns
         .iter()
         .map(|(name, a)| {
-            let ty = schema.field_with_name(name).map(|f| f.data_type().clone()).unwrap_or(DataType::Utf8);
-            SelectItem::ExprWithAlias { expr: column_expr(name, a, &ty), alias: Ident::with_quote('"', name) }
+            let ty = schema
+                .field_with_name(name)
+                .map(|f| f.data_type().clone())
+                .unwrap_or(DataType::Utf8);
+            SelectItem::ExprWithAlias {
+                expr: column_expr(name, a, &ty),
+                alias: Ident::with_quote('"', name),
+            }
         })
         .collect();
     let mut conditions: Vec<Expr> = Vec::new();
@@ -342,15 +396,28 @@ impl RawTables {
     /// The raw schema of a table.
     pub async fn schema(&self, name: &str) -> Option<SchemaRef> {
         let (s, t) = name.split_once('.')?;
-        let provider = self.ctx.catalog(CATALOG)?.schema(s)?.table(t).await.ok()??;
+        let provider = self
+            .ctx
+            .catalog(CATALOG)?
+            .schema(s)?
+            .table(t)
+            .await
+            .ok()??;
         Some(provider.schema())
     }
 
     /// The statement a secured table reads with, as SQL text for people
     /// (`lakeward policy explain`); never executed in this form.
-    pub async fn explain_table(&self, name: &str, access: &TableAccess, consent: &ConsentRules) -> Option<String> {
+    pub async fn explain_table(
+        &self,
+        name: &str,
+        access: &TableAccess,
+        consent: &ConsentRules,
+    ) -> Option<String> {
         let schema = self.schema(name).await?;
-        internal_statement(name, access, &schema, consent).ok().map(|s| s.to_string())
+        internal_statement(name, access, &schema, consent)
+            .ok()
+            .map(|s| s.to_string())
     }
 
     /// Build the secured catalog for one access context.
@@ -363,17 +430,29 @@ impl RawTables {
         let mut schemas: BTreeMap<String, Arc<MemorySchemaProvider>> = BTreeMap::new();
         let state: SessionState = self.ctx.state();
         for (name, table_access) in &access.tables {
-            let Some(raw_schema) = self.schema(name).await else { continue };
+            let Some(raw_schema) = self.schema(name).await else {
+                continue;
+            };
             let stmt = internal_statement(name, table_access, &raw_schema, consent)?;
-            let plan = state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await?;
+            let plan = state
+                .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+                .await?;
             let schema = Arc::new(plan.schema().as_arrow().clone());
             let (s, t) = name.split_once('.').unwrap_or((name.as_str(), ""));
-            let provider = Arc::new(SecuredTable { name: name.clone(), plan, schema });
-            let schema_provider = schemas.entry(s.to_owned()).or_insert_with(|| Arc::new(MemorySchemaProvider::new()));
+            let provider = Arc::new(SecuredTable {
+                name: name.clone(),
+                plan,
+                schema,
+            });
+            let schema_provider = schemas
+                .entry(s.to_owned())
+                .or_insert_with(|| Arc::new(MemorySchemaProvider::new()));
             schema_provider.register_table(t.to_owned(), provider)?;
         }
         // `public` always exists so that unqualified names resolve cleanly.
-        schemas.entry("public".to_owned()).or_insert_with(|| Arc::new(MemorySchemaProvider::new()));
+        schemas
+            .entry("public".to_owned())
+            .or_insert_with(|| Arc::new(MemorySchemaProvider::new()));
         for (name, s) in schemas {
             catalog.register_schema(&name, s)?;
         }

@@ -21,8 +21,10 @@ impl TableName {
     /// (`[a-z_][a-z0-9_]*`), which is what unquoted SQL names fold to.
     pub fn parse(s: &str) -> Option<TableName> {
         let (schema, table) = s.split_once('.')?;
-        (is_plain_ident(schema) && is_plain_ident(table))
-            .then(|| TableName { schema: schema.to_owned(), table: table.to_owned() })
+        (is_plain_ident(schema) && is_plain_ident(table)).then(|| TableName {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+        })
     }
 }
 
@@ -39,27 +41,43 @@ pub struct TableLocation {
     pub url: String,
 }
 
-
 /// Every `<root>/<schema>/<table>/_delta_log` under a data folder, sorted.
 /// Folders whose names are not plain identifiers are skipped.
 pub fn discover_tables(root: &Path) -> Result<Vec<TableLocation>, EngineError> {
-    let scan = |p: &Path| std::fs::read_dir(p).map_err(|source| EngineError::Scan { path: p.to_owned(), source });
+    let scan = |p: &Path| {
+        std::fs::read_dir(p).map_err(|source| EngineError::Scan {
+            path: p.to_owned(),
+            source,
+        })
+    };
     let mut found = Vec::new();
     for schema_dir in scan(root)? {
-        let schema_dir = schema_dir.map_err(|source| EngineError::Scan { path: root.to_owned(), source })?;
-        let Some(schema) = schema_dir.file_name().to_str().map(str::to_owned) else { continue };
+        let schema_dir = schema_dir.map_err(|source| EngineError::Scan {
+            path: root.to_owned(),
+            source,
+        })?;
+        let Some(schema) = schema_dir.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
         if !schema_dir.path().is_dir() || !is_plain_ident(&schema) {
             continue;
         }
         for table_dir in scan(&schema_dir.path())? {
-            let table_dir =
-                table_dir.map_err(|source| EngineError::Scan { path: schema_dir.path(), source })?;
-            let Some(table) = table_dir.file_name().to_str().map(str::to_owned) else { continue };
+            let table_dir = table_dir.map_err(|source| EngineError::Scan {
+                path: schema_dir.path(),
+                source,
+            })?;
+            let Some(table) = table_dir.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if !is_plain_ident(&table) || !table_dir.path().join("_delta_log").is_dir() {
                 continue;
             }
             found.push(TableLocation {
-                name: TableName { schema: schema.clone(), table },
+                name: TableName {
+                    schema: schema.clone(),
+                    table,
+                },
                 url: table_dir.path().to_string_lossy().into_owned(),
             });
         }
@@ -84,10 +102,17 @@ pub(crate) async fn open_and_register(
         return Err(open_err("no _delta_log folder".into()));
     }
     let url = deltalake::ensure_table_uri(&loc.url).map_err(|e| open_err(e.to_string()))?;
-    let table = deltalake::open_table(url).await.map_err(|e| open_err(e.to_string()))?;
+    let table = deltalake::open_table(url)
+        .await
+        .map_err(|e| open_err(e.to_string()))?;
     let version = table.version().unwrap_or(0);
-    table.update_datafusion_session(&ctx.state()).map_err(|e| open_err(e.to_string()))?;
-    let provider = table.table_provider().await.map_err(|e| open_err(e.to_string()))?;
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| open_err(e.to_string()))?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| open_err(e.to_string()))?;
     let schema = provider.schema();
 
     let schema_provider = match catalog.schema(&loc.name.schema) {
@@ -103,7 +128,12 @@ pub(crate) async fn open_and_register(
     schema_provider
         .register_table(loc.name.table.clone(), provider)
         .map_err(|e| EngineError::Setup(e.to_string()))?;
-    Ok(TableInfo { name: loc.name.clone(), location: loc.url.clone(), version, schema })
+    Ok(TableInfo {
+        name: loc.name.clone(),
+        location: loc.url.clone(),
+        version,
+        schema,
+    })
 }
 
 #[cfg(test)]

@@ -31,31 +31,54 @@ pub struct CheckReport {
 }
 
 /// Check `policy` against `schemas` (`schema.table` → `(column, type)`).
-pub fn check(policy: &Policy, schemas: &BTreeMap<String, Vec<(String, ColumnType)>>) -> CheckReport {
+pub fn check(
+    policy: &Policy,
+    schemas: &BTreeMap<String, Vec<(String, ColumnType)>>,
+) -> CheckReport {
     let mut errors: Vec<PolicyProblem> = Vec::new();
     let mut warnings = Vec::new();
     let err = |errors: &mut Vec<PolicyProblem>, file: &str, message: String| {
-        errors.push(PolicyProblem { file: file.to_owned(), line: None, message })
+        errors.push(PolicyProblem {
+            file: file.to_owned(),
+            line: None,
+            message,
+        })
     };
     for (table, rules) in &policy.tables {
         let Some(cols) = schemas.get(table) else {
-            err(&mut errors, "tables.toml", format!("table {table} is classified but not served"));
+            err(
+                &mut errors,
+                "tables.toml",
+                format!("table {table} is classified but not served"),
+            );
             continue;
         };
         for col in rules.columns.keys() {
             if !cols.iter().any(|(c, _)| c == col) {
-                err(&mut errors, "tables.toml", format!("{table}.{col} is classified but the table has no such column"));
+                err(
+                    &mut errors,
+                    "tables.toml",
+                    format!("{table}.{col} is classified but the table has no such column"),
+                );
             }
         }
         for (col, _) in cols {
             if !rules.columns.contains_key(col) {
-                err(&mut errors, "tables.toml", format!("{table}.{col} is not classified (schema drift): it is NULL for every role until tagged"));
+                err(
+                    &mut errors,
+                    "tables.toml",
+                    format!(
+                        "{table}.{col} is not classified (schema drift): it is NULL for every role until tagged"
+                    ),
+                );
             }
         }
     }
     for table in schemas.keys() {
         if !policy.tables.contains_key(table) && !table.starts_with("audit.") {
-            warnings.push(format!("{table} is served but not classified: every column is NULL"));
+            warnings.push(format!(
+                "{table} is served but not classified: every column is NULL"
+            ));
         }
     }
     let mut coverage = Vec::new();
@@ -68,11 +91,20 @@ pub fn check(policy: &Policy, schemas: &BTreeMap<String, Vec<(String, ColumnType
                 purpose: *purpose,
                 break_glass: false,
             };
-            let names: BTreeMap<String, Vec<String>> =
-                schemas.iter().map(|(t, cols)| (t.clone(), cols.iter().map(|(c, _)| c.clone()).collect())).collect();
-            let Some(ctx) = compile(policy, &subject, &names) else { continue };
+            let names: BTreeMap<String, Vec<String>> = schemas
+                .iter()
+                .map(|(t, cols)| (t.clone(), cols.iter().map(|(c, _)| c.clone()).collect()))
+                .collect();
+            let Some(ctx) = compile(policy, &subject, &names) else {
+                continue;
+            };
             for (table, access) in &ctx.tables {
-                let mut rows: Vec<String> = access.rules.iter().filter(|r| r.starts_with("filter") || r.starts_with("consent")).cloned().collect();
+                let mut rows: Vec<String> = access
+                    .rules
+                    .iter()
+                    .filter(|r| r.starts_with("filter") || r.starts_with("consent"))
+                    .cloned()
+                    .collect();
                 if rows.is_empty() {
                     rows.push("all rows".into());
                 }
@@ -81,9 +113,19 @@ pub fn check(policy: &Policy, schemas: &BTreeMap<String, Vec<(String, ColumnType
                         ColumnAccess::Visible => "visible".to_owned(),
                         ColumnAccess::Null => "null".to_owned(),
                         ColumnAccess::Masked { mask, kind } => {
-                            let ty = schemas[table].iter().find(|(c, _)| c == col).map(|(_, t)| *t).unwrap_or(ColumnType::Other);
+                            let ty = schemas[table]
+                                .iter()
+                                .find(|(c, _)| c == col)
+                                .map(|(_, t)| *t)
+                                .unwrap_or(ColumnType::Other);
                             if !mask_fits(kind, ty) {
-                                err(&mut errors, "roles.toml", format!("role {role_name}: mask {mask} cannot apply to {table}.{col} ({ty:?})"));
+                                err(
+                                    &mut errors,
+                                    "roles.toml",
+                                    format!(
+                                        "role {role_name}: mask {mask} cannot apply to {table}.{col} ({ty:?})"
+                                    ),
+                                );
                             }
                             format!("mask:{mask}")
                         }
@@ -131,7 +173,10 @@ pub fn render_text(report: &CheckReport) -> String {
         if c.access == "denied" {
             out.push_str(&format!("  {:<24} denied\n", c.table));
         } else {
-            out.push_str(&format!("  {:<24} {:<16} {:<22} {}\n", c.table, c.column, c.access, c.rows));
+            out.push_str(&format!(
+                "  {:<24} {:<16} {:<22} {}\n",
+                c.table, c.column, c.access, c.rows
+            ));
         }
     }
     for w in &report.warnings {
@@ -140,6 +185,10 @@ pub fn render_text(report: &CheckReport) -> String {
     for e in &report.errors {
         out.push_str(&format!("error: {e}\n"));
     }
-    out.push_str(&format!("\n{} error(s), {} warning(s)\n", report.errors.len(), report.warnings.len()));
+    out.push_str(&format!(
+        "\n{} error(s), {} warning(s)\n",
+        report.errors.len(),
+        report.warnings.len()
+    ));
     out
 }

@@ -87,25 +87,38 @@ pub const PRINCIPAL_ATTRIBUTES: [&str; 4] = ["user", "site", "role", "purpose"];
 fn principal_attribute(e: &Expr) -> Option<String> {
     use datafusion::sql::sqlparser::ast::AccessExpr;
     match e {
-        Expr::CompoundIdentifier(parts) if parts.len() == 2 && parts[0].value.eq_ignore_ascii_case("principal") => {
+        Expr::CompoundIdentifier(parts)
+            if parts.len() == 2 && parts[0].value.eq_ignore_ascii_case("principal") =>
+        {
             Some(parts[1].value.to_lowercase())
         }
         // `principal.user`: USER is a keyword, so this parses as a call of a
         // two-part function name without arguments.
         Expr::Function(f)
             if f.name.0.len() == 2
-                && matches!(f.args, datafusion::sql::sqlparser::ast::FunctionArguments::None)
-                && f.name.0[0].as_ident().is_some_and(|i| i.value.eq_ignore_ascii_case("principal")) =>
+                && matches!(
+                    f.args,
+                    datafusion::sql::sqlparser::ast::FunctionArguments::None
+                )
+                && f.name.0[0]
+                    .as_ident()
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("principal")) =>
         {
             f.name.0[1].as_ident().map(|i| i.value.to_lowercase())
         }
-        Expr::CompoundFieldAccess { root, access_chain } if access_chain.len() == 1 => match (root.as_ref(), &access_chain[0]) {
-            (Expr::Identifier(r), AccessExpr::Dot(inner)) if r.value.eq_ignore_ascii_case("principal") => {
-                let name = inner.to_string().to_lowercase();
-                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_').then_some(name)
+        Expr::CompoundFieldAccess { root, access_chain } if access_chain.len() == 1 => {
+            match (root.as_ref(), &access_chain[0]) {
+                (Expr::Identifier(r), AccessExpr::Dot(inner))
+                    if r.value.eq_ignore_ascii_case("principal") =>
+                {
+                    let name = inner.to_string().to_lowercase();
+                    name.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        .then_some(name)
+                }
+                _ => None,
             }
-            _ => None,
-        },
+        }
         _ => None,
     }
 }
@@ -158,7 +171,10 @@ fn bind_principal(expr: &mut Expr, subject: &Subject) -> bool {
             ControlFlow::Continue(())
         }
     }
-    let mut b = Binder { subject, missing: false };
+    let mut b = Binder {
+        subject,
+        missing: false,
+    };
     let _ = expr.visit(&mut b);
     !b.missing
 }
@@ -170,14 +186,19 @@ fn false_expr() -> Expr {
 /// The binding of one column for a role: column rule, else the most specific
 /// tag rule, else visible for `safe`-only columns, else NULL.
 fn column_access(policy: &Policy, role: &str, table: &str, column: &str) -> ColumnAccess {
-    let Some(rules) = policy.role(role) else { return ColumnAccess::Null };
+    let Some(rules) = policy.role(role) else {
+        return ColumnAccess::Null;
+    };
     let resolve = |binding: &str| -> ColumnAccess {
         match binding {
             "visible" => ColumnAccess::Visible,
             "null" => ColumnAccess::Null,
             name => match policy.masks.get(name) {
                 Some(MaskKind::Null) => ColumnAccess::Null,
-                Some(kind) => ColumnAccess::Masked { mask: name.to_owned(), kind: kind.clone() },
+                Some(kind) => ColumnAccess::Masked {
+                    mask: name.to_owned(),
+                    kind: kind.clone(),
+                },
                 None => ColumnAccess::Null,
             },
         }
@@ -204,7 +225,11 @@ fn column_access(policy: &Policy, role: &str, table: &str, column: &str) -> Colu
 
 /// Compile the access context of `subject` over `schemas` (`schema.table` →
 /// column names in order). Fails only when the subject's role is unknown.
-pub fn compile(policy: &Policy, subject: &Subject, schemas: &BTreeMap<String, Vec<String>>) -> Option<AccessContext> {
+pub fn compile(
+    policy: &Policy,
+    subject: &Subject,
+    schemas: &BTreeMap<String, Vec<String>>,
+) -> Option<AccessContext> {
     let role = policy.role(&subject.role)?;
     if !role.purposes.contains(&subject.purpose) {
         return None;
@@ -218,8 +243,10 @@ pub fn compile(policy: &Policy, subject: &Subject, schemas: &BTreeMap<String, Ve
             continue;
         }
         let mut rules = vec![format!("grant:{}", subject.role)];
-        let cols: Vec<(String, ColumnAccess)> =
-            columns.iter().map(|c| (c.clone(), column_access(policy, &subject.role, name, c))).collect();
+        let cols: Vec<(String, ColumnAccess)> = columns
+            .iter()
+            .map(|c| (c.clone(), column_access(policy, &subject.role, name, c)))
+            .collect();
         for (c, a) in &cols {
             if let ColumnAccess::Masked { mask, .. } = a {
                 rules.push(format!("mask:{mask}:{c}"));
@@ -231,7 +258,9 @@ pub fn compile(policy: &Policy, subject: &Subject, schemas: &BTreeMap<String, Ve
             if !f.roles.contains(&subject.role) {
                 continue;
             }
-            let Some(sql) = f.tables.get(name) else { continue };
+            let Some(sql) = f.tables.get(name) else {
+                continue;
+            };
             if f.lifted_by_break_glass && subject.break_glass && role.break_glass {
                 rules.push(format!("filter-lifted:{fname}"));
                 continue;
@@ -260,18 +289,43 @@ pub fn compile(policy: &Policy, subject: &Subject, schemas: &BTreeMap<String, Ve
             .and_then(|t| t.patient_key.clone())
             .filter(|_| *name != policy.consent.table)
             .and_then(|pk| {
-                policy.consent.purposes.get(&subject.purpose).map(|model| ConsentCheck {
-                    model: *model,
-                    purpose: subject.purpose,
-                    patient_key: pk,
-                })
+                policy
+                    .consent
+                    .purposes
+                    .get(&subject.purpose)
+                    .map(|model| ConsentCheck {
+                        model: *model,
+                        purpose: subject.purpose,
+                        patient_key: pk,
+                    })
             });
         if let Some(c) = &consent {
-            rules.push(format!("consent:{}:{}", c.purpose, if c.model == ConsentModel::OptIn { "opt-in" } else { "opt-out" }));
+            rules.push(format!(
+                "consent:{}:{}",
+                c.purpose,
+                if c.model == ConsentModel::OptIn {
+                    "opt-in"
+                } else {
+                    "opt-out"
+                }
+            ));
         }
-        tables.insert(name.clone(), TableAccess { columns: cols, row_filter: filter, consent, rules });
+        tables.insert(
+            name.clone(),
+            TableAccess {
+                columns: cols,
+                row_filter: filter,
+                consent,
+                rules,
+            },
+        );
     }
-    Some(AccessContext { policy_version: policy.version.clone(), subject: subject.clone(), tables, denied })
+    Some(AccessContext {
+        policy_version: policy.version.clone(),
+        subject: subject.clone(),
+        tables,
+        denied,
+    })
 }
 
 /// An identifier for AST building.
@@ -285,31 +339,69 @@ mod tests {
 
     fn schemas() -> BTreeMap<String, Vec<String>> {
         let p = Policy::load(None).unwrap();
-        let mut m: BTreeMap<String, Vec<String>> =
-            p.tables.iter().map(|(n, t)| (n.clone(), t.columns.keys().cloned().collect())).collect();
-        m.insert("audit.access_log".into(), vec!["event_id".into(), "user".into()]);
+        let mut m: BTreeMap<String, Vec<String>> = p
+            .tables
+            .iter()
+            .map(|(n, t)| (n.clone(), t.columns.keys().cloned().collect()))
+            .collect();
+        m.insert(
+            "audit.access_log".into(),
+            vec!["event_id".into(), "user".into()],
+        );
         m
     }
 
     fn subject(role: &str, purpose: Purpose) -> Subject {
-        Subject { user: "u".into(), role: role.into(), site: Some("S01".into()), purpose, break_glass: false }
+        Subject {
+            user: "u".into(),
+            role: role.into(),
+            site: Some("S01".into()),
+            purpose,
+            break_glass: false,
+        }
     }
 
     fn access(ctx: &AccessContext, table: &str, col: &str) -> ColumnAccess {
-        ctx.tables[table].columns.iter().find(|(c, _)| c == col).unwrap().1.clone()
+        ctx.tables[table]
+            .columns
+            .iter()
+            .find(|(c, _)| c == col)
+            .unwrap()
+            .1
+            .clone()
     }
 
     #[test]
     fn clinician_sees_everything_but_ssn_at_own_site() {
         let p = Policy::load(None).unwrap();
         let ctx = compile(&p, &subject("clinician", Purpose::Treatment), &schemas()).unwrap();
-        assert_eq!(access(&ctx, "clinical.patients", "last_name"), ColumnAccess::Visible);
-        assert!(matches!(access(&ctx, "clinical.patients", "ssn"), ColumnAccess::Masked { kind: MaskKind::Partial { keep_last: 4, .. }, .. }));
-        let f = ctx.tables["clinical.patients"].row_filter.as_ref().unwrap().to_string();
+        assert_eq!(
+            access(&ctx, "clinical.patients", "last_name"),
+            ColumnAccess::Visible
+        );
+        assert!(matches!(
+            access(&ctx, "clinical.patients", "ssn"),
+            ColumnAccess::Masked {
+                kind: MaskKind::Partial { keep_last: 4, .. },
+                ..
+            }
+        ));
+        let f = ctx.tables["clinical.patients"]
+            .row_filter
+            .as_ref()
+            .unwrap()
+            .to_string();
         assert_eq!(f, "(site_id = 'S01')");
         assert!(ctx.denied.contains(&"governance.consents".to_string()));
         assert!(ctx.denied.contains(&"audit.access_log".to_string()));
-        assert_eq!(ctx.tables["clinical.patients"].consent.as_ref().unwrap().model, ConsentModel::OptOut);
+        assert_eq!(
+            ctx.tables["clinical.patients"]
+                .consent
+                .as_ref()
+                .unwrap()
+                .model,
+            ConsentModel::OptOut
+        );
     }
 
     #[test]
@@ -320,12 +412,18 @@ mod tests {
         let ctx = compile(&p, &s, &schemas()).unwrap();
         assert!(ctx.tables["clinical.patients"].row_filter.is_none());
         assert!(ctx.tables["clinical.patients"].consent.is_some());
-        assert!(matches!(access(&ctx, "clinical.patients", "ssn"), ColumnAccess::Masked { .. }));
+        assert!(matches!(
+            access(&ctx, "clinical.patients", "ssn"),
+            ColumnAccess::Masked { .. }
+        ));
         // Break-glass is ignored for roles that may not use it.
         let mut a = subject("analyst", Purpose::Operations);
         a.break_glass = true;
         let ctx = compile(&p, &a, &schemas()).unwrap();
-        assert!(ctx.tables["clinical.patients"].row_filter.is_none(), "analyst has no site filter anyway");
+        assert!(
+            ctx.tables["clinical.patients"].row_filter.is_none(),
+            "analyst has no site filter anyway"
+        );
     }
 
     #[test]
@@ -333,12 +431,37 @@ mod tests {
         let p = Policy::load(None).unwrap();
         let ctx = compile(&p, &subject("analyst", Purpose::Payment), &schemas()).unwrap();
         for c in ["first_name", "last_name", "ssn", "phone", "email"] {
-            assert_eq!(access(&ctx, "clinical.patients", c), ColumnAccess::Null, "{c}");
+            assert_eq!(
+                access(&ctx, "clinical.patients", c),
+                ColumnAccess::Null,
+                "{c}"
+            );
         }
-        assert!(matches!(access(&ctx, "clinical.patients", "mrn"), ColumnAccess::Masked { kind: MaskKind::Pseudonym, .. }));
-        assert!(matches!(access(&ctx, "clinical.patients", "birth_date"), ColumnAccess::Masked { kind: MaskKind::Year, .. }));
-        assert!(matches!(access(&ctx, "clinical.patients", "zip"), ColumnAccess::Masked { kind: MaskKind::Zip3, .. }));
-        assert_eq!(access(&ctx, "clinical.patients", "patient_id"), ColumnAccess::Visible);
+        assert!(matches!(
+            access(&ctx, "clinical.patients", "mrn"),
+            ColumnAccess::Masked {
+                kind: MaskKind::Pseudonym,
+                ..
+            }
+        ));
+        assert!(matches!(
+            access(&ctx, "clinical.patients", "birth_date"),
+            ColumnAccess::Masked {
+                kind: MaskKind::Year,
+                ..
+            }
+        ));
+        assert!(matches!(
+            access(&ctx, "clinical.patients", "zip"),
+            ColumnAccess::Masked {
+                kind: MaskKind::Zip3,
+                ..
+            }
+        ));
+        assert_eq!(
+            access(&ctx, "clinical.patients", "patient_id"),
+            ColumnAccess::Visible
+        );
         assert!(ctx.tables["clinical.patients"].row_filter.is_none());
     }
 
@@ -346,16 +469,42 @@ mod tests {
     fn researcher_is_safe_harbor_and_opt_in() {
         let p = Policy::load(None).unwrap();
         let ctx = compile(&p, &subject("researcher", Purpose::Research), &schemas()).unwrap();
-        for t in ["clinical.patients", "clinical.encounters", "clinical.observations", "claims.claims"] {
-            assert!(matches!(access(&ctx, t, "patient_id"), ColumnAccess::Masked { kind: MaskKind::Pseudonym, .. }), "{t}");
-            assert_eq!(ctx.tables[t].consent.as_ref().unwrap().model, ConsentModel::OptIn);
+        for t in [
+            "clinical.patients",
+            "clinical.encounters",
+            "clinical.observations",
+            "claims.claims",
+        ] {
+            assert!(
+                matches!(
+                    access(&ctx, t, "patient_id"),
+                    ColumnAccess::Masked {
+                        kind: MaskKind::Pseudonym,
+                        ..
+                    }
+                ),
+                "{t}"
+            );
+            assert_eq!(
+                ctx.tables[t].consent.as_ref().unwrap().model,
+                ConsentModel::OptIn
+            );
         }
         assert_eq!(access(&ctx, "clinical.patients", "mrn"), ColumnAccess::Null);
         assert!(matches!(
             access(&ctx, "clinical.patients", "birth_date"),
-            ColumnAccess::Masked { kind: MaskKind::YearOrNullOverAge { max_age: 89 }, .. }
+            ColumnAccess::Masked {
+                kind: MaskKind::YearOrNullOverAge { max_age: 89 },
+                ..
+            }
         ));
-        assert!(matches!(access(&ctx, "clinical.encounters", "admit_ts"), ColumnAccess::Masked { kind: MaskKind::Year, .. }));
+        assert!(matches!(
+            access(&ctx, "clinical.encounters", "admit_ts"),
+            ColumnAccess::Masked {
+                kind: MaskKind::Year,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -369,11 +518,19 @@ mod tests {
     fn deny_by_default_and_schema_drift() {
         let p = Policy::load(None).unwrap();
         let mut s = schemas();
-        s.get_mut("clinical.patients").unwrap().push("favourite_colour".into());
+        s.get_mut("clinical.patients")
+            .unwrap()
+            .push("favourite_colour".into());
         let ctx = compile(&p, &subject("clinician", Purpose::Treatment), &s).unwrap();
-        assert_eq!(access(&ctx, "clinical.patients", "favourite_colour"), ColumnAccess::Null);
+        assert_eq!(
+            access(&ctx, "clinical.patients", "favourite_colour"),
+            ColumnAccess::Null
+        );
         assert!(compile(&p, &subject("nobody", Purpose::Treatment), &s).is_none());
-        assert!(compile(&p, &subject("analyst", Purpose::Research), &s).is_none(), "purpose not allowed");
+        assert!(
+            compile(&p, &subject("analyst", Purpose::Research), &s).is_none(),
+            "purpose not allowed"
+        );
     }
 
     #[test]
@@ -385,7 +542,10 @@ mod tests {
         match ctx.tables["clinical.patients"].row_filter.as_ref().unwrap() {
             Expr::Nested(inner) => match inner.as_ref() {
                 Expr::BinaryOp { right, .. } => {
-                    assert_eq!(**right, Expr::value(Value::SingleQuotedString("S01' OR '1'='1".into())))
+                    assert_eq!(
+                        **right,
+                        Expr::value(Value::SingleQuotedString("S01' OR '1'='1".into()))
+                    )
                 }
                 other => panic!("{other:?}"),
             },
@@ -396,27 +556,70 @@ mod tests {
     #[test]
     fn every_mask_kind_binds_by_tag_or_column() {
         let mut p = Policy::load(None).unwrap();
-        p.masks.insert("redacted".into(), MaskKind::Redact { value: "REDACTED".into() });
-        p.masks.insert("hundreds".into(), MaskKind::Round { step: 100.0 });
+        p.masks.insert(
+            "redacted".into(),
+            MaskKind::Redact {
+                value: "REDACTED".into(),
+            },
+        );
+        p.masks
+            .insert("hundreds".into(), MaskKind::Round { step: 100.0 });
         let analyst = p.roles.get_mut("analyst").unwrap();
-        analyst.columns.insert("claims.claims.billed_amount".into(), "hundreds".into());
-        analyst.columns.insert("tag:phi.ssn".into(), "redacted".into());
+        analyst
+            .columns
+            .insert("claims.claims.billed_amount".into(), "hundreds".into());
+        analyst
+            .columns
+            .insert("tag:phi.ssn".into(), "redacted".into());
         let ctx = compile(&p, &subject("analyst", Purpose::Operations), &schemas()).unwrap();
-        assert!(matches!(access(&ctx, "claims.claims", "billed_amount"), ColumnAccess::Masked { kind: MaskKind::Round { .. }, .. }));
-        assert!(matches!(access(&ctx, "clinical.patients", "ssn"), ColumnAccess::Masked { kind: MaskKind::Redact { .. }, .. }));
+        assert!(matches!(
+            access(&ctx, "claims.claims", "billed_amount"),
+            ColumnAccess::Masked {
+                kind: MaskKind::Round { .. },
+                ..
+            }
+        ));
+        assert!(matches!(
+            access(&ctx, "clinical.patients", "ssn"),
+            ColumnAccess::Masked {
+                kind: MaskKind::Redact { .. },
+                ..
+            }
+        ));
         // A column binding beats the tag binding.
-        p.roles.get_mut("analyst").unwrap().columns.insert("clinical.patients.ssn".into(), "null".into());
+        p.roles
+            .get_mut("analyst")
+            .unwrap()
+            .columns
+            .insert("clinical.patients.ssn".into(), "null".into());
         let ctx = compile(&p, &subject("analyst", Purpose::Operations), &schemas()).unwrap();
         assert_eq!(access(&ctx, "clinical.patients", "ssn"), ColumnAccess::Null);
         // A new phi.direct column is NULL for the analyst with no policy edit.
-        p.tables.get_mut("clinical.patients").unwrap().columns.insert("nickname".into(), vec!["phi.direct".into()]);
+        p.tables
+            .get_mut("clinical.patients")
+            .unwrap()
+            .columns
+            .insert("nickname".into(), vec!["phi.direct".into()]);
         let mut s = schemas();
-        s.get_mut("clinical.patients").unwrap().push("nickname".into());
+        s.get_mut("clinical.patients")
+            .unwrap()
+            .push("nickname".into());
         let ctx = compile(&p, &subject("analyst", Purpose::Operations), &s).unwrap();
-        assert_eq!(access(&ctx, "clinical.patients", "nickname"), ColumnAccess::Null);
-        assert_eq!(principal_attributes(&parse_filter("site_id = principal.site AND x = principal.User").unwrap()), ["site", "user"]);
+        assert_eq!(
+            access(&ctx, "clinical.patients", "nickname"),
+            ColumnAccess::Null
+        );
+        assert_eq!(
+            principal_attributes(
+                &parse_filter("site_id = principal.site AND x = principal.User").unwrap()
+            ),
+            ["site", "user"]
+        );
         let mut e = parse_filter("owner = principal.user").unwrap();
-        assert!(bind_principal(&mut e, &subject("analyst", Purpose::Operations)));
+        assert!(bind_principal(
+            &mut e,
+            &subject("analyst", Purpose::Operations)
+        ));
         assert_eq!(e.to_string(), "owner = 'u'");
     }
 
@@ -426,7 +629,14 @@ mod tests {
         let mut s = subject("clinician", Purpose::Treatment);
         s.site = None;
         let ctx = compile(&p, &s, &schemas()).unwrap();
-        assert_eq!(ctx.tables["clinical.patients"].row_filter.as_ref().unwrap().to_string(), "(false)");
+        assert_eq!(
+            ctx.tables["clinical.patients"]
+                .row_filter
+                .as_ref()
+                .unwrap()
+                .to_string(),
+            "(false)"
+        );
     }
 }
 

@@ -28,7 +28,12 @@ pub enum Purpose {
 }
 
 impl Purpose {
-    pub const ALL: [Purpose; 4] = [Purpose::Treatment, Purpose::Payment, Purpose::Operations, Purpose::Research];
+    pub const ALL: [Purpose; 4] = [
+        Purpose::Treatment,
+        Purpose::Payment,
+        Purpose::Operations,
+        Purpose::Research,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,7 +45,9 @@ impl Purpose {
     }
 
     pub fn parse(s: &str) -> Option<Purpose> {
-        Purpose::ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+        Purpose::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
     }
 }
 
@@ -110,13 +117,23 @@ pub struct TableRules {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MaskKind {
     Null,
-    Redact { value: String },
-    Partial { keep_last: u32, #[serde(default)] prefix: String },
+    Redact {
+        value: String,
+    },
+    Partial {
+        keep_last: u32,
+        #[serde(default)]
+        prefix: String,
+    },
     Pseudonym,
     Year,
-    YearOrNullOverAge { max_age: u32 },
+    YearOrNullOverAge {
+        max_age: u32,
+    },
     Zip3,
-    Round { step: f64 },
+    Round {
+        step: f64,
+    },
 }
 
 /// A row filter.
@@ -194,15 +211,30 @@ pub struct Policy {
 }
 
 /// The policy files, in load order.
-pub const FILES: [&str; 5] = ["roles.toml", "tables.toml", "masks.toml", "row_filters.toml", "consent.toml"];
+pub const FILES: [&str; 5] = [
+    "roles.toml",
+    "tables.toml",
+    "masks.toml",
+    "row_filters.toml",
+    "consent.toml",
+];
 
 /// The shipped demo policy, compiled in.
 const DEMO: [(&str, &str); 5] = [
     ("roles.toml", include_str!("../../policy-rules/roles.toml")),
-    ("tables.toml", include_str!("../../policy-rules/tables.toml")),
+    (
+        "tables.toml",
+        include_str!("../../policy-rules/tables.toml"),
+    ),
     ("masks.toml", include_str!("../../policy-rules/masks.toml")),
-    ("row_filters.toml", include_str!("../../policy-rules/row_filters.toml")),
-    ("consent.toml", include_str!("../../policy-rules/consent.toml")),
+    (
+        "row_filters.toml",
+        include_str!("../../policy-rules/row_filters.toml"),
+    ),
+    (
+        "consent.toml",
+        include_str!("../../policy-rules/consent.toml"),
+    ),
 ];
 
 /// Tags lakeward knows. `phi.*` sub-tags are free-form below `phi.`.
@@ -215,13 +247,23 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
 }
 
 /// Parse one file; a TOML error keeps its line and column.
-fn parse_file<T: serde::de::DeserializeOwned>(file: &str, text: &str, problems: &mut Vec<PolicyProblem>) -> Option<T> {
+fn parse_file<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+    problems: &mut Vec<PolicyProblem>,
+) -> Option<T> {
     match toml::from_str::<T>(text) {
         Ok(v) => Some(v),
         Err(e) => {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
             let message = e.message().to_owned();
-            problems.push(PolicyProblem { file: file.to_owned(), line, message });
+            problems.push(PolicyProblem {
+                file: file.to_owned(),
+                line,
+                message,
+            });
             None
         }
     }
@@ -258,15 +300,23 @@ impl Policy {
     pub fn from_texts(texts: &[(String, String)]) -> Result<Policy, PolicyError> {
         let mut problems = Vec::new();
         fn lookup<'a>(texts: &'a [(String, String)], name: &str) -> &'a str {
-            texts.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_str()).unwrap_or("")
+            texts
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.as_str())
+                .unwrap_or("")
         }
         let get = |name: &str| lookup(texts, name);
         let roles: Option<RolesFile> = parse_file("roles.toml", get("roles.toml"), &mut problems);
-        let tables: Option<TablesFile> = parse_file("tables.toml", get("tables.toml"), &mut problems);
+        let tables: Option<TablesFile> =
+            parse_file("tables.toml", get("tables.toml"), &mut problems);
         let masks: Option<MasksFile> = parse_file("masks.toml", get("masks.toml"), &mut problems);
-        let filters: Option<FiltersFile> = parse_file("row_filters.toml", get("row_filters.toml"), &mut problems);
-        let consent: Option<ConsentFile> = parse_file("consent.toml", get("consent.toml"), &mut problems);
-        let (Some(roles), Some(tables), Some(masks), Some(filters), Some(consent)) = (roles, tables, masks, filters, consent)
+        let filters: Option<FiltersFile> =
+            parse_file("row_filters.toml", get("row_filters.toml"), &mut problems);
+        let consent: Option<ConsentFile> =
+            parse_file("consent.toml", get("consent.toml"), &mut problems);
+        let (Some(roles), Some(tables), Some(masks), Some(filters), Some(consent)) =
+            (roles, tables, masks, filters, consent)
         else {
             return Err(PolicyError { problems });
         };
@@ -288,61 +338,121 @@ impl Policy {
             consent: consent.consent,
         };
         policy.validate(&|name: &str| lookup(texts, name), &mut problems);
-        if problems.is_empty() { Ok(policy) } else { Err(PolicyError { problems }) }
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(PolicyError { problems })
+        }
     }
 
     /// Cross-file checks that need no table schemas.
     fn validate<'t>(&self, get: &dyn Fn(&str) -> &'t str, problems: &mut Vec<PolicyProblem>) {
         let mut problem = |file: &str, needle: &str, message: String| {
-            problems.push(PolicyProblem { file: file.to_owned(), line: line_of(get(file), needle), message });
+            problems.push(PolicyProblem {
+                file: file.to_owned(),
+                line: line_of(get(file), needle),
+                message,
+            });
         };
         for (name, role) in &self.roles {
             if !crate::ident::is_plain_ident(name) {
-                problem("roles.toml", name, format!("role name {name:?} must be a lower-case identifier"));
+                problem(
+                    "roles.toml",
+                    name,
+                    format!("role name {name:?} must be a lower-case identifier"),
+                );
             }
             if role.purposes.is_empty() {
-                problem("roles.toml", name, format!("role {name} declares no purposes"));
+                problem(
+                    "roles.toml",
+                    name,
+                    format!("role {name} declares no purposes"),
+                );
             }
             for t in &role.tables {
                 if !valid_table_pattern(t) {
-                    problem("roles.toml", t, format!("role {name}: table grant {t:?} must be schema.table or schema.*"));
+                    problem(
+                        "roles.toml",
+                        t,
+                        format!("role {name}: table grant {t:?} must be schema.table or schema.*"),
+                    );
                 }
             }
             for (target, binding) in &role.columns {
                 let target_ok = match target.strip_prefix("tag:") {
                     Some(tag) => !tag.is_empty(),
-                    None => target.split('.').count() == 3 && target.split('.').all(crate::ident::is_plain_ident),
+                    None => {
+                        target.split('.').count() == 3
+                            && target.split('.').all(crate::ident::is_plain_ident)
+                    }
                 };
                 if !target_ok {
-                    problem("roles.toml", target, format!("role {name}: {target:?} must be tag:<tag> or schema.table.column"));
+                    problem(
+                        "roles.toml",
+                        target,
+                        format!("role {name}: {target:?} must be tag:<tag> or schema.table.column"),
+                    );
                 }
                 if binding != "visible" && binding != "null" && !self.masks.contains_key(binding) {
-                    problem("roles.toml", binding, format!("role {name}: unknown mask {binding:?} (masks.toml)"));
+                    problem(
+                        "roles.toml",
+                        binding,
+                        format!("role {name}: unknown mask {binding:?} (masks.toml)"),
+                    );
                 }
                 if let Some(col) = target.strip_prefix("tag:").is_none().then_some(target) {
                     let (table, column) = col.rsplit_once('.').unwrap_or((col, ""));
-                    if self.tables.get(table).is_some_and(|t| !t.columns.contains_key(column)) {
-                        problem("roles.toml", col, format!("role {name}: unknown column {col}"));
+                    if self
+                        .tables
+                        .get(table)
+                        .is_some_and(|t| !t.columns.contains_key(column))
+                    {
+                        problem(
+                            "roles.toml",
+                            col,
+                            format!("role {name}: unknown column {col}"),
+                        );
                     }
                 }
             }
         }
         for (table, rules) in &self.tables {
-            if crate::ident::is_plain_ident(table) || table.split('.').count() != 2 || !table.split('.').all(crate::ident::is_plain_ident) {
-                problem("tables.toml", table, format!("table name {table:?} must be schema.table"));
+            if crate::ident::is_plain_ident(table)
+                || table.split('.').count() != 2
+                || !table.split('.').all(crate::ident::is_plain_ident)
+            {
+                problem(
+                    "tables.toml",
+                    table,
+                    format!("table name {table:?} must be schema.table"),
+                );
             }
             if let Some(pk) = &rules.patient_key
                 && !rules.columns.contains_key(pk)
             {
-                problem("tables.toml", pk, format!("{table}: patient_key {pk:?} is not one of its columns"));
+                problem(
+                    "tables.toml",
+                    pk,
+                    format!("{table}: patient_key {pk:?} is not one of its columns"),
+                );
             }
             for (col, tags) in &rules.columns {
                 if tags.is_empty() {
-                    problem("tables.toml", col, format!("{table}.{col}: no tags (use [\"safe\"] for non-PHI columns)"));
+                    problem(
+                        "tables.toml",
+                        col,
+                        format!("{table}.{col}: no tags (use [\"safe\"] for non-PHI columns)"),
+                    );
                 }
                 for tag in tags {
                     if tag != "safe" && !is_phi_tag(tag) {
-                        problem("tables.toml", tag, format!("{table}.{col}: unknown tag {tag:?} (safe, patient_key, phi.*)"));
+                        problem(
+                            "tables.toml",
+                            tag,
+                            format!(
+                                "{table}.{col}: unknown tag {tag:?} (safe, patient_key, phi.*)"
+                            ),
+                        );
                     }
                 }
             }
@@ -351,21 +461,37 @@ impl Policy {
             if let MaskKind::Round { step } = mask
                 && !(*step > 0.0 && step.is_finite())
             {
-                problem("masks.toml", name, format!("mask {name}: step must be a positive number"));
+                problem(
+                    "masks.toml",
+                    name,
+                    format!("mask {name}: step must be a positive number"),
+                );
             }
         }
         for (name, f) in &self.filters {
             for r in &f.roles {
                 if !self.roles.contains_key(r) {
-                    problem("row_filters.toml", r, format!("filter {name}: unknown role {r:?}"));
+                    problem(
+                        "row_filters.toml",
+                        r,
+                        format!("filter {name}: unknown role {r:?}"),
+                    );
                 }
             }
             for (table, expr) in &f.tables {
                 if !self.tables.contains_key(table) {
-                    problem("row_filters.toml", table, format!("filter {name}: unknown table {table:?}"));
+                    problem(
+                        "row_filters.toml",
+                        table,
+                        format!("filter {name}: unknown table {table:?}"),
+                    );
                 }
                 match compile::parse_filter(expr) {
-                    Err(e) => problem("row_filters.toml", table, format!("filter {name} on {table}: {e}")),
+                    Err(e) => problem(
+                        "row_filters.toml",
+                        table,
+                        format!("filter {name} on {table}: {e}"),
+                    ),
                     Ok(e) => {
                         for attr in compile::principal_attributes(&e) {
                             if !compile::PRINCIPAL_ATTRIBUTES.contains(&attr.as_str()) {
@@ -385,11 +511,25 @@ impl Policy {
         }
         let c = &self.consent;
         match self.tables.get(&c.table) {
-            None => problem("consent.toml", &c.table, format!("consent table {:?} is not in tables.toml", c.table)),
+            None => problem(
+                "consent.toml",
+                &c.table,
+                format!("consent table {:?} is not in tables.toml", c.table),
+            ),
             Some(t) => {
-                for col in [&c.patient_key, &c.purpose_column, &c.granted_column, &c.recorded_at_column, &c.expires_at_column] {
+                for col in [
+                    &c.patient_key,
+                    &c.purpose_column,
+                    &c.granted_column,
+                    &c.recorded_at_column,
+                    &c.expires_at_column,
+                ] {
                     if !t.columns.contains_key(col) {
-                        problem("consent.toml", col, format!("consent: column {col:?} is not in {}", c.table));
+                        problem(
+                            "consent.toml",
+                            col,
+                            format!("consent: column {col:?} is not in {}", c.table),
+                        );
                     }
                 }
             }
@@ -410,17 +550,26 @@ pub struct PolicyStore {
 
 impl PolicyStore {
     pub fn new(policy: Policy, dir: Option<std::path::PathBuf>) -> PolicyStore {
-        PolicyStore { current: std::sync::RwLock::new(std::sync::Arc::new(policy)), dir }
+        PolicyStore {
+            current: std::sync::RwLock::new(std::sync::Arc::new(policy)),
+            dir,
+        }
     }
 
     pub fn current(&self) -> std::sync::Arc<Policy> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Re-read the policy folder; `validate` may reject the candidate (e.g.
     /// `policy check` against the served tables). On any error the current
     /// policy stays in force.
-    pub fn reload(&self, validate: impl FnOnce(&Policy) -> Result<(), String>) -> Result<String, String> {
+    pub fn reload(
+        &self,
+        validate: impl FnOnce(&Policy) -> Result<(), String>,
+    ) -> Result<String, String> {
         let candidate = Policy::load(self.dir.as_deref()).map_err(|e| e.to_string())?;
         validate(&candidate)?;
         let version = candidate.version.clone();
@@ -432,7 +581,9 @@ impl PolicyStore {
 /// `schema.table` or `schema.*`.
 fn valid_table_pattern(p: &str) -> bool {
     match p.split_once('.') {
-        Some((s, t)) => crate::ident::is_plain_ident(s) && (t == "*" || crate::ident::is_plain_ident(t)),
+        Some((s, t)) => {
+            crate::ident::is_plain_ident(s) && (t == "*" || crate::ident::is_plain_ident(t))
+        }
         None => false,
     }
 }
@@ -456,18 +607,27 @@ mod tests {
         assert_eq!(p.version.len(), 16);
         assert_eq!(p.role("clinician").unwrap().purposes, [Purpose::Treatment]);
         assert!(p.role("clinician").unwrap().break_glass);
-        assert_eq!(p.role("analyst").unwrap().purposes, [Purpose::Payment, Purpose::Operations]);
+        assert_eq!(
+            p.role("analyst").unwrap().purposes,
+            [Purpose::Payment, Purpose::Operations]
+        );
         assert!(!p.role("analyst").unwrap().break_glass);
         assert_eq!(p.role("researcher").unwrap().purposes, [Purpose::Research]);
         assert_eq!(p.role("auditor").unwrap().purposes, [Purpose::Operations]);
         assert_eq!(p.consent.purposes[&Purpose::Research], ConsentModel::OptIn);
-        assert_eq!(p.consent.purposes[&Purpose::Treatment], ConsentModel::OptOut);
+        assert_eq!(
+            p.consent.purposes[&Purpose::Treatment],
+            ConsentModel::OptOut
+        );
     }
 
     #[test]
     fn the_repository_policy_folder_is_the_built_in_one() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules");
-        assert_eq!(Policy::load(Some(&dir)).unwrap().version, Policy::load(None).unwrap().version);
+        assert_eq!(
+            Policy::load(Some(&dir)).unwrap().version,
+            Policy::load(None).unwrap().version
+        );
     }
 
     #[test]
@@ -477,7 +637,9 @@ mod tests {
     }
 
     fn demo_texts() -> Vec<(String, String)> {
-        DEMO.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect()
+        DEMO.iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect()
     }
 
     fn with_file(name: &str, text: &str) -> Result<Policy, PolicyError> {
@@ -496,26 +658,48 @@ mod tests {
         assert_eq!(e.problems[0].file, "masks.toml");
         assert_eq!(e.problems[0].line, Some(3), "{e}");
 
-        let masks = format!("{}\n[masks.bad]\nkind = \"partial\"\nkeep_last = 4\ncolour = \"red\"\n", include_str!("../../policy-rules/masks.toml"));
+        let masks = format!(
+            "{}\n[masks.bad]\nkind = \"partial\"\nkeep_last = 4\ncolour = \"red\"\n",
+            include_str!("../../policy-rules/masks.toml")
+        );
         let e = with_file("masks.toml", &masks).unwrap_err();
         assert!(e.to_string().contains("colour"), "unknown key named: {e}");
 
-        let roles = include_str!("../../policy-rules/roles.toml").replace("\"ssn_last4\"", "\"no_such_mask\"");
+        let roles = include_str!("../../policy-rules/roles.toml")
+            .replace("\"ssn_last4\"", "\"no_such_mask\"");
         let e = with_file("roles.toml", &roles).unwrap_err();
         let p = &e.problems[0];
-        assert!(p.message.contains("no_such_mask") && p.line.is_some(), "{e}");
+        assert!(
+            p.message.contains("no_such_mask") && p.line.is_some(),
+            "{e}"
+        );
 
-        let filters = include_str!("../../policy-rules/row_filters.toml").replace("site_id = principal.site\"\n\"clinical.encounters\"", "site_id = = principal.site\"\n\"clinical.encounters\"");
+        let filters = include_str!("../../policy-rules/row_filters.toml").replace(
+            "site_id = principal.site\"\n\"clinical.encounters\"",
+            "site_id = = principal.site\"\n\"clinical.encounters\"",
+        );
         let e = with_file("row_filters.toml", &filters).unwrap_err();
         assert!(e.to_string().contains("row_filters.toml:"), "{e}");
 
-        let filters = include_str!("../../policy-rules/row_filters.toml").replacen("principal.site", "principal.ward", 1);
+        let filters = include_str!("../../policy-rules/row_filters.toml").replacen(
+            "principal.site",
+            "principal.ward",
+            1,
+        );
         let e = with_file("row_filters.toml", &filters).unwrap_err();
         let p = &e.problems[0];
-        assert!(p.message.contains("unknown attribute principal.ward") && p.line.is_some(), "{e}");
+        assert!(
+            p.message.contains("unknown attribute principal.ward") && p.line.is_some(),
+            "{e}"
+        );
 
-        let roles = include_str!("../../policy-rules/roles.toml").replace("\"tag:phi.ssn\"", "\"clinical.patients.shoe_size\"");
+        let roles = include_str!("../../policy-rules/roles.toml")
+            .replace("\"tag:phi.ssn\"", "\"clinical.patients.shoe_size\"");
         let e = with_file("roles.toml", &roles).unwrap_err();
-        assert!(e.to_string().contains("unknown column clinical.patients.shoe_size"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("unknown column clinical.patients.shoe_size"),
+            "{e}"
+        );
     }
 }

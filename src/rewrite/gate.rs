@@ -67,7 +67,10 @@ pub struct ParseLimits {
 
 impl Default for ParseLimits {
     fn default() -> Self {
-        ParseLimits { max_nesting: 64, max_sql_bytes: 1024 * 1024 }
+        ParseLimits {
+            max_nesting: 64,
+            max_sql_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -123,7 +126,11 @@ fn check_depth(stmt: &Statement, max: usize) -> Result<(), SqlError> {
         type Break = ();
         fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
             self.current += 1;
-            if self.current > self.max { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if self.current > self.max {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         }
         fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
             self.current -= 1;
@@ -131,7 +138,11 @@ fn check_depth(stmt: &Statement, max: usize) -> Result<(), SqlError> {
         }
         fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
             self.current += 1;
-            if self.current > self.max { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if self.current > self.max {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         }
         fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
             self.current -= 1;
@@ -140,9 +151,10 @@ fn check_depth(stmt: &Statement, max: usize) -> Result<(), SqlError> {
     }
     let mut v = Depth { current: 0, max };
     match stmt.visit(&mut v) {
-        ControlFlow::Break(()) => {
-            Err(SqlError::new("54001", "statement is too complex: nesting limit exceeded"))
-        }
+        ControlFlow::Break(()) => Err(SqlError::new(
+            "54001",
+            "statement is too complex: nesting limit exceeded",
+        )),
         ControlFlow::Continue(()) => Ok(()),
     }
 }
@@ -154,7 +166,11 @@ pub fn classify(stmt: Statement) -> Result<StatementKind, SqlError> {
             check_query_shape(q)?;
             Ok(StatementKind::Query(Box::new(stmt)))
         }
-        Statement::Explain { ref statement, analyze, .. } => {
+        Statement::Explain {
+            ref statement,
+            analyze,
+            ..
+        } => {
             if analyze {
                 return Err(SqlError::new("0A000", "EXPLAIN ANALYZE is not supported"));
             }
@@ -163,7 +179,10 @@ pub fn classify(stmt: Statement) -> Result<StatementKind, SqlError> {
                     check_query_shape(q)?;
                     Ok(StatementKind::Explain(Box::new(stmt)))
                 }
-                _ => Err(SqlError::new("0A000", "EXPLAIN is supported for queries only")),
+                _ => Err(SqlError::new(
+                    "0A000",
+                    "EXPLAIN is supported for queries only",
+                )),
             }
         }
         Statement::Set(set) => classify_set(set),
@@ -186,8 +205,12 @@ pub fn classify(stmt: Statement) -> Result<StatementKind, SqlError> {
         }),
         Statement::StartTransaction { .. } => Ok(StatementKind::Begin),
         Statement::Commit { .. } => Ok(StatementKind::Commit),
-        Statement::Rollback { savepoint: None, .. } => Ok(StatementKind::Rollback),
-        Statement::Rollback { savepoint: Some(_), .. } => Ok(StatementKind::NoOp { tag: "ROLLBACK" }),
+        Statement::Rollback {
+            savepoint: None, ..
+        } => Ok(StatementKind::Rollback),
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => Ok(StatementKind::NoOp { tag: "ROLLBACK" }),
         Statement::Savepoint { .. } => Ok(StatementKind::NoOp { tag: "SAVEPOINT" }),
         Statement::ReleaseSavepoint { .. } => Ok(StatementKind::NoOp { tag: "RELEASE" }),
         Statement::Discard { .. } => Ok(StatementKind::NoOp { tag: "DISCARD ALL" }),
@@ -221,14 +244,17 @@ fn refusal(stmt: &Statement) -> SqlError {
 
 fn classify_set(set: ast::Set) -> Result<StatementKind, SqlError> {
     match set {
-        ast::Set::SingleAssignment { variable, values, .. } => {
+        ast::Set::SingleAssignment {
+            variable, values, ..
+        } => {
             let name = object_name_lower(&variable);
             let value = set_value(&values)?;
             Ok(StatementKind::Set { name, value })
         }
-        ast::Set::SetTimeZone { value, .. } => {
-            Ok(StatementKind::Set { name: "timezone".into(), value: set_value(&[value])? })
-        }
+        ast::Set::SetTimeZone { value, .. } => Ok(StatementKind::Set {
+            name: "timezone".into(),
+            value: set_value(&[value])?,
+        }),
         ast::Set::SetNames { charset_name, .. } => Ok(StatementKind::Set {
             name: "client_encoding".into(),
             value: Some(charset_name.value),
@@ -252,11 +278,16 @@ fn set_value(values: &[Expr]) -> Result<Option<String>, SqlError> {
                 ast::Value::Boolean(b) => b.to_string(),
                 _ => return Err(SqlError::new("22023", "invalid value for SET")),
             },
-            Expr::Identifier(i) if i.value.eq_ignore_ascii_case("default") && i.quote_style.is_none() => {
+            Expr::Identifier(i)
+                if i.value.eq_ignore_ascii_case("default") && i.quote_style.is_none() =>
+            {
                 return Ok(None);
             }
             Expr::Identifier(i) => i.value.clone(),
-            Expr::UnaryOp { op: ast::UnaryOperator::Minus, expr } => match expr.as_ref() {
+            Expr::UnaryOp {
+                op: ast::UnaryOperator::Minus,
+                expr,
+            } => match expr.as_ref() {
                 Expr::Value(v) => match &v.value {
                     ast::Value::Number(n, _) => format!("-{n}"),
                     _ => return Err(SqlError::new("22023", "invalid value for SET")),
@@ -274,14 +305,22 @@ fn set_value(values: &[Expr]) -> Result<Option<String>, SqlError> {
 pub fn object_name_lower(name: &ObjectName) -> String {
     name.0
         .iter()
-        .map(|p| p.as_ident().map(|i| i.value.to_lowercase()).unwrap_or_default())
+        .map(|p| {
+            p.as_ident()
+                .map(|i| i.value.to_lowercase())
+                .unwrap_or_default()
+        })
         .collect::<Vec<_>>()
         .join(".")
 }
 
 /// An identifier as DataFusion resolves it: unquoted folds to lower case.
 fn normalize(i: &ast::Ident) -> String {
-    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
 }
 
 /// A table a statement refers to, resolved like DataFusion resolves it.
@@ -308,7 +347,12 @@ pub fn referenced_tables(stmt: &Statement, default_schema: &str) -> Vec<TableRef
             let names = q
                 .with
                 .as_ref()
-                .map(|w| w.cte_tables.iter().map(|c| normalize(&c.alias.name)).collect())
+                .map(|w| {
+                    w.cte_tables
+                        .iter()
+                        .map(|c| normalize(&c.alias.name))
+                        .collect()
+                })
                 .unwrap_or_default();
             self.scopes.push(names);
             ControlFlow::Continue(())
@@ -318,20 +362,34 @@ pub fn referenced_tables(stmt: &Statement, default_schema: &str) -> Vec<TableRef
             ControlFlow::Continue(())
         }
         fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
-            let parts: Vec<String> = name.0.iter().map(|p| p.as_ident().map(normalize).unwrap_or_default()).collect();
+            let parts: Vec<String> = name
+                .0
+                .iter()
+                .map(|p| p.as_ident().map(normalize).unwrap_or_default())
+                .collect();
             let in_scope = |t: &String| self.scopes.iter().any(|s| s.contains(t));
             let r = match parts.as_slice() {
                 [t] if in_scope(t) => None,
-                [t] => Some(TableRef { schema_table: Some((self.default_schema.to_owned(), t.clone())) }),
-                [s, t] => Some(TableRef { schema_table: Some((s.clone(), t.clone())) }),
-                [c, s, t] if c == "datafusion" => Some(TableRef { schema_table: Some((s.clone(), t.clone())) }),
+                [t] => Some(TableRef {
+                    schema_table: Some((self.default_schema.to_owned(), t.clone())),
+                }),
+                [s, t] => Some(TableRef {
+                    schema_table: Some((s.clone(), t.clone())),
+                }),
+                [c, s, t] if c == "datafusion" => Some(TableRef {
+                    schema_table: Some((s.clone(), t.clone())),
+                }),
                 _ => Some(TableRef { schema_table: None }),
             };
             self.out.extend(r);
             ControlFlow::Continue(())
         }
     }
-    let mut v = Refs { scopes: Vec::new(), default_schema, out: Vec::new() };
+    let mut v = Refs {
+        scopes: Vec::new(),
+        default_schema,
+        out: Vec::new(),
+    };
     let _ = stmt.visit(&mut v);
     v.out
 }
@@ -357,13 +415,17 @@ fn check_query_shape(q: &Query) -> Result<(), SqlError> {
                     if name.0.iter().any(|p| {
                         p.as_ident().is_some_and(|i| {
                             i.quote_style.is_some()
-                                && (i.value.contains('/') || i.value.contains(':') || i.value.contains('.'))
+                                && (i.value.contains('/')
+                                    || i.value.contains(':')
+                                    || i.value.contains('.'))
                         })
                     }) =>
                 {
                     Some("file or URL table references are not allowed")
                 }
-                TableFactor::Table { .. } | TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => None,
+                TableFactor::Table { .. }
+                | TableFactor::Derived { .. }
+                | TableFactor::NestedJoin { .. } => None,
                 _ => Some("table functions are not allowed"),
             };
             if let Some(msg) = bad {
@@ -374,7 +436,10 @@ fn check_query_shape(q: &Query) -> Result<(), SqlError> {
         }
         fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
             if let Expr::Function(f) = e
-                && f.name.0.iter().any(|p| p.as_ident().is_some_and(|i| i.value.to_lowercase().starts_with("lakeward_")))
+                && f.name.0.iter().any(|p| {
+                    p.as_ident()
+                        .is_some_and(|i| i.value.to_lowercase().starts_with("lakeward_"))
+                })
             {
                 self.0 = Some(SqlError::new("42883", "function does not exist"));
                 return ControlFlow::Break(());
@@ -383,20 +448,29 @@ fn check_query_shape(q: &Query) -> Result<(), SqlError> {
         }
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
             if !q.locks.is_empty() {
-                self.0 = Some(SqlError::new("0A000", "row locking is not supported by lakeward"));
+                self.0 = Some(SqlError::new(
+                    "0A000",
+                    "row locking is not supported by lakeward",
+                ));
                 return ControlFlow::Break(());
             }
             if let SetExpr::Select(s) = q.body.as_ref()
                 && s.into.is_some()
             {
-                self.0 = Some(SqlError::new("42501", "permission denied: lakeward is read-only"));
+                self.0 = Some(SqlError::new(
+                    "42501",
+                    "permission denied: lakeward is read-only",
+                ));
                 return ControlFlow::Break(());
             }
             if matches!(
                 q.body.as_ref(),
                 SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
             ) {
-                self.0 = Some(SqlError::new("42501", "permission denied: lakeward is read-only"));
+                self.0 = Some(SqlError::new(
+                    "42501",
+                    "permission denied: lakeward is read-only",
+                ));
                 return ControlFlow::Break(());
             }
             ControlFlow::Continue(())
@@ -423,9 +497,18 @@ mod tests {
     #[test]
     fn queries_and_session_statements_pass() {
         assert!(matches!(kind("SELECT 1").unwrap(), StatementKind::Query(_)));
-        assert!(matches!(kind("WITH a AS (SELECT 1) SELECT * FROM a").unwrap(), StatementKind::Query(_)));
-        assert!(matches!(kind("VALUES (1)").unwrap(), StatementKind::Query(_)));
-        assert!(matches!(kind("EXPLAIN SELECT 1").unwrap(), StatementKind::Explain(_)));
+        assert!(matches!(
+            kind("WITH a AS (SELECT 1) SELECT * FROM a").unwrap(),
+            StatementKind::Query(_)
+        ));
+        assert!(matches!(
+            kind("VALUES (1)").unwrap(),
+            StatementKind::Query(_)
+        ));
+        assert!(matches!(
+            kind("EXPLAIN SELECT 1").unwrap(),
+            StatementKind::Explain(_)
+        ));
         assert!(matches!(kind("BEGIN").unwrap(), StatementKind::Begin));
         assert!(matches!(kind("COMMIT").unwrap(), StatementKind::Commit));
         match kind("SET application_name = 'x'").unwrap() {
@@ -439,7 +522,10 @@ mod tests {
             StatementKind::Set { value, .. } => assert!(value.is_none()),
             k => panic!("{k:?}"),
         }
-        assert!(matches!(kind("SHOW search_path").unwrap(), StatementKind::Show { .. }));
+        assert!(matches!(
+            kind("SHOW search_path").unwrap(),
+            StatementKind::Show { .. }
+        ));
         match kind("SHOW lakeward.purpose").unwrap() {
             StatementKind::Show { name } => assert_eq!(name, "lakeward.purpose"),
             k => panic!("{k:?}"),
@@ -482,28 +568,46 @@ mod tests {
         let reads = |sql: &str| reads_tables(&parse(sql, ParseLimits::default()).unwrap()[0]);
         assert!(!reads("SELECT 1"));
         assert!(!reads("WITH a AS (SELECT 1 AS x) SELECT * FROM a"));
-        assert!(reads("WITH a AS (SELECT * FROM clinical.patients) SELECT * FROM a"));
+        assert!(reads(
+            "WITH a AS (SELECT * FROM clinical.patients) SELECT * FROM a"
+        ));
         assert!(reads("SELECT (SELECT count(*) FROM claims.claims)"));
         // A CTE named like a table shadows it only inside its own query.
         let scoped = referenced_tables(
             &parse("SELECT count(*) FROM patients WHERE EXISTS (WITH patients AS (SELECT 1 AS x) SELECT x FROM patients)", ParseLimits::default()).unwrap()[0],
             "clinical",
         );
-        assert_eq!(scoped, vec![TableRef { schema_table: Some(("clinical".into(), "patients".into())) }]);
-        let refs = |sql: &str| referenced_tables(&parse(sql, ParseLimits::default()).unwrap()[0], "clinical");
+        assert_eq!(
+            scoped,
+            vec![TableRef {
+                schema_table: Some(("clinical".into(), "patients".into()))
+            }]
+        );
+        let refs = |sql: &str| {
+            referenced_tables(&parse(sql, ParseLimits::default()).unwrap()[0], "clinical")
+        };
         assert_eq!(
             refs("SELECT * FROM Patients, \"Claims\".claims, datafusion.CLINICAL.encounters"),
             vec![
-                TableRef { schema_table: Some(("clinical".into(), "patients".into())) },
-                TableRef { schema_table: Some(("Claims".into(), "claims".into())) },
-                TableRef { schema_table: Some(("clinical".into(), "encounters".into())) },
+                TableRef {
+                    schema_table: Some(("clinical".into(), "patients".into()))
+                },
+                TableRef {
+                    schema_table: Some(("Claims".into(), "claims".into()))
+                },
+                TableRef {
+                    schema_table: Some(("clinical".into(), "encounters".into()))
+                },
             ]
         );
     }
 
     #[test]
     fn internal_mask_functions_cannot_be_called() {
-        for sql in ["SELECT lakeward_pseudonym(1)", "SELECT 1 WHERE LAKEWARD_zip3('x') IS NULL"] {
+        for sql in [
+            "SELECT lakeward_pseudonym(1)",
+            "SELECT 1 WHERE LAKEWARD_zip3('x') IS NULL",
+        ] {
             assert_eq!(kind(sql).unwrap_err().code, "42883", "{sql}");
         }
     }

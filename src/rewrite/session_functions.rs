@@ -32,7 +32,9 @@ fn replacement(name: &str, args: &FunctionArguments, facts: &SessionFacts) -> Op
     }
     let s = |v: &str| Some(Value::SingleQuotedString(v.to_owned()));
     match name {
-        "current_user" | "session_user" | "user" | "current_role" | "getpgusername" => s(&facts.user),
+        "current_user" | "session_user" | "user" | "current_role" | "getpgusername" => {
+            s(&facts.user)
+        }
         "current_database" | "current_catalog" => s(&facts.database),
         "current_schema" => s(&facts.schema),
         "version" => s(&facts.version),
@@ -54,7 +56,10 @@ fn function_name(expr: &Expr) -> Option<String> {
 }
 
 fn is_pg_catalog(parts: &[datafusion::sql::sqlparser::ast::ObjectNamePart]) -> bool {
-    parts.len() == 2 && parts[0].as_ident().is_some_and(|i| i.value.eq_ignore_ascii_case("pg_catalog"))
+    parts.len() == 2
+        && parts[0]
+            .as_ident()
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_catalog"))
 }
 
 struct Binder<'a> {
@@ -77,7 +82,10 @@ impl VisitorMut for Binder<'_> {
                 && replacement(&name, &f.args, self.facts).is_some()
             {
                 let expr = std::mem::replace(expr, Expr::value(Value::Null));
-                *item = SelectItem::ExprWithAlias { expr, alias: Ident::new(name) };
+                *item = SelectItem::ExprWithAlias {
+                    expr,
+                    alias: Ident::new(name),
+                };
             }
         }
         ControlFlow::Continue(())
@@ -113,9 +121,12 @@ mod tests {
             backend_pid: 7,
             version: "PostgreSQL 15.0".into(),
         };
-        let mut s = parse("SELECT current_user, current_database(), version(), pg_backend_pid() + 1", ParseLimits::default())
-            .unwrap()
-            .remove(0);
+        let mut s = parse(
+            "SELECT current_user, current_database(), version(), pg_backend_pid() + 1",
+            ParseLimits::default(),
+        )
+        .unwrap()
+        .remove(0);
         bind_session_functions(&mut s, &facts);
         assert_eq!(
             s.to_string(),

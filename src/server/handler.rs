@@ -84,14 +84,20 @@ struct PreparedInner {
 #[derive(Debug)]
 enum PreparedKind {
     /// A planned query (or EXPLAIN) with the state it was planned in.
-    Plan { plan: LogicalPlan, state: Box<SessionState> },
+    Plan {
+        plan: LogicalPlan,
+        state: Box<SessionState>,
+    },
     /// SET/SHOW/RESET/BEGIN/COMMIT/ROLLBACK/no-ops.
     Utility(StatementKind),
 }
 
 impl ConnHandler {
     pub fn new(shared: Arc<Shared>) -> ConnHandler {
-        let parser = Arc::new(Parser { shared: shared.clone(), session: Arc::new(OnceLock::new()) });
+        let parser = Arc::new(Parser {
+            shared: shared.clone(),
+            session: Arc::new(OnceLock::new()),
+        });
         ConnHandler { shared, parser }
     }
 
@@ -103,7 +109,9 @@ impl ConnHandler {
     /// The session, checked at every statement: a session whose token has
     /// expired ends here (FATAL 28000, the client must reconnect).
     fn require_session(&self) -> PgWireResult<Arc<Session>> {
-        let s = self.session().ok_or_else(|| SqlError::fatal("08P01", "query before startup completed").into_pgwire())?;
+        let s = self.session().ok_or_else(|| {
+            SqlError::fatal("08P01", "query before startup completed").into_pgwire()
+        })?;
         if s.principal.is_expired() {
             tracing::info!(session = %s.id, "token expired: ending session");
             return Err(token_expired().into_pgwire());
@@ -115,7 +123,10 @@ impl ConnHandler {
 
 impl Parser {
     fn session(&self) -> Result<Arc<Session>, SqlError> {
-        self.session.get().cloned().ok_or_else(|| SqlError::fatal("08P01", "query before startup completed"))
+        self.session
+            .get()
+            .cloned()
+            .ok_or_else(|| SqlError::fatal("08P01", "query before startup completed"))
     }
 
     /// Turn one parsed statement into a [`Prepared`]: classify, bind session
@@ -129,7 +140,11 @@ impl Parser {
                 require_purpose(session, reads_tables)?;
                 let schema = session.default_schema();
                 let policy = session.policy();
-                let access = crate::enforce::access_for(&self.shared.engine, &policy, session.subject().as_ref());
+                let access = crate::enforce::access_for(
+                    &self.shared.engine,
+                    &policy,
+                    session.subject().as_ref(),
+                );
                 let facts = SessionFacts {
                     user: session.user.clone(),
                     database: session.database.clone(),
@@ -138,12 +153,21 @@ impl Parser {
                     version: version_string(),
                 };
                 bind_session_functions(&mut stmt, &facts);
-                let (state, plan, report) =
-                    crate::enforce::plan(&self.shared.engine, &policy, access.as_ref(), *stmt, schema.as_deref()).await?;
+                let (state, plan, report) = crate::enforce::plan(
+                    &self.shared.engine,
+                    &policy,
+                    access.as_ref(),
+                    *stmt,
+                    schema.as_deref(),
+                )
+                .await?;
                 let (param_types, param_data_types) = parameter_types(&plan)?;
                 let result_schema = Arc::new(plan.schema().as_arrow().clone());
                 Ok(Prepared(Arc::new(PreparedInner {
-                    kind: PreparedKind::Plan { plan, state: Box::new(state) },
+                    kind: PreparedKind::Plan {
+                        plan,
+                        state: Box::new(state),
+                    },
                     param_types,
                     param_data_types,
                     result_schema: Some(result_schema),
@@ -155,14 +179,18 @@ impl Parser {
             }
             other => {
                 let result_schema = match &other {
-                    StatementKind::Show { name } if name == "all" => Some(Arc::new(Schema::new(vec![
-                        Field::new("name", DataType::Utf8, false),
-                        Field::new("setting", DataType::Utf8, false),
-                        Field::new("description", DataType::Utf8, false),
-                    ]))),
-                    StatementKind::Show { name } => {
-                        Some(Arc::new(Schema::new(vec![Field::new(name.clone(), DataType::Utf8, false)])))
+                    StatementKind::Show { name } if name == "all" => {
+                        Some(Arc::new(Schema::new(vec![
+                            Field::new("name", DataType::Utf8, false),
+                            Field::new("setting", DataType::Utf8, false),
+                            Field::new("description", DataType::Utf8, false),
+                        ])))
                     }
+                    StatementKind::Show { name } => Some(Arc::new(Schema::new(vec![Field::new(
+                        name.clone(),
+                        DataType::Utf8,
+                        false,
+                    )]))),
                     _ => None,
                 };
                 Ok(Prepared(Arc::new(PreparedInner {
@@ -181,7 +209,10 @@ impl Parser {
 }
 
 fn token_expired() -> SqlError {
-    SqlError::fatal("28000", "authentication token expired: reconnect with a new token")
+    SqlError::fatal(
+        "28000",
+        "authentication token expired: reconnect with a new token",
+    )
 }
 
 /// Reading tables needs a declared purpose of use (SPEC §4).
@@ -196,7 +227,9 @@ fn require_purpose(session: &Session, reads_tables: bool) -> Result<(), SqlError
 
 /// `$1..$n` types of a plan, in order; an untyped parameter is TEXT.
 fn parameter_types(plan: &LogicalPlan) -> Result<(Vec<Type>, Vec<Option<DataType>>), SqlError> {
-    let map = plan.get_parameter_types().map_err(|e| crate::engine::errors::to_sql_error(&e))?;
+    let map = plan
+        .get_parameter_types()
+        .map_err(|e| crate::engine::errors::to_sql_error(&e))?;
     let mut indexed: Vec<(usize, Option<DataType>)> = Vec::with_capacity(map.len());
     for (id, ty) in map {
         let n = id
@@ -226,7 +259,12 @@ fn parameter_types(plan: &LogicalPlan) -> Result<(Vec<Type>, Vec<Option<DataType
 impl QueryParser for Parser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -235,7 +273,8 @@ impl QueryParser for Parser {
             return Err(token_expired().into_pgwire());
         }
         session.set_policy(self.shared.policy.current());
-        let mut stmts = gate::parse(sql, self.shared.parse_limits).map_err(SqlError::into_pgwire)?;
+        let mut stmts =
+            gate::parse(sql, self.shared.parse_limits).map_err(SqlError::into_pgwire)?;
         match stmts.len() {
             0 => Ok(None),
             1 => {
@@ -245,7 +284,11 @@ impl QueryParser for Parser {
                     e.into_pgwire()
                 })
             }
-            _ => Err(SqlError::new("42601", "cannot insert multiple commands into a prepared statement").into_pgwire()),
+            _ => Err(SqlError::new(
+                "42601",
+                "cannot insert multiple commands into a prepared statement",
+            )
+            .into_pgwire()),
         }
     }
 
@@ -253,7 +296,11 @@ impl QueryParser for Parser {
         Ok(stmt.0.param_types.clone())
     }
 
-    fn get_result_schema(&self, stmt: &Prepared, column_format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         match &stmt.0.result_schema {
             Some(schema) => {
                 let default = Format::UnifiedText;
@@ -285,13 +332,24 @@ impl ConnHandler {
         // Purpose, role or break-glass can change between Parse and Execute:
         // a plan built for other access rules is re-planned, never reused.
         require_purpose(session, prepared.0.reads_tables)?;
-        let current = session.subject().map(|s| (s, session.policy().version.clone()));
+        let current = session
+            .subject()
+            .map(|s| (s, session.policy().version.clone()));
         let replanned;
-        let prepared = if matches!(prepared.0.kind, PreparedKind::Plan { .. }) && current != prepared.0.planned_for {
-            let Some(source) = prepared.0.source.clone() else { return Err(SqlError::internal()) };
+        let prepared = if matches!(prepared.0.kind, PreparedKind::Plan { .. })
+            && current != prepared.0.planned_for
+        {
+            let Some(source) = prepared.0.source.clone() else {
+                return Err(SqlError::internal());
+            };
             replanned = self.parser.prepare(session, source).await?;
-            if replanned.0.result_schema != prepared.0.result_schema || replanned.0.param_types != prepared.0.param_types {
-                return Err(SqlError::new("0A000", "cached plan must not change result type"));
+            if replanned.0.result_schema != prepared.0.result_schema
+                || replanned.0.param_types != prepared.0.param_types
+            {
+                return Err(SqlError::new(
+                    "0A000",
+                    "cached plan must not change result type",
+                ));
             }
             &replanned
         } else {
@@ -306,10 +364,16 @@ impl ConnHandler {
         match &prepared.0.kind {
             PreparedKind::Plan { plan, state } => {
                 let plan = match params {
-                    Some(p) => plan.clone().with_param_values(p).map_err(|e| crate::engine::errors::to_sql_error(&e))?,
+                    Some(p) => plan
+                        .clone()
+                        .with_param_values(p)
+                        .map_err(|e| crate::engine::errors::to_sql_error(&e))?,
                     None => {
                         if !prepared.0.param_types.is_empty() {
-                            return Err(SqlError::new("08P01", "statement has parameters but none were bound"));
+                            return Err(SqlError::new(
+                                "08P01",
+                                "statement has parameters but none were bound",
+                            ));
                         }
                         plan.clone()
                     }
@@ -327,7 +391,12 @@ impl ConnHandler {
         }
     }
 
-    fn run_utility(&self, session: &Session, kind: &StatementKind, format: &Format) -> Result<Outcome, SqlError> {
+    fn run_utility(
+        &self,
+        session: &Session,
+        kind: &StatementKind,
+        format: &Format,
+    ) -> Result<Outcome, SqlError> {
         match kind {
             StatementKind::Set { name, value } => {
                 session.set(name, value.clone())?;
@@ -339,11 +408,19 @@ impl ConnHandler {
             }
             StatementKind::Show { name } => {
                 let rows: Vec<Vec<String>> = if name == "all" {
-                    session.show_all().into_iter().map(|(a, b, c)| vec![a, b, c]).collect()
+                    session
+                        .show_all()
+                        .into_iter()
+                        .map(|(a, b, c)| vec![a, b, c])
+                        .collect()
                 } else {
                     vec![vec![session.show(name)?]]
                 };
-                let cols: Vec<&str> = if name == "all" { vec!["name", "setting", "description"] } else { vec![name] };
+                let cols: Vec<&str> = if name == "all" {
+                    vec!["name", "setting", "description"]
+                } else {
+                    vec![name]
+                };
                 Ok(Outcome::Rows(text_rows(&cols, rows, format)?))
             }
             StatementKind::Begin => Ok(Outcome::Begin),
@@ -356,16 +433,29 @@ impl ConnHandler {
 }
 
 /// A small all-text result (SHOW).
-fn text_rows(cols: &[&str], rows: Vec<Vec<String>>, format: &Format) -> Result<QueryResponse, SqlError> {
+fn text_rows(
+    cols: &[&str],
+    rows: Vec<Vec<String>>,
+    format: &Format,
+) -> Result<QueryResponse, SqlError> {
     use datafusion::arrow::array::{ArrayRef, StringArray};
     use datafusion::arrow::record_batch::RecordBatch;
-    let schema = Arc::new(Schema::new(cols.iter().map(|c| Field::new(*c, DataType::Utf8, false)).collect::<Vec<_>>()));
+    let schema = Arc::new(Schema::new(
+        cols.iter()
+            .map(|c| Field::new(*c, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
     let arrays: Vec<ArrayRef> = (0..cols.len())
-        .map(|i| Arc::new(StringArray::from(rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>())) as ArrayRef)
+        .map(|i| {
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>(),
+            )) as ArrayRef
+        })
         .collect();
     let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|_| SqlError::internal())?;
     let fields = Arc::new(pg_fields(&schema, format)?);
-    let rows: Vec<PgWireResult<_>> = arrow_pg::datatypes::encode_recordbatch(fields.clone(), batch).collect();
+    let rows: Vec<PgWireResult<_>> =
+        arrow_pg::datatypes::encode_recordbatch(fields.clone(), batch).collect();
     Ok(QueryResponse::new(fields, futures::stream::iter(rows)))
 }
 
@@ -378,7 +468,10 @@ fn allowed_in_failed_transaction(kind: &Prepared) -> bool {
 }
 
 fn aborted_transaction() -> SqlError {
-    SqlError::new("25P02", "current transaction is aborted, commands ignored until end of transaction block")
+    SqlError::new(
+        "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
 }
 
 #[async_trait]
@@ -403,17 +496,24 @@ impl SimpleQueryHandler for ConnHandler {
                 status = status.to_error_state();
             }
             Ok(stmts) if stmts.is_empty() => {
-                client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
             }
             Ok(stmts) => {
                 for stmt in stmts {
                     let cancel = session.begin_statement();
                     let result = async {
                         let prepared = self.parser.prepare(&session, stmt).await?;
-                        if status == TransactionStatus::Error && !allowed_in_failed_transaction(&prepared) {
+                        if status == TransactionStatus::Error
+                            && !allowed_in_failed_transaction(&prepared)
+                        {
                             return Err(aborted_transaction());
                         }
-                        self.run(&session, &prepared, None, &Format::UnifiedText, cancel).await
+                        self.run(&session, &prepared, None, &Format::UnifiedText, cancel)
+                            .await
                     }
                     .await;
                     match result {
@@ -422,7 +522,11 @@ impl SimpleQueryHandler for ConnHandler {
                                 // A row failed mid-stream (cancel, execution error).
                                 match e {
                                     PgWireError::UserError(info) => {
-                                        client.feed(PgWireBackendMessage::ErrorResponse((*info).into())).await?;
+                                        client
+                                            .feed(PgWireBackendMessage::ErrorResponse(
+                                                (*info).into(),
+                                            ))
+                                            .await?;
                                         status = status.to_error_state();
                                         break;
                                     }
@@ -431,15 +535,27 @@ impl SimpleQueryHandler for ConnHandler {
                             }
                         }
                         Ok(Outcome::Tag(tag)) => {
-                            client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                            client
+                                .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+                                .await?;
                         }
                         Ok(Outcome::Begin) => {
-                            client.feed(PgWireBackendMessage::CommandComplete(Tag::new("BEGIN").into())).await?;
+                            client
+                                .feed(PgWireBackendMessage::CommandComplete(
+                                    Tag::new("BEGIN").into(),
+                                ))
+                                .await?;
                             status = status.to_in_transaction_state();
                         }
                         Ok(Outcome::End(tag)) => {
-                            let tag = if status == TransactionStatus::Error { Tag::new("ROLLBACK") } else { tag };
-                            client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                            let tag = if status == TransactionStatus::Error {
+                                Tag::new("ROLLBACK")
+                            } else {
+                                tag
+                            };
+                            client
+                                .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+                                .await?;
                             status = status.to_idle_state();
                         }
                         Err(e) => {
@@ -454,7 +570,11 @@ impl SimpleQueryHandler for ConnHandler {
         client.set_state(PgWireConnectionState::ReadyForQuery);
         client.set_transaction_status(status);
         session.set_in_transaction(status != TransactionStatus::Idle);
-        client.send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status))).await?;
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
         Ok(())
     }
 
@@ -478,7 +598,9 @@ where
 {
     match e.into_pgwire() {
         PgWireError::UserError(info) => {
-            client.feed(PgWireBackendMessage::ErrorResponse((*info).into())).await?;
+            client
+                .feed(PgWireBackendMessage::ErrorResponse((*info).into()))
+                .await?;
             Ok(())
         }
         other => Err(other),
@@ -494,7 +616,12 @@ impl ExtendedQueryHandler for ConnHandler {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -503,7 +630,9 @@ impl ExtendedQueryHandler for ConnHandler {
     {
         let session = self.require_session()?;
         let prepared = &portal.statement.statement;
-        if client.transaction_status() == TransactionStatus::Error && !allowed_in_failed_transaction(prepared) {
+        if client.transaction_status() == TransactionStatus::Error
+            && !allowed_in_failed_transaction(prepared)
+        {
             return Err(aborted_transaction().into_pgwire());
         }
         let params = if prepared.0.param_types.is_empty() && portal.parameter_len() == 0 {
@@ -520,13 +649,29 @@ impl ExtendedQueryHandler for ConnHandler {
                 )
                 .into_pgwire());
             }
-            let inferred: Vec<Option<&DataType>> = prepared.0.param_data_types.iter().map(|t| t.as_ref()).collect();
+            let inferred: Vec<Option<&DataType>> = prepared
+                .0
+                .param_data_types
+                .iter()
+                .map(|t| t.as_ref())
+                .collect();
             let values = arrow_pg::datatypes::df::deserialize_parameters(portal, &inferred)
-                .map_err(|_| SqlError::new("22P02", "invalid value for a bound parameter").into_pgwire())?;
+                .map_err(|_| {
+                    SqlError::new("22P02", "invalid value for a bound parameter").into_pgwire()
+                })?;
             Some(values)
         };
         let cancel = session.begin_statement();
-        match self.run(&session, prepared, params, &portal.result_column_format, cancel).await {
+        match self
+            .run(
+                &session,
+                prepared,
+                params,
+                &portal.result_column_format,
+                cancel,
+            )
+            .await
+        {
             Ok(Outcome::Rows(rows)) => Ok(Response::Query(rows)),
             Ok(Outcome::Tag(tag)) => Ok(Response::Execution(tag)),
             Ok(Outcome::Begin) => {
@@ -535,7 +680,11 @@ impl ExtendedQueryHandler for ConnHandler {
             }
             Ok(Outcome::End(tag)) => {
                 session.set_in_transaction(false);
-                let tag = if client.transaction_status() == TransactionStatus::Error { Tag::new("ROLLBACK") } else { tag };
+                let tag = if client.transaction_status() == TransactionStatus::Error {
+                    Tag::new("ROLLBACK")
+                } else {
+                    tag
+                };
                 Ok(Response::TransactionEnd(tag))
             }
             Err(e) => Err(e.into_pgwire()),
@@ -563,7 +712,11 @@ impl ExtendedQueryHandler for ConnHandler {
         let portal = match client.portal_store().get_portal(portal_name) {
             Some(Entry::Value(p)) => p,
             Some(Entry::Empty) => {
-                client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
                 client.set_state(PgWireConnectionState::ReadyForQuery);
                 return Ok(());
             }
@@ -576,7 +729,8 @@ impl ExtendedQueryHandler for ConnHandler {
         let state = portal.state();
         let mut guard = state.lock().await;
         if matches!(&*guard, PortalExecutionState::Initial) {
-            let resp = ExtendedQueryHandler::do_query(self, client, portal.as_ref(), max_rows).await;
+            let resp =
+                ExtendedQueryHandler::do_query(self, client, portal.as_ref(), max_rows).await;
             let resp = match resp {
                 Ok(r) => r,
                 Err(e) => {
@@ -588,16 +742,22 @@ impl ExtendedQueryHandler for ConnHandler {
                 Response::Query(results) => *guard = PortalExecutionState::Suspended(results),
                 Response::Execution(tag) => {
                     *guard = PortalExecutionState::Finished;
-                    client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                    client
+                        .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+                        .await?;
                 }
                 Response::TransactionStart(tag) => {
                     *guard = PortalExecutionState::Finished;
-                    client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                    client
+                        .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+                        .await?;
                     status = status.to_in_transaction_state();
                 }
                 Response::TransactionEnd(tag) => {
                     *guard = PortalExecutionState::Finished;
-                    client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                    client
+                        .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+                        .await?;
                     status = status.to_idle_state();
                 }
                 _ => {
@@ -635,10 +795,14 @@ impl ExtendedQueryHandler for ConnHandler {
                 } else if exhausted {
                     *guard = PortalExecutionState::Finished;
                     client
-                        .feed(PgWireBackendMessage::CommandComplete(Tag::new(&tag_name).with_rows(sent).into()))
+                        .feed(PgWireBackendMessage::CommandComplete(
+                            Tag::new(&tag_name).with_rows(sent).into(),
+                        ))
                         .await?;
                 } else {
-                    client.feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new())).await?;
+                    client
+                        .feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+                        .await?;
                 }
             }
             PortalExecutionState::Finished => {}
@@ -656,7 +820,11 @@ impl ExtendedQueryHandler for ConnHandler {
 
 #[async_trait]
 impl StartupHandler for ConnHandler {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -665,7 +833,12 @@ impl StartupHandler for ConnHandler {
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
-                client.metadata_mut().extend(startup.parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
+                client.metadata_mut().extend(
+                    startup
+                        .parameters
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
                 if !client.is_secure() && !self.shared.plaintext_allowed(client.socket_addr()) {
                     self.audit_refused(client, "28000", "tls_required");
                     return Err(SqlError::tls_required().into_pgwire());
@@ -675,11 +848,20 @@ impl StartupHandler for ConnHandler {
                     return Err(SqlError::fatal("28000", "no user name given").into_pgwire());
                 }
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
-                client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::CleartextPassword,
+                    ))
+                    .await?;
             }
             PgWireFrontendMessage::PasswordMessageFamily(pwd) => {
-                if !matches!(client.state(), PgWireConnectionState::AuthenticationInProgress) {
-                    return Err(SqlError::fatal("08P01", "unexpected password message").into_pgwire());
+                if !matches!(
+                    client.state(),
+                    PgWireConnectionState::AuthenticationInProgress
+                ) {
+                    return Err(
+                        SqlError::fatal("08P01", "unexpected password message").into_pgwire()
+                    );
                 }
                 let token = pwd.into_password().map(|p| p.password).unwrap_or_default();
                 let user = client.metadata().get("user").cloned().unwrap_or_default();
@@ -690,14 +872,23 @@ impl StartupHandler for ConnHandler {
                         tracing::info!(client = %client.socket_addr().ip(), reason = reason.class(), "authentication failed");
                         return Err(SqlError::fatal(
                             reason.sqlstate(),
-                            format!("password authentication failed for user \"{}\"", printable(&user)),
+                            format!(
+                                "password authentication failed for user \"{}\"",
+                                printable(&user)
+                            ),
                         )
                         .into_pgwire());
                     }
                 };
-                let params: BTreeMap<String, String> =
-                    client.metadata().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                let database = params.get("database").cloned().unwrap_or_else(|| user.clone());
+                let params: BTreeMap<String, String> = client
+                    .metadata()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let database = params
+                    .get("database")
+                    .cloned()
+                    .unwrap_or_else(|| user.clone());
                 let session = Arc::new(Session::new(
                     principal,
                     self.shared.policy.current(),
@@ -708,10 +899,18 @@ impl StartupHandler for ConnHandler {
                 if !session.has_known_role() {
                     // A valid token whose roles grant nothing: the same answer as
                     // any other failed check; the reason goes to the audit log.
-                    self.audit(client, ConnectOutcome::Denied { reason: AuthFailure::Claims });
+                    self.audit(
+                        client,
+                        ConnectOutcome::Denied {
+                            reason: AuthFailure::Claims,
+                        },
+                    );
                     return Err(SqlError::fatal(
                         AuthFailure::Claims.sqlstate(),
-                        format!("password authentication failed for user \"{}\"", printable(&user)),
+                        format!(
+                            "password authentication failed for user \"{}\"",
+                            printable(&user)
+                        ),
                     )
                     .into_pgwire());
                 }
@@ -720,13 +919,17 @@ impl StartupHandler for ConnHandler {
                     e.fatal = true;
                     return Err(e.into_pgwire());
                 }
-                let (_, secret) = pgwire::api::RandomPidSecretKeyGenerator::default().generate(client);
+                let (_, secret) =
+                    pgwire::api::RandomPidSecretKeyGenerator::default().generate(client);
                 let pid = self.shared.registry.register(&session, secret.clone());
                 client.set_pid_and_secret_key(pid, secret);
                 let _ = self.parser.session.set(session.clone());
                 self.audit(
                     client,
-                    ConnectOutcome::Allowed { session_id: session.id.to_string(), roles: session.principal.roles.clone() },
+                    ConnectOutcome::Allowed {
+                        session_id: session.id.to_string(),
+                        roles: session.principal.roles.clone(),
+                    },
                 );
                 tracing::info!(session = %session.id, user = %session.user, tls = session.tls, "session started");
                 finish_authentication(client, &ParamProvider { session }).await?;
@@ -745,14 +948,27 @@ fn printable(s: &str) -> String {
 impl ConnHandler {
     fn audit<C: ClientInfo>(&self, client: &C, outcome: ConnectOutcome) {
         self.shared.audit.record(AuditEvent::Connect {
-            user: client.metadata().get("user").map(|u| printable(u)).unwrap_or_default(),
+            user: client
+                .metadata()
+                .get("user")
+                .map(|u| printable(u))
+                .unwrap_or_default(),
             client_addr: client.socket_addr(),
-            application_name: client.metadata().get("application_name").map(|a| printable(a)).unwrap_or_default(),
+            application_name: client
+                .metadata()
+                .get("application_name")
+                .map(|a| printable(a))
+                .unwrap_or_default(),
             outcome,
         });
     }
 
-    fn audit_refused<C: ClientInfo>(&self, client: &C, sqlstate: &'static str, reason: &'static str) {
+    fn audit_refused<C: ClientInfo>(
+        &self,
+        client: &C,
+        sqlstate: &'static str,
+        reason: &'static str,
+    ) {
         self.audit(client, ConnectOutcome::Refused { sqlstate, reason });
     }
 }
@@ -769,7 +985,10 @@ impl pgwire::api::auth::ServerParameterProvider for ParamProvider {
     {
         let s = &self.session;
         let mut m = std::collections::HashMap::new();
-        m.insert("server_version".into(), crate::session::SERVER_VERSION.into());
+        m.insert(
+            "server_version".into(),
+            crate::session::SERVER_VERSION.into(),
+        );
         m.insert("server_encoding".into(), "UTF8".into());
         m.insert("client_encoding".into(), "UTF8".into());
         m.insert("DateStyle".into(), "ISO, MDY".into());
@@ -789,6 +1008,8 @@ impl pgwire::api::auth::ServerParameterProvider for ParamProvider {
 #[async_trait]
 impl CancelHandler for ConnHandler {
     async fn on_cancel_request(&self, request: CancelRequest) {
-        self.shared.registry.cancel(request.pid, &request.secret_key);
+        self.shared
+            .registry
+            .cancel(request.pid, &request.secret_key);
     }
 }

@@ -89,9 +89,14 @@ impl Registry {
     /// Register a session; returns its backend pid.
     pub fn register(&self, session: &Arc<Session>, secret: SecretKey) -> i32 {
         let mut g = self.lock();
-        g.next_pid = if g.next_pid <= 0 || g.next_pid >= i32::MAX - 1 { 1000 } else { g.next_pid + 1 };
+        g.next_pid = if g.next_pid <= 0 || g.next_pid >= i32::MAX - 1 {
+            1000
+        } else {
+            g.next_pid + 1
+        };
         let pid = g.next_pid;
-        g.by_pid.insert(pid, (secret.to_bytes(), Arc::downgrade(session)));
+        g.by_pid
+            .insert(pid, (secret.to_bytes(), Arc::downgrade(session)));
         g.pid_of.insert(session.id, pid);
         pid
     }
@@ -127,7 +132,12 @@ impl Registry {
 
     /// Cancel every running statement (end of the shutdown grace period).
     pub fn cancel_all(&self) {
-        let sessions: Vec<_> = self.lock().by_pid.values().filter_map(|(_, w)| w.upgrade()).collect();
+        let sessions: Vec<_> = self
+            .lock()
+            .by_pid
+            .values()
+            .filter_map(|(_, w)| w.upgrade())
+            .collect();
         for s in sessions {
             s.cancel_current();
         }
@@ -155,7 +165,12 @@ pub struct Server {
 
 impl Server {
     pub fn new(config: Config, services: Services, tls: Option<TlsAcceptor>) -> Server {
-        let Services { engine, auth, policy, audit } = services;
+        let Services {
+            engine,
+            auth,
+            policy,
+            audit,
+        } = services;
         let shared = Arc::new(Shared {
             engine,
             auth,
@@ -168,7 +183,11 @@ impl Server {
             registry: Registry::default(),
             allow_plaintext_loopback: config.tls.allow_plaintext_loopback,
         });
-        Server { shared, tls, config }
+        Server {
+            shared,
+            tls,
+            config,
+        }
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -241,7 +260,8 @@ impl Connection {
     async fn refuse(self, tcp: TcpStream, err: SqlError) {
         let peer = tcp.peer_addr().ok();
         let fut = async {
-            let Negotiated::Stream(stream) = stream::negotiate(tcp, self.tls.as_ref()).await? else {
+            let Negotiated::Stream(stream) = stream::negotiate(tcp, self.tls.as_ref()).await?
+            else {
                 return Ok::<_, std::io::Error>(());
             };
             let addr = peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -256,7 +276,9 @@ impl Connection {
 
     async fn serve(mut self, tcp: TcpStream, peer: SocketAddr) {
         let startup_deadline = tokio::time::Instant::now() + self.config.startup_timeout();
-        let negotiated = tokio::time::timeout_at(startup_deadline, stream::negotiate(tcp, self.tls.as_ref())).await;
+        let negotiated =
+            tokio::time::timeout_at(startup_deadline, stream::negotiate(tcp, self.tls.as_ref()))
+                .await;
         let stream = match negotiated {
             Ok(Ok(Negotiated::Stream(s))) => s,
             Ok(Ok(Negotiated::Closed)) => return,
@@ -276,7 +298,8 @@ impl Connection {
         loop {
             let starting = matches!(
                 socket.state(),
-                PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+                PgWireConnectionState::AwaitingStartup
+                    | PgWireConnectionState::AuthenticationInProgress
             );
             let idle = if starting {
                 Some(startup_deadline.saturating_duration_since(tokio::time::Instant::now()))
@@ -296,7 +319,10 @@ impl Connection {
                 Next::Closed => break,
                 Next::Idle => {
                     if !starting {
-                        let e = SqlError::fatal("57P05", "terminating connection due to idle-session timeout");
+                        let e = SqlError::fatal(
+                            "57P05",
+                            "terminating connection due to idle-session timeout",
+                        );
                         let _ = socket.send(error_message(e)).await;
                     }
                     break;
@@ -309,7 +335,10 @@ impl Connection {
                 Next::Invalid(e) => {
                     tracing::debug!(client = %peer.ip(), error = %e, "invalid frontend message");
                     let info: ErrorInfo = e.into();
-                    let e = SqlError::fatal("08P01", format!("invalid frontend message ({})", info.code));
+                    let e = SqlError::fatal(
+                        "08P01",
+                        format!("invalid frontend message ({})", info.code),
+                    );
                     let _ = socket.send(error_message(e)).await;
                     break;
                 }
@@ -331,7 +360,15 @@ impl Connection {
             if let Err(e) = result {
                 let info = sanitize(e);
                 let fatal = info.is_fatal();
-                if process_error(&mut socket, PgWireError::UserError(Box::new(info)), extended).await.is_err() || fatal {
+                if process_error(
+                    &mut socket,
+                    PgWireError::UserError(Box::new(info)),
+                    extended,
+                )
+                .await
+                .is_err()
+                    || fatal
+                {
                     break;
                 }
             }
@@ -352,7 +389,10 @@ async fn wait_stop(stop: &mut watch::Receiver<bool>) {
 fn new_socket(stream: stream::ClientStream, addr: SocketAddr, max_message_bytes: usize) -> Socket {
     let secure = stream.is_tls();
     let client = DefaultClient::new(addr, secure);
-    let mut socket = Framed::new(Guarded::new(stream, max_message_bytes), PgWireMessageServerCodec::new(client));
+    let mut socket = Framed::new(
+        Guarded::new(stream, max_message_bytes),
+        PgWireMessageServerCodec::new(client),
+    );
     socket.set_state(PgWireConnectionState::AwaitingStartup);
     socket
 }
@@ -378,7 +418,9 @@ async fn next_message(socket: &mut Socket, timeout: Option<Duration>) -> Next {
         None => Next::Closed,
         Some(Ok(m)) => Next::Message(m),
         Some(Err(PgWireError::IoError(e))) => {
-            if e.get_ref().is_some_and(|inner| inner.is::<MessageTooLarge>()) {
+            if e.get_ref()
+                .is_some_and(|inner| inner.is::<MessageTooLarge>())
+            {
                 Next::TooLarge
             } else {
                 Next::Closed
@@ -399,11 +441,19 @@ fn sanitize(e: PgWireError) -> ErrorInfo {
             tracing::warn!(error_kind = %std::any::type_name_of_val(&*inner), "unmapped error");
             ErrorInfo::new("ERROR".into(), "XX000".into(), "internal error".into())
         }
-        PgWireError::NotReadyForQuery => ErrorInfo::new("ERROR".into(), "08P01".into(), "not ready for query".into()),
-        PgWireError::PortalNotFound(_) => ErrorInfo::new("ERROR".into(), "34000".into(), "portal does not exist".into()),
-        PgWireError::StatementNotFound(_) => {
-            ErrorInfo::new("ERROR".into(), "26000".into(), "prepared statement does not exist".into())
+        PgWireError::NotReadyForQuery => {
+            ErrorInfo::new("ERROR".into(), "08P01".into(), "not ready for query".into())
         }
+        PgWireError::PortalNotFound(_) => ErrorInfo::new(
+            "ERROR".into(),
+            "34000".into(),
+            "portal does not exist".into(),
+        ),
+        PgWireError::StatementNotFound(_) => ErrorInfo::new(
+            "ERROR".into(),
+            "26000".into(),
+            "prepared statement does not exist".into(),
+        ),
         other => {
             let info: ErrorInfo = other.into();
             let severity = info.severity.clone();
@@ -424,13 +474,19 @@ fn error_message(e: SqlError) -> PgWireBackendMessage {
 }
 
 /// Bind the listener and serve `config` until `shutdown` completes.
-pub async fn serve(config: Config, services: Services, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    services: Services,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let tls = match (&config.tls.cert_file, &config.tls.key_file) {
         (Some(c), Some(k)) => Some(tls::load_acceptor(c, k)?),
         _ => None,
     };
     let listener = TcpListener::bind(config.server.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "lakeward listening");
-    Server::new(config, services, tls).run(listener, shutdown).await;
+    Server::new(config, services, tls)
+        .run(listener, shutdown)
+        .await;
     Ok(())
 }

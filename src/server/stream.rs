@@ -41,13 +41,21 @@ macro_rules! delegate {
 }
 
 impl AsyncRead for ClientStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         delegate!(self, poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for ClientStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, poll_write(cx, buf))
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -68,7 +76,10 @@ pub enum Negotiated {
 /// Handle SSLRequest / GSSENCRequest / direct TLS on a fresh connection.
 /// With no acceptor, SSLRequest is answered `N` (the startup handler then
 /// decides whether plaintext is allowed).
-pub async fn negotiate(mut tcp: TcpStream, acceptor: Option<&TlsAcceptor>) -> io::Result<Negotiated> {
+pub async fn negotiate(
+    mut tcp: TcpStream,
+    acceptor: Option<&TlsAcceptor>,
+) -> io::Result<Negotiated> {
     tcp.set_nodelay(true)?;
     loop {
         let mut head = [0u8; 8];
@@ -78,7 +89,9 @@ pub async fn negotiate(mut tcp: TcpStream, acceptor: Option<&TlsAcceptor>) -> io
         }
         // PostgreSQL 17 `sslnegotiation=direct`: a TLS ClientHello straight away.
         if head[0] == 0x16 {
-            let Some(acceptor) = acceptor else { return Ok(Negotiated::Closed) };
+            let Some(acceptor) = acceptor else {
+                return Ok(Negotiated::Closed);
+            };
             let tls = acceptor.accept(tcp).await?;
             if tls.get_ref().1.alpn_protocol() != Some(b"postgresql") {
                 return Ok(Negotiated::Closed);
@@ -146,8 +159,14 @@ impl std::error::Error for MessageTooLarge {}
 
 enum Frame {
     /// Reading a header: the startup packet has no type byte, later ones do.
-    Header { typed: bool, buf: [u8; 5], have: usize },
-    Body { remaining: usize },
+    Header {
+        typed: bool,
+        buf: [u8; 5],
+        have: usize,
+    },
+    Body {
+        remaining: usize,
+    },
 }
 
 /// A stream that checks each frontend message's length header and fails the
@@ -160,7 +179,15 @@ pub struct Guarded {
 
 impl Guarded {
     pub fn new(inner: ClientStream, max_message_bytes: usize) -> Guarded {
-        Guarded { inner, max: max_message_bytes, frame: Frame::Header { typed: false, buf: [0; 5], have: 0 } }
+        Guarded {
+            inner,
+            max: max_message_bytes,
+            frame: Frame::Header {
+                typed: false,
+                buf: [0; 5],
+                have: 0,
+            },
+        }
     }
 
     fn track(&mut self, mut data: &[u8]) -> io::Result<()> {
@@ -171,7 +198,11 @@ impl Guarded {
                     *remaining -= take;
                     data = &data[take..];
                     if *remaining == 0 {
-                        self.frame = Frame::Header { typed: true, buf: [0; 5], have: 0 };
+                        self.frame = Frame::Header {
+                            typed: true,
+                            buf: [0; 5],
+                            have: 0,
+                        };
                     }
                 }
                 Frame::Header { typed, buf, have } => {
@@ -184,10 +215,17 @@ impl Guarded {
                         let l = &buf[need - 4..need];
                         let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
                         if len < 4 || len > self.max {
-                            return Err(io::Error::new(io::ErrorKind::InvalidData, MessageTooLarge));
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                MessageTooLarge,
+                            ));
                         }
                         self.frame = if len == 4 {
-                            Frame::Header { typed: true, buf: [0; 5], have: 0 }
+                            Frame::Header {
+                                typed: true,
+                                buf: [0; 5],
+                                have: 0,
+                            }
                         } else {
                             Frame::Body { remaining: len - 4 }
                         };
@@ -200,7 +238,11 @@ impl Guarded {
 }
 
 impl AsyncRead for Guarded {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -216,7 +258,11 @@ impl AsyncRead for Guarded {
 }
 
 impl AsyncWrite for Guarded {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -232,13 +278,21 @@ mod tests {
     use super::*;
 
     fn guard() -> Frame {
-        Frame::Header { typed: false, buf: [0; 5], have: 0 }
+        Frame::Header {
+            typed: false,
+            buf: [0; 5],
+            have: 0,
+        }
     }
 
     fn tracker(max: usize) -> impl FnMut(&[u8]) -> io::Result<()> {
         let mut frame = guard();
         move |data: &[u8]| {
-            let mut g = Guarded { inner: unreachable_stream(), max, frame: std::mem::replace(&mut frame, guard()) };
+            let mut g = Guarded {
+                inner: unreachable_stream(),
+                max,
+                frame: std::mem::replace(&mut frame, guard()),
+            };
             let r = g.track(data);
             frame = g.frame;
             std::mem::forget(g.inner);
@@ -252,7 +306,10 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         c.set_nonblocking(true).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
         let _g = rt.enter();
         let s = TcpStream::from_std(c).unwrap();
         std::mem::forget(rt);

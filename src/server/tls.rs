@@ -40,7 +40,9 @@ pub fn load_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, T
         .collect::<Result<_, _>>()
         .map_err(|e| read_err(cert_file, &e))?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate { path: cert_file.display().to_string() });
+        return Err(TlsError::NoCertificate {
+            path: cert_file.display().to_string(),
+        });
     }
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| read_err(key_file, &e))?;
     let mut config = ServerConfig::builder()
@@ -61,9 +63,15 @@ pub fn ensure_dev_certificate(dir: &Path) -> Result<(), TlsError> {
         return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(|e| TlsError::Generate(e.to_string()))?;
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    std::fs::write(&cert_path, certified.cert.pem()).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let certified =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    std::fs::write(&cert_path, certified.cert.pem())
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
     write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())
         .map_err(|e| TlsError::Generate(e.to_string()))?;
     Ok(())

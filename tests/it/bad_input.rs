@@ -10,7 +10,11 @@ use crate::support::{connect, server, sqlstate, start};
 
 async fn still_serving() {
     let client = connect(server().addr).await;
-    let n: i64 = client.query_one("SELECT count(*) FROM clinical.patients", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM clinical.patients", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(n > 0);
 }
 
@@ -58,7 +62,9 @@ fn error_code(bytes: &[u8]) -> Option<String> {
 #[tokio::test]
 async fn garbage_instead_of_startup() {
     let mut s = TcpStream::connect(server().addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let _ = read_all(&mut s).await;
     still_serving().await;
 }
@@ -66,7 +72,9 @@ async fn garbage_instead_of_startup() {
 #[tokio::test]
 async fn truncated_startup_then_hang_up() {
     let mut s = TcpStream::connect(server().addr).await.unwrap();
-    s.write_all(&[0, 0, 0, 100, 0, 3, 0, 0, b'u']).await.unwrap();
+    s.write_all(&[0, 0, 0, 100, 0, 3, 0, 0, b'u'])
+        .await
+        .unwrap();
     drop(s);
     still_serving().await;
 }
@@ -108,9 +116,15 @@ async fn deeply_nested_expression() {
 #[tokio::test]
 async fn syntax_error_and_unknown_table_keep_session() {
     let client = connect(server().addr).await;
-    let e = client.simple_query("SELECT (1 FROM").await.expect_err("syntax");
+    let e = client
+        .simple_query("SELECT (1 FROM")
+        .await
+        .expect_err("syntax");
     assert_eq!(sqlstate(&e).as_deref(), Some("42601"));
-    let e = client.query("SELECT * FROM clinical.no_such_table", &[]).await.expect_err("unknown");
+    let e = client
+        .query("SELECT * FROM clinical.no_such_table", &[])
+        .await
+        .expect_err("unknown");
     assert_eq!(sqlstate(&e).as_deref(), Some("42P01"));
     client.simple_query("SELECT 1").await.unwrap();
 }
@@ -120,7 +134,10 @@ async fn connection_limit_gives_53300() {
     let small = start(|c| c.server.max_connections = 2);
     let a = connect(small.addr).await;
     let b = connect(small.addr).await;
-    let e = crate::support::try_connect(small.addr, "third", "require").await.err().expect("limit");
+    let e = crate::support::try_connect(small.addr, "third", "require")
+        .await
+        .err()
+        .expect("limit");
     assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
     drop((a, b));
     small.shutdown();
@@ -131,7 +148,10 @@ async fn idle_sessions_are_closed() {
     let short = start(|c| c.server.idle_timeout_secs = 1);
     let client = connect(short.addr).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(client.simple_query("SELECT 1").await.is_err(), "idle session must be closed");
+    assert!(
+        client.simple_query("SELECT 1").await.is_err(),
+        "idle session must be closed"
+    );
     short.shutdown();
 }
 
@@ -141,7 +161,12 @@ async fn shutdown_ends_sessions_with_57p01() {
     let client = connect(srv.addr).await;
     client.simple_query("SELECT 1").await.unwrap();
     let addr = srv.addr;
-    tokio::task::spawn_blocking(move || srv.shutdown()).await.unwrap();
+    tokio::task::spawn_blocking(move || srv.shutdown())
+        .await
+        .unwrap();
     assert!(client.simple_query("SELECT 1").await.is_err());
-    assert!(TcpStream::connect(addr).await.is_err(), "listener closed after shutdown");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "listener closed after shutdown"
+    );
 }

@@ -18,11 +18,18 @@ async fn long_query_is_cancelled_promptly() {
         token.cancel_query(tls).await.expect("cancel request");
         sent
     });
-    let err = client.simple_query(LONG_QUERY).await.expect_err("query must be cancelled");
+    let err = client
+        .simple_query(LONG_QUERY)
+        .await
+        .expect_err("query must be cancelled");
     let done = Instant::now();
     let sent = canceller.await.unwrap();
     assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
-    assert!(done.duration_since(sent) < Duration::from_secs(10), "cancel took {:?}", done.duration_since(sent));
+    assert!(
+        done.duration_since(sent) < Duration::from_secs(10),
+        "cancel took {:?}",
+        done.duration_since(sent)
+    );
     // The session survives the cancellation.
     client.simple_query("SELECT 1").await.unwrap();
 }
@@ -40,6 +47,10 @@ async fn cancel_with_wrong_secret_does_nothing() {
     msg.extend_from_slice(&12345i32.to_be_bytes());
     raw.write_all(&msg).await.unwrap();
     drop(raw);
-    let n: i64 = client.query_one("SELECT count(*) FROM clinical.patients", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM clinical.patients", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(n > 0);
 }

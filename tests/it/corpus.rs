@@ -42,14 +42,19 @@ struct Query {
 fn corpus() -> &'static [Query] {
     static CORPUS: OnceLock<Vec<Query>> = OnceLock::new();
     CORPUS.get_or_init(|| {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/queries.sql");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/queries.sql");
         let text = std::fs::read_to_string(&path).expect("read tests/corpus/queries.sql");
         text.lines()
             .enumerate()
             .map(|(i, l)| (i + 1, l.trim()))
             .filter(|(_, l)| !l.is_empty() && !l.starts_with("--"))
             .enumerate()
-            .map(|(n, (line, sql))| Query { number: n + 1, line, sql: sql.trim_end_matches(';').to_owned() })
+            .map(|(n, (line, sql))| Query {
+                number: n + 1,
+                line,
+                sql: sql.trim_end_matches(';').to_owned(),
+            })
             .chain(generated(GENERATED))
             .enumerate()
             .map(|(n, q)| Query { number: n + 1, ..q })
@@ -69,10 +74,56 @@ fn generated(n: usize) -> Vec<Query> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x1a4e_3a4d);
     let patients = &raw().patients;
     let tables: [(&str, &str, &[&str]); 4] = [
-        ("clinical.patients", "p", &["patient_id", "mrn", "first_name", "last_name", "ssn", "birth_date", "zip", "phone", "email", "site_id"]),
-        ("clinical.encounters", "e", &["encounter_id", "patient_id", "site_id", "admit_ts", "primary_dx"]),
-        ("claims.claims", "c", &["claim_id", "patient_id", "site_id", "service_date", "payer", "billed_amount"]),
-        ("clinical.observations", "o", &["observation_id", "patient_id", "encounter_id", "loinc_code", "value_num"]),
+        (
+            "clinical.patients",
+            "p",
+            &[
+                "patient_id",
+                "mrn",
+                "first_name",
+                "last_name",
+                "ssn",
+                "birth_date",
+                "zip",
+                "phone",
+                "email",
+                "site_id",
+            ],
+        ),
+        (
+            "clinical.encounters",
+            "e",
+            &[
+                "encounter_id",
+                "patient_id",
+                "site_id",
+                "admit_ts",
+                "primary_dx",
+            ],
+        ),
+        (
+            "claims.claims",
+            "c",
+            &[
+                "claim_id",
+                "patient_id",
+                "site_id",
+                "service_date",
+                "payer",
+                "billed_amount",
+            ],
+        ),
+        (
+            "clinical.observations",
+            "o",
+            &[
+                "observation_id",
+                "patient_id",
+                "encounter_id",
+                "loinc_code",
+                "value_num",
+            ],
+        ),
     ];
     let quote = |s: &str| s.replace('\'', "''");
     let mut out = Vec::with_capacity(n);
@@ -80,9 +131,15 @@ fn generated(n: usize) -> Vec<Query> {
         let who = &patients[rng.random_range(0..patients.len())];
         let probe = match rng.random_range(0..9) {
             0 => format!("p.last_name = '{}'", quote(&who.last)),
-            1 => format!("p.ssn = '{}'", quote(who.ssn.as_deref().unwrap_or("000-00-0000"))),
+            1 => format!(
+                "p.ssn = '{}'",
+                quote(who.ssn.as_deref().unwrap_or("000-00-0000"))
+            ),
             2 => format!("p.mrn = '{}'", quote(&who.mrn)),
-            3 => format!("1 / (CASE WHEN p.last_name = '{}' THEN 0 ELSE 1 END) = 1", quote(&who.last)),
+            3 => format!(
+                "1 / (CASE WHEN p.last_name = '{}' THEN 0 ELSE 1 END) = 1",
+                quote(&who.last)
+            ),
             4 => format!("p.patient_id = {}", who.id),
             5 => format!("p.birth_date = DATE '{}'", who.birth),
             6 => format!("p.zip LIKE '{}%'", quote(&who.zip[..who.zip.len().min(3)])),
@@ -100,16 +157,25 @@ fn generated(n: usize) -> Vec<Query> {
                     chosen.push(c);
                 }
             }
-            chosen.iter().map(|c| format!("{alias}.{c} AS {alias}_{c}")).collect::<Vec<_>>().join(", ")
+            chosen
+                .iter()
+                .map(|c| format!("{alias}.{c} AS {alias}_{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         let sql = match rng.random_range(0..6) {
-            0 => format!("SELECT {} FROM clinical.patients p WHERE {probe} ORDER BY 1 LIMIT 20", pick(&mut rng, "p", pcols)),
+            0 => format!(
+                "SELECT {} FROM clinical.patients p WHERE {probe} ORDER BY 1 LIMIT 20",
+                pick(&mut rng, "p", pcols)
+            ),
             1 => format!(
                 "SELECT {}, {} FROM clinical.patients p JOIN {t} {a} ON {a}.patient_id = p.patient_id WHERE {probe} LIMIT 20",
                 pick(&mut rng, "p", pcols),
                 pick(&mut rng, a, cols)
             ),
-            2 => format!("SELECT p.site_id, count(*) AS n, max(p.last_name) AS m FROM clinical.patients p WHERE NOT ({probe}) GROUP BY p.site_id ORDER BY 1"),
+            2 => format!(
+                "SELECT p.site_id, count(*) AS n, max(p.last_name) AS m FROM clinical.patients p WHERE NOT ({probe}) GROUP BY p.site_id ORDER BY 1"
+            ),
             3 => format!(
                 "SELECT {} FROM {t} {a} WHERE {a}.patient_id IN (SELECT p.patient_id FROM clinical.patients p WHERE {probe}) LIMIT 20",
                 pick(&mut rng, a, cols)
@@ -124,7 +190,11 @@ fn generated(n: usize) -> Vec<Query> {
                 pick(&mut rng, "p", pcols)
             ),
         };
-        out.push(Query { number: 0, line: 0, sql });
+        out.push(Query {
+            number: 0,
+            line: 0,
+            sql,
+        });
     }
     out
 }
@@ -198,7 +268,12 @@ async fn load_raw(dir: std::path::PathBuf) -> Raw {
         "SELECT DISTINCT CAST(CAST(observed_at AS DATE) AS VARCHAR) FROM observations",
         "SELECT DISTINCT CAST(service_date AS VARCHAR) FROM claims",
     ] {
-        event_dates.extend(support::raw_rows(&ctx, sql).await.into_iter().filter_map(|mut r| r.remove(0)));
+        event_dates.extend(
+            support::raw_rows(&ctx, sql)
+                .await
+                .into_iter()
+                .filter_map(|mut r| r.remove(0)),
+        );
     }
     let mut safe_words = HashSet::new();
     for sql in [
@@ -220,14 +295,23 @@ async fn load_raw(dir: std::path::PathBuf) -> Raw {
             }
         }
     }
-    Raw { patients, seen_at_s01, event_dates, safe_words }
+    Raw {
+        patients,
+        seen_at_s01,
+        event_dates,
+        safe_words,
+    }
 }
 
 fn raw() -> &'static Raw {
     static RAW: OnceLock<Raw> = OnceLock::new();
     RAW.get_or_init(|| {
         let dir = support::data_dir().to_path_buf();
-        std::thread::scope(|s| s.spawn(|| support::runtime().block_on(load_raw(dir))).join().expect("raw loader"))
+        std::thread::scope(|s| {
+            s.spawn(|| support::runtime().block_on(load_raw(dir)))
+                .join()
+                .expect("raw loader")
+        })
     })
 }
 
@@ -293,7 +377,12 @@ struct Forbidden {
 /// Patients of site S01 visible under `treatment` (site ∩ consent).
 fn s01_patients() -> BTreeSet<i64> {
     let consent = consented_patients("treatment");
-    raw().patients.iter().filter(|p| p.site == "S01" && consent.contains(&p.id)).map(|p| p.id).collect()
+    raw()
+        .patients
+        .iter()
+        .filter(|p| p.site == "S01" && consent.contains(&p.id))
+        .map(|p| p.id)
+        .collect()
 }
 
 fn forbidden(role: Role) -> &'static Forbidden {
@@ -301,22 +390,40 @@ fn forbidden(role: Role) -> &'static Forbidden {
     let all = F.get_or_init(|| {
         let raw = raw();
         let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
-        let name_ok = |n: &str| n.chars().count() >= 5 && !raw.safe_words.contains(&n.to_lowercase());
+        let name_ok =
+            |n: &str| n.chars().count() >= 5 && !raw.safe_words.contains(&n.to_lowercase());
         let all_ssn: HashSet<String> = raw.patients.iter().filter_map(|p| p.ssn.clone()).collect();
         let ssn_digits: HashSet<String> = all_ssn.iter().map(|s| digits(s)).collect();
         let domains: Vec<String> = raw
             .patients
             .iter()
-            .filter_map(|p| p.email.as_deref().and_then(|e| e.split_once('@')).map(|(_, d)| d.to_lowercase()))
+            .filter_map(|p| {
+                p.email
+                    .as_deref()
+                    .and_then(|e| e.split_once('@'))
+                    .map(|(_, d)| d.to_lowercase())
+            })
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         let deid = |dates: HashSet<String>, patient_ids: PatientIds, n_patients: usize| Forbidden {
             ssn: all_ssn.clone(),
-            digit_words: ssn_digits.iter().cloned().chain(raw.patients.iter().map(|p| digits(&p.mrn))).collect(),
+            digit_words: ssn_digits
+                .iter()
+                .cloned()
+                .chain(raw.patients.iter().map(|p| digits(&p.mrn)))
+                .collect(),
             mrn: raw.patients.iter().map(|p| p.mrn.to_lowercase()).collect(),
-            phone: raw.patients.iter().filter_map(|p| p.phone.clone()).collect(),
-            email: raw.patients.iter().filter_map(|p| p.email.as_deref().map(str::to_lowercase)).collect(),
+            phone: raw
+                .patients
+                .iter()
+                .filter_map(|p| p.phone.clone())
+                .collect(),
+            email: raw
+                .patients
+                .iter()
+                .filter_map(|p| p.email.as_deref().map(str::to_lowercase))
+                .collect(),
             email_domains: domains.clone(),
             names: raw
                 .patients
@@ -326,12 +433,22 @@ fn forbidden(role: Role) -> &'static Forbidden {
                 .map(|n| n.to_lowercase())
                 .collect(),
             dates,
-            zips: raw.patients.iter().filter(|p| !p.zip.ends_with("00")).map(|p| p.zip.clone()).collect(),
+            zips: raw
+                .patients
+                .iter()
+                .filter(|p| !p.zip.ends_with("00"))
+                .map(|p| p.zip.clone())
+                .collect(),
             site_only: None,
             patient_ids,
             n_patients,
         };
-        let birth_dates = || raw.patients.iter().filter(|p| (p.birth.month(), p.birth.day()) != (1, 1)).map(|p| p.birth);
+        let birth_dates = || {
+            raw.patients
+                .iter()
+                .filter(|p| (p.birth.month(), p.birth.day()) != (1, 1))
+                .map(|p| p.birth)
+        };
         // birth_date ± 1 day (a query may shift the masked 1 January) can
         // collide with another patient's raw birth date: those two days are
         // not evidence of a leak.
@@ -341,7 +458,10 @@ fn forbidden(role: Role) -> &'static Forbidden {
             .map(|d| d.format("%Y-%m-%d").to_string())
             .filter(|d| !raw.event_dates.contains(d))
             .collect();
-        let researcher_dates = birth_dates().filter(not_near_jan_1).map(|d| d.format("%Y-%m-%d").to_string()).collect();
+        let researcher_dates = birth_dates()
+            .filter(not_near_jan_1)
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .collect();
         let ops = consented_patients("operations");
         let research = consented_patients("research");
         let raw_ids: BTreeSet<i64> = raw.patients.iter().map(|p| p.id).collect();
@@ -361,9 +481,19 @@ fn forbidden(role: Role) -> &'static Forbidden {
             digit_words: ssn_digits
                 .iter()
                 .cloned()
-                .chain(raw.patients.iter().filter(|p| !s01.contains(&p.id)).map(|p| digits(&p.mrn)))
+                .chain(
+                    raw.patients
+                        .iter()
+                        .filter(|p| !s01.contains(&p.id))
+                        .map(|p| digits(&p.mrn)),
+                )
                 .collect(),
-            mrn: raw.patients.iter().filter(|p| !s01.contains(&p.id)).map(|p| p.mrn.to_lowercase()).collect(),
+            mrn: raw
+                .patients
+                .iter()
+                .filter(|p| !s01.contains(&p.id))
+                .map(|p| p.mrn.to_lowercase())
+                .collect(),
             phone: HashSet::new(),
             email: HashSet::new(),
             email_domains: Vec::new(),
@@ -380,11 +510,20 @@ fn forbidden(role: Role) -> &'static Forbidden {
             patient_ids: PatientIds::AllowOnly(reachable),
             n_patients: s01.len(),
         };
-        assert!(!clinician.names.is_empty(), "dataset: some last names exist only outside S01");
+        assert!(
+            !clinician.names.is_empty(),
+            "dataset: some last names exist only outside S01"
+        );
         BTreeMap::from([
             ("clinician", clinician),
-            ("analyst", deid(analyst_dates, PatientIds::AllowOnly(ops.clone()), ops.len())),
-            ("researcher", deid(researcher_dates, PatientIds::Deny(raw_ids), research.len())),
+            (
+                "analyst",
+                deid(analyst_dates, PatientIds::AllowOnly(ops.clone()), ops.len()),
+            ),
+            (
+                "researcher",
+                deid(researcher_dates, PatientIds::Deny(raw_ids), research.len()),
+            ),
         ])
     });
     &all[role.name()]
@@ -396,7 +535,8 @@ fn forbidden(role: Role) -> &'static Forbidden {
 
 /// Maximal runs of alphanumeric characters.
 fn words(s: &str) -> impl Iterator<Item = &str> {
-    s.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty())
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
 }
 
 /// Every substring of `s` with the byte shape `shape` (`d` a digit, `a` an
@@ -416,7 +556,9 @@ fn shaped<'a>(s: &'a str, shape: &'static [u8]) -> impl Iterator<Item = &'a str>
 
 fn is_number(s: &str) -> bool {
     let t = s.trim_start_matches('-');
-    !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') && t.chars().any(|c| c.is_ascii_digit())
+    !t.is_empty()
+        && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && t.chars().any(|c| c.is_ascii_digit())
 }
 
 /// Names of the forbidden kinds found in `cell` (never the values), skipping
@@ -452,9 +594,16 @@ fn scan_cell(f: &Forbidden, column: &str, cell: &str, query_lower: &str) -> Vec<
     if !f.email.is_empty() {
         let lb = lower.as_bytes();
         for (at, _) in lower.match_indices('@') {
-            let start = lb[..at].iter().rposition(|c| !(c.is_ascii_alphanumeric() || *c == b'.')).map_or(0, |p| p + 1);
+            let start = lb[..at]
+                .iter()
+                .rposition(|c| !(c.is_ascii_alphanumeric() || *c == b'.'))
+                .map_or(0, |p| p + 1);
             let rest = &lower[at + 1..];
-            for d in f.email_domains.iter().filter(|d| rest.starts_with(d.as_str())) {
+            for d in f
+                .email_domains
+                .iter()
+                .filter(|d| rest.starts_with(d.as_str()))
+            {
                 for s in start..at {
                     let candidate = format!("{}@{d}", &lower[s..at]);
                     if f.email.contains(&candidate) {
@@ -475,7 +624,11 @@ fn scan_cell(f: &Forbidden, column: &str, cell: &str, query_lower: &str) -> Vec<
         }
         // A ZIP is text: a numeric cell (an amount, a count) or a plan's
         // statistics hold 5-digit numbers that are not ZIP codes.
-        if w.len() == 5 && f.zips.contains(w) && !plan && (!numeric || column.to_lowercase().contains("zip")) {
+        if w.len() == 5
+            && f.zips.contains(w)
+            && !plan
+            && (!numeric || column.to_lowercase().contains("zip"))
+        {
             hit("raw zip", w);
         }
     }
@@ -485,7 +638,10 @@ fn scan_cell(f: &Forbidden, column: &str, cell: &str, query_lower: &str) -> Vec<
 /// A column whose values are patient ids (not an aggregate over them).
 fn is_patient_id_column(column: &str) -> bool {
     let c = column.to_lowercase();
-    c.contains("patient_id") && !["count(", "sum(", "avg(", "rank", "row_number"].iter().any(|a| c.contains(a))
+    c.contains("patient_id")
+        && !["count(", "sum(", "avg(", "rank", "row_number"]
+            .iter()
+            .any(|a| c.contains(a))
 }
 
 // ---------------------------------------------------------------------------
@@ -525,11 +681,15 @@ async fn run_role(role: Role) -> Outcome {
         let reads = reads_phi_table(&q.sql);
         out.table_reading += reads as usize;
         out.ran.insert(q.sql.clone());
-        let result = tokio::time::timeout(Duration::from_secs(30), client.simple_query(&q.sql)).await;
+        let result =
+            tokio::time::timeout(Duration::from_secs(30), client.simple_query(&q.sql)).await;
         let messages = match result {
             Err(_) => {
                 out.failed += 1;
-                out.failures.entry("timeout".into()).or_default().push(q.number);
+                out.failures
+                    .entry("timeout".into())
+                    .or_default()
+                    .push(q.number);
                 client = connect(role).await;
                 continue;
             }
@@ -538,7 +698,8 @@ async fn run_role(role: Role) -> Outcome {
                     Some(db) => {
                         let code = db.code().code().to_owned();
                         if db.severity() == "FATAL" || db.severity() == "PANIC" {
-                            out.violations.push(format!("{tag}: {} error {code}", db.severity()));
+                            out.violations
+                                .push(format!("{tag}: {} error {code}", db.severity()));
                         }
                         if role == Role::Auditor && reads && code != "42501" {
                             // Acceptable only for a statement lakeward refuses
@@ -555,27 +716,40 @@ async fn run_role(role: Role) -> Outcome {
                             if same {
                                 out.refused_for_all.push(q.number);
                             } else {
-                                out.violations.push(format!("{tag}: auditor got SQLSTATE {code}, not 42501"));
+                                out.violations
+                                    .push(format!("{tag}: auditor got SQLSTATE {code}, not 42501"));
                             }
                         }
                         if let Some(f) = oracle {
                             let lower = q.sql.to_lowercase();
                             for kind in scan_cell(f, "<error message>", db.message(), &lower) {
-                                out.violations.push(format!("{tag}: the error message holds a {kind}"));
+                                out.violations
+                                    .push(format!("{tag}: the error message holds a {kind}"));
                             }
                             if let Some(detail) = db.detail() {
                                 for kind in scan_cell(f, "<error detail>", detail, &lower) {
-                                    out.violations.push(format!("{tag}: the error detail holds a {kind}"));
+                                    out.violations
+                                        .push(format!("{tag}: the error detail holds a {kind}"));
                                 }
                             }
                         }
                         // A division probe may only fire on a row the role sees:
                         // for the clinician, a last name present among visible
                         // (S01, consented) patients.
-                        if role == Role::Clinician && code == "22012" && q.sql.contains("THEN 0 ELSE 1") {
-                            let name = q.sql.split("p.last_name = '").nth(1).and_then(|r| r.split("' THEN 0").next()).unwrap_or("");
+                        if role == Role::Clinician
+                            && code == "22012"
+                            && q.sql.contains("THEN 0 ELSE 1")
+                        {
+                            let name = q
+                                .sql
+                                .split("p.last_name = '")
+                                .nth(1)
+                                .and_then(|r| r.split("' THEN 0").next())
+                                .unwrap_or("");
                             let visible = s01_patients();
-                            let seen = raw().patients.iter().any(|p| p.last == name.replace("''", "'") && visible.contains(&p.id));
+                            let seen = raw().patients.iter().any(|p| {
+                                p.last == name.replace("''", "'") && visible.contains(&p.id)
+                            });
                             if !seen {
                                 out.violations.push(format!("{tag}: a division probe fired on a row outside the clinician's scope"));
                             }
@@ -583,19 +757,27 @@ async fn run_role(role: Role) -> Outcome {
                         if code == "42501" {
                             out.refused += 1;
                         } else {
-                            out.messages.entry(code.clone()).or_insert_with(|| db.message().chars().take(200).collect());
+                            out.messages
+                                .entry(code.clone())
+                                .or_insert_with(|| db.message().chars().take(200).collect());
                             out.failed += 1;
                             out.failures.entry(code).or_default().push(q.number);
                         }
                     }
                     None => {
                         out.failed += 1;
-                        out.violations.push(format!("{tag}: failed without a SQLSTATE (connection lost?)"));
-                        out.failures.entry("no sqlstate".into()).or_default().push(q.number);
+                        out.violations.push(format!(
+                            "{tag}: failed without a SQLSTATE (connection lost?)"
+                        ));
+                        out.failures
+                            .entry("no sqlstate".into())
+                            .or_default()
+                            .push(q.number);
                     }
                 }
                 if client.is_closed() {
-                    out.violations.push(format!("{tag}: the server dropped the connection"));
+                    out.violations
+                        .push(format!("{tag}: the server dropped the connection"));
                     client = connect(role).await;
                 }
                 continue;
@@ -612,7 +794,10 @@ async fn run_role(role: Role) -> Outcome {
             .collect();
         let Some(f) = oracle else {
             if reads {
-                out.violations.push(format!("{tag}: auditor was not refused ({} rows)", rows.len()));
+                out.violations.push(format!(
+                    "{tag}: auditor was not refused ({} rows)",
+                    rows.len()
+                ));
             }
             continue;
         };
@@ -640,14 +825,21 @@ async fn run_role(role: Role) -> Outcome {
                 if is_patient_id_column(name) {
                     if let Ok(id) = cell.parse::<i64>() {
                         match &f.patient_ids {
-                            PatientIds::AllowOnly(ok) if !ok.contains(&id) => report("a patient id the role may not see".into()),
-                            PatientIds::Deny(raw_ids) if raw_ids.contains(&id) => report("a raw (un-pseudonymised) patient id".into()),
+                            PatientIds::AllowOnly(ok) if !ok.contains(&id) => {
+                                report("a patient id the role may not see".into())
+                            }
+                            PatientIds::Deny(raw_ids) if raw_ids.contains(&id) => {
+                                report("a raw (un-pseudonymised) patient id".into())
+                            }
                             _ => {}
                         }
                     }
                 }
                 if name == "n_patients" && cell.parse::<usize>().ok() != Some(f.n_patients) {
-                    report(format!("count differs from the {} visible patients", f.n_patients));
+                    report(format!(
+                        "count differs from the {} visible patients",
+                        f.n_patients
+                    ));
                 }
             }
         }
@@ -656,8 +848,21 @@ async fn run_role(role: Role) -> Outcome {
 }
 
 fn report(role: Role, out: &Outcome) {
-    let mut s = format!("\ncorpus: {} queries\n{:<11} {:>4} {:>8} {:>7}\n", corpus().len(), "role", "ok", "refused", "failed");
-    s += &format!("{:<11} {:>4} {:>8} {:>7}\n", role.name(), out.ok, out.refused, out.failed);
+    let mut s = format!(
+        "\ncorpus: {} queries\n{:<11} {:>4} {:>8} {:>7}\n",
+        corpus().len(),
+        "role",
+        "ok",
+        "refused",
+        "failed"
+    );
+    s += &format!(
+        "{:<11} {:>4} {:>8} {:>7}\n",
+        role.name(),
+        out.ok,
+        out.refused,
+        out.failed
+    );
     for (code, qs) in &out.failures {
         s += &format!("  {} failed with {code}: queries {:?}\n", role.name(), qs);
         if let Some(m) = out.messages.get(code) {
@@ -665,7 +870,11 @@ fn report(role: Role, out: &Outcome) {
         }
     }
     if !out.refused_for_all.is_empty() {
-        s += &format!("  {}: refused for every role, not with 42501: queries {:?}\n", role.name(), out.refused_for_all);
+        s += &format!(
+            "  {}: refused for every role, not with 42501: queries {:?}\n",
+            role.name(),
+            out.refused_for_all
+        );
     }
     s += &format!("  {} violations: {}\n", role.name(), out.violations.len());
     eprintln!("{s}");
@@ -676,29 +885,58 @@ fn oracle_control(role: Role) {
     let raw = raw();
     let f = forbidden(role);
     let outside = |p: &&RawPatient| role != Role::Clinician || !s01_patients().contains(&p.id);
-    let p = raw.patients.iter().filter(outside).find(|p| p.ssn.is_some() && p.phone.is_some() && p.email.is_some()).unwrap();
+    let p = raw
+        .patients
+        .iter()
+        .filter(outside)
+        .find(|p| p.ssn.is_some() && p.phone.is_some() && p.email.is_some())
+        .unwrap();
     let mut cells = vec![
         ("ssn", format!("x{}x", p.ssn.as_deref().unwrap())),
         ("ssn", p.ssn.as_deref().unwrap().replace('-', "")),
         ("mrn", format!("[{}]", p.mrn.to_lowercase())),
     ];
     if role != Role::Clinician {
-        let z = raw.patients.iter().find(|p| !p.zip.ends_with("00")).unwrap();
-        let b = raw.patients.iter().map(|p| p.birth.format("%Y-%m-%d").to_string()).find(|d| f.dates.contains(d)).unwrap();
-        let n = raw.patients.iter().find(|p| f.names.contains(&p.last.to_lowercase())).unwrap();
+        let z = raw
+            .patients
+            .iter()
+            .find(|p| !p.zip.ends_with("00"))
+            .unwrap();
+        let b = raw
+            .patients
+            .iter()
+            .map(|p| p.birth.format("%Y-%m-%d").to_string())
+            .find(|d| f.dates.contains(d))
+            .unwrap();
+        let n = raw
+            .patients
+            .iter()
+            .find(|p| f.names.contains(&p.last.to_lowercase()))
+            .unwrap();
         cells.extend([
             ("phone", format!("tel {}", p.phone.as_deref().unwrap())),
-            ("email", format!("<{}>", p.email.as_deref().unwrap().to_uppercase())),
+            (
+                "email",
+                format!("<{}>", p.email.as_deref().unwrap().to_uppercase()),
+            ),
             ("zip", format!("{}|x", z.zip)),
             ("birth", format!("{b} 00:00:00")),
             ("name", format!("Dr. {}", n.last.to_uppercase())),
         ]);
     } else {
-        let n = raw.patients.iter().find(|p| f.names.contains(&p.last.to_lowercase())).unwrap();
+        let n = raw
+            .patients
+            .iter()
+            .find(|p| f.names.contains(&p.last.to_lowercase()))
+            .unwrap();
         cells.push(("name", format!("{} {}", p.first, n.last)));
     }
     for (what, cell) in cells {
-        assert!(!scan_cell(f, "c", &cell, "").is_empty(), "{}: the oracle misses a raw {what}", role.name());
+        assert!(
+            !scan_cell(f, "c", &cell, "").is_empty(),
+            "{}: the oracle misses a raw {what}",
+            role.name()
+        );
     }
 }
 
@@ -708,9 +946,18 @@ async fn check(role: Role) {
     }
     let out = run_role(role).await;
     report(role, &out);
-    assert!(out.ran.len() >= 150, "{}: only {} distinct queries ran", role.name(), out.ran.len());
+    assert!(
+        out.ran.len() >= 150,
+        "{}: only {} distinct queries ran",
+        role.name(),
+        out.ran.len()
+    );
     if role == Role::Auditor {
-        assert_eq!(out.table_reading, corpus().len(), "every corpus query reads a clinical/claims table");
+        assert_eq!(
+            out.table_reading,
+            corpus().len(),
+            "every corpus query reads a clinical/claims table"
+        );
         assert_eq!(out.ok, 0, "auditor: no table-reading query succeeded");
         assert_eq!(
             out.refused + out.refused_for_all.len(),
@@ -718,7 +965,12 @@ async fn check(role: Role) {
             "auditor: every table-reading query refused with 42501 (or refused for every role)"
         );
     }
-    assert!(out.violations.is_empty(), "{} oracle violations:\n{}", out.violations.len(), out.violations.join("\n"));
+    assert!(
+        out.violations.is_empty(),
+        "{} oracle violations:\n{}",
+        out.violations.len(),
+        out.violations.join("\n")
+    );
 }
 
 #[tokio::test]

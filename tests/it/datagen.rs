@@ -20,8 +20,15 @@ async fn table_contents(dir: &std::path::Path) -> Vec<(String, Vec<String>)> {
         let mut rows = Vec::new();
         while let Some(batch) = stream.next().await {
             let batch = batch.unwrap();
-            let text = datafusion::arrow::util::pretty::pretty_format_batches(&[batch]).unwrap().to_string();
-            rows.extend(text.lines().filter(|l| l.starts_with('|')).skip(1).map(str::to_owned));
+            let text = datafusion::arrow::util::pretty::pretty_format_batches(&[batch])
+                .unwrap()
+                .to_string();
+            rows.extend(
+                text.lines()
+                    .filter(|l| l.starts_with('|'))
+                    .skip(1)
+                    .map(str::to_owned),
+            );
         }
         out.push((loc.name.to_string(), rows));
     }
@@ -33,7 +40,11 @@ fn same_seed_same_rows_different_seed_different_rows() {
     let rt = runtime();
     let generate = |seed: u64| {
         let dir = temp_dir("lakeward-it-datagen");
-        let opts = lakeward::datagen::DatagenOptions { data_dir: dir.clone(), patients: 300, seed };
+        let opts = lakeward::datagen::DatagenOptions {
+            data_dir: dir.clone(),
+            patients: 300,
+            seed,
+        };
         rt.block_on(lakeward::datagen::generate(&opts)).unwrap();
         dir
     };
@@ -42,7 +53,10 @@ fn same_seed_same_rows_different_seed_different_rows() {
     let c = rt.block_on(table_contents(&generate(8)));
     for ((name, rows), (_, rows_b)) in a.iter().zip(&b) {
         assert!(!rows.is_empty(), "{name} is empty");
-        assert_eq!(rows, rows_b, "{name} differs between two runs with the same seed");
+        assert_eq!(
+            rows, rows_b,
+            "{name} differs between two runs with the same seed"
+        );
     }
     assert_ne!(a[0].1, c[0].1, "a different seed gives different data");
 }

@@ -51,27 +51,49 @@ async fn load_raw(dir: std::path::PathBuf) -> Raw {
     let sql = "SELECT patient_id, mrn, first_name, last_name, ssn, birth_date, zip, phone, email, site_id FROM patients";
     for r in support::raw_rows(&ctx, sql).await {
         let birth = NaiveDate::parse_from_str(r[5].as_deref().unwrap(), "%Y-%m-%d").unwrap();
-        patients.insert(int(&r[0]), RawPatient {
-            mrn: text(&r[1]),
-            first: text(&r[2]),
-            last: text(&r[3]),
-            ssn: r[4].clone(),
-            birth,
-            zip: text(&r[6]),
-            phone: r[7].clone(),
-            email: r[8].clone(),
-            site: text(&r[9]),
-        });
+        patients.insert(
+            int(&r[0]),
+            RawPatient {
+                mrn: text(&r[1]),
+                first: text(&r[2]),
+                last: text(&r[3]),
+                ssn: r[4].clone(),
+                birth,
+                zip: text(&r[6]),
+                phone: r[7].clone(),
+                email: r[8].clone(),
+                site: text(&r[9]),
+            },
+        );
     }
-    let pairs = |rows: TextRows| rows.iter().map(|r| (int(&r[0]), (int(&r[1]), text(&r[2])))).collect::<BTreeMap<_, _>>();
-    let encounters = pairs(support::raw_rows(&ctx, "SELECT encounter_id, patient_id, site_id FROM encounters").await);
-    let claims = pairs(support::raw_rows(&ctx, "SELECT claim_id, patient_id, site_id FROM claims").await);
-    let observations = support::raw_rows(&ctx, "SELECT observation_id, patient_id, encounter_id FROM observations")
-        .await
-        .iter()
-        .map(|r| (int(&r[0]), (int(&r[1]), int(&r[2]))))
-        .collect();
-    Raw { patients, encounters, observations, claims }
+    let pairs = |rows: TextRows| {
+        rows.iter()
+            .map(|r| (int(&r[0]), (int(&r[1]), text(&r[2]))))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let encounters = pairs(
+        support::raw_rows(
+            &ctx,
+            "SELECT encounter_id, patient_id, site_id FROM encounters",
+        )
+        .await,
+    );
+    let claims =
+        pairs(support::raw_rows(&ctx, "SELECT claim_id, patient_id, site_id FROM claims").await);
+    let observations = support::raw_rows(
+        &ctx,
+        "SELECT observation_id, patient_id, encounter_id FROM observations",
+    )
+    .await
+    .iter()
+    .map(|r| (int(&r[0]), (int(&r[1]), int(&r[2]))))
+    .collect();
+    Raw {
+        patients,
+        encounters,
+        observations,
+        claims,
+    }
 }
 
 /// The raw tables, read once per test run on a plain thread.
@@ -79,14 +101,23 @@ fn raw() -> &'static Raw {
     static RAW: OnceLock<Raw> = OnceLock::new();
     RAW.get_or_init(|| {
         let dir = support::data_dir().to_path_buf();
-        std::thread::scope(|s| s.spawn(|| support::runtime().block_on(load_raw(dir))).join().expect("raw loader"))
+        std::thread::scope(|s| {
+            s.spawn(|| support::runtime().block_on(load_raw(dir)))
+                .join()
+                .expect("raw loader")
+        })
     })
 }
 
 /// Patients of site S01 visible under `treatment` (site ∩ consent).
 fn s01_patients() -> BTreeSet<i64> {
     let consent = consented_patients("treatment");
-    raw().patients.iter().filter(|(id, p)| p.site == "S01" && consent.contains(id)).map(|(id, _)| *id).collect()
+    raw()
+        .patients
+        .iter()
+        .filter(|(id, p)| p.site == "S01" && consent.contains(id))
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// Every patient id an S01 clinician may meet in any table (consented, and
@@ -95,7 +126,13 @@ fn s01_reachable_patients() -> BTreeSet<i64> {
     let consent = consented_patients("treatment");
     let raw = raw();
     let mut ids = s01_patients();
-    ids.extend(raw.encounters.values().chain(raw.claims.values()).filter(|(_, s)| s == "S01").map(|(p, _)| *p));
+    ids.extend(
+        raw.encounters
+            .values()
+            .chain(raw.claims.values())
+            .filter(|(_, s)| s == "S01")
+            .map(|(p, _)| *p),
+    );
     ids.retain(|id| consent.contains(id));
     ids
 }
@@ -137,13 +174,18 @@ async fn try_rows(c: &Client, sql: &str) -> Result<Vec<SimpleQueryRow>, tokio_po
 }
 
 async fn rows(c: &Client, sql: &str) -> Vec<SimpleQueryRow> {
-    try_rows(c, sql).await.unwrap_or_else(|e| panic!("{sql}\n  failed: {e:?}"))
+    try_rows(c, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}\n  failed: {e:?}"))
 }
 
 /// The first column of the first row, as an integer.
 async fn count(c: &Client, sql: &str) -> i64 {
     let r = rows(c, sql).await;
-    r[0].get(0).unwrap_or_else(|| panic!("{sql}: NULL")).parse().unwrap()
+    r[0].get(0)
+        .unwrap_or_else(|| panic!("{sql}: NULL"))
+        .parse()
+        .unwrap()
 }
 
 fn get<'a>(r: &'a SimpleQueryRow, col: &str) -> Option<&'a str> {
@@ -174,7 +216,10 @@ async fn s01_only(c: &Client, sql: &str) -> usize {
             match (col.name(), r.get(i)) {
                 ("site_id", Some(s)) => assert_eq!(s, "S01", "{sql}: row from another site"),
                 ("patient_id", Some(p)) => {
-                    assert!(allowed.contains(&p.parse::<i64>().unwrap()), "{sql}: patient {p} is not visible to S01")
+                    assert!(
+                        allowed.contains(&p.parse::<i64>().unwrap()),
+                        "{sql}: patient {p} is not visible to S01"
+                    )
                 }
                 _ => {}
             }
@@ -194,7 +239,10 @@ async fn clinician_sees_own_site_consented_rows_with_ssn_last4() {
     let consent = consented_patients("treatment");
     let expected = s01_patients();
     let all_s01 = raw.patients.values().filter(|p| p.site == "S01").count();
-    assert!(!expected.is_empty() && expected.len() < all_s01, "dataset: some S01 patients opted out of treatment");
+    assert!(
+        !expected.is_empty() && expected.len() < all_s01,
+        "dataset: some S01 patients opted out of treatment"
+    );
 
     let sql = "SELECT patient_id, mrn, first_name, last_name, ssn, phone, email, site_id FROM clinical.patients";
     let got = rows(&c, sql).await;
@@ -208,7 +256,10 @@ async fn clinician_sees_own_site_consented_rows_with_ssn_last4() {
             Some(ssn) => {
                 let shown = get(r, "ssn").expect("masked ssn present");
                 assert_eq!(shown, format!("***-**-{}", &ssn[ssn.len() - 4..]));
-                assert!(shown.len() == 11 && shown[7..].bytes().all(|b| b.is_ascii_digit()), "{shown}");
+                assert!(
+                    shown.len() == 11 && shown[7..].bytes().all(|b| b.is_ascii_digit()),
+                    "{shown}"
+                );
             }
             None => assert_eq!(get(r, "ssn"), None),
         }
@@ -220,15 +271,33 @@ async fn clinician_sees_own_site_consented_rows_with_ssn_last4() {
     }
 
     let site_rows = |m: &BTreeMap<i64, (i64, String)>| -> BTreeSet<i64> {
-        m.iter().filter(|(_, (p, s))| s == "S01" && consent.contains(p)).map(|(k, _)| *k).collect()
+        m.iter()
+            .filter(|(_, (p, s))| s == "S01" && consent.contains(p))
+            .map(|(k, _)| *k)
+            .collect()
     };
     for (sql, key, oracle) in [
-        ("SELECT encounter_id, site_id FROM clinical.encounters", "encounter_id", site_rows(&raw.encounters)),
-        ("SELECT claim_id, site_id FROM claims.claims", "claim_id", site_rows(&raw.claims)),
+        (
+            "SELECT encounter_id, site_id FROM clinical.encounters",
+            "encounter_id",
+            site_rows(&raw.encounters),
+        ),
+        (
+            "SELECT claim_id, site_id FROM claims.claims",
+            "claim_id",
+            site_rows(&raw.claims),
+        ),
     ] {
         let got = rows(&c, sql).await;
-        assert!(got.iter().all(|r| get(r, "site_id") == Some("S01")), "{sql}");
-        assert_eq!(got.iter().map(|r| id(r, key)).collect::<BTreeSet<_>>(), oracle, "{sql}");
+        assert!(
+            got.iter().all(|r| get(r, "site_id") == Some("S01")),
+            "{sql}"
+        );
+        assert_eq!(
+            got.iter().map(|r| id(r, key)).collect::<BTreeSet<_>>(),
+            oracle,
+            "{sql}"
+        );
         assert_eq!(got.len(), oracle.len(), "{sql}");
     }
 
@@ -236,13 +305,20 @@ async fn clinician_sees_own_site_consented_rows_with_ssn_last4() {
     let expected_obs: BTreeSet<i64> = raw
         .observations
         .iter()
-        .filter(|(_, (p, e))| consent.contains(p) && raw.encounters.get(e).is_some_and(|(_, s)| s == "S01"))
+        .filter(|(_, (p, e))| {
+            consent.contains(p) && raw.encounters.get(e).is_some_and(|(_, s)| s == "S01")
+        })
         .map(|(o, _)| *o)
         .collect();
     assert!(!expected_obs.is_empty());
     let got = rows(&c, "SELECT observation_id FROM clinical.observations").await;
     assert_eq!(got.len(), expected_obs.len());
-    assert_eq!(got.iter().map(|r| id(r, "observation_id")).collect::<BTreeSet<_>>(), expected_obs);
+    assert_eq!(
+        got.iter()
+            .map(|r| id(r, "observation_id"))
+            .collect::<BTreeSet<_>>(),
+        expected_obs
+    );
 }
 
 #[tokio::test]
@@ -270,18 +346,35 @@ async fn analyst_sees_every_site_de_identified_with_stable_pseudonyms() {
         assert!(is_pseudonym(mrn), "{mrn}");
         assert!(!raw_mrns.contains(mrn) && mrn != p.mrn);
         pseudonyms.insert(pid, mrn.to_owned());
-        assert_eq!(get(r, "birth_date").unwrap(), format!("{:04}-01-01", p.birth.year()));
+        assert_eq!(
+            get(r, "birth_date").unwrap(),
+            format!("{:04}-01-01", p.birth.year())
+        );
         assert_eq!(get(r, "zip").unwrap(), format!("{}00", &p.zip[..3]));
     }
-    assert_eq!(pseudonyms.values().collect::<BTreeSet<_>>().len(), pseudonyms.len(), "one pseudonym per MRN");
+    assert_eq!(
+        pseudonyms.values().collect::<BTreeSet<_>>().len(),
+        pseudonyms.len(),
+        "one pseudonym per MRN"
+    );
 
     // Stable across queries and connections.
     for c in [&c1, &c2] {
-        let again = rows(c, "SELECT patient_id, mrn FROM clinical.patients ORDER BY patient_id DESC").await;
-        let m: BTreeMap<i64, String> = again.iter().map(|r| (id(r, "patient_id"), get(r, "mrn").unwrap().to_owned())).collect();
+        let again = rows(
+            c,
+            "SELECT patient_id, mrn FROM clinical.patients ORDER BY patient_id DESC",
+        )
+        .await;
+        let m: BTreeMap<i64, String> = again
+            .iter()
+            .map(|r| (id(r, "patient_id"), get(r, "mrn").unwrap().to_owned()))
+            .collect();
         assert_eq!(m, pseudonyms);
     }
-    assert_eq!(count(&c2, "SELECT count(*) FROM clinical.patients").await as usize, consented_patients("operations").len());
+    assert_eq!(
+        count(&c2, "SELECT count(*) FROM clinical.patients").await as usize,
+        consented_patients("operations").len()
+    );
 }
 
 #[tokio::test]
@@ -289,14 +382,20 @@ async fn researcher_sees_opted_in_patients_under_safe_harbor() {
     let c = researcher().await;
     let raw = raw();
     let opted_in = consented_patients("research");
-    assert!(!opted_in.is_empty() && opted_in.len() < raw.patients.len() / 2, "research is opt-in");
+    assert!(
+        !opted_in.is_empty() && opted_in.len() < raw.patients.len() / 2,
+        "research is opt-in"
+    );
 
     let sql = "SELECT patient_id, mrn, first_name, last_name, ssn, phone, email, birth_date, zip FROM clinical.patients";
     let got = rows(&c, sql).await;
     assert_eq!(got.len(), opted_in.len());
     let ids: BTreeSet<i64> = got.iter().map(|r| id(r, "patient_id")).collect();
     assert_eq!(ids.len(), got.len(), "one pseudonym per patient");
-    assert!(ids.iter().all(|p| !raw.patients.contains_key(p)), "patient ids are pseudonyms");
+    assert!(
+        ids.iter().all(|p| !raw.patients.contains_key(p)),
+        "patient ids are pseudonyms"
+    );
     let mut shown_years = Vec::new();
     for r in &got {
         for col in ["mrn", "first_name", "last_name", "ssn", "phone", "email"] {
@@ -310,9 +409,16 @@ async fn researcher_sees_opted_in_patients_under_safe_harbor() {
     }
     // birth_date is NULL exactly for the opted-in patients older than 89, and
     // the other years are the raw ones.
-    let mut expected_years: Vec<i32> =
-        opted_in.iter().map(|p| raw.patients[p].birth).filter(|b| age_today(*b) <= 89).map(|b| b.year()).collect();
-    assert!(expected_years.len() < opted_in.len(), "dataset: some opted-in patients are older than 89");
+    let mut expected_years: Vec<i32> = opted_in
+        .iter()
+        .map(|p| raw.patients[p].birth)
+        .filter(|b| age_today(*b) <= 89)
+        .map(|b| b.year())
+        .collect();
+    assert!(
+        expected_years.len() < opted_in.len(),
+        "dataset: some opted-in patients are older than 89"
+    );
     shown_years.sort();
     expected_years.sort();
     assert_eq!(shown_years, expected_years);
@@ -325,16 +431,33 @@ async fn researcher_sees_opted_in_patients_under_safe_harbor() {
         ("claims.claims", "service_date"),
     ] {
         let distinct = rows(&c, &format!("SELECT DISTINCT {column} FROM {table}")).await;
-        assert!(distinct.iter().filter_map(|r| r.get(0)).all(is_jan_1), "{table}.{column}");
-        assert!(distinct.iter().any(|r| r.get(0).is_some()), "{table}.{column} has values");
+        assert!(
+            distinct.iter().filter_map(|r| r.get(0)).all(is_jan_1),
+            "{table}.{column}"
+        );
+        assert!(
+            distinct.iter().any(|r| r.get(0).is_some()),
+            "{table}.{column} has values"
+        );
     }
 
     // Pseudonyms join across tables.
-    let encounters = raw.encounters.values().filter(|(p, _)| opted_in.contains(p)).count() as i64;
+    let encounters = raw
+        .encounters
+        .values()
+        .filter(|(p, _)| opted_in.contains(p))
+        .count() as i64;
     let sql = "SELECT count(*) FROM clinical.patients p JOIN clinical.encounters e ON e.patient_id = p.patient_id";
     assert_eq!(count(&c, sql).await, encounters);
-    assert_eq!(count(&c, "SELECT count(*) FROM clinical.encounters").await, encounters);
-    let claims = raw.claims.values().filter(|(p, _)| opted_in.contains(p)).count() as i64;
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM clinical.encounters").await,
+        encounters
+    );
+    let claims = raw
+        .claims
+        .values()
+        .filter(|(p, _)| opted_in.contains(p))
+        .count() as i64;
     let sql = "SELECT count(*) FROM claims.claims c JOIN clinical.patients p USING (patient_id)";
     assert_eq!(count(&c, sql).await, claims);
 }
@@ -376,40 +499,89 @@ async fn masked_values_are_all_that_where_group_order_window_and_aggregates_see(
         assert_eq!(count(&c, sql).await, 0, "{sql}");
     }
     let sql = "SELECT count(*) FROM clinical.patients a JOIN clinical.patients b ON a.mrn = b.mrn";
-    assert_eq!(count(&c, sql).await, total, "pseudonyms are unique and joinable");
+    assert_eq!(
+        count(&c, sql).await,
+        total,
+        "pseudonyms are unique and joinable"
+    );
 
-    let r = rows(&c, "SELECT min(mrn), max(mrn), string_agg(last_name, ',') FROM clinical.patients").await;
+    let r = rows(
+        &c,
+        "SELECT min(mrn), max(mrn), string_agg(last_name, ',') FROM clinical.patients",
+    )
+    .await;
     assert!(r[0].get(0).unwrap().starts_with("p_") && r[0].get(1).unwrap().starts_with("p_"));
     assert_eq!(r[0].get(2), None, "string_agg over NULLs");
 
     let zips = rows(&c, "SELECT DISTINCT zip FROM clinical.patients").await;
-    assert!(zips.iter().all(|r| r.get(0).is_some_and(|z| z.len() == 5 && z.ends_with("00"))));
+    assert!(
+        zips.iter()
+            .all(|r| r.get(0).is_some_and(|z| z.len() == 5 && z.ends_with("00")))
+    );
 
-    let groups = rows(&c, "SELECT birth_date, count(*) FROM clinical.patients GROUP BY birth_date").await;
+    let groups = rows(
+        &c,
+        "SELECT birth_date, count(*) FROM clinical.patients GROUP BY birth_date",
+    )
+    .await;
     assert!(groups.iter().all(|r| is_jan_1(r.get(0).unwrap())));
-    assert_eq!(groups.iter().map(|r| r.get(1).unwrap().parse::<i64>().unwrap()).sum::<i64>(), total);
+    assert_eq!(
+        groups
+            .iter()
+            .map(|r| r.get(1).unwrap().parse::<i64>().unwrap())
+            .sum::<i64>(),
+        total
+    );
 
     let sql = "SELECT count(DISTINCT ssn), max(rn) FROM \
                (SELECT ssn, row_number() OVER (PARTITION BY ssn) AS rn FROM clinical.patients) w";
     let r = rows(&c, sql).await;
-    assert_eq!((r[0].get(0), r[0].get(1)), (Some("0"), Some(total.to_string().as_str())), "one partition of NULLs");
+    assert_eq!(
+        (r[0].get(0), r[0].get(1)),
+        (Some("0"), Some(total.to_string().as_str())),
+        "one partition of NULLs"
+    );
 
     // ORDER BY a masked column: every last_name is NULL, so the tie-break decides.
-    let first: Vec<i64> = rows(&c, "SELECT patient_id FROM clinical.patients ORDER BY last_name, patient_id LIMIT 5")
-        .await
-        .iter()
-        .map(|r| id(r, "patient_id"))
-        .collect();
-    assert_eq!(first, consented_patients("operations").into_iter().take(5).collect::<Vec<_>>());
+    let first: Vec<i64> = rows(
+        &c,
+        "SELECT patient_id FROM clinical.patients ORDER BY last_name, patient_id LIMIT 5",
+    )
+    .await
+    .iter()
+    .map(|r| id(r, "patient_id"))
+    .collect();
+    assert_eq!(
+        first,
+        consented_patients("operations")
+            .into_iter()
+            .take(5)
+            .collect::<Vec<_>>()
+    );
 
     // The clinician cannot match on the raw SSN either.
     let clin = clinician().await;
     let raw = raw();
-    let (pid, ssn) = s01_patients().into_iter().find_map(|p| raw.patients[&p].ssn.clone().map(|s| (p, s))).unwrap();
-    assert_eq!(count(&clin, &format!("SELECT count(*) FROM clinical.patients WHERE ssn = '{ssn}'")).await, 0);
-    let sql = format!("SELECT count(*) FROM clinical.patients WHERE patient_id = {pid} AND ssn LIKE '{}%'", &ssn[..3]);
+    let (pid, ssn) = s01_patients()
+        .into_iter()
+        .find_map(|p| raw.patients[&p].ssn.clone().map(|s| (p, s)))
+        .unwrap();
+    assert_eq!(
+        count(
+            &clin,
+            &format!("SELECT count(*) FROM clinical.patients WHERE ssn = '{ssn}'")
+        )
+        .await,
+        0
+    );
+    let sql = format!(
+        "SELECT count(*) FROM clinical.patients WHERE patient_id = {pid} AND ssn LIKE '{}%'",
+        &ssn[..3]
+    );
     assert_eq!(count(&clin, &sql).await, 0);
-    let sql = format!("SELECT count(*) FROM clinical.patients WHERE patient_id = {pid} AND substr(ssn, 1, 7) = '***-**-'");
+    let sql = format!(
+        "SELECT count(*) FROM clinical.patients WHERE patient_id = {pid} AND substr(ssn, 1, 7) = '***-**-'"
+    );
     assert_eq!(count(&clin, &sql).await, 1);
 }
 
@@ -423,25 +595,59 @@ async fn site_filter_holds_in_every_query_shape() {
     let n = s01_patients().len();
     let consent = consented_patients("treatment");
     let raw = raw();
-    let s01_encounters = raw.encounters.values().filter(|(p, s)| s == "S01" && consent.contains(p)).count();
+    let s01_encounters = raw
+        .encounters
+        .values()
+        .filter(|(p, s)| s == "S01" && consent.contains(p))
+        .count();
 
     // (query, expected row count or None to check rows only)
     let cases: &[(&str, Option<usize>)] = &[
-        ("SELECT patient_id, site_id FROM (SELECT * FROM clinical.patients) sub", Some(n)),
-        ("SELECT patient_id, site_id FROM (SELECT * FROM clinical.patients WHERE site_id <> 'S01') sub", Some(0)),
-        ("SELECT patient_id, site_id FROM clinical.patients WHERE site_id = 'S02'", Some(0)),
-        ("WITH x AS (SELECT * FROM clinical.patients) SELECT patient_id, site_id FROM x", Some(n)),
-        ("WITH patients AS (SELECT * FROM clinical.patients) SELECT patient_id, site_id FROM patients", Some(n)),
-        ("WITH RECURSIVE r AS (SELECT patient_id, site_id FROM clinical.patients) SELECT * FROM r", Some(n)),
-        ("SELECT patient_id, site_id FROM clinical.patients UNION SELECT patient_id, site_id FROM clinical.encounters", None),
-        ("SELECT site_id FROM clinical.encounters UNION ALL SELECT site_id FROM claims.claims", None),
-        ("SELECT patient_id, site_id FROM clinical.patients INTERSECT SELECT patient_id, site_id FROM clinical.encounters", None),
+        (
+            "SELECT patient_id, site_id FROM (SELECT * FROM clinical.patients) sub",
+            Some(n),
+        ),
+        (
+            "SELECT patient_id, site_id FROM (SELECT * FROM clinical.patients WHERE site_id <> 'S01') sub",
+            Some(0),
+        ),
+        (
+            "SELECT patient_id, site_id FROM clinical.patients WHERE site_id = 'S02'",
+            Some(0),
+        ),
+        (
+            "WITH x AS (SELECT * FROM clinical.patients) SELECT patient_id, site_id FROM x",
+            Some(n),
+        ),
+        (
+            "WITH patients AS (SELECT * FROM clinical.patients) SELECT patient_id, site_id FROM patients",
+            Some(n),
+        ),
+        (
+            "WITH RECURSIVE r AS (SELECT patient_id, site_id FROM clinical.patients) SELECT * FROM r",
+            Some(n),
+        ),
+        (
+            "SELECT patient_id, site_id FROM clinical.patients UNION SELECT patient_id, site_id FROM clinical.encounters",
+            None,
+        ),
+        (
+            "SELECT site_id FROM clinical.encounters UNION ALL SELECT site_id FROM claims.claims",
+            None,
+        ),
+        (
+            "SELECT patient_id, site_id FROM clinical.patients INTERSECT SELECT patient_id, site_id FROM clinical.encounters",
+            None,
+        ),
         (
             "SELECT patient_id, site_id FROM clinical.patients EXCEPT \
              SELECT patient_id, site_id FROM clinical.patients WHERE site_id = 'S01'",
             Some(0),
         ),
-        ("SELECT DISTINCT (SELECT max(site_id) FROM clinical.encounters) AS site_id FROM claims.claims", Some(1)),
+        (
+            "SELECT DISTINCT (SELECT max(site_id) FROM clinical.encounters) AS site_id FROM claims.claims",
+            Some(1),
+        ),
         (
             "SELECT patient_id, site_id FROM clinical.patients p WHERE EXISTS \
              (SELECT 1 FROM clinical.encounters e WHERE e.patient_id = p.patient_id AND e.site_id <> 'S01')",
@@ -452,7 +658,10 @@ async fn site_filter_holds_in_every_query_shape() {
              WHERE site_id IN (SELECT site_id FROM clinical.patients WHERE site_id <> 'S01')",
             Some(0),
         ),
-        ("SELECT patient_id, site_id FROM claims.claims WHERE patient_id NOT IN (SELECT patient_id FROM clinical.patients)", None),
+        (
+            "SELECT patient_id, site_id FROM claims.claims WHERE patient_id NOT IN (SELECT patient_id FROM clinical.patients)",
+            None,
+        ),
         (
             "SELECT p.patient_id, p.site_id, e.site_id FROM clinical.patients p \
              LEFT JOIN clinical.encounters e ON e.patient_id = p.patient_id",
@@ -463,19 +672,43 @@ async fn site_filter_holds_in_every_query_shape() {
              RIGHT JOIN clinical.encounters e ON e.patient_id = p.patient_id",
             Some(s01_encounters),
         ),
-        ("SELECT p.patient_id, p.site_id, e.site_id FROM clinical.patients p FULL JOIN clinical.encounters e ON false", Some(n + s01_encounters)),
-        ("SELECT p.site_id, s.site_id FROM clinical.patients p CROSS JOIN (SELECT DISTINCT site_id FROM claims.claims) s", Some(n)),
-        ("SELECT patient_id, site_id FROM clinical.patients JOIN clinical.encounters USING (patient_id, site_id)", None),
-        ("SELECT * FROM clinical.patients NATURAL JOIN clinical.encounters", None),
-        ("SELECT patient_id, site_id FROM datafusion.clinical.patients", Some(n)),
-        ("SELECT patient_id, site_id FROM \"datafusion\".\"clinical\".\"patients\"", Some(n)),
-        ("SELECT patient_id, site_id FROM \"clinical\".\"patients\"", Some(n)),
+        (
+            "SELECT p.patient_id, p.site_id, e.site_id FROM clinical.patients p FULL JOIN clinical.encounters e ON false",
+            Some(n + s01_encounters),
+        ),
+        (
+            "SELECT p.site_id, s.site_id FROM clinical.patients p CROSS JOIN (SELECT DISTINCT site_id FROM claims.claims) s",
+            Some(n),
+        ),
+        (
+            "SELECT patient_id, site_id FROM clinical.patients JOIN clinical.encounters USING (patient_id, site_id)",
+            None,
+        ),
+        (
+            "SELECT * FROM clinical.patients NATURAL JOIN clinical.encounters",
+            None,
+        ),
+        (
+            "SELECT patient_id, site_id FROM datafusion.clinical.patients",
+            Some(n),
+        ),
+        (
+            "SELECT patient_id, site_id FROM \"datafusion\".\"clinical\".\"patients\"",
+            Some(n),
+        ),
+        (
+            "SELECT patient_id, site_id FROM \"clinical\".\"patients\"",
+            Some(n),
+        ),
         ("SELECT PATIENT_ID, SITE_ID FROM CLINICAL.PATIENTS", Some(n)),
         ("SELECT * FROM clinical.patients", Some(n)),
         ("SELECT p.* FROM clinical.patients p", Some(n)),
         ("SELECT * FROM clinical.encounters", Some(s01_encounters)),
         ("SELECT * FROM claims.claims", None),
-        ("SELECT o.patient_id, e.site_id FROM clinical.observations o LEFT JOIN clinical.encounters e USING (encounter_id)", None),
+        (
+            "SELECT o.patient_id, e.site_id FROM clinical.observations o LEFT JOIN clinical.encounters e USING (encounter_id)",
+            None,
+        ),
     ];
     for (sql, expected) in cases {
         let got = s01_only(&c, sql).await;
@@ -483,8 +716,18 @@ async fn site_filter_holds_in_every_query_shape() {
             assert_eq!(got, *e, "{sql}");
         }
     }
-    assert_eq!(count(&c, "SELECT (SELECT count(*) FROM clinical.patients)").await as usize, n);
-    assert_eq!(count(&c, "SELECT count(DISTINCT site_id) FROM clinical.encounters").await, 1);
+    assert_eq!(
+        count(&c, "SELECT (SELECT count(*) FROM clinical.patients)").await as usize,
+        n
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(DISTINCT site_id) FROM clinical.encounters"
+        )
+        .await,
+        1
+    );
     let sql = "SELECT count(*) FROM clinical.observations o JOIN clinical.encounters e USING (encounter_id) WHERE e.site_id <> 'S01'";
     assert_eq!(count(&c, sql).await, 0);
 
@@ -492,8 +735,14 @@ async fn site_filter_holds_in_every_query_shape() {
     c.batch_execute("SET search_path = clinical").await.unwrap();
     for (sql, expected) in [
         ("SELECT patient_id, site_id FROM patients", n),
-        ("WITH patients AS (SELECT * FROM clinical.patients) SELECT patient_id, site_id FROM patients", n),
-        ("WITH encounters AS (SELECT * FROM patients) SELECT patient_id, site_id FROM encounters", n),
+        (
+            "WITH patients AS (SELECT * FROM clinical.patients) SELECT patient_id, site_id FROM patients",
+            n,
+        ),
+        (
+            "WITH encounters AS (SELECT * FROM patients) SELECT patient_id, site_id FROM encounters",
+            n,
+        ),
         ("SELECT patient_id, site_id FROM encounters", s01_encounters),
     ] {
         assert_eq!(s01_only(&c, sql).await, expected, "{sql}");
@@ -504,16 +753,36 @@ async fn site_filter_holds_in_every_query_shape() {
     c.batch_execute("RESET search_path").await.unwrap();
 
     // Extended protocol, bound parameter asking for another site.
-    let stmt = c.prepare("SELECT patient_id, site_id FROM clinical.patients WHERE site_id = $1").await.unwrap();
+    let stmt = c
+        .prepare("SELECT patient_id, site_id FROM clinical.patients WHERE site_id = $1")
+        .await
+        .unwrap();
     assert_eq!(c.query(&stmt, &[&"S02"]).await.unwrap().len(), 0);
     let own = c.query(&stmt, &[&"S01"]).await.unwrap();
-    assert_eq!(own.iter().map(|r| r.get::<_, i64>(0)).collect::<BTreeSet<_>>(), s01_patients());
+    assert_eq!(
+        own.iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect::<BTreeSet<_>>(),
+        s01_patients()
+    );
     let sql = "SELECT count(*) FROM clinical.observations o JOIN clinical.encounters e USING (encounter_id) WHERE e.site_id = $1";
-    assert_eq!(c.query_one(sql, &[&"S03"]).await.unwrap().get::<_, i64>(0), 0);
+    assert_eq!(
+        c.query_one(sql, &[&"S03"]).await.unwrap().get::<_, i64>(0),
+        0
+    );
     let sql = "SELECT count(*) FROM claims.claims WHERE site_id = $1 OR $2";
-    assert_eq!(c.query_one(sql, &[&"S04", &true]).await.unwrap().get::<_, i64>(0), {
-        raw.claims.values().filter(|(p, s)| s == "S01" && consent.contains(p)).count() as i64
-    });
+    assert_eq!(
+        c.query_one(sql, &[&"S04", &true])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        {
+            raw.claims
+                .values()
+                .filter(|(p, s)| s == "S01" && consent.contains(p))
+                .count() as i64
+        }
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -524,7 +793,12 @@ async fn site_filter_holds_in_every_query_shape() {
 /// visible S01 patient.
 fn last_names() -> (String, String) {
     let raw = raw();
-    let at_s01: BTreeSet<&str> = raw.patients.values().filter(|p| p.site == "S01").map(|p| p.last.as_str()).collect();
+    let at_s01: BTreeSet<&str> = raw
+        .patients
+        .values()
+        .filter(|p| p.site == "S01")
+        .map(|p| p.last.as_str())
+        .collect();
     let elsewhere = raw
         .patients
         .values()
@@ -532,7 +806,9 @@ fn last_names() -> (String, String) {
         .expect("dataset: a last name absent from S01")
         .last
         .clone();
-    let visible = raw.patients[s01_patients().iter().next().unwrap()].last.clone();
+    let visible = raw.patients[s01_patients().iter().next().unwrap()]
+        .last
+        .clone();
     (elsewhere, visible)
 }
 
@@ -542,10 +818,14 @@ async fn errors_keyed_on_hidden_rows_never_fire() {
     let raw = raw();
     let (elsewhere, visible) = last_names();
     let division = |name: &str| {
-        format!("SELECT patient_id, site_id FROM clinical.patients p WHERE 1/(CASE WHEN p.last_name = '{name}' THEN 0 ELSE 1 END) = 1")
+        format!(
+            "SELECT patient_id, site_id FROM clinical.patients p WHERE 1/(CASE WHEN p.last_name = '{name}' THEN 0 ELSE 1 END) = 1"
+        )
     };
     let cast = |name: &str| {
-        format!("SELECT patient_id, site_id FROM clinical.patients p WHERE CAST(CASE WHEN p.last_name = '{name}' THEN 'x' ELSE '1' END AS INT) = 1")
+        format!(
+            "SELECT patient_id, site_id FROM clinical.patients p WHERE CAST(CASE WHEN p.last_name = '{name}' THEN 'x' ELSE '1' END AS INT) = 1"
+        )
     };
     let join = |name: &str| {
         format!(
@@ -556,24 +836,48 @@ async fn errors_keyed_on_hidden_rows_never_fire() {
     let probes: [fn(&str) -> String; 3] = [division, cast, join];
     for probe in probes {
         // The control: on a visible row the expression does fail.
-        assert!(try_rows(&c, &probe(&visible)).await.is_err(), "{}", probe(&visible));
-        assert!(s01_only(&c, &probe(&elsewhere)).await > 0, "{}", probe(&elsewhere));
+        assert!(
+            try_rows(&c, &probe(&visible)).await.is_err(),
+            "{}",
+            probe(&visible)
+        );
+        assert!(
+            s01_only(&c, &probe(&elsewhere)).await > 0,
+            "{}",
+            probe(&elsewhere)
+        );
     }
 
     // Hidden encounters and observations (other sites) and a patient hidden by consent.
     let consent = consented_patients("treatment");
-    let other_encounter = raw.encounters.iter().find(|(_, (_, s))| s != "S01").map(|(e, _)| *e).unwrap();
+    let other_encounter = raw
+        .encounters
+        .iter()
+        .find(|(_, (_, s))| s != "S01")
+        .map(|(e, _)| *e)
+        .unwrap();
     let other_observation = raw
         .observations
         .iter()
         .find(|(_, (_, e))| raw.encounters[e].1 != "S01")
         .map(|(o, _)| *o)
         .unwrap();
-    let refused = raw.patients.iter().find(|(p, r)| r.site == "S01" && !consent.contains(p)).map(|(p, _)| *p).unwrap();
+    let refused = raw
+        .patients
+        .iter()
+        .find(|(p, r)| r.site == "S01" && !consent.contains(p))
+        .map(|(p, _)| *p)
+        .unwrap();
     for sql in [
-        format!("SELECT count(*) FROM clinical.encounters WHERE 1/(CASE WHEN encounter_id = {other_encounter} THEN 0 ELSE 1 END) = 1"),
-        format!("SELECT count(*) FROM clinical.observations WHERE 1/(CASE WHEN observation_id = {other_observation} THEN 0 ELSE 1 END) = 1"),
-        format!("SELECT count(*) FROM clinical.patients WHERE 1/(CASE WHEN patient_id = {refused} THEN 0 ELSE 1 END) = 1"),
+        format!(
+            "SELECT count(*) FROM clinical.encounters WHERE 1/(CASE WHEN encounter_id = {other_encounter} THEN 0 ELSE 1 END) = 1"
+        ),
+        format!(
+            "SELECT count(*) FROM clinical.observations WHERE 1/(CASE WHEN observation_id = {other_observation} THEN 0 ELSE 1 END) = 1"
+        ),
+        format!(
+            "SELECT count(*) FROM clinical.patients WHERE 1/(CASE WHEN patient_id = {refused} THEN 0 ELSE 1 END) = 1"
+        ),
     ] {
         assert!(count(&c, &sql).await > 0, "{sql}");
     }
@@ -583,16 +887,33 @@ async fn errors_keyed_on_hidden_rows_never_fire() {
         "SELECT count(*) FROM clinical.patients WHERE CAST(CASE WHEN last_name = '{visible}' THEN first_name ELSE '1' END AS INT) = 1"
     );
     let e = try_rows(&c, &sql).await.expect_err("cast fails");
-    let first_names: Vec<&str> = raw.patients.values().filter(|p| p.last == visible).map(|p| p.first.as_str()).collect();
-    let message = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
-    assert!(first_names.iter().all(|f| !message.contains(f)), "error echoes a value: {message}");
+    let first_names: Vec<&str> = raw
+        .patients
+        .values()
+        .filter(|p| p.last == visible)
+        .map(|p| p.first.as_str())
+        .collect();
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        first_names.iter().all(|f| !message.contains(f)),
+        "error echoes a value: {message}"
+    );
 
     // The analyst's SSN, MRN and names are masked before the predicate runs.
     let a = analyst().await;
     let total = consented_patients("operations").len() as i64;
     let p = raw.patients.values().find(|p| p.ssn.is_some()).unwrap();
-    for (col, value) in [("ssn", p.ssn.clone().unwrap()), ("mrn", p.mrn.clone()), ("last_name", p.last.clone())] {
-        let sql = format!("SELECT count(*) FROM clinical.patients WHERE 1/(CASE WHEN {col} = '{value}' THEN 0 ELSE 1 END) = 1");
+    for (col, value) in [
+        ("ssn", p.ssn.clone().unwrap()),
+        ("mrn", p.mrn.clone()),
+        ("last_name", p.last.clone()),
+    ] {
+        let sql = format!(
+            "SELECT count(*) FROM clinical.patients WHERE 1/(CASE WHEN {col} = '{value}' THEN 0 ELSE 1 END) = 1"
+        );
         assert_eq!(count(&a, &sql).await, total, "{sql}");
     }
 
@@ -600,12 +921,31 @@ async fn errors_keyed_on_hidden_rows_never_fire() {
     let r = researcher().await;
     let opted_in = consented_patients("research");
     let outsider = *raw.patients.keys().find(|p| !opted_in.contains(p)).unwrap();
-    let sql = format!("SELECT count(*) FROM clinical.patients WHERE 1/(CASE WHEN patient_id = {outsider} THEN 0 ELSE 1 END) = 1");
+    let sql = format!(
+        "SELECT count(*) FROM clinical.patients WHERE 1/(CASE WHEN patient_id = {outsider} THEN 0 ELSE 1 END) = 1"
+    );
     assert_eq!(count(&r, &sql).await as usize, opted_in.len());
-    let hidden = raw.encounters.iter().find(|(_, (p, _))| !opted_in.contains(p)).map(|(e, _)| *e).unwrap();
-    let shown = raw.encounters.iter().find(|(_, (p, _))| opted_in.contains(p)).map(|(e, _)| *e).unwrap();
-    let probe = |e: i64| format!("SELECT count(*) FROM clinical.encounters WHERE 1/(CASE WHEN encounter_id = {e} THEN 0 ELSE 1 END) = 1");
-    assert!(try_rows(&r, &probe(shown)).await.is_err(), "control: a visible encounter does divide by zero");
+    let hidden = raw
+        .encounters
+        .iter()
+        .find(|(_, (p, _))| !opted_in.contains(p))
+        .map(|(e, _)| *e)
+        .unwrap();
+    let shown = raw
+        .encounters
+        .iter()
+        .find(|(_, (p, _))| opted_in.contains(p))
+        .map(|(e, _)| *e)
+        .unwrap();
+    let probe = |e: i64| {
+        format!(
+            "SELECT count(*) FROM clinical.encounters WHERE 1/(CASE WHEN encounter_id = {e} THEN 0 ELSE 1 END) = 1"
+        )
+    };
+    assert!(
+        try_rows(&r, &probe(shown)).await.is_err(),
+        "control: a visible encounter does divide by zero"
+    );
     assert!(count(&r, &probe(hidden)).await > 0);
 }
 
@@ -616,7 +956,10 @@ async fn errors_keyed_on_hidden_rows_never_fire() {
 async fn pseudonyms_cannot_be_reversed_with_the_mask_function() {
     // Matches found by calling the mask function (0 when the call is refused).
     async fn matches(c: &Client, sql: &str) -> i64 {
-        try_rows(c, sql).await.map(|r| r[0].get(0).unwrap().parse().unwrap()).unwrap_or(0)
+        try_rows(c, sql)
+            .await
+            .map(|r| r[0].get(0).unwrap().parse().unwrap())
+            .unwrap_or(0)
     }
     let max_id = *raw().patients.keys().last().unwrap();
     let researcher_sql = format!(
@@ -646,37 +989,108 @@ async fn break_glass_lifts_the_site_filter_only_until_reset() {
     let c = clinician().await;
     let n = s01_patients().len() as i64;
     let all = consented_patients("treatment").len() as i64;
-    let prepared = c.prepare("SELECT count(*) FROM clinical.patients").await.unwrap();
-    assert_eq!(c.query_one(&prepared, &[]).await.unwrap().get::<_, i64>(0), n);
+    let prepared = c
+        .prepare("SELECT count(*) FROM clinical.patients")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one(&prepared, &[]).await.unwrap().get::<_, i64>(0),
+        n
+    );
 
-    c.batch_execute("SET lakeward.break_glass = 'patient transferred from S02 unconscious'").await.unwrap();
-    assert_eq!(count(&c, "SELECT count(*) FROM clinical.patients").await, all, "every site, consent still applied");
-    assert_eq!(c.query_one(&prepared, &[]).await.unwrap().get::<_, i64>(0), all, "prepared statement re-planned");
-    assert_eq!(count(&c, "SELECT count(DISTINCT site_id) FROM clinical.patients").await, 12);
+    c.batch_execute("SET lakeward.break_glass = 'patient transferred from S02 unconscious'")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM clinical.patients").await,
+        all,
+        "every site, consent still applied"
+    );
+    assert_eq!(
+        c.query_one(&prepared, &[]).await.unwrap().get::<_, i64>(0),
+        all,
+        "prepared statement re-planned"
+    );
+    assert_eq!(
+        count(&c, "SELECT count(DISTINCT site_id) FROM clinical.patients").await,
+        12
+    );
     assert!(count(&c, "SELECT count(ssn) FROM clinical.patients").await > 0);
-    assert_eq!(count(&c, "SELECT count(*) FROM clinical.patients WHERE ssn NOT LIKE '***-**-%'").await, 0, "ssn still masked");
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM clinical.patients WHERE ssn NOT LIKE '***-**-%'"
+        )
+        .await,
+        0,
+        "ssn still masked"
+    );
     let raw = raw();
     let consent = consented_patients("treatment");
-    let encounters = raw.encounters.values().filter(|(p, _)| consent.contains(p)).count() as i64;
-    assert_eq!(count(&c, "SELECT count(*) FROM clinical.encounters").await, encounters);
+    let encounters = raw
+        .encounters
+        .values()
+        .filter(|(p, _)| consent.contains(p))
+        .count() as i64;
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM clinical.encounters").await,
+        encounters
+    );
 
     c.batch_execute("RESET lakeward.break_glass").await.unwrap();
-    assert_eq!(s01_only(&c, "SELECT patient_id, site_id FROM clinical.patients").await as i64, n);
-    assert_eq!(c.query_one(&prepared, &[]).await.unwrap().get::<_, i64>(0), n, "prepared statement back to S01");
+    assert_eq!(
+        s01_only(&c, "SELECT patient_id, site_id FROM clinical.patients").await as i64,
+        n
+    );
+    assert_eq!(
+        c.query_one(&prepared, &[]).await.unwrap().get::<_, i64>(0),
+        n,
+        "prepared statement back to S01"
+    );
 }
 
 #[tokio::test]
 async fn changing_purpose_re_plans_prepared_statements() {
     let c = analyst().await;
-    let (ops, pay) = (consented_patients("operations"), consented_patients("payment"));
-    assert_ne!(ops, pay, "dataset: consent differs between operations and payment");
-    let counted = c.prepare("SELECT count(*) FROM clinical.patients").await.unwrap();
-    let listed = c.prepare("SELECT patient_id FROM clinical.patients").await.unwrap();
-    for (purpose, expected) in [("operations", &ops), ("payment", &pay), ("operations", &ops)] {
-        c.batch_execute(&format!("SET lakeward.purpose = '{purpose}'")).await.unwrap();
-        assert_eq!(c.query_one(&counted, &[]).await.unwrap().get::<_, i64>(0) as usize, expected.len(), "{purpose}");
-        let ids: BTreeSet<i64> = c.query(&listed, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
-        assert_eq!(&ids, expected, "{purpose}: the prepared statement sees this purpose's consent");
+    let (ops, pay) = (
+        consented_patients("operations"),
+        consented_patients("payment"),
+    );
+    assert_ne!(
+        ops, pay,
+        "dataset: consent differs between operations and payment"
+    );
+    let counted = c
+        .prepare("SELECT count(*) FROM clinical.patients")
+        .await
+        .unwrap();
+    let listed = c
+        .prepare("SELECT patient_id FROM clinical.patients")
+        .await
+        .unwrap();
+    for (purpose, expected) in [
+        ("operations", &ops),
+        ("payment", &pay),
+        ("operations", &ops),
+    ] {
+        c.batch_execute(&format!("SET lakeward.purpose = '{purpose}'"))
+            .await
+            .unwrap();
+        assert_eq!(
+            c.query_one(&counted, &[]).await.unwrap().get::<_, i64>(0) as usize,
+            expected.len(),
+            "{purpose}"
+        );
+        let ids: BTreeSet<i64> = c
+            .query(&listed, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            &ids, expected,
+            "{purpose}: the prepared statement sees this purpose's consent"
+        );
     }
 }
-

@@ -27,23 +27,33 @@ use crate::support::{self, server, sqlstate, try_connect_with, visible_patients}
 // ---------------------------------------------------------------------------
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// The demo ES256 signing key (kid `demo-es256`, trusted).
 fn es256_key() -> EncodingKey {
-    let pem = std::fs::read(lakeward::auth::demo_key_paths(support::data_dir()).0).expect("demo signing key");
+    let pem = std::fs::read(lakeward::auth::demo_key_paths(support::data_dir()).0)
+        .expect("demo signing key");
     EncodingKey::from_ec_pem(&pem).expect("ES256 key")
 }
 
 /// The RS256 key the test servers trust (kid `rsa-1`).
 fn rs256_key() -> EncodingKey {
-    EncodingKey::from_rsa_pem(&std::fs::read(support::fixtures().join("rsa-test-private.pem")).unwrap()).unwrap()
+    EncodingKey::from_rsa_pem(
+        &std::fs::read(support::fixtures().join("rsa-test-private.pem")).unwrap(),
+    )
+    .unwrap()
 }
 
 /// An RSA key nobody trusts.
 fn untrusted_rsa_key() -> EncodingKey {
-    EncodingKey::from_rsa_pem(&std::fs::read(support::fixtures().join("rsa-other-private.pem")).unwrap()).unwrap()
+    EncodingKey::from_rsa_pem(
+        &std::fs::read(support::fixtures().join("rsa-other-private.pem")).unwrap(),
+    )
+    .unwrap()
 }
 
 /// The trusted RSA public key, as PEM text (the classic HS256 confusion secret).
@@ -91,12 +101,21 @@ fn rs256(claims: &Value) -> String {
 }
 
 fn hs256(claims: &Value) -> String {
-    sign(Algorithm::HS256, None, &EncodingKey::from_secret(support::HS256_SECRET), claims)
+    sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(support::HS256_SECRET),
+        claims,
+    )
 }
 
 /// `base64url(header) . base64url(payload)`: the signing input, built by hand.
 fn signing_input(header: &Value, payload: &Value) -> String {
-    format!("{}.{}", B64.encode(header.to_string()), B64.encode(payload.to_string()))
+    format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(payload.to_string())
+    )
 }
 
 /// A compact JWS built by hand, HMAC-SHA256 signed with `secret`.
@@ -120,28 +139,67 @@ fn hand_signed(header: &Value, payload: &Value, key: &EncodingKey, alg: Algorith
 
 /// Words a refusal must not contain: they would say which check failed.
 const REVEALING: &[&str] = &[
-    "expired", "expir", "signature", "issuer", "audience", "kid", "key", "alg", "claim", "lifetime", "not yet", "nbf",
-    "iat", "exp", "subject", "sub ", "malformed", "base64", "too large", "too long", "size", "jwk", "jku", "json",
-    "token", "invalid", "role",
+    "expired",
+    "expir",
+    "signature",
+    "issuer",
+    "audience",
+    "kid",
+    "key",
+    "alg",
+    "claim",
+    "lifetime",
+    "not yet",
+    "nbf",
+    "iat",
+    "exp",
+    "subject",
+    "sub ",
+    "malformed",
+    "base64",
+    "too large",
+    "too long",
+    "size",
+    "jwk",
+    "jku",
+    "json",
+    "token",
+    "invalid",
+    "role",
 ];
 
 /// Connect as `user` with `token` (TLS) and return the refusal, or a
 /// description of what went wrong.
-async fn refusal(addr: SocketAddr, user: &str, token: &str) -> Result<(String, String, String), String> {
+async fn refusal(
+    addr: SocketAddr,
+    user: &str,
+    token: &str,
+) -> Result<(String, String, String), String> {
     match try_connect_with(addr, user, token, "require", Some("operations")).await {
         Ok(client) => {
             let q = client.simple_query("SELECT 1").await;
-            Err(format!("connection ACCEPTED (SELECT 1 -> {:?})", q.map(|_| "ok").map_err(|e| sqlstate(&e))))
+            Err(format!(
+                "connection ACCEPTED (SELECT 1 -> {:?})",
+                q.map(|_| "ok").map_err(|e| sqlstate(&e))
+            ))
         }
         Err(e) => match e.as_db_error() {
-            Some(db) => Ok((db.severity().to_owned(), db.code().code().to_owned(), db.message().to_owned())),
+            Some(db) => Ok((
+                db.severity().to_owned(),
+                db.code().code().to_owned(),
+                db.message().to_owned(),
+            )),
             None => Err(format!("no ErrorResponse from the server: {e}")),
         },
     }
 }
 
 /// Check one refusal; returns the message (for the "same text" check).
-fn check_refusal(label: &str, r: Result<(String, String, String), String>, failures: &mut Vec<String>) -> Option<String> {
+fn check_refusal(
+    label: &str,
+    r: Result<(String, String, String), String>,
+    failures: &mut Vec<String>,
+) -> Option<String> {
     let (severity, code, message) = match r {
         Ok(x) => x,
         Err(why) => {
@@ -150,10 +208,14 @@ fn check_refusal(label: &str, r: Result<(String, String, String), String>, failu
         }
     };
     if severity != "FATAL" {
-        failures.push(format!("{label}: severity {severity}, expected FATAL ({code} {message:?})"));
+        failures.push(format!(
+            "{label}: severity {severity}, expected FATAL ({code} {message:?})"
+        ));
     }
     if code != "28000" && code != "28P01" {
-        failures.push(format!("{label}: SQLSTATE {code}, expected 28000 or 28P01 ({message:?})"));
+        failures.push(format!(
+            "{label}: SQLSTATE {code}, expected 28000 or 28P01 ({message:?})"
+        ));
     }
     let lower = message.to_lowercase();
     // The generic text itself says "authentication failed"; strip it before
@@ -161,21 +223,36 @@ fn check_refusal(label: &str, r: Result<(String, String, String), String>, failu
     let rest = lower.replace("password authentication failed for user", "");
     for w in REVEALING {
         if rest.contains(w) {
-            failures.push(format!("{label}: message {message:?} reveals the failed check ({w:?})"));
+            failures.push(format!(
+                "{label}: message {message:?} reveals the failed check ({w:?})"
+            ));
         }
     }
     if !lower.contains("authentication failed") {
-        failures.push(format!("{label}: message {message:?} is not the generic authentication failure"));
+        failures.push(format!(
+            "{label}: message {message:?} is not the generic authentication failure"
+        ));
     }
     Some(message)
 }
 
 /// A valid analyst connection still works on `addr`.
 async fn still_serving(addr: SocketAddr) {
-    let client = try_connect_with(addr, "analyst", &es256(&analyst_claims()), "require", Some("operations"))
-        .await
-        .expect("the server must keep serving valid clients after refusals");
-    let rows = rows(client.simple_query("SELECT 1 AS one").await.expect("SELECT 1"));
+    let client = try_connect_with(
+        addr,
+        "analyst",
+        &es256(&analyst_claims()),
+        "require",
+        Some("operations"),
+    )
+    .await
+    .expect("the server must keep serving valid clients after refusals");
+    let rows = rows(
+        client
+            .simple_query("SELECT 1 AS one")
+            .await
+            .expect("SELECT 1"),
+    );
     assert_eq!(rows[0].get("one"), Some("1"));
 }
 
@@ -189,18 +266,29 @@ fn rows(msgs: Vec<SimpleQueryMessage>) -> Vec<tokio_postgres::SimpleQueryRow> {
 }
 
 async fn show(client: &tokio_postgres::Client, name: &str) -> String {
-    let r = rows(client.simple_query(&format!("SHOW {name}")).await.unwrap_or_else(|e| panic!("SHOW {name}: {e}")));
+    let r = rows(
+        client
+            .simple_query(&format!("SHOW {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("SHOW {name}: {e}")),
+    );
     r[0].get(0).unwrap_or_default().to_owned()
 }
 
 async fn patient_count(client: &tokio_postgres::Client) -> Result<u64, tokio_postgres::Error> {
-    let r = rows(client.simple_query("SELECT count(*) AS n FROM clinical.patients").await?);
+    let r = rows(
+        client
+            .simple_query("SELECT count(*) AS n FROM clinical.patients")
+            .await?,
+    );
     Ok(r[0].get("n").unwrap().parse().unwrap())
 }
 
 /// SQLSTATE and severity of a statement error.
 fn state_of(e: &tokio_postgres::Error) -> (String, String) {
-    let db = e.as_db_error().unwrap_or_else(|| panic!("expected an ErrorResponse, got {e}"));
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("expected an ErrorResponse, got {e}"));
     (db.code().code().to_owned(), db.severity().to_owned())
 }
 
@@ -211,12 +299,25 @@ fn state_of(e: &tokio_postgres::Error) -> (String, String) {
 #[tokio::test]
 async fn rs256_es256_hs256_tokens_are_accepted() {
     let addr = server().addr;
-    for (alg, token) in [("RS256", rs256(&analyst_claims())), ("ES256", es256(&analyst_claims())), ("HS256", hs256(&analyst_claims()))] {
+    for (alg, token) in [
+        ("RS256", rs256(&analyst_claims())),
+        ("ES256", es256(&analyst_claims())),
+        ("HS256", hs256(&analyst_claims())),
+    ] {
         let client = try_connect_with(addr, "analyst", &token, "require", Some("operations"))
             .await
             .unwrap_or_else(|e| panic!("{alg} token refused: {e} ({:?})", sqlstate(&e)));
-        assert_eq!(patient_count(&client).await.unwrap(), visible_patients("operations"), "{alg}");
-        let who = rows(client.simple_query("SELECT current_user AS u").await.unwrap());
+        assert_eq!(
+            patient_count(&client).await.unwrap(),
+            visible_patients("operations"),
+            "{alg}"
+        );
+        let who = rows(
+            client
+                .simple_query("SELECT current_user AS u")
+                .await
+                .unwrap(),
+        );
         assert_eq!(who[0].get("u"), Some("analyst"), "{alg}");
         assert_eq!(show(&client, "lakeward.role").await, "analyst", "{alg}");
         // Same token again: served from the verification cache.
@@ -232,14 +333,31 @@ async fn hand_built_tokens_are_accepted_when_valid() {
     let addr = server().addr;
     let c = analyst_claims();
     let tokens = [
-        ("hand HS256", hand_hs256(&json!({"alg": "HS256", "typ": "JWT"}), &c, support::HS256_SECRET)),
+        (
+            "hand HS256",
+            hand_hs256(
+                &json!({"alg": "HS256", "typ": "JWT"}),
+                &c,
+                support::HS256_SECRET,
+            ),
+        ),
         (
             "hand RS256",
-            hand_signed(&json!({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"}), &c, &rs256_key(), Algorithm::RS256),
+            hand_signed(
+                &json!({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"}),
+                &c,
+                &rs256_key(),
+                Algorithm::RS256,
+            ),
         ),
         (
             "hand ES256",
-            hand_signed(&json!({"alg": "ES256", "typ": "JWT", "kid": "demo-es256"}), &c, &es256_key(), Algorithm::ES256),
+            hand_signed(
+                &json!({"alg": "ES256", "typ": "JWT", "kid": "demo-es256"}),
+                &c,
+                &es256_key(),
+                Algorithm::ES256,
+            ),
         ),
     ];
     for (label, token) in tokens {
@@ -259,20 +377,34 @@ async fn es256_key_generated_in_test() {
     let public_path: PathBuf = dir.join("generated-es256.pem");
     std::fs::write(&public_path, public).unwrap();
     let mut auth = support::test_auth_settings();
-    auth.sources.pem_files.push((Some("generated".into()), Algorithm::ES256, public_path));
+    auth.sources
+        .pem_files
+        .push((Some("generated".into()), Algorithm::ES256, public_path));
     let own = support::start_with_auth(|_| {}, auth);
     let key = EncodingKey::from_ec_pem(private.as_bytes()).unwrap();
     let token = sign(Algorithm::ES256, Some("generated"), &key, &analyst_claims());
 
     let client = try_connect_with(own.addr, "analyst", &token, "require", Some("operations"))
         .await
-        .unwrap_or_else(|e| panic!("token from a generated, configured key refused: {e} ({:?})", sqlstate(&e)));
-    assert_eq!(patient_count(&client).await.unwrap(), visible_patients("operations"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "token from a generated, configured key refused: {e} ({:?})",
+                sqlstate(&e)
+            )
+        });
+    assert_eq!(
+        patient_count(&client).await.unwrap(),
+        visible_patients("operations")
+    );
     drop(client);
 
     // The default server does not know this key.
     let mut failures = vec![];
-    check_refusal("generated key, unknown kid", refusal(server().addr, "analyst", &token).await, &mut failures);
+    check_refusal(
+        "generated key, unknown kid",
+        refusal(server().addr, "analyst", &token).await,
+        &mut failures,
+    );
     assert!(failures.is_empty(), "{failures:#?}");
     own.shutdown();
 }
@@ -292,26 +424,62 @@ fn psql(port: u16, password: &str, args: &[&str]) -> std::process::Output {
 }
 
 fn text(o: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
 fn psql_accepts_rs256_es256_hs256_and_refuses_a_forgery() {
     let port = server().port();
-    for (alg, token) in [("RS256", rs256(&analyst_claims())), ("ES256", es256(&analyst_claims())), ("HS256", hs256(&analyst_claims()))] {
-        let out = psql(port, &token, &["-c", "SELECT count(*) FROM clinical.patients", "-c", "SHOW lakeward.purpose"]);
+    for (alg, token) in [
+        ("RS256", rs256(&analyst_claims())),
+        ("ES256", es256(&analyst_claims())),
+        ("HS256", hs256(&analyst_claims())),
+    ] {
+        let out = psql(
+            port,
+            &token,
+            &[
+                "-c",
+                "SELECT count(*) FROM clinical.patients",
+                "-c",
+                "SHOW lakeward.purpose",
+            ],
+        );
         assert!(out.status.success(), "{alg}: {}", text(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = stdout.lines().collect();
-        assert_eq!(lines, [visible_patients("operations").to_string().as_str(), "operations"], "{alg}: {stdout}");
+        assert_eq!(
+            lines,
+            [
+                visible_patients("operations").to_string().as_str(),
+                "operations"
+            ],
+            "{alg}: {stdout}"
+        );
     }
     // A token signed by an untrusted key: FATAL, generic message.
-    let forged = sign(Algorithm::RS256, Some("rsa-1"), &untrusted_rsa_key(), &analyst_claims());
+    let forged = sign(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &untrusted_rsa_key(),
+        &analyst_claims(),
+    );
     let out = psql(port, &forged, &["-c", "SELECT 1"]);
-    assert!(!out.status.success(), "forged token accepted by psql: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "forged token accepted by psql: {}",
+        text(&out)
+    );
     let t = text(&out);
     assert!(t.contains("FATAL"), "{t}");
-    assert!(t.contains("password authentication failed for user \"analyst\""), "{t}");
+    assert!(
+        t.contains("password authentication failed for user \"analyst\""),
+        "{t}"
+    );
     assert!(!t.to_lowercase().contains("signature"), "{t}");
 }
 
@@ -336,7 +504,8 @@ fn forgeries() -> Vec<(&'static str, &'static str, String)> {
     let pem = rsa_public_pem();
     let attacker_secret = b"attacker-chosen-secret-0123456789abcdef";
     let other = untrusted_rsa_key();
-    let other_jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&other, Algorithm::RS256).expect("jwk of the untrusted key");
+    let other_jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&other, Algorithm::RS256)
+        .expect("jwk of the untrusted key");
     let (gen_private, _) = generated_es256();
     let gen_key = EncodingKey::from_ec_pem(gen_private.as_bytes()).unwrap();
     let valid_es256 = es256(&c);
@@ -348,32 +517,108 @@ fn forgeries() -> Vec<(&'static str, &'static str, String)> {
 
     let mut v: Vec<(&'static str, &'static str, String)> = vec![
         // Algorithm tricks.
-        ("alg none, no signature", "analyst", format!("{}.", signing_input(&json!({"alg": "none", "typ": "JWT"}), &c))),
+        (
+            "alg none, no signature",
+            "analyst",
+            format!(
+                "{}.",
+                signing_input(&json!({"alg": "none", "typ": "JWT"}), &c)
+            ),
+        ),
         (
             "alg none with kid",
             "analyst",
-            format!("{}.", signing_input(&json!({"alg": "none", "typ": "JWT", "kid": "demo-es256"}), &c)),
+            format!(
+                "{}.",
+                signing_input(
+                    &json!({"alg": "none", "typ": "JWT", "kid": "demo-es256"}),
+                    &c
+                )
+            ),
         ),
         (
             "alg None (case variant) with the ES256 signature kept",
             "analyst",
-            format!("{}.{}", signing_input(&json!({"alg": "None", "kid": "demo-es256"}), &c), valid_parts[2]),
+            format!(
+                "{}.{}",
+                signing_input(&json!({"alg": "None", "kid": "demo-es256"}), &c),
+                valid_parts[2]
+            ),
         ),
-        ("HS256 with the RSA public key as secret, kid rsa-1", "analyst", hand_hs256(&json!({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}), &c, &pem)),
-        ("HS256 with the RSA public key as secret, no kid", "analyst", hand_hs256(&json!({"alg": "HS256", "typ": "JWT"}), &c, &pem)),
-        ("RS256 token claiming the ES256 key's kid", "analyst", sign(Algorithm::RS256, Some("demo-es256"), &rs256_key(), &c)),
-        ("HS384 (algorithm not allowed)", "analyst", sign(Algorithm::HS384, None, &EncodingKey::from_secret(support::HS256_SECRET), &c)),
+        (
+            "HS256 with the RSA public key as secret, kid rsa-1",
+            "analyst",
+            hand_hs256(
+                &json!({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}),
+                &c,
+                &pem,
+            ),
+        ),
+        (
+            "HS256 with the RSA public key as secret, no kid",
+            "analyst",
+            hand_hs256(&json!({"alg": "HS256", "typ": "JWT"}), &c, &pem),
+        ),
+        (
+            "RS256 token claiming the ES256 key's kid",
+            "analyst",
+            sign(Algorithm::RS256, Some("demo-es256"), &rs256_key(), &c),
+        ),
+        (
+            "HS384 (algorithm not allowed)",
+            "analyst",
+            sign(
+                Algorithm::HS384,
+                None,
+                &EncodingKey::from_secret(support::HS256_SECRET),
+                &c,
+            ),
+        ),
         // Wrong and unknown keys.
-        ("RS256 signed by an untrusted key, kid rsa-1", "analyst", sign(Algorithm::RS256, Some("rsa-1"), &other, &c)),
-        ("RS256 signed by an untrusted key, no kid", "analyst", sign(Algorithm::RS256, None, &other, &c)),
-        ("ES256 signed by a generated key, kid demo-es256", "analyst", sign(Algorithm::ES256, Some("demo-es256"), &gen_key, &c)),
-        ("HS256 with a wrong secret", "analyst", sign(Algorithm::HS256, None, &EncodingKey::from_secret(attacker_secret), &c)),
-        ("unknown kid, signed by the trusted RSA key", "analyst", sign(Algorithm::RS256, Some("rsa-2"), &rs256_key(), &c)),
-        ("kid path injection ../../../../etc/passwd", "analyst", sign(Algorithm::RS256, Some("../../../../etc/passwd"), &other, &c)),
+        (
+            "RS256 signed by an untrusted key, kid rsa-1",
+            "analyst",
+            sign(Algorithm::RS256, Some("rsa-1"), &other, &c),
+        ),
+        (
+            "RS256 signed by an untrusted key, no kid",
+            "analyst",
+            sign(Algorithm::RS256, None, &other, &c),
+        ),
+        (
+            "ES256 signed by a generated key, kid demo-es256",
+            "analyst",
+            sign(Algorithm::ES256, Some("demo-es256"), &gen_key, &c),
+        ),
+        (
+            "HS256 with a wrong secret",
+            "analyst",
+            sign(
+                Algorithm::HS256,
+                None,
+                &EncodingKey::from_secret(attacker_secret),
+                &c,
+            ),
+        ),
+        (
+            "unknown kid, signed by the trusted RSA key",
+            "analyst",
+            sign(Algorithm::RS256, Some("rsa-2"), &rs256_key(), &c),
+        ),
+        (
+            "kid path injection ../../../../etc/passwd",
+            "analyst",
+            sign(Algorithm::RS256, Some("../../../../etc/passwd"), &other, &c),
+        ),
         (
             "kid path injection ../keys/jwt-public.pem",
             "analyst",
-            sign(Algorithm::ES256, Some("../keys/jwt-public.pem"), &gen_key, &c),
+            sign(
+                Algorithm::ES256,
+                Some("../keys/jwt-public.pem"),
+                &gen_key,
+                &c,
+            ),
         ),
         (
             "kid path injection, HS256 keyed by /dev/null",
@@ -404,7 +649,12 @@ fn forgeries() -> Vec<(&'static str, &'static str, String)> {
         (
             "jwk header embedding the attacker's RSA key",
             "analyst",
-            hand_signed(&json!({"alg": "RS256", "typ": "JWT", "jwk": other_jwk}), &c, &other, Algorithm::RS256),
+            hand_signed(
+                &json!({"alg": "RS256", "typ": "JWT", "jwk": other_jwk}),
+                &c,
+                &other,
+                Algorithm::RS256,
+            ),
         ),
         (
             "jwk header embedding an attacker HMAC key",
@@ -418,32 +668,81 @@ fn forgeries() -> Vec<(&'static str, &'static str, String)> {
         (
             "x5u header",
             "analyst",
-            hand_signed(&json!({"alg": "RS256", "x5u": "https://attacker.example/cert.pem"}), &c, &other, Algorithm::RS256),
+            hand_signed(
+                &json!({"alg": "RS256", "x5u": "https://attacker.example/cert.pem"}),
+                &c,
+                &other,
+                Algorithm::RS256,
+            ),
         ),
         // Time claims.
-        ("expired an hour ago", "analyst", es256(&with(&|v| {
-            v["iat"] = json!(now - 7200);
-            v["nbf"] = json!(now - 7200);
-            v["exp"] = json!(now - 3600);
-        }))),
-        ("nbf in the future", "analyst", es256(&with(&|v| v["nbf"] = json!(now + 600)))),
-        ("iat in the future", "analyst", es256(&with(&|v| v["iat"] = json!(now + 600)))),
-        ("lifetime over 24 h", "analyst", es256(&with(&|v| v["exp"] = json!(now + 24 * 3600 + 60)))),
-        ("exp equal to iat", "analyst", es256(&with(&|v| {
-            v["iat"] = json!(now - 5);
-            v["exp"] = json!(now - 5);
-        }))),
-        ("string exp", "analyst", es256(&with(&|v| v["exp"] = json!((now + 3600).to_string())))),
-        ("string iat", "analyst", es256(&with(&|v| v["iat"] = json!(now.to_string())))),
+        (
+            "expired an hour ago",
+            "analyst",
+            es256(&with(&|v| {
+                v["iat"] = json!(now - 7200);
+                v["nbf"] = json!(now - 7200);
+                v["exp"] = json!(now - 3600);
+            })),
+        ),
+        (
+            "nbf in the future",
+            "analyst",
+            es256(&with(&|v| v["nbf"] = json!(now + 600))),
+        ),
+        (
+            "iat in the future",
+            "analyst",
+            es256(&with(&|v| v["iat"] = json!(now + 600))),
+        ),
+        (
+            "lifetime over 24 h",
+            "analyst",
+            es256(&with(&|v| v["exp"] = json!(now + 24 * 3600 + 60))),
+        ),
+        (
+            "exp equal to iat",
+            "analyst",
+            es256(&with(&|v| {
+                v["iat"] = json!(now - 5);
+                v["exp"] = json!(now - 5);
+            })),
+        ),
+        (
+            "string exp",
+            "analyst",
+            es256(&with(&|v| v["exp"] = json!((now + 3600).to_string()))),
+        ),
+        (
+            "string iat",
+            "analyst",
+            es256(&with(&|v| v["iat"] = json!(now.to_string()))),
+        ),
         // Missing or wrong claims.
         ("missing sub", "analyst", es256(&without("sub"))),
         ("missing exp", "analyst", es256(&without("exp"))),
         ("missing iat", "analyst", es256(&without("iat"))),
         ("missing roles", "analyst", es256(&without("roles"))),
-        ("empty roles", "analyst", es256(&with(&|v| v["roles"] = json!([])))),
-        ("wrong iss", "analyst", es256(&with(&|v| v["iss"] = json!("https://evil.example")))),
-        ("wrong aud", "analyst", es256(&with(&|v| v["aud"] = json!("someone-else")))),
-        ("user is not sub", "analyst", es256(&claims("clinician", &["analyst"]))),
+        (
+            "empty roles",
+            "analyst",
+            es256(&with(&|v| v["roles"] = json!([]))),
+        ),
+        (
+            "wrong iss",
+            "analyst",
+            es256(&with(&|v| v["iss"] = json!("https://evil.example"))),
+        ),
+        (
+            "wrong aud",
+            "analyst",
+            es256(&with(&|v| v["aud"] = json!("someone-else"))),
+        ),
+        (
+            "user is not sub",
+            "analyst",
+            es256(&claims("clinician", &["analyst"])),
+        ),
         // Shape.
         (
             "malformed base64 in the header",
@@ -453,20 +752,36 @@ fn forgeries() -> Vec<(&'static str, &'static str, String)> {
         (
             "malformed base64 in the signature",
             "analyst",
-            format!("{}.{}.{}*+/=", valid_parts[0], valid_parts[1], valid_parts[2]),
+            format!(
+                "{}.{}.{}*+/=",
+                valid_parts[0], valid_parts[1], valid_parts[2]
+            ),
         ),
         (
             "payload altered after signing (roles)",
             "analyst",
-            format!("{}.{}.{}", valid_parts[0], B64.encode(with(&|v| v["roles"] = json!(["clinician"])).to_string()), valid_parts[2]),
+            format!(
+                "{}.{}.{}",
+                valid_parts[0],
+                B64.encode(with(&|v| v["roles"] = json!(["clinician"])).to_string()),
+                valid_parts[2]
+            ),
         ),
-        ("two segments", "analyst", format!("{}.{}", valid_parts[0], valid_parts[1])),
+        (
+            "two segments",
+            "analyst",
+            format!("{}.{}", valid_parts[0], valid_parts[1]),
+        ),
         ("not a JWT at all", "analyst", "hunter2".to_owned()),
         ("9 KB token", "analyst", big),
         ("empty password", "analyst", String::new()),
     ];
     // Also the genuine token for the wrong user name, and with whitespace only.
-    v.push(("valid token presented for another user", "analyst", es256(&claims("researcher", &["researcher"]))));
+    v.push((
+        "valid token presented for another user",
+        "analyst",
+        es256(&claims("researcher", &["researcher"])),
+    ));
     v.push(("whitespace password", "analyst", "   ".to_owned()));
     v
 }
@@ -477,7 +792,11 @@ async fn forged_and_invalid_tokens_are_refused() {
     let cases = forgeries();
     assert!(cases.len() >= 20);
     let nine_kb = cases.iter().find(|(l, ..)| *l == "9 KB token").unwrap();
-    assert!(nine_kb.2.len() > 8192 && nine_kb.2.len() < 10_000, "9 KB token is {} bytes", nine_kb.2.len());
+    assert!(
+        nine_kb.2.len() > 8192 && nine_kb.2.len() < 10_000,
+        "9 KB token is {} bytes",
+        nine_kb.2.len()
+    );
 
     let mut failures = vec![];
     let mut messages = std::collections::BTreeMap::<String, Vec<&str>>::new();
@@ -487,9 +806,16 @@ async fn forged_and_invalid_tokens_are_refused() {
         }
     }
     if messages.len() > 1 {
-        failures.push(format!("refusals do not share one generic message: {messages:#?}"));
+        failures.push(format!(
+            "refusals do not share one generic message: {messages:#?}"
+        ));
     }
-    assert!(failures.is_empty(), "{} problem(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     still_serving(addr).await;
 }
 
@@ -501,17 +827,32 @@ async fn refusal_sqlstates() {
     let expect = [
         ("empty password", String::new(), "28000"),
         ("not a JWT", "hunter2".to_owned(), "28000"),
-        ("expired", es256(&{
-            let mut v = analyst_claims();
-            v["iat"] = json!(now() - 7200);
-            v["nbf"] = json!(now() - 7200);
-            v["exp"] = json!(now() - 3600);
-            v
-        }), "28P01"),
-        ("untrusted key", sign(Algorithm::RS256, Some("rsa-1"), &untrusted_rsa_key(), &analyst_claims()), "28P01"),
+        (
+            "expired",
+            es256(&{
+                let mut v = analyst_claims();
+                v["iat"] = json!(now() - 7200);
+                v["nbf"] = json!(now() - 7200);
+                v["exp"] = json!(now() - 3600);
+                v
+            }),
+            "28P01",
+        ),
+        (
+            "untrusted key",
+            sign(
+                Algorithm::RS256,
+                Some("rsa-1"),
+                &untrusted_rsa_key(),
+                &analyst_claims(),
+            ),
+            "28P01",
+        ),
     ];
     for (label, token, code) in expect {
-        let (sev, got, _) = refusal(addr, "analyst", &token).await.unwrap_or_else(|e| panic!("{label}: {e}"));
+        let (sev, got, _) = refusal(addr, "analyst", &token)
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
         assert_eq!((sev.as_str(), got.as_str()), ("FATAL", code), "{label}");
     }
 }
@@ -520,14 +861,18 @@ async fn refusal_sqlstates() {
 async fn token_with_only_unknown_roles_is_refused_at_login() {
     let addr = server().addr;
     let token = es256(&claims("analyst", &["janitor"]));
-    let (sev, code, msg) = refusal(addr, "analyst", &token).await.unwrap_or_else(|e| panic!("{e}"));
+    let (sev, code, msg) = refusal(addr, "analyst", &token)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sev, "FATAL", "{msg}");
     assert_eq!(code, "28P01", "{msg}");
     // The same generic answer as every other failed check.
     assert_eq!(msg, "password authentication failed for user \"analyst\"");
     // A token with one known role among unknown ones is fine.
     let mixed = es256(&claims("analyst", &["janitor", "analyst"]));
-    let client = try_connect_with(addr, "analyst", &mixed, "require", Some("operations")).await.unwrap();
+    let client = try_connect_with(addr, "analyst", &mixed, "require", Some("operations"))
+        .await
+        .unwrap();
     assert_eq!(show(&client, "lakeward.role").await, "analyst");
 }
 
@@ -535,15 +880,31 @@ async fn token_with_only_unknown_roles_is_refused_at_login() {
 async fn plaintext_connection_is_refused_when_tls_is_required() {
     let strict = support::start(|c| c.tls.allow_plaintext_loopback = false);
     let token = es256(&analyst_claims());
-    let err = try_connect_with(strict.addr, "analyst", &token, "disable", Some("operations"))
-        .await
-        .err()
-        .expect("plaintext connection accepted although TLS is required");
-    let db = err.as_db_error().unwrap_or_else(|| panic!("no ErrorResponse: {err}"));
+    let err = try_connect_with(
+        strict.addr,
+        "analyst",
+        &token,
+        "disable",
+        Some("operations"),
+    )
+    .await
+    .err()
+    .expect("plaintext connection accepted although TLS is required");
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("no ErrorResponse: {err}"));
     assert_eq!(db.severity(), "FATAL");
     assert_eq!(db.code().code(), "28000");
     // The same token over TLS works on the same server.
-    let client = try_connect_with(strict.addr, "analyst", &token, "require", Some("operations")).await.unwrap();
+    let client = try_connect_with(
+        strict.addr,
+        "analyst",
+        &token,
+        "require",
+        Some("operations"),
+    )
+    .await
+    .unwrap();
     client.simple_query("SELECT 1").await.unwrap();
     drop(client);
     strict.shutdown();
@@ -556,31 +917,66 @@ async fn plaintext_connection_is_refused_when_tls_is_required() {
 #[tokio::test]
 async fn purpose_from_startup_option_and_from_set() {
     let addr = server().addr;
-    let client = try_connect_with(addr, "analyst", &es256(&analyst_claims()), "require", Some("operations")).await.unwrap();
+    let client = try_connect_with(
+        addr,
+        "analyst",
+        &es256(&analyst_claims()),
+        "require",
+        Some("operations"),
+    )
+    .await
+    .unwrap();
     assert_eq!(show(&client, "lakeward.purpose").await, "operations");
-    assert_eq!(patient_count(&client).await.unwrap(), visible_patients("operations"));
-    client.simple_query("SET lakeward.purpose = 'payment'").await.unwrap();
+    assert_eq!(
+        patient_count(&client).await.unwrap(),
+        visible_patients("operations")
+    );
+    client
+        .simple_query("SET lakeward.purpose = 'payment'")
+        .await
+        .unwrap();
     assert_eq!(show(&client, "lakeward.purpose").await, "payment");
-    assert_eq!(patient_count(&client).await.unwrap(), visible_patients("payment"));
+    assert_eq!(
+        patient_count(&client).await.unwrap(),
+        visible_patients("payment")
+    );
 
     // No purpose at startup: SET declares one.
-    let bare = try_connect_with(addr, "analyst", &es256(&analyst_claims()), "require", None).await.unwrap();
+    let bare = try_connect_with(addr, "analyst", &es256(&analyst_claims()), "require", None)
+        .await
+        .unwrap();
     assert_eq!(show(&bare, "lakeward.purpose").await, "");
-    bare.simple_query("SET lakeward.purpose = 'operations'").await.unwrap();
+    bare.simple_query("SET lakeward.purpose = 'operations'")
+        .await
+        .unwrap();
     assert_eq!(show(&bare, "lakeward.purpose").await, "operations");
 }
 
 #[tokio::test]
 async fn forbidden_purpose_is_refused() {
     let addr = server().addr;
-    let client = try_connect_with(addr, "analyst", &es256(&analyst_claims()), "require", Some("operations")).await.unwrap();
+    let client = try_connect_with(
+        addr,
+        "analyst",
+        &es256(&analyst_claims()),
+        "require",
+        Some("operations"),
+    )
+    .await
+    .unwrap();
     for p in ["research", "treatment"] {
-        let e = client.simple_query(&format!("SET lakeward.purpose = '{p}'")).await.unwrap_err();
+        let e = client
+            .simple_query(&format!("SET lakeward.purpose = '{p}'"))
+            .await
+            .unwrap_err();
         assert_eq!(state_of(&e), ("42501".into(), "ERROR".into()), "{p}: {e}");
         // The session stays open and keeps its purpose.
         assert_eq!(show(&client, "lakeward.purpose").await, "operations");
     }
-    let e = client.simple_query("SET lakeward.purpose = 'curiosity'").await.unwrap_err();
+    let e = client
+        .simple_query("SET lakeward.purpose = 'curiosity'")
+        .await
+        .unwrap_err();
     assert_eq!(state_of(&e).0, "22023");
 
     // A purpose the token narrows away.
@@ -589,14 +985,26 @@ async fn forbidden_purpose_is_refused() {
         c["purposes"] = json!(["payment"]);
         es256(&c)
     };
-    let client = try_connect_with(addr, "analyst", &narrowed, "require", Some("payment")).await.unwrap();
-    let e = client.simple_query("SET lakeward.purpose = 'operations'").await.unwrap_err();
+    let client = try_connect_with(addr, "analyst", &narrowed, "require", Some("payment"))
+        .await
+        .unwrap();
+    let e = client
+        .simple_query("SET lakeward.purpose = 'operations'")
+        .await
+        .unwrap_err();
     assert_eq!(state_of(&e).0, "42501");
 
     // At startup, a forbidden purpose ends the connection attempt.
-    let e = try_connect_with(addr, "analyst", &es256(&analyst_claims()), "require", Some("research")).await.err().expect(
-        "startup with a forbidden purpose accepted",
-    );
+    let e = try_connect_with(
+        addr,
+        "analyst",
+        &es256(&analyst_claims()),
+        "require",
+        Some("research"),
+    )
+    .await
+    .err()
+    .expect("startup with a forbidden purpose accepted");
     assert_eq!(state_of(&e), ("42501".into(), "FATAL".into()), "{e}");
     still_serving(addr).await;
 }
@@ -604,35 +1012,57 @@ async fn forbidden_purpose_is_refused() {
 #[tokio::test]
 async fn purpose_change_takes_effect_on_the_next_statement() {
     let addr = server().addr;
-    let client = try_connect_with(addr, "analyst", &es256(&analyst_claims()), "require", None).await.unwrap();
+    let client = try_connect_with(addr, "analyst", &es256(&analyst_claims()), "require", None)
+        .await
+        .unwrap();
     // No purpose: tables are closed, table-free queries work.
     let e = patient_count(&client).await.unwrap_err();
     assert_eq!(state_of(&e), ("42501".into(), "ERROR".into()));
     client.simple_query("SELECT 1").await.unwrap();
-    client.simple_query("SET lakeward.purpose = 'operations'").await.unwrap();
-    assert_eq!(patient_count(&client).await.unwrap(), visible_patients("operations"));
+    client
+        .simple_query("SET lakeward.purpose = 'operations'")
+        .await
+        .unwrap();
+    assert_eq!(
+        patient_count(&client).await.unwrap(),
+        visible_patients("operations")
+    );
 
     // RESET closes the tables again at once.
     client.simple_query("RESET lakeward.purpose").await.unwrap();
-    assert_eq!(state_of(&patient_count(&client).await.unwrap_err()).0, "42501");
+    assert_eq!(
+        state_of(&patient_count(&client).await.unwrap_err()).0,
+        "42501"
+    );
 
     // Within one simple-query string: the SET applies to the next statement.
     let r = rows(
         client
-            .simple_query("SET lakeward.purpose = 'payment'; SELECT count(*) AS n FROM clinical.patients")
+            .simple_query(
+                "SET lakeward.purpose = 'payment'; SELECT count(*) AS n FROM clinical.patients",
+            )
             .await
             .unwrap(),
     );
-    assert_eq!(r[0].get("n"), Some(visible_patients("payment").to_string().as_str()));
+    assert_eq!(
+        r[0].get("n"),
+        Some(visible_patients("payment").to_string().as_str())
+    );
 
     // A statement prepared under a purpose cannot run after it is withdrawn.
-    let stmt = client.prepare("SELECT count(*) FROM clinical.patients").await.unwrap();
+    let stmt = client
+        .prepare("SELECT count(*) FROM clinical.patients")
+        .await
+        .unwrap();
     let n: i64 = client.query_one(&stmt, &[]).await.unwrap().get(0);
     assert_eq!(n as u64, visible_patients("payment"));
     client.simple_query("RESET lakeward.purpose").await.unwrap();
     let e = client.query_one(&stmt, &[]).await.unwrap_err();
     assert_eq!(state_of(&e).0, "42501");
-    client.simple_query("SET lakeward.purpose = 'operations'").await.unwrap();
+    client
+        .simple_query("SET lakeward.purpose = 'operations'")
+        .await
+        .unwrap();
     let n: i64 = client.query_one(&stmt, &[]).await.unwrap().get(0);
     assert_eq!(n as u64, visible_patients("operations"));
 }
@@ -645,22 +1075,44 @@ async fn break_glass_needs_a_justification_and_the_right_role() {
         c["site"] = json!("S01");
         es256(&c)
     };
-    let client = try_connect_with(addr, "clinician", &clinician, "require", Some("treatment")).await.unwrap();
+    let client = try_connect_with(addr, "clinician", &clinician, "require", Some("treatment"))
+        .await
+        .unwrap();
     assert_eq!(show(&client, "lakeward.break_glass").await, "off");
-    let e = client.simple_query("SET lakeward.break_glass = 'short'").await.unwrap_err();
+    let e = client
+        .simple_query("SET lakeward.break_glass = 'short'")
+        .await
+        .unwrap_err();
     assert_eq!(state_of(&e), ("22023".into(), "ERROR".into()), "{e}");
     assert_eq!(show(&client, "lakeward.break_glass").await, "off");
 
     let why = "patient unconscious in ED bay 4";
     assert!(why.len() >= 30);
-    client.simple_query(&format!("SET lakeward.break_glass = '{why}'")).await.unwrap();
+    client
+        .simple_query(&format!("SET lakeward.break_glass = '{why}'"))
+        .await
+        .unwrap();
     assert_eq!(show(&client, "lakeward.break_glass").await, why);
-    client.simple_query("RESET lakeward.break_glass").await.unwrap();
+    client
+        .simple_query("RESET lakeward.break_glass")
+        .await
+        .unwrap();
     assert_eq!(show(&client, "lakeward.break_glass").await, "off");
 
     // An analyst may not break the glass, however good the reason.
-    let analyst = try_connect_with(addr, "analyst", &es256(&analyst_claims()), "require", Some("operations")).await.unwrap();
-    let e = analyst.simple_query(&format!("SET lakeward.break_glass = '{why}'")).await.unwrap_err();
+    let analyst = try_connect_with(
+        addr,
+        "analyst",
+        &es256(&analyst_claims()),
+        "require",
+        Some("operations"),
+    )
+    .await
+    .unwrap();
+    let e = analyst
+        .simple_query(&format!("SET lakeward.break_glass = '{why}'"))
+        .await
+        .unwrap_err();
     assert_eq!(state_of(&e), ("42501".into(), "ERROR".into()), "{e}");
     assert_eq!(show(&analyst, "lakeward.break_glass").await, "off");
 }
@@ -706,22 +1158,45 @@ async fn token_expiry_mid_session_ends_the_session() {
 
     // Two sessions on the same token: one uses the simple protocol, one the
     // extended protocol.
-    let simple = try_connect_with(addr, "analyst", &token, "require", Some("operations")).await.unwrap();
-    let extended = try_connect_with(addr, "analyst", &token, "require", Some("operations")).await.unwrap();
-    simple.simple_query("SELECT 1").await.expect("before expiry (simple)");
-    let one: i32 = extended.query_one("SELECT 1::int4", &[]).await.expect("before expiry (extended)").get(0);
+    let simple = try_connect_with(addr, "analyst", &token, "require", Some("operations"))
+        .await
+        .unwrap();
+    let extended = try_connect_with(addr, "analyst", &token, "require", Some("operations"))
+        .await
+        .unwrap();
+    simple
+        .simple_query("SELECT 1")
+        .await
+        .expect("before expiry (simple)");
+    let one: i32 = extended
+        .query_one("SELECT 1::int4", &[])
+        .await
+        .expect("before expiry (extended)")
+        .get(0);
     assert_eq!(one, 1);
 
     sleep_past(exp).await;
 
-    let e = simple.simple_query("SELECT 1").await.expect_err("statement ran after the token expired (simple)");
+    let e = simple
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("statement ran after the token expired (simple)");
     assert_eq!(state_of(&e), ("28000".into(), "FATAL".into()), "{e}");
-    assert!(wait_closed(&simple).await, "session still open after token expiry (simple)");
+    assert!(
+        wait_closed(&simple).await,
+        "session still open after token expiry (simple)"
+    );
     assert!(simple.simple_query("SELECT 1").await.is_err());
 
-    let e = extended.query_one("SELECT 1::int4", &[]).await.expect_err("statement ran after the token expired (extended)");
+    let e = extended
+        .query_one("SELECT 1::int4", &[])
+        .await
+        .expect_err("statement ran after the token expired (extended)");
     assert_eq!(state_of(&e), ("28000".into(), "FATAL".into()), "{e}");
-    assert!(wait_closed(&extended).await, "session still open after token expiry (extended)");
+    assert!(
+        wait_closed(&extended).await,
+        "session still open after token expiry (extended)"
+    );
     assert!(extended.query_one("SELECT 1::int4", &[]).await.is_err());
 
     // The expired token cannot be used again: the login is refused, or (the
@@ -729,12 +1204,17 @@ async fn token_expiry_mid_session_ends_the_session() {
     // session.
     match try_connect_with(addr, "analyst", &token, "require", Some("operations")).await {
         Err(e) => {
-            let db = e.as_db_error().unwrap_or_else(|| panic!("no ErrorResponse: {e}"));
+            let db = e
+                .as_db_error()
+                .unwrap_or_else(|| panic!("no ErrorResponse: {e}"));
             assert_eq!(db.severity(), "FATAL");
             assert!(["28000", "28P01"].contains(&db.code().code()), "{e}");
         }
         Ok(client) => {
-            let e = client.simple_query("SELECT 1").await.expect_err("statement ran on an expired token");
+            let e = client
+                .simple_query("SELECT 1")
+                .await
+                .expect_err("statement ran on an expired token");
             assert_eq!(state_of(&e), ("28000".into(), "FATAL".into()), "{e}");
         }
     }
@@ -748,20 +1228,36 @@ async fn token_expiry_mid_session_ends_the_session() {
 async fn token_expiry_ends_the_session_at_parse() {
     let addr = server().addr;
     let (token, exp) = short_lived_token(3);
-    let client = try_connect_with(addr, "analyst", &token, "require", Some("operations")).await.unwrap();
-    let before = client.prepare("SELECT patient_id, ssn FROM clinical.patients").await.expect("prepare before expiry");
+    let client = try_connect_with(addr, "analyst", &token, "require", Some("operations"))
+        .await
+        .unwrap();
+    let before = client
+        .prepare("SELECT patient_id, ssn FROM clinical.patients")
+        .await
+        .expect("prepare before expiry");
     assert_eq!(before.columns().len(), 2);
 
     sleep_past(exp).await;
 
-    let after = client.prepare("SELECT patient_id, ssn, birth_date FROM clinical.patients").await;
+    let after = client
+        .prepare("SELECT patient_id, ssn, birth_date FROM clinical.patients")
+        .await;
     let e = match after {
         Ok(stmt) => {
-            let described: Vec<String> = stmt.columns().iter().map(|c| format!("{} {}", c.name(), c.type_())).collect();
-            panic!("Parse/Describe ran after the token expired and described {described:?}; the session was not ended")
+            let described: Vec<String> = stmt
+                .columns()
+                .iter()
+                .map(|c| format!("{} {}", c.name(), c.type_()))
+                .collect();
+            panic!(
+                "Parse/Describe ran after the token expired and described {described:?}; the session was not ended"
+            )
         }
         Err(e) => e,
     };
     assert_eq!(state_of(&e), ("28000".into(), "FATAL".into()), "{e}");
-    assert!(wait_closed(&client).await, "session still open after token expiry (Parse)");
+    assert!(
+        wait_closed(&client).await,
+        "session still open after token expiry (Parse)"
+    );
 }

@@ -15,7 +15,11 @@ fn lakeward(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn shipped() -> PathBuf {
@@ -26,7 +30,10 @@ fn shipped() -> PathBuf {
 fn policy_copy() -> PathBuf {
     let dir = temp_dir("lakeward-it-policy");
     std::fs::create_dir_all(dir.join("tests")).unwrap();
-    for entry in std::fs::read_dir(shipped()).unwrap().chain(std::fs::read_dir(shipped().join("tests")).unwrap()) {
+    for entry in std::fs::read_dir(shipped())
+        .unwrap()
+        .chain(std::fs::read_dir(shipped().join("tests")).unwrap())
+    {
         let p = entry.unwrap().path();
         if p.is_file() {
             let rel = p.strip_prefix(shipped()).unwrap();
@@ -38,7 +45,14 @@ fn policy_copy() -> PathBuf {
 
 #[test]
 fn shipped_policy_tests_pass() {
-    let out = lakeward(&["policy", "test", "--policy-dir", shipped().to_str().unwrap(), "--data-dir", data_dir().to_str().unwrap()]);
+    let out = lakeward(&[
+        "policy",
+        "test",
+        "--policy-dir",
+        shipped().to_str().unwrap(),
+        "--data-dir",
+        data_dir().to_str().unwrap(),
+    ]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     let summary = t.lines().rev().find(|l| l.contains("passed")).unwrap();
@@ -51,23 +65,59 @@ fn shipped_policy_tests_pass() {
 fn a_wrong_expectation_fails_with_a_readable_diff() {
     let dir = policy_copy();
     let f = dir.join("tests/clinician.toml");
-    let broken = std::fs::read_to_string(&f).unwrap().replacen("expect.rows = [[\"S01\"]]", "expect.rows = [[\"S02\"]]", 1);
+    let broken = std::fs::read_to_string(&f).unwrap().replacen(
+        "expect.rows = [[\"S01\"]]",
+        "expect.rows = [[\"S02\"]]",
+        1,
+    );
     std::fs::write(&f, broken).unwrap();
-    let out = lakeward(&["policy", "test", "--policy-dir", dir.to_str().unwrap(), "--data-dir", data_dir().to_str().unwrap()]);
+    let out = lakeward(&[
+        "policy",
+        "test",
+        "--policy-dir",
+        dir.to_str().unwrap(),
+        "--data-dir",
+        data_dir().to_str().unwrap(),
+    ]);
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
-    assert!(t.contains("FAILED  clinician.toml :: patients of the clinician's own site only"), "{t}");
-    assert!(t.contains("expected:") && t.contains("S02") && t.contains("got:") && t.contains("S01"), "{t}");
+    assert!(
+        t.contains("FAILED  clinician.toml :: patients of the clinician's own site only"),
+        "{t}"
+    );
+    assert!(
+        t.contains("expected:") && t.contains("S02") && t.contains("got:") && t.contains("S01"),
+        "{t}"
+    );
 }
 
 #[test]
 fn policy_check_prints_the_coverage_matrix() {
-    let out = lakeward(&["policy", "check", "--data-dir", data_dir().to_str().unwrap(), "--policy-dir", shipped().to_str().unwrap()]);
+    let out = lakeward(&[
+        "policy",
+        "check",
+        "--data-dir",
+        data_dir().to_str().unwrap(),
+        "--policy-dir",
+        shipped().to_str().unwrap(),
+    ]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("0 error(s)"), "{t}");
-    assert!(t.lines().any(|l| l.contains("clinical.patients") && l.contains("ssn") && l.contains("mask:ssn_last4")), "{t}");
-    let json = lakeward(&["policy", "check", "--data-dir", data_dir().to_str().unwrap(), "--format", "json"]);
+    assert!(
+        t.lines().any(|l| l.contains("clinical.patients")
+            && l.contains("ssn")
+            && l.contains("mask:ssn_last4")),
+        "{t}"
+    );
+    let json = lakeward(&[
+        "policy",
+        "check",
+        "--data-dir",
+        data_dir().to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert!(v["coverage"].as_array().unwrap().len() > 100);
 }
@@ -79,7 +129,14 @@ fn policy_check_reports_broken_files_with_their_line() {
     let mut text_in = std::fs::read_to_string(&f).unwrap();
     text_in.push_str("\n[masks.broken\n");
     std::fs::write(&f, text_in).unwrap();
-    let out = lakeward(&["policy", "check", "--data-dir", data_dir().to_str().unwrap(), "--policy-dir", dir.to_str().unwrap()]);
+    let out = lakeward(&[
+        "policy",
+        "check",
+        "--data-dir",
+        data_dir().to_str().unwrap(),
+        "--policy-dir",
+        dir.to_str().unwrap(),
+    ]);
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("masks.toml:"), "{t}");
@@ -87,21 +144,46 @@ fn policy_check_reports_broken_files_with_their_line() {
     // A mask on a column type it cannot apply to.
     let dir = policy_copy();
     let roles = dir.join("roles.toml");
-    let changed = std::fs::read_to_string(&roles).unwrap().replace("\"tag:phi.quasi\" = \"zip3\"", "\"tag:phi.quasi\" = \"year\"");
+    let changed = std::fs::read_to_string(&roles).unwrap().replace(
+        "\"tag:phi.quasi\" = \"zip3\"",
+        "\"tag:phi.quasi\" = \"year\"",
+    );
     std::fs::write(&roles, changed).unwrap();
-    let out = lakeward(&["policy", "check", "--data-dir", data_dir().to_str().unwrap(), "--policy-dir", dir.to_str().unwrap()]);
+    let out = lakeward(&[
+        "policy",
+        "check",
+        "--data-dir",
+        data_dir().to_str().unwrap(),
+        "--policy-dir",
+        dir.to_str().unwrap(),
+    ]);
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
-    assert!(t.contains("mask year cannot apply to clinical.patients.zip"), "{t}");
+    assert!(
+        t.contains("mask year cannot apply to clinical.patients.zip"),
+        "{t}"
+    );
 }
 
 #[test]
 fn policy_explain_shows_the_secured_form() {
     let out = lakeward(&[
-        "policy", "explain", "--data-dir", data_dir().to_str().unwrap(), "--role", "clinician", "--purpose", "treatment",
-        "--site", "S01", "SELECT last_name FROM clinical.patients",
+        "policy",
+        "explain",
+        "--data-dir",
+        data_dir().to_str().unwrap(),
+        "--role",
+        "clinician",
+        "--purpose",
+        "treatment",
+        "--site",
+        "S01",
+        "SELECT last_name FROM clinical.patients",
     ]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("site_id = 'S01'") && t.contains("lakeward_partial") && t.contains("NOT IN"), "{t}");
+    assert!(
+        t.contains("site_id = 'S01'") && t.contains("lakeward_partial") && t.contains("NOT IN"),
+        "{t}"
+    );
 }

@@ -19,19 +19,34 @@ fn psql(port: u16, sslmode: &str, args: &[&str]) -> std::process::Output {
 }
 
 fn text(o: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
 fn psql_queries_over_tls() {
-    let out = psql(server().port(), "require", &["-c", "SELECT count(DISTINCT site_id) FROM clinical.patients"]);
+    let out = psql(
+        server().port(),
+        "require",
+        &[
+            "-c",
+            "SELECT count(DISTINCT site_id) FROM clinical.patients",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12");
 }
 
 #[test]
 fn psql_multi_statement_simple_query() {
-    let out = psql(server().port(), "require", &["-c", "SELECT 1 AS a; SELECT 'two' AS b; SHOW search_path"]);
+    let out = psql(
+        server().port(),
+        "require",
+        &["-c", "SELECT 1 AS a; SELECT 'two' AS b; SHOW search_path"],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();

@@ -31,7 +31,11 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn serve(policy_dir: &Path) -> Served {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let data = data_dir();
     let cfg_dir = temp_dir("lakeward-it-reload-cfg");
     let config = format!(
@@ -58,7 +62,13 @@ pseudonym_key_env = "LAKEWARD_TEST_PSEUDONYM_KEY"
     let cfg = cfg_dir.join("lakeward.toml");
     std::fs::write(&cfg, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lakeward"))
-        .args(["--log", "warn,lakeward=info", "serve", "--config", cfg.to_str().unwrap()])
+        .args([
+            "--log",
+            "warn,lakeward=info",
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .env("LAKEWARD_TEST_PSEUDONYM_KEY", "11".repeat(32))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -77,7 +87,9 @@ pseudonym_key_env = "LAKEWARD_TEST_PSEUDONYM_KEY"
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(l) if l.contains("lakeward listening") => break,
             Ok(_) => {}
-            Err(_) if std::time::Instant::now() > deadline => panic!("lakeward serve did not start"),
+            Err(_) if std::time::Instant::now() > deadline => {
+                panic!("lakeward serve did not start")
+            }
             Err(_) => {}
         }
     }
@@ -85,21 +97,38 @@ pseudonym_key_env = "LAKEWARD_TEST_PSEUDONYM_KEY"
 }
 
 fn hup(s: &Served) {
-    let ok = Command::new("kill").args(["-HUP", &s.child.id().to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args(["-HUP", &s.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
     std::thread::sleep(Duration::from_millis(800));
 }
 
 async fn claims_count(port: u16) -> Result<i64, tokio_postgres::Error> {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let client = try_connect_with(addr, "analyst", &token("analyst", "analyst", None), "require", Some("operations")).await?;
-    client.query_one("SELECT count(*) FROM claims.claims", &[]).await.map(|r| r.get(0))
+    let client = try_connect_with(
+        addr,
+        "analyst",
+        &token("analyst", "analyst", None),
+        "require",
+        Some("operations"),
+    )
+    .await?;
+    client
+        .query_one("SELECT count(*) FROM claims.claims", &[])
+        .await
+        .map(|r| r.get(0))
 }
 
 #[tokio::test]
 async fn sighup_reloads_the_policy_and_keeps_the_old_one_when_the_new_one_is_broken() {
     let dir = temp_dir("lakeward-it-reload-policy");
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules"), &dir);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules"),
+        &dir,
+    );
     let served = serve(&dir);
     assert!(claims_count(served.port).await.unwrap() > 0);
 

@@ -43,20 +43,31 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 /// A temporary folder kept for the whole test run.
 pub fn temp_dir(prefix: &str) -> PathBuf {
-    let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir");
     dir.keep()
 }
 
 /// The shared dataset (generated on first use) with a development certificate.
 pub fn data_dir() -> &'static Path {
-    DATA.get_or_init(|| off_runtime(|| {
-        let dir = temp_dir("lakeward-it-data");
-        let opts = lakeward::datagen::DatagenOptions { data_dir: dir.clone(), patients: PATIENTS, seed: 42 };
-        runtime().block_on(lakeward::datagen::generate(&opts)).expect("datagen");
-        lakeward::server::tls::ensure_dev_certificate(&dir.join("tls")).expect("dev cert");
-        lakeward::auth::mint::ensure_demo_keys(&dir).expect("demo keys");
-        dir
-    }))
+    DATA.get_or_init(|| {
+        off_runtime(|| {
+            let dir = temp_dir("lakeward-it-data");
+            let opts = lakeward::datagen::DatagenOptions {
+                data_dir: dir.clone(),
+                patients: PATIENTS,
+                seed: 42,
+            };
+            runtime()
+                .block_on(lakeward::datagen::generate(&opts))
+                .expect("datagen");
+            lakeward::server::tls::ensure_dev_certificate(&dir.join("tls")).expect("dev cert");
+            lakeward::auth::mint::ensure_demo_keys(&dir).expect("demo keys");
+            dir
+        })
+    })
 }
 
 fn engine() -> Arc<Engine> {
@@ -64,7 +75,11 @@ fn engine() -> Arc<Engine> {
         .get_or_init(|| {
             let cfg = Config::demo(data_dir(), "127.0.0.1:0".parse().unwrap());
             off_runtime(|| {
-                Arc::new(runtime().block_on(lakeward::engine::open_from_config(&cfg.data, &[7u8; 32])).expect("engine"))
+                Arc::new(
+                    runtime()
+                        .block_on(lakeward::engine::open_from_config(&cfg.data, &[7u8; 32]))
+                        .expect("engine"),
+                )
             })
         })
         .clone()
@@ -110,8 +125,16 @@ pub fn test_auth_settings() -> AuthSettings {
     settings.sources = KeySources {
         jwks_file: None,
         pem_files: vec![
-            (Some("demo-es256".into()), Algorithm::ES256, lakeward::auth::demo_key_paths(data_dir()).1),
-            (Some("rsa-1".into()), Algorithm::RS256, fixtures().join("rsa-test-public.pem")),
+            (
+                Some("demo-es256".into()),
+                Algorithm::ES256,
+                lakeward::auth::demo_key_paths(data_dir()).1,
+            ),
+            (
+                Some("rsa-1".into()),
+                Algorithm::RS256,
+                fixtures().join("rsa-test-public.pem"),
+            ),
         ],
         hs256_secret: Some(HS256_SECRET.to_vec()),
     };
@@ -132,7 +155,10 @@ pub fn start_with_auth(adjust: impl FnOnce(&mut Config), auth: AuthSettings) -> 
     let services = Services {
         engine,
         auth: Arc::new(Authenticator::new(auth).expect("authenticator")),
-        policy: Arc::new(lakeward::policy::PolicyStore::new(lakeward::policy::Policy::load(None).expect("policy"), None)),
+        policy: Arc::new(lakeward::policy::PolicyStore::new(
+            lakeward::policy::Policy::load(None).expect("policy"),
+            None,
+        )),
         audit: Arc::new(lakeward::audit::LogSink),
     };
     let tls = match (&config.tls.cert_file, &config.tls.key_file) {
@@ -154,7 +180,11 @@ pub fn start_with_auth(adjust: impl FnOnce(&mut Config), auth: AuthSettings) -> 
             .await;
         let _ = done_tx.send(());
     });
-    TestServer { addr, stop: Some(stop_tx), done: std::sync::Mutex::new(Some(done_rx)) }
+    TestServer {
+        addr,
+        stop: Some(stop_tx),
+        done: std::sync::Mutex::new(Some(done_rx)),
+    }
 }
 
 /// The default server: TLS, plaintext allowed on loopback (demo settings).
@@ -169,7 +199,9 @@ pub fn tls_client_config() -> rustls::ClientConfig {
     for cert in CertificateDer::pem_file_iter(data_dir().join("tls/server.crt")).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// A development token (ES256, demo key) for `user` with one role.
@@ -188,7 +220,15 @@ pub fn token(user: &str, role: &str, site: Option<&str>) -> String {
 /// for `role`, declaring `purpose` at startup.
 pub async fn connect_role(addr: SocketAddr, role: &str, purpose: &str) -> tokio_postgres::Client {
     let site = (role == "clinician").then_some("S01");
-    try_connect_with(addr, role, &token(role, role, site), "require", Some(purpose)).await.expect("connect")
+    try_connect_with(
+        addr,
+        role,
+        &token(role, role, site),
+        "require",
+        Some(purpose),
+    )
+    .await
+    .expect("connect")
 }
 
 /// An analyst declaring `operations`: reads every table.
@@ -205,7 +245,12 @@ pub async fn try_connect_with(
     purpose: Option<&str>,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
-    config.host("localhost").port(addr.port()).user(user).password(password).dbname("lakeward");
+    config
+        .host("localhost")
+        .port(addr.port())
+        .user(user)
+        .password(password)
+        .dbname("lakeward");
     config.ssl_mode(match sslmode {
         "disable" => tokio_postgres::config::SslMode::Disable,
         _ => tokio_postgres::config::SslMode::Require,
@@ -222,8 +267,19 @@ pub async fn try_connect_with(
 }
 
 /// Connect as the analyst (valid token) with the given sslmode.
-pub async fn try_connect(addr: SocketAddr, _label: &str, sslmode: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    try_connect_with(addr, "analyst", &token("analyst", "analyst", None), sslmode, Some("operations")).await
+pub async fn try_connect(
+    addr: SocketAddr,
+    _label: &str,
+    sslmode: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    try_connect_with(
+        addr,
+        "analyst",
+        &token("analyst", "analyst", None),
+        sslmode,
+        Some("operations"),
+    )
+    .await
 }
 
 /// The SQLSTATE of a tokio-postgres error, if the server sent one.
@@ -237,8 +293,9 @@ pub fn consented_patients(purpose: &str) -> std::collections::BTreeSet<i64> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
     use futures::StreamExt;
-    static CACHE: OnceLock<std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<i64>>>> =
-        OnceLock::new();
+    static CACHE: OnceLock<
+        std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<i64>>>,
+    > = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(s) = cache.lock().unwrap().get(purpose) {
         return s.clone();
@@ -305,7 +362,10 @@ pub fn consented_patients(purpose: &str) -> std::collections::BTreeSet<i64> {
             visible
         })
     });
-    cache.lock().unwrap().insert(purpose.to_owned(), set.clone());
+    cache
+        .lock()
+        .unwrap()
+        .insert(purpose.to_owned(), set.clone());
     set
 }
 
@@ -316,13 +376,21 @@ pub fn visible_patients(purpose: &str) -> u64 {
 
 /// Raw rows as text (`None` for NULL), read with plain DataFusion from the
 /// test dataset: the oracle side of the enforcement tests, never lakeward.
-pub async fn raw_rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<Vec<Option<String>>> {
+pub async fn raw_rows(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> Vec<Vec<Option<String>>> {
     use datafusion::arrow::util::display::array_value_to_string;
     let batches = ctx.sql(sql).await.expect(sql).collect().await.expect(sql);
     let mut out = Vec::new();
     for b in batches {
         for i in 0..b.num_rows() {
-            out.push(b.columns().iter().map(|c| (!c.is_null(i)).then(|| array_value_to_string(c, i).unwrap())).collect());
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| (!c.is_null(i)).then(|| array_value_to_string(c, i).unwrap()))
+                    .collect(),
+            );
         }
     }
     out
@@ -332,12 +400,20 @@ pub async fn raw_rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> V
 /// name (`patients`, `encounters`, `observations`, `claims`).
 pub async fn raw_context(dir: &Path) -> datafusion::prelude::SessionContext {
     let ctx = datafusion::prelude::SessionContext::new();
-    for (schema, table) in [("clinical", "patients"), ("clinical", "encounters"), ("clinical", "observations"), ("claims", "claims")] {
+    for (schema, table) in [
+        ("clinical", "patients"),
+        ("clinical", "encounters"),
+        ("clinical", "observations"),
+        ("claims", "claims"),
+    ] {
         let path = dir.join(schema).join(table);
         let url = deltalake::ensure_table_uri(path.to_str().unwrap()).unwrap();
-        let delta = deltalake::open_table(url).await.expect("open raw delta table");
+        let delta = deltalake::open_table(url)
+            .await
+            .expect("open raw delta table");
         delta.update_datafusion_session(&ctx.state()).unwrap();
-        ctx.register_table(table, delta.table_provider().await.unwrap()).unwrap();
+        ctx.register_table(table, delta.table_provider().await.unwrap())
+            .unwrap();
     }
     ctx
 }

@@ -22,13 +22,18 @@ async fn simple_protocol_group_by_site() {
     let client = connect(server().addr).await;
     let rows = simple_rows(
         client
-            .simple_query("SELECT site_id, count(*) AS n FROM clinical.patients GROUP BY 1 ORDER BY 1")
+            .simple_query(
+                "SELECT site_id, count(*) AS n FROM clinical.patients GROUP BY 1 ORDER BY 1",
+            )
             .await
             .unwrap(),
     );
     assert_eq!(rows.len(), 12, "12 sites");
     assert_eq!(rows[0].get("site_id"), Some("S01"));
-    let total: u64 = rows.iter().map(|r| r.get("n").unwrap().parse::<u64>().unwrap()).sum();
+    let total: u64 = rows
+        .iter()
+        .map(|r| r.get("n").unwrap().parse::<u64>().unwrap())
+        .sum();
     assert_eq!(total, visible_patients("operations"));
 }
 
@@ -43,7 +48,11 @@ async fn extended_protocol_reports_types_and_decodes_binary() {
         )
         .await
         .unwrap();
-    let types: Vec<_> = stmt.columns().iter().map(|c| c.type_().name().to_owned()).collect();
+    let types: Vec<_> = stmt
+        .columns()
+        .iter()
+        .map(|c| c.type_().name().to_owned())
+        .collect();
     assert_eq!(types, ["int8", "text", "date", "bool", "numeric", "date"]);
     let row = client.query_one(&stmt, &[]).await.unwrap();
     let id: i64 = row.get(0);
@@ -103,8 +112,21 @@ async fn parameters_of_each_type() {
         )
         .await
         .unwrap();
-    let (claim_id, patient_id, payer, date, amount, dead): (i64, i64, String, NaiveDate, Decimal, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+    let (claim_id, patient_id, payer, date, amount, dead): (
+        i64,
+        i64,
+        String,
+        NaiveDate,
+        Decimal,
+        bool,
+    ) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    );
     let found = client
         .query(
             "SELECT c.claim_id FROM claims.claims c JOIN clinical.patients p ON p.patient_id = c.patient_id \
@@ -135,7 +157,10 @@ async fn parameters_of_each_type() {
 async fn portal_is_fetched_in_chunks() {
     let mut client = connect(server().addr).await;
     let tx = client.transaction().await.unwrap();
-    let stmt = tx.prepare("SELECT patient_id FROM clinical.patients ORDER BY patient_id").await.unwrap();
+    let stmt = tx
+        .prepare("SELECT patient_id FROM clinical.patients ORDER BY patient_id")
+        .await
+        .unwrap();
     let portal = tx.bind(&stmt, &[]).await.unwrap();
     let mut seen = Vec::new();
     let mut chunks = 0;
@@ -151,7 +176,10 @@ async fn portal_is_fetched_in_chunks() {
     tx.commit().await.unwrap();
     assert_eq!(seen.len() as u64, visible_patients("operations"));
     assert_eq!(chunks, visible_patients("operations").div_ceil(300));
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "rows come in order, none repeated");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "rows come in order, none repeated"
+    );
 }
 
 #[tokio::test]
@@ -161,7 +189,10 @@ async fn a_million_rows_stream_through() {
     let sql = "SELECT o.observation_id, o.value_num, x.patient_id FROM clinical.observations o \
                CROSS JOIN (SELECT patient_id FROM clinical.patients ORDER BY patient_id LIMIT 25) x \
                LIMIT 1000000";
-    let stream = client.query_raw(sql, std::iter::empty::<i64>()).await.unwrap();
+    let stream = client
+        .query_raw(sql, std::iter::empty::<i64>())
+        .await
+        .unwrap();
     pin_mut!(stream);
     let mut n = 0u64;
     while let Some(row) = stream.next().await {
@@ -174,19 +205,35 @@ async fn a_million_rows_stream_through() {
 #[tokio::test]
 async fn session_functions_and_settings() {
     let client = connect(server().addr).await;
-    let row = client.query_one("SELECT version(), current_user, current_database()", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT version(), current_user, current_database()", &[])
+        .await
+        .unwrap();
     let v: String = row.get(0);
     assert!(v.starts_with("PostgreSQL 15"), "{v}");
     assert_eq!(row.get::<_, String>(1), "analyst");
     assert_eq!(row.get::<_, String>(2), "lakeward");
 
-    client.batch_execute("SET application_name = 'wire-test'; SET extra_float_digits = 3").await.unwrap();
+    client
+        .batch_execute("SET application_name = 'wire-test'; SET extra_float_digits = 3")
+        .await
+        .unwrap();
     let rows = simple_rows(client.simple_query("SHOW application_name").await.unwrap());
     assert_eq!(rows[0].get(0), Some("wire-test"));
-    client.batch_execute("BEGIN; SELECT 1; COMMIT; ROLLBACK").await.unwrap();
+    client
+        .batch_execute("BEGIN; SELECT 1; COMMIT; ROLLBACK")
+        .await
+        .unwrap();
 
-    client.batch_execute("SET search_path = clinical").await.unwrap();
-    let n: i64 = client.query_one("SELECT count(*) FROM patients", &[]).await.unwrap().get(0);
+    client
+        .batch_execute("SET search_path = clinical")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM patients", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n as u64, visible_patients("operations"));
 }
 
@@ -206,7 +253,10 @@ async fn read_only_and_engine_settings_are_refused() {
         let e = client.simple_query(sql).await.expect_err(sql);
         let code = sqlstate(&e).unwrap_or_default();
         // CREATE EXTERNAL TABLE is not even PostgreSQL syntax: 42601 is a refusal too.
-        assert!(["42501", "0A000", "42601"].contains(&code.as_str()), "{sql}: {code} {e}");
+        assert!(
+            ["42501", "0A000", "42601"].contains(&code.as_str()),
+            "{sql}: {code} {e}"
+        );
     }
     // The session is still usable.
     client.simple_query("SELECT 1").await.unwrap();
@@ -232,7 +282,12 @@ async fn errors_have_sqlstates_and_no_data() {
         .expect_err("cast");
     let db = e.as_db_error().unwrap();
     assert_eq!(db.code().code(), "22P02");
-    let names = simple_rows(client.simple_query("SELECT DISTINCT payer FROM claims.claims").await.unwrap());
+    let names = simple_rows(
+        client
+            .simple_query("SELECT DISTINCT payer FROM claims.claims")
+            .await
+            .unwrap(),
+    );
     for r in names {
         let name = r.get(0).unwrap();
         assert!(!db.message().contains(name), "error message leaked a value");
@@ -245,11 +300,16 @@ async fn explain_does_not_reveal_policy() {
     let client = crate::support::connect_role(server().addr, "clinician", "treatment").await;
     let rows = simple_rows(
         client
-            .simple_query("EXPLAIN SELECT p.patient_id FROM clinical.patients p WHERE p.zip LIKE '0%'")
+            .simple_query(
+                "EXPLAIN SELECT p.patient_id FROM clinical.patients p WHERE p.zip LIKE '0%'",
+            )
             .await
             .unwrap(),
     );
-    let text: String = rows.iter().map(|r| format!("{} {}\n", r.get(0).unwrap_or(""), r.get(1).unwrap_or(""))).collect();
+    let text: String = rows
+        .iter()
+        .map(|r| format!("{} {}\n", r.get(0).unwrap_or(""), r.get(1).unwrap_or("")))
+        .collect();
     assert!(text.contains("PolicyBarrier"), "{text}");
     for secret in ["S01", "consent", "granted", "lakeward_rank", "site_id"] {
         assert!(!text.contains(secret), "EXPLAIN leaked {secret}: {text}");
