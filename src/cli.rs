@@ -419,14 +419,8 @@ async fn policy_check(
     policy_dir: Option<&Path>,
     format: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    let policy = match crate::policy::Policy::load(policy_dir) {
-        Ok(p) => p,
-        Err(e) => {
-            for p in &e.problems {
-                println!("error: {p}");
-            }
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(policy) = load_policy_reporting(policy_dir) else {
+        return Ok(ExitCode::FAILURE);
     };
     let locations = crate::engine::discover_tables(data_dir)?;
     let engine = crate::engine::Engine::open(&locations).await?;
@@ -442,19 +436,26 @@ async fn policy_check(
     })
 }
 
+/// Load a policy for a policy command; print every problem (file:line) on failure.
+fn load_policy_reporting(dir: Option<&Path>) -> Option<crate::policy::Policy> {
+    match crate::policy::Policy::load(dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            for p in &e.problems {
+                println!("error: {p}");
+            }
+            None
+        }
+    }
+}
+
 async fn policy_test(
     policy_dir: &Path,
     data_dir: Option<&Path>,
     patients: u64,
 ) -> anyhow::Result<ExitCode> {
-    let policy = match crate::policy::Policy::load(Some(policy_dir)) {
-        Ok(p) => p,
-        Err(e) => {
-            for p in &e.problems {
-                println!("error: {p}");
-            }
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(policy) = load_policy_reporting(Some(policy_dir)) else {
+        return Ok(ExitCode::FAILURE);
     };
     let tests = crate::policytest::load_tests(policy_dir)?;
     let dir = match data_dir {
@@ -535,7 +536,7 @@ async fn policy_explain(
         purpose,
         break_glass,
     };
-    let Some(access) = compile(&policy, &subject, &engine.column_lists()) else {
+    let Some(access) = compile(&policy, &subject, engine.column_lists()) else {
         println!(
             "-- role {role} may not declare purpose {purpose} (or the role is unknown): every query is refused"
         );

@@ -23,10 +23,11 @@ pub fn access_for(
     subject: Option<&Subject>,
 ) -> Option<AccessContext> {
     let s = subject?;
-    let key = format!("{}|{s:?}", policy.version);
     engine
         .access_cache
-        .get_with(key, || compile(policy, s, &engine.column_lists()))
+        .get_with((policy.version.clone(), s.clone()), || {
+            compile(policy, s, engine.column_lists())
+        })
 }
 
 /// Refuse, by name, every table `stmt` reads that exists but is not granted.
@@ -76,7 +77,7 @@ pub fn verify_plan(
     let mut tables = std::collections::BTreeSet::new();
     let mut columns = std::collections::BTreeSet::new();
     let mut violation = false;
-    let _ = plan.apply_with_subqueries(|node| {
+    let walked = plan.apply_with_subqueries(|node| {
         if let P::TableScan(scan) = node {
             let provider = source_as_provider(&scan.source).ok();
             // A recursive CTE's work table only re-reads rows its own
@@ -111,7 +112,8 @@ pub fn verify_plan(
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    if violation {
+    // A walk that could not finish proves nothing: refuse, like a violation.
+    if violation || walked.is_err() {
         tracing::error!(
             incident = "unsecured_scan",
             "a client plan reached a table outside the policy barrier; statement refused"

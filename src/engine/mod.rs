@@ -55,6 +55,9 @@ pub struct TableInfo {
     pub schema: datafusion::arrow::datatypes::SchemaRef,
 }
 
+/// Policy version and subject: what an access context is a function of.
+pub type AccessKey = (String, crate::policy::compile::Subject);
+
 /// The shared query engine.
 pub struct Engine {
     /// Holds the raw tables and the mask functions; used only to build
@@ -65,12 +68,16 @@ pub struct Engine {
     client: SessionContext,
     raw: secure::RawTables,
     tables: BTreeMap<TableName, TableInfo>,
+    /// `schema.table` → column names, derived once from `tables`.
+    columns: BTreeMap<String, Vec<String>>,
     verify: SQLOptions,
     /// Secured catalogs by access-context key.
-    secured: moka::future::Cache<String, Arc<dyn datafusion::catalog::CatalogProviderList>>,
+    /// (`None`: the catalog of a session that may read no table.)
+    secured:
+        moka::future::Cache<Option<AccessKey>, Arc<dyn datafusion::catalog::CatalogProviderList>>,
     /// Compiled access contexts by policy version and subject.
     pub(crate) access_cache:
-        moka::sync::Cache<String, Option<crate::policy::compile::AccessContext>>,
+        moka::sync::Cache<AccessKey, Option<crate::policy::compile::AccessContext>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -139,11 +146,21 @@ impl Engine {
                 ),
         );
         let access_cache = moka::sync::Cache::builder().max_capacity(10_000).build();
+        let columns = tables
+            .values()
+            .map(|t| {
+                (
+                    t.name.to_string(),
+                    t.schema.fields().iter().map(|f| f.name().clone()).collect(),
+                )
+            })
+            .collect();
         Ok(Engine {
             ctx,
             client,
             raw,
             tables,
+            columns,
             verify,
             secured,
             access_cache,
@@ -178,16 +195,8 @@ impl Engine {
     }
 
     /// Column names of every served table, for policy compilation.
-    pub fn column_lists(&self) -> BTreeMap<String, Vec<String>> {
-        self.tables
-            .values()
-            .map(|t| {
-                (
-                    t.name.to_string(),
-                    t.schema.fields().iter().map(|f| f.name().clone()).collect(),
-                )
-            })
-            .collect()
+    pub fn column_lists(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.columns
     }
 
     /// A planning state in which the only tables are the secured tables of
@@ -198,23 +207,7 @@ impl Engine {
         consent: &crate::policy::ConsentRules,
         default_schema: Option<&str>,
     ) -> Result<SessionState, SqlError> {
-        let key = match access {
-            Some(a) => format!("{}|{:?}", a.policy_version, a.subject),
-            None => "<no tables>".to_owned(),
-        };
-        let empty = crate::policy::compile::AccessContext {
-            policy_version: String::new(),
-            subject: crate::policy::compile::Subject {
-                user: String::new(),
-                role: String::new(),
-                site: None,
-                purpose: crate::policy::Purpose::Operations,
-                break_glass: false,
-            },
-            tables: BTreeMap::new(),
-            denied: vec![],
-        };
-        let access = access.unwrap_or(&empty);
+        let key = access.map(|a| (a.policy_version.clone(), a.subject.clone()));
         let list = self
             .secured
             .try_get_with(key, async {
@@ -233,10 +226,7 @@ impl Engine {
                 .with_catalog_list(list)
                 .build();
         if let Some(schema) = default_schema
-            && access
-                .tables
-                .keys()
-                .any(|t| t.split('.').next() == Some(schema))
+            && access.is_some_and(|a| a.tables.keys().any(|t| t.split('.').next() == Some(schema)))
         {
             state.config_mut().options_mut().catalog.default_schema = schema.to_owned();
         }

@@ -423,13 +423,13 @@ impl RawTables {
     /// Build the secured catalog for one access context.
     pub async fn secured_catalog(
         &self,
-        access: &AccessContext,
+        access: Option<&AccessContext>,
         consent: &ConsentRules,
     ) -> DfResult<Arc<dyn CatalogProviderList>> {
         let catalog = MemoryCatalogProvider::new();
         let mut schemas: BTreeMap<String, Arc<MemorySchemaProvider>> = BTreeMap::new();
         let state: SessionState = self.ctx.state();
-        for (name, table_access) in &access.tables {
+        for (name, table_access) in access.into_iter().flat_map(|a| a.tables.iter()) {
             let Some(raw_schema) = self.schema(name).await else {
                 continue;
             };

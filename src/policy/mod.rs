@@ -417,9 +417,7 @@ impl Policy {
             }
         }
         for (table, rules) in &self.tables {
-            if crate::ident::is_plain_ident(table)
-                || table.split('.').count() != 2
-                || !table.split('.').all(crate::ident::is_plain_ident)
+            if table.split('.').count() != 2 || !table.split('.').all(crate::ident::is_plain_ident)
             {
                 problem(
                     "tables.toml",

@@ -25,7 +25,7 @@ use std::time::Duration;
 use chrono::{Datelike, NaiveDate};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::support::{self, connect_role, consented_patients, server};
+use crate::support::{self, RawPatient, connect_role, consented_patients, server};
 
 // ---------------------------------------------------------------------------
 // The corpus
@@ -209,19 +209,6 @@ fn reads_phi_table(sql: &str) -> bool {
 // Raw data (the oracle)
 // ---------------------------------------------------------------------------
 
-struct RawPatient {
-    id: i64,
-    mrn: String,
-    first: String,
-    last: String,
-    ssn: Option<String>,
-    birth: NaiveDate,
-    zip: String,
-    phone: Option<String>,
-    email: Option<String>,
-    site: String,
-}
-
 struct Raw {
     patients: Vec<RawPatient>,
     /// patient ids with an encounter or a claim at S01
@@ -235,24 +222,7 @@ struct Raw {
 
 async fn load_raw(dir: std::path::PathBuf) -> Raw {
     let ctx = support::raw_context(&dir).await;
-    let text = |v: &Option<String>| v.clone().unwrap();
-    let sql = "SELECT patient_id, mrn, first_name, last_name, ssn, birth_date, zip, phone, email, site_id FROM patients";
-    let patients = support::raw_rows(&ctx, sql)
-        .await
-        .iter()
-        .map(|r| RawPatient {
-            id: r[0].as_deref().unwrap().parse().unwrap(),
-            mrn: text(&r[1]),
-            first: text(&r[2]),
-            last: text(&r[3]),
-            ssn: r[4].clone(),
-            birth: NaiveDate::parse_from_str(r[5].as_deref().unwrap(), "%Y-%m-%d").unwrap(),
-            zip: text(&r[6]),
-            phone: r[7].clone(),
-            email: r[8].clone(),
-            site: text(&r[9]),
-        })
-        .collect();
+    let patients = support::raw_patients(&ctx).await;
     let seen_at_s01 = support::raw_rows(
         &ctx,
         "SELECT patient_id FROM encounters WHERE site_id = 'S01' UNION SELECT patient_id FROM claims WHERE site_id = 'S01'",

@@ -13,23 +13,11 @@ use std::sync::OnceLock;
 use chrono::{Datelike, NaiveDate};
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
-use crate::support::{self, connect_role, consented_patients, server, sqlstate};
+use crate::support::{self, RawPatient, connect_role, consented_patients, server, sqlstate};
 
 // ---------------------------------------------------------------------------
 // Raw data (the oracle), read straight from the Delta tables
 // ---------------------------------------------------------------------------
-
-struct RawPatient {
-    mrn: String,
-    first: String,
-    last: String,
-    ssn: Option<String>,
-    birth: NaiveDate,
-    zip: String,
-    phone: Option<String>,
-    email: Option<String>,
-    site: String,
-}
 
 struct Raw {
     patients: BTreeMap<i64, RawPatient>,
@@ -47,25 +35,11 @@ async fn load_raw(dir: std::path::PathBuf) -> Raw {
     let ctx = support::raw_context(&dir).await;
     let int = |v: &Option<String>| v.as_deref().unwrap().parse::<i64>().unwrap();
     let text = |v: &Option<String>| v.clone().unwrap();
-    let mut patients = BTreeMap::new();
-    let sql = "SELECT patient_id, mrn, first_name, last_name, ssn, birth_date, zip, phone, email, site_id FROM patients";
-    for r in support::raw_rows(&ctx, sql).await {
-        let birth = NaiveDate::parse_from_str(r[5].as_deref().unwrap(), "%Y-%m-%d").unwrap();
-        patients.insert(
-            int(&r[0]),
-            RawPatient {
-                mrn: text(&r[1]),
-                first: text(&r[2]),
-                last: text(&r[3]),
-                ssn: r[4].clone(),
-                birth,
-                zip: text(&r[6]),
-                phone: r[7].clone(),
-                email: r[8].clone(),
-                site: text(&r[9]),
-            },
-        );
-    }
+    let patients: BTreeMap<i64, RawPatient> = support::raw_patients(&ctx)
+        .await
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
     let pairs = |rows: TextRows| {
         rows.iter()
             .map(|r| (int(&r[0]), (int(&r[1]), text(&r[2]))))

@@ -417,3 +417,40 @@ pub async fn raw_context(dir: &Path) -> datafusion::prelude::SessionContext {
     }
     ctx
 }
+
+/// One raw patient row (the oracle's view: every value unmasked).
+#[derive(Debug, Clone)]
+pub struct RawPatient {
+    pub id: i64,
+    pub mrn: String,
+    pub first: String,
+    pub last: String,
+    pub ssn: Option<String>,
+    pub birth: chrono::NaiveDate,
+    pub zip: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub site: String,
+}
+
+/// Every raw patient of a [`raw_context`].
+pub async fn raw_patients(ctx: &datafusion::prelude::SessionContext) -> Vec<RawPatient> {
+    let text = |v: &Option<String>| v.clone().unwrap();
+    let sql = "SELECT patient_id, mrn, first_name, last_name, ssn, birth_date, zip, phone, email, site_id FROM patients";
+    raw_rows(ctx, sql)
+        .await
+        .iter()
+        .map(|r| RawPatient {
+            id: r[0].as_deref().unwrap().parse().unwrap(),
+            mrn: text(&r[1]),
+            first: text(&r[2]),
+            last: text(&r[3]),
+            ssn: r[4].clone(),
+            birth: chrono::NaiveDate::parse_from_str(r[5].as_deref().unwrap(), "%Y-%m-%d").unwrap(),
+            zip: text(&r[6]),
+            phone: r[7].clone(),
+            email: r[8].clone(),
+            site: text(&r[9]),
+        })
+        .collect()
+}
