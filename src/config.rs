@@ -168,6 +168,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Database name reported to clients (`current_database()`).
     pub database_name: String,
+    /// Planned statements kept for reuse, keyed by SQL text, policy version
+    /// and access subject. 0 disables the plan cache.
+    pub plan_cache_entries: u64,
 }
 
 impl Default for ServerConfig {
@@ -181,6 +184,7 @@ impl Default for ServerConfig {
             max_sql_nesting: 64,
             shutdown_grace_secs: 30,
             database_name: "lakeward".to_owned(),
+            plan_cache_entries: 10_000,
         }
     }
 }

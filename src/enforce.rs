@@ -5,6 +5,8 @@
 //! refuse denied tables by name, then plan in a state whose catalog holds only
 //! the secured tables of that context.
 
+use std::sync::Arc;
+
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -158,4 +160,31 @@ pub async fn plan(
     let report = verify_plan(&plan, access, &policy.version)?;
     tracing::debug!(tables = ?report.tables, rules = report.rules.len(), policy_version = %report.policy_version, "statement planned");
     Ok((state, plan, report))
+}
+
+/// What a cached rewrite and plan depends on: the SQL text, the policy
+/// version and everything of the session that shapes the plan (the policy
+/// subject — user, role, site, purpose, break-glass —, the default schema and
+/// the database name bound for `current_database()`). Two sessions share an
+/// entry only when all of these agree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PlanKey {
+    pub sql: Arc<str>,
+    pub policy_version: String,
+    pub subject: Option<Subject>,
+    pub default_schema: Option<String>,
+    pub database: String,
+}
+
+/// Rewrites and plans by [`PlanKey`]. Entries that bind a connection-specific
+/// value (`pg_backend_pid()`) are never inserted.
+pub type PlanCache<V> = moka::sync::Cache<PlanKey, V>;
+
+/// A plan cache holding at most `capacity` statements; an entry unused for
+/// ten minutes is dropped.
+pub fn plan_cache<V: Clone + Send + Sync + 'static>(capacity: u64) -> PlanCache<V> {
+    moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .time_to_idle(std::time::Duration::from_secs(600))
+        .build()
 }

@@ -255,7 +255,11 @@ impl Engine {
         state: &SessionState,
         plan: LogicalPlan,
     ) -> Result<SendableRecordBatchStream, SqlError> {
-        let df = datafusion::dataframe::DataFrame::new(state.clone(), plan);
+        // A plan may be prepared (and cached) long before it runs: `now()`
+        // and friends take the time of this execution.
+        let mut state = state.clone();
+        state.mark_start_execution();
+        let df = datafusion::dataframe::DataFrame::new(state, plan);
         df.execute_stream()
             .await
             .map_err(|e| errors::to_sql_error(&e))

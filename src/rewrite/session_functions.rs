@@ -8,7 +8,7 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArguments, Ident, SelectItem, Statement, Value, VisitMut, VisitorMut,
+    CastKind, DataType, Expr, FunctionArguments, Ident, SelectItem, Statement, Value, VisitMut, VisitorMut,
 };
 
 /// What the literals are bound to.
@@ -21,7 +21,7 @@ pub struct SessionFacts {
     pub version: String,
 }
 
-fn replacement(name: &str, args: &FunctionArguments, facts: &SessionFacts) -> Option<Value> {
+fn replacement(name: &str, args: &FunctionArguments, facts: &SessionFacts) -> Option<Expr> {
     let no_args = match args {
         FunctionArguments::None => true,
         FunctionArguments::List(l) => l.args.is_empty(),
@@ -30,7 +30,7 @@ fn replacement(name: &str, args: &FunctionArguments, facts: &SessionFacts) -> Op
     if !no_args {
         return None;
     }
-    let s = |v: &str| Some(Value::SingleQuotedString(v.to_owned()));
+    let s = |v: &str| Some(Expr::value(Value::SingleQuotedString(v.to_owned())));
     match name {
         "current_user" | "session_user" | "user" | "current_role" | "getpgusername" => {
             s(&facts.user)
@@ -38,7 +38,17 @@ fn replacement(name: &str, args: &FunctionArguments, facts: &SessionFacts) -> Op
         "current_database" | "current_catalog" => s(&facts.database),
         "current_schema" => s(&facts.schema),
         "version" => s(&facts.version),
-        "pg_backend_pid" => Some(Value::Number(facts.backend_pid.to_string(), false)),
+        // int4, as in PostgreSQL.
+        "pg_backend_pid" => Some(Expr::Cast {
+            kind: CastKind::Cast,
+            expr: Box::new(Expr::value(Value::Number(
+                facts.backend_pid.to_string(),
+                false,
+            ))),
+            data_type: DataType::Integer(None),
+            array: false,
+            format: None,
+        }),
         _ => None,
     }
 }
@@ -64,6 +74,8 @@ fn is_pg_catalog(parts: &[datafusion::sql::sqlparser::ast::ObjectNamePart]) -> b
 
 struct Binder<'a> {
     facts: &'a SessionFacts,
+    /// A literal that only holds for this connection (its backend pid).
+    connection_specific: bool,
 }
 
 impl VisitorMut for Binder<'_> {
@@ -96,15 +108,23 @@ impl VisitorMut for Binder<'_> {
             && let Expr::Function(f) = &*expr
             && let Some(v) = replacement(&name, &f.args, self.facts)
         {
-            *expr = Expr::value(v);
+            self.connection_specific |= name == "pg_backend_pid";
+            *expr = v;
         }
         ControlFlow::Continue(())
     }
 }
 
-/// Bind session functions in `stmt` to literals.
-pub fn bind_session_functions(stmt: &mut Statement, facts: &SessionFacts) {
-    let _ = stmt.visit(&mut Binder { facts });
+/// Bind session functions in `stmt` to literals. Returns `true` when a bound
+/// literal holds for this connection only (`pg_backend_pid()`): such a
+/// statement must not be shared through the plan cache.
+pub fn bind_session_functions(stmt: &mut Statement, facts: &SessionFacts) -> bool {
+    let mut binder = Binder {
+        facts,
+        connection_specific: false,
+    };
+    let _ = stmt.visit(&mut binder);
+    binder.connection_specific
 }
 
 #[cfg(test)]
@@ -127,10 +147,10 @@ mod tests {
         )
         .unwrap()
         .remove(0);
-        bind_session_functions(&mut s, &facts);
+        assert!(bind_session_functions(&mut s, &facts));
         assert_eq!(
             s.to_string(),
-            "SELECT 'alice' AS current_user, 'lakeward' AS current_database, 'PostgreSQL 15.0' AS version, 7 + 1"
+            "SELECT 'alice' AS current_user, 'lakeward' AS current_database, 'PostgreSQL 15.0' AS version, CAST(7 AS INTEGER) + 1"
         );
     }
 }

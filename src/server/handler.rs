@@ -42,6 +42,7 @@ use crate::audit::{AuditEvent, ConnectOutcome};
 use crate::auth::AuthFailure;
 use crate::engine::encode::{pg_fields, row_stream};
 use crate::error::SqlError;
+use crate::enforce::PlanKey;
 use crate::rewrite::gate::{self, StatementKind};
 use crate::rewrite::session_functions::{SessionFacts, bind_session_functions};
 use crate::session::{Session, version_string};
@@ -79,6 +80,9 @@ struct PreparedInner {
     planned_for: Option<(crate::policy::compile::Subject, String)>,
     /// Tables, columns and rules the statement touches (for the audit log).
     report: Option<crate::enforce::AccessReport>,
+    /// May be shared through the plan cache (a planned query that binds no
+    /// connection-specific value).
+    shareable: bool,
 }
 
 #[derive(Debug)]
@@ -122,6 +126,31 @@ impl ConnHandler {
 }
 
 impl Parser {
+    /// The plan-cache key of `sql` in this session's current state, or
+    /// `None` when the cache is off.
+    fn plan_key(&self, session: &Session, sql: &str) -> Option<PlanKey> {
+        self.shared.plans.as_ref()?;
+        Some(PlanKey {
+            sql: Arc::from(sql),
+            policy_version: session.policy().version.clone(),
+            subject: session.subject(),
+            default_schema: session.default_schema(),
+            database: session.database.clone(),
+        })
+    }
+
+    fn cached(&self, key: Option<&PlanKey>) -> Option<Prepared> {
+        self.shared.plans.as_ref()?.get(key?)
+    }
+
+    fn remember(&self, key: Option<PlanKey>, prepared: &Prepared) {
+        if let (Some(cache), Some(key)) = (self.shared.plans.as_ref(), key)
+            && prepared.0.shareable
+        {
+            cache.insert(key, prepared.clone());
+        }
+    }
+
     fn session(&self) -> Result<Arc<Session>, SqlError> {
         self.session
             .get()
@@ -152,7 +181,7 @@ impl Parser {
                     backend_pid: self.shared.registry.pid_of(session.id).unwrap_or(0),
                     version: version_string(),
                 };
-                bind_session_functions(&mut stmt, &facts);
+                let connection_specific = bind_session_functions(&mut stmt, &facts);
                 let (state, plan, report) = crate::enforce::plan(
                     &self.shared.engine,
                     &policy,
@@ -175,6 +204,7 @@ impl Parser {
                     source,
                     planned_for: session.subject().map(|s| (s, policy.version.clone())),
                     report: Some(report),
+                    shareable: !connection_specific,
                 })))
             }
             other => {
@@ -202,6 +232,7 @@ impl Parser {
                     source: None,
                     planned_for: None,
                     report: None,
+                    shareable: false,
                 })))
             }
         }
@@ -273,16 +304,22 @@ impl QueryParser for Parser {
             return Err(token_expired().into_pgwire());
         }
         session.set_policy(self.shared.policy.current());
+        let key = self.plan_key(&session, sql);
+        if let Some(hit) = self.cached(key.as_ref()) {
+            return Ok(Some(hit));
+        }
         let mut stmts =
             gate::parse(sql, self.shared.parse_limits).map_err(SqlError::into_pgwire)?;
         match stmts.len() {
             0 => Ok(None),
             1 => {
                 let stmt = stmts.remove(0);
-                self.prepare(&session, stmt).await.map(Some).map_err(|e| {
+                let prepared = self.prepare(&session, stmt).await.map_err(|e| {
                     tracing::debug!(session = %session.id, sqlstate = e.code, "parse refused");
                     e.into_pgwire()
-                })
+                })?;
+                self.remember(key, &prepared);
+                Ok(Some(prepared))
             }
             _ => Err(SqlError::new(
                 "42601",
@@ -309,6 +346,12 @@ impl QueryParser for Parser {
             None => Ok(vec![]),
         }
     }
+}
+
+/// A statement of a simple Query: served from the plan cache, or parsed.
+enum Pending {
+    Ready(Prepared),
+    Parsed(Statement),
 }
 
 /// What running a statement produced.
@@ -490,7 +533,17 @@ impl SimpleQueryHandler for ConnHandler {
         client.set_state(PgWireConnectionState::QueryInProgress);
         let mut status = client.transaction_status();
 
-        match gate::parse(&query.query, self.shared.parse_limits) {
+        // A single statement seen before in the same session state is served
+        // from the plan cache; anything else is parsed.
+        let key = self.parser.plan_key(&session, &query.query);
+        let statements = match self.parser.cached(key.as_ref()) {
+            Some(hit) => Ok(vec![Pending::Ready(hit)]),
+            None => gate::parse(&query.query, self.shared.parse_limits)
+                .map(|v| v.into_iter().map(Pending::Parsed).collect::<Vec<_>>()),
+        };
+        let single = statements.as_ref().is_ok_and(|s| s.len() == 1);
+        let mut key = key.filter(|_| single);
+        match statements {
             Err(e) => {
                 send_error(client, e).await?;
                 status = status.to_error_state();
@@ -506,7 +559,14 @@ impl SimpleQueryHandler for ConnHandler {
                 for stmt in stmts {
                     let cancel = session.begin_statement();
                     let result = async {
-                        let prepared = self.parser.prepare(&session, stmt).await?;
+                        let prepared = match stmt {
+                            Pending::Ready(p) => p,
+                            Pending::Parsed(stmt) => {
+                                let p = self.parser.prepare(&session, stmt).await?;
+                                self.parser.remember(key.take(), &p);
+                                p
+                            }
+                        };
                         if status == TransactionStatus::Error
                             && !allowed_in_failed_transaction(&prepared)
                         {

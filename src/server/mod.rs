@@ -58,6 +58,8 @@ pub struct Shared {
     pub audit: Arc<dyn crate::audit::AuditSink>,
     pub parse_limits: ParseLimits,
     pub registry: Registry,
+    /// Rewritten, planned statements shared by sessions with the same key.
+    pub plans: Option<crate::enforce::PlanCache<handler::Prepared>>,
     /// Development switch: accept non-TLS clients from loopback addresses.
     pub allow_plaintext_loopback: bool,
 }
@@ -181,6 +183,8 @@ impl Server {
                 max_sql_bytes: config.server.max_message_bytes,
             },
             registry: Registry::default(),
+            plans: (config.server.plan_cache_entries > 0)
+                .then(|| crate::enforce::plan_cache(config.server.plan_cache_entries)),
             allow_plaintext_loopback: config.tls.allow_plaintext_loopback,
         });
         Server {

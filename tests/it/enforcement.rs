@@ -1068,3 +1068,49 @@ async fn changing_purpose_re_plans_prepared_statements() {
         );
     }
 }
+
+/// The plan cache is keyed by SQL text, policy version and the whole access
+/// subject: the same text from another site, user or connection is planned
+/// for that session, never served from another session's entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_cache_never_serves_one_sessions_plan_to_another() {
+    let addr = server().addr;
+    let at = |user: &'static str, site: &'static str| async move {
+        support::try_connect_with(
+            addr,
+            user,
+            &support::token(user, "clinician", Some(site)),
+            "require",
+            Some("treatment"),
+        )
+        .await
+        .expect("connect")
+    };
+    let sites_sql = "SELECT DISTINCT site_id FROM clinical.patients ORDER BY 1";
+    for round in 0..2 {
+        for (user, site) in [("cache_s01", "S01"), ("cache_s02", "S02")] {
+            let c = at(user, site).await;
+            // Simple protocol, twice (the second is a cache hit).
+            for _ in 0..2 {
+                let rows = try_rows(&c, sites_sql).await.unwrap();
+                let sites: Vec<_> = rows.iter().map(|r| r.get(0).unwrap().to_owned()).collect();
+                assert_eq!(sites, vec![site.to_owned()], "round {round}, {user}");
+            }
+            // Extended protocol with the same text.
+            let rows = c.query(sites_sql, &[]).await.unwrap();
+            let sites: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            assert_eq!(sites, vec![site.to_owned()], "round {round}, {user} (extended)");
+            let me: String = c.query_one("SELECT current_user", &[]).await.unwrap().get(0);
+            assert_eq!(me, user);
+        }
+    }
+    // Connection-specific values are never shared, even by one user.
+    let (a, b) = (at("cache_s01", "S01").await, at("cache_s01", "S01").await);
+    let pid = |c: Client| async move {
+        c.query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0)
+    };
+    assert_ne!(pid(a).await, pid(b).await);
+}
