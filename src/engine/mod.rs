@@ -11,7 +11,7 @@ pub mod encode;
 pub mod errors;
 pub mod masks;
 pub mod secure;
-mod tables;
+pub mod tables;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,157 @@
+//! Criterion benchmark of lakeward's enforcement front end.
+//!
+//! - `rewrite_cold/*`: what a statement costs before DataFusion sees it:
+//!   parse (PostgreSQL dialect, limits), classify, bind session functions,
+//!   resolve table references and refuse ungranted ones.
+//! - `plan_cache_hit/*`: the cost of serving a statement already planned
+//!   for the same SQL text, policy version and subject (key + lookup).
+//! - `plan_cold/*`: the whole enforcement step including DataFusion planning
+//!   over secured tables, for comparison (what a cache hit saves).
+//!
+//! Run with `cargo bench --bench rewrite`; results go to docs/benchmarks.md.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use lakeward::enforce::{self, PlanKey};
+use lakeward::engine::Engine;
+use lakeward::policy::compile::Subject;
+use lakeward::policy::{Policy, Purpose};
+use lakeward::rewrite::gate::{self, ParseLimits, StatementKind};
+use lakeward::rewrite::session_functions::{SessionFacts, bind_session_functions};
+
+const POINT: &str = "SELECT patient_id, last_name, birth_date FROM clinical.patients WHERE patient_id = $1";
+
+/// About 400 characters: a three-way join with a CTE, a filter, grouping.
+const JOIN: &str = "WITH recent AS (SELECT e.patient_id, e.encounter_id, e.primary_dx, e.site_id \
+    FROM clinical.encounters e WHERE e.admit_ts >= TIMESTAMP '2023-01-01 00:00:00') \
+    SELECT p.site_id, r.primary_dx, count(DISTINCT p.patient_id) AS patients, avg(o.value_num) AS mean_value \
+    FROM clinical.patients p JOIN recent r ON r.patient_id = p.patient_id \
+    LEFT JOIN clinical.observations o ON o.encounter_id = r.encounter_id AND o.loinc_code = '4548-4' \
+    WHERE p.deceased = false GROUP BY p.site_id, r.primary_dx ORDER BY patients DESC LIMIT 50";
+
+struct Fixture {
+    engine: Engine,
+    policy: Policy,
+    subject: Subject,
+    facts: SessionFacts,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    rt.block_on(async {
+        lakeward::datagen::generate(&lakeward::datagen::DatagenOptions {
+            data_dir: dir.path().to_owned(),
+            patients: 200,
+            seed: 42,
+        })
+        .await
+        .expect("datagen");
+        let tables = lakeward::engine::tables::discover_tables(dir.path()).expect("tables");
+        let engine = Engine::open(&tables).await.expect("engine");
+        let policy = Policy::load(Some(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules"),
+        ))
+        .expect("policy");
+        Fixture {
+            engine,
+            policy,
+            subject: Subject {
+                user: "analyst".into(),
+                role: "analyst".into(),
+                site: None,
+                purpose: Purpose::Operations,
+                break_glass: false,
+            },
+            facts: SessionFacts {
+                user: "analyst".into(),
+                database: "lakeward".into(),
+                schema: "public".into(),
+                backend_pid: 1,
+                version: "PostgreSQL 15.0 (lakeward)".into(),
+            },
+            _dir: dir,
+        }
+    })
+}
+
+/// The server's pre-planning path for one statement text.
+fn rewrite(f: &Fixture, access: Option<&lakeward::policy::compile::AccessContext>, sql: &str) {
+    let stmt = gate::parse(sql, ParseLimits::default())
+        .expect("parse")
+        .remove(0);
+    let StatementKind::Query(mut stmt) = gate::classify(stmt).expect("classify") else {
+        panic!("a query");
+    };
+    assert!(gate::reads_tables(&stmt));
+    bind_session_functions(&mut stmt, &f.facts);
+    enforce::check_grants(&f.engine, access, &stmt, "public").expect("granted");
+    black_box(stmt);
+}
+
+fn key(f: &Fixture, sql: &str) -> PlanKey {
+    PlanKey {
+        sql: Arc::from(sql),
+        policy_version: f.policy.version.clone(),
+        subject: Some(f.subject.clone()),
+        default_schema: None,
+        database: f.facts.database.clone(),
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let f = fixture(&rt);
+    let access = enforce::access_for(&f.engine, &f.policy, Some(&f.subject));
+
+    let mut cold = c.benchmark_group("rewrite_cold");
+    cold.bench_function("point", |b| b.iter(|| rewrite(&f, access.as_ref(), POINT)));
+    cold.bench_function("join_400", |b| {
+        b.iter(|| rewrite(&f, access.as_ref(), JOIN))
+    });
+    cold.finish();
+
+    // The cache holds planned statements; its hit path is key + lookup.
+    let cache: enforce::PlanCache<Arc<String>> = enforce::plan_cache(10_000);
+    for sql in [POINT, JOIN] {
+        cache.insert(key(&f, sql), Arc::new(sql.to_owned()));
+    }
+    let mut hit = c.benchmark_group("plan_cache_hit");
+    for (name, sql) in [("point", POINT), ("join_400", JOIN)] {
+        hit.bench_function(name, |b| {
+            b.iter(|| black_box(cache.get(&key(&f, black_box(sql))).expect("hit")))
+        });
+    }
+    hit.finish();
+
+    let mut plan = c.benchmark_group("plan_cold");
+    for (name, sql) in [("point", POINT), ("join_400", JOIN)] {
+        plan.bench_function(name, |b| {
+            b.iter(|| {
+                let stmt = gate::parse(sql, ParseLimits::default())
+                    .expect("parse")
+                    .remove(0);
+                let planned = rt
+                    .block_on(enforce::plan(
+                        &f.engine,
+                        &f.policy,
+                        access.as_ref(),
+                        stmt,
+                        None,
+                    ))
+                    .expect("plan");
+                black_box(planned);
+            })
+        });
+    }
+    plan.finish();
+}
+
+criterion_group!(rewrite_benches, benches);
+criterion_main!(rewrite_benches);
