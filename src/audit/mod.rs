@@ -2,6 +2,9 @@
 //! durable, hash-chained store arrives with the audit issue and implements
 //! [`AuditSink`]. Events hold no token, password, SQL literal or data value.
 
+pub mod chain;
+pub mod delta;
+
 use std::net::SocketAddr;
 
 use crate::auth::AuthFailure;

@@ -6,3 +6,4 @@
 
 pub mod gate;
 pub mod session_functions;
+pub mod fingerprint;

@@ -1,0 +1,1 @@
+//! Hash chain and signed checkpoints of the audit log (being written).

@@ -1,0 +1,1 @@
+//! The Delta table `audit.access_log` (being written).

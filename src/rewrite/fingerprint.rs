@@ -1,0 +1,1 @@
+//! Query fingerprints (being written).
