@@ -4,6 +4,8 @@
 
 pub mod chain;
 pub mod delta;
+pub mod record;
+pub mod wal;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,360 @@
+//! The local segment log: where an audit record becomes durable before the
+//! rows of its statement are sent.
+//!
+//! Records are JSON lines in segment files `<dir>/segments/<first seq>.log`
+//! (the first sequence number zero-padded to 20 digits, so names sort in
+//! chain order). A batch of records is written and `fdatasync`ed at once
+//! (group commit). Segments are rotated at a size limit; a closed segment
+//! whose records are all in the Delta table may be removed. A torn final
+//! line (a crash in the middle of a write, before the fsync returned and so
+//! before anything was disclosed) is cut off at start-up; a damaged line
+//! anywhere else stops start-up: the operator must look.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use super::record::AuditRecord;
+
+/// The last record of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("audit segment log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("audit segment {path} is damaged at line {line}; refusing to continue the chain")]
+    Damaged { path: PathBuf, line: usize },
+    #[error("audit folder {0} is in use by another lakeward process")]
+    Locked(PathBuf),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The segment files under `dir`, in chain order, with their first seq.
+pub fn segments(dir: &Path) -> Result<Vec<(i64, PathBuf)>, WalError> {
+    let seg_dir = dir.join("segments");
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&seg_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(&seg_dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io(&seg_dir))?;
+        let name = entry.file_name();
+        let Some(first) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        out.push((first, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Read a segment: its complete records and the byte length they occupy.
+/// A torn final line is ignored (`torn` is set); a damaged line before the
+/// end is an error.
+fn read_segment(path: &Path) -> Result<(Vec<AuditRecord>, u64, bool), WalError> {
+    let file = File::open(path).map_err(io(path))?;
+    let mut reader = BufReader::new(file);
+    let mut records = Vec::new();
+    let mut good = 0u64;
+    let mut line = Vec::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line).map_err(io(path))?;
+        if read == 0 {
+            return Ok((records, good, false));
+        }
+        n += 1;
+        let complete = line.last() == Some(&b'\n');
+        match serde_json::from_slice::<AuditRecord>(&line) {
+            Ok(r) if complete => {
+                records.push(r);
+                good += read as u64;
+            }
+            _ => {
+                // Only the very last line may be torn.
+                let mut rest = Vec::new();
+                let more = std::io::Read::read_to_end(&mut reader, &mut rest).map_err(io(path))?;
+                if more == 0 {
+                    return Ok((records, good, true));
+                }
+                return Err(WalError::Damaged {
+                    path: path.to_owned(),
+                    line: n,
+                });
+            }
+        }
+    }
+}
+
+/// Every record with `seq > after`, in chain order, from the segments under
+/// `dir` (torn final lines ignored).
+pub fn read_after(dir: &Path, after: i64) -> Result<Vec<AuditRecord>, WalError> {
+    let segs = segments(dir)?;
+    let mut out = Vec::new();
+    for (i, (_, path)) in segs.iter().enumerate() {
+        // Skip a segment when the next one starts at or before `after + 1`.
+        if let Some((next_first, _)) = segs.get(i + 1)
+            && *next_first <= after + 1
+        {
+            continue;
+        }
+        let (records, _, _) = read_segment(path)?;
+        out.extend(records.into_iter().filter(|r| r.body.seq > after));
+    }
+    Ok(out)
+}
+
+/// The open segment log of one lakeward instance.
+pub struct SegmentLog {
+    dir: PathBuf,
+    file: File,
+    path: PathBuf,
+    size: u64,
+    max_bytes: u64,
+    /// Held for the life of the log: one writer per folder.
+    _lock: File,
+}
+
+impl SegmentLog {
+    /// Open (creating) the log under `dir`, cut a torn final line, and
+    /// return the chain head found in it (`None`: no record yet).
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<(SegmentLog, Option<Head>), WalError> {
+        let seg_dir = dir.join("segments");
+        std::fs::create_dir_all(&seg_dir).map_err(io(&seg_dir))?;
+        let lock_path = dir.join("writer.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        lock.try_lock()
+            .map_err(|_| WalError::Locked(dir.to_owned()))?;
+
+        // The head is the last record of the newest segment that has one.
+        let segs = segments(dir)?;
+        let mut head = None;
+        for (_, path) in segs.iter().rev() {
+            let (records, good, torn) = read_segment(path)?;
+            if torn {
+                tracing::warn!(segment = %path.display(), "audit segment had a torn final line (crash during a write); cut off");
+                let f = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+                f.set_len(good).map_err(io(path))?;
+                f.sync_all().map_err(io(path))?;
+            }
+            if let Some(last) = records.last() {
+                head = Some(Head {
+                    seq: last.body.seq,
+                    hash: last.hash.clone(),
+                });
+                break;
+            }
+        }
+        let (path, size) = match segs.last() {
+            Some((_, p)) => (
+                p.clone(),
+                std::fs::metadata(p).map_err(io(p))?.len(),
+            ),
+            None => (seg_dir.join(segment_name(head.as_ref().map_or(1, |h| h.seq + 1))), 0),
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        sync_dir(&seg_dir)?;
+        Ok((
+            SegmentLog {
+                dir: dir.to_owned(),
+                file,
+                path,
+                size,
+                max_bytes,
+                _lock: lock,
+            },
+            head,
+        ))
+    }
+
+    /// Append `records` (already chained) and make them durable with one
+    /// `fdatasync`. On failure the segment is cut back to where it was, so
+    /// a later batch continues a clean file.
+    pub fn append(&mut self, records: &[AuditRecord]) -> Result<(), WalError> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        if self.size >= self.max_bytes {
+            self.rotate(first.body.seq)?;
+        }
+        let mut buf = Vec::with_capacity(records.len() * 512);
+        for r in records {
+            serde_json::to_writer(&mut buf, r).map_err(|e| WalError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            buf.push(b'\n');
+        }
+        let before = self.size;
+        let written = self
+            .file
+            .write_all(&buf)
+            .and_then(|_| self.file.sync_data());
+        if let Err(e) = written {
+            let _ = self.file.set_len(before);
+            let _ = self.file.sync_data();
+            return Err(io(&self.path)(e));
+        }
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self, first_seq: i64) -> Result<(), WalError> {
+        let seg_dir = self.dir.join("segments");
+        let path = seg_dir.join(segment_name(first_seq));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        sync_dir(&seg_dir)?;
+        self.file = file;
+        self.path = path;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// Remove closed segments whose records all have `seq <= shipped` (they
+/// are in the Delta table). The newest segment (the open one) is always
+/// kept, so the chain head survives a restart.
+pub fn remove_shipped(dir: &Path, shipped: i64) -> Result<usize, WalError> {
+    let segs = segments(dir)?;
+    let mut removed = 0;
+    for (i, (_, path)) in segs.iter().enumerate() {
+        let Some((next_first, _)) = segs.get(i + 1) else {
+            break;
+        };
+        if *next_first > shipped + 1 {
+            break;
+        }
+        std::fs::remove_file(path).map_err(io(path))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+fn segment_name(first_seq: i64) -> String {
+    format!("{first_seq:020}.log")
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::chain::GENESIS;
+    use crate::audit::record::RecordBody;
+
+    fn chain(from: i64, n: i64, prev: &str) -> Vec<AuditRecord> {
+        let mut prev = prev.to_owned();
+        (from..from + n)
+            .map(|seq| {
+                let r = RecordBody {
+                    instance: "t".into(),
+                    seq,
+                    event_id: format!("e{seq}"),
+                    event: "statement".into(),
+                    user: "u".into(),
+                    decision: "allowed".into(),
+                    ..Default::default()
+                }
+                .seal(&prev);
+                prev = r.hash.clone();
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appends_rotates_reads_back_and_recovers_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, head) = SegmentLog::open(dir.path(), 600).unwrap();
+        assert!(head.is_none());
+        let a = chain(1, 3, GENESIS);
+        log.append(&a).unwrap();
+        let b = chain(4, 3, &a[2].hash);
+        log.append(&b).unwrap();
+        assert_eq!(segments(dir.path()).unwrap().len(), 2, "rotated at the size limit");
+        assert_eq!(read_after(dir.path(), 0).unwrap().len(), 6);
+        assert_eq!(read_after(dir.path(), 4).unwrap().len(), 2);
+        drop(log);
+        let (log, head) = SegmentLog::open(dir.path(), 600).unwrap();
+        assert_eq!(
+            head,
+            Some(Head {
+                seq: 6,
+                hash: b[2].hash.clone()
+            })
+        );
+        assert_eq!(remove_shipped(dir.path(), 3).unwrap(), 1);
+        drop(log);
+        assert_eq!(read_after(dir.path(), 0).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_a_damaged_middle_stops_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        let a = chain(1, 2, GENESIS);
+        log.append(&a).unwrap();
+        drop(log);
+        let (_, path) = segments(dir.path()).unwrap().remove(0);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"instance\":\"t\",\"seq\":3,").unwrap();
+        drop(f);
+        let (_, head) = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(head.unwrap().seq, 2);
+        // Damage a middle line.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("\"seq\":1", "\"seq\":x", 1)).unwrap();
+        assert!(matches!(
+            SegmentLog::open(dir.path(), 1 << 20),
+            Err(WalError::Damaged { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn one_writer_per_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        assert!(matches!(
+            SegmentLog::open(dir.path(), 1 << 20),
+            Err(WalError::Locked(_))
+        ));
+    }
+}
