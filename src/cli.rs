@@ -65,6 +65,33 @@ pub enum Command {
     /// Policy tools: check against the real tables and print the coverage matrix.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Audit tools: verify the hash chain and signed checkpoints.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Re-read `audit.access_log` and the segment log, recompute every hash
+    /// chain, check every signed checkpoint; exit 0 only when the log is whole.
+    Verify {
+        /// Demo folder (audit table, segment log and key as `lakeward demo` lays them out).
+        #[arg(long, default_value = "./lakeward-demo", conflicts_with = "config")]
+        data_dir: PathBuf,
+        /// Use the `[audit]` section of this configuration instead.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Checkpoint public key (hex, the `.pub` file next to the signing key);
+        /// default: derived from the configured signing key.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// First record to check: a sequence number, a date (2026-11-23) or an RFC 3339 time.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last record to check (same forms as --from).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +254,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     crate::server::tls::install_crypto_provider();
     match command {
         Command::Demo(args) => demo(args).await,
+        Command::Audit(AuditCommand::Verify {
+            data_dir,
+            config,
+            public_key,
+            from,
+            to,
+        }) => audit_verify(&data_dir, config.as_deref(), public_key.as_deref(), from, to).await,
         Command::Serve(args) => {
             let mut config = Config::load(&args.config)?;
             if let Some(listen) = args.listen {
@@ -304,7 +338,14 @@ pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services
     ));
     let auth = Arc::new(crate::auth::Authenticator::new(config.auth_settings()?)?);
     let key = config.policy.pseudonym_key()?;
-    let engine = Arc::new(crate::engine::open_from_config(&config.data, &key).await?);
+    // The audit store first: it creates `audit.access_log` if needed, and
+    // nothing is served without it.
+    let settings = audit_settings(config)?;
+    let audit_table = settings.table.clone();
+    let audit = crate::audit::Auditor::open(settings).await?;
+    let engine = Arc::new(
+        crate::engine::open_from_config(&config.data, &key, Some(&audit_table)).await?,
+    );
     for t in engine.tables().values() {
         tracing::info!(table = %t.name, version = t.version, "serving table");
     }
@@ -312,8 +353,121 @@ pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services
         engine,
         auth,
         policy,
-        audit: Arc::new(crate::audit::LogSink),
+        audit,
     })
+}
+
+/// The checkpoint signing key of a configuration: from its environment
+/// variable (PEM) or its file.
+fn audit_signing_key(config: &Config) -> anyhow::Result<crate::audit::chain::SigningKey> {
+    use crate::audit::chain::SigningKey;
+    let a = &config.audit;
+    if let Ok(pem) = std::env::var(&a.signing_key_env) {
+        return Ok(SigningKey::from_pem_str(&pem)?);
+    }
+    match &a.signing_key_file {
+        Some(f) => Ok(SigningKey::load_file(f)?),
+        None => anyhow::bail!(
+            "no audit checkpoint key: set {} (Ed25519 PKCS#8 PEM) or audit.signing_key_file",
+            a.signing_key_env
+        ),
+    }
+}
+
+/// The audit store settings of a configuration.
+pub fn audit_settings(config: &Config) -> anyhow::Result<crate::audit::AuditSettings> {
+    let a = &config.audit;
+    let dir = a
+        .dir
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no audit folder: set audit.dir"))?;
+    let table = a
+        .table_location(&config.data)
+        .ok_or_else(|| anyhow::anyhow!("no audit table: set audit.table or data.root"))?;
+    Ok(crate::audit::AuditSettings {
+        dir,
+        table,
+        instance: a.instance.clone(),
+        signing_key: Arc::new(audit_signing_key(config)?),
+        checkpoint_every_records: a.checkpoint_every_records,
+        checkpoint_every: std::time::Duration::from_secs(a.checkpoint_every_secs),
+        ship_every_records: a.ship_every_records,
+        ship_every: std::time::Duration::from_millis(a.ship_every_ms),
+        segment_max_bytes: a.segment_max_bytes,
+    })
+}
+
+/// A `--from`/`--to` bound: a sequence number, a date or an RFC 3339 time.
+fn parse_bound(text: &str, end: bool) -> anyhow::Result<(Option<i64>, Option<i64>)> {
+    if let Ok(seq) = text.parse::<i64>() {
+        return Ok((Some(seq), None));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok((None, Some(t.timestamp_micros())));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let t = if end {
+            d.and_hms_micro_opt(23, 59, 59, 999_999)
+        } else {
+            d.and_hms_opt(0, 0, 0)
+        };
+        if let Some(t) = t {
+            return Ok((None, Some(t.and_utc().timestamp_micros())));
+        }
+    }
+    anyhow::bail!("{text:?} is not a sequence number, a date (YYYY-MM-DD) or an RFC 3339 time")
+}
+
+async fn audit_verify(
+    data_dir: &Path,
+    config: Option<&Path>,
+    public_key: Option<&Path>,
+    from: Option<String>,
+    to: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use crate::audit::chain::VerifyingKey;
+    let config = match config {
+        Some(f) => Config::load(f)?,
+        None => Config::demo(data_dir, "127.0.0.1:6432".parse()?),
+    };
+    let key = match public_key {
+        Some(f) => VerifyingKey::load_file(f)?,
+        None => audit_signing_key(&config)?.verifying_key(),
+    };
+    let mut range = crate::audit::verify::Range::default();
+    if let Some(f) = &from {
+        (range.from_seq, range.from_ts) = parse_bound(f, false)?;
+    }
+    if let Some(t) = &to {
+        (range.to_seq, range.to_ts) = parse_bound(t, true)?;
+    }
+    let location = config
+        .audit
+        .table_location(&config.data)
+        .ok_or_else(|| anyhow::anyhow!("no audit table configured"))?;
+    let table =
+        crate::audit::delta::AuditTable::open_or_create(&location, crate::audit::record::schema())
+            .await?;
+    let report =
+        crate::audit::verify::verify(&table, config.audit.dir.as_deref(), &key, range).await?;
+    let total: usize = report.records.values().sum();
+    match report.first_bad {
+        None => {
+            println!(
+                "audit log whole: {total} records in {} chain(s), {} signed checkpoint(s) verified",
+                report.records.len(),
+                report.checkpoints
+            );
+            for (instance, n) in &report.records {
+                println!("  {instance}: {n} records");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(bad) => {
+            println!("audit log NOT whole: first bad record: {bad}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
@@ -362,6 +516,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     crate::server::tls::ensure_dev_certificate(&tls_dir)?;
     crate::auth::mint::ensure_demo_keys(&args.data_dir)?;
     ensure_pseudonym_key(&args.data_dir.join("keys").join("pseudonym.key"))?;
+    let audit_key = crate::config::demo_audit_key_path(&args.data_dir);
+    if !audit_key.exists() {
+        crate::audit::chain::SigningKey::generate_to_file(&audit_key)?;
+    }
     let config = Config::demo(&args.data_dir, args.listen);
     config.validate()?;
 

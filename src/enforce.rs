@@ -90,6 +90,24 @@ pub fn verify_plan(
             {
                 return Ok(TreeNodeRecursion::Continue);
             }
+            // A view (the auditors' views) is verified through its own plan,
+            // which must itself read secured tables only.
+            if let Some(view) = provider
+                .as_ref()
+                .and_then(|p| p.downcast_ref::<datafusion::catalog::view::ViewTable>())
+            {
+                match verify_plan(view.logical_plan(), access, policy_version) {
+                    Ok(inner) => {
+                        tables.extend(inner.tables);
+                        columns.extend(inner.columns);
+                        return Ok(TreeNodeRecursion::Continue);
+                    }
+                    Err(_) => {
+                        violation = true;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+            }
             let secured = provider.is_some_and(|p| p.is::<crate::engine::secure::SecuredTable>());
             if !secured {
                 violation = true;

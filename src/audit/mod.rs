@@ -1,91 +1,508 @@
-//! Audit events. Every connection attempt produces one [`AuditEvent`]; the
-//! durable, hash-chained store arrives with the audit issue and implements
-//! [`AuditSink`]. Events hold no token, password, SQL literal or data value.
+//! The access audit (SPEC §6): one record per connection attempt and per
+//! statement, durable before disclosure, hash-chained, signed at
+//! checkpoints, shipped to the Delta table `audit.access_log`.
+//!
+//! Path of a record:
+//!
+//! 1. The connection handler builds a [`record::RecordBody`] and calls
+//!    [`Auditor::record`] (waits) or [`Auditor::record_later`] (completion
+//!    records, refused connections).
+//! 2. The writer thread takes every record queued since its last write,
+//!    numbers and chains them ([`chain::chain_hash`]), appends them to the
+//!    segment log ([`wal`]) and `fdatasync`s once (group commit); only then
+//!    do the waiting statements go on to send rows. Every
+//!    `checkpoint_every_records` records or `checkpoint_every_secs` seconds
+//!    it signs the chain head ([`chain::Checkpoint`]).
+//! 3. The shipper task appends durable records to the Delta table in
+//!    batches, one commit per batch carrying the application transaction
+//!    `(lakeward-audit:<instance>, last seq)`, so a batch lands exactly once
+//!    even when it is re-sent after a crash. At start-up, records of the
+//!    segment log past the table's transaction version are shipped first.
+//!
+//! If a record cannot be made durable, the statement is refused (SQLSTATE
+//! 58030) and no row is sent: lakeward never serves unaudited data.
+//! Records hold no token, key, SQL literal or data value.
 
 pub mod chain;
 pub mod delta;
+pub mod events;
 pub mod record;
+pub mod verify;
+pub mod views;
 pub mod wal;
 
-use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::auth::AuthFailure;
+use tokio::sync::{mpsc, oneshot};
 
-/// Outcome of a connection attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectOutcome {
-    Allowed {
-        session_id: String,
-        roles: Vec<String>,
-    },
-    Denied {
-        reason: AuthFailure,
-    },
-    /// Refused before authentication (plaintext, bad startup, limits).
-    Refused {
-        sqlstate: &'static str,
-        reason: &'static str,
-    },
+use crate::error::SqlError;
+use record::{AuditRecord, RecordBody};
+
+/// Settings of the audit store (the `[audit]` section).
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Segment log and checkpoints.
+    pub dir: PathBuf,
+    /// The Delta table `audit.access_log` (path or URL).
+    pub table: String,
+    /// This instance's chain name; instances sharing a table need distinct names.
+    pub instance: String,
+    pub signing_key: Arc<chain::SigningKey>,
+    pub checkpoint_every_records: u64,
+    pub checkpoint_every: Duration,
+    pub ship_every_records: usize,
+    pub ship_every: Duration,
+    pub segment_max_bytes: u64,
 }
 
-/// One auditable event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditEvent {
-    Connect {
-        /// Startup user name as sent by the client (not verified when denied).
-        user: String,
-        client_addr: SocketAddr,
-        application_name: String,
-        outcome: ConnectOutcome,
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
+    #[error(transparent)]
+    Table(#[from] delta::AuditTableError),
+    #[error(transparent)]
+    Chain(#[from] chain::ChainError),
+    #[error("audit: {0}")]
+    Other(String),
+}
+
+/// The application id of an instance's Delta transactions.
+pub fn app_id(instance: &str) -> String {
+    format!("lakeward-audit:{instance}")
+}
+
+/// Checkpoints of an audit folder.
+pub fn checkpoint_path(dir: &Path) -> PathBuf {
+    dir.join("checkpoints.jsonl")
+}
+
+enum WriterMsg {
+    Append {
+        body: RecordBody,
+        done: Option<oneshot::Sender<bool>>,
     },
+    Tick,
+    Shutdown(oneshot::Sender<()>),
 }
 
-/// Where audit events go.
-pub trait AuditSink: Send + Sync {
-    fn record(&self, event: AuditEvent);
+enum ShipMsg {
+    Records(Vec<AuditRecord>),
+    Flush(oneshot::Sender<bool>),
 }
 
-/// Writes events to the server log (until the durable store exists).
+/// Live counters (for metrics and tests).
 #[derive(Debug, Default)]
-pub struct LogSink;
+pub struct AuditStats {
+    pub records: AtomicU64,
+    pub batches: AtomicU64,
+    pub fsync_micros_total: AtomicU64,
+    pub shipped_seq: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub write_failures: AtomicU64,
+}
 
-impl AuditSink for LogSink {
-    fn record(&self, event: AuditEvent) {
-        match event {
-            AuditEvent::Connect {
-                user,
-                client_addr,
-                application_name,
-                outcome,
-            } => match outcome {
-                ConnectOutcome::Allowed { session_id, roles } => tracing::info!(
-                    target: "lakeward::audit", event = "connect", decision = "allowed", %user,
-                    client = %client_addr.ip(), app = %application_name, session = %session_id, roles = ?roles
-                ),
-                ConnectOutcome::Denied { reason } => tracing::warn!(
-                    target: "lakeward::audit", event = "connect", decision = "denied", %user,
-                    client = %client_addr.ip(), app = %application_name, reason = reason.class()
-                ),
-                ConnectOutcome::Refused { sqlstate, reason } => tracing::info!(
-                    target: "lakeward::audit", event = "connect", decision = "refused", %user,
-                    client = %client_addr.ip(), sqlstate, reason
-                ),
+/// Handle to the audit store; cheap to clone.
+#[derive(Clone)]
+pub struct Auditor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: mpsc::UnboundedSender<WriterMsg>,
+    ship: mpsc::UnboundedSender<ShipMsg>,
+    instance: String,
+    /// Set when the writer cannot write: every statement is refused.
+    broken: Arc<AtomicBool>,
+    pub stats: Arc<AuditStats>,
+    table: Arc<delta::AuditTable>,
+}
+
+fn unavailable() -> SqlError {
+    SqlError::new(
+        "58030",
+        "the audit log cannot be written: lakeward refuses statements until it can record them",
+    )
+}
+
+impl Auditor {
+    /// Open the store: create the Delta table if needed, recover the chain
+    /// head, ship what the table lacks, start the writer and the shipper.
+    pub async fn open(settings: AuditSettings) -> Result<Auditor, AuditError> {
+        let table = Arc::new(
+            delta::AuditTable::open_or_create(&settings.table, record::schema()).await?,
+        );
+        let app = app_id(&settings.instance);
+        let committed = table.committed_version(&app).await?.unwrap_or(0);
+        let dir = settings.dir.clone();
+        let max = settings.segment_max_bytes;
+        let (log, wal_head) =
+            tokio::task::spawn_blocking(move || wal::SegmentLog::open(&dir, max))
+                .await
+                .map_err(|e| AuditError::Other(e.to_string()))??;
+        // The head: the segment log's, unless the table is further along
+        // (segments removed after shipping).
+        let head = match wal_head {
+            Some(h) if h.seq >= committed => h,
+            _ if committed > 0 => {
+                let hash = verify::hash_at(&table, &settings.instance, committed)
+                    .await?
+                    .ok_or_else(|| {
+                        AuditError::Other(format!(
+                            "the audit table says record {committed} of instance {} exists but it cannot be found",
+                            settings.instance
+                        ))
+                    })?;
+                wal::Head {
+                    seq: committed,
+                    hash,
+                }
+            }
+            _ => wal::Head {
+                seq: 0,
+                hash: chain::GENESIS.to_owned(),
             },
+        };
+        let backlog = {
+            let dir = settings.dir.clone();
+            tokio::task::spawn_blocking(move || wal::read_after(&dir, committed))
+                .await
+                .map_err(|e| AuditError::Other(e.to_string()))??
+        };
+        let checkpoints =
+            chain::CheckpointLog::open(&checkpoint_path(&settings.dir))?;
+
+        let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+        let (ship_tx, ship_rx) = mpsc::unbounded_channel();
+        let broken = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(AuditStats::default());
+        stats.shipped_seq.store(committed as u64, Ordering::Relaxed);
+        if !backlog.is_empty() {
+            tracing::info!(records = backlog.len(), "shipping audit records recovered from the segment log");
+            let _ = ship_tx.send(ShipMsg::Records(backlog));
+        }
+        let writer = Writer {
+            log,
+            head,
+            instance: settings.instance.clone(),
+            key: settings.signing_key.clone(),
+            checkpoints,
+            checkpoint_every_records: settings.checkpoint_every_records.max(1),
+            checkpoint_every: settings.checkpoint_every,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            ship: ship_tx.clone(),
+            broken: broken.clone(),
+            stats: stats.clone(),
+        };
+        std::thread::Builder::new()
+            .name("lakeward-audit-writer".into())
+            .spawn(move || writer.run(writer_rx))
+            .map_err(|e| AuditError::Other(format!("cannot start the audit writer: {e}")))?;
+        // Ticks let the writer checkpoint an idle chain.
+        let tick_tx = writer_tx.clone();
+        let tick_every = settings.checkpoint_every.max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick_every);
+            loop {
+                interval.tick().await;
+                if tick_tx.send(WriterMsg::Tick).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(ship_loop(
+            ship_rx,
+            table.clone(),
+            app,
+            settings.ship_every_records.max(1),
+            settings.ship_every,
+            settings.dir.clone(),
+            stats.clone(),
+        ));
+        Ok(Auditor {
+            inner: Arc::new(Inner {
+                writer: writer_tx,
+                ship: ship_tx,
+                instance: settings.instance,
+                broken,
+                stats,
+                table,
+            }),
+        })
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    pub fn stats(&self) -> &AuditStats {
+        &self.inner.stats
+    }
+
+    /// The Delta table behind `audit.access_log`.
+    pub fn table(&self) -> &Arc<delta::AuditTable> {
+        &self.inner.table
+    }
+
+    /// Is the store writable (for readiness)?
+    pub fn healthy(&self) -> bool {
+        !self.inner.broken.load(Ordering::Relaxed)
+    }
+
+    /// Record `body` and wait until it is durable. An error means the
+    /// statement must not run.
+    pub async fn record(&self, body: RecordBody) -> Result<(), SqlError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(WriterMsg::Append {
+                body,
+                done: Some(tx),
+            })
+            .map_err(|_| unavailable())?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(unavailable()),
+        }
+    }
+
+    /// Queue `body`; it is durable with the next group commit.
+    pub fn record_later(&self, body: RecordBody) {
+        if self
+            .inner
+            .writer
+            .send(WriterMsg::Append { body, done: None })
+            .is_err()
+        {
+            tracing::error!(
+                incident = "audit_unavailable",
+                "an audit record could not be queued: the writer has stopped"
+            );
+        }
+    }
+
+    /// Wait until every record made durable so far is in the Delta table
+    /// (auditors reading `audit.*` see everything up to their own query).
+    pub async fn sync_table(&self) -> Result<(), SqlError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .ship
+            .send(ShipMsg::Flush(tx))
+            .map_err(|_| unavailable())?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(SqlError::new(
+                "58030",
+                "the audit table cannot be brought up to date; try again",
+            )),
+        }
+    }
+
+    /// Write a final checkpoint and ship everything (graceful shutdown).
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.writer.send(WriterMsg::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.sync_table().await;
+    }
+}
+
+struct Writer {
+    log: wal::SegmentLog,
+    head: wal::Head,
+    instance: String,
+    key: Arc<chain::SigningKey>,
+    checkpoints: chain::CheckpointLog,
+    checkpoint_every_records: u64,
+    checkpoint_every: Duration,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    ship: mpsc::UnboundedSender<ShipMsg>,
+    broken: Arc<AtomicBool>,
+    stats: Arc<AuditStats>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriterMsg>) {
+        const GROUP: usize = 4096;
+        while let Some(first) = rx.blocking_recv() {
+            let mut msgs = vec![first];
+            while msgs.len() < GROUP {
+                match rx.try_recv() {
+                    Ok(m) => msgs.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut sealed = Vec::new();
+            let mut waiting = Vec::new();
+            let mut tick = false;
+            let mut shutdown = None;
+            let (mut seq, mut prev) = (self.head.seq, self.head.hash.clone());
+            for m in msgs {
+                match m {
+                    WriterMsg::Append { mut body, done } => {
+                        seq += 1;
+                        body.instance = self.instance.clone();
+                        body.seq = seq;
+                        let r = body.seal(&prev);
+                        prev = r.hash.clone();
+                        sealed.push(r);
+                        waiting.extend(done);
+                    }
+                    WriterMsg::Tick => tick = true,
+                    WriterMsg::Shutdown(tx) => shutdown = Some(tx),
+                }
+            }
+            if !sealed.is_empty() {
+                let started = Instant::now();
+                match self.log.append(&sealed) {
+                    Ok(()) => {
+                        self.stats
+                            .fsync_micros_total
+                            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .records
+                            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+                        self.since_checkpoint += sealed.len() as u64;
+                        self.head = wal::Head { seq, hash: prev };
+                        self.broken.store(false, Ordering::Relaxed);
+                        let _ = self.ship.send(ShipMsg::Records(sealed));
+                        for w in waiting {
+                            let _ = w.send(true);
+                        }
+                    }
+                    Err(e) => {
+                        // The batch is not in the chain: its statements are
+                        // refused, the next batch retries on a clean file.
+                        tracing::error!(incident = "audit_write_failed", error = %e, "audit records could not be made durable; statements are refused");
+                        self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                        self.broken.store(true, Ordering::Relaxed);
+                        for w in waiting {
+                            let _ = w.send(false);
+                        }
+                    }
+                }
+            }
+            let due = self.since_checkpoint >= self.checkpoint_every_records
+                || (self.since_checkpoint > 0
+                    && (shutdown.is_some()
+                        || (tick && self.last_checkpoint.elapsed() >= self.checkpoint_every)));
+            if due {
+                self.checkpoint();
+            }
+            if let Some(tx) = shutdown {
+                let _ = tx.send(());
+                return;
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        let cp = chain::Checkpoint::sign(
+            &self.key,
+            &self.instance,
+            self.head.seq as u64,
+            chrono::Utc::now().timestamp_micros(),
+            &self.head.hash,
+        );
+        match self.checkpoints.append(&cp) {
+            Ok(()) => {
+                self.since_checkpoint = 0;
+                self.last_checkpoint = Instant::now();
+                self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(incident = "audit_checkpoint_failed", error = %e, "audit checkpoint could not be written; statements are refused");
+                self.broken.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
 
-/// Keeps events in memory (tests inspect them).
-#[derive(Debug, Default)]
-pub struct MemorySink {
-    pub events: std::sync::Mutex<Vec<AuditEvent>>,
+async fn ship_loop(
+    mut rx: mpsc::UnboundedReceiver<ShipMsg>,
+    table: Arc<delta::AuditTable>,
+    app: String,
+    every_records: usize,
+    every: Duration,
+    dir: PathBuf,
+    stats: Arc<AuditStats>,
+) {
+    let mut pending: Vec<AuditRecord> = Vec::new();
+    let mut interval = tokio::time::interval(every.max(Duration::from_millis(10)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut flush = None;
+        let mut tick = false;
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(ShipMsg::Records(r)) => pending.extend(r),
+                Some(ShipMsg::Flush(tx)) => flush = Some(tx),
+                None => {
+                    let _ = ship(&table, &app, &mut pending, &dir, &stats).await;
+                    return;
+                }
+            },
+            _ = interval.tick() => tick = true,
+        }
+        // Take whatever else is already queued before deciding.
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                ShipMsg::Records(r) => pending.extend(r),
+                ShipMsg::Flush(tx) => {
+                    if let Some(old) = flush.replace(tx) {
+                        // Both wait for the same ship below.
+                        let ok = ship(&table, &app, &mut pending, &dir, &stats).await;
+                        let _ = old.send(ok);
+                    }
+                }
+            }
+        }
+        let due = pending.len() >= every_records || (tick && !pending.is_empty());
+        if flush.is_some() || due {
+            let ok = ship(&table, &app, &mut pending, &dir, &stats).await;
+            if let Some(tx) = flush {
+                let _ = tx.send(ok);
+            }
+        }
+    }
 }
 
-impl AuditSink for MemorySink {
-    fn record(&self, event: AuditEvent) {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(event);
+/// Ship `pending` in one Delta commit; on success it is emptied.
+async fn ship(
+    table: &delta::AuditTable,
+    app: &str,
+    pending: &mut Vec<AuditRecord>,
+    dir: &Path,
+    stats: &AuditStats,
+) -> bool {
+    let Some(last) = pending.last().map(|r| r.body.seq) else {
+        return true;
+    };
+    let batch = match record::to_batch(pending) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be encoded for the audit table");
+            return false;
+        }
+    };
+    match table.append(vec![batch], app, last).await {
+        Ok(_) => {
+            pending.clear();
+            stats.shipped_seq.store(last as u64, Ordering::Relaxed);
+            let dir = dir.to_owned();
+            let _ = tokio::task::spawn_blocking(move || wal::remove_shipped(&dir, last)).await;
+            true
+        }
+        Err(e) => {
+            tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be appended to the audit table; retrying");
+            false
+        }
     }
 }

@@ -267,9 +267,12 @@ impl Engine {
 }
 
 /// Build the engine for a configuration's data section.
+/// `audit_table`, when given, is served as `audit.access_log` at its newest
+/// snapshot.
 pub async fn open_from_config(
     data: &crate::config::DataConfig,
     pseudonym_key: &[u8],
+    audit_table: Option<&str>,
 ) -> Result<Engine, EngineError> {
     let mut locations: BTreeMap<TableName, TableLocation> = BTreeMap::new();
     if let Some(root) = &data.root {
@@ -284,6 +287,21 @@ pub async fn open_from_config(
             TableLocation {
                 name,
                 url: url.clone(),
+                live: false,
+            },
+        );
+    }
+    if let Some(url) = audit_table {
+        let name = TableName {
+            schema: "audit".into(),
+            table: "access_log".into(),
+        };
+        locations.insert(
+            name.clone(),
+            TableLocation {
+                name,
+                url: url.to_owned(),
+                live: true,
             },
         );
     }

@@ -453,11 +453,40 @@ impl RawTables {
         schemas
             .entry("public".to_owned())
             .or_insert_with(|| Arc::new(MemorySchemaProvider::new()));
+        let audit_schema = access
+            .is_some_and(|a| a.tables.contains_key("audit.access_log"))
+            .then(|| schemas.get("audit").cloned())
+            .flatten();
         for (name, s) in schemas {
             catalog.register_schema(&name, s)?;
         }
-        let list = MemoryCatalogProviderList::new();
+        let list: Arc<dyn CatalogProviderList> = Arc::new(MemoryCatalogProviderList::new());
         list.register_catalog(CATALOG.to_owned(), Arc::new(catalog));
-        Ok(Arc::new(list))
+        // Auditors' views, planned over this catalog's secured audit table.
+        if let Some(audit_schema) = audit_schema {
+            let view_state =
+                datafusion::execution::SessionStateBuilder::new_from_existing(state.clone())
+                    .with_catalog_list(list.clone())
+                    .build();
+            for (name, sql) in crate::audit::views::VIEWS {
+                let stmt = crate::rewrite::gate::parse(sql, Default::default())
+                    .ok()
+                    .and_then(|mut v| v.pop())
+                    .ok_or_else(|| {
+                        datafusion::error::DataFusionError::Plan(format!("audit view {name}"))
+                    })?;
+                let plan = view_state
+                    .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+                    .await?;
+                audit_schema.register_table(
+                    (*name).to_owned(),
+                    Arc::new(datafusion::catalog::view::ViewTable::new(
+                        plan,
+                        Some((*sql).to_owned()),
+                    )),
+                )?;
+            }
+        }
+        Ok(list)
     }
 }

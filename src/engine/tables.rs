@@ -39,6 +39,10 @@ impl std::fmt::Display for TableName {
 pub struct TableLocation {
     pub name: TableName,
     pub url: String,
+    /// Served at its newest snapshot on every scan (the audit table, which
+    /// grows while lakeward runs); other tables keep the snapshot they were
+    /// opened at.
+    pub live: bool,
 }
 
 /// Every `<root>/<schema>/<table>/_delta_log` under a data folder, sorted.
@@ -79,6 +83,7 @@ pub fn discover_tables(root: &Path) -> Result<Vec<TableLocation>, EngineError> {
                     table,
                 },
                 url: table_dir.path().to_string_lossy().into_owned(),
+                live: false,
             });
         }
     }
@@ -109,10 +114,18 @@ pub(crate) async fn open_and_register(
     table
         .update_datafusion_session(&ctx.state())
         .map_err(|e| open_err(e.to_string()))?;
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| open_err(e.to_string()))?;
+    let provider: Arc<dyn datafusion::catalog::TableProvider> = if loc.live {
+        Arc::new(
+            crate::audit::delta::LatestDeltaProvider::open(&loc.url)
+                .await
+                .map_err(|e| open_err(e.to_string()))?,
+        )
+    } else {
+        table
+            .table_provider()
+            .await
+            .map_err(|e| open_err(e.to_string()))?
+    };
     let schema = provider.schema();
 
     let schema_provider = match catalog.schema(&loc.name.schema) {

@@ -38,11 +38,12 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::audit::{AuditEvent, ConnectOutcome};
+use crate::audit::events::{self, StatementAudit};
 use crate::auth::AuthFailure;
 use crate::engine::encode::{pg_fields, row_stream};
 use crate::error::SqlError;
 use crate::enforce::PlanKey;
+use crate::rewrite::fingerprint::{fingerprint, statement_kind};
 use crate::rewrite::gate::{self, StatementKind};
 use crate::rewrite::session_functions::{SessionFacts, bind_session_functions};
 use crate::session::{Session, version_string};
@@ -83,6 +84,9 @@ struct PreparedInner {
     /// May be shared through the plan cache (a planned query that binds no
     /// connection-specific value).
     shareable: bool,
+    /// Command kind and literal-free text, for the audit log.
+    statement_kind: &'static str,
+    fingerprint: String,
 }
 
 #[derive(Debug)]
@@ -161,6 +165,31 @@ impl Parser {
     /// Turn one parsed statement into a [`Prepared`]: classify, bind session
     /// functions, plan.
     async fn prepare(&self, session: &Session, stmt: Statement) -> Result<Prepared, SqlError> {
+        let kind = statement_kind(&stmt);
+        let text = fingerprint(&stmt);
+        match self.prepare_unaudited(session, stmt, kind, &text).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                StatementAudit::new(&self.shared.audit, session, kind, Some(text)).failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// A statement that could not be parsed, audited without a fingerprint.
+    fn refused_unparsed(&self, session: &Session, e: &SqlError) {
+        StatementAudit::new(&self.shared.audit, session, "UNKNOWN", None).failed(e);
+    }
+
+    /// [`Parser::prepare`] without the audit record of a refusal (the
+    /// caller records it).
+    async fn prepare_unaudited(
+        &self,
+        session: &Session,
+        stmt: Statement,
+        statement_kind: &'static str,
+        fingerprint: &str,
+    ) -> Result<Prepared, SqlError> {
         let kind = gate::classify(stmt)?;
         match kind {
             StatementKind::Query(mut stmt) | StatementKind::Explain(mut stmt) => {
@@ -205,6 +234,8 @@ impl Parser {
                     planned_for: session.subject().map(|s| (s, policy.version.clone())),
                     report: Some(report),
                     shareable: !connection_specific,
+                    statement_kind,
+                    fingerprint: fingerprint.to_owned(),
                 })))
             }
             other => {
@@ -233,6 +264,8 @@ impl Parser {
                     planned_for: None,
                     report: None,
                     shareable: false,
+                    statement_kind,
+                    fingerprint: fingerprint.to_owned(),
                 })))
             }
         }
@@ -308,8 +341,10 @@ impl QueryParser for Parser {
         if let Some(hit) = self.cached(key.as_ref()) {
             return Ok(Some(hit));
         }
-        let mut stmts =
-            gate::parse(sql, self.shared.parse_limits).map_err(SqlError::into_pgwire)?;
+        let mut stmts = gate::parse(sql, self.shared.parse_limits).map_err(|e| {
+            self.refused_unparsed(&session, &e);
+            e.into_pgwire()
+        })?;
         match stmts.len() {
             0 => Ok(None),
             1 => {
@@ -321,11 +356,14 @@ impl QueryParser for Parser {
                 self.remember(key, &prepared);
                 Ok(Some(prepared))
             }
-            _ => Err(SqlError::new(
-                "42601",
-                "cannot insert multiple commands into a prepared statement",
-            )
-            .into_pgwire()),
+            _ => {
+                let e = SqlError::new(
+                    "42601",
+                    "cannot insert multiple commands into a prepared statement",
+                );
+                self.refused_unparsed(&session, &e);
+                Err(e.into_pgwire())
+            }
         }
     }
 
@@ -372,6 +410,33 @@ impl ConnHandler {
         format: &Format,
         cancel: CancellationToken,
     ) -> Result<Outcome, SqlError> {
+        let mut audit = Some(StatementAudit::new(
+            &self.shared.audit,
+            session,
+            prepared.0.statement_kind,
+            Some(prepared.0.fingerprint.clone()),
+        ));
+        let result = self
+            .run_audited(session, prepared, params, format, cancel, &mut audit)
+            .await;
+        if let (Err(e), Some(audit)) = (&result, audit) {
+            audit.failed(e);
+        }
+        result
+    }
+
+    /// [`ConnHandler::run`] with its audit trail: the statement record is
+    /// durable before rows are produced; the row stream carries the
+    /// completion record. `audit` is taken once its records are handed over.
+    async fn run_audited(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        params: Option<datafusion::common::ParamValues>,
+        format: &Format,
+        cancel: CancellationToken,
+        audit: &mut Option<StatementAudit>,
+    ) -> Result<Outcome, SqlError> {
         // Purpose, role or break-glass can change between Parse and Execute:
         // a plan built for other access rules is re-planned, never reused.
         require_purpose(session, prepared.0.reads_tables)?;
@@ -385,7 +450,15 @@ impl ConnHandler {
             let Some(source) = prepared.0.source.clone() else {
                 return Err(SqlError::internal());
             };
-            replanned = self.parser.prepare(session, source).await?;
+            replanned = self
+                .parser
+                .prepare_unaudited(
+                    session,
+                    source,
+                    prepared.0.statement_kind,
+                    &prepared.0.fingerprint,
+                )
+                .await?;
             if replanned.0.result_schema != prepared.0.result_schema
                 || replanned.0.param_types != prepared.0.param_types
             {
@@ -398,6 +471,9 @@ impl ConnHandler {
         } else {
             prepared
         };
+        if let (Some(r), Some(a)) = (&prepared.0.report, audit.as_mut()) {
+            a.report(r);
+        }
         if let Some(r) = &prepared.0.report {
             tracing::info!(
                 session = %session.id, user = %session.user, tables = ?r.tables, columns = r.columns.len(),
@@ -422,15 +498,44 @@ impl ConnHandler {
                     }
                 };
                 let fields = Arc::new(pg_fields(plan.schema().as_arrow(), format)?);
+                // Durable before disclosure: the record first, then rows.
+                if let Some(a) = audit.as_mut() {
+                    a.before_rows().await?;
+                }
+                // Auditors see every record up to their own query.
+                if prepared
+                    .0
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| r.tables.iter().any(|t| t.starts_with("audit.")))
+                {
+                    self.shared.audit.sync_table().await?;
+                }
                 let batches = tokio::select! {
                     biased;
                     _ = cancel.cancelled() => return Err(SqlError::cancelled()),
                     r = self.shared.engine.execute(state, plan) => r?,
                 };
-                let rows = row_stream(batches, fields.clone(), cancel);
+                let mut completion = audit.take().map(StatementAudit::completion);
+                let rows = row_stream(batches, fields.clone(), cancel).map(move |row| {
+                    if let Some(c) = completion.as_mut() {
+                        match &row {
+                            Ok(_) => c.row(),
+                            Err(PgWireError::UserError(info)) => c.error(&info.code),
+                            Err(_) => c.error("XX000"),
+                        }
+                    }
+                    row
+                });
                 Ok(Outcome::Rows(QueryResponse::new(fields, rows)))
             }
-            PreparedKind::Utility(kind) => self.run_utility(session, kind, format),
+            PreparedKind::Utility(kind) => {
+                let outcome = self.run_utility(session, kind, format)?;
+                if let Some(a) = audit.take() {
+                    a.done_without_rows().await?;
+                }
+                Ok(outcome)
+            }
         }
     }
 
@@ -545,6 +650,7 @@ impl SimpleQueryHandler for ConnHandler {
         let mut key = key.filter(|_| single);
         match statements {
             Err(e) => {
+                self.parser.refused_unparsed(&session, &e);
                 send_error(client, e).await?;
                 status = status.to_error_state();
             }
@@ -928,7 +1034,7 @@ impl StartupHandler for ConnHandler {
                 let principal = match self.shared.auth.verify(&user, &token) {
                     Ok(p) => p,
                     Err(reason) => {
-                        self.audit(client, ConnectOutcome::Denied { reason });
+                        self.audit_refused(client, reason.sqlstate(), reason.class());
                         tracing::info!(client = %client.socket_addr().ip(), reason = reason.class(), "authentication failed");
                         return Err(SqlError::fatal(
                             reason.sqlstate(),
@@ -959,11 +1065,10 @@ impl StartupHandler for ConnHandler {
                 if !session.has_known_role() {
                     // A valid token whose roles grant nothing: the same answer as
                     // any other failed check; the reason goes to the audit log.
-                    self.audit(
+                    self.audit_refused(
                         client,
-                        ConnectOutcome::Denied {
-                            reason: AuthFailure::Claims,
-                        },
+                        AuthFailure::Claims.sqlstate(),
+                        AuthFailure::Claims.class(),
                     );
                     return Err(SqlError::fatal(
                         AuthFailure::Claims.sqlstate(),
@@ -983,14 +1088,18 @@ impl StartupHandler for ConnHandler {
                     pgwire::api::RandomPidSecretKeyGenerator::default().generate(client);
                 let pid = self.shared.registry.register(&session, secret.clone());
                 client.set_pid_and_secret_key(pid, secret);
+                // No session without its audit record.
+                if let Err(mut e) = self
+                    .shared
+                    .audit
+                    .record(events::connect_allowed(&session))
+                    .await
+                {
+                    self.shared.registry.unregister(session.id);
+                    e.fatal = true;
+                    return Err(e.into_pgwire());
+                }
                 let _ = self.parser.session.set(session.clone());
-                self.audit(
-                    client,
-                    ConnectOutcome::Allowed {
-                        session_id: session.id.to_string(),
-                        roles: session.principal.roles.clone(),
-                    },
-                );
                 tracing::info!(session = %session.id, user = %session.user, tls = session.tls, "session started");
                 finish_authentication(client, &ParamProvider { session }).await?;
             }
@@ -1006,30 +1115,17 @@ fn printable(s: &str) -> String {
 }
 
 impl ConnHandler {
-    fn audit<C: ClientInfo>(&self, client: &C, outcome: ConnectOutcome) {
-        self.shared.audit.record(AuditEvent::Connect {
-            user: client
-                .metadata()
-                .get("user")
-                .map(|u| printable(u))
-                .unwrap_or_default(),
-            client_addr: client.socket_addr(),
-            application_name: client
-                .metadata()
-                .get("application_name")
-                .map(|a| printable(a))
-                .unwrap_or_default(),
-            outcome,
-        });
-    }
-
-    fn audit_refused<C: ClientInfo>(
-        &self,
-        client: &C,
-        sqlstate: &'static str,
-        reason: &'static str,
-    ) {
-        self.audit(client, ConnectOutcome::Refused { sqlstate, reason });
+    /// Audit a refused connection attempt (queued: nothing is disclosed).
+    fn audit_refused<C: ClientInfo>(&self, client: &C, sqlstate: &str, reason: &str) {
+        let meta = client.metadata();
+        let field = |k: &str| meta.get(k).map(|v| printable(v)).unwrap_or_default();
+        self.shared.audit.record_later(events::connect_refused(
+            &field("user"),
+            client.socket_addr(),
+            &field("application_name"),
+            reason,
+            sqlstate,
+        ));
     }
 }
 

@@ -47,7 +47,7 @@ pub struct Services {
     pub engine: Arc<Engine>,
     pub auth: Arc<crate::auth::Authenticator>,
     pub policy: Arc<crate::policy::PolicyStore>,
-    pub audit: Arc<dyn crate::audit::AuditSink>,
+    pub audit: crate::audit::Auditor,
 }
 
 /// State shared by every connection.
@@ -55,7 +55,7 @@ pub struct Shared {
     pub engine: Arc<Engine>,
     pub auth: Arc<crate::auth::Authenticator>,
     pub policy: Arc<crate::policy::PolicyStore>,
-    pub audit: Arc<dyn crate::audit::AuditSink>,
+    pub audit: crate::audit::Auditor,
     pub parse_limits: ParseLimits,
     pub registry: Registry,
     /// Rewritten, planned statements shared by sessions with the same key.
@@ -244,6 +244,8 @@ impl Server {
             self.shared.registry.cancel_all();
             let _ = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await;
         }
+        // A final signed checkpoint, and every record into the audit table.
+        self.shared.audit.close().await;
         tracing::info!("shutdown complete");
     }
 }

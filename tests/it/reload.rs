@@ -53,9 +53,14 @@ public_keys = [{{ kid = "demo-es256", alg = "ES256", file = "{d}/keys/jwt-public
 [policy]
 dir = "{p}"
 pseudonym_key_env = "LAKEWARD_TEST_PSEUDONYM_KEY"
+[audit]
+dir = "{w}"
+instance = "reload-{port}"
+signing_key_file = "{d}/keys/audit-signing.pem"
 "#,
         d = data.display(),
         p = policy_dir.display(),
+        w = temp_dir("lakeward-it-reload-audit").display(),
         iss = lakeward::config::DEMO_ISSUER,
         aud = lakeward::config::DEMO_AUDIENCE,
     );

@@ -21,6 +21,7 @@ static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
 static DATA: OnceLock<PathBuf> = OnceLock::new();
 static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
 static DEFAULT: OnceLock<TestServer> = OnceLock::new();
+static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The background runtime that runs every test server.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
@@ -65,6 +66,11 @@ pub fn data_dir() -> &'static Path {
                 .expect("datagen");
             lakeward::server::tls::ensure_dev_certificate(&dir.join("tls")).expect("dev cert");
             lakeward::auth::mint::ensure_demo_keys(&dir).expect("demo keys");
+            let audit_key = lakeward::config::demo_audit_key_path(&dir);
+            if !audit_key.exists() {
+                lakeward::audit::chain::SigningKey::generate_to_file(&audit_key)
+                    .expect("audit key");
+            }
             dir
         })
     })
@@ -74,10 +80,21 @@ fn engine() -> Arc<Engine> {
     ENGINE
         .get_or_init(|| {
             let cfg = Config::demo(data_dir(), "127.0.0.1:0".parse().unwrap());
+            let audit_table = cfg.audit.table_location(&cfg.data).expect("audit table");
             off_runtime(|| {
+                runtime()
+                    .block_on(lakeward::audit::delta::AuditTable::open_or_create(
+                        &audit_table,
+                        lakeward::audit::record::schema(),
+                    ))
+                    .expect("audit table");
                 Arc::new(
                     runtime()
-                        .block_on(lakeward::engine::open_from_config(&cfg.data, &[7u8; 32]))
+                        .block_on(lakeward::engine::open_from_config(
+                            &cfg.data,
+                            &[7u8; 32],
+                            Some(&audit_table),
+                        ))
                         .expect("engine"),
                 )
             })
@@ -150,8 +167,20 @@ pub fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
 pub fn start_with_auth(adjust: impl FnOnce(&mut Config), auth: AuthSettings) -> TestServer {
     let mut config = Config::demo(data_dir(), "127.0.0.1:0".parse().unwrap());
     config.server.shutdown_grace_secs = 2;
+    // Every test server writes its own chain (own segment folder and
+    // instance name) into the one shared audit table.
+    let n = NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    config.audit.dir = Some(temp_dir("audit-wal"));
+    config.audit.instance = format!("it-{}-{n}", std::process::id());
+    config.audit.ship_every_ms = 200;
     adjust(&mut config);
     let engine = engine();
+    let settings = lakeward::cli::audit_settings(&config).expect("audit settings");
+    let audit = off_runtime(|| {
+        runtime()
+            .block_on(lakeward::audit::Auditor::open(settings))
+            .expect("audit store")
+    });
     let services = Services {
         engine,
         auth: Arc::new(Authenticator::new(auth).expect("authenticator")),
@@ -159,7 +188,7 @@ pub fn start_with_auth(adjust: impl FnOnce(&mut Config), auth: AuthSettings) -> 
             lakeward::policy::Policy::load(None).expect("policy"),
             None,
         )),
-        audit: Arc::new(lakeward::audit::LogSink),
+        audit,
     };
     let tls = match (&config.tls.cert_file, &config.tls.key_file) {
         (Some(c), Some(k)) => Some(lakeward::server::tls::load_acceptor(c, k).expect("tls")),

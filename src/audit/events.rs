@@ -1,0 +1,244 @@
+//! Building audit records from what the connection handler knows: the
+//! session, the statement's kind and fingerprint, the enforcement report.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::Auditor;
+use super::record::{RecordBody, decision, event};
+use crate::enforce::AccessReport;
+use crate::error::SqlError;
+use crate::session::Session;
+
+/// A body with a fresh event id and the current time.
+fn body(kind: &str) -> RecordBody {
+    RecordBody {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        ts: chrono::Utc::now().timestamp_micros(),
+        event: kind.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// The decision an error stands for: refusals by policy or authentication
+/// are `denied`, everything else is `error`.
+pub fn decision_for(sqlstate: &str) -> &'static str {
+    match sqlstate {
+        "42501" | "28000" | "28P01" => decision::DENIED,
+        _ => decision::ERROR,
+    }
+}
+
+fn session_body(kind: &str, session: &Session) -> RecordBody {
+    RecordBody {
+        session_id: Some(session.id.to_string()),
+        user: session.user.clone(),
+        roles: session.principal.roles.clone(),
+        purpose: session.purpose().map(|p| p.as_str().to_owned()),
+        break_glass: session.break_glass(),
+        client_addr: Some(session.client_addr.ip().to_string()),
+        application_name: Some(session.application_name()).filter(|a| !a.is_empty()),
+        ..body(kind)
+    }
+}
+
+/// A connection that completed authentication.
+pub fn connect_allowed(session: &Session) -> RecordBody {
+    RecordBody {
+        decision: decision::ALLOWED.into(),
+        ..session_body(event::CONNECT, session)
+    }
+}
+
+/// A connection refused before or during authentication. `user` and
+/// `application_name` are the client's unverified startup values.
+pub fn connect_refused(
+    user: &str,
+    client_addr: SocketAddr,
+    application_name: &str,
+    reason: &str,
+    sqlstate: &str,
+) -> RecordBody {
+    RecordBody {
+        user: user.to_owned(),
+        client_addr: Some(client_addr.ip().to_string()),
+        application_name: Some(application_name.to_owned()).filter(|a| !a.is_empty()),
+        decision: decision_for(sqlstate).into(),
+        reason: Some(reason.to_owned()),
+        sqlstate: Some(sqlstate.to_owned()),
+        ..body(event::CONNECT)
+    }
+}
+
+/// The audit trail of one statement: a statement record before any row is
+/// sent, then a completion record when its rows are done.
+pub struct StatementAudit {
+    auditor: Auditor,
+    template: RecordBody,
+    /// The event id of the statement record once it is durable.
+    written: Option<String>,
+    started: Instant,
+}
+
+impl StatementAudit {
+    pub fn new(
+        auditor: &Auditor,
+        session: &Session,
+        kind: &str,
+        fingerprint: Option<String>,
+    ) -> StatementAudit {
+        let mut template = session_body(event::STATEMENT, session);
+        template.statement_kind = Some(kind.to_owned());
+        template.query_fingerprint = fingerprint;
+        template.policy_version = Some(session.policy().version.clone());
+        StatementAudit {
+            auditor: auditor.clone(),
+            template,
+            written: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// Tables, columns and policy version from enforcement.
+    pub fn report(&mut self, report: &AccessReport) {
+        self.template.tables = report.tables.clone();
+        self.template.columns = report.columns.clone();
+        self.template.policy_version = Some(report.policy_version.clone());
+    }
+
+    /// Write the statement record and wait until it is durable: call before
+    /// the first row. An error means the statement must not run.
+    pub async fn before_rows(&mut self) -> Result<(), SqlError> {
+        let record = RecordBody {
+            decision: decision::ALLOWED.into(),
+            ..self.template.clone()
+        };
+        let id = record.event_id.clone();
+        self.auditor.record(record).await?;
+        self.written = Some(id);
+        Ok(())
+    }
+
+    /// A statement without rows (SET, SHOW, BEGIN...) that ran: one durable
+    /// record before its answer is sent.
+    pub async fn done_without_rows(self) -> Result<(), SqlError> {
+        let record = RecordBody {
+            decision: decision::ALLOWED.into(),
+            duration_ms: Some(millis(self.started)),
+            ..self.template
+        };
+        self.auditor.record(record).await
+    }
+
+    /// The statement was refused or failed before any row was sent.
+    pub fn failed(self, e: &SqlError) {
+        match &self.written {
+            Some(parent) => self.auditor.record_later(completion(
+                &self.template,
+                parent,
+                decision_for(e.code),
+                Some(e.code),
+                0,
+                self.started,
+            )),
+            None => self.auditor.record_later(RecordBody {
+                decision: decision_for(e.code).into(),
+                sqlstate: Some(e.code.to_owned()),
+                duration_ms: Some(millis(self.started)),
+                ..self.template
+            }),
+        }
+    }
+
+    /// A guard that counts rows and writes the completion record when the
+    /// rows end (or the portal is dropped).
+    pub fn completion(self) -> Completion {
+        Completion {
+            audit: self,
+            rows: 0,
+            sqlstate: None,
+        }
+    }
+}
+
+/// Milliseconds since `since`, to the microsecond.
+fn millis(since: Instant) -> f64 {
+    since.elapsed().as_micros() as f64 / 1000.0
+}
+
+fn completion(
+    template: &RecordBody,
+    parent: &str,
+    decision: &str,
+    sqlstate: Option<&str>,
+    rows: u64,
+    started: Instant,
+) -> RecordBody {
+    RecordBody {
+        parent_event_id: Some(parent.to_owned()),
+        decision: decision.to_owned(),
+        sqlstate: sqlstate.map(str::to_owned),
+        rows_returned: Some(rows as i64),
+        duration_ms: Some(millis(started)),
+        ..body(event::COMPLETION)
+    }
+    .with_context_of(template)
+}
+
+impl RecordBody {
+    /// Copy the session and statement fields of `template` (not its id,
+    /// time, event or outcome).
+    fn with_context_of(mut self, template: &RecordBody) -> RecordBody {
+        self.session_id = template.session_id.clone();
+        self.user = template.user.clone();
+        self.roles = template.roles.clone();
+        self.purpose = template.purpose.clone();
+        self.break_glass = template.break_glass.clone();
+        self.client_addr = template.client_addr.clone();
+        self.application_name = template.application_name.clone();
+        self.statement_kind = template.statement_kind.clone();
+        self.query_fingerprint = template.query_fingerprint.clone();
+        self.tables = template.tables.clone();
+        self.columns = template.columns.clone();
+        self.policy_version = template.policy_version.clone();
+        self
+    }
+}
+
+/// Counts the rows of one statement; its drop writes the completion record.
+pub struct Completion {
+    audit: StatementAudit,
+    rows: u64,
+    sqlstate: Option<String>,
+}
+
+impl Completion {
+    pub fn row(&mut self) {
+        self.rows += 1;
+    }
+
+    /// The rows ended with an error (cancel, execution failure).
+    pub fn error(&mut self, sqlstate: &str) {
+        self.sqlstate.get_or_insert_with(|| sqlstate.to_owned());
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let Some(parent) = &self.audit.written else {
+            return;
+        };
+        let decision = match &self.sqlstate {
+            None => decision::ALLOWED,
+            Some(code) => decision_for(code),
+        };
+        self.audit.auditor.record_later(completion(
+            &self.audit.template,
+            parent,
+            decision,
+            self.sqlstate.as_deref(),
+            self.rows,
+            self.audit.started,
+        ));
+    }
+}

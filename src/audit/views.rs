@@ -1,0 +1,51 @@
+//! Views for the questions auditors ask, served in the `audit` schema to
+//! every session that may read `audit.access_log`. They are planned over
+//! that session's secured audit table, so they can never show more than
+//! the table itself.
+
+/// `(view name, SQL over audit.access_log)`.
+pub const VIEWS: &[(&str, &str)] = &[
+    // Who accessed data under break-glass, and why.
+    (
+        "break_glass_access",
+        "SELECT ts, \"user\", roles, purpose, break_glass AS justification, session_id, \
+         client_addr, statement_kind, query_fingerprint, tables, decision, sqlstate, event_id \
+         FROM audit.access_log WHERE break_glass IS NOT NULL AND event = 'statement'",
+    ),
+    // Refused connection attempts and statements, by user.
+    (
+        "denied_attempts",
+        "SELECT ts, \"user\", event, statement_kind, query_fingerprint, tables, reason, \
+         sqlstate, client_addr, application_name, event_id \
+         FROM audit.access_log WHERE decision = 'denied'",
+    ),
+    // Statements by declared purpose of use.
+    (
+        "access_by_purpose",
+        "SELECT purpose, \"user\", count(*) AS statements, \
+         sum(CASE WHEN decision = 'allowed' THEN 1 ELSE 0 END) AS allowed, \
+         sum(CASE WHEN decision = 'denied' THEN 1 ELSE 0 END) AS denied, \
+         min(ts) AS first_seen, max(ts) AS last_seen \
+         FROM audit.access_log WHERE event = 'statement' GROUP BY purpose, \"user\"",
+    ),
+    // Activity per user per day.
+    (
+        "daily_activity",
+        "SELECT CAST(ts AS DATE) AS day, \"user\", count(DISTINCT session_id) AS sessions, \
+         count(*) AS statements, \
+         sum(CASE WHEN decision = 'denied' THEN 1 ELSE 0 END) AS denied, \
+         sum(CASE WHEN break_glass IS NOT NULL THEN 1 ELSE 0 END) AS break_glass_statements \
+         FROM audit.access_log WHERE event = 'statement' GROUP BY CAST(ts AS DATE), \"user\"",
+    ),
+    // One row per statement with how it ended (statement + completion).
+    (
+        "statements",
+        "SELECT s.ts, s.\"user\", s.roles, s.purpose, s.break_glass, s.session_id, \
+         s.statement_kind, s.query_fingerprint, s.tables, s.columns, s.policy_version, \
+         coalesce(c.decision, s.decision) AS decision, coalesce(c.sqlstate, s.sqlstate) AS sqlstate, \
+         c.rows_returned, coalesce(c.duration_ms, s.duration_ms) AS duration_ms, s.event_id \
+         FROM audit.access_log s LEFT JOIN audit.access_log c \
+         ON c.event = 'completion' AND c.parent_event_id = s.event_id \
+         WHERE s.event = 'statement'",
+    ),
+];
