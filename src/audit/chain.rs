@@ -152,6 +152,9 @@ impl SigningKey {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| ChainError::KeyGeneration)?;
         let key = SigningKey::from_der(pkcs8.as_ref(), Some(path))?;
         let pem = to_pem(pkcs8.as_ref());
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io_err("cannot create key folder", parent))?;
+        }
 
         let mut f = OpenOptions::new()
             .write(true)

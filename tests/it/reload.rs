@@ -1,24 +1,11 @@
 //! Policy hot reload: `lakeward serve` re-reads its policy folder on SIGHUP;
 //! a policy that fails its check is rejected and the old one stays active.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{data_dir, sqlstate, temp_dir, token, try_connect_with};
-
-struct Served {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{Served, serve_binary, sqlstate, temp_dir, token, try_connect_with};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -31,74 +18,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn serve(policy_dir: &Path) -> Served {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let data = data_dir();
-    let cfg_dir = temp_dir("lakeward-it-reload-cfg");
-    let config = format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-[tls]
-cert_file = "{d}/tls/server.crt"
-key_file = "{d}/tls/server.key"
-[data]
-root = "{d}"
-[auth]
-issuer = "{iss}"
-audience = "{aud}"
-public_keys = [{{ kid = "demo-es256", alg = "ES256", file = "{d}/keys/jwt-public.pem" }}]
-[policy]
-dir = "{p}"
-pseudonym_key_env = "LAKEWARD_TEST_PSEUDONYM_KEY"
-[audit]
-dir = "{w}"
-instance = "reload-{port}"
-signing_key_file = "{d}/keys/audit-signing.pem"
-"#,
-        d = data.display(),
-        p = policy_dir.display(),
-        w = temp_dir("lakeward-it-reload-audit").display(),
-        iss = lakeward::config::DEMO_ISSUER,
-        aud = lakeward::config::DEMO_AUDIENCE,
-    );
-    let cfg = cfg_dir.join("lakeward.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lakeward"))
-        .args([
-            "--log",
-            "warn,lakeward=info",
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-        ])
-        .env("LAKEWARD_TEST_PSEUDONYM_KEY", "11".repeat(32))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start lakeward serve");
-    // Wait for "lakeward listening" on stderr, then keep draining it.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) if l.contains("lakeward listening") => break,
-            Ok(_) => {}
-            Err(_) if std::time::Instant::now() > deadline => {
-                panic!("lakeward serve did not start")
-            }
-            Err(_) => {}
-        }
-    }
-    Served { child, port }
+    serve_binary(Some(policy_dir), &temp_dir("lakeward-it-reload-audit"))
 }
 
 fn hup(s: &Served) {

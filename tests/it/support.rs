@@ -483,3 +483,117 @@ pub async fn raw_patients(ctx: &datafusion::prelude::SessionContext) -> Vec<RawP
         })
         .collect()
 }
+
+/// A `lakeward serve` process (the real binary) with its stderr collected.
+pub struct Served {
+    pub child: std::process::Child,
+    pub port: u16,
+    /// Every line the server logged so far.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Served {
+    /// SIGTERM, then wait for the graceful shutdown to finish.
+    pub fn stop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                // Let the stderr reader drain.
+                std::thread::sleep(Duration::from_millis(100));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `lakeward serve` over the shared dataset with a config file:
+/// TLS, the demo keys, `policy_dir` (or the built-in policy), the audit
+/// segment folder `audit_dir` and the shared audit table.
+pub fn serve_binary(policy_dir: Option<&Path>, audit_dir: &Path) -> Served {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = data_dir();
+    engine(); // the shared audit table exists
+    let policy = policy_dir
+        .map(|p| format!("dir = \"{}\"\n", p.display()))
+        .unwrap_or_default();
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+[tls]
+cert_file = "{d}/tls/server.crt"
+key_file = "{d}/tls/server.key"
+[data]
+root = "{d}"
+[auth]
+issuer = "{iss}"
+audience = "{aud}"
+public_keys = [{{ kid = "demo-es256", alg = "ES256", file = "{d}/keys/jwt-public.pem" }}]
+[policy]
+{policy}pseudonym_key_env = "LAKEWARD_TEST_PSEUDONYM_KEY"
+[audit]
+dir = "{w}"
+instance = "bin-{port}"
+signing_key_file = "{d}/keys/audit-signing.pem"
+ship_every_ms = 200
+"#,
+        d = data.display(),
+        w = audit_dir.display(),
+        iss = lakeward::config::DEMO_ISSUER,
+        aud = lakeward::config::DEMO_AUDIENCE,
+    );
+    let cfg = temp_dir("lakeward-it-serve-cfg").join("lakeward.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lakeward"))
+        .args([
+            "--log",
+            "warn,lakeward=debug",
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .env("LAKEWARD_TEST_PSEUDONYM_KEY", "11".repeat(32))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start lakeward serve");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("lakeward listening") {
+                let _ = tx.send(());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        panic!(
+            "lakeward serve did not start: {}",
+            log.lock().unwrap().join("\n")
+        );
+    }
+    Served { child, port, log }
+}

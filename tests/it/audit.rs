@@ -1,0 +1,457 @@
+//! The access audit: every connection attempt and statement is a record,
+//! durable before the first row, queried by auditors with SQL, chained and
+//! signed so that `lakeward audit verify` names the first tampered record,
+//! and free of PHI and secrets.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::{StreamExt, pin_mut};
+use lakeward::audit::record::{AuditRecord, RecordBody};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::support::{self, connect_role, server, sqlstate, start, temp_dir, token};
+
+async fn as_user(addr: std::net::SocketAddr, user: &str, role: &str, site: Option<&str>, purpose: &str) -> Client {
+    support::try_connect_with(addr, user, &token(user, role, site), "require", Some(purpose))
+        .await
+        .expect("connect")
+}
+
+/// Rows of a simple query as text (NULL as "NULL").
+async fn text_rows(c: &Client, sql: &str) -> Vec<Vec<String>> {
+    c.simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_statement_is_recorded_and_auditors_read_it_with_sql() {
+    let addr = server().addr;
+    let user = "audit_clin_a";
+    let c = as_user(addr, user, "clinician", Some("S01"), "treatment").await;
+    let rows = text_rows(
+        &c,
+        "SELECT patient_id, last_name FROM clinical.patients WHERE last_name = 'Zz-Sentinel-Lit' OR patient_id < 40 ORDER BY 1",
+    )
+    .await;
+    assert!(!rows.is_empty(), "the clinician sees some of patients 1..39");
+    let e = c.simple_query("SELECT count(*) FROM audit.access_log").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"));
+    let e = c.simple_query("SELEC 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42601"));
+    drop(c);
+
+    let auditor = connect_role(addr, "auditor", "operations").await;
+    let records = text_rows(
+        &auditor,
+        &format!(
+            "SELECT event, decision, coalesce(statement_kind, ''), coalesce(query_fingerprint, ''), \
+             array_to_string(tables, ','), coalesce(sqlstate, ''), coalesce(CAST(rows_returned AS VARCHAR), ''), \
+             coalesce(purpose, ''), array_to_string(roles, ',') \
+             FROM audit.access_log WHERE \"user\" = '{user}' ORDER BY seq"
+        ),
+    )
+    .await;
+    let find = |pred: &dyn Fn(&Vec<String>) -> bool| records.iter().find(|r| pred(r)).cloned();
+    assert!(
+        find(&|r| r[0] == "connect" && r[1] == "allowed" && r[8] == "clinician").is_some(),
+        "{records:?}"
+    );
+    let stmt = find(&|r| r[0] == "statement" && r[4] == "clinical.patients").expect("statement record");
+    assert_eq!(stmt[1], "allowed");
+    assert_eq!(stmt[2], "SELECT");
+    assert_eq!(stmt[7], "treatment");
+    assert!(stmt[3].contains("last_name = ?") && stmt[3].contains("patient_id < ?"), "{}", stmt[3]);
+    assert!(!stmt[3].contains("Sentinel") && !stmt[3].contains("40"), "{}", stmt[3]);
+    let done = find(&|r| r[0] == "completion" && r[4] == "clinical.patients").expect("completion record");
+    assert_eq!(done[6], rows.len().to_string(), "rows_returned");
+    let denied = find(&|r| r[1] == "denied").expect("denied record");
+    assert_eq!((denied[2].as_str(), denied[5].as_str()), ("SELECT", "42501"));
+    let syntax = find(&|r| r[5] == "42601").expect("syntax error record");
+    assert_eq!((syntax[1].as_str(), syntax[2].as_str(), syntax[3].as_str()), ("error", "UNKNOWN", ""));
+
+    // The views answer the usual questions.
+    let denied = text_rows(
+        &auditor,
+        &format!("SELECT count(*) FROM audit.denied_attempts WHERE \"user\" = '{user}'"),
+    )
+    .await;
+    assert_eq!(denied[0][0], "1");
+    let joined = text_rows(
+        &auditor,
+        &format!(
+            "SELECT CAST(rows_returned AS VARCHAR), decision FROM audit.statements \
+             WHERE \"user\" = '{user}' AND array_to_string(tables, ',') = 'clinical.patients'"
+        ),
+    )
+    .await;
+    assert_eq!(joined, vec![vec![rows.len().to_string(), "allowed".to_owned()]]);
+    for view in ["break_glass_access", "access_by_purpose", "daily_activity"] {
+        text_rows(&auditor, &format!("SELECT * FROM audit.{view} LIMIT 5")).await;
+    }
+
+    // The auditor's own queries are audited, and visible to the next one.
+    let own = text_rows(
+        &auditor,
+        "SELECT count(*) FROM audit.access_log WHERE \"user\" = 'auditor' AND event = 'statement' \
+         AND query_fingerprint LIKE '%FROM audit.denied_attempts%'",
+    )
+    .await;
+    assert_ne!(own[0][0], "0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_auditor_reads_the_audit_log() {
+    let addr = server().addr;
+    for (role, purpose) in [("clinician", "treatment"), ("analyst", "operations"), ("researcher", "research")] {
+        let c = connect_role(addr, role, purpose).await;
+        for sql in [
+            "SELECT count(*) FROM audit.access_log",
+            "SELECT * FROM datafusion.audit.access_log",
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM \"audit\".\"access_log\")",
+        ] {
+            let e = c.simple_query(sql).await.unwrap_err();
+            assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{role}: {sql}");
+        }
+        // The views do not exist for them at all.
+        let e = c.simple_query("SELECT * FROM audit.break_glass_access").await.unwrap_err();
+        assert!(sqlstate(&e).is_some(), "{role}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn break_glass_is_audited_with_its_justification() {
+    let addr = server().addr;
+    let user = "audit_clin_bg";
+    let c = as_user(addr, user, "clinician", Some("S01"), "treatment").await;
+    c.batch_execute("SET lakeward.break_glass = 'ED trauma bay 3, unconscious transfer'")
+        .await
+        .unwrap();
+    text_rows(&c, "SELECT count(*) FROM clinical.patients").await;
+    c.batch_execute("RESET lakeward.break_glass").await.unwrap();
+    text_rows(&c, "SELECT count(*) FROM clinical.encounters").await;
+    let auditor = connect_role(addr, "auditor", "operations").await;
+    let rows = text_rows(
+        &auditor,
+        &format!(
+            "SELECT justification, array_to_string(tables, ',') FROM audit.break_glass_access \
+             WHERE \"user\" = '{user}' AND statement_kind = 'SELECT'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![vec![
+            "ED trauma bay 3, unconscious transfer".to_owned(),
+            "clinical.patients".to_owned()
+        ]],
+        "only the statement run under break-glass is listed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_statement_record_is_on_disk_before_the_first_row() {
+    let mut dir = None;
+    let s = start(|c| dir = c.audit.dir.clone());
+    let dir = dir.expect("audit dir");
+    let c = as_user(s.addr, "audit_stream", "analyst", None, "operations").await;
+    let sql = "SELECT encounter_id, primary_dx FROM clinical.encounters";
+    let stream = c.query_raw(sql, Vec::<String>::new()).await.unwrap();
+    pin_mut!(stream);
+    let first = stream.next().await.expect("a row");
+    assert!(first.is_ok());
+    // The first row is here: the statement record must already be durable;
+    // the statement has not completed.
+    let on_disk = lakeward::audit::wal::read_after(&dir, 0).unwrap();
+    let stmt = on_disk
+        .iter()
+        .find(|r| r.body.event == "statement" && r.body.query_fingerprint.as_deref() == Some(sql))
+        .expect("statement record in the segment log before the first row");
+    assert!(
+        !on_disk
+            .iter()
+            .any(|r| r.body.parent_event_id.as_deref() == Some(&stmt.body.event_id)),
+        "no completion while rows are still streaming"
+    );
+    let mut n = 1;
+    while let Some(r) = stream.next().await {
+        r.unwrap();
+        n += 1;
+    }
+    // The completion follows with the row count.
+    let mut completion = None;
+    for _ in 0..100 {
+        completion = lakeward::audit::wal::read_after(&dir, 0)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.body.parent_event_id.as_deref() == Some(&stmt.body.event_id));
+        if completion.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(completion.expect("completion").body.rows_returned, Some(n));
+    drop(c);
+    s.shutdown();
+}
+
+// ---------------------------------------------------------------------------
+// Tamper evidence
+// ---------------------------------------------------------------------------
+
+/// A demo-layout folder (keys/, audit-wal/, audit/access_log) whose audit
+/// log holds `n` records written by a real audit store.
+async fn written_log(n: usize) -> (PathBuf, Vec<AuditRecord>) {
+    let root = temp_dir("lakeward-it-audit-tamper");
+    let config = lakeward::config::Config::demo(&root, "127.0.0.1:0".parse().unwrap());
+    lakeward::audit::chain::SigningKey::generate_to_file(&lakeward::config::demo_audit_key_path(&root))
+        .unwrap();
+    let mut settings = lakeward::cli::audit_settings(&config).unwrap();
+    settings.checkpoint_every_records = 5;
+    let auditor = lakeward::audit::Auditor::open(settings).await.unwrap();
+    for i in 0..n {
+        auditor
+            .record(RecordBody {
+                event_id: format!("ev-{i}"),
+                ts: 1_800_000_000_000_000 + i as i64,
+                event: "statement".into(),
+                user: "u".into(),
+                decision: "allowed".into(),
+                rows_returned: Some(i as i64),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    auditor.close().await;
+    let records = lakeward::audit::wal::read_after(&root.join("audit-wal"), 0).unwrap();
+    assert_eq!(records.len(), n);
+    (root, records)
+}
+
+/// Copy of `root`'s layout whose table holds `records` (and no segments).
+async fn tampered_copy(root: &Path, records: &[AuditRecord]) -> PathBuf {
+    let copy = temp_dir("lakeward-it-audit-tampered");
+    std::fs::create_dir_all(copy.join("keys")).unwrap();
+    std::fs::create_dir_all(copy.join("audit-wal")).unwrap();
+    for f in ["audit-signing.pem", "audit-signing.pem.pub"] {
+        std::fs::copy(root.join("keys").join(f), copy.join("keys").join(f)).unwrap();
+    }
+    std::fs::copy(
+        root.join("audit-wal/checkpoints.jsonl"),
+        copy.join("audit-wal/checkpoints.jsonl"),
+    )
+    .unwrap();
+    let table = lakeward::audit::delta::AuditTable::open_or_create(
+        &copy.join("audit/access_log").display().to_string(),
+        lakeward::audit::record::schema(),
+    )
+    .await
+    .unwrap();
+    if !records.is_empty() {
+        let batch = lakeward::audit::record::to_batch(records).unwrap();
+        table.append(vec![batch], "tamper", 1).await.unwrap();
+    }
+    copy
+}
+
+fn verify_cli(dir: &Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakeward"))
+        .args(["audit", "verify", "--data-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_verify_names_the_first_tampered_record() {
+    let (root, records) = written_log(20).await;
+    let (ok, text) = verify_cli(&root);
+    assert!(ok, "{text}");
+    assert!(text.contains("audit log whole: 20 records"), "{text}");
+    let untouched = tampered_copy(&root, &records).await;
+    let (ok, text) = verify_cli(&untouched);
+    assert!(ok, "an exact copy verifies: {text}");
+
+    let edit = |f: &dyn Fn(&mut Vec<AuditRecord>)| {
+        let mut v = records.clone();
+        f(&mut v);
+        v
+    };
+    let cases: Vec<(&str, Vec<AuditRecord>, &str)> = vec![
+        ("modified", edit(&|v| v[6].body.rows_returned = Some(999)), "record 7 (event_id ev-6): content does not match"),
+        ("deleted", edit(&|v| { v.remove(6); }), "record 7: missing"),
+        (
+            "inserted",
+            edit(&|v| {
+                let mut forged = v[6].clone();
+                forged.body.event_id = "forged".into();
+                v.push(forged);
+            }),
+            "record 7",
+        ),
+        (
+            "reordered",
+            edit(&|v| {
+                let (a, b) = (v[6].body.seq, v[7].body.seq);
+                v[6].body.seq = b;
+                v[7].body.seq = a;
+            }),
+            "record 7",
+        ),
+        ("truncated", edit(&|v| v.truncate(17)), "record 20: missing, but a signed checkpoint"),
+    ];
+    for (name, tampered, expected) in cases {
+        let dir = tampered_copy(&root, &tampered).await;
+        let (ok, text) = verify_cli(&dir);
+        assert!(!ok, "{name}: verify must fail: {text}");
+        assert!(text.contains("audit log NOT whole"), "{name}: {text}");
+        assert!(text.contains(expected), "{name}: expected {expected:?} in {text}");
+    }
+
+    // A forged checkpoint (signature edited) is caught too.
+    let dir = tampered_copy(&root, &records).await;
+    let cp = dir.join("audit-wal/checkpoints.jsonl");
+    let text = std::fs::read_to_string(&cp).unwrap();
+    let forged = text.replacen("\"signature\":\"", "\"signature\":\"AAAA", 1);
+    std::fs::write(&cp, forged).unwrap();
+    let (ok, text) = verify_cli(&dir);
+    assert!(!ok && text.contains("forged checkpoint"), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// No PHI, no secrets
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_data_value_token_or_literal_reaches_logs_or_the_audit_log() {
+    let ctx = support::raw_context(support::data_dir()).await;
+    let patients = support::raw_patients(&ctx).await;
+    let seen = patients
+        .iter()
+        .find(|p| p.site == "S01" && p.ssn.is_some() && p.phone.is_some() && p.email.is_some())
+        .expect("an S01 patient");
+    let other = patients
+        .iter()
+        .find(|p| p.site == "S02" && p.ssn.is_some())
+        .expect("an S02 patient");
+    let audit_dir = temp_dir("lakeward-it-sentinel-audit");
+    let mut served = support::serve_binary(None, &audit_dir);
+    let user = "sentinel_clin";
+    let tok = token(user, "clinician", Some("S01"));
+    let c = support::try_connect_with(served.addr(), user, &tok, "require", Some("treatment"))
+        .await
+        .unwrap();
+    let literal = "Qx-Sentinel-7731";
+    // PHI comes back to the client (it is this clinician's patient)...
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT first_name, last_name, ssn, phone, email FROM clinical.patients WHERE patient_id = {}",
+                seen.id
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let full_ssn = seen.ssn.as_ref().unwrap();
+    assert_eq!(row.get::<_, String>(2), format!("***-**-{}", &full_ssn[full_ssn.len() - 4..]));
+    // ...and literals, parameters and failing casts carry other values.
+    text_rows(
+        &c,
+        &format!(
+            "SELECT count(*) FROM clinical.patients WHERE ssn = '{}' OR last_name = '{literal}'",
+            other.ssn.as_ref().unwrap()
+        ),
+    )
+    .await;
+    c.query(
+        "SELECT patient_id FROM clinical.patients WHERE email = $1",
+        &[&seen.email.as_ref().unwrap().as_str()],
+    )
+    .await
+    .unwrap();
+    let e = c
+        .simple_query(&format!(
+            "SELECT CAST(ssn AS INT) FROM clinical.patients WHERE patient_id = {}",
+            seen.id
+        ))
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().contains(seen.ssn.as_ref().unwrap()));
+    drop(c);
+    // A refused login with a token-shaped password.
+    let bad = format!("{tok}x");
+    assert!(
+        support::try_connect_with(served.addr(), user, &bad, "require", Some("treatment"))
+            .await
+            .is_err()
+    );
+    served.stop();
+
+    // Everything lakeward wrote: its log, its segment log and checkpoints,
+    // and its rows of the audit table.
+    let mut outputs = served.log.lock().unwrap().join("\n");
+    for entry in walk(&audit_dir) {
+        outputs.push_str(&String::from_utf8_lossy(&std::fs::read(entry).unwrap()));
+    }
+    let demo = lakeward::config::Config::demo(support::data_dir(), "127.0.0.1:0".parse().unwrap());
+    let table = lakeward::audit::delta::AuditTable::open_or_create(
+        &demo.audit.table_location(&demo.data).unwrap(),
+        lakeward::audit::record::schema(),
+    )
+    .await
+    .unwrap();
+    let mut stream = table.scan().await.unwrap();
+    let mut mine = 0;
+    while let Some(b) = stream.next().await {
+        for r in lakeward::audit::record::from_batch(&b.unwrap()).unwrap() {
+            if r.body.user == user {
+                mine += 1;
+                outputs.push_str(&serde_json::to_string(&r).unwrap());
+            }
+        }
+    }
+    assert!(mine >= 5, "the sentinel session was audited ({mine} records)");
+    assert!(outputs.contains("SELECT count(*) FROM clinical.patients WHERE ssn = ? OR last_name = ?"));
+    let mut forbidden: Vec<String> = vec![
+        literal.to_owned(),
+        tok.clone(),
+        seen.ssn.clone().unwrap(),
+        seen.phone.clone().unwrap(),
+        seen.email.clone().unwrap(),
+        seen.mrn.clone(),
+        other.ssn.clone().unwrap(),
+    ];
+    forbidden.extend([&seen.last, &seen.first].into_iter().filter(|n| n.len() >= 7).cloned());
+    for value in forbidden {
+        assert!(!outputs.contains(&value), "a data value, literal or token leaked into lakeward's output");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
