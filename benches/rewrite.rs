@@ -21,7 +21,8 @@ use lakeward::policy::{Policy, Purpose};
 use lakeward::rewrite::gate::{self, ParseLimits, StatementKind};
 use lakeward::rewrite::session_functions::{SessionFacts, bind_session_functions};
 
-const POINT: &str = "SELECT patient_id, last_name, birth_date FROM clinical.patients WHERE patient_id = $1";
+const POINT: &str =
+    "SELECT patient_id, last_name, birth_date FROM clinical.patients WHERE patient_id = $1";
 
 /// About 400 characters: a three-way join with a CTE, a filter, grouping.
 const JOIN: &str = "WITH recent AS (SELECT e.patient_id, e.encounter_id, e.primary_dx, e.site_id \

@@ -260,7 +260,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             public_key,
             from,
             to,
-        }) => audit_verify(&data_dir, config.as_deref(), public_key.as_deref(), from, to).await,
+        }) => {
+            audit_verify(
+                &data_dir,
+                config.as_deref(),
+                public_key.as_deref(),
+                from,
+                to,
+            )
+            .await
+        }
         Command::Serve(args) => {
             let mut config = Config::load(&args.config)?;
             if let Some(listen) = args.listen {
@@ -343,9 +352,8 @@ pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services
     let settings = audit_settings(config)?;
     let audit_table = settings.table.clone();
     let audit = crate::audit::Auditor::open(settings).await?;
-    let engine = Arc::new(
-        crate::engine::open_from_config(&config.data, &key, Some(&audit_table)).await?,
-    );
+    let engine =
+        Arc::new(crate::engine::open_from_config(&config.data, &key, Some(&audit_table)).await?);
     for t in engine.tables().values() {
         tracing::info!(table = %t.name, version = t.version, "serving table");
     }

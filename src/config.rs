@@ -329,6 +329,13 @@ impl Config {
         fix(&mut self.auth.jwks_file);
         fix(&mut self.policy.dir);
         fix(&mut self.policy.pseudonym_key_file);
+        fix(&mut self.audit.dir);
+        fix(&mut self.audit.signing_key_file);
+        if let Some(t) = self.audit.table.as_mut().filter(|t| !t.contains("://"))
+            && Path::new(t.as_str()).is_relative()
+        {
+            *t = base.join(t.as_str()).display().to_string();
+        }
         for k in &mut self.auth.public_keys {
             if k.file.is_relative() {
                 k.file = base.join(&k.file);
@@ -366,7 +373,9 @@ impl Config {
             problems.push("server.max_sql_nesting must be between 8 and 512".to_owned());
         }
         if self.audit.dir.is_none() {
-            problems.push("no audit folder: set audit.dir (lakeward serves nothing unaudited)".to_owned());
+            problems.push(
+                "no audit folder: set audit.dir (lakeward serves nothing unaudited)".to_owned(),
+            );
         }
         if self.audit.table_location(&self.data).is_none() {
             problems.push("no audit table: set audit.table or data.root".to_owned());

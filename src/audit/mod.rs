@@ -82,7 +82,7 @@ pub fn checkpoint_path(dir: &Path) -> PathBuf {
 
 enum WriterMsg {
     Append {
-        body: RecordBody,
+        body: Box<RecordBody>,
         done: Option<oneshot::Sender<bool>>,
     },
     Tick,
@@ -132,17 +132,15 @@ impl Auditor {
     /// Open the store: create the Delta table if needed, recover the chain
     /// head, ship what the table lacks, start the writer and the shipper.
     pub async fn open(settings: AuditSettings) -> Result<Auditor, AuditError> {
-        let table = Arc::new(
-            delta::AuditTable::open_or_create(&settings.table, record::schema()).await?,
-        );
+        let table =
+            Arc::new(delta::AuditTable::open_or_create(&settings.table, record::schema()).await?);
         let app = app_id(&settings.instance);
         let committed = table.committed_version(&app).await?.unwrap_or(0);
         let dir = settings.dir.clone();
         let max = settings.segment_max_bytes;
-        let (log, wal_head) =
-            tokio::task::spawn_blocking(move || wal::SegmentLog::open(&dir, max))
-                .await
-                .map_err(|e| AuditError::Other(e.to_string()))??;
+        let (log, wal_head) = tokio::task::spawn_blocking(move || wal::SegmentLog::open(&dir, max))
+            .await
+            .map_err(|e| AuditError::Other(e.to_string()))??;
         // The head: the segment log's, unless the table is further along
         // (segments removed after shipping).
         let head = match wal_head {
@@ -172,8 +170,7 @@ impl Auditor {
                 .await
                 .map_err(|e| AuditError::Other(e.to_string()))??
         };
-        let checkpoints =
-            chain::CheckpointLog::open(&checkpoint_path(&settings.dir))?;
+        let checkpoints = chain::CheckpointLog::open(&checkpoint_path(&settings.dir))?;
 
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
         let (ship_tx, ship_rx) = mpsc::unbounded_channel();
@@ -181,9 +178,13 @@ impl Auditor {
         let stats = Arc::new(AuditStats::default());
         stats.shipped_seq.store(committed as u64, Ordering::Relaxed);
         if !backlog.is_empty() {
-            tracing::info!(records = backlog.len(), "shipping audit records recovered from the segment log");
+            tracing::info!(
+                records = backlog.len(),
+                "shipping audit records recovered from the segment log"
+            );
             let _ = ship_tx.send(ShipMsg::Records(backlog));
         }
+        let recovered = head.seq > 0;
         let writer = Writer {
             log,
             head,
@@ -192,7 +193,9 @@ impl Auditor {
             checkpoints,
             checkpoint_every_records: settings.checkpoint_every_records.max(1),
             checkpoint_every: settings.checkpoint_every,
-            since_checkpoint: 0,
+            // A chain recovered at start-up gets a checkpoint at the first
+            // tick: records written after the last one (a crash) are covered.
+            since_checkpoint: u64::from(recovered),
             last_checkpoint: Instant::now(),
             ship: ship_tx.clone(),
             broken: broken.clone(),
@@ -260,7 +263,7 @@ impl Auditor {
         self.inner
             .writer
             .send(WriterMsg::Append {
-                body,
+                body: Box::new(body),
                 done: Some(tx),
             })
             .map_err(|_| unavailable())?;
@@ -275,7 +278,10 @@ impl Auditor {
         if self
             .inner
             .writer
-            .send(WriterMsg::Append { body, done: None })
+            .send(WriterMsg::Append {
+                body: Box::new(body),
+                done: None,
+            })
             .is_err()
         {
             tracing::error!(
@@ -345,7 +351,8 @@ impl Writer {
             let (mut seq, mut prev) = (self.head.seq, self.head.hash.clone());
             for m in msgs {
                 match m {
-                    WriterMsg::Append { mut body, done } => {
+                    WriterMsg::Append { body, done } => {
+                        let mut body = *body;
                         seq += 1;
                         body.instance = self.instance.clone();
                         body.seq = seq;

@@ -226,10 +226,7 @@ mod tests {
             statement_kind: Some("SELECT".into()),
             query_fingerprint: Some("SELECT * FROM t WHERE a = ?".into()),
             tables: vec!["clinical.patients".into()],
-            columns: vec![
-                "clinical.patients.a".into(),
-                "clinical.patients.b".into(),
-            ],
+            columns: vec!["clinical.patients.a".into(), "clinical.patients.b".into()],
             policy_version: Some("abc".into()),
             decision: decision::ALLOWED.into(),
             reason: None,

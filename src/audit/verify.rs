@@ -76,12 +76,19 @@ pub struct Report {
 /// under one seq are kept apart (`dupes`).
 async fn table_records(
     table: &AuditTable,
-) -> Result<(BTreeMap<String, BTreeMap<i64, AuditRecord>>, Vec<AuditRecord>), AuditError> {
+) -> Result<
+    (
+        BTreeMap<String, BTreeMap<i64, AuditRecord>>,
+        Vec<AuditRecord>,
+    ),
+    AuditError,
+> {
     let mut stream = table.scan().await?;
     let mut out: BTreeMap<String, BTreeMap<i64, AuditRecord>> = BTreeMap::new();
     let mut dupes = Vec::new();
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| AuditError::Other(format!("reading the audit table: {e}")))?;
+        let batch =
+            batch.map_err(|e| AuditError::Other(format!("reading the audit table: {e}")))?;
         let records = from_batch(&batch)
             .map_err(|e| AuditError::Other(format!("decoding the audit table: {e}")))?;
         for r in records {
@@ -197,8 +204,14 @@ pub async fn verify(
                         ),
                     });
                 } else if expected_seq.is_none() && *seq == 1 && r.prev_hash != GENESIS {
-                    note(finding("the first record does not start the chain (insertion)"));
-                } else if expected_seq.is_none() && *seq != 1 && range.from_seq.is_none() && range.from_ts.is_none() {
+                    note(finding(
+                        "the first record does not start the chain (insertion)",
+                    ));
+                } else if expected_seq.is_none()
+                    && *seq != 1
+                    && range.from_seq.is_none()
+                    && range.from_ts.is_none()
+                {
                     note(Finding {
                         instance: instance.clone(),
                         seq: 1,
@@ -229,10 +242,14 @@ pub async fn verify(
             problem,
         };
         if cp.verify(key).is_err() {
-            note(bad("a checkpoint naming this record has an invalid signature (forged checkpoint)".into()));
+            note(bad(
+                "a checkpoint naming this record has an invalid signature (forged checkpoint)"
+                    .into(),
+            ));
             continue;
         }
-        let in_range = range.from_seq.is_none_or(|f| seq >= f) && range.to_seq.is_none_or(|t| seq <= t);
+        let in_range =
+            range.from_seq.is_none_or(|f| seq >= f) && range.to_seq.is_none_or(|t| seq <= t);
         if !in_range {
             continue;
         }

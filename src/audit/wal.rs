@@ -159,7 +159,10 @@ impl SegmentLog {
             let (records, good, torn) = read_segment(path)?;
             if torn {
                 tracing::warn!(segment = %path.display(), "audit segment had a torn final line (crash during a write); cut off");
-                let f = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io(path))?;
                 f.set_len(good).map_err(io(path))?;
                 f.sync_all().map_err(io(path))?;
             }
@@ -172,11 +175,11 @@ impl SegmentLog {
             }
         }
         let (path, size) = match segs.last() {
-            Some((_, p)) => (
-                p.clone(),
-                std::fs::metadata(p).map_err(io(p))?.len(),
+            Some((_, p)) => (p.clone(), std::fs::metadata(p).map_err(io(p))?.len()),
+            None => (
+                seg_dir.join(segment_name(head.as_ref().map_or(1, |h| h.seq + 1))),
+                0,
             ),
-            None => (seg_dir.join(segment_name(head.as_ref().map_or(1, |h| h.seq + 1))), 0),
         };
         let file = OpenOptions::new()
             .create(true)
@@ -269,9 +272,7 @@ fn segment_name(first_seq: i64) -> String {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 #[cfg(test)]
@@ -309,7 +310,11 @@ mod tests {
         log.append(&a).unwrap();
         let b = chain(4, 3, &a[2].hash);
         log.append(&b).unwrap();
-        assert_eq!(segments(dir.path()).unwrap().len(), 2, "rotated at the size limit");
+        assert_eq!(
+            segments(dir.path()).unwrap().len(),
+            2,
+            "rotated at the size limit"
+        );
         assert_eq!(read_after(dir.path(), 0).unwrap().len(), 6);
         assert_eq!(read_after(dir.path(), 4).unwrap().len(), 2);
         drop(log);

@@ -4,6 +4,6 @@
 //! This module speaks only the sqlparser AST (through
 //! `datafusion::sql::sqlparser`), never DataFusion's engine types.
 
+pub mod fingerprint;
 pub mod gate;
 pub mod session_functions;
-pub mod fingerprint;

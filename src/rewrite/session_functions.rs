@@ -8,7 +8,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    CastKind, DataType, Expr, FunctionArguments, Ident, SelectItem, Statement, Value, VisitMut, VisitorMut,
+    CastKind, DataType, Expr, FunctionArguments, Ident, SelectItem, Statement, Value, VisitMut,
+    VisitorMut,
 };
 
 /// What the literals are bound to.

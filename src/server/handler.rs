@@ -40,9 +40,9 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use crate::audit::events::{self, StatementAudit};
 use crate::auth::AuthFailure;
+use crate::enforce::PlanKey;
 use crate::engine::encode::{pg_fields, row_stream};
 use crate::error::SqlError;
-use crate::enforce::PlanKey;
 use crate::rewrite::fingerprint::{fingerprint, statement_kind};
 use crate::rewrite::gate::{self, StatementKind};
 use crate::rewrite::session_functions::{SessionFacts, bind_session_functions};
@@ -389,7 +389,7 @@ impl QueryParser for Parser {
 /// A statement of a simple Query: served from the plan cache, or parsed.
 enum Pending {
     Ready(Prepared),
-    Parsed(Statement),
+    Parsed(Box<Statement>),
 }
 
 /// What running a statement produced.
@@ -643,8 +643,11 @@ impl SimpleQueryHandler for ConnHandler {
         let key = self.parser.plan_key(&session, &query.query);
         let statements = match self.parser.cached(key.as_ref()) {
             Some(hit) => Ok(vec![Pending::Ready(hit)]),
-            None => gate::parse(&query.query, self.shared.parse_limits)
-                .map(|v| v.into_iter().map(Pending::Parsed).collect::<Vec<_>>()),
+            None => gate::parse(&query.query, self.shared.parse_limits).map(|v| {
+                v.into_iter()
+                    .map(|s| Pending::Parsed(Box::new(s)))
+                    .collect::<Vec<_>>()
+            }),
         };
         let single = statements.as_ref().is_ok_and(|s| s.len() == 1);
         let mut key = key.filter(|_| single);
@@ -668,7 +671,7 @@ impl SimpleQueryHandler for ConnHandler {
                         let prepared = match stmt {
                             Pending::Ready(p) => p,
                             Pending::Parsed(stmt) => {
-                                let p = self.parser.prepare(&session, stmt).await?;
+                                let p = self.parser.prepare(&session, *stmt).await?;
                                 self.parser.remember(key.take(), &p);
                                 p
                             }

@@ -12,10 +12,22 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::support::{self, connect_role, server, sqlstate, start, temp_dir, token};
 
-async fn as_user(addr: std::net::SocketAddr, user: &str, role: &str, site: Option<&str>, purpose: &str) -> Client {
-    support::try_connect_with(addr, user, &token(user, role, site), "require", Some(purpose))
-        .await
-        .expect("connect")
+async fn as_user(
+    addr: std::net::SocketAddr,
+    user: &str,
+    role: &str,
+    site: Option<&str>,
+    purpose: &str,
+) -> Client {
+    support::try_connect_with(
+        addr,
+        user,
+        &token(user, role, site),
+        "require",
+        Some(purpose),
+    )
+    .await
+    .expect("connect")
 }
 
 /// Rows of a simple query as text (NULL as "NULL").
@@ -45,8 +57,14 @@ async fn every_statement_is_recorded_and_auditors_read_it_with_sql() {
         "SELECT patient_id, last_name FROM clinical.patients WHERE last_name = 'Zz-Sentinel-Lit' OR patient_id < 40 ORDER BY 1",
     )
     .await;
-    assert!(!rows.is_empty(), "the clinician sees some of patients 1..39");
-    let e = c.simple_query("SELECT count(*) FROM audit.access_log").await.unwrap_err();
+    assert!(
+        !rows.is_empty(),
+        "the clinician sees some of patients 1..39"
+    );
+    let e = c
+        .simple_query("SELECT count(*) FROM audit.access_log")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("42501"));
     let e = c.simple_query("SELEC 1").await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("42601"));
@@ -68,18 +86,34 @@ async fn every_statement_is_recorded_and_auditors_read_it_with_sql() {
         find(&|r| r[0] == "connect" && r[1] == "allowed" && r[8] == "clinician").is_some(),
         "{records:?}"
     );
-    let stmt = find(&|r| r[0] == "statement" && r[4] == "clinical.patients").expect("statement record");
+    let stmt =
+        find(&|r| r[0] == "statement" && r[4] == "clinical.patients").expect("statement record");
     assert_eq!(stmt[1], "allowed");
     assert_eq!(stmt[2], "SELECT");
     assert_eq!(stmt[7], "treatment");
-    assert!(stmt[3].contains("last_name = ?") && stmt[3].contains("patient_id < ?"), "{}", stmt[3]);
-    assert!(!stmt[3].contains("Sentinel") && !stmt[3].contains("40"), "{}", stmt[3]);
-    let done = find(&|r| r[0] == "completion" && r[4] == "clinical.patients").expect("completion record");
+    assert!(
+        stmt[3].contains("last_name = ?") && stmt[3].contains("patient_id < ?"),
+        "{}",
+        stmt[3]
+    );
+    assert!(
+        !stmt[3].contains("Sentinel") && !stmt[3].contains("40"),
+        "{}",
+        stmt[3]
+    );
+    let done =
+        find(&|r| r[0] == "completion" && r[4] == "clinical.patients").expect("completion record");
     assert_eq!(done[6], rows.len().to_string(), "rows_returned");
     let denied = find(&|r| r[1] == "denied").expect("denied record");
-    assert_eq!((denied[2].as_str(), denied[5].as_str()), ("SELECT", "42501"));
+    assert_eq!(
+        (denied[2].as_str(), denied[5].as_str()),
+        ("SELECT", "42501")
+    );
     let syntax = find(&|r| r[5] == "42601").expect("syntax error record");
-    assert_eq!((syntax[1].as_str(), syntax[2].as_str(), syntax[3].as_str()), ("error", "UNKNOWN", ""));
+    assert_eq!(
+        (syntax[1].as_str(), syntax[2].as_str(), syntax[3].as_str()),
+        ("error", "UNKNOWN", "")
+    );
 
     // The views answer the usual questions.
     let denied = text_rows(
@@ -96,7 +130,10 @@ async fn every_statement_is_recorded_and_auditors_read_it_with_sql() {
         ),
     )
     .await;
-    assert_eq!(joined, vec![vec![rows.len().to_string(), "allowed".to_owned()]]);
+    assert_eq!(
+        joined,
+        vec![vec![rows.len().to_string(), "allowed".to_owned()]]
+    );
     for view in ["break_glass_access", "access_by_purpose", "daily_activity"] {
         text_rows(&auditor, &format!("SELECT * FROM audit.{view} LIMIT 5")).await;
     }
@@ -114,7 +151,11 @@ async fn every_statement_is_recorded_and_auditors_read_it_with_sql() {
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_auditor_reads_the_audit_log() {
     let addr = server().addr;
-    for (role, purpose) in [("clinician", "treatment"), ("analyst", "operations"), ("researcher", "research")] {
+    for (role, purpose) in [
+        ("clinician", "treatment"),
+        ("analyst", "operations"),
+        ("researcher", "research"),
+    ] {
         let c = connect_role(addr, role, purpose).await;
         for sql in [
             "SELECT count(*) FROM audit.access_log",
@@ -125,7 +166,10 @@ async fn only_the_auditor_reads_the_audit_log() {
             assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{role}: {sql}");
         }
         // The views do not exist for them at all.
-        let e = c.simple_query("SELECT * FROM audit.break_glass_access").await.unwrap_err();
+        let e = c
+            .simple_query("SELECT * FROM audit.break_glass_access")
+            .await
+            .unwrap_err();
         assert!(sqlstate(&e).is_some(), "{role}");
     }
 }
@@ -215,8 +259,10 @@ async fn the_statement_record_is_on_disk_before_the_first_row() {
 async fn written_log(n: usize) -> (PathBuf, Vec<AuditRecord>) {
     let root = temp_dir("lakeward-it-audit-tamper");
     let config = lakeward::config::Config::demo(&root, "127.0.0.1:0".parse().unwrap());
-    lakeward::audit::chain::SigningKey::generate_to_file(&lakeward::config::demo_audit_key_path(&root))
-        .unwrap();
+    lakeward::audit::chain::SigningKey::generate_to_file(&lakeward::config::demo_audit_key_path(
+        &root,
+    ))
+    .unwrap();
     let mut settings = lakeward::cli::audit_settings(&config).unwrap();
     settings.checkpoint_every_records = 5;
     let auditor = lakeward::audit::Auditor::open(settings).await.unwrap();
@@ -293,8 +339,18 @@ async fn audit_verify_names_the_first_tampered_record() {
         v
     };
     let cases: Vec<(&str, Vec<AuditRecord>, &str)> = vec![
-        ("modified", edit(&|v| v[6].body.rows_returned = Some(999)), "record 7 (event_id ev-6): content does not match"),
-        ("deleted", edit(&|v| { v.remove(6); }), "record 7: missing"),
+        (
+            "modified",
+            edit(&|v| v[6].body.rows_returned = Some(999)),
+            "record 7 (event_id ev-6): content does not match",
+        ),
+        (
+            "deleted",
+            edit(&|v| {
+                v.remove(6);
+            }),
+            "record 7: missing",
+        ),
         (
             "inserted",
             edit(&|v| {
@@ -313,14 +369,21 @@ async fn audit_verify_names_the_first_tampered_record() {
             }),
             "record 7",
         ),
-        ("truncated", edit(&|v| v.truncate(17)), "record 20: missing, but a signed checkpoint"),
+        (
+            "truncated",
+            edit(&|v| v.truncate(17)),
+            "record 20: missing, but a signed checkpoint",
+        ),
     ];
     for (name, tampered, expected) in cases {
         let dir = tampered_copy(&root, &tampered).await;
         let (ok, text) = verify_cli(&dir);
         assert!(!ok, "{name}: verify must fail: {text}");
         assert!(text.contains("audit log NOT whole"), "{name}: {text}");
-        assert!(text.contains(expected), "{name}: expected {expected:?} in {text}");
+        assert!(
+            text.contains(expected),
+            "{name}: expected {expected:?} in {text}"
+        );
     }
 
     // A forged checkpoint (signature edited) is caught too.
@@ -369,7 +432,10 @@ async fn no_data_value_token_or_literal_reaches_logs_or_the_audit_log() {
         .await
         .unwrap();
     let full_ssn = seen.ssn.as_ref().unwrap();
-    assert_eq!(row.get::<_, String>(2), format!("***-**-{}", &full_ssn[full_ssn.len() - 4..]));
+    assert_eq!(
+        row.get::<_, String>(2),
+        format!("***-**-{}", &full_ssn[full_ssn.len() - 4..])
+    );
     // ...and literals, parameters and failing casts carry other values.
     text_rows(
         &c,
@@ -426,8 +492,13 @@ async fn no_data_value_token_or_literal_reaches_logs_or_the_audit_log() {
             }
         }
     }
-    assert!(mine >= 5, "the sentinel session was audited ({mine} records)");
-    assert!(outputs.contains("SELECT count(*) FROM clinical.patients WHERE ssn = ? OR last_name = ?"));
+    assert!(
+        mine >= 5,
+        "the sentinel session was audited ({mine} records)"
+    );
+    assert!(
+        outputs.contains("SELECT count(*) FROM clinical.patients WHERE ssn = ? OR last_name = ?")
+    );
     let mut forbidden: Vec<String> = vec![
         literal.to_owned(),
         tok.clone(),
@@ -437,9 +508,17 @@ async fn no_data_value_token_or_literal_reaches_logs_or_the_audit_log() {
         seen.mrn.clone(),
         other.ssn.clone().unwrap(),
     ];
-    forbidden.extend([&seen.last, &seen.first].into_iter().filter(|n| n.len() >= 7).cloned());
+    forbidden.extend(
+        [&seen.last, &seen.first]
+            .into_iter()
+            .filter(|n| n.len() >= 7)
+            .cloned(),
+    );
     for value in forbidden {
-        assert!(!outputs.contains(&value), "a data value, literal or token leaked into lakeward's output");
+        assert!(
+            !outputs.contains(&value),
+            "a data value, literal or token leaked into lakeward's output"
+        );
     }
 }
 

@@ -1099,8 +1099,16 @@ async fn plan_cache_never_serves_one_sessions_plan_to_another() {
             // Extended protocol with the same text.
             let rows = c.query(sites_sql, &[]).await.unwrap();
             let sites: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-            assert_eq!(sites, vec![site.to_owned()], "round {round}, {user} (extended)");
-            let me: String = c.query_one("SELECT current_user", &[]).await.unwrap().get(0);
+            assert_eq!(
+                sites,
+                vec![site.to_owned()],
+                "round {round}, {user} (extended)"
+            );
+            let me: String = c
+                .query_one("SELECT current_user", &[])
+                .await
+                .unwrap()
+                .get(0);
             assert_eq!(me, user);
         }
     }
