@@ -181,12 +181,7 @@ impl SegmentLog {
                 0,
             ),
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        sync_dir(&seg_dir)?;
+        let file = open_segment(&seg_dir, &path)?;
         Ok((
             SegmentLog {
                 dir: dir.to_owned(),
@@ -235,12 +230,7 @@ impl SegmentLog {
     fn rotate(&mut self, first_seq: i64) -> Result<(), WalError> {
         let seg_dir = self.dir.join("segments");
         let path = seg_dir.join(segment_name(first_seq));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        sync_dir(&seg_dir)?;
+        let file = open_segment(&seg_dir, &path)?;
         self.file = file;
         self.path = path;
         self.size = 0;
@@ -269,6 +259,17 @@ pub fn remove_shipped(dir: &Path, shipped: i64) -> Result<usize, WalError> {
 
 fn segment_name(first_seq: i64) -> String {
     format!("{first_seq:020}.log")
+}
+
+/// Open (creating) a segment for appending; its folder entry is made durable.
+fn open_segment(seg_dir: &Path, path: &Path) -> Result<File, WalError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(path))?;
+    sync_dir(seg_dir)?;
+    Ok(file)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
