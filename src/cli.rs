@@ -402,6 +402,7 @@ pub fn audit_settings(config: &Config) -> anyhow::Result<crate::audit::AuditSett
         ship_every_records: a.ship_every_records,
         ship_every: std::time::Duration::from_millis(a.ship_every_ms),
         segment_max_bytes: a.segment_max_bytes,
+        fsync: a.durability != "none-benchmark-only",
     })
 }
 

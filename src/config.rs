@@ -78,6 +78,10 @@ pub struct AuditConfig {
     pub ship_every_ms: u64,
     /// Segment files are rotated at this size.
     pub segment_max_bytes: u64,
+    /// `"fsync"` (the default and the only setting for real data): every
+    /// record is on disk before rows are sent. `"none-benchmark-only"`
+    /// skips the fsync, to measure what it costs.
+    pub durability: String,
     /// Documented retention (HIPAA: 6 years minimum; default 7). lakeward
     /// never deletes audit records; the table is append-only.
     pub retention_days: u64,
@@ -97,6 +101,7 @@ impl Default for AuditConfig {
             ship_every_ms: 1000,
             segment_max_bytes: 64 * 1024 * 1024,
             retention_days: 7 * 365 + 2,
+            durability: "fsync".to_owned(),
         }
     }
 }
@@ -379,6 +384,12 @@ impl Config {
         }
         if self.audit.table_location(&self.data).is_none() {
             problems.push("no audit table: set audit.table or data.root".to_owned());
+        }
+        if !["fsync", "none-benchmark-only"].contains(&self.audit.durability.as_str()) {
+            problems.push(
+                "audit.durability must be \"fsync\" (or \"none-benchmark-only\" for benchmarks)"
+                    .to_owned(),
+            );
         }
         if self.audit.instance.is_empty()
             || !self

@@ -56,6 +56,8 @@ pub struct AuditSettings {
     pub ship_every_records: usize,
     pub ship_every: Duration,
     pub segment_max_bytes: u64,
+    /// `false` only for benchmarks (`[audit] durability = "none-benchmark-only"`).
+    pub fsync: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,9 +140,18 @@ impl Auditor {
         let committed = table.committed_version(&app).await?.unwrap_or(0);
         let dir = settings.dir.clone();
         let max = settings.segment_max_bytes;
-        let (log, wal_head) = tokio::task::spawn_blocking(move || wal::SegmentLog::open(&dir, max))
-            .await
-            .map_err(|e| AuditError::Other(e.to_string()))??;
+        let fsync = settings.fsync;
+        if !fsync {
+            tracing::warn!(
+                "audit records are NOT fsync'd (durability = none-benchmark-only): never use this with real data"
+            );
+        }
+        let (log, wal_head) = tokio::task::spawn_blocking(move || {
+            wal::SegmentLog::open(&dir, max)
+                .map(|(log, head)| (if fsync { log } else { log.without_fsync() }, head))
+        })
+        .await
+        .map_err(|e| AuditError::Other(e.to_string()))??;
         // The head: the segment log's, unless the table is further along
         // (segments removed after shipping).
         let head = match wal_head {

@@ -132,6 +132,11 @@ pub struct SegmentLog {
     path: PathBuf,
     size: u64,
     max_bytes: u64,
+    /// `fdatasync` after each batch (off only for benchmarks).
+    sync: bool,
+    /// Fault injection for tests: hold every batch this long before its
+    /// fsync (`LAKEWARD_AUDIT_TEST_FSYNC_DELAY_MS`).
+    hold: Option<std::time::Duration>,
     /// Held for the life of the log: one writer per folder.
     _lock: File,
 }
@@ -189,6 +194,11 @@ impl SegmentLog {
                 path,
                 size,
                 max_bytes,
+                sync: true,
+                hold: std::env::var("LAKEWARD_AUDIT_TEST_FSYNC_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map(std::time::Duration::from_millis),
                 _lock: lock,
             },
             head,
@@ -214,10 +224,16 @@ impl SegmentLog {
             buf.push(b'\n');
         }
         let before = self.size;
-        let written = self
-            .file
-            .write_all(&buf)
-            .and_then(|_| self.file.sync_data());
+        if let Some(hold) = self.hold {
+            std::thread::sleep(hold);
+        }
+        let written = self.file.write_all(&buf).and_then(|_| {
+            if self.sync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = written {
             let _ = self.file.set_len(before);
             let _ = self.file.sync_data();
@@ -225,6 +241,13 @@ impl SegmentLog {
         }
         self.size += buf.len() as u64;
         Ok(())
+    }
+
+    /// Turn the per-batch `fdatasync` off. Benchmarks only: without it a
+    /// crash can lose records whose rows were already sent.
+    pub fn without_fsync(mut self) -> SegmentLog {
+        self.sync = false;
+        self
     }
 
     fn rotate(&mut self, first_seq: i64) -> Result<(), WalError> {

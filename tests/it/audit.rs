@@ -202,6 +202,20 @@ async fn break_glass_is_audited_with_its_justification() {
         ]],
         "only the statement run under break-glass is listed"
     );
+    // The question as an auditor asks it.
+    let who = text_rows(
+        &auditor,
+        "SELECT DISTINCT \"user\", justification FROM audit.break_glass_access \
+         WHERE array_has(tables, 'clinical.patients') AND ts > now() - INTERVAL '1 day'",
+    )
+    .await;
+    assert!(
+        who.contains(&vec![
+            user.to_owned(),
+            "ED trauma bay 3, unconscious transfer".to_owned()
+        ]),
+        "{who:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -386,6 +400,26 @@ async fn audit_verify_names_the_first_tampered_record() {
         );
     }
 
+    // The same edits in the segment log (records not yet in the table).
+    let dir = tampered_copy(&root, &[]).await;
+    let segments = dir.join("audit-wal/segments");
+    std::fs::create_dir_all(&segments).unwrap();
+    let mut lines: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    lines[6] = lines[6].replace("\"rows_returned\":6", "\"rows_returned\":7");
+    std::fs::write(
+        segments.join(format!("{:020}.log", 1)),
+        lines.join("\n") + "\n",
+    )
+    .unwrap();
+    let (ok, text) = verify_cli(&dir);
+    assert!(
+        !ok && text.contains("record 7 (event_id ev-6): content does not match"),
+        "{text}"
+    );
+
     // A forged checkpoint (signature edited) is caught too.
     let dir = tampered_copy(&root, &records).await;
     let cp = dir.join("audit-wal/checkpoints.jsonl");
@@ -533,4 +567,209 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_failed_logins_and_cancels_are_recorded_too() {
+    let addr = server().addr;
+    // A failed login.
+    let bad = format!("{}x", token("audit_badlogin", "analyst", None));
+    assert!(
+        support::try_connect_with(addr, "audit_badlogin", &bad, "require", Some("operations"))
+            .await
+            .is_err()
+    );
+    // An analyst trying the audit log: refused, and the refusal recorded.
+    let analyst = as_user(addr, "audit_nosy", "analyst", None, "operations").await;
+    let e = analyst
+        .simple_query("SELECT \"user\" FROM audit.access_log")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"));
+    // A cancelled statement.
+    let token_ = analyst.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(support::tls_client_config());
+        token_.cancel_query(tls).await.unwrap();
+    });
+    let e = analyst
+        .simple_query(
+            "SELECT count(*) AS long_one FROM clinical.observations a CROSS JOIN clinical.observations b \
+             WHERE a.value_num + b.value_num > 1e12",
+        )
+        .await
+        .unwrap_err();
+    canceller.await.unwrap();
+    assert_eq!(sqlstate(&e).as_deref(), Some("57014"));
+
+    let auditor = connect_role(addr, "auditor", "operations").await;
+    let login = text_rows(
+        &auditor,
+        "SELECT decision, coalesce(reason, ''), coalesce(sqlstate, '') FROM audit.access_log \
+         WHERE \"user\" = 'audit_badlogin' AND event = 'connect'",
+    )
+    .await;
+    assert_eq!(login.len(), 1, "{login:?}");
+    assert_eq!(login[0][0], "denied");
+    assert!(
+        !login[0][1].is_empty() && login[0][2].starts_with("28"),
+        "{login:?}"
+    );
+    let nosy = text_rows(
+        &auditor,
+        "SELECT event, decision, sqlstate, statement_kind FROM audit.access_log \
+         WHERE \"user\" = 'audit_nosy' AND event <> 'connect' ORDER BY seq",
+    )
+    .await;
+    assert_eq!(
+        nosy[0],
+        vec!["statement", "denied", "42501", "SELECT"],
+        "the analyst's refusal is itself recorded: {nosy:?}"
+    );
+    // The cancelled statement: a statement record, then an error completion.
+    let cancelled: Vec<_> = nosy.iter().filter(|r| r[2] == "57014").collect();
+    assert_eq!(cancelled.len(), 1, "{nosy:?}");
+    assert_eq!(cancelled[0][..2], ["completion", "error"]);
+    assert!(nosy.iter().any(|r| r[..2] == ["statement", "allowed"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_row_is_sent_while_the_audit_writer_is_held() {
+    // Every fsync is held for 1.5 s (fault injection in the writer).
+    let audit_dir = temp_dir("lakeward-it-held-audit");
+    let served = support::serve_binary_with(
+        None,
+        &audit_dir,
+        None,
+        &[("LAKEWARD_AUDIT_TEST_FSYNC_DELAY_MS", "1500")],
+    );
+    let c = as_user(served.addr(), "audit_held", "analyst", None, "operations").await;
+    let sql = "SELECT patient_id AS held FROM clinical.patients";
+    let sent = std::time::Instant::now();
+    let stream = c.query_raw(sql, Vec::<String>::new()).await.unwrap();
+    pin_mut!(stream);
+    stream.next().await.expect("a row").unwrap();
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "the first row came {waited:?} after the query: before its record was durable"
+    );
+    assert!(
+        lakeward::audit::wal::read_after(&audit_dir, 0)
+            .unwrap()
+            .iter()
+            .any(|r| r.body.query_fingerprint.as_deref() == Some(sql)),
+        "the record is on disk when the row arrives"
+    );
+}
+
+/// `kill -9` lakeward while four clients run statements; restart on the
+/// same chain; repeat. Every statement a client saw rows for has its
+/// record, no record is duplicated, and the chain verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn crashes_under_load_lose_no_record_and_duplicate_none() {
+    let audit_dir = temp_dir("lakeward-it-crash-audit");
+    let instance = format!("crash-{}", std::process::id());
+    let mut seen: Vec<String> = Vec::new();
+    let mut config = None;
+    for round in 0..3 {
+        let mut served = support::serve_binary_with(None, &audit_dir, Some(&instance), &[]);
+        config = Some(served.config.clone());
+        let addr = served.addr();
+        let mut clients = Vec::new();
+        for client in 0..4 {
+            clients.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                let Ok(c) = support::try_connect_with(
+                    addr,
+                    "audit_crash",
+                    &token("audit_crash", "analyst", None),
+                    "require",
+                    Some("operations"),
+                )
+                .await
+                else {
+                    return got;
+                };
+                for i in 0.. {
+                    let alias = format!("q_{round}_{client}_{i}");
+                    match c
+                        .simple_query(&format!("SELECT count(*) AS {alias} FROM claims.claims"))
+                        .await
+                    {
+                        Ok(m) if m.iter().any(|m| matches!(m, SimpleQueryMessage::Row(_))) => {
+                            got.push(alias)
+                        }
+                        _ => break,
+                    }
+                }
+                got
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(400 + 150 * round)).await;
+        let _ = served.child.kill(); // SIGKILL
+        let _ = served.child.wait();
+        for c in clients {
+            seen.extend(c.await.unwrap());
+        }
+    }
+    assert!(seen.len() > 10, "the load ran ({} statements)", seen.len());
+    // A last clean run ships what the crashes left in the segment log.
+    let mut last = support::serve_binary_with(None, &audit_dir, Some(&instance), &[]);
+    last.stop();
+
+    let demo = lakeward::config::Config::demo(support::data_dir(), "127.0.0.1:0".parse().unwrap());
+    let table = lakeward::audit::delta::AuditTable::open_or_create(
+        &demo.audit.table_location(&demo.data).unwrap(),
+        lakeward::audit::record::schema(),
+    )
+    .await
+    .unwrap();
+    let mut stream = table.scan().await.unwrap();
+    let mut mine = Vec::new();
+    while let Some(b) = stream.next().await {
+        mine.extend(
+            lakeward::audit::record::from_batch(&b.unwrap())
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.body.instance == instance),
+        );
+    }
+    let mut seqs: Vec<i64> = mine.iter().map(|r| r.body.seq).collect();
+    seqs.sort();
+    let n = seqs.len();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n, "no record is in the table twice");
+    assert_eq!(
+        seqs,
+        (1..=n as i64).collect::<Vec<_>>(),
+        "no gap in the chain"
+    );
+    for alias in &seen {
+        assert!(
+            mine.iter().any(|r| r.body.event == "statement"
+                && r.body
+                    .query_fingerprint
+                    .as_deref()
+                    .is_some_and(|f| f.contains(alias.as_str()))),
+            "{alias}: rows were sent but no record exists"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakeward"))
+        .args([
+            "audit",
+            "verify",
+            "--config",
+            config.unwrap().to_str().unwrap(),
+        ])
+        .env("LAKEWARD_TEST_PSEUDONYM_KEY", "11".repeat(32))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -490,6 +490,8 @@ pub struct Served {
     pub port: u16,
     /// Every line the server logged so far.
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The configuration file it was started with.
+    pub config: PathBuf,
 }
 
 impl Served {
@@ -526,6 +528,17 @@ impl Drop for Served {
 /// TLS, the demo keys, `policy_dir` (or the built-in policy), the audit
 /// segment folder `audit_dir` and the shared audit table.
 pub fn serve_binary(policy_dir: Option<&Path>, audit_dir: &Path) -> Served {
+    serve_binary_with(policy_dir, audit_dir, None, &[])
+}
+
+/// [`serve_binary`] with a fixed audit `instance` name (to restart one
+/// chain) and extra environment variables.
+pub fn serve_binary_with(
+    policy_dir: Option<&Path>,
+    audit_dir: &Path,
+    instance: Option<&str>,
+    env: &[(&str, &str)],
+) -> Served {
     use std::io::{BufRead, BufReader};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -553,12 +566,13 @@ public_keys = [{{ kid = "demo-es256", alg = "ES256", file = "{d}/keys/jwt-public
 {policy}pseudonym_key_env = "LAKEWARD_TEST_PSEUDONYM_KEY"
 [audit]
 dir = "{w}"
-instance = "bin-{port}"
+instance = "{instance}"
 signing_key_file = "{d}/keys/audit-signing.pem"
 ship_every_ms = 200
 "#,
         d = data.display(),
         w = audit_dir.display(),
+        instance = instance.map_or_else(|| format!("bin-{port}"), str::to_owned),
         iss = lakeward::config::DEMO_ISSUER,
         aud = lakeward::config::DEMO_AUDIENCE,
     );
@@ -573,6 +587,7 @@ ship_every_ms = 200
             cfg.to_str().unwrap(),
         ])
         .env("LAKEWARD_TEST_PSEUDONYM_KEY", "11".repeat(32))
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -595,5 +610,10 @@ ship_every_ms = 200
             log.lock().unwrap().join("\n")
         );
     }
-    Served { child, port, log }
+    Served {
+        child,
+        port,
+        log,
+        config: cfg,
+    }
 }
