@@ -796,22 +796,27 @@ async fn reload_on_sighup(
 }
 
 /// `schema.table` → `(column, type)` of every served table.
+/// Column names and types of every served table. `audit.access_log` is
+/// always served (lakeward creates it), so its schema is known even before
+/// the table exists on disk.
 fn engine_schemas(
     engine: &crate::engine::Engine,
 ) -> std::collections::BTreeMap<String, Vec<(String, crate::policy::compile::ColumnType)>> {
-    engine
+    let columns = |schema: &datafusion::arrow::datatypes::Schema| {
+        schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), column_type(f.data_type())))
+            .collect()
+    };
+    let mut out: std::collections::BTreeMap<_, _> = engine
         .tables()
         .values()
-        .map(|t| {
-            let cols = t
-                .schema
-                .fields()
-                .iter()
-                .map(|f| (f.name().clone(), column_type(f.data_type())))
-                .collect();
-            (t.name.to_string(), cols)
-        })
-        .collect()
+        .map(|t| (t.name.to_string(), columns(&t.schema)))
+        .collect();
+    out.entry("audit.access_log".to_owned())
+        .or_insert_with(|| columns(&crate::audit::record::schema()));
+    out
 }
 
 /// Create a random pseudonymisation key file (hex, mode 0600) unless present.
