@@ -401,6 +401,18 @@ enum Outcome {
 }
 
 impl ConnHandler {
+    /// Record a prepared statement refused before it ran; returns the error.
+    fn refused(&self, session: &Session, prepared: &Prepared, e: SqlError) -> SqlError {
+        StatementAudit::new(
+            &self.shared.audit,
+            session,
+            prepared.0.statement_kind,
+            Some(prepared.0.fingerprint.clone()),
+        )
+        .failed(&e);
+        e
+    }
+
     /// Run a prepared statement. `params` are bound into the plan.
     async fn run(
         &self,
@@ -679,7 +691,7 @@ impl SimpleQueryHandler for ConnHandler {
                         if status == TransactionStatus::Error
                             && !allowed_in_failed_transaction(&prepared)
                         {
-                            return Err(aborted_transaction());
+                            return Err(self.refused(&session, &prepared, aborted_transaction()));
                         }
                         self.run(&session, &prepared, None, &Format::UnifiedText, cancel)
                             .await
@@ -799,14 +811,15 @@ impl ExtendedQueryHandler for ConnHandler {
     {
         let session = self.require_session()?;
         let prepared = &portal.statement.statement;
-        if client.transaction_status() == TransactionStatus::Error
-            && !allowed_in_failed_transaction(prepared)
-        {
-            return Err(aborted_transaction().into_pgwire());
-        }
-        let params = if prepared.0.param_types.is_empty() && portal.parameter_len() == 0 {
-            None
-        } else {
+        let params = (|| {
+            if client.transaction_status() == TransactionStatus::Error
+                && !allowed_in_failed_transaction(prepared)
+            {
+                return Err(aborted_transaction());
+            }
+            if prepared.0.param_types.is_empty() && portal.parameter_len() == 0 {
+                return Ok(None);
+            }
             if portal.parameter_len() != prepared.0.param_types.len() {
                 return Err(SqlError::new(
                     "08P01",
@@ -815,8 +828,7 @@ impl ExtendedQueryHandler for ConnHandler {
                         portal.parameter_len(),
                         prepared.0.param_types.len()
                     ),
-                )
-                .into_pgwire());
+                ));
             }
             let inferred: Vec<Option<&DataType>> = prepared
                 .0
@@ -824,12 +836,11 @@ impl ExtendedQueryHandler for ConnHandler {
                 .iter()
                 .map(|t| t.as_ref())
                 .collect();
-            let values = arrow_pg::datatypes::df::deserialize_parameters(portal, &inferred)
-                .map_err(|_| {
-                    SqlError::new("22P02", "invalid value for a bound parameter").into_pgwire()
-                })?;
-            Some(values)
-        };
+            arrow_pg::datatypes::df::deserialize_parameters(portal, &inferred)
+                .map(Some)
+                .map_err(|_| SqlError::new("22P02", "invalid value for a bound parameter"))
+        })()
+        .map_err(|e| self.refused(&session, prepared, e).into_pgwire())?;
         let cancel = session.begin_statement();
         match self
             .run(
