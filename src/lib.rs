@@ -14,6 +14,10 @@
 //! - [`auth`]: JWT verification; a token becomes a [`auth::Principal`].
 //! - [`policy`]: the policy model (roles, purposes, break-glass) loaded from
 //!   `policy-rules/`.
+//! - [`enforce`]: the enforcement step (access context, grants, planning
+//!   over secured tables, the plan verifier) and the plan cache.
+//! - [`audit`]: the access audit: durable segment log, hash chain, signed
+//!   checkpoints, the Delta table `audit.access_log`, `audit verify`.
 //! - [`datagen`]: the deterministic synthetic healthcare dataset.
 //! - [`config`], [`error`], [`cli`]: configuration, the client-facing error
 //!   type, the command line.
