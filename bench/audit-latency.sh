@@ -17,8 +17,11 @@ while [ $# -gt 0 ]; do
 done
 command -v pgbench >/dev/null || { echo "pgbench is needed (apt-get install postgresql-client)" >&2; exit 1; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakeward/release-target}"
-cargo build --release --locked --bin lakeward
-BIN="$CARGO_TARGET_DIR/release/lakeward"
+# LAKEWARD_BIN: an already built release binary (skips the build).
+if [ -z "${LAKEWARD_BIN:-}" ]; then
+  cargo build --release --locked --bin lakeward
+fi
+BIN="${LAKEWARD_BIN:-$CARGO_TARGET_DIR/release/lakeward}"
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 DATA="$WORK/data"
