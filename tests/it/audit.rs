@@ -509,23 +509,11 @@ async fn no_data_value_token_or_literal_reaches_logs_or_the_audit_log() {
     for entry in walk(&audit_dir) {
         outputs.push_str(&String::from_utf8_lossy(&std::fs::read(entry).unwrap()));
     }
-    let demo = lakeward::config::Config::demo(support::data_dir(), "127.0.0.1:0".parse().unwrap());
-    let table = lakeward::audit::delta::AuditTable::open_or_create(
-        &demo.audit.table_location(&demo.data).unwrap(),
-        lakeward::audit::record::schema(),
-    )
-    .await
-    .unwrap();
-    let mut stream = table.scan().await.unwrap();
-    let mut mine = 0;
-    while let Some(b) = stream.next().await {
-        for r in lakeward::audit::record::from_batch(&b.unwrap()).unwrap() {
-            if r.body.user == user {
-                mine += 1;
-                outputs.push_str(&serde_json::to_string(&r).unwrap());
-            }
-        }
+    let mine = shared_table_records(|r| r.body.user == user).await;
+    for r in &mine {
+        outputs.push_str(&serde_json::to_string(r).unwrap());
     }
+    let mine = mine.len();
     assert!(
         mine >= 5,
         "the sentinel session was audited ({mine} records)"
@@ -719,23 +707,7 @@ async fn crashes_under_load_lose_no_record_and_duplicate_none() {
     let mut last = support::serve_binary_with(None, &audit_dir, Some(&instance), &[]);
     last.stop();
 
-    let demo = lakeward::config::Config::demo(support::data_dir(), "127.0.0.1:0".parse().unwrap());
-    let table = lakeward::audit::delta::AuditTable::open_or_create(
-        &demo.audit.table_location(&demo.data).unwrap(),
-        lakeward::audit::record::schema(),
-    )
-    .await
-    .unwrap();
-    let mut stream = table.scan().await.unwrap();
-    let mut mine = Vec::new();
-    while let Some(b) = stream.next().await {
-        mine.extend(
-            lakeward::audit::record::from_batch(&b.unwrap())
-                .unwrap()
-                .into_iter()
-                .filter(|r| r.body.instance == instance),
-        );
-    }
+    let mine = shared_table_records(|r| r.body.instance == instance).await;
     let mut seqs: Vec<i64> = mine.iter().map(|r| r.body.seq).collect();
     seqs.sort();
     let n = seqs.len();
@@ -772,4 +744,27 @@ async fn crashes_under_load_lose_no_record_and_duplicate_none() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The records of the shared audit table (the one every test server writes)
+/// that satisfy `keep`.
+async fn shared_table_records(keep: impl Fn(&AuditRecord) -> bool) -> Vec<AuditRecord> {
+    let demo = lakeward::config::Config::demo(support::data_dir(), "127.0.0.1:0".parse().unwrap());
+    let table = lakeward::audit::delta::AuditTable::open_or_create(
+        &demo.audit.table_location(&demo.data).unwrap(),
+        lakeward::audit::record::schema(),
+    )
+    .await
+    .unwrap();
+    let mut stream = table.scan().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(b) = stream.next().await {
+        out.extend(
+            lakeward::audit::record::from_batch(&b.unwrap())
+                .unwrap()
+                .into_iter()
+                .filter(|r| keep(r)),
+        );
+    }
+    out
 }
