@@ -105,16 +105,19 @@ impl Engine {
         locations: &[TableLocation],
         pseudonym_key: &[u8],
     ) -> Result<Engine, EngineError> {
-        let config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG, "public")
-            .with_create_default_catalog_and_schema(true)
-            .with_information_schema(false)
-            .with_target_partitions(
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2),
-            );
-        let ctx = SessionContext::new_with_config(config);
+        // The internal and the client contexts share one configuration.
+        let config = || {
+            SessionConfig::new()
+                .with_default_catalog_and_schema(CATALOG, "public")
+                .with_create_default_catalog_and_schema(true)
+                .with_information_schema(false)
+                .with_target_partitions(
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2),
+                )
+        };
+        let ctx = SessionContext::new_with_config(config());
         let catalog = ctx
             .catalog(CATALOG)
             .ok_or_else(|| EngineError::Setup("default catalog missing".into()))?;
@@ -134,17 +137,7 @@ impl Engine {
             .with_allow_statements(false);
         let raw = secure::RawTables::new(ctx.clone());
         let secured = moka::future::Cache::builder().max_capacity(10_000).build();
-        let client = SessionContext::new_with_config(
-            SessionConfig::new()
-                .with_default_catalog_and_schema(CATALOG, "public")
-                .with_create_default_catalog_and_schema(true)
-                .with_information_schema(false)
-                .with_target_partitions(
-                    std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(2),
-                ),
-        );
+        let client = SessionContext::new_with_config(config());
         let access_cache = moka::sync::Cache::builder().max_capacity(10_000).build();
         let columns = tables
             .values()
