@@ -72,6 +72,7 @@ fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
                 schema: "public".into(),
                 backend_pid: 1,
                 version: "PostgreSQL 15.0 (lakeward)".into(),
+                ..Default::default()
             },
             _dir: dir,
         }

@@ -108,7 +108,15 @@ pub fn verify_plan(
                     }
                 }
             }
-            let secured = provider.is_some_and(|p| p.is::<crate::engine::secure::SecuredTable>());
+            // A system-catalog table describes the secured catalog it was
+            // built from; it holds no row of any served table.
+            let secured = provider.is_some_and(|p| {
+                p.is::<crate::engine::secure::SecuredTable>()
+                    || p.is::<crate::engine::catalog::CatalogTable>()
+                    // A pure row generator (catalog statements only; the
+                    // gate refuses it elsewhere).
+                    || p.is::<datafusion::functions_table::generate_series::GenerateSeriesTable>()
+            });
             if !secured {
                 violation = true;
                 return Ok(TreeNodeRecursion::Stop);
@@ -167,13 +175,23 @@ pub async fn plan(
     engine: &Engine,
     policy: &Policy,
     access: Option<&AccessContext>,
-    stmt: Statement,
-    default_schema: Option<&str>,
+    mut stmt: Statement,
+    search_path: &[String],
 ) -> Result<(SessionState, LogicalPlan, AccessReport), SqlError> {
-    check_grants(engine, access, &stmt, default_schema.unwrap_or("public"))?;
+    let default_schema = search_path.first().map(String::as_str);
     let state = engine
         .secured_state(access, &policy.consent, default_schema)
         .await?;
+    // Unqualified names resolve through the search path, against the tables
+    // this session may query (and the system catalog) only.
+    let catalog = state.catalog_list().catalog(crate::engine::CATALOG);
+    crate::rewrite::search_path::qualify(&mut stmt, search_path, &|schema, table| {
+        catalog
+            .as_ref()
+            .and_then(|c| c.schema(schema))
+            .is_some_and(|s| s.table_exist(table))
+    });
+    check_grants(engine, access, &stmt, default_schema.unwrap_or("public"))?;
     let plan = engine.plan(&state, stmt).await?;
     let report = verify_plan(&plan, access, &policy.version)?;
     tracing::debug!(tables = ?report.tables, rules = report.rules.len(), policy_version = %report.policy_version, "statement planned");
@@ -182,7 +200,7 @@ pub async fn plan(
 
 /// What a cached rewrite and plan depends on: the SQL text, the policy
 /// version and everything of the session that shapes the plan (the policy
-/// subject — user, role, site, purpose, break-glass —, the default schema and
+/// subject — user, role, site, purpose, break-glass —, the search path and
 /// the database name bound for `current_database()`). Two sessions share an
 /// entry only when all of these agree.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -190,7 +208,7 @@ pub struct PlanKey {
     pub sql: Arc<str>,
     pub policy_version: String,
     pub subject: Option<Subject>,
-    pub default_schema: Option<String>,
+    pub search_path: Vec<String>,
     pub database: String,
 }
 

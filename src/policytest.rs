@@ -124,7 +124,7 @@ async fn run_query(engine: &Engine, policy: &Policy, t: &PolicyTest) -> Outcome 
         Err(e) => return Outcome::Denied(e.code.into()),
     };
     let (state, plan, _report) =
-        match crate::enforce::plan(engine, policy, Some(&access), stmt, None).await {
+        match crate::enforce::plan(engine, policy, Some(&access), stmt, &[]).await {
             Ok(x) => x,
             Err(e) => return Outcome::Denied(e.code.into()),
         };

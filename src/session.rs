@@ -159,6 +159,20 @@ const PARAMETERS: &[(&str, &str, Rule, &str)] = &[
     ("jit", "off", Rule::Free, "Accepted for compatibility."),
 ];
 
+/// Names of the read-only parameters.
+const FIXED_PARAMETERS: &[&str] = &[
+    "server_version",
+    "server_version_num",
+    "server_encoding",
+    "integer_datetimes",
+    "is_superuser",
+    "max_identifier_length",
+    "transaction_read_only",
+    "in_hot_standby",
+    "lc_collate",
+    "lc_ctype",
+];
+
 /// Read-only parameters that SHOW answers.
 fn fixed_parameter(name: &str) -> Option<String> {
     Some(match name {
@@ -519,6 +533,9 @@ impl Session {
         if let Some(v) = fixed_parameter(&name) {
             return Ok(v);
         }
+        if name == "search_path" && !self.vars().values.contains_key("search_path") {
+            return Ok(self.role_search_path());
+        }
         let Some((_, default, _, _)) = spec(&name) else {
             return Err(SqlError::new(
                 "42704",
@@ -535,20 +552,13 @@ impl Session {
 
     /// `SHOW ALL`: `(name, setting, description)` rows.
     pub fn show_all(&self) -> Vec<(String, String, String)> {
-        let mut out: Vec<(String, String, String)> = {
-            let vars = self.vars();
-            PARAMETERS
-                .iter()
-                .map(|(n, d, _, desc)| {
-                    let v = vars
-                        .values
-                        .get(*n)
-                        .cloned()
-                        .unwrap_or_else(|| (*d).to_owned());
-                    ((*n).to_owned(), v, (*desc).to_owned())
-                })
-                .collect()
-        };
+        let mut out: Vec<(String, String, String)> = PARAMETERS
+            .iter()
+            .map(|(n, d, _, desc)| {
+                let v = self.show(n).unwrap_or_else(|_| (*d).to_owned());
+                ((*n).to_owned(), v, (*desc).to_owned())
+            })
+            .collect();
         for (n, desc) in [
             (
                 "lakeward.role",
@@ -566,12 +576,45 @@ impl Session {
         out
     }
 
-    /// The first schema of `search_path` that is not `$user`, if any.
+    /// The search path the session's role starts with (the policy's
+    /// `search_path`, or PostgreSQL's default).
+    fn role_search_path(&self) -> String {
+        let role = self.role();
+        let policy = self.policy();
+        match role
+            .and_then(|r| policy.roles.get(&r).map(|r| r.search_path.clone()))
+            .filter(|p| !p.is_empty())
+        {
+            Some(path) => path.join(", "),
+            None => "\"$user\", public".to_owned(),
+        }
+    }
+
+    /// Every parameter `current_setting()` can read, by lower-case name.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = self
+            .show_all()
+            .into_iter()
+            .map(|(n, v, _)| (n, v))
+            .collect();
+        for n in FIXED_PARAMETERS {
+            if let Some(v) = fixed_parameter(n) {
+                out.insert((*n).to_owned(), v);
+            }
+        }
+        out
+    }
+
+    /// The schemas of `search_path`, in lookup order (`$user` dropped).
+    pub fn search_path(&self) -> Vec<String> {
+        self.show("search_path")
+            .map(|p| crate::rewrite::search_path::parse_search_path(&p))
+            .unwrap_or_default()
+    }
+
+    /// The first schema of `search_path`, if any.
     pub fn default_schema(&self) -> Option<String> {
-        let path = self.show("search_path").ok()?;
-        path.split(',')
-            .map(|s| s.trim().trim_matches('"').to_lowercase())
-            .find(|s| !s.is_empty() && s != "$user")
+        self.search_path().into_iter().next()
     }
 
     pub fn application_name(&self) -> String {

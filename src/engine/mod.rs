@@ -7,6 +7,7 @@
 //! `statement_to_plan` — SQL text is never re-parsed — verifies that the plan
 //! is read-only, and executes it as a stream of record batches.
 
+pub mod catalog;
 pub mod encode;
 pub mod errors;
 pub mod masks;
@@ -73,8 +74,9 @@ pub struct Engine {
     verify: SQLOptions,
     /// Secured catalogs by access-context key.
     /// (`None`: the catalog of a session that may read no table.)
-    secured:
-        moka::future::Cache<Option<AccessKey>, Arc<dyn datafusion::catalog::CatalogProviderList>>,
+    secured: moka::future::Cache<Option<AccessKey>, SecuredCatalog>,
+    /// PostgreSQL's static catalog tables (`pg_type`, `pg_proc`, …), shared.
+    static_tables: Arc<datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
     /// Compiled access contexts by policy version and subject.
     pub(crate) access_cache:
         moka::sync::Cache<AccessKey, Option<crate::policy::compile::AccessContext>>,
@@ -86,6 +88,13 @@ impl std::fmt::Debug for Engine {
             .field("tables", &self.tables.keys().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// One access context's tables, system catalog and privilege functions.
+#[derive(Clone)]
+struct SecuredCatalog {
+    list: Arc<dyn datafusion::catalog::CatalogProviderList>,
+    udfs: Arc<Vec<Arc<datafusion::logical_expr::ScalarUDF>>>,
 }
 
 /// The catalog name DataFusion uses by default; three-part names use it.
@@ -138,6 +147,23 @@ impl Engine {
         let raw = secure::RawTables::new(ctx.clone());
         let secured = moka::future::Cache::builder().max_capacity(10_000).build();
         let client = SessionContext::new_with_config(config());
+        // PostgreSQL's catalog functions and type names (`regclass`, …) for
+        // client statements. The `pg_catalog` schema this also registers in
+        // the template's own catalog is never used: client states plan over
+        // a secured catalog, which carries its own filtered system schemas.
+        datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+            &client,
+            CATALOG,
+            datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| EngineError::Setup(e.to_string()))?;
+        for udf in catalog::static_udfs() {
+            client.register_udf(udf);
+        }
+        let static_tables = Arc::new(
+            datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
+                .map_err(|e| EngineError::Setup(e.to_string()))?,
+        );
         let access_cache = moka::sync::Cache::builder().max_capacity(10_000).build();
         let columns = tables
             .values()
@@ -156,6 +182,7 @@ impl Engine {
             columns,
             verify,
             secured,
+            static_tables,
             access_cache,
         })
     }
@@ -201,10 +228,21 @@ impl Engine {
         default_schema: Option<&str>,
     ) -> Result<SessionState, SqlError> {
         let key = access.map(|a| (a.policy_version.clone(), a.subject.clone()));
-        let list = self
+        let secured = self
             .secured
             .try_get_with(key, async {
-                self.raw.secured_catalog(access, consent).await
+                let (list, visible) = self
+                    .raw
+                    .secured_catalog(access, consent, &self.static_tables)
+                    .await?;
+                let udfs = catalog::privilege_udfs(visible)
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect();
+                Ok::<_, datafusion::error::DataFusionError>(SecuredCatalog {
+                    list,
+                    udfs: Arc::new(udfs),
+                })
             })
             .await
             .map_err(|e| {
@@ -216,8 +254,12 @@ impl Engine {
             })?;
         let mut state =
             datafusion::execution::SessionStateBuilder::new_from_existing(self.client.state())
-                .with_catalog_list(list)
+                .with_catalog_list(secured.list.clone())
                 .build();
+        for udf in secured.udfs.iter() {
+            datafusion::execution::FunctionRegistry::register_udf(&mut state, udf.clone())
+                .map_err(|e| errors::to_sql_error(&e))?;
+        }
         if let Some(schema) = default_schema
             && access.is_some_and(|a| a.tables.keys().any(|t| t.split('.').next() == Some(schema)))
         {

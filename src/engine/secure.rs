@@ -425,8 +425,9 @@ impl RawTables {
         &self,
         access: Option<&AccessContext>,
         consent: &ConsentRules,
-    ) -> DfResult<Arc<dyn CatalogProviderList>> {
-        let catalog = MemoryCatalogProvider::new();
+        static_tables: &Arc<datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
+    ) -> DfResult<(Arc<dyn CatalogProviderList>, Arc<super::catalog::Visible>)> {
+        let catalog = Arc::new(MemoryCatalogProvider::new());
         let mut schemas: BTreeMap<String, Arc<MemorySchemaProvider>> = BTreeMap::new();
         let state: SessionState = self.ctx.state();
         for (name, table_access) in access.into_iter().flat_map(|a| a.tables.iter()) {
@@ -461,7 +462,7 @@ impl RawTables {
             catalog.register_schema(&name, s)?;
         }
         let list: Arc<dyn CatalogProviderList> = Arc::new(MemoryCatalogProviderList::new());
-        list.register_catalog(CATALOG.to_owned(), Arc::new(catalog));
+        list.register_catalog(CATALOG.to_owned(), catalog.clone());
         // Auditors' views, planned over this catalog's secured audit table.
         if let Some(audit_schema) = audit_schema {
             let view_state =
@@ -487,6 +488,27 @@ impl RawTables {
                 )?;
             }
         }
-        Ok(list)
+        // The system catalog describes exactly what is registered above.
+        let mut visible = super::catalog::Visible::default();
+        for schema_name in catalog.schema_names() {
+            let Some(schema) = catalog.schema(&schema_name) else {
+                continue;
+            };
+            let mut names = schema.table_names();
+            names.sort();
+            for t in names {
+                if let Some(table) = schema.table(&t).await? {
+                    let view = table.table_type() == TableType::View;
+                    visible
+                        .tables
+                        .push((schema_name.clone(), t, table.schema(), view));
+                }
+            }
+        }
+        visible
+            .tables
+            .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        super::catalog::register_system_schemas(&list, &visible, static_tables)?;
+        Ok((list, Arc::new(visible)))
     }
 }

@@ -99,6 +99,11 @@ pub struct RoleRules {
     /// `tag:<tag>` or `schema.table.column` → `visible` | `null` | a mask name.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// The session's default `search_path` (schemas in lookup order), so
+    /// that `SELECT * FROM patients` finds `clinical.patients`. Empty:
+    /// PostgreSQL's default, `"$user", public`.
+    #[serde(default)]
+    pub search_path: Vec<String>,
 }
 
 /// Classification of one table.

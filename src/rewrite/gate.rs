@@ -35,6 +35,12 @@ pub enum StatementKind {
     Rollback,
     /// `DISCARD ALL`, `SAVEPOINT`, `RELEASE`: accepted, nothing to do on a read-only server.
     NoOp { tag: &'static str },
+    /// `DECLARE name [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR <query>`.
+    Declare { name: String, query: Box<Statement> },
+    /// `FETCH [FORWARD] [n | ALL | NEXT] FROM name` (`count` `None`: all).
+    Fetch { name: String, count: Option<usize> },
+    /// `CLOSE name` / `CLOSE ALL` (`None`).
+    Close { name: Option<String> },
 }
 
 impl StatementKind {
@@ -50,6 +56,9 @@ impl StatementKind {
             StatementKind::Commit => "COMMIT",
             StatementKind::Rollback => "ROLLBACK",
             StatementKind::NoOp { tag } => tag,
+            StatementKind::Declare { .. } => "DECLARE CURSOR",
+            StatementKind::Fetch { .. } => "FETCH",
+            StatementKind::Close { .. } => "CLOSE CURSOR",
         }
     }
 }
@@ -161,6 +170,18 @@ fn check_depth(stmt: &Statement, max: usize) -> Result<(), SqlError> {
 
 /// Sort one parsed statement into a [`StatementKind`], or refuse it.
 pub fn classify(stmt: Statement) -> Result<StatementKind, SqlError> {
+    classify_with(stmt, false)
+}
+
+/// [`classify`] for a catalog statement: `generate_series(…)`, a pure
+/// row generator PostgreSQL drivers use to walk `search_path` and array
+/// bounds, is accepted as a table function there (nothing else is).
+pub fn classify_catalog(stmt: Statement) -> Result<StatementKind, SqlError> {
+    classify_with(stmt, true)
+}
+
+fn classify_with(stmt: Statement, generators: bool) -> Result<StatementKind, SqlError> {
+    let check_query_shape = |q: &Query| check_query_shape(q, generators);
     match stmt {
         Statement::Query(ref q) => {
             check_query_shape(q)?;
@@ -214,6 +235,58 @@ pub fn classify(stmt: Statement) -> Result<StatementKind, SqlError> {
         Statement::Savepoint { .. } => Ok(StatementKind::NoOp { tag: "SAVEPOINT" }),
         Statement::ReleaseSavepoint { .. } => Ok(StatementKind::NoOp { tag: "RELEASE" }),
         Statement::Discard { .. } => Ok(StatementKind::NoOp { tag: "DISCARD ALL" }),
+        Statement::Declare { mut stmts } if stmts.len() == 1 => {
+            let d = stmts.remove(0);
+            let (Some(query), [name]) = (d.for_query, d.names.as_slice()) else {
+                return Err(SqlError::new(
+                    "0A000",
+                    "only DECLARE … CURSOR FOR <query> is supported",
+                ));
+            };
+            if d.binary == Some(true) {
+                return Err(SqlError::new("0A000", "binary cursors are not supported"));
+            }
+            check_query_shape(&query)?;
+            Ok(StatementKind::Declare {
+                name: normalize(name),
+                query: Box::new(Statement::Query(query)),
+            })
+        }
+        Statement::Fetch {
+            name,
+            direction,
+            into: None,
+            ..
+        } => {
+            let number = |v: &ast::ValueWithSpan| match &v.value {
+                ast::Value::Number(n, _) => n
+                    .parse::<usize>()
+                    .map_err(|_| SqlError::new("22023", "invalid FETCH count")),
+                _ => Err(SqlError::new("22023", "invalid FETCH count")),
+            };
+            let count = match direction {
+                ast::FetchDirection::Count { limit }
+                | ast::FetchDirection::Forward { limit: Some(limit) } => Some(number(&limit)?),
+                ast::FetchDirection::Next | ast::FetchDirection::Forward { limit: None } => Some(1),
+                ast::FetchDirection::All | ast::FetchDirection::ForwardAll => None,
+                _ => {
+                    return Err(SqlError::new(
+                        "0A000",
+                        "cursors are forward-only: FETCH [FORWARD] n | ALL | NEXT",
+                    ));
+                }
+            };
+            Ok(StatementKind::Fetch {
+                name: normalize(&name),
+                count,
+            })
+        }
+        Statement::Close { cursor } => Ok(StatementKind::Close {
+            name: match cursor {
+                ast::CloseCursor::All => None,
+                ast::CloseCursor::Specific { name } => Some(normalize(&name)),
+            },
+        }),
         other => Err(refusal(&other)),
     }
 }
@@ -221,6 +294,16 @@ pub fn classify(stmt: Statement) -> Result<StatementKind, SqlError> {
 /// The refusal for a statement kind outside the allow-list.
 fn refusal(stmt: &Statement) -> SqlError {
     match stmt {
+        // Reading out through COPY is not a write, but it is not served
+        // either: the same rows are a query (or a cursor) away.
+        Statement::Copy {
+            to: true,
+            target: ast::CopyTarget::Stdout,
+            ..
+        } => SqlError::new(
+            "0A000",
+            "COPY … TO STDOUT is not supported by lakeward: run the query itself, or DECLARE a cursor to page through it",
+        ),
         Statement::Insert(_)
         | Statement::Update(_)
         | Statement::Delete(_)
@@ -394,20 +477,35 @@ pub fn referenced_tables(stmt: &Statement, default_schema: &str) -> Vec<TableRef
     v.out
 }
 
-/// Does the statement name any relation that is not one of its own CTEs?
+/// Does the statement name any relation that is not one of its own CTEs
+/// or a system-catalog table?
 pub fn reads_tables(stmt: &Statement) -> bool {
-    !referenced_tables(stmt, "public").is_empty()
+    referenced_tables(stmt, "public").iter().any(|r| {
+        !matches!(&r.schema_table, Some((s, _)) if crate::rewrite::compat::SYSTEM_SCHEMAS.contains(&s.as_str()))
+    })
 }
 
 /// Refuse query shapes that read outside the registered tables or write:
 /// table functions (`read_parquet(...)`), `SELECT ... INTO`, locking clauses,
 /// and quoted file paths used as table names.
-fn check_query_shape(q: &Query) -> Result<(), SqlError> {
-    struct Shape(Option<SqlError>);
+fn check_query_shape(q: &Query, generators: bool) -> Result<(), SqlError> {
+    struct Shape(Option<SqlError>, bool);
     impl Visitor for Shape {
         type Break = ();
         fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
             let bad = match t {
+                TableFactor::Table {
+                    name,
+                    args: Some(_),
+                    ..
+                } if self.1
+                    && name.0.len() == 1
+                    && name.0[0]
+                        .as_ident()
+                        .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_series")) =>
+                {
+                    None
+                }
                 TableFactor::Table { args: Some(_), .. } | TableFactor::Function { .. } => {
                     Some("table functions are not allowed")
                 }
@@ -476,7 +574,7 @@ fn check_query_shape(q: &Query) -> Result<(), SqlError> {
             ControlFlow::Continue(())
         }
     }
-    let mut v = Shape(None);
+    let mut v = Shape(None, generators);
     let _ = q.visit(&mut v);
     match v.0 {
         Some(e) => Err(e),
@@ -542,11 +640,56 @@ mod tests {
             "DROP TABLE t",
             "COPY t FROM '/etc/passwd'",
             "COPY t TO '/tmp/x'",
+            "COPY t FROM STDIN",
             "SELECT * INTO newt FROM t",
         ] {
             let e = kind(sql).unwrap_err();
             assert!(e.code == "42501" || e.code == "0A000", "{sql}: {e:?}");
         }
+    }
+
+    #[test]
+    fn copy_to_stdout_is_refused_as_unsupported() {
+        for sql in [
+            "COPY clinical.patients TO STDOUT",
+            "COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)",
+        ] {
+            assert_eq!(kind(sql).unwrap_err().code, "0A000", "{sql}");
+        }
+        assert_eq!(
+            kind("COPY clinical.patients FROM STDIN").unwrap_err().code,
+            "42501"
+        );
+    }
+
+    #[test]
+    fn cursors_are_forward_only() {
+        match kind("DECLARE \"C\" NO SCROLL CURSOR WITH HOLD FOR SELECT 1").unwrap() {
+            StatementKind::Declare { name, .. } => assert_eq!(name, "C"),
+            k => panic!("{k:?}"),
+        }
+        match kind("FETCH FORWARD 100 FROM c").unwrap() {
+            StatementKind::Fetch { name, count } => {
+                assert_eq!(name, "c");
+                assert_eq!(count, Some(100));
+            }
+            k => panic!("{k:?}"),
+        }
+        assert!(matches!(
+            kind("FETCH ALL FROM c").unwrap(),
+            StatementKind::Fetch { count: None, .. }
+        ));
+        assert!(matches!(
+            kind("CLOSE ALL").unwrap(),
+            StatementKind::Close { name: None }
+        ));
+        assert_eq!(kind("FETCH BACKWARD 1 FROM c").unwrap_err().code, "0A000");
+        assert_eq!(
+            kind("DECLARE c CURSOR FOR SELECT * FROM read_parquet('/x')")
+                .unwrap_err()
+                .code,
+            "42501"
+        );
     }
 
     #[test]

@@ -8,18 +8,74 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    CastKind, DataType, Expr, FunctionArguments, Ident, SelectItem, Statement, Value, VisitMut,
-    VisitorMut,
+    Array, CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+    SelectItem, Statement, Value, VisitMut, VisitorMut,
 };
 
 /// What the literals are bound to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SessionFacts {
     pub user: String,
     pub database: String,
     pub schema: String,
     pub backend_pid: i32,
     pub version: String,
+    /// `search_path` schemas in order, for `current_schemas()`.
+    pub search_path: Vec<String>,
+    /// Configuration parameters by lower-case name, for `current_setting()`.
+    pub settings: std::collections::BTreeMap<String, String>,
+}
+
+/// The literal arguments of a call, when every argument is one.
+fn literal_args(args: &FunctionArguments) -> Option<Vec<Value>> {
+    let FunctionArguments::List(l) = args else {
+        return None;
+    };
+    l.args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => Some(v.value.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `current_schemas(bool)` and `current_setting(text [, bool])`.
+fn replacement_with_args(
+    name: &str,
+    args: &FunctionArguments,
+    facts: &SessionFacts,
+) -> Option<Expr> {
+    let s = |v: &str| Expr::value(Value::SingleQuotedString(v.to_owned()));
+    let values = literal_args(args)?;
+    match (name, values.as_slice()) {
+        ("current_schemas", [Value::Boolean(implicit)]) => {
+            let mut schemas: Vec<Expr> = Vec::new();
+            if *implicit && !facts.search_path.iter().any(|p| p == "pg_catalog") {
+                schemas.push(s("pg_catalog"));
+            }
+            schemas.extend(facts.search_path.iter().map(|p| s(p)));
+            Some(Expr::Array(Array {
+                elem: schemas,
+                named: true,
+            }))
+        }
+        ("current_setting", [Value::SingleQuotedString(n), rest @ ..]) => {
+            let missing_ok = matches!(rest, [Value::Boolean(true)]);
+            match facts.settings.get(&n.to_lowercase()) {
+                Some(v) => Some(s(v)),
+                None if missing_ok => Some(Expr::Cast {
+                    kind: CastKind::Cast,
+                    expr: Box::new(Expr::value(Value::Null)),
+                    data_type: DataType::Text,
+                    array: false,
+                    format: None,
+                }),
+                None => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 fn replacement(name: &str, args: &FunctionArguments, facts: &SessionFacts) -> Option<Expr> {
@@ -29,7 +85,7 @@ fn replacement(name: &str, args: &FunctionArguments, facts: &SessionFacts) -> Op
         FunctionArguments::Subquery(_) => false,
     };
     if !no_args {
-        return None;
+        return replacement_with_args(name, args, facts);
     }
     let s = |v: &str| Some(Expr::value(Value::SingleQuotedString(v.to_owned())));
     match name {
@@ -109,7 +165,9 @@ impl VisitorMut for Binder<'_> {
             && let Expr::Function(f) = &*expr
             && let Some(v) = replacement(&name, &f.args, self.facts)
         {
-            self.connection_specific |= name == "pg_backend_pid";
+            // A setting can change within the session without changing
+            // the plan key.
+            self.connection_specific |= name == "pg_backend_pid" || name == "current_setting";
             *expr = v;
         }
         ControlFlow::Continue(())
@@ -141,6 +199,8 @@ mod tests {
             schema: "public".into(),
             backend_pid: 7,
             version: "PostgreSQL 15.0".into(),
+            search_path: vec!["clinical".into(), "public".into()],
+            settings: [("application_name".to_owned(), "psql".to_owned())].into(),
         };
         let mut s = parse(
             "SELECT current_user, current_database(), version(), pg_backend_pid() + 1",
@@ -152,6 +212,17 @@ mod tests {
         assert_eq!(
             s.to_string(),
             "SELECT 'alice' AS current_user, 'lakeward' AS current_database, 'PostgreSQL 15.0' AS version, CAST(7 AS INTEGER) + 1"
+        );
+        let mut s = parse(
+            "SELECT current_schemas(true), current_setting('Application_Name'), current_setting('nope', true)",
+            ParseLimits::default(),
+        )
+        .unwrap()
+        .remove(0);
+        assert!(bind_session_functions(&mut s, &facts));
+        assert_eq!(
+            s.to_string(),
+            "SELECT ARRAY['pg_catalog', 'clinical', 'public'] AS current_schemas, 'psql' AS current_setting, CAST(NULL AS TEXT) AS current_setting"
         );
     }
 }

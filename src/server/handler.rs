@@ -24,7 +24,7 @@ use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_query_response};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::store::{Entry, MemPortalStore, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, PidSecretKeyGenerator, Type,
 };
@@ -96,8 +96,11 @@ enum PreparedKind {
         plan: LogicalPlan,
         state: Box<SessionState>,
     },
-    /// SET/SHOW/RESET/BEGIN/COMMIT/ROLLBACK/no-ops.
+    /// SET/SHOW/RESET/BEGIN/COMMIT/ROLLBACK/no-ops, FETCH and CLOSE.
     Utility(StatementKind),
+    /// `DECLARE name CURSOR FOR <query>`: the query, run into a portal
+    /// named after the cursor.
+    Declare { name: String, inner: Prepared },
 }
 
 impl ConnHandler {
@@ -138,7 +141,7 @@ impl Parser {
             sql: Arc::from(sql),
             policy_version: session.policy().version.clone(),
             subject: session.subject(),
-            default_schema: session.default_schema(),
+            search_path: session.search_path(),
             database: session.database.clone(),
         })
     }
@@ -190,13 +193,21 @@ impl Parser {
         statement_kind: &'static str,
         fingerprint: &str,
     ) -> Result<Prepared, SqlError> {
-        let kind = gate::classify(stmt)?;
+        let source = Some(stmt.clone());
+        // Catalog statements speak PostgreSQL's catalog dialect; the shape
+        // checks of the gate apply to the translated statement.
+        let mut stmt = stmt;
+        let kind = if crate::rewrite::compat::rewrite_catalog_statement(&mut stmt) {
+            gate::classify_catalog(stmt)?
+        } else {
+            gate::classify(stmt)?
+        };
         match kind {
             StatementKind::Query(mut stmt) | StatementKind::Explain(mut stmt) => {
-                let source = Some((*stmt).clone());
                 let reads_tables = gate::reads_tables(&stmt);
                 require_purpose(session, reads_tables)?;
-                let schema = session.default_schema();
+                let search_path = session.search_path();
+                let schema = search_path.first().cloned();
                 let policy = session.policy();
                 let access = crate::enforce::access_for(
                     &self.shared.engine,
@@ -209,14 +220,17 @@ impl Parser {
                     schema: schema.clone().unwrap_or_else(|| "public".into()),
                     backend_pid: self.shared.registry.pid_of(session.id).unwrap_or(0),
                     version: version_string(),
+                    search_path: search_path.clone(),
+                    settings: session.settings(),
                 };
                 let connection_specific = bind_session_functions(&mut stmt, &facts);
+                crate::rewrite::compat::postgres_column_names(&mut stmt);
                 let (state, plan, report) = crate::enforce::plan(
                     &self.shared.engine,
                     &policy,
                     access.as_ref(),
                     *stmt,
-                    schema.as_deref(),
+                    &search_path,
                 )
                 .await?;
                 let (param_types, param_data_types) = parameter_types(&plan)?;
@@ -236,6 +250,24 @@ impl Parser {
                     shareable: !connection_specific,
                     statement_kind,
                     fingerprint: fingerprint.to_owned(),
+                })))
+            }
+            StatementKind::Declare { name, query } => {
+                let inner =
+                    Box::pin(self.prepare_unaudited(session, *query, statement_kind, fingerprint))
+                        .await?;
+                Ok(Prepared(Arc::new(PreparedInner {
+                    param_types: inner.0.param_types.clone(),
+                    param_data_types: inner.0.param_data_types.clone(),
+                    result_schema: None,
+                    reads_tables: inner.0.reads_tables,
+                    source: None,
+                    planned_for: None,
+                    report: None,
+                    shareable: false,
+                    statement_kind,
+                    fingerprint: fingerprint.to_owned(),
+                    kind: PreparedKind::Declare { name, inner },
                 })))
             }
             other => {
@@ -398,6 +430,19 @@ enum Outcome {
     Tag(Tag),
     Begin,
     End(Tag),
+    /// A cursor was declared: its rows wait in a portal of that name.
+    Cursor {
+        name: String,
+        inner: Prepared,
+        rows: QueryResponse,
+    },
+    /// `FETCH`: rows from a cursor's portal.
+    Fetch {
+        name: String,
+        count: Option<usize>,
+    },
+    /// `CLOSE`: drop a cursor's portal (all cursors when `None`).
+    Close(Option<String>),
 }
 
 impl ConnHandler {
@@ -541,6 +586,18 @@ impl ConnHandler {
                 });
                 Ok(Outcome::Rows(QueryResponse::new(fields, rows)))
             }
+            PreparedKind::Declare { name, inner } => {
+                match Box::pin(self.run_audited(session, inner, params, format, cancel, audit))
+                    .await?
+                {
+                    Outcome::Rows(rows) => Ok(Outcome::Cursor {
+                        name: name.clone(),
+                        inner: inner.clone(),
+                        rows,
+                    }),
+                    _ => Err(SqlError::internal()),
+                }
+            }
             PreparedKind::Utility(kind) => {
                 let outcome = self.run_utility(session, kind, format)?;
                 if let Some(a) = audit.take() {
@@ -587,9 +644,117 @@ impl ConnHandler {
             StatementKind::Commit => Ok(Outcome::End(Tag::new("COMMIT"))),
             StatementKind::Rollback => Ok(Outcome::End(Tag::new("ROLLBACK"))),
             StatementKind::NoOp { tag } => Ok(Outcome::Tag(Tag::new(tag))),
-            StatementKind::Query(_) | StatementKind::Explain(_) => Err(SqlError::internal()),
+            StatementKind::Fetch { name, count } => Ok(Outcome::Fetch {
+                name: name.clone(),
+                count: *count,
+            }),
+            StatementKind::Close { name } => Ok(Outcome::Close(name.clone())),
+            StatementKind::Query(_) | StatementKind::Explain(_) | StatementKind::Declare { .. } => {
+                Err(SqlError::internal())
+            }
         }
     }
+}
+
+/// The connection's portals, where cursors live. pgwire keeps them in a
+/// `MemPortalStore` of this handler's statements; anything else is a
+/// wiring mistake and refuses (fail closed).
+fn cursor_store<C>(client: &C) -> Result<&MemPortalStore<Prepared>, SqlError>
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    (client.portal_store() as &dyn std::any::Any)
+        .downcast_ref::<MemPortalStore<Prepared>>()
+        .ok_or_else(SqlError::internal)
+}
+
+/// Keep a declared cursor's rows in a portal named after it, where
+/// `FETCH`, `CLOSE` and a Describe of that portal find them. A cursor of
+/// the same name is replaced.
+async fn open_cursor<C: ClientPortalStore<PortalStore: PortalStore>>(
+    client: &C,
+    name: String,
+    inner: Prepared,
+    rows: QueryResponse,
+) -> Result<(), SqlError> {
+    let stored = Arc::new(pgwire::api::stmt::StoredStatement::new(
+        name.clone(),
+        inner,
+        vec![],
+    ));
+    let portal = Portal::new_cursor(name, stored);
+    portal.start(rows).await;
+    cursor_store(client)?.put_portal(Arc::new(portal));
+    Ok(())
+}
+
+fn close_cursor<C: ClientPortalStore<PortalStore: PortalStore>>(
+    client: &C,
+    name: Option<&str>,
+) -> Result<(), SqlError> {
+    let store = cursor_store(client)?;
+    match name {
+        Some(n) => store.rm_portal(n),
+        None => store.clear_portals(),
+    }
+    Ok(())
+}
+
+/// `FETCH`: stream up to `count` rows (all when `None`) of a cursor to the
+/// client as one result, `FETCH n`.
+async fn fetch_cursor<C>(client: &mut C, name: &str, count: Option<usize>) -> PgWireResult<()>
+where
+    C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::PortalStore: PortalStore,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let store = cursor_store(client).map_err(SqlError::into_pgwire)?;
+    let Some(Entry::Value(portal)) = store.get_portal(name) else {
+        return Err(SqlError::new(
+            "34000",
+            format!("cursor \"{}\" does not exist", printable(name)),
+        )
+        .into_pgwire());
+    };
+    let fields = match &portal.statement.statement.0.result_schema {
+        Some(schema) => pg_fields(schema, &Format::UnifiedText).map_err(SqlError::into_pgwire)?,
+        None => vec![],
+    };
+    client
+        .feed(PgWireBackendMessage::RowDescription(
+            pgwire::messages::data::RowDescription::new(fields.iter().map(Into::into).collect()),
+        ))
+        .await?;
+    let state = portal.state();
+    let mut guard = state.lock().await;
+    let mut sent = 0usize;
+    if let PortalExecutionState::Suspended(results) = &mut *guard {
+        while count.is_none_or(|n| sent < n) {
+            match results.data_rows().next().await {
+                Some(Ok(row)) => {
+                    client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                    sent += 1;
+                }
+                Some(Err(e)) => {
+                    *guard = PortalExecutionState::Finished;
+                    return Err(e);
+                }
+                None => {
+                    *guard = PortalExecutionState::Finished;
+                    break;
+                }
+            }
+        }
+    }
+    drop(guard);
+    client
+        .feed(PgWireBackendMessage::CommandComplete(
+            Tag::new("FETCH").with_rows(sent).into(),
+        ))
+        .await?;
+    Ok(())
 }
 
 /// A small all-text result (SHOW).
@@ -719,6 +884,40 @@ impl SimpleQueryHandler for ConnHandler {
                             client
                                 .feed(PgWireBackendMessage::CommandComplete(tag.into()))
                                 .await?;
+                        }
+                        Ok(Outcome::Cursor { name, inner, rows }) => {
+                            open_cursor(client, name, inner, rows)
+                                .await
+                                .map_err(SqlError::into_pgwire)?;
+                            client
+                                .feed(PgWireBackendMessage::CommandComplete(
+                                    Tag::new("DECLARE CURSOR").into(),
+                                ))
+                                .await?;
+                        }
+                        Ok(Outcome::Close(name)) => {
+                            close_cursor(client, name.as_deref()).map_err(SqlError::into_pgwire)?;
+                            client
+                                .feed(PgWireBackendMessage::CommandComplete(
+                                    Tag::new("CLOSE CURSOR").into(),
+                                ))
+                                .await?;
+                        }
+                        Ok(Outcome::Fetch { name, count }) => {
+                            if let Err(e) = fetch_cursor(client, &name, count).await {
+                                match e {
+                                    PgWireError::UserError(info) => {
+                                        client
+                                            .feed(PgWireBackendMessage::ErrorResponse(
+                                                (*info).into(),
+                                            ))
+                                            .await?;
+                                        status = status.to_error_state();
+                                        break;
+                                    }
+                                    other => return Err(other),
+                                }
+                            }
                         }
                         Ok(Outcome::Begin) => {
                             client
@@ -854,6 +1053,21 @@ impl ExtendedQueryHandler for ConnHandler {
         {
             Ok(Outcome::Rows(rows)) => Ok(Response::Query(rows)),
             Ok(Outcome::Tag(tag)) => Ok(Response::Execution(tag)),
+            Ok(Outcome::Cursor { name, inner, rows }) => {
+                open_cursor(client, name, inner, rows)
+                    .await
+                    .map_err(SqlError::into_pgwire)?;
+                Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+            }
+            Ok(Outcome::Close(name)) => {
+                close_cursor(client, name.as_deref()).map_err(SqlError::into_pgwire)?;
+                Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
+            }
+            Ok(Outcome::Fetch { .. }) => Err(SqlError::new(
+                "0A000",
+                "FETCH is supported in simple queries; over the extended protocol, page a portal with Execute's row limit",
+            )
+            .into_pgwire()),
             Ok(Outcome::Begin) => {
                 session.set_in_transaction(true);
                 Ok(Response::TransactionStart(Tag::new("BEGIN")))

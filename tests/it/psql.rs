@@ -50,7 +50,8 @@ fn psql_multi_statement_simple_query() {
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines, ["1", "two", "\"$user\", public"], "{stdout}");
+    // The analyst role starts with the policy's search path.
+    assert_eq!(lines, ["1", "two", "clinical, claims, public"], "{stdout}");
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn raw_scans_are_refused_and_secured_scans_are_reported() {
                 };
                 let access = access_for(&engine, &policy, Some(&subject));
                 let stmt = parse(sql, ParseLimits::default()).unwrap().remove(0);
-                let (_, _, report) = lakeward::enforce::plan(&engine, &policy, access.as_ref(), stmt, None).await.unwrap();
+                let (_, _, report) = lakeward::enforce::plan(&engine, &policy, access.as_ref(), stmt, &[]).await.unwrap();
                 assert_eq!(report.tables, ["claims.claims", "clinical.patients"]);
                 assert!(report.columns.contains(&"clinical.patients.last_name".to_string()), "{:?}", report.columns);
                 assert!(report.rules.iter().any(|r| r == "filter:own_site"), "{:?}", report.rules);

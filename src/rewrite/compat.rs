@@ -1,0 +1,712 @@
+//! Rule: PostgreSQL catalog dialect for catalog statements.
+//!
+//! Clients introspect with PostgreSQL-only syntax DataFusion does not plan:
+//! `OPERATOR(pg_catalog.~)`, `COLLATE pg_catalog.default`, `'t'::regclass`,
+//! `x = ANY('{a,b}')`, scalar subqueries in the select list, unqualified
+//! `pg_class`. `datafusion-pg-catalog`'s AST rewrite rules translate these.
+//! They are applied to *catalog statements* only (statements that name a
+//! system schema, a `pg_*` relation, a `pg_catalog.` function or an
+//! oid-alias cast): some of them trade exactness for compatibility (a
+//! correlated subquery in a select list becomes NULL), which is acceptable
+//! for a metadata browser and not for a query over patient data.
+//!
+//! Nothing here widens access: the rewritten statement is planned over the
+//! session's secured catalog and verified like any other.
+
+use std::ops::ControlFlow;
+use std::sync::{Arc, OnceLock};
+
+use datafusion::sql::sqlparser::ast::{
+    AccessExpr, DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
+    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, JoinOperator, ObjectName,
+    OrderByExpr, OrderByKind, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value,
+    Visit, VisitMut, Visitor, VisitorMut,
+};
+use datafusion_pg_catalog::sql::rules::{
+    AliasDuplicatedProjectionRewrite, CurrentUserVariableToSessionUserFunctionCall,
+    FixArrayLiteral, PrependUnqualifiedPgTableName, RemoveSubqueryFromProjection,
+    ResolveUnqualifiedIdentifier, RewriteArrayAnyAllOperation, RewritePgCatalogOperator,
+    RewriteRegCastToSubquery, SqlStatementRewriteRule, StripCallableQualifier, StripCollate,
+};
+
+/// Schemas whose tables are system catalogs.
+pub const SYSTEM_SCHEMAS: [&str; 2] = ["pg_catalog", "information_schema"];
+
+fn lower_parts(name: &ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .map(|p| {
+            p.as_ident()
+                .map(|i| {
+                    if i.quote_style.is_some() {
+                        i.value.clone()
+                    } else {
+                        i.value.to_lowercase()
+                    }
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Is `name` (as written) a system-catalog relation?
+pub fn is_system_relation(name: &ObjectName) -> bool {
+    let parts = lower_parts(name);
+    match parts.as_slice() {
+        [t] => t.starts_with("pg_"),
+        [s, _] | [_, s, _] => SYSTEM_SCHEMAS.contains(&s.as_str()),
+        _ => false,
+    }
+}
+
+fn is_oid_alias(t: &DataType) -> bool {
+    let name = t.to_string().to_lowercase();
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+    matches!(
+        name,
+        "regclass"
+            | "regtype"
+            | "regproc"
+            | "regprocedure"
+            | "regnamespace"
+            | "regoper"
+            | "regrole"
+    )
+}
+
+/// Does the statement read the system catalog or use its dialect?
+pub fn is_catalog_statement(stmt: &Statement) -> bool {
+    struct Find(bool);
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+            if is_system_relation(name) {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            let hit = match e {
+                Expr::Function(f) => {
+                    f.name.0.len() > 1
+                        && f.name.0[0]
+                            .as_ident()
+                            .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_catalog"))
+                }
+                Expr::Cast { data_type, .. } => is_oid_alias(data_type),
+                _ => false,
+            };
+            if hit {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut f = Find(false);
+    let _ = stmt.visit(&mut f);
+    f.0
+}
+
+/// `ARRAY(SELECT x FROM … ORDER BY …)` becomes the scalar subquery
+/// `(SELECT array_agg(x ORDER BY …) FROM …)`, which DataFusion plans (psql's
+/// `\d` asks for policy role lists this way).
+#[derive(Debug)]
+struct ArraySubquery;
+
+impl ArraySubquery {
+    fn to_array_agg(query: &Query) -> Option<Query> {
+        let mut q = query.clone();
+        let SetExpr::Select(select) = q.body.as_mut() else {
+            return None;
+        };
+        let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+            select.projection.as_slice()
+        else {
+            return None;
+        };
+        let item = item.clone();
+        let order_by: Vec<OrderByExpr> = match q.order_by.take().map(|o| o.kind) {
+            None => vec![],
+            Some(OrderByKind::Expressions(exprs)) => exprs
+                .into_iter()
+                .map(|mut o| {
+                    // `ORDER BY 1` names the single output column.
+                    if matches!(&o.expr, Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n == "1")) {
+                        o.expr = item.clone();
+                    }
+                    o
+                })
+                .collect(),
+            Some(OrderByKind::All(_)) => return None,
+        };
+        let mut clauses = vec![];
+        if !order_by.is_empty() {
+            clauses.push(FunctionArgumentClause::OrderBy(order_by));
+        }
+        let agg = call("array_agg", vec![item], clauses);
+        select.projection = vec![SelectItem::UnnamedExpr(agg)];
+        Some(q)
+    }
+}
+
+impl SqlStatementRewriteRule for ArraySubquery {
+    fn rewrite(&self, mut s: Statement) -> Statement {
+        struct V;
+        impl VisitorMut for V {
+            type Break = ();
+            fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+                if let Expr::Function(f) = e
+                    && f.name.0.len() == 1
+                    && f.name.0[0]
+                        .as_ident()
+                        .is_some_and(|i| i.value.eq_ignore_ascii_case("array"))
+                    && let FunctionArguments::Subquery(q) = &f.args
+                    && let Some(agg) = ArraySubquery::to_array_agg(q)
+                {
+                    *e = Expr::Subquery(Box::new(agg));
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let _ = VisitMut::visit(&mut s, &mut V);
+        s
+    }
+}
+
+/// System catalogs that are always empty in lakeward: it has no row
+/// security policies (its policy is its own), triggers, inheritance,
+/// publications, sequences, foreign tables, defaults or enums.
+const EMPTY_CATALOGS: &[&str] = &[
+    "pg_attrdef",
+    "pg_db_role_setting",
+    "pg_default_acl",
+    "pg_enum",
+    "pg_event_trigger",
+    "pg_foreign_data_wrapper",
+    "pg_foreign_server",
+    "pg_foreign_table",
+    "pg_inherits",
+    "pg_largeobject",
+    "pg_partitioned_table",
+    "pg_policy",
+    "pg_publication",
+    "pg_publication_namespace",
+    "pg_publication_rel",
+    "pg_seclabel",
+    "pg_sequence",
+    "pg_statistic_ext",
+    "pg_statistic_ext_data",
+    "pg_subscription",
+    "pg_subscription_rel",
+    "pg_trigger",
+    "pg_user_mapping",
+];
+
+fn is_empty_catalog(f: &TableFactor) -> bool {
+    match f {
+        TableFactor::Table {
+            name, args: None, ..
+        } => {
+            let parts = lower_parts(name);
+            let table = match parts.as_slice() {
+                [t] => t,
+                [s, t] if s == "pg_catalog" => t,
+                _ => return false,
+            };
+            EMPTY_CATALOGS.contains(&table.as_str())
+        }
+        _ => false,
+    }
+}
+
+/// A SELECT that reads only always-empty catalogs (no aggregate, no GROUP
+/// BY) has no rows: it becomes `SELECT NULL AS <name>, … WHERE false`,
+/// keeping its column names. Clients ask these (psql's `\d` asks for row
+/// security policies and publications) with expressions DataFusion cannot
+/// plan over the exported column types.
+#[derive(Debug)]
+struct EmptyCatalogSelect;
+
+impl EmptyCatalogSelect {
+    fn rewrite_select(select: &mut Select) {
+        // Rows need every comma-separated FROM item to have rows; an inner
+        // join with an empty catalog has none, and a left join keeps an
+        // empty left side empty.
+        let only_empty = select.from.iter().any(|t| {
+            let mut empty = is_empty_catalog(&t.relation);
+            for j in &t.joins {
+                match j.join_operator {
+                    JoinOperator::Join(_)
+                    | JoinOperator::Inner(_)
+                    | JoinOperator::CrossJoin(_)
+                    | JoinOperator::LeftSemi(_)
+                    | JoinOperator::Semi(_) => empty |= is_empty_catalog(&j.relation),
+                    JoinOperator::Left(_)
+                    | JoinOperator::LeftOuter(_)
+                    | JoinOperator::LeftAnti(_)
+                    | JoinOperator::Anti(_) => {}
+                    _ => empty = false,
+                }
+            }
+            empty
+        });
+        let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty())
+            || select.having.is_some();
+        if !only_empty || grouped {
+            return;
+        }
+        let mut aggregates = false;
+        let _ = select
+            .projection
+            .visit(&mut FindAggregate(&mut aggregates, 0));
+        if aggregates {
+            return;
+        }
+        let mut used = std::collections::BTreeSet::new();
+        for (i, item) in select.projection.iter_mut().enumerate() {
+            let name = match item {
+                SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+                SelectItem::UnnamedExpr(Expr::Identifier(id)) => id.value.clone(),
+                SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => {
+                    p.last().map(|i| i.value.clone()).unwrap_or_default()
+                }
+                SelectItem::UnnamedExpr(e) => {
+                    pg_column_name(e).unwrap_or_else(|| format!("column{}", i + 1))
+                }
+                // `*` over an empty catalog: no rows, one placeholder column.
+                _ => "?column?".to_owned(),
+            };
+            // DataFusion refuses duplicate names; PostgreSQL clients read
+            // such columns by position.
+            let name = if used.insert(name.clone()) {
+                name
+            } else {
+                format!("{name}_{}", i + 1)
+            };
+            *item = SelectItem::ExprWithAlias {
+                expr: Expr::value(Value::Null),
+                alias: Ident::with_quote('"', name),
+            };
+        }
+        select.from.clear();
+        select.selection = Some(Expr::value(Value::Boolean(false)));
+    }
+}
+
+/// Finds an aggregate call outside nested queries.
+struct FindAggregate<'a>(&'a mut bool, usize);
+
+impl Visitor for FindAggregate<'_> {
+    type Break = ();
+    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+        self.1 += 1;
+        ControlFlow::Continue(())
+    }
+    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+        self.1 -= 1;
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if self.1 == 0
+            && let Expr::Function(f) = e
+            && f.over.is_none()
+            && f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                matches!(
+                    i.value.to_lowercase().as_str(),
+                    "count"
+                        | "sum"
+                        | "min"
+                        | "max"
+                        | "avg"
+                        | "array_agg"
+                        | "string_agg"
+                        | "bool_and"
+                        | "bool_or"
+                        | "every"
+                )
+            })
+        {
+            *self.0 = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl SqlStatementRewriteRule for EmptyCatalogSelect {
+    fn rewrite(&self, mut s: Statement) -> Statement {
+        struct V;
+        impl VisitorMut for V {
+            type Break = ();
+            fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+                fn walk(body: &mut SetExpr) -> bool {
+                    match body {
+                        SetExpr::Select(select) => {
+                            EmptyCatalogSelect::rewrite_select(select);
+                            select.from.is_empty()
+                        }
+                        SetExpr::SetOperation { left, right, .. } => {
+                            let l = walk(left);
+                            let r = walk(right);
+                            l && r
+                        }
+                        _ => false,
+                    }
+                }
+                // ORDER BY over the rewritten select would name columns
+                // of tables that are no longer read.
+                if walk(q.body.as_mut()) && matches!(q.body.as_ref(), SetExpr::Select(_)) {
+                    q.order_by = None;
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let _ = VisitMut::visit(&mut s, &mut V);
+        s
+    }
+}
+
+/// `'pg_catalog.array_in'::regproc` becomes `'array_in'`: the exported
+/// `pg_type.typinput`/`typoutput` columns hold procedure names, not OIDs
+/// (pgJDBC's type cache compares them this way).
+#[derive(Debug)]
+struct RegprocName;
+
+impl SqlStatementRewriteRule for RegprocName {
+    fn rewrite(&self, mut s: Statement) -> Statement {
+        struct V;
+        impl VisitorMut for V {
+            type Break = ();
+            fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+                if let Expr::Cast {
+                    expr, data_type, ..
+                } = e
+                    && matches!(
+                        data_type.to_string().to_lowercase().as_str(),
+                        "regproc" | "pg_catalog.regproc"
+                    )
+                    && let Expr::Value(v) = expr.as_ref()
+                    && let Value::SingleQuotedString(name) = &v.value
+                {
+                    let bare = name.strip_prefix("pg_catalog.").unwrap_or(name).to_owned();
+                    *e = Expr::value(Value::SingleQuotedString(bare));
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let _ = VisitMut::visit(&mut s, &mut V);
+        s
+    }
+}
+
+/// `(expr).field` becomes `get_field(expr, 'field')` (JDBC's primary-key
+/// query reads `(information_schema._pg_expandarray(i.indkey)).n`).
+#[derive(Debug)]
+struct FieldAccess;
+
+impl SqlStatementRewriteRule for FieldAccess {
+    fn rewrite(&self, mut s: Statement) -> Statement {
+        struct V;
+        impl VisitorMut for V {
+            type Break = ();
+            fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+                let Expr::CompoundFieldAccess { root, access_chain } = e else {
+                    return ControlFlow::Continue(());
+                };
+                let fields: Option<Vec<String>> = access_chain
+                    .iter()
+                    .map(|a| match a {
+                        AccessExpr::Dot(Expr::Identifier(i)) => Some(if i.quote_style.is_some() {
+                            i.value.clone()
+                        } else {
+                            i.value.to_lowercase()
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                let Some(fields) = fields else {
+                    return ControlFlow::Continue(());
+                };
+                let mut out = root.as_ref().clone();
+                for f in fields {
+                    out = call(
+                        "get_field",
+                        vec![out, Expr::value(Value::SingleQuotedString(f))],
+                        vec![],
+                    );
+                }
+                *e = out;
+                ControlFlow::Continue(())
+            }
+        }
+        let _ = VisitMut::visit(&mut s, &mut V);
+        s
+    }
+}
+
+/// A scalar subquery that is not aggregated, grouped or limited, such as
+/// `(SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid = t.typrelid)`,
+/// becomes `(SELECT max(…) …)`: the same answer for the single row an OID
+/// lookup finds, in the aggregated form DataFusion decorrelates.
+#[derive(Debug)]
+struct AggregateScalarSubquery;
+
+impl SqlStatementRewriteRule for AggregateScalarSubquery {
+    fn rewrite(&self, mut s: Statement) -> Statement {
+        struct V;
+        impl VisitorMut for V {
+            type Break = ();
+            fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+                let Expr::Subquery(q) = e else {
+                    return ControlFlow::Continue(());
+                };
+                if q.limit_clause.is_some() || q.fetch.is_some() {
+                    return ControlFlow::Continue(());
+                }
+                let SetExpr::Select(select) = q.body.as_mut() else {
+                    return ControlFlow::Continue(());
+                };
+                let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty())
+                    || select.having.is_some()
+                    || select.distinct.is_some();
+                let mut aggregates = false;
+                let _ = select
+                    .projection
+                    .visit(&mut FindAggregate(&mut aggregates, 0));
+                if grouped || aggregates {
+                    return ControlFlow::Continue(());
+                }
+                if let [
+                    SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. },
+                ] = select.projection.as_mut_slice()
+                {
+                    let inner = std::mem::replace(item, Expr::value(Value::Null));
+                    *item = call("max", vec![inner], vec![]);
+                    q.order_by = None;
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let _ = VisitMut::visit(&mut s, &mut V);
+        s
+    }
+}
+
+/// `name(args…)` with optional argument clauses.
+fn call(name: &str, args: Vec<Expr>, clauses: Vec<FunctionArgumentClause>) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
+            clauses,
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+fn rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
+    static RULES: OnceLock<Vec<Arc<dyn SqlStatementRewriteRule>>> = OnceLock::new();
+    RULES.get_or_init(|| {
+        vec![
+            Arc::new(EmptyCatalogSelect),
+            Arc::new(ArraySubquery),
+            Arc::new(AliasDuplicatedProjectionRewrite),
+            Arc::new(ResolveUnqualifiedIdentifier),
+            Arc::new(RewriteArrayAnyAllOperation),
+            Arc::new(PrependUnqualifiedPgTableName),
+            Arc::new(StripCallableQualifier),
+            Arc::new(FixArrayLiteral),
+            Arc::new(CurrentUserVariableToSessionUserFunctionCall),
+            Arc::new(StripCollate),
+            Arc::new(RewritePgCatalogOperator),
+            Arc::new(RegprocName),
+            Arc::new(RewriteRegCastToSubquery::new()),
+            Arc::new(RemoveSubqueryFromProjection),
+            Arc::new(AggregateScalarSubquery),
+            Arc::new(FieldAccess),
+        ]
+    })
+}
+
+/// Apply the catalog-dialect rules when `stmt` is a catalog statement.
+/// Returns whether it was one.
+pub fn rewrite_catalog_statement(stmt: &mut Statement) -> bool {
+    if !is_catalog_statement(stmt) {
+        return false;
+    }
+    let mut s = std::mem::replace(
+        stmt,
+        Statement::Commit {
+            chain: false,
+            end: false,
+            modifier: None,
+        },
+    );
+    for rule in rules() {
+        s = rule.rewrite(s);
+    }
+    *stmt = s;
+    true
+}
+
+/// The column name PostgreSQL gives an unnamed select-list expression:
+/// the function's name for a call (`count`), the column's for a cast of a
+/// column, `case` for CASE and `?column?` otherwise. `None`: DataFusion's
+/// name is already PostgreSQL's (a column, a wildcard).
+fn pg_column_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => None,
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.to_lowercase()),
+        Expr::Cast { expr, .. } => match expr.as_ref() {
+            Expr::Identifier(i) => Some(i.value.clone()),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+            inner => pg_column_name(inner),
+        },
+        Expr::Nested(inner) => pg_column_name(inner),
+        Expr::Case { .. } => Some("case".to_owned()),
+        _ => Some("?column?".to_owned()),
+    }
+}
+
+/// Name the result columns of a query the way PostgreSQL does (`count`,
+/// not `count(*)`), so clients that read columns by name find them. Only
+/// the outermost select list is renamed, and only where the new name is
+/// unique among the result's columns (DataFusion refuses duplicates).
+pub fn postgres_column_names(stmt: &mut Statement) {
+    let Statement::Query(q) = stmt else { return };
+    let mut body = q.body.as_mut();
+    while let SetExpr::SetOperation { left, .. } = body {
+        body = left.as_mut();
+    }
+    let SetExpr::Select(select) = body else {
+        return;
+    };
+    let existing: Vec<Option<String>> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.clone()),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => {
+                p.last().map(|i| i.value.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let proposed: Vec<Option<String>> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(e) => pg_column_name(e),
+            _ => None,
+        })
+        .collect();
+    let count = |name: &str| {
+        existing
+            .iter()
+            .chain(proposed.iter())
+            .filter(|n| n.as_deref() == Some(name))
+            .count()
+    };
+    for (item, name) in select.projection.iter_mut().zip(proposed.iter()) {
+        if let Some(name) = name
+            && count(name) == 1
+            && let SelectItem::UnnamedExpr(e) = item
+        {
+            let expr = std::mem::replace(e, Expr::value(Value::Null));
+            *item = SelectItem::ExprWithAlias {
+                expr,
+                alias: Ident::with_quote('"', name.clone()),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rewrite::gate::{ParseLimits, parse};
+
+    fn stmt(sql: &str) -> Statement {
+        parse(sql, ParseLimits::default()).unwrap().remove(0)
+    }
+
+    #[test]
+    fn only_catalog_statements_are_rewritten() {
+        let mut s = stmt(
+            "SELECT (SELECT count(*) FROM claims.claims c WHERE c.patient_id = p.patient_id) FROM clinical.patients p",
+        );
+        let before = s.to_string();
+        assert!(!rewrite_catalog_statement(&mut s));
+        assert_eq!(s.to_string(), before);
+
+        let mut s = stmt(
+            "SELECT c.relname FROM pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(patients)$' COLLATE pg_catalog.default",
+        );
+        assert!(rewrite_catalog_statement(&mut s));
+        let text = s.to_string();
+        assert!(text.contains("pg_catalog.pg_class"), "{text}");
+        assert!(!text.contains("COLLATE"), "{text}");
+        assert!(is_catalog_statement(&stmt(
+            "SELECT 'clinical.patients'::regclass"
+        )));
+        assert!(is_catalog_statement(&stmt(
+            "SELECT * FROM information_schema.tables"
+        )));
+        assert!(!is_catalog_statement(&stmt(
+            "SELECT * FROM clinical.patients"
+        )));
+        let mut s = stmt(
+            "SELECT array_to_string(array(select rolname from pg_catalog.pg_roles where oid = 1 order by 1), ',')",
+        );
+        assert!(rewrite_catalog_statement(&mut s));
+        let text = s.to_string();
+        assert!(
+            text.contains("(SELECT array_agg(rolname ORDER BY rolname) FROM"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn selects_over_empty_catalogs_answer_no_rows() {
+        let mut s = stmt(
+            "SELECT pol.polname, pg_catalog.array_to_string(array(select rolname from pg_catalog.pg_roles where oid = any (pol.polroles) order by 1),',') AS roles FROM pg_catalog.pg_policy pol WHERE pol.polrelid = '1' ORDER BY 1",
+        );
+        assert!(rewrite_catalog_statement(&mut s));
+        assert_eq!(
+            s.to_string(),
+            "SELECT NULL AS \"polname\", NULL AS \"roles\" WHERE false"
+        );
+        let mut s = stmt("SELECT count(*) FROM pg_catalog.pg_policy");
+        assert!(rewrite_catalog_statement(&mut s));
+        assert!(s.to_string().contains("FROM pg_catalog.pg_policy"), "{s}");
+    }
+
+    #[test]
+    fn result_columns_are_named_like_postgres() {
+        let mut s = stmt(
+            "SELECT count(*), site_id, sum(x)::int, 1 + 1, p.a, CASE WHEN true THEN 1 END, max(y) AS m, min(z), min(w) FROM t p",
+        );
+        postgres_column_names(&mut s);
+        assert_eq!(
+            s.to_string(),
+            "SELECT count(*) AS \"count\", site_id, sum(x)::INT AS \"sum\", 1 + 1 AS \"?column?\", p.a, CASE WHEN true THEN 1 END AS \"case\", max(y) AS m, min(z), min(w) FROM t p"
+        );
+    }
+}
