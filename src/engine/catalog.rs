@@ -111,6 +111,10 @@ impl SchemaProvider for CatalogSchema {
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };
+        let table = match name.to_ascii_lowercase().as_str() {
+            "pg_index" | "pg_constraint" => empty_keys_table(&table.schema())?,
+            _ => table,
+        };
         Ok(Some(CatalogTable::new(table) as Arc<dyn TableProvider>))
     }
 
@@ -1001,6 +1005,150 @@ impl ScalarUDFImpl for ExpandArrayUdf {
     }
 }
 
+/// The text of one value of a catalog function argument (`None`: NULL).
+fn value_text(a: &ArrayRef, row: usize) -> DfResult<Option<String>> {
+    if a.is_null(row) {
+        return Ok(None);
+    }
+    Ok(Some(match ScalarValue::try_from_array(a, row)? {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s,
+        v => v.to_string(),
+    }))
+}
+
+/// `format(fmt, args…)` with `%s`, `%I` (identifier, quoted when needed),
+/// `%L` (literal) and `%%`, as clients use it to spell type names.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FormatUdf {
+    signature: Signature,
+}
+
+fn quote_ident(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        s.to_owned()
+    } else {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
+}
+
+impl ScalarUDFImpl for FormatUdf {
+    fn name(&self) -> &str {
+        "format"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut out = Vec::with_capacity(args.number_rows);
+        for row in 0..args.number_rows {
+            let Some(fmt) = value_text(&arrays[0], row)? else {
+                out.push(None);
+                continue;
+            };
+            let mut text = String::new();
+            let mut next = 1;
+            let mut chars = fmt.chars();
+            while let Some(c) = chars.next() {
+                if c != '%' {
+                    text.push(c);
+                    continue;
+                }
+                let spec = chars.next();
+                if spec == Some('%') {
+                    text.push('%');
+                    continue;
+                }
+                let arg = match arrays.get(next) {
+                    Some(a) => value_text(a, row)?,
+                    None => return Err(DataFusionError::Plan("format: too few arguments".into())),
+                };
+                next += 1;
+                match (spec, arg) {
+                    (Some('s'), a) => text.push_str(a.as_deref().unwrap_or("")),
+                    (Some('I'), Some(a)) => text.push_str(&quote_ident(&a)),
+                    (Some('L'), Some(a)) => text.push_str(&format!("'{}'", a.replace('\'', "''"))),
+                    (Some('L'), None) => text.push_str("NULL"),
+                    _ => {
+                        return Err(DataFusionError::Plan(
+                            "format: unsupported conversion".into(),
+                        ));
+                    }
+                }
+            }
+            out.push(Some(text));
+        }
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+    }
+}
+
+/// `json_build_object(k, v, …)` as JSON text (SQLAlchemy reads column
+/// identity and collation options this way).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObjectUdf {
+    signature: Signature,
+}
+
+fn json_value(a: &ArrayRef, row: usize) -> DfResult<serde_json::Value> {
+    use serde_json::Value as J;
+    if a.is_null(row) {
+        return Ok(J::Null);
+    }
+    Ok(match ScalarValue::try_from_array(a, row)? {
+        ScalarValue::Boolean(Some(b)) => J::Bool(b),
+        ScalarValue::Int8(Some(n)) => J::from(n),
+        ScalarValue::Int16(Some(n)) => J::from(n),
+        ScalarValue::Int32(Some(n)) => J::from(n),
+        ScalarValue::Int64(Some(n)) => J::from(n),
+        ScalarValue::Float64(Some(f)) => J::from(f),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => J::String(s),
+        v => J::String(v.to_string()),
+    })
+}
+
+impl ScalarUDFImpl for JsonBuildObjectUdf {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        if arrays.len() % 2 != 0 {
+            return Err(DataFusionError::Plan(
+                "json_build_object: an even number of arguments".into(),
+            ));
+        }
+        let mut out = Vec::with_capacity(args.number_rows);
+        for row in 0..args.number_rows {
+            let mut object = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = value_text(&pair[0], row)?.unwrap_or_default();
+                object.insert(key, json_value(&pair[1], row)?);
+            }
+            out.push(serde_json::Value::Object(object).to_string());
+        }
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+    }
+}
+
 /// Catalog functions that do not depend on the session's policy.
 pub fn static_udfs() -> Vec<ScalarUDF> {
     let any = |arities: &[usize]| {
@@ -1052,7 +1200,51 @@ pub fn static_udfs() -> Vec<ScalarUDF> {
     out.push(ScalarUDF::new_from_impl(ExpandArrayUdf {
         signature: any(&[1]),
     }));
+    out.push(ScalarUDF::new_from_impl(FormatUdf {
+        signature: Signature::variadic_any(Volatility::Immutable),
+    }));
+    out.push(ScalarUDF::new_from_impl(JsonBuildObjectUdf {
+        signature: Signature::variadic_any(Volatility::Immutable),
+    }));
     out
+}
+
+/// `pg_index` and `pg_constraint` as lakeward has them for its tables:
+/// empty (Delta tables declare no keys or indexes), with the key columns
+/// typed as arrays so `unnest(indkey)` and `conkey[1]` plan.
+fn empty_keys_table(schema: &SchemaRef) -> DfResult<Arc<dyn TableProvider>> {
+    const ARRAYS: &[&str] = &[
+        "indkey",
+        "indcollation",
+        "indclass",
+        "indoption",
+        "conkey",
+        "confkey",
+        "conpfeqop",
+        "conppeqop",
+        "conffeqop",
+        "conexclop",
+        "confdelsetcols",
+    ];
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if ARRAYS.contains(&f.name().as_str()) {
+                Field::new(
+                    f.name(),
+                    DataType::List(Arc::new(Field::new("item", DataType::Int16, true))),
+                    true,
+                )
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Ok(Arc::new(MemTable::try_new(
+        Arc::new(Schema::new(fields)),
+        vec![vec![]],
+    )?))
 }
 
 #[cfg(test)]

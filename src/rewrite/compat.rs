@@ -401,6 +401,125 @@ impl SqlStatementRewriteRule for RegprocName {
     }
 }
 
+/// `x IN (SELECT … FROM generate_series(…) i, string_to_array(
+/// current_setting('search_path'), ',') s)` — Grafana's "is this schema on
+/// the search path" — becomes `x IN (SELECT unnest(current_schemas(false)))`,
+/// which the session binder then fills with the session's own path.
+#[derive(Debug)]
+struct SearchPathMembership;
+
+fn mentions_search_path(q: &Query) -> bool {
+    struct F(bool);
+    impl Visitor for F {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Value(v) = e
+                && matches!(&v.value, Value::SingleQuotedString(s) if s.eq_ignore_ascii_case("search_path"))
+            {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return false;
+    };
+    let table_function = select
+        .from
+        .iter()
+        .any(|t| matches!(&t.relation, TableFactor::Table { args: Some(_), .. }));
+    let mut f = F(false);
+    let _ = select.from.visit(&mut f);
+    table_function && f.0
+}
+
+/// `SELECT unnest(current_schemas(false))`, parsed once from this constant.
+fn search_path_query() -> Option<Query> {
+    static QUERY: OnceLock<Option<Query>> = OnceLock::new();
+    QUERY
+        .get_or_init(|| {
+            match crate::rewrite::gate::parse(
+                "SELECT unnest(current_schemas(false))",
+                Default::default(),
+            )
+            .ok()?
+            .pop()?
+            {
+                Statement::Query(q) => Some(*q),
+                _ => None,
+            }
+        })
+        .clone()
+}
+
+impl SqlStatementRewriteRule for SearchPathMembership {
+    fn rewrite(&self, mut s: Statement) -> Statement {
+        struct V;
+        impl VisitorMut for V {
+            type Break = ();
+            fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+                if let Expr::InSubquery { subquery, .. } = e
+                    && mentions_search_path(subquery)
+                {
+                    if let Some(q) = search_path_query() {
+                        **subquery = q;
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let _ = VisitMut::visit(&mut s, &mut V);
+        s
+    }
+}
+
+/// `to_regclass('x')`, `to_regtype('x')`, … become the casts
+/// `'x'::regclass`, … that the oid-alias rule then resolves (NULL when the
+/// object is not in this session's catalog).
+#[derive(Debug)]
+struct ToRegFunctions;
+
+impl SqlStatementRewriteRule for ToRegFunctions {
+    fn rewrite(&self, mut s: Statement) -> Statement {
+        struct V;
+        impl VisitorMut for V {
+            type Break = ();
+            fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+                let Expr::Function(f) = e else {
+                    return ControlFlow::Continue(());
+                };
+                let Some(name) = f.name.0.last().and_then(|p| p.as_ident()) else {
+                    return ControlFlow::Continue(());
+                };
+                let target = match name.value.to_lowercase().as_str() {
+                    "to_regclass" => "regclass",
+                    "to_regtype" => "regtype",
+                    "to_regnamespace" => "regnamespace",
+                    "to_regproc" => "regproc",
+                    _ => return ControlFlow::Continue(()),
+                };
+                let FunctionArguments::List(l) = &f.args else {
+                    return ControlFlow::Continue(());
+                };
+                let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = l.args.as_slice() else {
+                    return ControlFlow::Continue(());
+                };
+                *e = Expr::Cast {
+                    kind: datafusion::sql::sqlparser::ast::CastKind::Cast,
+                    expr: Box::new(arg.clone()),
+                    data_type: DataType::Custom(ObjectName::from(vec![Ident::new(target)]), vec![]),
+                    array: false,
+                    format: None,
+                };
+                ControlFlow::Continue(())
+            }
+        }
+        let _ = VisitMut::visit(&mut s, &mut V);
+        s
+    }
+}
+
 /// `(expr).field` becomes `get_field(expr, 'field')` (JDBC's primary-key
 /// query reads `(information_schema._pg_expandarray(i.indkey)).n`).
 #[derive(Debug)]
@@ -519,6 +638,7 @@ fn rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
     static RULES: OnceLock<Vec<Arc<dyn SqlStatementRewriteRule>>> = OnceLock::new();
     RULES.get_or_init(|| {
         vec![
+            Arc::new(SearchPathMembership),
             Arc::new(EmptyCatalogSelect),
             Arc::new(ArraySubquery),
             Arc::new(AliasDuplicatedProjectionRewrite),
@@ -530,6 +650,7 @@ fn rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
             Arc::new(CurrentUserVariableToSessionUserFunctionCall),
             Arc::new(StripCollate),
             Arc::new(RewritePgCatalogOperator),
+            Arc::new(ToRegFunctions),
             Arc::new(RegprocName),
             Arc::new(RewriteRegCastToSubquery::new()),
             Arc::new(RemoveSubqueryFromProjection),
