@@ -38,7 +38,7 @@ use super::CATALOG;
 pub const DATABASE: &str = "lakeward";
 
 /// Schemas every session has, whatever its policy.
-pub const SYSTEM_SCHEMAS: [&str; 2] = ["pg_catalog", "information_schema"];
+pub use crate::rewrite::compat::SYSTEM_SCHEMAS;
 
 /// A system-catalog table: metadata computed from one secured catalog.
 /// Scans pass straight through to the wrapped provider.

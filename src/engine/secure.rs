@@ -33,7 +33,7 @@ use datafusion::physical_plan::{
 };
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    self, BinaryOperator, Expr, Ident, ObjectName, SelectItem, SetExpr, Statement, Value,
+    self, BinaryOperator, Expr, Ident, SelectItem, SetExpr, Statement, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -201,24 +201,7 @@ fn col(name: &str) -> Expr {
 }
 
 fn func(name: &str, args: Vec<Expr>) -> Expr {
-    use ast::{Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments};
-    Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new(name)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: args
-                .into_iter()
-                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
-                .collect(),
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
+    crate::rewrite::compat::call(name, args, vec![])
 }
 
 fn number(n: impl ToString) -> Expr {

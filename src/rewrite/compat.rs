@@ -613,8 +613,8 @@ impl SqlStatementRewriteRule for AggregateScalarSubquery {
     }
 }
 
-/// `name(args…)` with optional argument clauses.
-fn call(name: &str, args: Vec<Expr>, clauses: Vec<FunctionArgumentClause>) -> Expr {
+/// `name(args…)` with optional argument clauses, as an AST call.
+pub fn call(name: &str, args: Vec<Expr>, clauses: Vec<FunctionArgumentClause>) -> Expr {
     Expr::Function(Function {
         name: ObjectName::from(vec![Ident::new(name)]),
         uses_odbc_syntax: false,
