@@ -700,14 +700,9 @@ impl ColumnRows {
             strings(std::iter::repeat_n(Some(DATABASE), n)),
             strings(std::iter::repeat_n(Some("pg_catalog"), n)),
             strings(self.udt.iter().map(|s| Some(*s))),
-            strings(
-                self.position
-                    .iter()
-                    .map(|p| Some(p.to_string()))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(|s| s.as_deref()),
-            ),
+            Arc::new(StringArray::from_iter_values(
+                self.position.iter().map(i32::to_string),
+            )),
             strings(std::iter::repeat_n(Some("NO"), n)),
             strings(std::iter::repeat_n(Some("NEVER"), n)),
             strings(std::iter::repeat_n(Some("NO"), n)),

@@ -703,7 +703,12 @@ fn close_cursor<C: ClientPortalStore<PortalStore: PortalStore>>(
 
 /// `FETCH`: stream up to `count` rows (all when `None`) of a cursor to the
 /// client as one result, `FETCH n`.
-async fn fetch_cursor<C>(client: &mut C, name: &str, count: Option<usize>) -> PgWireResult<()>
+async fn fetch_cursor<C>(
+    client: &mut C,
+    session: &Session,
+    name: &str,
+    count: Option<usize>,
+) -> PgWireResult<()>
 where
     C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
     C::PortalStore: PortalStore,
@@ -718,6 +723,18 @@ where
         )
         .into_pgwire());
     };
+    // Rows were authorised for the access rules of DECLARE; once the role,
+    // purpose, break-glass or policy version changes, the cursor ends.
+    let current = session
+        .subject()
+        .map(|s| (s, session.policy().version.clone()));
+    if portal.statement.statement.0.planned_for != current {
+        store.rm_portal(name);
+        return Err(SqlError::permission_denied(
+            "access rules changed since the cursor was declared: declare it again",
+        )
+        .into_pgwire());
+    }
     let fields = match &portal.statement.statement.0.result_schema {
         Some(schema) => pg_fields(schema, &Format::UnifiedText).map_err(SqlError::into_pgwire)?,
         None => vec![],
@@ -862,70 +879,38 @@ impl SimpleQueryHandler for ConnHandler {
                             .await
                     }
                     .await;
-                    match result {
-                        Ok(Outcome::Rows(rows)) => {
-                            if let Err(e) = send_query_response(client, rows, true).await {
-                                // A row failed mid-stream (cancel, execution error).
-                                match e {
-                                    PgWireError::UserError(info) => {
-                                        client
-                                            .feed(PgWireBackendMessage::ErrorResponse(
-                                                (*info).into(),
-                                            ))
-                                            .await?;
-                                        status = status.to_error_state();
-                                        break;
-                                    }
-                                    other => return Err(other),
-                                }
-                            }
-                        }
+                    let complete = |tag: Tag| PgWireBackendMessage::CommandComplete(tag.into());
+                    let sent: PgWireResult<()> = match result {
+                        // A row can fail mid-stream (cancel, execution error).
+                        Ok(Outcome::Rows(rows)) => send_query_response(client, rows, true).await,
                         Ok(Outcome::Tag(tag)) => {
-                            client
-                                .feed(PgWireBackendMessage::CommandComplete(tag.into()))
-                                .await?;
+                            client.feed(complete(tag)).await.map_err(Into::into)
                         }
                         Ok(Outcome::Cursor { name, inner, rows }) => {
-                            open_cursor(client, name, inner, rows)
-                                .await
-                                .map_err(SqlError::into_pgwire)?;
-                            client
-                                .feed(PgWireBackendMessage::CommandComplete(
-                                    Tag::new("DECLARE CURSOR").into(),
-                                ))
-                                .await?;
-                        }
-                        Ok(Outcome::Close(name)) => {
-                            close_cursor(client, name.as_deref()).map_err(SqlError::into_pgwire)?;
-                            client
-                                .feed(PgWireBackendMessage::CommandComplete(
-                                    Tag::new("CLOSE CURSOR").into(),
-                                ))
-                                .await?;
-                        }
-                        Ok(Outcome::Fetch { name, count }) => {
-                            if let Err(e) = fetch_cursor(client, &name, count).await {
-                                match e {
-                                    PgWireError::UserError(info) => {
-                                        client
-                                            .feed(PgWireBackendMessage::ErrorResponse(
-                                                (*info).into(),
-                                            ))
-                                            .await?;
-                                        status = status.to_error_state();
-                                        break;
-                                    }
-                                    other => return Err(other),
-                                }
+                            match open_cursor(client, name, inner, rows).await {
+                                Ok(()) => client
+                                    .feed(complete(Tag::new("DECLARE CURSOR")))
+                                    .await
+                                    .map_err(Into::into),
+                                Err(e) => Err(e.into_pgwire()),
                             }
                         }
+                        Ok(Outcome::Close(name)) => match close_cursor(client, name.as_deref()) {
+                            Ok(()) => client
+                                .feed(complete(Tag::new("CLOSE CURSOR")))
+                                .await
+                                .map_err(Into::into),
+                            Err(e) => Err(e.into_pgwire()),
+                        },
+                        Ok(Outcome::Fetch { name, count }) => {
+                            fetch_cursor(client, &session, &name, count).await
+                        }
                         Ok(Outcome::Begin) => {
-                            client
-                                .feed(PgWireBackendMessage::CommandComplete(
-                                    Tag::new("BEGIN").into(),
-                                ))
-                                .await?;
                             status = status.to_in_transaction_state();
+                            client
+                                .feed(complete(Tag::new("BEGIN")))
+                                .await
+                                .map_err(Into::into)
                         }
                         Ok(Outcome::End(tag)) => {
                             let tag = if status == TransactionStatus::Error {
@@ -933,16 +918,23 @@ impl SimpleQueryHandler for ConnHandler {
                             } else {
                                 tag
                             };
-                            client
-                                .feed(PgWireBackendMessage::CommandComplete(tag.into()))
-                                .await?;
                             status = status.to_idle_state();
+                            client.feed(complete(tag)).await.map_err(Into::into)
                         }
-                        Err(e) => {
-                            send_error(client, e).await?;
+                        Err(e) => Err(e.into_pgwire()),
+                    };
+                    // One way out for every statement error: report it, mark
+                    // the transaction failed, skip the rest of the query.
+                    match sent {
+                        Ok(()) => {}
+                        Err(PgWireError::UserError(info)) => {
+                            client
+                                .feed(PgWireBackendMessage::ErrorResponse((*info).into()))
+                                .await?;
                             status = status.to_error_state();
                             break;
                         }
+                        Err(other) => return Err(other),
                     }
                 }
             }

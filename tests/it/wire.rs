@@ -315,3 +315,43 @@ async fn explain_does_not_reveal_policy() {
         assert!(!text.contains(secret), "EXPLAIN leaked {secret}: {text}");
     }
 }
+
+/// A cursor pages through its rows with FETCH, and ends when the session's
+/// access rules change (here the purpose of use): rows authorised for one
+/// purpose are not handed out under another.
+#[test]
+fn cursors_page_and_end_when_access_rules_change() {
+    crate::support::runtime().block_on(async {
+        let c = connect(server().addr).await;
+        c.batch_execute(
+            "BEGIN; DECLARE c CURSOR FOR SELECT patient_id FROM patients ORDER BY patient_id",
+        )
+        .await
+        .expect("declare");
+        let rows = |msgs: Vec<SimpleQueryMessage>| {
+            msgs.into_iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let first = rows(c.simple_query("FETCH 2 FROM c").await.expect("fetch"));
+        let next = rows(
+            c.simple_query("FETCH FORWARD 3 FROM c")
+                .await
+                .expect("fetch"),
+        );
+        assert_eq!(first.len(), 2);
+        assert_eq!(next.len(), 3);
+        assert!(first[1] < next[0], "{first:?} then {next:?}");
+        c.batch_execute("SET lakeward.purpose = 'payment'")
+            .await
+            .expect("set purpose");
+        let e = c.simple_query("FETCH 1 FROM c").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("42501"));
+        c.batch_execute("ROLLBACK").await.expect("rollback");
+        let e = c.simple_query("FETCH 1 FROM c").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("34000"));
+    });
+}
