@@ -98,7 +98,7 @@ fn key(f: &Fixture, sql: &str) -> PlanKey {
         sql: Arc::from(sql),
         policy_version: f.policy.version.clone(),
         subject: Some(f.subject.clone()),
-        default_schema: None,
+        search_path: vec!["public".to_owned()],
         database: f.facts.database.clone(),
     }
 }
@@ -145,7 +145,7 @@ fn benches(c: &mut Criterion) {
                         &f.policy,
                         access.as_ref(),
                         stmt,
-                        None,
+                        &["public".to_owned()],
                     ))
                     .expect("plan");
                 black_box(planned);

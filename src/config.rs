@@ -275,21 +275,13 @@ pub struct TlsConfig {
 /// Where the Delta tables live.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct DataConfig {
     /// Root folder scanned for `<schema>/<table>/_delta_log`.
     pub root: Option<PathBuf>,
     /// Explicit table locations: `"clinical.patients" = "/data/clinical/patients"`
     /// (local paths or object-store URLs). Override what `root` discovers.
     pub tables: std::collections::BTreeMap<String, String>,
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig {
-            root: None,
-            tables: Default::default(),
-        }
-    }
 }
 
 impl ServerConfig {

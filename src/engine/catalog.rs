@@ -41,22 +41,43 @@ pub const DATABASE: &str = "lakeward";
 pub use crate::rewrite::compat::SYSTEM_SCHEMAS;
 
 /// A system-catalog table: metadata computed from one secured catalog.
-/// Scans pass straight through to the wrapped provider.
+/// Scans pass straight through to the wrapped provider, with PostgreSQL
+/// columns the provider lacks appended as NULLs.
 #[derive(Debug)]
 pub struct CatalogTable {
     inner: Arc<dyn TableProvider>,
+    /// Columns after the provider's own, always NULL.
+    nulls: Vec<Field>,
+    schema: SchemaRef,
 }
 
 impl CatalogTable {
     pub fn new(inner: Arc<dyn TableProvider>) -> Arc<CatalogTable> {
-        Arc::new(CatalogTable { inner })
+        Self::with_nulls(inner, vec![])
+    }
+
+    /// `inner` with `nulls` appended as always-NULL columns.
+    pub fn with_nulls(inner: Arc<dyn TableProvider>, nulls: Vec<Field>) -> Arc<CatalogTable> {
+        let base = inner.schema();
+        let schema = if nulls.is_empty() {
+            base
+        } else {
+            let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.extend(nulls.iter().cloned());
+            Arc::new(Schema::new_with_metadata(fields, base.metadata().clone()))
+        };
+        Arc::new(CatalogTable {
+            inner,
+            nulls,
+            schema,
+        })
     }
 }
 
 #[async_trait]
 impl TableProvider for CatalogTable {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        self.schema.clone()
     }
 
     fn constraints(&self) -> Option<&Constraints> {
@@ -80,18 +101,82 @@ impl TableProvider for CatalogTable {
         filters: &[DfExpr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.inner.scan(state, projection, filters, limit).await
+        if self.nulls.is_empty() {
+            return self.inner.scan(state, projection, filters, limit).await;
+        }
+        use datafusion::physical_expr::PhysicalExpr;
+        use datafusion::physical_expr::expressions::{Column, Literal};
+        let own = self.inner.schema().fields().len();
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let from_inner: Vec<usize> = wanted.iter().copied().filter(|i| *i < own).collect();
+        // Filters are not pushed here (see supports_filters_pushdown).
+        let input = self
+            .inner
+            .scan(state, Some(&from_inner), &[], limit)
+            .await?;
+        let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(wanted.len());
+        for i in wanted {
+            let field = self.schema.field(i);
+            let expr: Arc<dyn PhysicalExpr> = match from_inner.iter().position(|j| *j == i) {
+                Some(pos) if i < own => Arc::new(Column::new(field.name(), pos)),
+                _ => Arc::new(Literal::new(ScalarValue::try_from(field.data_type())?)),
+            };
+            exprs.push((expr, field.name().clone()));
+        }
+        Ok(Arc::new(
+            datafusion::physical_plan::projection::ProjectionExec::try_new(exprs, input)?,
+        ))
     }
 
     fn supports_filters_pushdown(
         &self,
         filters: &[&DfExpr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        self.inner.supports_filters_pushdown(filters)
+        if self.nulls.is_empty() {
+            self.inner.supports_filters_pushdown(filters)
+        } else {
+            Ok(vec![
+                TableProviderFilterPushDown::Unsupported;
+                filters.len()
+            ])
+        }
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        self.inner.statistics()
+        if self.nulls.is_empty() {
+            self.inner.statistics()
+        } else {
+            None
+        }
+    }
+}
+
+/// The result of `pg_get_keywords()`, a [`CatalogTable`] over the static
+/// keyword list.
+#[derive(Debug)]
+pub struct KeywordsFunction {
+    table: Arc<dyn TableProvider>,
+}
+
+impl KeywordsFunction {
+    pub fn new(static_tables: &PgCatalogStaticTables) -> DfResult<KeywordsFunction> {
+        Ok(KeywordsFunction {
+            table: static_tables.pg_get_keywords.try_into_memtable()?,
+        })
+    }
+}
+
+impl datafusion::catalog::TableFunctionImpl for KeywordsFunction {
+    fn call(&self, args: &[DfExpr]) -> DfResult<Arc<dyn TableProvider>> {
+        if !args.is_empty() {
+            return Err(DataFusionError::Plan(
+                "pg_get_keywords() takes no arguments".into(),
+            ));
+        }
+        Ok(CatalogTable::new(self.table.clone()))
     }
 }
 
@@ -112,10 +197,19 @@ impl SchemaProvider for CatalogSchema {
             return Ok(None);
         };
         let table = match name.to_ascii_lowercase().as_str() {
-            "pg_index" | "pg_constraint" => empty_keys_table(&table.schema())?,
-            _ => table,
+            "pg_index" | "pg_constraint" => CatalogTable::new(empty_keys_table(&table.schema())?),
+            // Storage options (SQLAlchemy reads them with the indexes).
+            "pg_class" => CatalogTable::with_nulls(
+                table,
+                vec![Field::new(
+                    "reloptions",
+                    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+                    true,
+                )],
+            ),
+            _ => CatalogTable::new(table),
         };
-        Ok(Some(CatalogTable::new(table) as Arc<dyn TableProvider>))
+        Ok(Some(table as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -1192,6 +1286,27 @@ pub fn static_udfs() -> Vec<ScalarUDF> {
         value: ScalarValue::Boolean(Some(true)),
         signature: any(&[1]),
     }));
+    out.push(ScalarUDF::new_from_impl(ConstantUdf {
+        name: "pg_collation_is_visible",
+        value: ScalarValue::Boolean(Some(true)),
+        signature: any(&[1]),
+    }));
+    // Sizes are not disclosed: a table's size tells how many rows exist
+    // beyond those the policy shows (PostgreSQL answers NULL for an
+    // unknown relation too). Any integer oid is accepted (DBeaver binds
+    // int8).
+    for name in [
+        "pg_relation_size",
+        "pg_total_relation_size",
+        "pg_table_size",
+        "pg_indexes_size",
+    ] {
+        out.push(ScalarUDF::new_from_impl(ConstantUdf {
+            name,
+            value: ScalarValue::Int64(None),
+            signature: any(&[1, 2]),
+        }));
+    }
     out.push(ScalarUDF::new_from_impl(ExpandArrayUdf {
         signature: any(&[1]),
     }));

@@ -74,10 +74,10 @@ fn schema_error(e: &SchemaError) -> SqlError {
 
 fn plan_error(msg: &str) -> SqlError {
     let line = first_line(msg);
-    if let Some(rest) = line.strip_prefix("table '") {
-        if let Some(name) = rest.strip_suffix("' not found") {
-            return SqlError::new("42P01", format!("relation \"{name}\" does not exist"));
-        }
+    if let Some(rest) = line.strip_prefix("table '")
+        && let Some(name) = rest.strip_suffix("' not found")
+    {
+        return SqlError::new("42P01", format!("relation \"{name}\" does not exist"));
     }
     if let Some(rest) = line.strip_prefix("Invalid function '") {
         let name = rest.split('\'').next().unwrap_or("");

@@ -164,6 +164,15 @@ impl Engine {
             datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
                 .map_err(|e| EngineError::Setup(e.to_string()))?,
         );
+        // The crate's pg_get_keywords() hands out a plain memory table; this
+        // one is a catalog table the plan verifier admits.
+        client.register_udtf(
+            "pg_get_keywords",
+            Arc::new(
+                catalog::KeywordsFunction::new(&static_tables)
+                    .map_err(|e| EngineError::Setup(e.to_string()))?,
+            ),
+        );
         let access_cache = moka::sync::Cache::builder().max_capacity(10_000).build();
         let columns = tables
             .values()

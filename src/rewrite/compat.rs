@@ -17,10 +17,10 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
-    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, JoinOperator, ObjectName,
-    OrderByExpr, OrderByKind, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value,
-    Visit, VisitMut, Visitor, VisitorMut,
+    AccessExpr, BinaryOperator, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArgumentClause, FunctionArgumentList, FunctionArguments, GroupByExpr, Ident,
+    JoinOperator, ObjectName, OrderByExpr, OrderByKind, Query, Select, SelectItem, SetExpr,
+    Statement, TableFactor, UnaryOperator, Value, Visit, VisitMut, Visitor, VisitorMut,
 };
 use datafusion_pg_catalog::sql::rules::{
     AliasDuplicatedProjectionRewrite, CurrentUserVariableToSessionUserFunctionCall,
@@ -204,7 +204,13 @@ const EMPTY_CATALOGS: &[&str] = &[
     "pg_user_mapping",
 ];
 
-fn is_empty_catalog(f: &TableFactor) -> bool {
+/// Catalogs lakeward keeps empty but typed (its tables declare no keys or
+/// indexes): a query that reads their key arrays needs the types, so only
+/// the statement's outermost SELECT (whose columns go to the client) is
+/// answered without rows by [`EmptyCatalogSelect`].
+const EMPTY_KEY_CATALOGS: &[&str] = &["pg_index", "pg_constraint"];
+
+fn is_empty_catalog(f: &TableFactor, outermost: bool) -> bool {
     match f {
         TableFactor::Table {
             name, args: None, ..
@@ -216,6 +222,7 @@ fn is_empty_catalog(f: &TableFactor) -> bool {
                 _ => return false,
             };
             EMPTY_CATALOGS.contains(&table.as_str())
+                || (outermost && EMPTY_KEY_CATALOGS.contains(&table.as_str()))
         }
         _ => false,
     }
@@ -230,19 +237,19 @@ fn is_empty_catalog(f: &TableFactor) -> bool {
 struct EmptyCatalogSelect;
 
 impl EmptyCatalogSelect {
-    fn rewrite_select(select: &mut Select) {
+    fn rewrite_select(select: &mut Select, outermost: bool) {
         // Rows need every comma-separated FROM item to have rows; an inner
         // join with an empty catalog has none, and a left join keeps an
         // empty left side empty.
         let only_empty = select.from.iter().any(|t| {
-            let mut empty = is_empty_catalog(&t.relation);
+            let mut empty = is_empty_catalog(&t.relation, outermost);
             for j in &t.joins {
                 match j.join_operator {
                     JoinOperator::Join(_)
                     | JoinOperator::Inner(_)
                     | JoinOperator::CrossJoin(_)
                     | JoinOperator::LeftSemi(_)
-                    | JoinOperator::Semi(_) => empty |= is_empty_catalog(&j.relation),
+                    | JoinOperator::Semi(_) => empty |= is_empty_catalog(&j.relation, outermost),
                     JoinOperator::Left(_)
                     | JoinOperator::LeftOuter(_)
                     | JoinOperator::LeftAnti(_)
@@ -335,35 +342,45 @@ impl Visitor for FindAggregate<'_> {
     }
 }
 
+impl EmptyCatalogSelect {
+    /// Rewrites the selects of `q`'s body; true when none reads a table.
+    fn rewrite_query(q: &mut Query, outermost: bool) {
+        fn walk(body: &mut SetExpr, outermost: bool) -> bool {
+            match body {
+                SetExpr::Select(select) => {
+                    EmptyCatalogSelect::rewrite_select(select, outermost);
+                    select.from.is_empty()
+                }
+                SetExpr::SetOperation { left, right, .. } => {
+                    let l = walk(left, outermost);
+                    let r = walk(right, outermost);
+                    l && r
+                }
+                _ => false,
+            }
+        }
+        // ORDER BY over the rewritten select would name columns of tables
+        // that are no longer read.
+        if walk(q.body.as_mut(), outermost) && matches!(q.body.as_ref(), SetExpr::Select(_)) {
+            q.order_by = None;
+        }
+    }
+}
+
 impl SqlStatementRewriteRule for EmptyCatalogSelect {
     fn rewrite(&self, mut s: Statement) -> Statement {
         struct V;
         impl VisitorMut for V {
             type Break = ();
             fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
-                fn walk(body: &mut SetExpr) -> bool {
-                    match body {
-                        SetExpr::Select(select) => {
-                            EmptyCatalogSelect::rewrite_select(select);
-                            select.from.is_empty()
-                        }
-                        SetExpr::SetOperation { left, right, .. } => {
-                            let l = walk(left);
-                            let r = walk(right);
-                            l && r
-                        }
-                        _ => false,
-                    }
-                }
-                // ORDER BY over the rewritten select would name columns
-                // of tables that are no longer read.
-                if walk(q.body.as_mut()) && matches!(q.body.as_ref(), SetExpr::Select(_)) {
-                    q.order_by = None;
-                }
+                EmptyCatalogSelect::rewrite_query(q, false);
                 ControlFlow::Continue(())
             }
         }
         let _ = VisitMut::visit(&mut s, &mut V);
+        if let Statement::Query(q) = &mut s {
+            EmptyCatalogSelect::rewrite_query(q, true);
+        }
         s
     }
 }
@@ -403,8 +420,8 @@ impl SqlStatementRewriteRule for RegprocName {
 
 /// `x IN (SELECT … FROM generate_series(…) i, string_to_array(
 /// current_setting('search_path'), ',') s)` — Grafana's "is this schema on
-/// the search path" — becomes `x IN (SELECT unnest(current_schemas(false)))`,
-/// which the session binder then fills with the session's own path.
+/// the search path" — becomes `array_has(current_schemas(false), x)`, which
+/// the session binder then fills with the session's own path.
 #[derive(Debug)]
 struct SearchPathMembership;
 
@@ -434,43 +451,40 @@ fn mentions_search_path(q: &Query) -> bool {
     table_function && f.0
 }
 
-/// `SELECT unnest(current_schemas(false))`, parsed once from this constant.
-fn search_path_query() -> Option<Query> {
-    static QUERY: OnceLock<Option<Query>> = OnceLock::new();
-    QUERY
-        .get_or_init(|| {
-            match crate::rewrite::gate::parse(
-                "SELECT unnest(current_schemas(false))",
-                Default::default(),
-            )
-            .ok()?
-            .pop()?
+impl SqlStatementRewriteRule for SearchPathMembership {
+    fn rewrite(&self, s: Statement) -> Statement {
+        map_exprs(s, |e| {
+            if let Expr::InSubquery {
+                expr,
+                subquery,
+                negated,
+            } = e
+                && mentions_search_path(subquery)
             {
-                Statement::Query(q) => Some(*q),
-                _ => None,
+                // No subquery remains, so the test may sit anywhere, ORDER BY
+                // included (Grafana sorts by it).
+                let has = call(
+                    "array_has",
+                    vec![
+                        call(
+                            "current_schemas",
+                            vec![Expr::value(Value::Boolean(false))],
+                            vec![],
+                        ),
+                        expr.as_ref().clone(),
+                    ],
+                    vec![],
+                );
+                *e = if *negated {
+                    Expr::UnaryOp {
+                        op: UnaryOperator::Not,
+                        expr: Box::new(Expr::Nested(Box::new(has))),
+                    }
+                } else {
+                    has
+                };
             }
         })
-        .clone()
-}
-
-impl SqlStatementRewriteRule for SearchPathMembership {
-    fn rewrite(&self, mut s: Statement) -> Statement {
-        struct V;
-        impl VisitorMut for V {
-            type Break = ();
-            fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-                if let Expr::InSubquery { subquery, .. } = e
-                    && mentions_search_path(subquery)
-                {
-                    if let Some(q) = search_path_query() {
-                        **subquery = q;
-                    }
-                }
-                ControlFlow::Continue(())
-            }
-        }
-        let _ = VisitMut::visit(&mut s, &mut V);
-        s
     }
 }
 
@@ -613,6 +627,201 @@ impl SqlStatementRewriteRule for AggregateScalarSubquery {
     }
 }
 
+/// Applies `f` to every expression of `s`, children first.
+fn map_exprs(mut s: Statement, f: impl FnMut(&mut Expr)) -> Statement {
+    struct V<F>(F);
+    impl<F: FnMut(&mut Expr)> VisitorMut for V<F> {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            (self.0)(e);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = VisitMut::visit(&mut s, &mut V(f));
+    s
+}
+
+/// The lower-cased unqualified name and the plain positional arguments of
+/// a call such as `pg_catalog.generate_subscripts(a, 1)`.
+fn plain_call(e: &Expr) -> Option<(String, Vec<Expr>)> {
+    let Expr::Function(f) = e else {
+        return None;
+    };
+    if f.over.is_some() || f.filter.is_some() {
+        return None;
+    }
+    let name = f.name.0.last()?.as_ident()?.value.to_lowercase();
+    let FunctionArguments::List(l) = &f.args else {
+        return None;
+    };
+    if !l.clauses.is_empty() || l.duplicate_treatment.is_some() {
+        return None;
+    }
+    let args = l
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((name, args))
+}
+
+/// `generate_subscripts(a, d)`, a set-returning function SQLAlchemy pairs
+/// with `unnest(a)` to number index keys, becomes
+/// `unnest(generate_series(1, array_length(a, d)))`: the same subscripts,
+/// zipped with the neighbouring `unnest` as PostgreSQL zips them.
+#[derive(Debug)]
+struct GenerateSubscripts;
+
+impl SqlStatementRewriteRule for GenerateSubscripts {
+    fn rewrite(&self, s: Statement) -> Statement {
+        map_exprs(s, |e| {
+            if let Some((name, args)) = plain_call(e)
+                && name == "generate_subscripts"
+                && args.len() == 2
+            {
+                let one = Expr::value(Value::Number("1".into(), false));
+                let length = call("array_length", args, vec![]);
+                let series = call("generate_series", vec![one, length], vec![]);
+                *e = call("unnest", vec![series], vec![]);
+            }
+        })
+    }
+}
+
+/// Object and column comments: lakeward's tables carry none, so
+/// `obj_description(…)`, `col_description(…)` and `shobj_description(…)`
+/// become a NULL text without evaluating their arguments (Metabase passes
+/// `format('%I.%I', schema, table)::regclass`, a per-row name lookup).
+#[derive(Debug)]
+struct NoComments;
+
+impl SqlStatementRewriteRule for NoComments {
+    fn rewrite(&self, s: Statement) -> Statement {
+        map_exprs(s, |e| {
+            if let Some((name, _)) = plain_call(e)
+                && matches!(
+                    name.as_str(),
+                    "obj_description" | "col_description" | "shobj_description"
+                )
+            {
+                *e = Expr::Cast {
+                    kind: datafusion::sql::sqlparser::ast::CastKind::Cast,
+                    expr: Box::new(Expr::value(Value::Null)),
+                    data_type: DataType::Text,
+                    array: false,
+                    format: None,
+                };
+            }
+        })
+    }
+}
+
+/// A constant string expression: a literal, a cast of one to a string
+/// type, a parenthesised one or a concatenation of them.
+fn constant_string(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => Some(s.clone()),
+            _ => None,
+        },
+        Expr::Nested(inner) => constant_string(inner),
+        Expr::Cast {
+            expr,
+            data_type:
+                DataType::Text
+                | DataType::Varchar(_)
+                | DataType::CharacterVarying(_)
+                | DataType::String(_),
+            ..
+        } => constant_string(expr),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::StringConcat,
+            right,
+        } => Some(constant_string(left)? + &constant_string(right)?),
+        _ => None,
+    }
+}
+
+/// `pattern` written with escape character `escape` (none when `None`),
+/// rewritten for the backslash escape DataFusion implements. `None` when
+/// the pattern ends in a lone escape character (PostgreSQL refuses it).
+fn backslash_pattern(pattern: &str, escape: Option<char>) -> Option<String> {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if Some(c) == escape {
+            let next = chars.next()?;
+            if matches!(next, '%' | '_' | '\\') {
+                out.push('\\');
+            }
+            out.push(next);
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// `LIKE`/`ILIKE` with an `ESCAPE` other than the backslash (SQLAlchemy
+/// writes `NOT LIKE 'pg/_' || '%' ESCAPE '/'`): DataFusion executes only
+/// the backslash, so a constant pattern is rewritten to the same pattern
+/// in backslash form. Applies to every statement: it changes how a pattern
+/// is written, never what it matches.
+pub fn portable_like(stmt: &mut Statement) {
+    let s = std::mem::replace(
+        stmt,
+        Statement::Commit {
+            chain: false,
+            end: false,
+            modifier: None,
+        },
+    );
+    *stmt = map_exprs(s, |e| {
+        let (Expr::Like {
+            pattern,
+            escape_char,
+            ..
+        }
+        | Expr::ILike {
+            pattern,
+            escape_char,
+            ..
+        }) = e
+        else {
+            return;
+        };
+        let Some(v) = escape_char.as_ref() else {
+            return;
+        };
+        let escape = match &v.value {
+            Value::SingleQuotedString(s) => {
+                let mut cs = s.chars();
+                match (cs.next(), cs.next()) {
+                    (None, _) => None,
+                    (Some(c), None) => Some(c),
+                    _ => return,
+                }
+            }
+            _ => return,
+        };
+        if escape == Some('\\') {
+            return;
+        }
+        if let Some(text) = constant_string(pattern)
+            && let Some(rewritten) = backslash_pattern(&text, escape)
+        {
+            **pattern = Expr::value(Value::SingleQuotedString(rewritten));
+            *escape_char = None;
+        }
+    });
+}
+
 /// `name(args…)` with optional argument clauses, as an AST call.
 pub fn call(name: &str, args: Vec<Expr>, clauses: Vec<FunctionArgumentClause>) -> Expr {
     Expr::Function(Function {
@@ -641,6 +850,8 @@ fn rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
             Arc::new(SearchPathMembership),
             Arc::new(EmptyCatalogSelect),
             Arc::new(ArraySubquery),
+            Arc::new(GenerateSubscripts),
+            Arc::new(NoComments),
             Arc::new(AliasDuplicatedProjectionRewrite),
             Arc::new(ResolveUnqualifiedIdentifier),
             Arc::new(RewriteArrayAnyAllOperation),
@@ -802,6 +1013,52 @@ mod tests {
             text.contains("(SELECT array_agg(rolname ORDER BY rolname) FROM"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn like_escapes_become_backslash_escapes() {
+        let rewritten = |sql: &str| {
+            let mut s = stmt(sql);
+            portable_like(&mut s);
+            s.to_string()
+        };
+        assert_eq!(
+            rewritten("SELECT n FROM t WHERE n NOT LIKE 'pg/_' || '%' ESCAPE '/'"),
+            r"SELECT n FROM t WHERE n NOT LIKE 'pg\_%'"
+        );
+        // A backslash is an ordinary character under another escape, and
+        // an escaped escape is the character itself.
+        assert_eq!(
+            rewritten(r"SELECT 1 WHERE a ILIKE 'x\y!!z!%' ESCAPE '!'"),
+            r"SELECT 1 WHERE a ILIKE 'x\\y!z\%'"
+        );
+        assert_eq!(backslash_pattern("a%b", None).as_deref(), Some("a%b"));
+        assert_eq!(backslash_pattern(r"a\b", None).as_deref(), Some(r"a\\b"));
+        // A pattern ending in the escape, or not constant, is left for
+        // the engine to refuse.
+        assert_eq!(backslash_pattern("ab/", Some('/')), None);
+        let kept = "SELECT 1 FROM t WHERE a LIKE b ESCAPE '/'";
+        assert_eq!(rewritten(kept), kept);
+    }
+
+    #[test]
+    fn set_returning_catalog_functions_are_translated() {
+        let mut s = stmt(
+            "SELECT k.ord FROM (SELECT unnest(ix.indkey) AS attnum, generate_subscripts(ix.indkey, 1) AS ord FROM pg_index ix) k",
+        );
+        assert!(rewrite_catalog_statement(&mut s));
+        let text = s.to_string();
+        assert!(
+            text.contains("unnest(generate_series(1, array_length(ix.indkey, 1))) AS ord"),
+            "{text}"
+        );
+        let mut s = stmt(
+            "SELECT col_description(format('%I.%I', c.table_schema, c.table_name)::regclass, 1) FROM information_schema.columns c",
+        );
+        assert!(rewrite_catalog_statement(&mut s));
+        let text = s.to_string();
+        assert!(text.contains("CAST(NULL AS TEXT)"), "{text}");
+        assert!(!text.contains("regclass"), "{text}");
     }
 
     #[test]

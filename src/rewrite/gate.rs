@@ -175,7 +175,8 @@ pub fn classify(stmt: Statement) -> Result<StatementKind, SqlError> {
 
 /// [`classify`] for a catalog statement: `generate_series(…)`, a pure
 /// row generator PostgreSQL drivers use to walk `search_path` and array
-/// bounds, is accepted as a table function there (nothing else is).
+/// bounds, and `pg_get_keywords()`, the SQL keyword list JDBC drivers
+/// read, are accepted as table functions there (nothing else is).
 pub fn classify_catalog(stmt: Statement) -> Result<StatementKind, SqlError> {
     classify_with(stmt, true)
 }
@@ -485,6 +486,9 @@ pub fn reads_tables(stmt: &Statement) -> bool {
     })
 }
 
+/// The table functions a catalog statement may call.
+const CATALOG_TABLE_FUNCTIONS: [&str; 2] = ["generate_series", "pg_get_keywords"];
+
 /// Refuse query shapes that read outside the registered tables or write:
 /// table functions (`read_parquet(...)`), `SELECT ... INTO`, locking clauses,
 /// and quoted file paths used as table names.
@@ -500,9 +504,11 @@ fn check_query_shape(q: &Query, generators: bool) -> Result<(), SqlError> {
                     ..
                 } if self.1
                     && name.0.len() == 1
-                    && name.0[0]
-                        .as_ident()
-                        .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_series")) =>
+                    && name.0[0].as_ident().is_some_and(|i| {
+                        CATALOG_TABLE_FUNCTIONS
+                            .iter()
+                            .any(|f| i.value.eq_ignore_ascii_case(f))
+                    }) =>
                 {
                     None
                 }

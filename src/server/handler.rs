@@ -197,6 +197,7 @@ impl Parser {
         // Catalog statements speak PostgreSQL's catalog dialect; the shape
         // checks of the gate apply to the translated statement.
         let mut stmt = stmt;
+        crate::rewrite::compat::portable_like(&mut stmt);
         let kind = if crate::rewrite::compat::rewrite_catalog_statement(&mut stmt) {
             gate::classify_catalog(stmt)?
         } else {

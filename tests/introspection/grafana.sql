@@ -20,7 +20,6 @@ SELECT current_setting('server_version_num')::int/100 as version;
 SELECT extversion FROM pg_extension WHERE extname = 'timescaledb';
 
 -- name: showTables (query editor table list)
--- gap: 42601 DataFusion cannot plan IN (subquery) inside ORDER BY
 -- source: public/app/plugins/datasource/grafana-postgresql-datasource/postgresMetaQuery.ts showTables with buildSchemaConstraint
 -- expect: patients
 SELECT

@@ -88,7 +88,6 @@ show timezone;
 SELECT nspname, typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid IN (SELECT DISTINCT enumtypid FROM pg_enum e);
 
 -- name: describe-fields
--- gap: 22P02 a regclass cast of an oid column fails
 -- source: metabase/metabase src/metabase/driver/postgres.clj sql-jdbc.sync/describe-fields-sql (capture #12)
 -- binds: $1 = 'ALWAYS', $2 = 'clinical', $3 = 'clinical'
 -- expect: patients

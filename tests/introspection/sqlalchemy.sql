@@ -123,7 +123,6 @@ SELECT t.typname as "name",
         ORDER BY "schema", "name", e.oid;
 
 -- name: sa1.4: inspector.get_pk_constraint: columns
--- gap: 42883 generate_subscripts() is not implemented
 SELECT a.attname
                 FROM pg_attribute a JOIN (
                     SELECT unnest(ix.indkey) attnum,
@@ -155,7 +154,6 @@ SELECT r.conname,
           ORDER BY 1;
 
 -- name: sa1.4: inspector.get_indexes
--- gap: 42703 pg_class.reloptions is not provided
 SELECT
                   i.relname as relname,
                   ix.indisunique, ix.indexprs,
@@ -236,7 +234,6 @@ SELECT datname FROM pg_database
 WHERE datistemplate = false;
 
 -- name: sa2: inspector.get_schema_names()
--- gap: XX000 LIKE … ESCAPE '/' fails in execution
 -- expect: clinical
 -- binds: $1 = 'pg/_'
 SELECT pg_catalog.pg_namespace.nspname 
@@ -270,7 +267,6 @@ FROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace ON pg_catalog.pg_namespace
 WHERE pg_catalog.pg_class.relname IN ('patients'::VARCHAR) AND pg_catalog.pg_class.relkind = ANY (ARRAY['r'::VARCHAR, 'p'::VARCHAR, 'f'::VARCHAR, 'v'::VARCHAR, 'm'::VARCHAR]) AND pg_catalog.pg_namespace.nspname = 'clinical'::VARCHAR;
 
 -- name: sa2: inspector.get_columns
--- gap: 42883 pg_collation_is_visible() is not implemented
 -- expect: patients
 -- binds: $1 = '', $2 = 'always', $3 = 'a', $4 = 'start', $5 = 'increment', $6 = 'minvalue', $7 = 'maxvalue', $8 = 'cache', $9 = 'cycle', $10 = '', $11 = '0', $12 = 'name', $13 = 'schema', $14 = '0', $15 = 'r', $16 = 'p', $17 = 'f', $18 = 'v', $19 = 'm', $20 = 'clinical', $21 = 'patients'
 -- expect-column: a column of the target table (patient_id; event_id when retargeted)
@@ -294,7 +290,6 @@ FROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace ON pg_catalog.pg_namespace
 WHERE pg_catalog.pg_class.relkind = ANY (ARRAY['r'::VARCHAR, 'p'::VARCHAR, 'f'::VARCHAR, 'v'::VARCHAR, 'm'::VARCHAR]) AND pg_catalog.pg_namespace.nspname = 'clinical'::VARCHAR AND pg_catalog.pg_class.relname IN ('patients'::VARCHAR);
 
 -- name: sa2: inspector.get_pk_constraint
--- gap: 42883 generate_subscripts() is not implemented
 -- binds: $1 = '1', $2 = 'pg_constraint', $3 = 'p', $4 = '16389'
 SELECT attr.conrelid, array_agg(CAST(attr.attname AS TEXT) ORDER BY attr.ord) AS cols, attr.conname, min(attr.description) AS description, min(attr.indnkeyatts) AS indnkeyatts, bool_and(attr.indnullsnotdistinct) AS indnullsnotdistinct 
 FROM (SELECT con.conrelid AS conrelid, con.conname AS conname, con.description AS description, con.ord AS ord, con.indnkeyatts AS indnkeyatts, con.indnullsnotdistinct AS indnullsnotdistinct, pg_catalog.pg_attribute.attname AS attname 
@@ -321,7 +316,6 @@ FROM pg_catalog.pg_opclass
 WHERE NOT pg_catalog.pg_opclass.opcdefault;
 
 -- name: sa2: inspector.get_indexes
--- gap: 42883 generate_subscripts() is not implemented
 -- binds: $1 = '0', $2 = '1', $3 = 't', $4 = '0', $5 = '1', $6 = '16389', $7 = 'p', $8 = 'u', $9 = 'x'
 SELECT pg_catalog.pg_index.indrelid, pg_catalog.pg_class.relname, pg_catalog.pg_index.indisunique, pg_catalog.pg_index.indisvalid, pg_catalog.pg_constraint.conrelid IS NOT NULL AS has_constraint, pg_catalog.pg_index.indoption, pg_catalog.pg_class.reloptions, pg_catalog.pg_class.relam, CASE WHEN (pg_catalog.pg_index.indpred IS NOT NULL) THEN pg_catalog.pg_get_expr(pg_catalog.pg_index.indpred, pg_catalog.pg_index.indrelid) END AS filter_definition, pg_catalog.pg_index.indnkeyatts, pg_catalog.pg_index.indnullsnotdistinct, idx_cols.elements, idx_cols.elements_is_expr, idx_cols.elements_opclass 
 FROM pg_catalog.pg_index JOIN pg_catalog.pg_class ON pg_catalog.pg_index.indexrelid = pg_catalog.pg_class.oid LEFT OUTER JOIN (SELECT idx_attr.indexrelid AS indexrelid, min(idx_attr.indrelid) AS min_1, array_agg(idx_attr.element ORDER BY idx_attr.ord) AS elements, array_agg(idx_attr.is_expr ORDER BY idx_attr.ord) AS elements_is_expr, array_agg(idx_attr.att_opclass ORDER BY idx_attr.ord) AS elements_opclass 
@@ -333,7 +327,6 @@ WHERE idx.indrelid IN ({{oid}})) AS idx_attr GROUP BY idx_attr.indexrelid) AS id
 WHERE pg_catalog.pg_index.indrelid IN ({{oid}}) AND NOT pg_catalog.pg_index.indisprimary ORDER BY pg_catalog.pg_index.indrelid, pg_catalog.pg_class.relname;
 
 -- name: sa2: inspector.get_unique_constraints
--- gap: 42883 generate_subscripts() is not implemented
 -- binds: $1 = '1', $2 = 'pg_constraint', $3 = 'u', $4 = '16389'
 SELECT attr.conrelid, array_agg(CAST(attr.attname AS TEXT) ORDER BY attr.ord) AS cols, attr.conname, min(attr.description) AS description, min(attr.indnkeyatts) AS indnkeyatts, bool_and(attr.indnullsnotdistinct) AS indnullsnotdistinct 
 FROM (SELECT con.conrelid AS conrelid, con.conname AS conname, con.description AS description, con.ord AS ord, con.indnkeyatts AS indnkeyatts, con.indnullsnotdistinct AS indnullsnotdistinct, pg_catalog.pg_attribute.attname AS attname 

@@ -136,8 +136,7 @@ async fn connection_limit_gives_53300() {
     let b = connect(small.addr).await;
     let e = crate::support::try_connect(small.addr, "third", "require")
         .await
-        .err()
-        .expect("limit");
+        .expect_err("limit");
     assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
     drop((a, b));
     small.shutdown();

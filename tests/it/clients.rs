@@ -664,18 +664,18 @@ fn psql_role(role: &Role) -> Report {
     }
 
     // \dv audit.*: the auditor's five views.
-    if role.auditor() {
-        if let Some(rows) = psql_rows(role, "\\dv audit.*", &mut r) {
-            let names: BTreeSet<String> = rows
-                .iter()
-                .filter(|row| row.len() >= 3 && row[2] == "view")
-                .map(|row| row[1].clone())
-                .collect();
-            let want: BTreeSet<String> = AUDIT_VIEWS.iter().map(|s| s.to_string()).collect();
-            r.check(names == want, || {
-                format!("psql \\dv audit.*: expected the views {want:?}, got {rows:?}")
-            });
-        }
+    if role.auditor()
+        && let Some(rows) = psql_rows(role, "\\dv audit.*", &mut r)
+    {
+        let names: BTreeSet<String> = rows
+            .iter()
+            .filter(|row| row.len() >= 3 && row[2] == "view")
+            .map(|row| row[1].clone())
+            .collect();
+        let want: BTreeSet<String> = AUDIT_VIEWS.iter().map(|s| s.to_string()).collect();
+        r.check(names == want, || {
+            format!("psql \\dv audit.*: expected the views {want:?}, got {rows:?}")
+        });
     }
 
     // \d clinical.patients: columns and types, or no such relation.
@@ -913,6 +913,19 @@ fn jdbc_role(role: &Role) -> Report {
         r.check(v.as_array().is_some_and(|a| a.is_empty()), || {
             format!("getPrimaryKeys(clinical.patients): expected no keys, got {v}")
         });
+    }
+
+    if let Some(v) = r.ok(&doc, "sql_keywords") {
+        let words: Vec<&str> = v.as_str().unwrap_or_default().split(',').collect();
+        // PostgreSQL-specific keywords, and none of the SQL:2003 ones the
+        // driver filters out.
+        r.check(
+            ["analyze", "ilike", "limit", "returning"]
+                .iter()
+                .all(|w| words.contains(w))
+                && !words.contains(&"select"),
+            || format!("getSQLKeywords(): unexpected answer {v}"),
+        );
     }
 
     if let Some(v) = r.ok(&doc, "type_info") {

@@ -794,22 +794,23 @@ async fn run_role(role: Role) -> Outcome {
                 for kind in scan_cell(f, name, cell, &lower) {
                     report(kind.to_owned());
                 }
-                if let Some(site) = f.site_only {
-                    if lname.contains("site_id") && cell != site {
-                        report(format!("a site other than {site}"));
-                    }
+                if let Some(site) = f.site_only
+                    && lname.contains("site_id")
+                    && cell != site
+                {
+                    report(format!("a site other than {site}"));
                 }
-                if is_patient_id_column(name) {
-                    if let Ok(id) = cell.parse::<i64>() {
-                        match &f.patient_ids {
-                            PatientIds::AllowOnly(ok) if !ok.contains(&id) => {
-                                report("a patient id the role may not see".into())
-                            }
-                            PatientIds::Deny(raw_ids) if raw_ids.contains(&id) => {
-                                report("a raw (un-pseudonymised) patient id".into())
-                            }
-                            _ => {}
+                if is_patient_id_column(name)
+                    && let Ok(id) = cell.parse::<i64>()
+                {
+                    match &f.patient_ids {
+                        PatientIds::AllowOnly(ok) if !ok.contains(&id) => {
+                            report("a patient id the role may not see".into())
                         }
+                        PatientIds::Deny(raw_ids) if raw_ids.contains(&id) => {
+                            report("a raw (un-pseudonymised) patient id".into())
+                        }
+                        _ => {}
                     }
                 }
                 if name == "n_patients" && cell.parse::<usize>().ok() != Some(f.n_patients) {

@@ -888,8 +888,7 @@ async fn plaintext_connection_is_refused_when_tls_is_required() {
         Some("operations"),
     )
     .await
-    .err()
-    .expect("plaintext connection accepted although TLS is required");
+    .expect_err("plaintext connection accepted although TLS is required");
     let db = err
         .as_db_error()
         .unwrap_or_else(|| panic!("no ErrorResponse: {err}"));
@@ -1003,8 +1002,7 @@ async fn forbidden_purpose_is_refused() {
         Some("research"),
     )
     .await
-    .err()
-    .expect("startup with a forbidden purpose accepted");
+    .expect_err("startup with a forbidden purpose accepted");
     assert_eq!(state_of(&e), ("42501".into(), "FATAL".into()), "{e}");
     still_serving(addr).await;
 }

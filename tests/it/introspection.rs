@@ -587,11 +587,11 @@ impl Run<'_> {
         let rules = forbidden(self.role);
         'rows: for (r, row) in rows.iter().enumerate() {
             for (c, v) in row.iter().enumerate() {
-                if let Some(v) = v {
-                    if let Some(name) = leak(rules, v) {
-                        problems.push(format!("names `{name}` (row {r}, column {c}: {})", clip(v)));
-                        break 'rows;
-                    }
+                if let Some(v) = v
+                    && let Some(name) = leak(rules, v)
+                {
+                    problems.push(format!("names `{name}` (row {r}, column {c}: {})", clip(v)));
+                    break 'rows;
                 }
             }
         }

@@ -177,6 +177,10 @@ public class JdbcSuite {
             return keys;
         });
 
+        // PostgreSQL keywords beyond SQL:2003, which DBeaver and other
+        // JDBC tools use to highlight and quote.
+        step("sql_keywords", () -> md.getSQLKeywords());
+
         step("type_info", () -> {
             List<Object> names = new ArrayList<>();
             try (ResultSet rs = md.getTypeInfo()) {
