@@ -275,13 +275,32 @@ pub struct TlsConfig {
 /// Where the Delta tables live.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-#[derive(Default)]
 pub struct DataConfig {
     /// Root folder scanned for `<schema>/<table>/_delta_log`.
     pub root: Option<PathBuf>,
     /// Explicit table locations: `"clinical.patients" = "/data/clinical/patients"`
     /// (local paths or object-store URLs). Override what `root` discovers.
     pub tables: std::collections::BTreeMap<String, String>,
+    /// How old a table's snapshot may get before a query looks for a newer
+    /// Delta version (milliseconds; 0: check on every query). A query never
+    /// reads a snapshot older than this after a commit.
+    pub refresh_ms: u64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            root: None,
+            tables: Default::default(),
+            refresh_ms: 2_000,
+        }
+    }
+}
+
+impl DataConfig {
+    pub fn refresh(&self) -> Duration {
+        Duration::from_millis(self.refresh_ms)
+    }
 }
 
 impl ServerConfig {
@@ -495,7 +514,7 @@ impl Config {
             },
             data: DataConfig {
                 root: Some(data_dir.to_owned()),
-                tables: Default::default(),
+                ..Default::default()
             },
             auth: AuthConfig {
                 issuer: DEMO_ISSUER.to_owned(),

@@ -602,6 +602,11 @@ pub struct LatestDeltaProvider {
     schema: SchemaRef,
     table: Mutex<DeltaTable>,
     loaded: RwLock<Loaded>,
+    /// How old the loaded snapshot may get before a scan looks for a newer
+    /// version (zero: every scan looks).
+    refresh: Duration,
+    /// When the newest version was last looked for.
+    checked: std::sync::Mutex<std::time::Instant>,
 }
 
 impl fmt::Debug for LatestDeltaProvider {
@@ -632,8 +637,19 @@ async fn build_provider(location: &str, table: &DeltaTable) -> Result<Loaded, Au
 
 impl LatestDeltaProvider {
     /// Opens the existing Delta table at `location` (a local directory path
-    /// or a URL) at its newest version.
+    /// or a URL) at its newest version; every scan looks for a newer one.
     pub async fn open(location: &str) -> Result<Self, AuditTableError> {
+        Self::open_with_refresh(location, Duration::ZERO).await
+    }
+
+    /// [`open`](Self::open), looking for a newer version only when the
+    /// loaded snapshot is older than `refresh`: between looks, scans reuse
+    /// the loaded snapshot (its file list and statistics) without touching
+    /// `_delta_log`.
+    pub async fn open_with_refresh(
+        location: &str,
+        refresh: Duration,
+    ) -> Result<Self, AuditTableError> {
         // Do not let the location resolution create a missing local directory.
         if !location.contains("://") && !std::path::Path::new(location).exists() {
             return Err(AuditTableError::NotATable {
@@ -650,7 +666,51 @@ impl LatestDeltaProvider {
             schema: loaded.provider.schema(),
             table: Mutex::new(table),
             loaded: RwLock::new(loaded),
+            refresh,
+            checked: std::sync::Mutex::new(std::time::Instant::now()),
         })
+    }
+
+    /// The version of the loaded snapshot.
+    pub fn version(&self) -> u64 {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .version
+    }
+
+    /// Registers the table's object store with a DataFusion session.
+    pub fn update_datafusion_session(&self, session: &dyn Session) -> Result<(), AuditTableError> {
+        let table = self
+            .table
+            .try_lock()
+            .map_err(|_| AuditTableError::NotATable {
+                location: self.location.clone(),
+            })?;
+        table
+            .update_datafusion_session(session)
+            .map_err(delta_err(&self.location, "open"))
+    }
+
+    /// The version a scan would read now (looking for a newer one when the
+    /// loaded snapshot is older than the refresh interval).
+    pub async fn refreshed_version(&self) -> Result<u64, AuditTableError> {
+        self.for_scan().await?;
+        Ok(self.version())
+    }
+
+    /// The provider to scan with: the loaded one while it is younger than
+    /// the refresh interval, else the newest.
+    async fn for_scan(&self) -> Result<Arc<dyn TableProvider>, AuditTableError> {
+        if !self.refresh.is_zero() {
+            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+            if checked.elapsed() < self.refresh {
+                return Ok(self.current());
+            }
+            // One scan looks; the others keep the loaded snapshot meanwhile.
+            *checked = std::time::Instant::now();
+        }
+        self.latest().await
     }
 
     /// The provider of the newest table version (refreshing first).
@@ -726,6 +786,10 @@ impl TableProvider for LatestDeltaProvider {
         self.current().supports_filters_pushdown(filters)
     }
 
+    fn statistics(&self) -> Option<datafusion::common::Statistics> {
+        self.current().statistics()
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
@@ -734,7 +798,7 @@ impl TableProvider for LatestDeltaProvider {
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let provider = self
-            .latest()
+            .for_scan()
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         provider.scan(state, projection, filters, limit).await

@@ -8,6 +8,7 @@
 //! is read-only, and executes it as a stream of record batches.
 
 pub mod catalog;
+pub mod consent;
 pub mod encode;
 pub mod errors;
 pub mod masks;
@@ -320,7 +321,8 @@ pub async fn open_from_config(
 ) -> Result<Engine, EngineError> {
     let mut locations: BTreeMap<TableName, TableLocation> = BTreeMap::new();
     if let Some(root) = &data.root {
-        for loc in discover_tables(root)? {
+        for mut loc in discover_tables(root)? {
+            loc.refresh = data.refresh();
             locations.insert(loc.name.clone(), loc);
         }
     }
@@ -331,7 +333,7 @@ pub async fn open_from_config(
             TableLocation {
                 name,
                 url: url.clone(),
-                live: false,
+                refresh: data.refresh(),
             },
         );
     }
@@ -345,7 +347,7 @@ pub async fn open_from_config(
             TableLocation {
                 name,
                 url: url.to_owned(),
-                live: true,
+                refresh: std::time::Duration::ZERO,
             },
         );
     }

@@ -48,6 +48,56 @@ pub struct SecuredTable {
     name: String,
     plan: LogicalPlan,
     schema: SchemaRef,
+    /// Columns shown as they are stored (no mask): a leak-proof predicate
+    /// over these may be evaluated below the policy (see [`leakproof`]).
+    passthrough: std::collections::BTreeSet<String>,
+}
+
+/// Whether `e` may be evaluated on rows the policy has not admitted yet:
+/// it reads only unmasked columns and constants, and it cannot fail or
+/// have an effect, so evaluating it early reveals nothing (PostgreSQL's
+/// LEAKPROOF notion). Comparisons, `AND`/`OR`/`NOT`, `IS [NOT] NULL`,
+/// `BETWEEN` and `IN (constants)` qualify, over operands of one type; any
+/// cast of a column, arithmetic or function call does not (a failing cast
+/// or a division by zero on another site's row would be a side channel).
+/// Such a predicate lets Delta file statistics and parquet row-group
+/// statistics prune a point lookup; the policy filter still applies.
+pub fn leakproof(e: &DfExpr, passthrough: &std::collections::BTreeSet<String>) -> bool {
+    use datafusion::logical_expr::{Between, BinaryExpr, Operator, expr::InList};
+    let operand = |e: &DfExpr| match e {
+        DfExpr::Column(c) => passthrough.contains(&c.name),
+        DfExpr::Literal(..) => true,
+        _ => false,
+    };
+    match e {
+        DfExpr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::And | Operator::Or => {
+                leakproof(left, passthrough) && leakproof(right, passthrough)
+            }
+            Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq
+            | Operator::IsDistinctFrom
+            | Operator::IsNotDistinctFrom => operand(left) && operand(right),
+            _ => false,
+        },
+        DfExpr::Not(inner) => leakproof(inner, passthrough),
+        DfExpr::IsNull(inner) | DfExpr::IsNotNull(inner) => operand(inner),
+        DfExpr::Between(Between {
+            expr, low, high, ..
+        }) => {
+            operand(expr)
+                && matches!(**low, DfExpr::Literal(..))
+                && matches!(**high, DfExpr::Literal(..))
+        }
+        DfExpr::InList(InList { expr, list, .. }) => {
+            operand(expr) && list.iter().all(|v| matches!(v, DfExpr::Literal(..)))
+        }
+        _ => false,
+    }
 }
 
 impl SecuredTable {
@@ -66,24 +116,51 @@ impl TableProvider for SecuredTable {
         TableType::Base
     }
 
-    /// No user predicate is ever evaluated inside the barrier.
+    /// Only a leak-proof user predicate is evaluated inside the barrier,
+    /// and it is also evaluated again above it (`Inexact`).
     fn supports_filters_pushdown(
         &self,
         filters: &[&DfExpr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![
-            TableProviderFilterPushDown::Unsupported;
-            filters.len()
-        ])
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if leakproof(f, &self.passthrough) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
     }
 
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[DfExpr],
+        filters: &[DfExpr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // Leak-proof predicates over unmasked columns go on top of the
+        // policy plan; the optimiser moves them down to the Delta scan,
+        // where file and row-group statistics prune. Anything else that
+        // reaches here is dropped (DataFusion evaluates it above).
+        let mut plan = self.plan.clone();
+        if let Some(pred) = filters
+            .iter()
+            .filter(|f| leakproof(f, &self.passthrough))
+            .map(|f| datafusion::logical_expr::expr_rewriter::unnormalize_col(f.clone()))
+            .reduce(DfExpr::and)
+        {
+            // Pruning is an optimisation: a predicate that does not fit
+            // the policy plan's columns is simply not pushed.
+            if let Ok(filtered) = LogicalPlanBuilder::from(plan.clone())
+                .filter(pred)
+                .and_then(|b| b.build())
+            {
+                plan = filtered;
+            }
+        }
         let plan = match projection {
             Some(cols) => {
                 let exprs: Vec<DfExpr> = cols
@@ -94,11 +171,9 @@ impl TableProvider for SecuredTable {
                         ))
                     })
                     .collect();
-                LogicalPlanBuilder::from(self.plan.clone())
-                    .project(exprs)?
-                    .build()?
+                LogicalPlanBuilder::from(plan).project(exprs)?.build()?
             }
-            None => self.plan.clone(),
+            None => plan,
         };
         let physical = state.create_physical_plan(&plan).await?;
         Ok(Arc::new(BarrierExec::new(physical, self.name.clone())))
@@ -274,32 +349,31 @@ fn quoted_table(name: &str) -> String {
         .join(".")
 }
 
-/// `t.<key> [NOT] IN (latest unexpired consent record says granted / refused)`.
-/// Identifiers come from the validated policy; the purpose is an enum.
-fn consent_expr(check: &ConsentCheck, rules: &ConsentRules) -> DfResult<Expr> {
-    let c = rules;
+/// `t.<key> [NOT] IN (SELECT <key> FROM <consent set>)`: opt-out admits
+/// the patients not in the refused set, opt-in those in the granted set
+/// (see [`super::consent`]). Identifiers come from the validated policy.
+fn consent_expr(check: &ConsentCheck, rules: &ConsentRules, set: &str) -> DfResult<Expr> {
     let sql = format!(
-        "\"t\".\"{key}\" {neg}IN (SELECT \"c\".\"{pk}\" FROM (SELECT \"{pk}\", \"{granted}\", row_number() OVER (PARTITION BY \"{pk}\" ORDER BY \"{recorded}\" DESC, \"{granted}\" ASC) AS lakeward_rank FROM {table} WHERE \"{purpose_col}\" = '{purpose}' AND (\"{expires}\" IS NULL OR \"{expires}\" > now())) AS \"c\" WHERE \"c\".lakeward_rank = 1 AND {cond})",
+        "\"t\".\"{key}\" {neg}IN (SELECT \"{pk}\" FROM {set})",
         key = check.patient_key,
         neg = if check.model == ConsentModel::OptOut {
             "NOT "
         } else {
             ""
         },
-        pk = c.patient_key,
-        granted = c.granted_column,
-        recorded = c.recorded_at_column,
-        table = quoted_table(&c.table),
-        purpose_col = c.purpose_column,
-        purpose = check.purpose.as_str(),
-        expires = c.expires_at_column,
-        cond = if check.model == ConsentModel::OptOut {
-            format!("NOT \"c\".\"{}\"", c.granted_column)
-        } else {
-            format!("\"c\".\"{}\"", c.granted_column)
-        },
+        pk = rules.patient_key,
+        set = quoted_table(set),
     );
     parse_expr(&sql)
+}
+
+/// The consent set a check reads: refused for opt-out, granted for opt-in.
+fn consent_decision(check: &ConsentCheck) -> super::consent::Decision {
+    if check.model == ConsentModel::OptOut {
+        super::consent::Decision::Refused
+    } else {
+        super::consent::Decision::Granted
+    }
 }
 
 /// The internal statement: `SELECT <shown columns> FROM <raw> AS t WHERE <filter> AND <consent>`.
@@ -308,6 +382,7 @@ fn internal_statement(
     access: &TableAccess,
     schema: &SchemaRef,
     consent: &ConsentRules,
+    consent_set: Option<&str>,
 ) -> DfResult<Statement> {
     let dialect = PostgreSqlDialect {};
     let mut stmt = Parser::new(&dialect)
@@ -341,7 +416,13 @@ fn internal_statement(
         conditions.push(qualify(f.clone()));
     }
     if let Some(c) = &access.consent {
-        conditions.push(consent_expr(c, consent)?);
+        // Fail closed: a consent check without its set admits no row.
+        let Some(set) = consent_set else {
+            return Err(datafusion::error::DataFusionError::Plan(
+                "consent set unavailable".into(),
+            ));
+        };
+        conditions.push(consent_expr(c, consent, set)?);
     }
     select.selection = conditions.into_iter().reduce(|a, b| Expr::BinaryOp {
         left: Box::new(a),
@@ -363,6 +444,7 @@ pub struct RawTables {
     /// A DataFusion context whose catalog holds the raw Delta tables and the
     /// mask functions. Never handed to a client session.
     ctx: datafusion::execution::context::SessionContext,
+    consent_sets: super::consent::ConsentSets,
 }
 
 impl fmt::Debug for RawTables {
@@ -373,20 +455,40 @@ impl fmt::Debug for RawTables {
 
 impl RawTables {
     pub fn new(ctx: datafusion::execution::context::SessionContext) -> RawTables {
-        RawTables { ctx }
+        RawTables {
+            ctx,
+            consent_sets: Default::default(),
+        }
+    }
+
+    async fn provider(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
+        let (s, t) = name.split_once('.')?;
+        self.ctx.catalog(CATALOG)?.schema(s)?.table(t).await.ok()?
+    }
+
+    /// The qualified name of the consent set a table's consent check reads.
+    async fn consent_set(
+        &self,
+        access: &TableAccess,
+        consent: &ConsentRules,
+    ) -> DfResult<Option<String>> {
+        let Some(check) = &access.consent else {
+            return Ok(None);
+        };
+        let source = self.provider(&consent.table).await;
+        let name = self.consent_sets.name_for(
+            &self.ctx,
+            source,
+            consent,
+            check.purpose,
+            consent_decision(check),
+        )?;
+        Ok(Some(format!("{}.{name}", super::consent::CONSENT_SCHEMA)))
     }
 
     /// The raw schema of a table.
     pub async fn schema(&self, name: &str) -> Option<SchemaRef> {
-        let (s, t) = name.split_once('.')?;
-        let provider = self
-            .ctx
-            .catalog(CATALOG)?
-            .schema(s)?
-            .table(t)
-            .await
-            .ok()??;
-        Some(provider.schema())
+        Some(self.provider(name).await?.schema())
     }
 
     /// The statement a secured table reads with, as SQL text for people
@@ -398,7 +500,8 @@ impl RawTables {
         consent: &ConsentRules,
     ) -> Option<String> {
         let schema = self.schema(name).await?;
-        internal_statement(name, access, &schema, consent)
+        let set = self.consent_set(access, consent).await.ok()?;
+        internal_statement(name, access, &schema, consent, set.as_deref())
             .ok()
             .map(|s| s.to_string())
     }
@@ -417,16 +520,25 @@ impl RawTables {
             let Some(raw_schema) = self.schema(name).await else {
                 continue;
             };
-            let stmt = internal_statement(name, table_access, &raw_schema, consent)?;
+            let set = self.consent_set(table_access, consent).await?;
+            let stmt =
+                internal_statement(name, table_access, &raw_schema, consent, set.as_deref())?;
             let plan = state
                 .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
                 .await?;
             let schema = Arc::new(plan.schema().as_arrow().clone());
             let (s, t) = name.split_once('.').unwrap_or((name.as_str(), ""));
+            let passthrough = table_access
+                .columns
+                .iter()
+                .filter(|(_, a)| matches!(a, ColumnAccess::Visible))
+                .map(|(c, _)| c.clone())
+                .collect();
             let provider = Arc::new(SecuredTable {
                 name: name.clone(),
                 plan,
                 schema,
+                passthrough,
             });
             let schema_provider = schemas
                 .entry(s.to_owned())

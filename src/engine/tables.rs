@@ -39,11 +39,14 @@ impl std::fmt::Display for TableName {
 pub struct TableLocation {
     pub name: TableName,
     pub url: String,
-    /// Served at its newest snapshot on every scan (the audit table, which
-    /// grows while lakeward runs); other tables keep the snapshot they were
-    /// opened at.
-    pub live: bool,
+    /// How old the served snapshot may get before a scan looks for a newer
+    /// version: zero for the audit table (it grows while lakeward runs and
+    /// auditors expect to see the last statement), a few seconds for data.
+    pub refresh: std::time::Duration,
 }
+
+/// The snapshot age after which a data table looks for a new version.
+pub const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Every `<root>/<schema>/<table>/_delta_log` under a data folder, sorted.
 /// Folders whose names are not plain identifiers are skipped.
@@ -83,7 +86,7 @@ pub fn discover_tables(root: &Path) -> Result<Vec<TableLocation>, EngineError> {
                     table,
                 },
                 url: table_dir.path().to_string_lossy().into_owned(),
-                live: false,
+                refresh: DEFAULT_REFRESH,
             });
         }
     }
@@ -106,26 +109,17 @@ pub(crate) async fn open_and_register(
     if !is_url && !Path::new(&loc.url).join("_delta_log").is_dir() {
         return Err(open_err("no _delta_log folder".into()));
     }
-    let url = deltalake::ensure_table_uri(&loc.url).map_err(|e| open_err(e.to_string()))?;
-    let table = deltalake::open_table(url)
-        .await
-        .map_err(|e| open_err(e.to_string()))?;
-    let version = table.version().unwrap_or(0);
-    table
+    // Snapshots are loaded once and replaced when a newer version is seen;
+    // the provider object stays the same, so cached plans stay valid.
+    let provider =
+        crate::audit::delta::LatestDeltaProvider::open_with_refresh(&loc.url, loc.refresh)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+    let version = provider.version();
+    provider
         .update_datafusion_session(&ctx.state())
         .map_err(|e| open_err(e.to_string()))?;
-    let provider: Arc<dyn datafusion::catalog::TableProvider> = if loc.live {
-        Arc::new(
-            crate::audit::delta::LatestDeltaProvider::open(&loc.url)
-                .await
-                .map_err(|e| open_err(e.to_string()))?,
-        )
-    } else {
-        table
-            .table_provider()
-            .await
-            .map_err(|e| open_err(e.to_string()))?
-    };
+    let provider: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(provider);
     let schema = provider.schema();
 
     let schema_provider = match catalog.schema(&loc.name.schema) {
