@@ -5,6 +5,7 @@ mod support;
 
 mod audit;
 mod bad_input;
+mod caches;
 mod cancel;
 mod clients;
 mod corpus;

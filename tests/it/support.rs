@@ -38,7 +38,7 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// Run `f` on a plain thread: `block_on` must not be called from a test's own
 /// runtime thread.
-fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| s.spawn(f).join().expect("setup thread panicked"))
 }
 
@@ -165,6 +165,15 @@ pub fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
 
 /// Start a server with explicit token verification settings.
 pub fn start_with_auth(adjust: impl FnOnce(&mut Config), auth: AuthSettings) -> TestServer {
+    start_over(engine(), adjust, auth)
+}
+
+/// Start a server over `engine` (its own tables) with `adjust`ed demo settings.
+pub fn start_over(
+    engine: Arc<Engine>,
+    adjust: impl FnOnce(&mut Config),
+    auth: AuthSettings,
+) -> TestServer {
     let mut config = Config::demo(data_dir(), "127.0.0.1:0".parse().unwrap());
     config.server.shutdown_grace_secs = 2;
     // Every test server writes its own chain (own segment folder and
@@ -174,7 +183,6 @@ pub fn start_with_auth(adjust: impl FnOnce(&mut Config), auth: AuthSettings) -> 
     config.audit.instance = format!("it-{}-{n}", std::process::id());
     config.audit.ship_every_ms = 200;
     adjust(&mut config);
-    let engine = engine();
     let settings = lakeward::cli::audit_settings(&config).expect("audit settings");
     let audit = off_runtime(|| {
         runtime()
