@@ -24,6 +24,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod datagen;

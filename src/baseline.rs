@@ -1,0 +1,195 @@
+//! The baseline for benchmarks: plain DataFusion over the same Delta
+//! tables lakeward serves, with no policy, no wire protocol and no audit.
+//! `bench/run.sh` runs it next to lakeward and PostgreSQL to show what
+//! enforcement costs (`lakeward baseline …`, hidden from `--help`). Prints
+//! one JSON object per run; never used when serving.
+//!
+//! * `point` plans `SELECT … WHERE patient_id = $1` once and binds a random
+//!   id per execution, as a prepared statement does, from C concurrent tasks;
+//! * `query` plans and runs a statement R times (`--file` or `--sql`);
+//! * `export` is `query` for one large result, reported as rows/s.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use datafusion::common::ParamValues;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
+
+/// What `lakeward baseline` measures.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Mode {
+    Point,
+    Query,
+    Export,
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Point => "point",
+        Mode::Query => "query",
+        Mode::Export => "export",
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    #[arg(value_enum)]
+    pub mode: Mode,
+    /// Folder with the Delta tables (`<schema>/<table>`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Point lookups: ids are drawn from 1..=patients.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub patients: i64,
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    #[arg(long)]
+    pub sql: Option<String>,
+}
+
+/// Run one measurement and print its JSON line.
+pub async fn run(a: BaselineArgs) -> anyhow::Result<()> {
+    let ctx = context(&a.data).await?;
+    match a.mode {
+        Mode::Point => point(ctx, &a).await,
+        Mode::Query | Mode::Export => query(ctx, &a).await,
+    }
+    Ok(())
+}
+
+const POINT: &str = "SELECT patient_id, sex, site_id FROM clinical.patients WHERE patient_id = $1";
+
+/// Every Delta table under `data`, registered as `schema.table`.
+async fn context(data: &std::path::Path) -> anyhow::Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema("datafusion", "public")
+        .with_create_default_catalog_and_schema(true)
+        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let ctx = SessionContext::new_with_config(config);
+    for loc in crate::engine::discover_tables(data).map_err(|e| anyhow::anyhow!("{e}"))? {
+        if loc.name.schema == "audit" {
+            continue;
+        }
+        let url = deltalake::ensure_table_uri(&loc.url).expect("table url");
+        let table = deltalake::open_table(url).await.expect("open table");
+        table
+            .update_datafusion_session(&ctx.state())
+            .expect("object store");
+        ctx.sql(&format!("CREATE SCHEMA IF NOT EXISTS {}", loc.name.schema))
+            .await
+            .expect("schema");
+        ctx.register_table(
+            format!("{}.{}", loc.name.schema, loc.name.table),
+            table.table_provider().await.expect("provider"),
+        )
+        .expect("register");
+    }
+    Ok(ctx)
+}
+
+/// Median, 99th percentile (ms) and throughput of `lat` over `wall`.
+fn report(mode: &str, lat: &mut [Duration], wall: Duration, rows: u64, extra: &str) {
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    println!(
+        "{{\"system\":\"datafusion\",\"mode\":\"{mode}\",{extra}\"n\":{},\"median_ms\":{:.3},\"p99_ms\":{:.3},\"per_s\":{:.1},\"rows\":{rows},\"rows_per_s\":{:.0}}}",
+        lat.len(),
+        pct(0.5),
+        pct(0.99),
+        lat.len() as f64 / wall.as_secs_f64(),
+        rows as f64 / wall.as_secs_f64(),
+    );
+}
+
+async fn drain(ctx: &SessionContext, plan: datafusion::logical_expr::LogicalPlan) -> u64 {
+    let mut stream = ctx
+        .execute_logical_plan(plan)
+        .await
+        .expect("plan")
+        .execute_stream()
+        .await
+        .expect("execute");
+    let mut rows = 0u64;
+    while let Some(b) = stream.next().await {
+        rows += b.expect("batch").num_rows() as u64;
+    }
+    rows
+}
+
+async fn point(ctx: SessionContext, a: &BaselineArgs) {
+    let plan = ctx
+        .state()
+        .create_logical_plan(POINT)
+        .await
+        .expect("prepare");
+    let deadline = Instant::now() + Duration::from_secs(a.seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..a.clients {
+        let (ctx, plan, patients) = (ctx.clone(), plan.clone(), a.patients);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut rows = 0;
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ c as u64;
+            while Instant::now() < deadline {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let id = (x % patients as u64) as i64 + 1;
+                let t = Instant::now();
+                let bound = plan
+                    .clone()
+                    .with_param_values(ParamValues::List(vec![ScalarValue::Int64(Some(id)).into()]))
+                    .expect("bind");
+                rows += drain(&ctx, bound).await;
+                lat.push(t.elapsed());
+            }
+            (lat, rows)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut rows = 0;
+    for t in tasks {
+        let (l, r) = t.await.expect("client");
+        lat.extend(l);
+        rows += r;
+    }
+    let extra = format!("\"clients\":{},", a.clients);
+    report("point", &mut lat, start.elapsed(), rows, &extra);
+}
+
+async fn query(ctx: SessionContext, a: &BaselineArgs) {
+    let sql = match (&a.sql, &a.file) {
+        (Some(s), _) => s.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).expect("query file"),
+        _ => panic!("--sql or --file"),
+    };
+    let name = a
+        .file
+        .as_ref()
+        .and_then(|f| f.file_stem())
+        .map_or("query".into(), |s| s.to_string_lossy().into_owned());
+    let mut lat = Vec::new();
+    let mut rows = 0;
+    let start = Instant::now();
+    for _ in 0..a.runs {
+        let t = Instant::now();
+        let plan = ctx.state().create_logical_plan(&sql).await.expect("plan");
+        rows = drain(&ctx, plan).await;
+        lat.push(t.elapsed());
+    }
+    let extra = format!("\"query\":\"{name}\",");
+    report(mode_name(a.mode), &mut lat, start.elapsed(), rows, &extra);
+}
