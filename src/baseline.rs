@@ -7,7 +7,10 @@
 //! * `point` plans `SELECT … WHERE patient_id = $1` once and binds a random
 //!   id per execution, as a prepared statement does, from C concurrent tasks;
 //! * `query` plans and runs a statement R times (`--file` or `--sql`);
-//! * `export` is `query` for one large result, reported as rows/s.
+//! * `export` is `query` for one large result, reported as rows/s;
+//! * `dump` writes one table as CSV to stdout (no header; NULL is an empty
+//!   field), which `bench/postgres/load.sh` copies into PostgreSQL so that
+//!   both servers hold the same rows.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -24,6 +27,7 @@ pub enum Mode {
     Point,
     Query,
     Export,
+    Dump,
 }
 
 fn mode_name(m: Mode) -> &'static str {
@@ -31,6 +35,7 @@ fn mode_name(m: Mode) -> &'static str {
         Mode::Point => "point",
         Mode::Query => "query",
         Mode::Export => "export",
+        Mode::Dump => "dump",
     }
 }
 
@@ -54,6 +59,15 @@ pub struct BaselineArgs {
     pub file: Option<PathBuf>,
     #[arg(long)]
     pub sql: Option<String>,
+    /// `point`: ids are `id * id_stride + id_offset` (encounter ids are
+    /// `patient_id * 100 + k`).
+    #[arg(long, default_value_t = 1)]
+    pub id_stride: i64,
+    #[arg(long, default_value_t = 0)]
+    pub id_offset: i64,
+    /// `dump`: the table to write, `schema.table`.
+    #[arg(long)]
+    pub table: Option<String>,
 }
 
 /// Run one measurement and print its JSON line.
@@ -62,6 +76,7 @@ pub async fn run(a: BaselineArgs) -> anyhow::Result<()> {
     match a.mode {
         Mode::Point => point(ctx, &a).await,
         Mode::Query | Mode::Export => query(ctx, &a).await,
+        Mode::Dump => dump(ctx, &a).await?,
     }
     Ok(())
 }
@@ -129,11 +144,9 @@ async fn drain(ctx: &SessionContext, plan: datafusion::logical_expr::LogicalPlan
 }
 
 async fn point(ctx: SessionContext, a: &BaselineArgs) {
-    let plan = ctx
-        .state()
-        .create_logical_plan(POINT)
-        .await
-        .expect("prepare");
+    let sql = a.sql.as_deref().unwrap_or(POINT);
+    let plan = ctx.state().create_logical_plan(sql).await.expect("prepare");
+    let (stride, offset) = (a.id_stride, a.id_offset);
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -147,7 +160,7 @@ async fn point(ctx: SessionContext, a: &BaselineArgs) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                let id = (x % patients as u64) as i64 + 1;
+                let id = ((x % patients as u64) as i64 + 1) * stride + offset;
                 let t = Instant::now();
                 let bound = plan
                     .clone()
@@ -192,4 +205,26 @@ async fn query(ctx: SessionContext, a: &BaselineArgs) {
     }
     let extra = format!("\"query\":\"{name}\",");
     report(mode_name(a.mode), &mut lat, start.elapsed(), rows, &extra);
+}
+
+/// Every row of `--table` as CSV on stdout, batch by batch.
+async fn dump(ctx: SessionContext, a: &BaselineArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let table = a
+        .table
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("dump needs --table schema.table"))?;
+    let df = ctx.table(table).await?;
+    let mut stream = df.execute_stream().await?;
+    let stdout = std::io::stdout().lock();
+    let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+        .with_header(false)
+        .with_date_format("%Y-%m-%d".into())
+        .with_timestamp_format("%Y-%m-%dT%H:%M:%S%.f".into())
+        .build(std::io::BufWriter::with_capacity(1 << 20, stdout));
+    while let Some(batch) = stream.next().await {
+        writer.write(&batch?)?;
+    }
+    writer.into_inner().flush()?;
+    Ok(())
 }

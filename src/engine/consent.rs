@@ -5,32 +5,39 @@
 //! The decisive record of a patient for a purpose is the latest one (by
 //! `recorded_at`) that has not expired. The set therefore changes only
 //! when the consent table gets a new Delta version, or when one of its
-//! records expires. [`ConsentSetTable`] is a table provider over that set:
-//! each scan compares the consent table's version and the clock with what
-//! the cached set was computed from, and recomputes it (once, whoever asks
-//! first) when either moved. Secured tables read it as
-//! `t.patient_id [NOT] IN (SELECT patient_id FROM <consent set>)`: a hash
-//! semi-join against a few hundred thousand ids, instead of a window over
-//! every consent record in every query.
+//! records expires. [`ConsentSet::refresh`] compares the consent table's
+//! version and the clock with what the cached set was computed from, and
+//! recomputes it (once, whoever asks first) when either moved; every
+//! secured table with a consent check calls it when its scan is planned,
+//! so each statement runs against a set at least as new as its start.
+//!
+//! Secured tables read a set through a membership function registered in
+//! the raw context only, `[NOT] lakeward_consent_<set>(t.patient_id)`: a
+//! hash-set probe per row against the shared, already built set. (A
+//! semi-join against the set would rebuild a hash table of a few hundred
+//! thousand ids in every statement, which dominated point lookups.) The
+//! function fails, rather than admits, when no set has been computed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{MemTable, Session, TableProvider};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::SessionContext;
-use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::audit::delta::LatestDeltaProvider;
 use crate::policy::{ConsentRules, Purpose};
 
-/// Internal schema (in the raw context only) holding the consent sets.
-pub const CONSENT_SCHEMA: &str = "lakeward_consent";
+/// Prefix of the internal membership functions (raw context only; the
+/// gate refuses every `lakeward_*` call a client writes).
+pub const CONSENT_FUNCTION_PREFIX: &str = "lakeward_consent_";
 
 /// Which decisive records a set holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,25 +53,30 @@ struct Computed {
     version: u64,
     /// The next moment a record expires (the set may change then).
     valid_until: Option<DateTime<Utc>>,
-    table: Arc<MemTable>,
+    ids: Arc<HashSet<i64>>,
 }
 
 /// The patients of one purpose whose decisive consent record is `decision`.
-pub struct ConsentSetTable {
+pub struct ConsentSet {
     ctx: SessionContext,
     rules: ConsentRules,
     purpose: Purpose,
     decision: Decision,
     source: Arc<LatestDeltaProvider>,
-    schema: SchemaRef,
+    /// Name of the membership function reading this set.
+    function: String,
+    /// Serialises recomputation; holds what the current set was built from.
     computed: tokio::sync::Mutex<Option<Computed>>,
+    /// The set the membership function probes (None until first computed).
+    current: RwLock<Option<Arc<HashSet<i64>>>>,
 }
 
-impl std::fmt::Debug for ConsentSetTable {
+impl std::fmt::Debug for ConsentSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsentSetTable")
+        f.debug_struct("ConsentSet")
             .field("purpose", &self.purpose)
             .field("decision", &self.decision)
+            .field("function", &self.function)
             .finish_non_exhaustive()
     }
 }
@@ -76,30 +88,32 @@ fn quoted(name: &str) -> String {
         .join(".")
 }
 
-impl ConsentSetTable {
+impl ConsentSet {
     /// `ctx` must have the consent table registered under `rules.table`;
     /// `source` is that table's provider (for its version).
-    pub fn new(
+    fn new(
         ctx: SessionContext,
         rules: ConsentRules,
         purpose: Purpose,
         decision: Decision,
         source: Arc<LatestDeltaProvider>,
-    ) -> ConsentSetTable {
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            rules.patient_key.clone(),
-            DataType::Int64,
-            false,
-        )]));
-        ConsentSetTable {
+        function: String,
+    ) -> ConsentSet {
+        ConsentSet {
             ctx,
             rules,
             purpose,
             decision,
             source,
-            schema,
+            function,
             computed: tokio::sync::Mutex::new(None),
+            current: RwLock::new(None),
         }
+    }
+
+    /// The membership function's name, as the internal statement calls it.
+    pub fn function_name(&self) -> &str {
+        &self.function
     }
 
     /// The unexpired records of this purpose (identifiers come from the
@@ -129,10 +143,15 @@ impl ConsentSetTable {
             },
         );
         let batches = self.ctx.sql(&sql).await?.collect().await?;
-        let batches = batches
-            .into_iter()
-            .map(|b| RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut ids = HashSet::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+        for b in &batches {
+            let col = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| DataFusionError::Internal("consent set is not BIGINT".into()))?;
+            ids.extend(col.iter().flatten());
+        }
         let next = format!(
             "SELECT CAST(min(\"{expires}\") AS TIMESTAMP) {unexpired} AND \"{expires}\" IS NOT NULL",
             expires = r.expires_at_column,
@@ -161,13 +180,14 @@ impl ConsentSetTable {
         Ok(Computed {
             version,
             valid_until,
-            table: Arc::new(MemTable::try_new(self.schema.clone(), vec![batches])?),
+            ids: Arc::new(ids),
         })
     }
 
-    /// The current set: the cached one while the consent table's version
-    /// is unchanged and no record has expired since, else a fresh one.
-    async fn current(&self) -> DfResult<Arc<MemTable>> {
+    /// Make the current set the one for the consent table's newest version
+    /// and this moment: the cached one while the version is unchanged and
+    /// no record has expired since, else a fresh one.
+    pub async fn refresh(&self) -> DfResult<()> {
         let version = self
             .source
             .refreshed_version()
@@ -178,66 +198,114 @@ impl ConsentSetTable {
             && c.version == version
             && c.valid_until.is_none_or(|t| Utc::now() < t)
         {
-            return Ok(c.table.clone());
+            return Ok(());
         }
         let fresh = self.compute(version).await?;
         tracing::debug!(
             purpose = self.purpose.as_str(),
             version,
+            patients = fresh.ids.len(),
             "consent set computed"
         );
-        let table = fresh.table.clone();
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.ids.clone());
         *computed = Some(fresh);
-        Ok(table)
+        Ok(())
+    }
+
+    /// The set as last refreshed.
+    fn snapshot(&self) -> Option<Arc<HashSet<i64>>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
-#[async_trait]
-impl TableProvider for ConsentSetTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+/// `lakeward_consent_<set>(patient_id BIGINT) -> BOOLEAN`: whether the
+/// patient is in the set (NULL for a NULL id, so `[NOT] f(id)` admits no
+/// row without a patient). Errors when the set was never computed.
+#[derive(Debug)]
+struct ConsentMembership {
+    set: Arc<ConsentSet>,
+    signature: Signature,
+}
+
+impl PartialEq for ConsentMembership {
+    fn eq(&self, other: &Self) -> bool {
+        self.set.function == other.set.function
+    }
+}
+impl Eq for ConsentMembership {}
+impl std::hash::Hash for ConsentMembership {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.set.function.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for ConsentMembership {
+    fn name(&self) -> &str {
+        &self.set.function
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
+    fn signature(&self) -> &Signature {
+        &self.signature
     }
 
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.current()
-            .await?
-            .scan(state, projection, filters, limit)
-            .await
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let ids = self
+            .set
+            .snapshot()
+            .ok_or_else(|| DataFusionError::Execution("consent set unavailable".into()))?;
+        let [arg] = args.args.as_slice() else {
+            return Err(DataFusionError::Execution("consent check arity".into()));
+        };
+        let member = |v: Option<i64>| v.map(|id| ids.contains(&id));
+        match arg {
+            ColumnarValue::Scalar(ScalarValue::Int64(v)) => {
+                Ok(ColumnarValue::Scalar(ScalarValue::Boolean(member(*v))))
+            }
+            ColumnarValue::Scalar(ScalarValue::Null) => {
+                Ok(ColumnarValue::Scalar(ScalarValue::Boolean(None)))
+            }
+            ColumnarValue::Array(a) => {
+                let a = a
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| DataFusionError::Execution("consent check type".into()))?;
+                let out: BooleanArray = a.iter().map(member).collect();
+                Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+            }
+            _ => Err(DataFusionError::Execution("consent check type".into())),
+        }
     }
 }
 
 /// The consent sets of one raw context, by (rules, purpose, decision).
 #[derive(Default)]
 pub struct ConsentSets {
-    registered: Mutex<HashMap<String, String>>,
+    registered: Mutex<HashMap<String, Arc<ConsentSet>>>,
 }
 
 impl ConsentSets {
-    /// The internal name (`lakeward_consent.<name>`) of the set for
-    /// `(rules, purpose, decision)`, registered in `ctx` on first use.
-    /// Fails when the consent table is not a served Delta table.
-    pub fn name_for(
+    /// The set for `(rules, purpose, decision)`; on first use its
+    /// membership function is registered in `ctx`. Fails when the consent
+    /// table is not a served Delta table.
+    pub fn set_for(
         &self,
         ctx: &SessionContext,
         source: Option<Arc<dyn TableProvider>>,
         rules: &ConsentRules,
         purpose: Purpose,
         decision: Decision,
-    ) -> DfResult<String> {
+    ) -> DfResult<Arc<ConsentSet>> {
         let key = format!("{rules:?}|{}|{decision:?}", purpose.as_str());
         let mut registered = self.registered.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(name) = registered.get(&key) {
-            return Ok(name.clone());
+        if let Some(set) = registered.get(&key) {
+            return Ok(set.clone());
         }
         let source = source.and_then(|p| {
             let any: Arc<dyn std::any::Any + Send + Sync> = p;
@@ -249,8 +317,8 @@ impl ConsentSets {
                 rules.table
             )));
         };
-        let name = format!(
-            "{}_{}_{}",
+        let function = format!(
+            "{CONSENT_FUNCTION_PREFIX}{}_{}_{}",
             purpose.as_str(),
             match decision {
                 Decision::Granted => "granted",
@@ -258,28 +326,19 @@ impl ConsentSets {
             },
             registered.len()
         );
-        let catalog = ctx
-            .catalog(super::CATALOG)
-            .ok_or_else(|| DataFusionError::Plan("raw catalog missing".into()))?;
-        let schema = match catalog.schema(CONSENT_SCHEMA) {
-            Some(s) => s,
-            None => {
-                let s = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
-                catalog.register_schema(CONSENT_SCHEMA, s.clone())?;
-                s
-            }
-        };
-        schema.register_table(
-            name.clone(),
-            Arc::new(ConsentSetTable::new(
-                ctx.clone(),
-                rules.clone(),
-                purpose,
-                decision,
-                source,
-            )),
-        )?;
-        registered.insert(key, name.clone());
-        Ok(name)
+        let set = Arc::new(ConsentSet::new(
+            ctx.clone(),
+            rules.clone(),
+            purpose,
+            decision,
+            source,
+            function,
+        ));
+        ctx.register_udf(ScalarUDF::new_from_impl(ConsentMembership {
+            set: set.clone(),
+            signature: Signature::uniform(1, vec![DataType::Int64], Volatility::Stable),
+        }));
+        registered.insert(key, set.clone());
+        Ok(set)
     }
 }

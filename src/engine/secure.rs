@@ -51,6 +51,9 @@ pub struct SecuredTable {
     /// Columns shown as they are stored (no mask): a leak-proof predicate
     /// over these may be evaluated below the policy (see [`leakproof`]).
     passthrough: std::collections::BTreeSet<String>,
+    /// The consent set the plan's consent check probes, refreshed whenever
+    /// a statement's scan of this table is planned.
+    consent: Option<Arc<super::consent::ConsentSet>>,
 }
 
 /// Whether `e` may be evaluated on rows the policy has not admitted yet:
@@ -141,6 +144,11 @@ impl TableProvider for SecuredTable {
         filters: &[DfExpr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // The consent set this statement runs against: current for the
+        // consent table's newest version and this moment.
+        if let Some(set) = &self.consent {
+            set.refresh().await?;
+        }
         // Leak-proof predicates over unmasked columns go on top of the
         // policy plan; the optimiser moves them down to the Delta scan,
         // where file and row-group statistics prune. Anything else that
@@ -349,20 +357,18 @@ fn quoted_table(name: &str) -> String {
         .join(".")
 }
 
-/// `t.<key> [NOT] IN (SELECT <key> FROM <consent set>)`: opt-out admits
-/// the patients not in the refused set, opt-in those in the granted set
-/// (see [`super::consent`]). Identifiers come from the validated policy.
-fn consent_expr(check: &ConsentCheck, rules: &ConsentRules, set: &str) -> DfResult<Expr> {
+/// `[NOT] lakeward_consent_<set>(t.<key>)`: opt-out admits the patients
+/// not in the refused set, opt-in those in the granted set (see
+/// [`super::consent`]). Identifiers come from the validated policy.
+fn consent_expr(check: &ConsentCheck, function: &str) -> DfResult<Expr> {
     let sql = format!(
-        "\"t\".\"{key}\" {neg}IN (SELECT \"{pk}\" FROM {set})",
+        "{neg}\"{function}\"(\"t\".\"{key}\")",
         key = check.patient_key,
         neg = if check.model == ConsentModel::OptOut {
             "NOT "
         } else {
             ""
         },
-        pk = rules.patient_key,
-        set = quoted_table(set),
     );
     parse_expr(&sql)
 }
@@ -381,8 +387,7 @@ fn internal_statement(
     table: &str,
     access: &TableAccess,
     schema: &SchemaRef,
-    consent: &ConsentRules,
-    consent_set: Option<&str>,
+    consent_function: Option<&str>,
 ) -> DfResult<Statement> {
     let dialect = PostgreSqlDialect {};
     let mut stmt = Parser::new(&dialect)
@@ -417,12 +422,12 @@ fn internal_statement(
     }
     if let Some(c) = &access.consent {
         // Fail closed: a consent check without its set admits no row.
-        let Some(set) = consent_set else {
+        let Some(function) = consent_function else {
             return Err(datafusion::error::DataFusionError::Plan(
                 "consent set unavailable".into(),
             ));
         };
-        conditions.push(consent_expr(c, consent, set)?);
+        conditions.push(consent_expr(c, function)?);
     }
     select.selection = conditions.into_iter().reduce(|a, b| Expr::BinaryOp {
         left: Box::new(a),
@@ -466,24 +471,24 @@ impl RawTables {
         self.ctx.catalog(CATALOG)?.schema(s)?.table(t).await.ok()?
     }
 
-    /// The qualified name of the consent set a table's consent check reads.
+    /// The consent set a table's consent check reads.
     async fn consent_set(
         &self,
         access: &TableAccess,
         consent: &ConsentRules,
-    ) -> DfResult<Option<String>> {
+    ) -> DfResult<Option<Arc<super::consent::ConsentSet>>> {
         let Some(check) = &access.consent else {
             return Ok(None);
         };
         let source = self.provider(&consent.table).await;
-        let name = self.consent_sets.name_for(
+        let set = self.consent_sets.set_for(
             &self.ctx,
             source,
             consent,
             check.purpose,
             consent_decision(check),
         )?;
-        Ok(Some(format!("{}.{name}", super::consent::CONSENT_SCHEMA)))
+        Ok(Some(set))
     }
 
     /// The raw schema of a table.
@@ -501,9 +506,14 @@ impl RawTables {
     ) -> Option<String> {
         let schema = self.schema(name).await?;
         let set = self.consent_set(access, consent).await.ok()?;
-        internal_statement(name, access, &schema, consent, set.as_deref())
-            .ok()
-            .map(|s| s.to_string())
+        internal_statement(
+            name,
+            access,
+            &schema,
+            set.as_ref().map(|s| s.function_name()),
+        )
+        .ok()
+        .map(|s| s.to_string())
     }
 
     /// Build the secured catalog for one access context.
@@ -515,14 +525,19 @@ impl RawTables {
     ) -> DfResult<(Arc<dyn CatalogProviderList>, Arc<super::catalog::Visible>)> {
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let mut schemas: BTreeMap<String, Arc<MemorySchemaProvider>> = BTreeMap::new();
-        let state: SessionState = self.ctx.state();
         for (name, table_access) in access.into_iter().flat_map(|a| a.tables.iter()) {
             let Some(raw_schema) = self.schema(name).await else {
                 continue;
             };
             let set = self.consent_set(table_access, consent).await?;
-            let stmt =
-                internal_statement(name, table_access, &raw_schema, consent, set.as_deref())?;
+            let stmt = internal_statement(
+                name,
+                table_access,
+                &raw_schema,
+                set.as_ref().map(|s| s.function_name()),
+            )?;
+            // Taken after the consent set: its function is registered now.
+            let state: SessionState = self.ctx.state();
             let plan = state
                 .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
                 .await?;
@@ -539,6 +554,7 @@ impl RawTables {
                 plan,
                 schema,
                 passthrough,
+                consent: set,
             });
             let schema_provider = schemas
                 .entry(s.to_owned())
@@ -561,7 +577,7 @@ impl RawTables {
         // Auditors' views, planned over this catalog's secured audit table.
         if let Some(audit_schema) = audit_schema {
             let view_state =
-                datafusion::execution::SessionStateBuilder::new_from_existing(state.clone())
+                datafusion::execution::SessionStateBuilder::new_from_existing(self.ctx.state())
                     .with_catalog_list(list.clone())
                     .build();
             for (name, sql) in crate::audit::views::VIEWS {

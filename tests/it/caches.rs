@@ -236,8 +236,10 @@ async fn consent_sets_follow_new_records_and_expiry() {
     let n: i64 = researcher.query_one(count, &[]).await.unwrap().get(0);
     assert_eq!(n, opted_in, "a later refusal is seen");
 
-    // An operations opt-out that expires in two seconds: hidden, then
-    // visible again once it has expired, with no new Delta version.
+    // An operations opt-out that expires in eight seconds: hidden, then
+    // visible again once it has expired, with no new Delta version. (Eight,
+    // not less: a loaded CI machine must see it before it expires.)
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(8);
     append(
         &dir,
         "governance",
@@ -248,7 +250,7 @@ async fn consent_sets_follow_new_records_and_expiry() {
             "operations",
             false,
             now + chrono::Duration::seconds(2),
-            Some(chrono::Utc::now() + chrono::Duration::seconds(2)),
+            Some(expires),
         )],
     )
     .await;
@@ -256,7 +258,8 @@ async fn consent_sets_follow_new_records_and_expiry() {
     let hidden: i64 = analyst.query_one(count, &[]).await.unwrap().get(0);
     assert_eq!(hidden, all_ops - 1, "the opt-out is seen");
     assert!(!analyst_sees(&analyst, candidate).await);
-    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(300)).await;
     let back: i64 = analyst.query_one(count, &[]).await.unwrap().get(0);
     assert_eq!(
         back, all_ops,

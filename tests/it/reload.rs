@@ -81,3 +81,56 @@ async fn sighup_reloads_the_policy_and_keeps_the_old_one_when_the_new_one_is_bro
     hup(&served);
     assert!(claims_count(served.port).await.unwrap() > 0);
 }
+
+/// A new policy version reaches statements that are already cached: a
+/// prepared statement kept by a connection across the reload, and the same
+/// text sent again as a simple query (a plan-cache hit before the reload).
+#[tokio::test]
+async fn a_new_policy_version_reaches_cached_and_prepared_statements() {
+    let dir = temp_dir("lakeward-it-reload-mask");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules"),
+        &dir,
+    );
+    let served = serve(&dir);
+    let addr = format!("127.0.0.1:{}", served.port).parse().unwrap();
+    let client = try_connect_with(
+        addr,
+        "analyst",
+        &token("analyst", "analyst", None),
+        "require",
+        Some("operations"),
+    )
+    .await
+    .unwrap();
+    let sql = "SELECT zip FROM clinical.patients WHERE patient_id = $1";
+    let stmt = client.prepare(sql).await.unwrap();
+    let zip_of = |rows: Vec<tokio_postgres::Row>| -> Option<String> { rows[0].get(0) };
+    // Twice before the reload: the second run is served from the caches.
+    for _ in 0..2 {
+        let zip = zip_of(client.query(&stmt, &[&7i64]).await.unwrap()).unwrap();
+        assert!(zip.ends_with("00") && zip.len() == 5, "zip3 mask: {zip}");
+    }
+    let simple = "SELECT zip FROM clinical.patients WHERE patient_id = 7";
+    let before = client.simple_query(simple).await.unwrap();
+    assert!(matches!(&before[0], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0).is_some()));
+
+    // The analyst's quasi-identifiers become NULL.
+    let roles = dir.join("roles.toml");
+    let original = std::fs::read_to_string(&roles).unwrap();
+    let narrowed = original.replace(
+        "\"tag:phi.date\" = \"visible\"\n\"tag:phi.birth\" = \"year\"\n\"tag:phi.quasi\" = \"zip3\"",
+        "\"tag:phi.date\" = \"visible\"\n\"tag:phi.birth\" = \"year\"\n\"tag:phi.quasi\" = \"null\"",
+    );
+    assert_ne!(narrowed, original, "the test edits the analyst's zip mask");
+    std::fs::write(&roles, &narrowed).unwrap();
+    hup(&served);
+
+    let after: Option<String> = zip_of(client.query(&stmt, &[&7i64]).await.unwrap());
+    assert_eq!(after, None, "the prepared statement follows the new policy");
+    let after = client.simple_query(simple).await.unwrap();
+    assert!(
+        matches!(&after[0], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0).is_none()),
+        "the cached simple query follows the new policy"
+    );
+}

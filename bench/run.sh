@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# lakeward against PostgreSQL 15 (same rows, the same demo policy written as
+# secure views + row-level security) and against plain DataFusion over the
+# same Delta tables (no policy: the cost of enforcement), in one run on one
+# machine. Writes the results to $BENCH_DIR/results.jsonl and regenerates the
+# generated part of docs/benchmarks.md.
+#
+#   bench/run.sh [--patients N] [--seconds S] [--clients "1 8 32"]
+#                [--runs R] [--only point,analytic,export,connect,audit]
+#                [--no-report]
+#
+# Needs: pgbench and psql (postgresql-client), the PostgreSQL 15 server
+# (postgresql-15), python3. Installs them with apt-get when missing.
+# BENCH_DIR (default /var/tmp/lakeward-bench-N) keeps the data, the loaded
+# PostgreSQL cluster and the logs between runs; delete it to start over.
+# LAKEWARD_BIN: use an already built release binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+PATIENTS=1000000
+SECS=10
+CLIENTS="1 8 32"
+RUNS=5
+ONLY="point,analytic,export,connect,audit"
+REPORT=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --patients) PATIENTS="$2"; shift 2 ;;
+    --seconds) SECS="$2"; shift 2 ;;
+    --clients) CLIENTS="$2"; shift 2 ;;
+    --runs) RUNS="$2"; shift 2 ;;
+    --only) ONLY="$2"; shift 2 ;;
+    --no-report) REPORT=0; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+T0=$(date +%s)
+
+# --- tools --------------------------------------------------------------------
+PGBIN=/usr/lib/postgresql/15/bin
+need=()
+command -v pgbench >/dev/null || need+=(postgresql-client)
+[ -x "$PGBIN/postgres" ] || need+=(postgresql-15)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  log "installing ${need[*]}"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+# --- build --------------------------------------------------------------------
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakeward/target}"
+if [ -z "${LAKEWARD_BIN:-}" ]; then
+  log "building lakeward (release)"
+  cargo build --release --locked --bin lakeward
+fi
+BIN="${LAKEWARD_BIN:-$CARGO_TARGET_DIR/release/lakeward}"
+T_BUILD=$(date +%s)
+
+# --- data -----------------------------------------------------------------------
+WORK="${BENCH_DIR:-/var/tmp/lakeward-bench-$PATIENTS}"
+DATA="$WORK/data"
+OUT="$WORK/out"
+RESULTS="$WORK/results.jsonl"
+mkdir -p "$WORK" "$OUT"
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/pg/postmaster.pid" ] && pg_as "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+if [ ! -d "$DATA/clinical" ]; then
+  log "generating $PATIENTS patients"
+  /usr/bin/time -f '%e s, %M KiB peak' "$BIN" --log warn datagen --data-dir "$DATA" --patients "$PATIENTS" >"$OUT/datagen.txt" 2>&1
+fi
+if [ ! -f "$DATA/keys/jwt-public.pem" ]; then
+  # The demo writes the development certificate, token key, pseudonym key
+  # and audit signing key next to the data, then serves; stop it once ready.
+  log "creating development keys and certificate"
+  "$BIN" demo --data-dir "$DATA" --listen 127.0.0.1:0 >"$OUT/demo.log" 2>&1 &
+  demo=$!
+  for _ in $(seq 1 600); do grep -q "lakeward listening" "$OUT/demo.log" && break; sleep 0.5; done
+  kill "$demo"; wait "$demo" 2>/dev/null || true
+fi
+PSEUDONYM_KEY="$(tr -d '[:space:]' <"$DATA/keys/pseudonym.key")"
+declare -A PURPOSE=([analyst]=operations [clinician]=treatment [researcher]=research)
+declare -A TOKEN
+TOKEN[analyst]="$("$BIN" token --data-dir "$DATA" --role analyst --purposes payment,operations --ttl 12h)"
+TOKEN[clinician]="$("$BIN" token --data-dir "$DATA" --role clinician --site S01 --purposes treatment --ttl 12h)"
+TOKEN[researcher]="$("$BIN" token --data-dir "$DATA" --role researcher --purposes research --ttl 12h)"
+
+# --- lakeward -------------------------------------------------------------------
+LW_PORT=16500
+serve_lakeward() { # name port durability -> pid in LW_PID
+  local name="$1" port="$2" durability="$3"
+  rm -rf "$WORK/audit-$name"
+  cat >"$WORK/$name.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+max_connections = 512
+[tls]
+cert_file = "$DATA/tls/server.crt"
+key_file = "$DATA/tls/server.key"
+[data]
+root = "$DATA"
+[auth]
+issuer = "lakeward-demo"
+audience = "lakeward"
+public_keys = [{ kid = "demo-es256", alg = "ES256", file = "$DATA/keys/jwt-public.pem" }]
+[policy]
+pseudonym_key_file = "$DATA/keys/pseudonym.key"
+[audit]
+dir = "$WORK/audit-$name"
+table = "$WORK/audit-$name/access_log"
+instance = "bench-$name"
+signing_key_file = "$DATA/keys/audit-signing.pem"
+durability = "$durability"
+TOML
+  "$BIN" --log warn serve --config "$WORK/$name.toml" 2>"$OUT/lakeward-$name.log" &
+  LW_PID=$!
+  PIDS+=("$LW_PID")
+  for _ in $(seq 1 300); do pg_isready -q -h 127.0.0.1 -p "$port" && return 0; sleep 0.2; done
+  echo "lakeward ($name) did not start; see $OUT/lakeward-$name.log" >&2
+  exit 1
+}
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+lw_conn() { # role port
+  echo "host=127.0.0.1 port=$2 dbname=lakeward user=$1 password=${TOKEN[$1]} sslmode=require options='-c lakeward.purpose=${PURPOSE[$1]}'"
+}
+
+# --- PostgreSQL -----------------------------------------------------------------
+PG_PORT=16510
+pg_as() { if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/bash -c "$(printf '%q ' "$@")"; else "$@"; fi; }
+start_postgres() {
+  if [ ! -f "$WORK/pg/PG_VERSION" ]; then
+    log "initialising PostgreSQL 15"
+    mkdir -p "$WORK/pg"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pg"
+    pg_as "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth-local=trust --auth-host=scram-sha-256 >"$OUT/initdb.log"
+    cp "$DATA/tls/server.crt" "$DATA/tls/server.key" "$WORK/pg/"
+    chmod 600 "$WORK/pg/server.key"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pg/server.crt" "$WORK/pg/server.key"
+    # Sized for this machine like a DBA would: a quarter of RAM as shared
+    # buffers is too much for 2 cores' worth of work; 4 GB caches the data.
+    cat >>"$WORK/pg/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$WORK/pg'
+max_connections = 200
+ssl = on
+shared_buffers = 4GB
+effective_cache_size = 12GB
+work_mem = 64MB
+maintenance_work_mem = 1GB
+max_parallel_workers_per_gather = 2
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+jit = off
+CONF
+  fi
+  pg_as "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg/server.log" -w start >/dev/null
+  if [ ! -f "$WORK/pg/lakeward-loaded" ]; then
+    log "loading the same rows into PostgreSQL"
+    PGHOST="$WORK/pg" PGPORT=$PG_PORT PGUSER=postgres LAKEWARD="$BIN" DATA="$DATA" \
+      PSEUDONYM_KEY="$PSEUDONYM_KEY" bench/postgres/load.sh >"$OUT/pg-load.txt" 2>&1
+    touch "$WORK/pg/lakeward-loaded"
+  fi
+}
+pg_conn() { # role
+  echo "host=127.0.0.1 port=$PG_PORT dbname=postgres user=$1 password=bench sslmode=require options='-c lakeward.purpose=${PURPOSE[$1]} -c lakeward.site=S01'"
+}
+
+# --- measurement helpers --------------------------------------------------------
+# pgbench run: system workload role mode clients conn-string pgbench-args...
+bench_pgbench() {
+  local system="$1" workload="$2" role="$3" mode="$4" clients="$5" conn="$6"; shift 6
+  local tag="$system-$workload-$role-$mode-c$clients"
+  local threads=$(( clients < 2 ? clients : 2 ))
+  rm -f "$OUT/$tag".log*
+  if ! pgbench -n -M "$mode" -c "$clients" -j "$threads" -D patients="$PATIENTS" \
+      -l --log-prefix="$OUT/$tag.log" "$@" "$conn" >"$OUT/$tag.txt" 2>&1; then
+    log "pgbench failed: $tag (see $OUT/$tag.txt)"
+    python3 bench/report.py record --system "$system" --workload "$workload" --role "$role" \
+      --mode "$mode" --clients "$clients" --failed "$OUT/$tag.txt" >>"$RESULTS"
+    return 0
+  fi
+  python3 bench/report.py pgbench --system "$system" --workload "$workload" --role "$role" \
+    --mode "$mode" --clients "$clients" --stdout "$OUT/$tag.txt" --logs "$OUT/$tag.log" >>"$RESULTS"
+}
+# One psql export, timed, with the server's peak RSS (VmHWM of PID).
+bench_export() { # system role conn rows pid
+  local system="$1" role="$2" conn="$3" rows="$4" pid="${5:-}"
+  local s e n
+  s=$(date +%s.%N)
+  n=$(psql "$conn" -X -A -t -c "SELECT * FROM clinical.observations LIMIT $rows" | wc -l)
+  e=$(date +%s.%N)
+  local rss=null base=null
+  if [ -n "$pid" ]; then rss=$(awk '/VmHWM/{print $2}' "/proc/$pid/status"); base="${LW_BASE_RSS:-null}"; fi
+  python3 bench/report.py record --system "$system" --workload export --role "$role" \
+    --rows "$n" --seconds "$(echo "$e - $s" | bc -l)" --peak-rss-kib "$rss" --base-rss-kib "$base" >>"$RESULTS"
+}
+baseline() { # workload args... (plain DataFusion, no policy, in-process)
+  local w="$1"; shift
+  "$BIN" --log warn baseline "$@" --data "$DATA" | python3 bench/report.py baseline --workload "$w" >>"$RESULTS"
+}
+
+# Results of this run replace the previous ones.
+: >"$RESULTS"
+python3 bench/report.py record --system machine --workload meta --patients "$PATIENTS" \
+  --seconds "$SECS" --clients-list "$CLIENTS" --runs "$RUNS" >>"$RESULTS"
+
+if want point || want analytic || want export || want connect; then start_postgres; fi
+T_SETUP=$(date +%s)
+
+# --- 1. point lookups -----------------------------------------------------------
+if want point; then
+  serve_lakeward main $LW_PORT fsync
+  for role in analyst clinician researcher; do
+    for mode in prepared simple; do
+      for c in $CLIENTS; do
+        log "point: $role -M $mode, $c clients"
+        bench_pgbench lakeward point "$role" "$mode" "$c" "$(lw_conn "$role" $LW_PORT)" -T "$SECS" -f "bench/workloads/point-$role.sql"
+        bench_pgbench postgres point "$role" "$mode" "$c" "$(pg_conn "$role")" -T "$SECS" -f "bench/workloads/point-$role.sql"
+      done
+    done
+  done
+  for c in $CLIENTS; do
+    log "point: plain DataFusion, $c clients"
+    baseline point point --patients "$PATIENTS" --clients "$c" --seconds "$SECS" \
+      --sql 'SELECT patient_id, mrn, birth_date, zip, sex, site_id FROM clinical.patients WHERE patient_id = $1'
+    baseline point-encounter point --patients "$PATIENTS" --clients "$c" --seconds "$SECS" --id-stride 100 --id-offset 1 \
+      --sql 'SELECT encounter_id, patient_id, admit_ts, encounter_type, primary_dx FROM clinical.encounters WHERE encounter_id = $1'
+  done
+  stop_pid "$LW_PID"
+fi
+
+# --- 2. analytic ----------------------------------------------------------------
+if want analytic; then
+  serve_lakeward main $LW_PORT fsync
+  for q in claims_by_payer_month hba1c_cohort top_dx_per_site; do
+    log "analytic: $q, plain DataFusion"
+    baseline "$q" query --file "bench/workloads/$q.sql" --runs "$RUNS"
+    for role in analyst clinician researcher; do
+      log "analytic: $q as $role"
+      # One warm-up run, then RUNS timed runs, each on its own.
+      psql "$(lw_conn "$role" $LW_PORT)" -X -q -f "bench/workloads/$q.sql" >/dev/null
+      bench_pgbench lakeward "$q" "$role" simple 1 "$(lw_conn "$role" $LW_PORT)" -t "$RUNS" -f "bench/workloads/$q.sql"
+      psql "$(pg_conn "$role")" -X -q -f "bench/workloads/$q.sql" >/dev/null
+      bench_pgbench postgres "$q" "$role" simple 1 "$(pg_conn "$role")" -t "$RUNS" -f "bench/workloads/$q.sql"
+    done
+  done
+  stop_pid "$LW_PID"
+fi
+
+# --- 3. export ------------------------------------------------------------------
+if want export; then
+  log "export: 1,000,000 and 5,000,000 rows"
+  serve_lakeward export $LW_PORT fsync
+  LW_BASE_RSS=$(awk '/VmRSS/{print $2}' "/proc/$LW_PID/status")
+  bench_export lakeward analyst "$(lw_conn analyst $LW_PORT)" 1000000 "$LW_PID"
+  bench_export lakeward analyst "$(lw_conn analyst $LW_PORT)" 5000000 "$LW_PID"
+  stop_pid "$LW_PID"
+  bench_export postgres analyst "$(pg_conn analyst)" 1000000
+  baseline export export --sql 'SELECT * FROM clinical.observations LIMIT 1000000' --runs 1
+fi
+
+# --- 4. connection storm --------------------------------------------------------
+if want connect; then
+  serve_lakeward main $LW_PORT fsync
+  for c in 8; do
+    log "connect: new TLS connections, $c clients"
+    bench_pgbench lakeward connect analyst simple "$c" "$(lw_conn analyst $LW_PORT)" -C -T "$SECS" -f bench/workloads/connect.sql
+    bench_pgbench postgres connect analyst simple "$c" "$(pg_conn analyst)" -C -T "$SECS" -f bench/workloads/connect.sql
+  done
+  stop_pid "$LW_PID"
+fi
+
+# --- 5. audit on vs off ---------------------------------------------------------
+if want audit; then
+  for durability in fsync none-benchmark-only; do
+    serve_lakeward "audit-$durability" $LW_PORT "$durability"
+    for c in 8; do
+      log "audit $durability: point lookups, $c clients"
+      bench_pgbench "lakeward-audit-$durability" point analyst prepared "$c" "$(lw_conn analyst $LW_PORT)" -T "$SECS" -f bench/workloads/point-analyst.sql
+    done
+    stop_pid "$LW_PID"
+  done
+fi
+
+T_END=$(date +%s)
+python3 bench/report.py record --system machine --workload timing --build-s $((T_BUILD - T0)) \
+  --setup-s $((T_SETUP - T_BUILD)) --total-s $((T_END - T0)) >>"$RESULTS"
+log "done in $((T_END - T0)) s (build $((T_BUILD - T0)) s, data and PostgreSQL $((T_SETUP - T_BUILD)) s)"
+if [ "$REPORT" = 1 ]; then
+  python3 bench/report.py render --results "$RESULTS" --outdir "$OUT" --doc docs/benchmarks.md
+  log "docs/benchmarks.md regenerated from $RESULTS"
+fi
