@@ -305,6 +305,29 @@ impl Parser {
     }
 }
 
+/// Whether two plans return the same column types, as PostgreSQL judges a
+/// re-planned cached statement: the number and PostgreSQL types of the
+/// columns, not their Arrow encoding or nullability (a mask that becomes
+/// NULL keeps the column's type).
+fn same_result_types(a: &Option<SchemaRef>, b: &Option<SchemaRef>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            a.fields().len() == b.fields().len()
+                && a.fields().iter().zip(b.fields().iter()).all(|(x, y)| {
+                    match (
+                        arrow_pg::datatypes::into_pg_type(x.data_type()),
+                        arrow_pg::datatypes::into_pg_type(y.data_type()),
+                    ) {
+                        (Ok(x), Ok(y)) => x == y,
+                        _ => false,
+                    }
+                })
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 fn token_expired() -> SqlError {
     SqlError::fatal(
         "28000",
@@ -517,7 +540,7 @@ impl ConnHandler {
                     &prepared.0.fingerprint,
                 )
                 .await?;
-            if replanned.0.result_schema != prepared.0.result_schema
+            if !same_result_types(&replanned.0.result_schema, &prepared.0.result_schema)
                 || replanned.0.param_types != prepared.0.param_types
             {
                 return Err(SqlError::new(

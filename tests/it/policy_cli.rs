@@ -183,7 +183,9 @@ fn policy_explain_shows_the_secured_form() {
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(
-        t.contains("site_id = 'S01'") && t.contains("lakeward_partial") && t.contains("NOT IN"),
+        t.contains("site_id = 'S01'")
+            && t.contains("lakeward_partial")
+            && t.contains("NOT \"lakeward_consent_treatment_refused"),
         "{t}"
     );
 }
