@@ -212,6 +212,7 @@ baseline() { # workload args... (plain DataFusion, no policy, in-process)
 # Results of this run replace the previous ones.
 : >"$RESULTS"
 python3 bench/report.py record --system machine --workload meta --patients "$PATIENTS" \
+  --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --seconds "$SECS" --clients-list "$CLIENTS" --runs "$RUNS" >>"$RESULTS"
 
 if want point || want analytic || want export || want connect; then start_postgres; fi

@@ -53,7 +53,6 @@ struct Computed {
     version: u64,
     /// The next moment a record expires (the set may change then).
     valid_until: Option<DateTime<Utc>>,
-    ids: Arc<HashSet<i64>>,
 }
 
 /// The patients of one purpose whose decisive consent record is `decision`.
@@ -65,7 +64,7 @@ pub struct ConsentSet {
     source: Arc<LatestDeltaProvider>,
     /// Name of the membership function reading this set.
     function: String,
-    /// Serialises recomputation; holds what the current set was built from.
+    /// Serialises recomputation; holds what `current` was built from.
     computed: tokio::sync::Mutex<Option<Computed>>,
     /// The set the membership function probes (None until first computed).
     current: RwLock<Option<Arc<HashSet<i64>>>>,
@@ -129,7 +128,7 @@ impl ConsentSet {
         )
     }
 
-    async fn compute(&self, version: u64) -> DfResult<Computed> {
+    async fn compute(&self, version: u64) -> DfResult<(Computed, HashSet<i64>)> {
         let r = &self.rules;
         let sql = format!(
             "SELECT CAST(\"c\".\"{pk}\" AS BIGINT) AS \"{pk}\" FROM (SELECT \"{pk}\", \"{granted}\", row_number() OVER (PARTITION BY \"{pk}\" ORDER BY \"{recorded}\" DESC, \"{granted}\" ASC) AS lakeward_rank {unexpired}) AS \"c\" WHERE \"c\".lakeward_rank = 1 AND \"c\".\"{pk}\" IS NOT NULL AND {cond}",
@@ -177,11 +176,13 @@ impl ConsentSet {
                     })??;
                 Some(DateTime::from_timestamp_nanos(ts))
             });
-        Ok(Computed {
-            version,
-            valid_until,
-            ids: Arc::new(ids),
-        })
+        Ok((
+            Computed {
+                version,
+                valid_until,
+            },
+            ids,
+        ))
     }
 
     /// Make the current set the one for the consent table's newest version
@@ -200,14 +201,14 @@ impl ConsentSet {
         {
             return Ok(());
         }
-        let fresh = self.compute(version).await?;
+        let (fresh, ids) = self.compute(version).await?;
         tracing::debug!(
             purpose = self.purpose.as_str(),
             version,
-            patients = fresh.ids.len(),
+            patients = ids.len(),
             "consent set computed"
         );
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.ids.clone());
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(ids));
         *computed = Some(fresh);
         Ok(())
     }

@@ -31,17 +31,22 @@ fn hup(s: &Served) {
     std::thread::sleep(Duration::from_millis(800));
 }
 
-async fn claims_count(port: u16) -> Result<i64, tokio_postgres::Error> {
+/// An analyst session (purpose operations) on the served instance.
+async fn analyst(port: u16) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let client = try_connect_with(
+    try_connect_with(
         addr,
         "analyst",
         &token("analyst", "analyst", None),
         "require",
         Some("operations"),
     )
-    .await?;
-    client
+    .await
+}
+
+async fn claims_count(port: u16) -> Result<i64, tokio_postgres::Error> {
+    analyst(port)
+        .await?
         .query_one("SELECT count(*) FROM claims.claims", &[])
         .await
         .map(|r| r.get(0))
@@ -93,16 +98,7 @@ async fn a_new_policy_version_reaches_cached_and_prepared_statements() {
         &dir,
     );
     let served = serve(&dir);
-    let addr = format!("127.0.0.1:{}", served.port).parse().unwrap();
-    let client = try_connect_with(
-        addr,
-        "analyst",
-        &token("analyst", "analyst", None),
-        "require",
-        Some("operations"),
-    )
-    .await
-    .unwrap();
+    let client = analyst(served.port).await.unwrap();
     let sql = "SELECT zip FROM clinical.patients WHERE patient_id = $1";
     let stmt = client.prepare(sql).await.unwrap();
     let zip_of = |rows: Vec<tokio_postgres::Row>| -> Option<String> { rows[0].get(0) };
