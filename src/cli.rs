@@ -241,9 +241,49 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Targets whose logging stops at warn (see [`init_logging`]).
+const THIRD_PARTY_LOG_CAPS: &[&str] = &[
+    "datafusion=warn",
+    "datafusion_common=warn",
+    "datafusion_expr=warn",
+    "datafusion_optimizer=warn",
+    "datafusion_physical_plan=warn",
+    "datafusion_physical_optimizer=warn",
+    "datafusion_datasource=warn",
+    "datafusion_datasource_parquet=warn",
+    "datafusion_sql=warn",
+    "datafusion_execution=warn",
+    "datafusion_pg_catalog=warn",
+    "arrow_pg=warn",
+    "parquet=warn",
+    "deltalake=warn",
+    "deltalake_core=warn",
+    "delta_kernel=warn",
+    "sqlparser=warn",
+    "pgwire=warn",
+    "object_store=warn",
+    "hyper=warn",
+    "hyper_util=warn",
+    "reqwest=warn",
+    "rustls=warn",
+    "tokio_rustls=warn",
+    "h2=warn",
+    "aws_config=warn",
+    "aws_smithy_runtime=warn",
+];
+
 fn init_logging(args: &LogArgs) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The engine, storage and protocol crates log query plans, literals and
+    // wire messages at debug and trace level: capped at warn whatever the
+    // filter asks for, so that no statement literal or result value can
+    // reach the log (lakeward's own events carry ids and fingerprints only).
+    for capped in THIRD_PARTY_LOG_CAPS {
+        if let Ok(d) = capped.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -487,14 +527,108 @@ async fn audit_verify(
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    use crate::metrics::Metrics;
+    // The admin endpoint comes up first: /health answers while tables and
+    // the audit store load, /ready only once everything is in place.
+    let admin = Admin::start(&config).await?;
     let services = services(&config).await?;
+    for t in services.engine.tables().values() {
+        let name = t.name.to_string();
+        Metrics::global().set_table_version(&name, t.version);
+        Metrics::global().set_snapshot_time(&name, std::time::SystemTime::now());
+    }
+    admin.loaded(&services);
+    let cert = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(c), Some(k)) => Some(Arc::new(crate::server::tls::ServerCert::load(c, k)?)),
+        _ => None,
+    };
     #[cfg(unix)]
-    tokio::spawn(reload_on_sighup(
-        services.policy.clone(),
-        services.engine.clone(),
-    ));
-    crate::server::serve(config, services, shutdown_signal()).await?;
+    tokio::spawn(reload_on_sighup(Reloadable {
+        policy: services.policy.clone(),
+        engine: services.engine.clone(),
+        auth: services.auth.clone(),
+        cert: cert.clone(),
+    }));
+    let draining = admin.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Load balancers stop sending new clients before the listener closes.
+        draining.draining();
+    };
+    crate::server::serve(config, services, cert, shutdown).await?;
+    admin.stop();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The admin endpoint of a serving process and its readiness flags.
+#[derive(Clone)]
+struct Admin {
+    #[cfg(feature = "admin")]
+    ready: Arc<crate::admin::Readiness>,
+    #[cfg(feature = "admin")]
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Admin {
+    /// Bind `[admin] listen` (when enabled) and serve it in the background.
+    async fn start(config: &Config) -> anyhow::Result<Admin> {
+        #[cfg(feature = "admin")]
+        {
+            let admin = Admin {
+                ready: Arc::new(crate::admin::Readiness::new()),
+                stop: tokio_util::sync::CancellationToken::new(),
+            };
+            if config.admin.enabled {
+                let listener = tokio::net::TcpListener::bind(config.admin.listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("admin endpoint {}: {e}", config.admin.listen))?;
+                tracing::info!(admin = %listener.local_addr()?, "admin endpoint listening (/metrics, /health, /ready)");
+                let state = Arc::new(crate::admin::AdminState::new(
+                    crate::metrics::Metrics::global().clone(),
+                    admin.ready.clone(),
+                ));
+                tokio::spawn(crate::admin::serve(
+                    listener,
+                    state,
+                    admin.stop.clone().cancelled_owned(),
+                ));
+            }
+            Ok(admin)
+        }
+        #[cfg(not(feature = "admin"))]
+        {
+            if config.admin.enabled {
+                tracing::warn!("this build has no admin endpoint (cargo feature `admin`)");
+            }
+            Ok(Admin {})
+        }
+    }
+
+    /// Policy, tables and the audit store are loaded: ready (while the
+    /// audit store stays healthy).
+    fn loaded(&self, services: &crate::server::Services) {
+        #[cfg(feature = "admin")]
+        {
+            self.ready.set_policy_loaded(true);
+            self.ready.set_tables_loaded(true);
+            let auditor = services.audit.clone();
+            self.ready.set_audit_probe(move || auditor.healthy());
+            self.ready.set_audit_ready(true);
+        }
+        #[cfg(not(feature = "admin"))]
+        let _ = services;
+    }
+
+    /// Shutting down: no longer ready.
+    fn draining(&self) {
+        #[cfg(feature = "admin")]
+        self.ready.set_draining(true);
+    }
+
+    fn stop(&self) {
+        #[cfg(feature = "admin")]
+        self.stop.cancel();
+    }
 }
 
 async fn datagen(dir: &Path, patients: u64, seed: u64) -> anyhow::Result<()> {
@@ -772,20 +906,30 @@ fn column_type(t: &datafusion::arrow::datatypes::DataType) -> crate::policy::com
     }
 }
 
-/// SIGHUP: reload the policy folder; a policy that fails `policy check`
-/// against the served tables is rejected and the current one stays.
+/// What SIGHUP reloads.
 #[cfg(unix)]
-async fn reload_on_sighup(
-    store: Arc<crate::policy::PolicyStore>,
+struct Reloadable {
+    policy: Arc<crate::policy::PolicyStore>,
     engine: Arc<crate::engine::Engine>,
-) {
+    auth: Arc<crate::auth::Authenticator>,
+    cert: Option<Arc<crate::server::tls::ServerCert>>,
+}
+
+/// SIGHUP: reload the policy folder, the TLS certificate and key, and the
+/// token verification keys, each on its own: a policy that fails `policy
+/// check` against the served tables, a certificate that does not load or
+/// match its key, or a key file that does not parse is rejected, logged,
+/// and what was served before stays. Sessions are not interrupted; new
+/// handshakes get the new certificate, new statements the new policy.
+#[cfg(unix)]
+async fn reload_on_sighup(r: Reloadable) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        let schemas = engine_schemas(&engine);
-        let result = store.reload(|candidate| {
+        let schemas = engine_schemas(&r.engine);
+        let result = r.policy.reload(|candidate| {
             let report = crate::policy::check::check(candidate, &schemas);
             if report.errors.is_empty() {
                 Ok(())
@@ -798,6 +942,22 @@ async fn reload_on_sighup(
             Err(e) => {
                 tracing::error!(problems = %e, "policy reload rejected; the previous policy stays active")
             }
+        }
+        if let Some(cert) = &r.cert {
+            match cert.reload() {
+                Ok(()) => tracing::warn!("TLS certificate reloaded"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "TLS certificate reload rejected; the previous certificate stays"
+                ),
+            }
+        }
+        match r.auth.reload_keys() {
+            Ok(n) => tracing::warn!(keys = n, "token verification keys reloaded"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "token key reload rejected; the previous keys stay"
+            ),
         }
     }
 }

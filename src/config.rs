@@ -47,6 +47,55 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Resource limits on statements (`[limits]`), with per-role overrides in
+/// `[limits.roles.<role>]`. Zero means no limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// A statement running (planning, executing and streaming) longer than
+    /// this is cancelled with SQLSTATE 57014.
+    pub statement_timeout_secs: u64,
+    /// Rows one statement may return; the next row ends it with 54000.
+    pub max_rows: u64,
+    /// Statements of one role running at once on this instance; one more
+    /// is refused with 53000.
+    pub max_concurrent_statements: usize,
+    /// Overrides by role name; a key left out takes the value above.
+    pub roles: std::collections::BTreeMap<String, RoleLimitsConfig>,
+}
+
+/// One role's overrides of `[limits]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleLimitsConfig {
+    pub statement_timeout_secs: Option<u64>,
+    pub max_rows: Option<u64>,
+    pub max_concurrent_statements: Option<usize>,
+}
+
+/// The admin HTTP endpoint (`[admin]`): `/metrics`, `/health`, `/ready`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the endpoint at all.
+    pub enabled: bool,
+    /// Where it listens; keep it on loopback or a private network.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:9187".parse().expect("static address"),
+        }
+    }
 }
 
 /// The access audit (`[audit]`): where records become durable, where the
@@ -112,7 +161,14 @@ impl AuditConfig {
         self.table.clone().or_else(|| {
             data.root
                 .as_ref()
-                .map(|r| r.join("audit").join("access_log").display().to_string())
+                .map(|r| {
+                    let root = r.to_string_lossy();
+                    if root.contains("://") {
+                        format!("{}/audit/access_log", root.trim_end_matches('/'))
+                    } else {
+                        r.join("audit").join("access_log").display().to_string()
+                    }
+                })
         })
     }
 }
@@ -276,7 +332,8 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Root folder scanned for `<schema>/<table>/_delta_log`.
+    /// Root scanned for `<schema>/<table>/_delta_log`: a local folder or an
+    /// object-store URL (`s3://bucket/lake`; credentials from `AWS_*`).
     pub root: Option<PathBuf>,
     /// Explicit table locations: `"clinical.patients" = "/data/clinical/patients"`
     /// (local paths or object-store URLs). Override what `root` discovers.
@@ -335,7 +392,10 @@ impl Config {
 
     fn resolve_relative(&mut self, base: &Path) {
         let fix = |p: &mut Option<PathBuf>| {
-            if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
+            if let Some(p) = p
+                .as_mut()
+                .filter(|p| p.is_relative() && !p.to_string_lossy().contains("://"))
+            {
                 *p = base.join(&*p);
             }
         };
@@ -534,6 +594,13 @@ impl Config {
                 dir: Some(data_dir.join("audit-wal")),
                 signing_key_file: Some(demo_audit_key_path(data_dir)),
                 ..Default::default()
+            },
+            limits: LimitsConfig::default(),
+            // Beside the PostgreSQL listener, on a port the system picks
+            // (printed at start-up), so that a demo never fails to start.
+            admin: AdminConfig {
+                enabled: true,
+                listen: SocketAddr::new(listen.ip(), 0),
             },
         }
     }

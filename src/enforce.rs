@@ -25,11 +25,15 @@ pub fn access_for(
     subject: Option<&Subject>,
 ) -> Option<AccessContext> {
     let s = subject?;
-    engine
+    let mut compiled = false;
+    let access = engine
         .access_cache
         .get_with((policy.version.clone(), s.clone()), || {
+            compiled = true;
             compile(policy, s, engine.column_lists())
-        })
+        });
+    crate::metrics::Metrics::global().cache(crate::metrics::Cache::Policy, !compiled);
+    access
 }
 
 /// Refuse, by name, every table `stmt` reads that exists but is not granted.

@@ -22,6 +22,8 @@
 //! - [`config`], [`error`], [`cli`]: configuration, the client-facing error
 //!   type, the command line.
 
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod baseline;
@@ -32,6 +34,8 @@ pub mod enforce;
 pub mod engine;
 pub mod error;
 pub mod ident;
+pub mod limits;
+pub mod metrics;
 pub mod policy;
 pub mod policytest;
 pub mod rewrite;

@@ -203,6 +203,9 @@ struct Vars {
     purpose: Option<Purpose>,
     /// Break-glass justification while active.
     break_glass: Option<String>,
+    /// Counts this session in `lakeward_break_glass_sessions_active` while
+    /// break-glass is on.
+    break_glass_gauge: Option<crate::metrics::BreakGlassGuard>,
 }
 
 /// One connected client.
@@ -372,7 +375,9 @@ impl Session {
 
     fn set_break_glass(&self, value: Option<String>) -> Result<(), SqlError> {
         let Some(v) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
-            if self.vars().break_glass.take().is_some() {
+            let mut vars = self.vars();
+            vars.break_glass_gauge = None;
+            if vars.break_glass.take().is_some() {
                 tracing::warn!(session = %self.id, user = %self.user, "break-glass ended");
             }
             return Ok(());
@@ -396,7 +401,13 @@ impl Session {
                 ),
             ));
         }
-        self.vars().break_glass = Some(v);
+        {
+            let mut vars = self.vars();
+            vars.break_glass = Some(v);
+            if vars.break_glass_gauge.is_none() {
+                vars.break_glass_gauge = Some(crate::metrics::Metrics::global().break_glass_started());
+            }
+        }
         BREAK_GLASS_ACTIVATIONS.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(session = %self.id, user = %self.user, role = %role, "BREAK-GLASS activated: site restriction lifted");
         Ok(())

@@ -607,6 +607,8 @@ pub struct LatestDeltaProvider {
     refresh: Duration,
     /// When the newest version was last looked for.
     checked: std::sync::Mutex<std::time::Instant>,
+    /// The served table name, for the snapshot metrics.
+    metrics_name: std::sync::OnceLock<String>,
 }
 
 impl fmt::Debug for LatestDeltaProvider {
@@ -668,7 +670,14 @@ impl LatestDeltaProvider {
             loaded: RwLock::new(loaded),
             refresh,
             checked: std::sync::Mutex::new(std::time::Instant::now()),
+            metrics_name: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Report this table's snapshot version and refresh time under `name`
+    /// (`lakeward_delta_table_version`, `lakeward_delta_snapshot_age_seconds`).
+    pub fn set_metrics_name(&self, name: String) {
+        let _ = self.metrics_name.set(name);
     }
 
     /// The version of the loaded snapshot.
@@ -724,6 +733,11 @@ impl LatestDeltaProvider {
             .snapshot()
             .map_err(delta_err(&self.location, "refresh"))?
             .version();
+        if let Some(name) = self.metrics_name.get() {
+            let m = crate::metrics::Metrics::global();
+            m.set_table_version(name, version as u64);
+            m.set_snapshot_time(name, std::time::SystemTime::now());
+        }
         {
             let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
             if loaded.version == version {

@@ -70,6 +70,21 @@ pub fn connect_refused(
     }
 }
 
+/// One statement outcome in `lakeward_statements_total`.
+fn count_statement(template: &RecordBody, decision: &str) {
+    use crate::metrics::{Decision, Metrics, StatementClass};
+    let kind = template.statement_kind.as_deref().unwrap_or("UNKNOWN");
+    let catalog = !template.tables.is_empty()
+        && template
+            .tables
+            .iter()
+            .all(|t| t.starts_with("pg_catalog.") || t.starts_with("information_schema."));
+    Metrics::global().statement(
+        StatementClass::classify(kind, catalog),
+        Decision::from_audit(decision),
+    );
+}
+
 /// The audit trail of one statement: a statement record before any row is
 /// sent, then a completion record when its rows are done.
 pub struct StatementAudit {
@@ -122,6 +137,7 @@ impl StatementAudit {
     /// A statement without rows (SET, SHOW, BEGIN...) that ran: one durable
     /// record before its answer is sent.
     pub async fn done_without_rows(self) -> Result<(), SqlError> {
+        count_statement(&self.template, decision::ALLOWED);
         let record = RecordBody {
             decision: decision::ALLOWED.into(),
             duration_ms: Some(millis(self.started)),
@@ -132,6 +148,7 @@ impl StatementAudit {
 
     /// The statement was refused or failed before any row was sent.
     pub fn failed(self, e: &SqlError) {
+        count_statement(&self.template, decision_for(e.code));
         match &self.written {
             Some(parent) => self.auditor.record_later(completion(
                 &self.template,
@@ -232,6 +249,8 @@ impl Drop for Completion {
             None => decision::ALLOWED,
             Some(code) => decision_for(code),
         };
+        count_statement(&self.audit.template, decision);
+        crate::metrics::Metrics::global().rows_sent(self.rows);
         self.audit.auditor.record_later(completion(
             &self.audit.template,
             parent,

@@ -380,6 +380,10 @@ impl Writer {
                 let started = Instant::now();
                 match self.log.append(&sealed) {
                     Ok(()) => {
+                        let m = crate::metrics::Metrics::global();
+                        m.observe_audit_fsync(started.elapsed());
+                        m.audit_records(sealed.len() as u64);
+                        m.set_audit_queue_depth(rx.len());
                         self.stats
                             .fsync_micros_total
                             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -400,6 +404,7 @@ impl Writer {
                         // refused, the next batch retries on a clean file.
                         tracing::error!(incident = "audit_write_failed", error = %e, "audit records could not be made durable; statements are refused");
                         self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                        crate::metrics::Metrics::global().audit_error();
                         self.broken.store(true, Ordering::Relaxed);
                         for w in waiting {
                             let _ = w.send(false);
@@ -437,6 +442,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(incident = "audit_checkpoint_failed", error = %e, "audit checkpoint could not be written; statements are refused");
+                crate::metrics::Metrics::global().audit_error();
                 self.broken.store(true, Ordering::Relaxed);
             }
         }

@@ -219,6 +219,18 @@ impl Authenticator {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Re-read every key source now (SIGHUP). A key set that does not load
+    /// completely is refused and the keys in use stay. Returns the number
+    /// of keys loaded. Cached verifications are dropped: a token signed by
+    /// a retired key stops working at once.
+    pub fn reload_keys(&self) -> Result<usize, KeyError> {
+        let keys = KeySet::load(&self.settings.sources)?;
+        let n = keys.keys.len();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        self.cache.invalidate_all();
+        Ok(n)
+    }
+
     /// Verify `token` for the startup user `user`.
     pub fn verify(&self, user: &str, token: &str) -> Result<Arc<Principal>, AuthFailure> {
         let token = token.trim();
@@ -229,7 +241,9 @@ impl Authenticator {
             return Err(AuthFailure::Malformed);
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(p) = self.cache.get(&digest) {
+        let cached = self.cache.get(&digest);
+        crate::metrics::Metrics::global().cache(crate::metrics::Cache::Token, cached.is_some());
+        if let Some(p) = cached {
             if p.is_expired() {
                 self.cache.invalidate(&digest);
                 return Err(AuthFailure::Expired);

@@ -48,7 +48,8 @@ pub use rows::{
 /// Options of a generation run.
 #[derive(Debug, Clone)]
 pub struct DatagenOptions {
-    /// Root directory; tables go to `<data_dir>/<schema>/<table>`.
+    /// Root directory, or an object-store URL (`s3://bucket/lake`); tables
+    /// go to `<data_dir>/<schema>/<table>`.
     pub data_dir: PathBuf,
     /// Number of patients (all other tables scale with it).
     pub patients: u64,
@@ -187,6 +188,13 @@ pub async fn generate(opts: &DatagenOptions) -> anyhow::Result<DatagenReport> {
 
     let mut urls = Vec::with_capacity(TABLES.len());
     for (s, t) in TABLES {
+        let root = opts.data_dir.to_string_lossy();
+        if root.contains("://") {
+            // Object storage: the table's URL under the root; creating a
+            // table that exists there fails at commit.
+            urls.push(format!("{}/{s}/{t}", root.trim_end_matches('/')));
+            continue;
+        }
         let dir = table_dir(&opts.data_dir, s, t);
         if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
             tracing::warn!(

@@ -321,7 +321,13 @@ pub async fn open_from_config(
 ) -> Result<Engine, EngineError> {
     let mut locations: BTreeMap<TableName, TableLocation> = BTreeMap::new();
     if let Some(root) = &data.root {
-        for mut loc in discover_tables(root)? {
+        let root_text = root.to_string_lossy();
+        let discovered = if tables::is_url(&root_text) {
+            tables::discover_tables_url(&root_text).await?
+        } else {
+            discover_tables(root)?
+        };
+        for mut loc in discovered {
             loc.refresh = data.refresh();
             locations.insert(loc.name.clone(), loc);
         }

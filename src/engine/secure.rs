@@ -27,6 +27,9 @@ use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{
     Expr as DfExpr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableType,
 };
+use datafusion::optimizer::optimize_projections::OptimizeProjections;
+use datafusion::optimizer::push_down_filter::PushDownFilter;
+use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
@@ -46,7 +49,15 @@ use crate::policy::{ConsentModel, ConsentRules, MaskKind};
 #[derive(Debug)]
 pub struct SecuredTable {
     name: String,
+    /// The internal plan, optimised once when the catalog is built (unless
+    /// it calls a function that is not immutable, see `preoptimised`).
     plan: LogicalPlan,
+    /// Whether `plan` is already optimised: a statement's scan then only
+    /// pushes its leak-proof filter and projection into it instead of
+    /// running every optimiser rule again. A plan calling a stable or
+    /// volatile function (`now()`) is optimised per statement, since
+    /// optimising folds such calls to the moment of planning.
+    preoptimised: bool,
     schema: SchemaRef,
     /// Columns shown as they are stored (no mask): a leak-proof predicate
     /// over these may be evaluated below the policy (see [`leakproof`]).
@@ -183,7 +194,22 @@ impl TableProvider for SecuredTable {
             }
             None => plan,
         };
-        let physical = state.create_physical_plan(&plan).await?;
+        let physical = match state.as_any().downcast_ref::<SessionState>() {
+            Some(session) if self.preoptimised => {
+                // Only the rules that move this statement's predicate and
+                // projection into the already optimised internal plan.
+                let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+                    Arc::new(PushDownFilter::new()),
+                    Arc::new(OptimizeProjections::new()),
+                ];
+                let plan = Optimizer::with_rules(rules).optimize(plan, session, |_, _| {})?;
+                session
+                    .query_planner()
+                    .create_physical_plan(&plan, session)
+                    .await?
+            }
+            _ => state.create_physical_plan(&plan).await?,
+        };
         Ok(Arc::new(BarrierExec::new(physical, self.name.clone())))
     }
 }
@@ -437,6 +463,34 @@ fn internal_statement(
     Ok(stmt)
 }
 
+/// Whether every function `plan` calls is immutable (same arguments, same
+/// result), so optimising it once gives the plan every later statement
+/// would get. The consent-set probes are stable, not immutable, but they
+/// are called on a column and never folded: they are the exception.
+fn only_immutable_functions(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::Volatility;
+    let mut immutable = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let DfExpr::ScalarFunction(f) = e
+                    && f.func.signature().volatility != Volatility::Immutable
+                    && !f
+                        .func
+                        .name()
+                        .starts_with(super::consent::CONSENT_FUNCTION_PREFIX)
+                {
+                    immutable = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    immutable
+}
+
 /// Policy filters name the table's columns bare; inside the internal statement
 /// the table is aliased `t`, and bare names resolve to it. Nothing to change:
 /// kept as a hook for future qualification rules.
@@ -542,6 +596,12 @@ impl RawTables {
                 .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
                 .await?;
             let schema = Arc::new(plan.schema().as_arrow().clone());
+            let preoptimised = only_immutable_functions(&plan);
+            let plan = if preoptimised {
+                state.optimize(&plan)?
+            } else {
+                plan
+            };
             let (s, t) = name.split_once('.').unwrap_or((name.as_str(), ""));
             let passthrough = table_access
                 .columns
@@ -552,6 +612,7 @@ impl RawTables {
             let provider = Arc::new(SecuredTable {
                 name: name.clone(),
                 plan,
+                preoptimised,
                 schema,
                 passthrough,
                 consent: set,

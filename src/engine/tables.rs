@@ -94,6 +94,92 @@ pub fn discover_tables(root: &Path) -> Result<Vec<TableLocation>, EngineError> {
     Ok(found)
 }
 
+/// Whether a configured location is an object-store URL (`s3://…`) rather
+/// than a local path.
+pub fn is_url(location: &str) -> bool {
+    location.contains("://")
+}
+
+/// Every `<root>/<schema>/<table>/_delta_log/` under an object-store URL
+/// (`s3://bucket/lake`), sorted; credentials and endpoint come from the
+/// environment (`AWS_*`). Prefixes whose names are not plain identifiers
+/// are skipped.
+pub async fn discover_tables_url(root: &str) -> Result<Vec<TableLocation>, EngineError> {
+    use deltalake::logstore::object_store::ObjectStore as _;
+    use deltalake::logstore::object_store::path::Path as StorePath;
+    let fail = |message: String| EngineError::OpenTable {
+        table: "*".into(),
+        location: redact(root),
+        message,
+    };
+    let base = root.trim_end_matches('/');
+    let url = url::Url::parse(base).map_err(|e| fail(e.to_string()))?;
+    let store = deltalake::DeltaTableBuilder::from_url(url)
+        .and_then(|b| b.build_storage())
+        .map_err(|e| fail(e.to_string()))?
+        .object_store(None);
+    let children = |prefix: Option<StorePath>| {
+        let store = store.clone();
+        async move {
+            store
+                .list_with_delimiter(prefix.as_ref())
+                .await
+                .map(|l| l.common_prefixes)
+        }
+    };
+    let mut found = Vec::new();
+    for schema_prefix in children(None).await.map_err(|e| fail(e.to_string()))? {
+        let Some(schema) = schema_prefix.filename().map(str::to_owned) else {
+            continue;
+        };
+        if !is_plain_ident(&schema) {
+            continue;
+        }
+        for table_prefix in children(Some(schema_prefix.clone()))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+        {
+            let Some(table) = table_prefix.filename().map(str::to_owned) else {
+                continue;
+            };
+            if !is_plain_ident(&table) {
+                continue;
+            }
+            let log = table_prefix.clone().join("_delta_log");
+            let has_log = store
+                .list_with_delimiter(Some(&log))
+                .await
+                .is_ok_and(|l| !l.objects.is_empty());
+            if !has_log {
+                continue;
+            }
+            found.push(TableLocation {
+                name: TableName {
+                    schema: schema.clone(),
+                    table: table.clone(),
+                },
+                url: format!("{base}/{schema}/{table}"),
+                refresh: DEFAULT_REFRESH,
+            });
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+/// A URL without credentials or query (for messages).
+fn redact(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
 /// Open one Delta table at its latest version and register it as `schema.table`.
 pub(crate) async fn open_and_register(
     ctx: &SessionContext,
@@ -115,6 +201,7 @@ pub(crate) async fn open_and_register(
         crate::audit::delta::LatestDeltaProvider::open_with_refresh(&loc.url, loc.refresh)
             .await
             .map_err(|e| open_err(e.to_string()))?;
+    provider.set_metrics_name(loc.name.to_string());
     let version = provider.version();
     provider
         .update_datafusion_session(&ctx.state())

@@ -39,6 +39,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::audit::events::{self, StatementAudit};
+use crate::limits::{Exceeded, Limited};
+use tracing::Instrument;
 use crate::auth::AuthFailure;
 use crate::enforce::PlanKey;
 use crate::engine::encode::{pg_fields, row_stream};
@@ -147,7 +149,9 @@ impl Parser {
     }
 
     fn cached(&self, key: Option<&PlanKey>) -> Option<Prepared> {
-        self.shared.plans.as_ref()?.get(key?)
+        let found = self.shared.plans.as_ref()?.get(key?);
+        crate::metrics::Metrics::global().cache(crate::metrics::Cache::Plan, found.is_some());
+        found
     }
 
     fn remember(&self, key: Option<PlanKey>, prepared: &Prepared) {
@@ -194,6 +198,7 @@ impl Parser {
         fingerprint: &str,
     ) -> Result<Prepared, SqlError> {
         let source = Some(stmt.clone());
+        let rewrite_started = std::time::Instant::now();
         // Catalog statements speak PostgreSQL's catalog dialect; the shape
         // checks of the gate apply to the translated statement.
         let mut stmt = stmt;
@@ -226,6 +231,9 @@ impl Parser {
                 };
                 let connection_specific = bind_session_functions(&mut stmt, &facts);
                 crate::rewrite::compat::postgres_column_names(&mut stmt);
+                let metrics = crate::metrics::Metrics::global();
+                metrics.observe_phase(crate::metrics::Phase::ParseRewrite, rewrite_started.elapsed());
+                let plan_started = std::time::Instant::now();
                 let (state, plan, report) = crate::enforce::plan(
                     &self.shared.engine,
                     &policy,
@@ -234,6 +242,7 @@ impl Parser {
                     &search_path,
                 )
                 .await?;
+                metrics.observe_phase(crate::metrics::Phase::Plan, plan_started.elapsed());
                 let (param_types, param_data_types) = parameter_types(&plan)?;
                 let result_schema = Arc::new(plan.schema().as_arrow().clone());
                 Ok(Prepared(Arc::new(PreparedInner {
@@ -325,6 +334,14 @@ fn same_result_types(a: &Option<SchemaRef>, b: &Option<SchemaRef>) -> bool {
         }
         (None, None) => true,
         _ => false,
+    }
+}
+
+/// Completes at `deadline`, or never.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -497,8 +514,19 @@ impl ConnHandler {
             prepared.0.statement_kind,
             Some(prepared.0.fingerprint.clone()),
         ));
+        // One span per statement: who, for what purpose, which statement
+        // shape (the literal-free fingerprint), never values.
+        let span = tracing::info_span!(
+            "statement",
+            session = %session.id,
+            user = %session.user,
+            purpose = ?session.purpose(),
+            kind = prepared.0.statement_kind,
+            fingerprint = %prepared.0.fingerprint,
+        );
         let result = self
             .run_audited(session, prepared, params, format, cancel, &mut audit)
+            .instrument(span)
             .await;
         if let (Err(e), Some(audit)) = (&result, audit) {
             audit.failed(e);
@@ -579,6 +607,11 @@ impl ConnHandler {
                     }
                 };
                 let fields = Arc::new(pg_fields(plan.schema().as_arrow(), format)?);
+                let mut timer = crate::metrics::Metrics::global().statement_timer();
+                let role = session.role();
+                let limits = self.shared.limits.for_role(role.as_deref());
+                let permit = self.shared.limits.admit(role.as_deref(), &limits)?;
+                let deadline = limits.timeout.map(|t| tokio::time::Instant::now() + t);
                 // Durable before disclosure: the record first, then rows.
                 if let Some(a) = audit.as_mut() {
                     a.before_rows().await?;
@@ -595,10 +628,25 @@ impl ConnHandler {
                 let batches = tokio::select! {
                     biased;
                     _ = cancel.cancelled() => return Err(SqlError::cancelled()),
+                    _ = until(deadline) => {
+                        return Err(self.shared.limits.exceeded(Exceeded::StatementTimeout));
+                    }
                     r = self.shared.engine.execute(state, plan) => r?,
                 };
+                timer.mark(crate::metrics::Phase::Execute);
                 let mut completion = audit.take().map(StatementAudit::completion);
-                let rows = row_stream(batches, fields.clone(), cancel).map(move |row| {
+                let rows = Limited::new(
+                    Box::pin(row_stream(batches, fields.clone(), cancel)),
+                    self.shared.limits.clone(),
+                    &limits,
+                    deadline,
+                    permit,
+                );
+                let rows = rows.map(move |row| {
+                    if let Ok(r) = &row {
+                        timer.first_row();
+                        crate::metrics::Metrics::global().bytes_sent(r.data.len() as u64);
+                    }
                     if let Some(c) = completion.as_mut() {
                         match &row {
                             Ok(_) => c.row(),
@@ -1354,6 +1402,22 @@ impl StartupHandler for ConnHandler {
 }
 
 /// A user name made safe for an error message (it is the client's own input).
+/// The `reason` label of a refused connection (audit reason classes of
+/// [`crate::auth::AuthFailure::class`] and the startup checks).
+fn refusal_reason(reason: &str) -> crate::metrics::AuthFailureReason {
+    use crate::metrics::AuthFailureReason as R;
+    match reason {
+        "missing" | "malformed" | "algorithm" | "signature" | "issuer" | "audience" => {
+            R::BadToken
+        }
+        "expired" | "not_yet_valid" | "lifetime" => R::Expired,
+        "unknown_key" => R::UnknownKey,
+        "claims" | "user_mismatch" | "unknown_role" => R::BadClaims,
+        "tls_required" => R::NoTls,
+        _ => R::Other,
+    }
+}
+
 fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(64).collect()
 }
@@ -1361,6 +1425,7 @@ fn printable(s: &str) -> String {
 impl ConnHandler {
     /// Audit a refused connection attempt (queued: nothing is disclosed).
     fn audit_refused<C: ClientInfo>(&self, client: &C, sqlstate: &str, reason: &str) {
+        crate::metrics::Metrics::global().auth_failure(refusal_reason(reason));
         let meta = client.metadata();
         let field = |k: &str| meta.get(k).map(|v| printable(v)).unwrap_or_default();
         self.shared.audit.record_later(events::connect_refused(

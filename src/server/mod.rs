@@ -33,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -62,6 +63,8 @@ pub struct Shared {
     pub plans: Option<crate::enforce::PlanCache<handler::Prepared>>,
     /// Development switch: accept non-TLS clients from loopback addresses.
     pub allow_plaintext_loopback: bool,
+    /// Statement timeout, row and concurrency caps by role.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl Shared {
@@ -186,6 +189,11 @@ impl Server {
             plans: (config.server.plan_cache_entries > 0)
                 .then(|| crate::enforce::plan_cache(config.server.plan_cache_entries)),
             allow_plaintext_loopback: config.tls.allow_plaintext_loopback,
+            limits: Arc::new(
+                crate::limits::Limits::from_config(&config.limits).with_observer(|e| {
+                    crate::metrics::Metrics::global().limit_exceeded(e.into())
+                }),
+            ),
         });
         Server {
             shared,
@@ -227,14 +235,29 @@ impl Server {
                 stop: stop_rx.clone(),
                 _done: done_tx.clone(),
             };
-            tokio::spawn(async move {
-                match permit {
-                    Some(_permit) => conn.serve(tcp, peer).await,
-                    None => conn.refuse(tcp, SqlError::too_many_connections()).await,
+            // One span per connection: the session id is recorded once the
+            // startup succeeds. Client address and ids only, never data.
+            let span = tracing::info_span!(
+                "connection",
+                client = %peer.ip(),
+                session = tracing::field::Empty,
+            );
+            let gauge = crate::metrics::Metrics::global().connection_opened();
+            tokio::spawn(
+                async move {
+                    let _gauge = gauge;
+                    match permit {
+                        Some(_permit) => conn.serve(tcp, peer).await,
+                        None => conn.refuse(tcp, SqlError::too_many_connections()).await,
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
 
+        // Close the listener: new clients are refused at once instead of
+        // waiting in the backlog while running statements drain.
+        drop(listener);
         tracing::info!("shutting down: no new connections, waiting for running statements");
         let _ = stop_tx.send(true);
         drop(done_tx);
@@ -300,6 +323,7 @@ impl Connection {
         let mut socket = new_socket(stream, peer, self.config.max_message_bytes);
         let handler = Arc::new(ConnHandler::new(self.shared.clone()));
         let noop = Arc::new(pgwire::api::NoopHandler);
+        let mut span_has_session = false;
 
         loop {
             let starting = matches!(
@@ -363,6 +387,12 @@ impl Connection {
                 handler.clone(),
             )
             .await;
+            if !span_has_session {
+                if let Some(session) = handler.session() {
+                    tracing::Span::current().record("session", tracing::field::display(session.id));
+                    span_has_session = true;
+                }
+            }
             if let Err(e) = result {
                 let info = sanitize(e);
                 let fatal = info.is_fatal();
@@ -480,15 +510,21 @@ fn error_message(e: SqlError) -> PgWireBackendMessage {
 }
 
 /// Bind the listener and serve `config` until `shutdown` completes.
+///
+/// `cert` is the certificate to serve (from `[tls]`, reloadable); `None`
+/// loads it from `config` when configured.
 pub async fn serve(
     config: Config,
     services: Services,
+    cert: Option<Arc<tls::ServerCert>>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
-        (Some(c), Some(k)) => Some(tls::load_acceptor(c, k)?),
+    let cert = match (cert, &config.tls.cert_file, &config.tls.key_file) {
+        (Some(c), _, _) => Some(c),
+        (None, Some(c), Some(k)) => Some(Arc::new(tls::ServerCert::load(c, k)?)),
         _ => None,
     };
+    let tls = cert.as_ref().map(|c| c.acceptor()).transpose()?;
     let listener = TcpListener::bind(config.server.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "lakeward listening");
     Server::new(config, services, tls)

@@ -1,9 +1,11 @@
 //! TLS: loading the server certificate, and making a development one.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio_rustls::TlsAcceptor;
 
@@ -27,9 +29,59 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Build a TLS acceptor from PEM files. TLS 1.2 and 1.3 only; ALPN
-/// `postgresql` is offered for PostgreSQL 17's direct TLS negotiation.
-pub fn load_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsError> {
+/// The server certificate and key, replaceable while the server runs: every
+/// new TLS handshake takes the current pair, so a rotated certificate is
+/// served to new connections and established sessions keep theirs.
+#[derive(Debug)]
+pub struct ServerCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerCert {
+    /// Load the certificate chain and key from PEM files.
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<ServerCert, TlsError> {
+        let current = read_certified_key(cert_file, key_file)?;
+        Ok(ServerCert {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            current: RwLock::new(Arc::new(current)),
+        })
+    }
+
+    /// Re-read both files. A pair that does not load (unreadable, no
+    /// certificate, a key that does not match the certificate) is refused
+    /// and the pair being served stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = read_certified_key(&self.cert_file, &self.key_file)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// A TLS acceptor that serves whatever pair is current.
+    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, TlsError> {
+        install_crypto_provider();
+        let mut config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn read_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
     install_crypto_provider();
     let read_err = |p: &Path, e: &dyn std::fmt::Display| TlsError::Read {
         path: p.display().to_string(),
@@ -45,12 +97,14 @@ pub fn load_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, T
         });
     }
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| read_err(key_file, &e))?;
-    let mut config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsError::Config(e.to_string()))
+}
+
+/// Build a TLS acceptor from PEM files. TLS 1.2 and 1.3 only; ALPN
+/// `postgresql` is offered for PostgreSQL 17's direct TLS negotiation.
+pub fn load_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsError> {
+    Arc::new(ServerCert::load(cert_file, key_file)?).acceptor()
 }
 
 /// Write a self-signed development certificate for `localhost`/`127.0.0.1`

@@ -13,6 +13,8 @@ mod datagen;
 mod enforcement;
 mod identity;
 mod introspection;
+mod object_store;
+mod operations;
 mod policy_cli;
 mod psql;
 mod reload;

@@ -547,7 +547,67 @@ pub fn serve_binary_with(
     instance: Option<&str>,
     env: &[(&str, &str)],
 ) -> Served {
+    serve_binary_opts(ServeOpts {
+        policy_dir,
+        audit_dir,
+        instance,
+        env,
+        ..Default::default()
+    })
+}
+
+/// How [`serve_binary_opts`] starts `lakeward serve`.
+pub struct ServeOpts<'a> {
+    pub policy_dir: Option<&'a Path>,
+    pub audit_dir: &'a Path,
+    pub instance: Option<&'a str>,
+    pub env: &'a [(&'a str, &'a str)],
+    /// Folder holding `server.crt` and `server.key` (default: the dataset's).
+    pub tls_dir: Option<&'a Path>,
+    /// TOML appended to the configuration file (more sections).
+    pub extra_toml: &'a str,
+    /// Log filter (default `warn,lakeward=debug`).
+    pub log_filter: Option<&'a str>,
+    /// Log as JSON lines.
+    pub log_json: bool,
+    /// `[data] root` (default: the shared local dataset).
+    pub data_root: Option<&'a str>,
+    /// `[audit] table` (default: under the data root).
+    pub audit_table: Option<&'a str>,
+}
+
+impl Default for ServeOpts<'_> {
+    fn default() -> Self {
+        ServeOpts {
+            policy_dir: None,
+            audit_dir: Path::new(""),
+            instance: None,
+            env: &[],
+            tls_dir: None,
+            extra_toml: "",
+            log_filter: None,
+            log_json: false,
+            data_root: None,
+            audit_table: None,
+        }
+    }
+}
+
+/// Start `lakeward serve` as configured by `o`.
+pub fn serve_binary_opts(o: ServeOpts<'_>) -> Served {
     use std::io::{BufRead, BufReader};
+    let ServeOpts {
+        policy_dir,
+        audit_dir,
+        instance,
+        env,
+        tls_dir,
+        extra_toml,
+        log_filter,
+        log_json,
+        data_root,
+        audit_table,
+    } = o;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -558,14 +618,15 @@ pub fn serve_binary_with(
     let policy = policy_dir
         .map(|p| format!("dir = \"{}\"\n", p.display()))
         .unwrap_or_default();
+    let tls = tls_dir.map_or_else(|| data.join("tls"), Path::to_owned);
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
 [tls]
-cert_file = "{d}/tls/server.crt"
-key_file = "{d}/tls/server.key"
+cert_file = "{t}/server.crt"
+key_file = "{t}/server.key"
 [data]
-root = "{d}"
+root = "{root}"
 [auth]
 issuer = "{iss}"
 audience = "{aud}"
@@ -577,8 +638,16 @@ dir = "{w}"
 instance = "{instance}"
 signing_key_file = "{d}/keys/audit-signing.pem"
 ship_every_ms = 200
+{audit_table}[admin]
+listen = "127.0.0.1:0"
+{extra_toml}
 "#,
         d = data.display(),
+        t = tls.display(),
+        root = data_root.map_or_else(|| data.display().to_string(), str::to_owned),
+        audit_table = audit_table
+            .map(|t| format!("table = \"{t}\"\n"))
+            .unwrap_or_default(),
         w = audit_dir.display(),
         instance = instance.map_or_else(|| format!("bin-{port}"), str::to_owned),
         iss = lakeward::config::DEMO_ISSUER,
@@ -589,7 +658,9 @@ ship_every_ms = 200
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lakeward"))
         .args([
             "--log",
-            "warn,lakeward=debug",
+            log_filter.unwrap_or("warn,lakeward=debug"),
+            "--log-format",
+            if log_json { "json" } else { "text" },
             "serve",
             "--config",
             cfg.to_str().unwrap(),
