@@ -241,55 +241,39 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Targets whose logging stops at warn (see [`init_logging`]).
-const THIRD_PARTY_LOG_CAPS: &[&str] = &[
-    "datafusion=warn",
-    "datafusion_common=warn",
-    "datafusion_expr=warn",
-    "datafusion_optimizer=warn",
-    "datafusion_physical_plan=warn",
-    "datafusion_physical_optimizer=warn",
-    "datafusion_datasource=warn",
-    "datafusion_datasource_parquet=warn",
-    "datafusion_sql=warn",
-    "datafusion_execution=warn",
-    "datafusion_pg_catalog=warn",
-    "arrow_pg=warn",
-    "parquet=warn",
-    "deltalake=warn",
-    "deltalake_core=warn",
-    "delta_kernel=warn",
-    "sqlparser=warn",
-    "pgwire=warn",
-    "object_store=warn",
-    "hyper=warn",
-    "hyper_util=warn",
-    "reqwest=warn",
-    "rustls=warn",
-    "tokio_rustls=warn",
-    "h2=warn",
-    "aws_config=warn",
-    "aws_smithy_runtime=warn",
-];
-
+/// Logging to stderr. lakeward's own events follow the filter; every other
+/// crate (the engine, storage, protocol and Delta kernel crates log query
+/// plans, literals, file statistics and wire messages at debug and trace
+/// level) is capped at warn whatever the filter asks for, so that no
+/// statement literal or data value can reach the log. lakeward's events
+/// carry ids, kinds and fingerprints only.
 fn init_logging(args: &LogArgs) {
-    use tracing_subscriber::EnvFilter;
-    let mut filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    // The engine, storage and protocol crates log query plans, literals and
-    // wire messages at debug and trace level: capped at warn whatever the
-    // filter asks for, so that no statement literal or result value can
-    // reach the log (lakeward's own events carry ids and fingerprints only).
-    for capped in THIRD_PARTY_LOG_CAPS {
-        if let Ok(d) = capped.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, filter::filter_fn};
+    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let own_or_warn =
+        || filter_fn(|m| m.target().starts_with("lakeward") || *m.level() <= tracing::Level::WARN);
+    let ansi = std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match args.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr)
+                    .with_filter(own_or_warn()),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr)
+                    .with_filter(own_or_warn()),
+            )
+            .try_init(),
     };
 }
 

@@ -159,16 +159,14 @@ impl AuditConfig {
     /// The table location: configured, or under the data root.
     pub fn table_location(&self, data: &DataConfig) -> Option<String> {
         self.table.clone().or_else(|| {
-            data.root
-                .as_ref()
-                .map(|r| {
-                    let root = r.to_string_lossy();
-                    if root.contains("://") {
-                        format!("{}/audit/access_log", root.trim_end_matches('/'))
-                    } else {
-                        r.join("audit").join("access_log").display().to_string()
-                    }
-                })
+            data.root.as_ref().map(|r| {
+                let root = r.to_string_lossy();
+                if root.contains("://") {
+                    format!("{}/audit/access_log", root.trim_end_matches('/'))
+                } else {
+                    r.join("audit").join("access_log").display().to_string()
+                }
+            })
         })
     }
 }

@@ -184,7 +184,10 @@ impl<S> Limited<S> {
         }
     }
 
-    fn finish<T>(&mut self, which: Exceeded) -> Poll<Option<Result<T, pgwire::error::PgWireError>>> {
+    fn finish<T>(
+        &mut self,
+        which: Exceeded,
+    ) -> Poll<Option<Result<T, pgwire::error::PgWireError>>> {
         self.done = true;
         self.permit = None;
         Poll::Ready(Some(Err(self.limits.exceeded(which).into_pgwire())))
@@ -271,8 +274,14 @@ mod tests {
     fn the_concurrency_cap_admits_up_to_its_size_and_frees_on_drop() {
         let l = Limits::from_config(&config());
         let r = l.for_role(Some("researcher"));
-        let first = l.admit(Some("researcher"), &r).expect("first").expect("capped");
-        let second = l.admit(Some("researcher"), &r).err().expect("second refused");
+        let first = l
+            .admit(Some("researcher"), &r)
+            .expect("first")
+            .expect("capped");
+        let second = l
+            .admit(Some("researcher"), &r)
+            .err()
+            .expect("second refused");
         assert_eq!(second.code, "53000");
         drop(first);
         assert!(l.admit(Some("researcher"), &r).is_ok());

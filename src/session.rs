@@ -405,7 +405,8 @@ impl Session {
             let mut vars = self.vars();
             vars.break_glass = Some(v);
             if vars.break_glass_gauge.is_none() {
-                vars.break_glass_gauge = Some(crate::metrics::Metrics::global().break_glass_started());
+                vars.break_glass_gauge =
+                    Some(crate::metrics::Metrics::global().break_glass_started());
             }
         }
         BREAK_GLASS_ACTIVATIONS.fetch_add(1, Ordering::Relaxed);

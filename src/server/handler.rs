@@ -39,16 +39,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::audit::events::{self, StatementAudit};
-use crate::limits::{Exceeded, Limited};
-use tracing::Instrument;
 use crate::auth::AuthFailure;
 use crate::enforce::PlanKey;
 use crate::engine::encode::{pg_fields, row_stream};
 use crate::error::SqlError;
+use crate::limits::{Exceeded, Limited};
 use crate::rewrite::fingerprint::{fingerprint, statement_kind};
 use crate::rewrite::gate::{self, StatementKind};
 use crate::rewrite::session_functions::{SessionFacts, bind_session_functions};
 use crate::session::{Session, version_string};
+use tracing::Instrument;
 
 /// Per-connection handler state.
 pub struct ConnHandler {
@@ -232,7 +232,10 @@ impl Parser {
                 let connection_specific = bind_session_functions(&mut stmt, &facts);
                 crate::rewrite::compat::postgres_column_names(&mut stmt);
                 let metrics = crate::metrics::Metrics::global();
-                metrics.observe_phase(crate::metrics::Phase::ParseRewrite, rewrite_started.elapsed());
+                metrics.observe_phase(
+                    crate::metrics::Phase::ParseRewrite,
+                    rewrite_started.elapsed(),
+                );
                 let plan_started = std::time::Instant::now();
                 let (state, plan, report) = crate::enforce::plan(
                     &self.shared.engine,
@@ -1407,9 +1410,7 @@ impl StartupHandler for ConnHandler {
 fn refusal_reason(reason: &str) -> crate::metrics::AuthFailureReason {
     use crate::metrics::AuthFailureReason as R;
     match reason {
-        "missing" | "malformed" | "algorithm" | "signature" | "issuer" | "audience" => {
-            R::BadToken
-        }
+        "missing" | "malformed" | "algorithm" | "signature" | "issuer" | "audience" => R::BadToken,
         "expired" | "not_yet_valid" | "lifetime" => R::Expired,
         "unknown_key" => R::UnknownKey,
         "claims" | "user_mismatch" | "unknown_role" => R::BadClaims,

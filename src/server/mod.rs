@@ -190,9 +190,8 @@ impl Server {
                 .then(|| crate::enforce::plan_cache(config.server.plan_cache_entries)),
             allow_plaintext_loopback: config.tls.allow_plaintext_loopback,
             limits: Arc::new(
-                crate::limits::Limits::from_config(&config.limits).with_observer(|e| {
-                    crate::metrics::Metrics::global().limit_exceeded(e.into())
-                }),
+                crate::limits::Limits::from_config(&config.limits)
+                    .with_observer(|e| crate::metrics::Metrics::global().limit_exceeded(e.into())),
             ),
         });
         Server {
@@ -324,6 +323,7 @@ impl Connection {
         let handler = Arc::new(ConnHandler::new(self.shared.clone()));
         let noop = Arc::new(pgwire::api::NoopHandler);
         let mut span_has_session = false;
+        let mut mid_sequence = false;
 
         loop {
             let starting = matches!(
@@ -336,9 +336,13 @@ impl Connection {
             } else {
                 self.config.idle_timeout()
             };
+            // Between statements the session ends at once when the server
+            // stops; inside an extended-query sequence (Parse … Sync) the
+            // sequence is finished first, so a statement that ran to its end
+            // during the drain gets its ReadyForQuery.
             let next = tokio::select! {
                 biased;
-                _ = wait_stop(&mut self.stop) => {
+                _ = wait_stop(&mut self.stop), if !mid_sequence => {
                     let _ = socket.send(error_message(SqlError::shutting_down())).await;
                     break;
                 }
@@ -377,6 +381,7 @@ impl Connection {
                 break;
             }
             let extended = msg.is_extended_query();
+            mid_sequence = extended && !matches!(msg, PgWireFrontendMessage::Sync(_));
             let result = process_message(
                 msg,
                 &mut socket,

@@ -11,9 +11,9 @@ use crate::support::{
     try_connect_with,
 };
 
-/// A statement that runs for a few seconds on the test dataset.
-const SLOW_QUERY: &str = "SELECT count(*) FROM clinical.patients a CROSS JOIN clinical.observations b \
-                          WHERE a.patient_id + b.value_num > 1e12";
+/// A statement that runs for several seconds on the test dataset.
+const LONG_QUERY: &str = "SELECT count(*) FROM clinical.observations a CROSS JOIN clinical.observations b \
+                          WHERE a.value_num + b.value_num > 1e12";
 
 fn signal(s: &Served, sig: &str) {
     let ok = Command::new("kill")
@@ -59,14 +59,22 @@ async fn limits_stop_statements_with_postgres_sqlstates() {
         .expect_err("over the row cap");
     assert_eq!(sqlstate(&err).as_deref(), Some("54000"), "{err}");
     // The session goes on.
-    clinician.simple_query("SELECT 1").await.expect("session survives");
+    clinician
+        .simple_query("SELECT 1")
+        .await
+        .expect("session survives");
 
     // Concurrency cap: an open cursor holds the clinician role's one slot.
     clinician
-        .batch_execute("BEGIN; DECLARE c CURSOR FOR SELECT patient_id FROM clinical.patients LIMIT 3")
+        .batch_execute(
+            "BEGIN; DECLARE c CURSOR FOR SELECT patient_id FROM clinical.patients LIMIT 3",
+        )
         .await
         .expect("declare");
-    clinician.simple_query("FETCH 1 FROM c").await.expect("fetch");
+    clinician
+        .simple_query("FETCH 1 FROM c")
+        .await
+        .expect("fetch");
     let other = connect_role(addr, "clinician", "treatment").await;
     let err = other
         .query("SELECT count(*) FROM clinical.patients", &[])
@@ -93,15 +101,23 @@ async fn limits_stop_statements_with_postgres_sqlstates() {
     let analyst = connect_role(addr, "analyst", "operations").await;
     let started = Instant::now();
     let err = analyst
-        .simple_query(SLOW_QUERY)
+        .simple_query(LONG_QUERY)
         .await
         .expect_err("statement timeout");
     assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    let message = err
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
     assert!(
-        err.to_string().contains("statement timeout"),
-        "message names the timeout: {err}"
+        message.contains("statement timeout"),
+        "message names the timeout: {message}"
     );
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     analyst
         .simple_query("SELECT count(*) FROM clinical.patients")
         .await
@@ -154,7 +170,7 @@ async fn sighup_serves_a_rotated_certificate_to_new_connections() {
         tls_dir: Some(&tls),
         ..Default::default()
     });
-    let old_cert = tls.join("server.crt");
+    let old_cert = data_dir().join("tls/server.crt");
     let new_cert = next.join("server.crt");
 
     let before = connect_trusting(served.port, &old_cert)
@@ -227,7 +243,7 @@ fn sigterm_lets_a_running_statement_finish_and_leaves_a_whole_audit_log() {
         .await
         .expect("connect");
         let started = Instant::now();
-        let rows = client.query(SLOW_QUERY, &[]).await;
+        let rows = client.query(LONG_QUERY, &[]).await;
         (rows.map(|r| r[0].get::<_, i64>(0)), started.elapsed())
     });
     // Let the statement start, then ask the server to stop.
@@ -255,14 +271,20 @@ fn sigterm_lets_a_running_statement_finish_and_leaves_a_whole_audit_log() {
     let (result, took) = rt.block_on(query).unwrap();
     let count = result.expect("the running statement finishes during the drain");
     assert_eq!(count, 0, "no pair passes the filter");
-    assert!(took > Duration::from_millis(1200), "the statement ran across the SIGTERM");
+    assert!(
+        took > Duration::from_millis(1500),
+        "the statement ran across the SIGTERM: {took:?}"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = served.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "server did not exit after the drain");
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after the drain"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "clean exit: {status:?}");
@@ -271,7 +293,12 @@ fn sigterm_lets_a_running_statement_finish_and_leaves_a_whole_audit_log() {
 
     // The audit log is whole and holds this instance's records.
     let out = Command::new(env!("CARGO_BIN_EXE_lakeward"))
-        .args(["audit", "verify", "--config", served.config.to_str().unwrap()])
+        .args([
+            "audit",
+            "verify",
+            "--config",
+            served.config.to_str().unwrap(),
+        ])
         .env("LAKEWARD_TEST_PSEUDONYM_KEY", "11".repeat(32))
         .output()
         .unwrap();
@@ -290,7 +317,10 @@ fn sigterm_lets_a_running_statement_finish_and_leaves_a_whole_audit_log() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(records >= 3, "connect, statement and completion records: {line}");
+    assert!(
+        records >= 3,
+        "connect, statement and completion records: {line}"
+    );
     served.stop();
 }
 
@@ -306,9 +336,15 @@ async fn logs_carry_no_phi_literals_values_or_tokens() {
     });
     let addr = served.addr();
     let clinician_token = token("clinician", "clinician", Some("S01"));
-    let clinician = try_connect_with(addr, "clinician", &clinician_token, "require", Some("treatment"))
-        .await
-        .expect("clinician");
+    let clinician = try_connect_with(
+        addr,
+        "clinician",
+        &clinician_token,
+        "require",
+        Some("treatment"),
+    )
+    .await
+    .expect("clinician");
 
     // Real values the clinician is shown: none of them may be logged.
     let rows = clinician
@@ -346,7 +382,14 @@ async fn logs_carry_no_phi_literals_values_or_tokens() {
         )
         .await;
     // A bad token carrying the sentinel.
-    let _ = try_connect_with(addr, "clinician", &format!("{SENTINEL}.a.b"), "require", None).await;
+    let _ = try_connect_with(
+        addr,
+        "clinician",
+        &format!("{SENTINEL}.a.b"),
+        "require",
+        None,
+    )
+    .await;
     drop(clinician);
     tokio::time::sleep(Duration::from_millis(600)).await;
 
@@ -368,7 +411,8 @@ async fn logs_carry_no_phi_literals_values_or_tokens() {
     }
     // The statement spans carry who and which statement shape.
     assert!(
-        log.iter().any(|l| l.contains("\"fingerprint\"") && l.contains("\"session\"")),
+        log.iter()
+            .any(|l| l.contains("\"fingerprint\"") && l.contains("\"session\"")),
         "statement spans in the log"
     );
 }
@@ -392,10 +436,14 @@ fn admin_addr(served: &Served) -> std::net::SocketAddr {
 /// `GET path` on the admin endpoint: (status code, body).
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+    let mut s = tokio::net::TcpStream::connect(addr)
         .await
-        .unwrap();
+        .expect("admin connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
     let status = buf
@@ -403,7 +451,10 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -466,25 +517,46 @@ async fn metrics_health_and_readiness_follow_the_workload() {
             .await
             .unwrap();
     }
-    let _ = analyst.simple_query("SELECT ssn FROM clinical.patients").await;
+    let _ = analyst
+        .simple_query("SELECT ssn FROM clinical.patients")
+        .await;
     let _ = try_connect_with(served.addr(), "analyst", "not.a.token", "require", None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, after) = http_get(admin, "/metrics").await;
 
     let grew = |metric: &str, labels: &[&str], by: f64| {
-        let (b, a) = (sample(&before, metric, labels), sample(&after, metric, labels));
+        let (b, a) = (
+            sample(&before, metric, labels),
+            sample(&after, metric, labels),
+        );
         assert!(
             a - b.max(0.0) >= by,
             "{metric}{labels:?}: {b} -> {a}\n{after}"
         );
     };
     grew("lakeward_connections_total", &[], 2.0);
-    grew("lakeward_statements_total", &["kind=\"select\"", "decision=\"allowed\""], 5.0);
+    grew(
+        "lakeward_statements_total",
+        &["kind=\"select\"", "decision=\"allowed\""],
+        5.0,
+    );
     grew("lakeward_rows_sent_total", &[], 50.0);
     grew("lakeward_bytes_sent_total", &[], 50.0);
-    grew("lakeward_auth_failures_total", &["reason=\"bad_token\""], 1.0);
+    grew(
+        "lakeward_auth_failures_total",
+        &["reason=\"bad_token\""],
+        1.0,
+    );
     grew("lakeward_audit_fsync_seconds_count", &[], 1.0);
-    grew("lakeward_statement_phase_seconds_count", &["phase=\"plan\""], 1.0);
-    grew("lakeward_cache_requests_total", &["cache=\"token\""], 1.0);
+    grew(
+        "lakeward_statement_phase_seconds_count",
+        &["phase=\"plan\""],
+        1.0,
+    );
+    grew(
+        "lakeward_cache_requests_total",
+        &["cache=\"token\"", "result=\"miss\""],
+        1.0,
+    );
     assert!(sample(&after, "lakeward_connections_active", &[]) >= 1.0);
 }
