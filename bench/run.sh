@@ -19,9 +19,9 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
 PATIENTS=1000000
-SECS=10
+SECS=5
 CLIENTS="1 8 32"
-RUNS=5
+RUNS=3
 ONLY="point,analytic,export,connect,audit"
 REPORT=1
 while [ $# -gt 0 ]; do
