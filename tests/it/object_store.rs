@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{ServeOpts, Served, serve_binary_opts, temp_dir, token, try_connect_with};
+use crate::support::{ServeOpts, Served, connect_role, serve_binary_opts, temp_dir};
 
 /// moto's S3 API in server mode on a free loopback port.
 struct Moto {
@@ -95,15 +95,7 @@ fn lakeward(env: &[(&str, String)], args: &[&str]) -> std::process::Output {
 }
 
 async fn analyst_count(served: &Served, sql: &str) -> i64 {
-    let client = try_connect_with(
-        served.addr(),
-        "analyst",
-        &token("analyst", "analyst", None),
-        "require",
-        Some("operations"),
-    )
-    .await
-    .expect("connect");
+    let client = connect_role(served.addr(), "analyst", "operations").await;
     client.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
@@ -152,15 +144,7 @@ async fn two_instances_serve_and_audit_over_one_object_store() {
     let work = |served: &Served| {
         let addr = served.addr();
         async move {
-            let client = try_connect_with(
-                addr,
-                "analyst",
-                &token("analyst", "analyst", None),
-                "require",
-                Some("operations"),
-            )
-            .await
-            .expect("connect");
+            let client = connect_role(addr, "analyst", "operations").await;
             for i in 0..15 {
                 client
                     .query(
@@ -177,15 +161,7 @@ async fn two_instances_serve_and_audit_over_one_object_store() {
     // Each replica's auditor sees the other's records in the shared table.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let client = try_connect_with(
-            a.addr(),
-            "auditor",
-            &token("auditor", "auditor", None),
-            "require",
-            Some("operations"),
-        )
-        .await
-        .expect("auditor");
+        let client = connect_role(a.addr(), "auditor", "operations").await;
         let n: i64 = client
             .query_one(
                 "SELECT count(DISTINCT instance) FROM audit.access_log \

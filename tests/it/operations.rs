@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{
     self, ServeOpts, Served, connect_role, data_dir, serve_binary_opts, sqlstate, temp_dir, token,
-    try_connect_with,
+    try_connect, try_connect_with,
 };
 
 /// A statement that runs for several seconds on the test dataset.
@@ -233,15 +233,7 @@ fn sigterm_lets_a_running_statement_finish_and_leaves_a_whole_audit_log() {
     let rt = support::runtime();
     let query = rt.spawn(async move {
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        let client = try_connect_with(
-            addr,
-            "analyst",
-            &token("analyst", "analyst", None),
-            "require",
-            Some("operations"),
-        )
-        .await
-        .expect("connect");
+        let client = connect_role(addr, "analyst", "operations").await;
         let started = Instant::now();
         let rows = client.query(LONG_QUERY, &[]).await;
         (rows.map(|r| r[0].get::<_, i64>(0)), started.elapsed())
@@ -254,13 +246,7 @@ fn sigterm_lets_a_running_statement_finish_and_leaves_a_whole_audit_log() {
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
         tokio::time::timeout(
             Duration::from_secs(5),
-            try_connect_with(
-                addr,
-                "analyst",
-                &token("analyst", "analyst", None),
-                "require",
-                Some("operations"),
-            ),
+            try_connect(addr, "analyst", "require"),
         )
         .await
     });
