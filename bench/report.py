@@ -178,8 +178,11 @@ def render(results, outdir):
         "and the consent predicate, which measured faster than row-level security and needs "
         "no grant on the raw tables; pgcrypto HMAC pseudonyms; b-tree indexes on every key), "
         "over TLS with SCRAM passwords. *DataFusion* is the same DataFusion "
-        "in-process over the same Delta tables with no policy, no wire protocol and no "
-        "audit (`lakeward baseline`): what enforcement and the proxy cost."
+        "in-process over the same Delta tables with the same scan and no policy, no wire "
+        "protocol and no audit (`lakeward baseline`): what enforcement and the proxy cost. "
+        "*deltalake scan* is plain DataFusion again, reading through deltalake's stock table "
+        "provider instead of lakeward's snapshot scan: what a user of DataFusion and "
+        "delta-rs would get without lakeward."
     )
     w("")
     if timing:
@@ -274,8 +277,8 @@ def render(results, outdir):
         "system. DataFusion: the same statement planned once and bound per execution, no policy."
     )
     w("")
-    w("| role | protocol | clients | lakeward p50 / p99 ms | lakeward tps | PostgreSQL p50 / p99 ms | PostgreSQL tps | lakeward / PostgreSQL tps | DataFusion p50 ms | DataFusion tps |")
-    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("| role | protocol | clients | lakeward p50 / p99 ms | lakeward tps | PostgreSQL p50 / p99 ms | PostgreSQL tps | lakeward / PostgreSQL tps | DataFusion p50 ms | DataFusion tps | deltalake scan p50 ms | deltalake scan tps |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for role in roles:
         for mode in ["prepared", "simple"]:
             for c in [int(x) for x in str(meta.get("clients_list", "1 8 32")).split()]:
@@ -283,11 +286,13 @@ def render(results, outdir):
                 pg = find(system="postgres", workload="point", role=role, mode=mode, clients=c) or {}
                 dfw = "point-encounter" if role == "researcher" else "point"
                 df = find(system="datafusion", workload=dfw, clients=c) or {}
+                st = find(system="datafusion", workload=dfw + "-stock", clients=c) or {}
                 lw_s = f"{fmt(lw.get('median_ms'))} / {fmt(lw.get('p99_ms'))}" if not lw.get("failed") else "failed"
                 w(
                     f"| {role} | {mode} | {c} | {lw_s} | {fmt(lw.get('per_s'), 0)} | "
                     f"{fmt(pg.get('median_ms'))} / {fmt(pg.get('p99_ms'))} | {fmt(pg.get('per_s'), 0)} | "
-                    f"{ratio(lw.get('per_s'), pg.get('per_s'))} | {fmt(df.get('median_ms'))} | {fmt(df.get('per_s'), 0)} |"
+                    f"{ratio(lw.get('per_s'), pg.get('per_s'))} | {fmt(df.get('median_ms'))} | {fmt(df.get('per_s'), 0)} | "
+                    f"{fmt(st.get('median_ms'))} | {fmt(st.get('per_s'), 0)} |"
                 )
     w("")
 
@@ -300,10 +305,11 @@ def render(results, outdir):
         "the policy and the wire cost over the same query with no policy."
     )
     w("")
-    w("| query | role | lakeward median / max ms | PostgreSQL median / max ms | PostgreSQL / lakeward | DataFusion median ms | lakeward over DataFusion |")
-    w("|---|---|---:|---:|---:|---:|---:|")
+    w("| query | role | lakeward median / max ms | PostgreSQL median / max ms | PostgreSQL / lakeward | DataFusion median ms | lakeward over DataFusion | deltalake scan median ms |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|")
     for q in queries:
         df = find(system="datafusion", workload=q) or {}
+        st = find(system="datafusion", workload=q + "-stock") or {}
         for role in roles:
             lw = find(system="lakeward", workload=q, role=role) or {}
             pg = find(system="postgres", workload=q, role=role) or {}
@@ -313,7 +319,8 @@ def render(results, outdir):
             w(
                 f"| {q} | {role} | {fmt(lw.get('median_ms'), 1)} / {fmt(lw.get('p99_ms'), 1)} | "
                 f"{fmt(pg.get('median_ms'), 1)} / {fmt(pg.get('p99_ms'), 1)} | "
-                f"{ratio(pg.get('median_ms'), lw.get('median_ms'), 1)} | {fmt(df.get('median_ms'), 1)} | {o} |"
+                f"{ratio(pg.get('median_ms'), lw.get('median_ms'), 1)} | {fmt(df.get('median_ms'), 1)} | {o} | "
+                f"{fmt(st.get('median_ms'), 1)} |"
             )
     w("")
 

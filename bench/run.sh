@@ -239,6 +239,11 @@ if want point; then
       --sql 'SELECT patient_id, mrn, birth_date, zip, sex, site_id FROM clinical.patients WHERE patient_id = $1'
     baseline point-encounter point --patients "$PATIENTS" --clients "$c" --seconds "$SECS" --id-stride 100 --id-offset 1 \
       --sql 'SELECT encounter_id, patient_id, admit_ts, encounter_type, primary_dx FROM clinical.encounters WHERE encounter_id = $1'
+    log "point: plain DataFusion with deltalake's stock scan, $c clients"
+    baseline point-stock point --scan deltalake --patients "$PATIENTS" --clients "$c" --seconds "$SECS" \
+      --sql 'SELECT patient_id, mrn, birth_date, zip, sex, site_id FROM clinical.patients WHERE patient_id = $1'
+    baseline point-encounter-stock point --scan deltalake --patients "$PATIENTS" --clients "$c" --seconds "$SECS" --id-stride 100 --id-offset 1 \
+      --sql 'SELECT encounter_id, patient_id, admit_ts, encounter_type, primary_dx FROM clinical.encounters WHERE encounter_id = $1'
   done
   stop_pid "$LW_PID"
 fi
@@ -249,6 +254,7 @@ if want analytic; then
   for q in claims_by_payer_month hba1c_cohort top_dx_per_site; do
     log "analytic: $q, plain DataFusion"
     baseline "$q" query --file "bench/workloads/$q.sql" --runs "$RUNS"
+    baseline "$q-stock" query --scan deltalake --file "bench/workloads/$q.sql" --runs "$RUNS"
     for role in analyst clinician researcher; do
       log "analytic: $q as $role"
       # One warm-up run, then RUNS timed runs, each on its own.

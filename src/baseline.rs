@@ -13,9 +13,11 @@
 //!   both servers hold the same rows.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use datafusion::catalog::TableProvider;
 use datafusion::common::ParamValues;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -68,11 +70,22 @@ pub struct BaselineArgs {
     /// `dump`: the table to write, `schema.table`.
     #[arg(long)]
     pub table: Option<String>,
+    /// Which Delta scan: lakeward's (the one it serves with) or deltalake's
+    /// stock table provider.
+    #[arg(long, value_enum, default_value = "lakeward")]
+    pub scan: Scan,
+}
+
+/// The Delta table provider of a baseline run.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Scan {
+    Lakeward,
+    Deltalake,
 }
 
 /// Run one measurement and print its JSON line.
 pub async fn run(a: BaselineArgs) -> anyhow::Result<()> {
-    let ctx = context(&a.data).await?;
+    let ctx = context(&a.data, a.scan).await?;
     match a.mode {
         Mode::Point => point(ctx, &a).await,
         Mode::Query | Mode::Export => query(ctx, &a).await,
@@ -84,7 +97,7 @@ pub async fn run(a: BaselineArgs) -> anyhow::Result<()> {
 const POINT: &str = "SELECT patient_id, sex, site_id FROM clinical.patients WHERE patient_id = $1";
 
 /// Every Delta table under `data`, registered as `schema.table`.
-async fn context(data: &std::path::Path) -> anyhow::Result<SessionContext> {
+async fn context(data: &std::path::Path, scan: Scan) -> anyhow::Result<SessionContext> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema("datafusion", "public")
         .with_create_default_catalog_and_schema(true)
@@ -94,19 +107,31 @@ async fn context(data: &std::path::Path) -> anyhow::Result<SessionContext> {
         if loc.name.schema == "audit" {
             continue;
         }
-        let url = deltalake::ensure_table_uri(&loc.url).expect("table url");
-        let table = deltalake::open_table(url).await.expect("open table");
-        table
-            .update_datafusion_session(&ctx.state())
-            .expect("object store");
+        let provider: Arc<dyn TableProvider> = match scan {
+            Scan::Lakeward => {
+                // The scan lakeward serves with (snapshot file list and
+                // statistics kept in memory), without the policy around it.
+                let p = crate::audit::delta::LatestDeltaProvider::open_with_refresh(
+                    &loc.url,
+                    Duration::from_secs(24 * 3600),
+                )
+                .await?;
+                p.update_datafusion_session(&ctx.state())?;
+                Arc::new(p)
+            }
+            Scan::Deltalake => {
+                let url = deltalake::ensure_table_uri(&loc.url)?;
+                let table = deltalake::open_table(url).await?;
+                table.update_datafusion_session(&ctx.state())?;
+                table.table_provider().await?
+            }
+        };
         ctx.sql(&format!("CREATE SCHEMA IF NOT EXISTS {}", loc.name.schema))
-            .await
-            .expect("schema");
+            .await?;
         ctx.register_table(
             format!("{}.{}", loc.name.schema, loc.name.table),
-            table.table_provider().await.expect("provider"),
-        )
-        .expect("register");
+            provider,
+        )?;
     }
     Ok(ctx)
 }

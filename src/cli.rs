@@ -85,9 +85,10 @@ pub enum AuditCommand {
         #[arg(long)]
         config: Option<PathBuf>,
         /// Checkpoint public key (hex, the `.pub` file next to the signing key);
-        /// default: derived from the configured signing key.
+        /// repeat it to accept checkpoints of a retired key after a rotation.
+        /// Default: derived from the configured signing key.
         #[arg(long)]
-        public_key: Option<PathBuf>,
+        public_key: Vec<PathBuf>,
         /// First record to check: a sequence number, a date (2026-11-23) or an RFC 3339 time.
         #[arg(long)]
         from: Option<String>,
@@ -194,6 +195,13 @@ pub struct ServeArgs {
     /// Override the listen address of the file.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Override `audit.instance`, this replica's audit chain name (replicas
+    /// sharing one configuration file set it per replica, e.g. from the pod name).
+    #[arg(long, env = "LAKEWARD_AUDIT_INSTANCE")]
+    pub audit_instance: Option<String>,
+    /// Override `audit.dir`, this replica's local segment log folder.
+    #[arg(long, env = "LAKEWARD_AUDIT_DIR")]
+    pub audit_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -291,7 +299,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             audit_verify(
                 &data_dir,
                 config.as_deref(),
-                public_key.as_deref(),
+                &public_key,
                 from,
                 to,
             )
@@ -301,8 +309,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let mut config = Config::load(&args.config)?;
             if let Some(listen) = args.listen {
                 config.server.listen = listen;
-                config.validate()?;
             }
+            if let Some(instance) = args.audit_instance {
+                config.audit.instance = instance;
+            }
+            if let Some(dir) = args.audit_dir {
+                config.audit.dir = Some(dir);
+            }
+            config.validate()?;
             serve(config).await
         }
         Command::Datagen(args) => {
@@ -461,7 +475,7 @@ fn parse_bound(text: &str, end: bool) -> anyhow::Result<(Option<i64>, Option<i64
 async fn audit_verify(
     data_dir: &Path,
     config: Option<&Path>,
-    public_key: Option<&Path>,
+    public_keys: &[PathBuf],
     from: Option<String>,
     to: Option<String>,
 ) -> anyhow::Result<ExitCode> {
@@ -470,9 +484,13 @@ async fn audit_verify(
         Some(f) => Config::load(f)?,
         None => Config::demo(data_dir, "127.0.0.1:6432".parse()?),
     };
-    let key = match public_key {
-        Some(f) => VerifyingKey::load_file(f)?,
-        None => audit_signing_key(&config)?.verifying_key(),
+    let keys = if public_keys.is_empty() {
+        vec![audit_signing_key(&config)?.verifying_key()]
+    } else {
+        public_keys
+            .iter()
+            .map(|f| VerifyingKey::load_file(f))
+            .collect::<Result<Vec<_>, _>>()?
     };
     let mut range = crate::audit::verify::Range::default();
     if let Some(f) = &from {
@@ -486,10 +504,10 @@ async fn audit_verify(
         .table_location(&config.data)
         .ok_or_else(|| anyhow::anyhow!("no audit table configured"))?;
     let table =
-        crate::audit::delta::AuditTable::open_or_create(&location, crate::audit::record::schema())
+        crate::audit::delta::AuditTable::open_existing(&location, crate::audit::record::schema())
             .await?;
     let report =
-        crate::audit::verify::verify(&table, config.audit.dir.as_deref(), &key, range).await?;
+        crate::audit::verify::verify(&table, config.audit.dir.as_deref(), &keys, range).await?;
     let total: usize = report.records.values().sum();
     match report.first_bad {
         None => {

@@ -293,6 +293,8 @@ pub struct Metrics {
     audit_fsync: Histogram,
     audit_records: Counter,
     audit_errors: Counter,
+    audit_unshipped: Gauge,
+    audit_ship_failures: Counter,
     break_glass_active: Gauge,
     break_glass_total: Counter,
     limits: [Counter; Limit::COUNT],
@@ -423,6 +425,18 @@ impl Metrics {
             "Audit writes or checkpoints that failed",
             audit_errors.clone(),
         );
+        let audit_unshipped: Gauge = Gauge::default();
+        registry.register(
+            "audit_unshipped_records",
+            "Audit records durable in the local segment log but not yet in the Delta audit table",
+            audit_unshipped.clone(),
+        );
+        let audit_ship_failures: Counter = Counter::default();
+        registry.register(
+            "audit_ship_failures",
+            "Appends of audit records to the Delta audit table that failed (retried)",
+            audit_ship_failures.clone(),
+        );
 
         // Break-glass.
         let break_glass_active: Gauge = Gauge::default();
@@ -476,6 +490,8 @@ impl Metrics {
             audit_fsync,
             audit_records,
             audit_errors,
+            audit_unshipped,
+            audit_ship_failures,
             break_glass_active,
             break_glass_total,
             limits,
@@ -583,6 +599,16 @@ impl Metrics {
     /// An audit write or checkpoint failed.
     pub fn audit_error(&self) {
         self.audit_errors.inc();
+    }
+
+    /// Records durable locally but not yet shipped to the audit table now.
+    pub fn set_audit_unshipped(&self, records: u64) {
+        self.audit_unshipped.set(i64::try_from(records).unwrap_or(i64::MAX));
+    }
+
+    /// An append to the Delta audit table failed (it is retried).
+    pub fn audit_ship_failure(&self) {
+        self.audit_ship_failures.inc();
     }
 
     // Break-glass.

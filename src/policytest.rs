@@ -134,7 +134,7 @@ async fn run_query(engine: &Engine, policy: &Policy, t: &PolicyTest) -> Outcome 
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let mut stream = match engine.execute(&state, plan).await {
+    let mut stream = match engine.execute(&state, plan, false).await {
         Ok(s) => s,
         Err(e) => return Outcome::Denied(e.code.into()),
     };

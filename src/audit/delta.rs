@@ -61,7 +61,8 @@ pub enum AuditTableError {
         #[source]
         source: Box<DeltaTableError>,
     },
-    /// The table does not exist (only [`LatestDeltaProvider::open`] requires it).
+    /// The table does not exist (where it must: [`LatestDeltaProvider::open`],
+    /// [`AuditTable::open_existing`]).
     #[error("no Delta table at {location}")]
     NotATable {
         /// The table location.
@@ -304,8 +305,36 @@ impl AuditTable {
         location: &str,
         schema: SchemaRef,
     ) -> Result<AuditTable, AuditTableError> {
+        Self::open_with(location, schema, true).await
+    }
+
+    /// Opens the audit table at `location` without ever creating it: a
+    /// location holding no Delta table is [`AuditTableError::NotATable`].
+    /// Readers (`lakeward audit verify`) use this, so a mistyped location
+    /// fails instead of verifying a fresh, empty table.
+    pub async fn open_existing(
+        location: &str,
+        schema: SchemaRef,
+    ) -> Result<AuditTable, AuditTableError> {
+        Self::open_with(location, schema, false).await
+    }
+
+    async fn open_with(
+        location: &str,
+        schema: SchemaRef,
+        create: bool,
+    ) -> Result<AuditTable, AuditTableError> {
+        // Resolving a local location creates its folder; a reader must not.
+        if !create && !location.contains("://") && !std::path::Path::new(location).exists() {
+            return Err(AuditTableError::NotATable {
+                location: location.to_string(),
+            });
+        }
         let (mut table, shown) = load_location(location).await?;
         let expected = delta_schema_of(&shown, &schema)?;
+        if table.version().is_none() && !create {
+            return Err(AuditTableError::NotATable { location: shown });
+        }
         if table.version().is_none() {
             let created = CreateBuilder::new()
                 .with_log_store(table.log_store())
@@ -626,14 +655,30 @@ async fn build_provider(location: &str, table: &DeltaTable) -> Result<Loaded, Au
         .snapshot()
         .map_err(delta_err(location, "open"))?
         .version();
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|source| AuditTableError::DataFusion {
-            location: location.to_string(),
-            operation: "building the table provider",
-            source: Box::new(source),
-        })?;
+    let provider: Arc<dyn TableProvider> =
+        table
+            .table_provider()
+            .await
+            .map_err(|source| AuditTableError::DataFusion {
+                location: location.to_string(),
+                operation: "building the table provider",
+                source: Box::new(source),
+            })?;
+    // Plain tables are scanned from a file list with statistics kept in
+    // memory for this version; the others through deltalake's provider.
+    let provider = match crate::engine::snapshot_scan::SnapshotScan::try_new(
+        table,
+        provider.schema(),
+    ) {
+        Ok(scan) => {
+            tracing::debug!(location, version, files = scan.file_count(), "snapshot scan");
+            Arc::new(scan) as Arc<dyn TableProvider>
+        }
+        Err(why) => {
+            tracing::debug!(location, version, reason = %why, "deltalake scan");
+            provider
+        }
+    };
     Ok(Loaded { version, provider })
 }
 

@@ -103,8 +103,19 @@ pub struct AuditStats {
     pub batches: AtomicU64,
     pub fsync_micros_total: AtomicU64,
     pub shipped_seq: AtomicU64,
+    /// Sequence number of the newest durable record (the chain head).
+    pub durable_seq: AtomicU64,
     pub checkpoints: AtomicU64,
     pub write_failures: AtomicU64,
+}
+
+impl AuditStats {
+    /// Records durable locally but not yet in the Delta audit table.
+    pub fn unshipped(&self) -> u64 {
+        self.durable_seq
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.shipped_seq.load(Ordering::Relaxed))
+    }
 }
 
 /// Handle to the audit store; cheap to clone.
@@ -188,6 +199,8 @@ impl Auditor {
         let broken = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(AuditStats::default());
         stats.shipped_seq.store(committed as u64, Ordering::Relaxed);
+        stats.durable_seq.store(head.seq.max(committed) as u64, Ordering::Relaxed);
+        crate::metrics::Metrics::global().set_audit_unshipped(stats.unshipped());
         if !backlog.is_empty() {
             tracing::info!(
                 records = backlog.len(),
@@ -393,6 +406,8 @@ impl Writer {
                             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
                         self.since_checkpoint += sealed.len() as u64;
                         self.head = wal::Head { seq, hash: prev };
+                        self.stats.durable_seq.store(seq as u64, Ordering::Relaxed);
+                        m.set_audit_unshipped(self.stats.unshipped());
                         self.broken.store(false, Ordering::Relaxed);
                         let _ = self.ship.send(ShipMsg::Records(sealed));
                         for w in waiting {
@@ -513,6 +528,7 @@ async fn ship(
         Ok(b) => b,
         Err(e) => {
             tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be encoded for the audit table");
+            crate::metrics::Metrics::global().audit_ship_failure();
             return false;
         }
     };
@@ -520,12 +536,14 @@ async fn ship(
         Ok(_) => {
             pending.clear();
             stats.shipped_seq.store(last as u64, Ordering::Relaxed);
+            crate::metrics::Metrics::global().set_audit_unshipped(stats.unshipped());
             let dir = dir.to_owned();
             let _ = tokio::task::spawn_blocking(move || wal::remove_shipped(&dir, last)).await;
             true
         }
         Err(e) => {
             tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be appended to the audit table; retrying");
+            crate::metrics::Metrics::global().audit_ship_failure();
             false
         }
     }

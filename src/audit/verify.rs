@@ -115,11 +115,12 @@ pub async fn hash_at(
 }
 
 /// Verify the table (and, when given, the local segment log and
-/// checkpoints of `dir`) with `key`.
+/// checkpoints of `dir`). A checkpoint is genuine when one of `keys` signed
+/// it: during a key rotation the old and the new public key are both given.
 pub async fn verify(
     table: &AuditTable,
     dir: Option<&Path>,
-    key: &VerifyingKey,
+    keys: &[VerifyingKey],
     range: Range,
 ) -> Result<Report, AuditError> {
     let (mut chains, dupes) = table_records(table).await?;
@@ -241,7 +242,7 @@ pub async fn verify(
             event_id: None,
             problem,
         };
-        if cp.verify(key).is_err() {
+        if !keys.iter().any(|k| cp.verify(k).is_ok()) {
             note(bad(
                 "a checkpoint naming this record has an invalid signature (forged checkpoint)"
                     .into(),

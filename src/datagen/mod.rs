@@ -121,7 +121,11 @@ const SORTED_IDS: &[&str] = &["patient_id", "encounter_id", "observation_id", "c
 fn writer_properties(schema: &SchemaRef) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_created_by(format!("lakeward datagen {}", env!("CARGO_PKG_VERSION")))
-        .set_compression(Compression::SNAPPY);
+        .set_compression(Compression::SNAPPY)
+        // Pages of at most 8,192 rows: a point lookup that file statistics
+        // and the page index narrow to one page decodes 8,192 values per
+        // column, not a whole row group.
+        .set_data_page_row_count_limit(8192);
     for f in schema.fields() {
         let name = f.name().as_str();
         if HIGH_CARDINALITY.contains(&name) {

@@ -13,6 +13,7 @@ pub mod encode;
 pub mod errors;
 pub mod masks;
 pub mod secure;
+pub mod snapshot_scan;
 pub mod tables;
 
 use std::collections::BTreeMap;
@@ -294,20 +295,66 @@ impl Engine {
         Ok(plan)
     }
 
-    /// Optimise and start executing a plan; rows arrive as a stream.
+    /// A planned statement optimised once, at preparation, when that gives
+    /// the plan every execution would get: it calls only immutable functions
+    /// (no `now()` to fold at execution time) and is not an EXPLAIN. Returns
+    /// the plan and whether it is optimised; on any optimiser error the plan
+    /// is returned as it was, to be optimised per execution.
+    pub fn optimise_once(&self, state: &SessionState, plan: LogicalPlan) -> (LogicalPlan, bool) {
+        if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_))
+            || !secure::only_immutable_functions(&plan)
+        {
+            return (plan, false);
+        }
+        match state.optimize(&plan) {
+            Ok(optimised) => (optimised, true),
+            Err(_) => (plan, false),
+        }
+    }
+
+    /// Optimise (unless `optimised`) and start executing a plan; rows arrive
+    /// as a stream.
     pub async fn execute(
         &self,
         state: &SessionState,
         plan: LogicalPlan,
+        optimised: bool,
     ) -> Result<SendableRecordBatchStream, SqlError> {
+        use datafusion::optimizer::analyzer::AnalyzerRule;
+        use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
+        use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
+        use datafusion::optimizer::{Optimizer, OptimizerRule};
         // A plan may be prepared (and cached) long before it runs: `now()`
         // and friends take the time of this execution.
         let mut state = state.clone();
         state.mark_start_execution();
-        let df = datafusion::dataframe::DataFrame::new(state, plan);
-        df.execute_stream()
+        let sql_err = |e: datafusion::error::DataFusionError| errors::to_sql_error(&e);
+        if !optimised {
+            let df = datafusion::dataframe::DataFrame::new(state, plan);
+            return df.execute_stream().await.map_err(|e| sql_err(e));
+        }
+        // Optimised at preparation. Bound parameters became literals of the
+        // client's types: type coercion casts them to their columns' types
+        // (a text parameter against a `Utf8View` column), one simplification
+        // pass folds what they made constant, and filter pushdown moves
+        // predicates that became pushable into the scans, so that they
+        // prune as they would in a plan optimised after binding.
+        let plan = TypeCoercion::new()
+            .analyze(plan, state.config_options())
+            .map_err(sql_err)?;
+        let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+            Arc::new(SimplifyExpressions::new()),
+            Arc::new(datafusion::optimizer::push_down_filter::PushDownFilter::new()),
+        ];
+        let plan = Optimizer::with_rules(rules)
+            .optimize(plan, &state, |_, _| {})
+            .map_err(sql_err)?;
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&plan, &state)
             .await
-            .map_err(|e| errors::to_sql_error(&e))
+            .map_err(sql_err)?;
+        datafusion::physical_plan::execute_stream(physical, state.task_ctx()).map_err(sql_err)
     }
 }
 

@@ -78,10 +78,17 @@ pub struct SecuredTable {
 /// statistics prune a point lookup; the policy filter still applies.
 pub fn leakproof(e: &DfExpr, passthrough: &std::collections::BTreeSet<String>) -> bool {
     use datafusion::logical_expr::{Between, BinaryExpr, Operator, expr::InList};
+    // A value the client gave: a literal, or a parameter (a plan optimised
+    // at preparation still holds the placeholder; it is bound to a value
+    // of its own type before the scan runs). No cast: a failing cast of a
+    // constant evaluated on rows the policy has not admitted would tell
+    // that such rows exist.
+    fn given(e: &DfExpr) -> bool {
+        matches!(e, DfExpr::Literal(..) | DfExpr::Placeholder(_))
+    }
     let operand = |e: &DfExpr| match e {
         DfExpr::Column(c) => passthrough.contains(&c.name),
-        DfExpr::Literal(..) => true,
-        _ => false,
+        e => given(e),
     };
     match e {
         DfExpr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
@@ -103,13 +110,9 @@ pub fn leakproof(e: &DfExpr, passthrough: &std::collections::BTreeSet<String>) -
         DfExpr::Between(Between {
             expr, low, high, ..
         }) => {
-            operand(expr)
-                && matches!(**low, DfExpr::Literal(..))
-                && matches!(**high, DfExpr::Literal(..))
+            operand(expr) && given(low) && given(high)
         }
-        DfExpr::InList(InList { expr, list, .. }) => {
-            operand(expr) && list.iter().all(|v| matches!(v, DfExpr::Literal(..)))
-        }
+        DfExpr::InList(InList { expr, list, .. }) => operand(expr) && list.iter().all(given),
         _ => false,
     }
 }
@@ -467,7 +470,7 @@ fn internal_statement(
 /// result), so optimising it once gives the plan every later statement
 /// would get. The consent-set probes are stable, not immutable, but they
 /// are called on a column and never folded: they are the exception.
-fn only_immutable_functions(plan: &LogicalPlan) -> bool {
+pub(crate) fn only_immutable_functions(plan: &LogicalPlan) -> bool {
     use datafusion::common::tree_node::TreeNode;
     use datafusion::logical_expr::Volatility;
     let mut immutable = true;

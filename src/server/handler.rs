@@ -97,6 +97,8 @@ enum PreparedKind {
     Plan {
         plan: LogicalPlan,
         state: Box<SessionState>,
+        /// `plan` is already optimised ([`crate::engine::Engine::optimise_once`]).
+        optimised: bool,
     },
     /// SET/SHOW/RESET/BEGIN/COMMIT/ROLLBACK/no-ops, FETCH and CLOSE.
     Utility(StatementKind),
@@ -245,13 +247,15 @@ impl Parser {
                     &search_path,
                 )
                 .await?;
-                metrics.observe_phase(crate::metrics::Phase::Plan, plan_started.elapsed());
                 let (param_types, param_data_types) = parameter_types(&plan)?;
                 let result_schema = Arc::new(plan.schema().as_arrow().clone());
+                let (plan, optimised) = self.shared.engine.optimise_once(&state, plan);
+                metrics.observe_phase(crate::metrics::Phase::Plan, plan_started.elapsed());
                 Ok(Prepared(Arc::new(PreparedInner {
                     kind: PreparedKind::Plan {
                         plan,
                         state: Box::new(state),
+                        optimised,
                     },
                     param_types,
                     param_data_types,
@@ -593,7 +597,11 @@ impl ConnHandler {
             );
         }
         match &prepared.0.kind {
-            PreparedKind::Plan { plan, state } => {
+            PreparedKind::Plan {
+                plan,
+                state,
+                optimised,
+            } => {
                 let plan = match params {
                     Some(p) => plan
                         .clone()
@@ -615,26 +623,40 @@ impl ConnHandler {
                 let limits = self.shared.limits.for_role(role.as_deref());
                 let permit = self.shared.limits.admit(role.as_deref(), &limits)?;
                 let deadline = limits.timeout.map(|t| tokio::time::Instant::now() + t);
-                // Durable before disclosure: the record first, then rows.
-                if let Some(a) = audit.as_mut() {
-                    a.before_rows().await?;
-                }
-                // Auditors see every record up to their own query.
-                if prepared
+                // Durable before disclosure: no row leaves before the
+                // statement's record is durable.
+                let record = async {
+                    match audit.as_mut() {
+                        Some(a) => a.before_rows().await,
+                        None => Ok(()),
+                    }
+                };
+                let execute = async {
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => Err(SqlError::cancelled()),
+                        _ = until(deadline) => {
+                            Err(self.shared.limits.exceeded(Exceeded::StatementTimeout))
+                        }
+                        r = self.shared.engine.execute(state, plan, *optimised) => r,
+                    }
+                };
+                let reads_audit = prepared
                     .0
                     .report
                     .as_ref()
-                    .is_some_and(|r| r.tables.iter().any(|t| t.starts_with("audit.")))
-                {
+                    .is_some_and(|r| r.tables.iter().any(|t| t.starts_with("audit.")));
+                let batches = if reads_audit {
+                    // Auditors see every record up to their own query.
+                    record.await?;
                     self.shared.audit.sync_table().await?;
-                }
-                let batches = tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return Err(SqlError::cancelled()),
-                    _ = until(deadline) => {
-                        return Err(self.shared.limits.exceeded(Exceeded::StatementTimeout));
-                    }
-                    r = self.shared.engine.execute(state, plan) => r?,
+                    execute.await?
+                } else {
+                    // The record is made durable while the physical plan is
+                    // built and its streams start; rows wait for both.
+                    let (recorded, batches) = tokio::join!(record, execute);
+                    recorded?;
+                    batches?
                 };
                 timer.mark(crate::metrics::Phase::Execute);
                 let mut completion = audit.take().map(StatementAudit::completion);

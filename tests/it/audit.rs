@@ -768,3 +768,56 @@ async fn shared_table_records(keep: impl Fn(&AuditRecord) -> bool) -> Vec<AuditR
     }
     out
 }
+
+fn verify_cli_args(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakeward"))
+        .args(["audit", "verify"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_verify_accepts_the_keys_of_a_rotation_and_never_creates_a_table() {
+    let (root, _) = written_log(12).await;
+    let root_s = root.to_str().unwrap();
+    let current = root.join("keys/audit-signing.pem.pub");
+    let other_dir = temp_dir("lakeward-it-audit-otherkey");
+    let other_key = other_dir.join("audit-signing.pem");
+    lakeward::audit::chain::SigningKey::generate_to_file(&other_key).unwrap();
+    let other = other_dir.join("audit-signing.pem.pub");
+    assert!(other.exists() && current.exists());
+
+    // Only a foreign key: every checkpoint looks forged.
+    let (ok, text) =
+        verify_cli_args(&["--data-dir", root_s, "--public-key", other.to_str().unwrap()]);
+    assert!(!ok && text.contains("forged checkpoint"), "{text}");
+    // The retired and the current key together: whole.
+    let (ok, text) = verify_cli_args(&[
+        "--data-dir",
+        root_s,
+        "--public-key",
+        other.to_str().unwrap(),
+        "--public-key",
+        current.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("audit log whole: 12 records"), "{text}");
+
+    // A mistyped location is an error, and nothing is created there.
+    let missing = root.join("no-such-demo");
+    let (ok, text) = verify_cli_args(&[
+        "--data-dir",
+        missing.to_str().unwrap(),
+        "--public-key",
+        current.to_str().unwrap(),
+    ]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("no Delta table"), "{text}");
+    assert!(!text.contains("audit log whole"), "{text}");
+    assert!(!missing.exists(), "audit verify created {}", missing.display());
+}

@@ -16,7 +16,7 @@ async fn table_contents(dir: &std::path::Path) -> Vec<(String, Vec<String>)> {
         let stmt = parse(&sql, ParseLimits::default()).unwrap().remove(0);
         let state = engine.state_for(None);
         let plan = engine.plan(&state, stmt).await.unwrap();
-        let mut stream = engine.execute(&state, plan).await.unwrap();
+        let mut stream = engine.execute(&state, plan, false).await.unwrap();
         let mut rows = Vec::new();
         while let Some(batch) = stream.next().await {
             let batch = batch.unwrap();

@@ -220,6 +220,106 @@ async fn sighup_serves_a_rotated_certificate_to_new_connections() {
     assert!(log.contains("TLS certificate reloaded"), "{log}");
 }
 
+/// A token for the analyst signed with the demo-style key of `keys_dir`.
+fn token_signed_in(keys_dir: &Path) -> String {
+    let req = lakeward::auth::mint::TokenRequest {
+        user: "analyst".into(),
+        roles: vec!["analyst".into()],
+        site: None,
+        purposes: vec![],
+        ttl: Duration::from_secs(600),
+    };
+    lakeward::auth::mint::mint(keys_dir, &req).expect("mint")
+}
+
+async fn analyst_with(
+    served: &Served,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    try_connect_with(served.addr(), "analyst", password, "require", Some("operations")).await
+}
+
+fn refused_as_bad_credentials(r: Result<tokio_postgres::Client, tokio_postgres::Error>, what: &str) {
+    match r {
+        Ok(_) => panic!("{what}: the connection was accepted"),
+        Err(e) => {
+            let code = sqlstate(&e);
+            assert!(
+                matches!(code.as_deref(), Some("28000" | "28P01")),
+                "{what}: {code:?} {e}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sighup_rotates_the_token_verification_keys() {
+    // The served key file starts as the dataset's demo key.
+    let live = temp_dir("lakeward-it-jwt-live").join("jwt-public.pem");
+    std::fs::copy(data_dir().join("keys/jwt-public.pem"), &live).unwrap();
+    // The identity provider's next key pair (same kid, new key material).
+    let next = temp_dir("lakeward-it-jwt-next");
+    lakeward::auth::mint::ensure_demo_keys(&next).unwrap();
+    let audit = temp_dir("lakeward-it-jwt-audit");
+    let served = serve_binary_opts(ServeOpts {
+        audit_dir: &audit,
+        jwt_public_key: Some(&live),
+        ..Default::default()
+    });
+    let old_token = token_signed_in(data_dir());
+    let new_token = token_signed_in(&next);
+
+    let before = analyst_with(&served, &old_token)
+        .await
+        .expect("a token of the current key is accepted");
+    refused_as_bad_credentials(
+        analyst_with(&served, &new_token).await,
+        "a token of the next key before the reload",
+    );
+
+    // A broken key file is refused and the previous keys stay in service.
+    std::fs::write(&live, "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
+        .unwrap();
+    signal(&served, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !served.log.lock().unwrap().iter().any(|l| l.contains("token key reload rejected")) {
+        assert!(Instant::now() < deadline, "the broken key file was not reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    analyst_with(&served, &old_token)
+        .await
+        .expect("the previous key still verifies after a refused reload");
+
+    // Rotate: the new public key goes in place, SIGHUP.
+    std::fs::copy(next.join("keys/jwt-public.pem"), &live).unwrap();
+    signal(&served, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        match analyst_with(&served, &new_token).await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > deadline => panic!("the rotated key is not used: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    // The retired key no longer verifies, even for a token seen before
+    // (the token cache is emptied by the reload).
+    refused_as_bad_credentials(
+        analyst_with(&served, &old_token).await,
+        "a token of the retired key after the rotation",
+    );
+    // Sessions established before the rotation keep working.
+    before
+        .simple_query("SELECT count(*) FROM clinical.patients")
+        .await
+        .expect("session opened before the rotation");
+    after
+        .simple_query("SELECT count(*) FROM clinical.patients")
+        .await
+        .expect("session opened after the rotation");
+    let log = served.log.lock().unwrap().join("\n");
+    assert!(log.contains("token verification keys reloaded"), "{log}");
+}
+
 #[test]
 fn sigterm_lets_a_running_statement_finish_and_leaves_a_whole_audit_log() {
     let audit = temp_dir("lakeward-it-drain-audit");
@@ -483,6 +583,8 @@ async fn metrics_health_and_readiness_follow_the_workload() {
         "lakeward_cache_requests_total",
         "lakeward_audit_queue_depth",
         "lakeward_audit_fsync_seconds",
+        "lakeward_audit_unshipped_records",
+        "lakeward_audit_ship_failures_total",
         "lakeward_break_glass_sessions_active",
         "lakeward_delta_table_version",
         "lakeward_delta_snapshot_age_seconds",

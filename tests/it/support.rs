@@ -348,7 +348,7 @@ pub fn consented_patients(purpose: &str) -> std::collections::BTreeSet<i64> {
                 async move {
                     let stmt = lakeward::rewrite::gate::parse(&sql, Default::default()).unwrap().remove(0);
                     let plan = engine.plan(&state, stmt).await.unwrap();
-                    let mut stream = engine.execute(&state, plan).await.unwrap();
+                    let mut stream = engine.execute(&state, plan, false).await.unwrap();
                     let mut batches = Vec::new();
                     while let Some(b) = stream.next().await {
                         batches.push(b.unwrap());
@@ -574,6 +574,8 @@ pub struct ServeOpts<'a> {
     pub data_root: Option<&'a str>,
     /// `[audit] table` (default: under the data root).
     pub audit_table: Option<&'a str>,
+    /// The ES256 token verification key file (default: the dataset's demo key).
+    pub jwt_public_key: Option<&'a Path>,
 }
 
 impl Default for ServeOpts<'_> {
@@ -589,6 +591,7 @@ impl Default for ServeOpts<'_> {
             log_json: false,
             data_root: None,
             audit_table: None,
+            jwt_public_key: None,
         }
     }
 }
@@ -607,6 +610,7 @@ pub fn serve_binary_opts(o: ServeOpts<'_>) -> Served {
         log_json,
         data_root,
         audit_table,
+        jwt_public_key,
     } = o;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -630,7 +634,7 @@ root = "{root}"
 [auth]
 issuer = "{iss}"
 audience = "{aud}"
-public_keys = [{{ kid = "demo-es256", alg = "ES256", file = "{d}/keys/jwt-public.pem" }}]
+public_keys = [{{ kid = "demo-es256", alg = "ES256", file = "{jwt}" }}]
 [policy]
 {policy}pseudonym_key_env = "LAKEWARD_TEST_PSEUDONYM_KEY"
 [audit]
@@ -644,6 +648,11 @@ listen = "127.0.0.1:0"
 "#,
         d = data.display(),
         t = tls.display(),
+        jwt = jwt_public_key.map_or_else(
+            || data.join("keys/jwt-public.pem"),
+            Path::to_owned
+        )
+        .display(),
         root = data_root.map_or_else(|| data.display().to_string(), str::to_owned),
         audit_table = audit_table
             .map(|t| format!("table = \"{t}\"\n"))
