@@ -67,7 +67,7 @@ pub struct ConsentSet {
     /// Serialises recomputation; holds what `current` was built from.
     computed: tokio::sync::Mutex<Option<Computed>>,
     /// The set the membership function probes (None until first computed).
-    current: RwLock<Option<Arc<HashSet<i64>>>>,
+    current: RwLock<Option<Arc<IdSet>>>,
 }
 
 impl std::fmt::Debug for ConsentSet {
@@ -128,7 +128,7 @@ impl ConsentSet {
         )
     }
 
-    async fn compute(&self, version: u64) -> DfResult<(Computed, HashSet<i64>)> {
+    async fn compute(&self, version: u64) -> DfResult<(Computed, IdSet)> {
         let r = &self.rules;
         let sql = format!(
             "SELECT CAST(\"c\".\"{pk}\" AS BIGINT) AS \"{pk}\" FROM (SELECT \"{pk}\", \"{granted}\", row_number() OVER (PARTITION BY \"{pk}\" ORDER BY \"{recorded}\" DESC, \"{granted}\" ASC) AS lakeward_rank {unexpired}) AS \"c\" WHERE \"c\".lakeward_rank = 1 AND \"c\".\"{pk}\" IS NOT NULL AND {cond}",
@@ -142,7 +142,7 @@ impl ConsentSet {
             },
         );
         let batches = self.ctx.sql(&sql).await?.collect().await?;
-        let mut ids = HashSet::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+        let mut ids = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
         for b in &batches {
             let col = b
                 .column(0)
@@ -151,6 +151,7 @@ impl ConsentSet {
                 .ok_or_else(|| DataFusionError::Internal("consent set is not BIGINT".into()))?;
             ids.extend(col.iter().flatten());
         }
+        let ids = IdSet::from_ids(ids);
         let next = format!(
             "SELECT CAST(min(\"{expires}\") AS TIMESTAMP) {unexpired} AND \"{expires}\" IS NOT NULL",
             expires = r.expires_at_column,
@@ -214,11 +215,72 @@ impl ConsentSet {
     }
 
     /// The set as last refreshed.
-    fn snapshot(&self) -> Option<Arc<HashSet<i64>>> {
+    fn snapshot(&self) -> Option<Arc<IdSet>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+/// A set of patient ids, probed once per row. Patient keys are usually
+/// dense surrogate keys: then the set is a bitmap over their range (one
+/// bit per id in the range, a probe is a shift and a mask); otherwise a
+/// hash set.
+#[derive(Debug)]
+pub(crate) enum IdSet {
+    Dense { min: i64, bits: Vec<u64>, len: usize },
+    Sparse(HashSet<i64>),
+}
+
+impl IdSet {
+    /// The largest bitmap kept (16 MiB): beyond it, a hash set.
+    const MAX_DENSE_BITS: u64 = 1 << 27;
+
+    pub(crate) fn from_ids(ids: Vec<i64>) -> IdSet {
+        let (Some(&min), Some(&max)) = (ids.iter().min(), ids.iter().max()) else {
+            return IdSet::Sparse(HashSet::new());
+        };
+        let span = u64::try_from(i128::from(max) - i128::from(min) + 1).unwrap_or(u64::MAX);
+        // Dense when the bitmap is small and costs at most 64 bits per id
+        // (a hash set costs more than that per entry).
+        let per_id_budget = u64::try_from(ids.len()).unwrap_or(u64::MAX).saturating_mul(64);
+        if span > Self::MAX_DENSE_BITS || span > per_id_budget.max(1 << 16) {
+            return IdSet::Sparse(ids.into_iter().collect());
+        }
+        let mut bits = vec![0u64; usize::try_from(span.div_ceil(64)).unwrap_or(0)];
+        for id in ids {
+            let offset = id.abs_diff(min);
+            if let Some(word) = usize::try_from(offset / 64).ok().and_then(|w| bits.get_mut(w)) {
+                *word |= 1u64 << (offset % 64);
+            }
+        }
+        let len = bits.iter().map(|w| w.count_ones() as usize).sum();
+        IdSet::Dense { min, bits, len }
+    }
+
+    pub(crate) fn contains(&self, id: i64) -> bool {
+        match self {
+            IdSet::Dense { min, bits, .. } => {
+                if id < *min {
+                    return false;
+                }
+                let offset = id.abs_diff(*min);
+                usize::try_from(offset / 64)
+                    .ok()
+                    .and_then(|w| bits.get(w))
+                    .is_some_and(|word| (word >> (offset % 64)) & 1 == 1)
+            }
+            IdSet::Sparse(set) => set.contains(&id),
+        }
+    }
+
+    /// Number of distinct ids.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            IdSet::Dense { len, .. } => *len,
+            IdSet::Sparse(set) => set.len(),
+        }
     }
 }
 
@@ -264,7 +326,7 @@ impl ScalarUDFImpl for ConsentMembership {
         let [arg] = args.args.as_slice() else {
             return Err(DataFusionError::Execution("consent check arity".into()));
         };
-        let member = |v: Option<i64>| v.map(|id| ids.contains(&id));
+        let member = |v: Option<i64>| v.map(|id| ids.contains(id));
         match arg {
             ColumnarValue::Scalar(ScalarValue::Int64(v)) => {
                 Ok(ColumnarValue::Scalar(ScalarValue::Boolean(member(*v))))
@@ -341,5 +403,33 @@ impl ConsentSets {
         }));
         registered.insert(key, set.clone());
         Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdSet;
+
+    #[test]
+    fn dense_and_sparse_sets_answer_alike() {
+        let dense: Vec<i64> = (1..=10_000).filter(|i| i % 3 == 0).collect();
+        let sparse = vec![-5, 7, 1 << 40, i64::MAX, i64::MIN];
+        for ids in [dense, sparse, vec![], vec![42, 42]] {
+            let set = IdSet::from_ids(ids.clone());
+            let unique: std::collections::HashSet<i64> = ids.iter().copied().collect();
+            assert_eq!(set.len(), unique.len());
+            for probe in ids
+                .iter()
+                .flat_map(|&i| [i, i.wrapping_add(1), i.wrapping_sub(1)])
+                .chain([0, -1, 1, i64::MIN, i64::MAX, 10_001, 20_000])
+            {
+                assert_eq!(set.contains(probe), unique.contains(&probe), "{probe}");
+            }
+        }
+        assert!(matches!(
+            IdSet::from_ids((1..=1000).collect()),
+            IdSet::Dense { .. }
+        ));
+        assert!(matches!(IdSet::from_ids(vec![1, 1 << 40]), IdSet::Sparse(_)));
     }
 }

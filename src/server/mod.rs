@@ -435,6 +435,10 @@ fn new_socket(stream: stream::ClientStream, addr: SocketAddr, max_message_bytes:
         PgWireMessageServerCodec::new(client),
     );
     socket.set_state(PgWireConnectionState::AwaitingStartup);
+    // Rows are written out in 64 KiB chunks (tokio-util's default is 8 KiB):
+    // fewer flushes, TLS records and system calls for large results, and
+    // still a small, bounded buffer per connection.
+    socket.set_backpressure_boundary(64 * 1024);
     socket
 }
 
