@@ -603,7 +603,7 @@ impl Metrics {
 
     /// Records durable locally but not yet shipped to the audit table now.
     pub fn set_audit_unshipped(&self, records: u64) {
-        self.audit_unshipped.set(i64::try_from(records).unwrap_or(i64::MAX));
+        self.audit_unshipped.set(gauge_value(records));
     }
 
     /// An append to the Delta audit table failed (it is retried).
