@@ -128,10 +128,7 @@ async fn context(data: &std::path::Path, scan: Scan) -> anyhow::Result<SessionCo
         };
         ctx.sql(&format!("CREATE SCHEMA IF NOT EXISTS {}", loc.name.schema))
             .await?;
-        ctx.register_table(
-            format!("{}.{}", loc.name.schema, loc.name.table),
-            provider,
-        )?;
+        ctx.register_table(format!("{}.{}", loc.name.schema, loc.name.table), provider)?;
     }
     Ok(ctx)
 }

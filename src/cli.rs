@@ -295,16 +295,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             public_key,
             from,
             to,
-        }) => {
-            audit_verify(
-                &data_dir,
-                config.as_deref(),
-                &public_key,
-                from,
-                to,
-            )
-            .await
-        }
+        }) => audit_verify(&data_dir, config.as_deref(), &public_key, from, to).await,
         Command::Serve(args) => {
             let mut config = Config::load(&args.config)?;
             if let Some(listen) = args.listen {

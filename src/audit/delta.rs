@@ -173,6 +173,22 @@ async fn load_location(location: &str) -> Result<(DeltaTable, String), AuditTabl
     Ok((table, shown))
 }
 
+/// [`load_location`] for a table that must exist: a location holding no
+/// Delta table is [`AuditTableError::NotATable`], and a missing local folder
+/// is not created (resolving a local location would create it).
+async fn load_existing(location: &str) -> Result<(DeltaTable, String), AuditTableError> {
+    if !location.contains("://") && !std::path::Path::new(location).exists() {
+        return Err(AuditTableError::NotATable {
+            location: location.to_string(),
+        });
+    }
+    let (table, shown) = load_location(location).await?;
+    if table.version().is_none() {
+        return Err(AuditTableError::NotATable { location: shown });
+    }
+    Ok((table, shown))
+}
+
 /// Maps a Delta error of `operation` on the table at `location`.
 fn delta_err(
     location: &str,
@@ -324,17 +340,12 @@ impl AuditTable {
         schema: SchemaRef,
         create: bool,
     ) -> Result<AuditTable, AuditTableError> {
-        // Resolving a local location creates its folder; a reader must not.
-        if !create && !location.contains("://") && !std::path::Path::new(location).exists() {
-            return Err(AuditTableError::NotATable {
-                location: location.to_string(),
-            });
-        }
-        let (mut table, shown) = load_location(location).await?;
+        let (mut table, shown) = if create {
+            load_location(location).await?
+        } else {
+            load_existing(location).await?
+        };
         let expected = delta_schema_of(&shown, &schema)?;
-        if table.version().is_none() && !create {
-            return Err(AuditTableError::NotATable { location: shown });
-        }
         if table.version().is_none() {
             let created = CreateBuilder::new()
                 .with_log_store(table.log_store())
@@ -666,19 +677,22 @@ async fn build_provider(location: &str, table: &DeltaTable) -> Result<Loaded, Au
             })?;
     // Plain tables are scanned from a file list with statistics kept in
     // memory for this version; the others through deltalake's provider.
-    let provider = match crate::engine::snapshot_scan::SnapshotScan::try_new(
-        table,
-        provider.schema(),
-    ) {
-        Ok(scan) => {
-            tracing::debug!(location, version, files = scan.file_count(), "snapshot scan");
-            Arc::new(scan) as Arc<dyn TableProvider>
-        }
-        Err(why) => {
-            tracing::debug!(location, version, reason = %why, "deltalake scan");
-            provider
-        }
-    };
+    let provider =
+        match crate::engine::snapshot_scan::SnapshotScan::try_new(table, provider.schema()) {
+            Ok(scan) => {
+                tracing::debug!(
+                    location,
+                    version,
+                    files = scan.file_count(),
+                    "snapshot scan"
+                );
+                Arc::new(scan) as Arc<dyn TableProvider>
+            }
+            Err(why) => {
+                tracing::debug!(location, version, reason = %why, "deltalake scan");
+                provider
+            }
+        };
     Ok(Loaded { version, provider })
 }
 
@@ -697,16 +711,7 @@ impl LatestDeltaProvider {
         location: &str,
         refresh: Duration,
     ) -> Result<Self, AuditTableError> {
-        // Do not let the location resolution create a missing local directory.
-        if !location.contains("://") && !std::path::Path::new(location).exists() {
-            return Err(AuditTableError::NotATable {
-                location: location.to_string(),
-            });
-        }
-        let (table, shown) = load_location(location).await?;
-        if table.version().is_none() {
-            return Err(AuditTableError::NotATable { location: shown });
-        }
+        let (table, shown) = load_existing(location).await?;
         let loaded = build_provider(&shown, &table).await?;
         Ok(LatestDeltaProvider {
             location: shown,

@@ -199,7 +199,9 @@ impl Auditor {
         let broken = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(AuditStats::default());
         stats.shipped_seq.store(committed as u64, Ordering::Relaxed);
-        stats.durable_seq.store(head.seq.max(committed) as u64, Ordering::Relaxed);
+        stats
+            .durable_seq
+            .store(head.seq.max(committed) as u64, Ordering::Relaxed);
         crate::metrics::Metrics::global().set_audit_unshipped(stats.unshipped());
         if !backlog.is_empty() {
             tracing::info!(

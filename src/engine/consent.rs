@@ -229,7 +229,11 @@ impl ConsentSet {
 /// hash set.
 #[derive(Debug)]
 pub(crate) enum IdSet {
-    Dense { min: i64, bits: Vec<u64>, len: usize },
+    Dense {
+        min: i64,
+        bits: Vec<u64>,
+        len: usize,
+    },
     Sparse(HashSet<i64>),
 }
 
@@ -244,14 +248,19 @@ impl IdSet {
         let span = u64::try_from(i128::from(max) - i128::from(min) + 1).unwrap_or(u64::MAX);
         // Dense when the bitmap is small and costs at most 64 bits per id
         // (a hash set costs more than that per entry).
-        let per_id_budget = u64::try_from(ids.len()).unwrap_or(u64::MAX).saturating_mul(64);
+        let per_id_budget = u64::try_from(ids.len())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(64);
         if span > Self::MAX_DENSE_BITS || span > per_id_budget.max(1 << 16) {
             return IdSet::Sparse(ids.into_iter().collect());
         }
         let mut bits = vec![0u64; usize::try_from(span.div_ceil(64)).unwrap_or(0)];
         for id in ids {
             let offset = id.abs_diff(min);
-            if let Some(word) = usize::try_from(offset / 64).ok().and_then(|w| bits.get_mut(w)) {
+            if let Some(word) = usize::try_from(offset / 64)
+                .ok()
+                .and_then(|w| bits.get_mut(w))
+            {
                 *word |= 1u64 << (offset % 64);
             }
         }
@@ -430,6 +439,9 @@ mod tests {
             IdSet::from_ids((1..=1000).collect()),
             IdSet::Dense { .. }
         ));
-        assert!(matches!(IdSet::from_ids(vec![1, 1 << 40]), IdSet::Sparse(_)));
+        assert!(matches!(
+            IdSet::from_ids(vec![1, 1 << 40]),
+            IdSet::Sparse(_)
+        ));
     }
 }

@@ -109,9 +109,7 @@ pub fn leakproof(e: &DfExpr, passthrough: &std::collections::BTreeSet<String>) -
         DfExpr::IsNull(inner) | DfExpr::IsNotNull(inner) => operand(inner),
         DfExpr::Between(Between {
             expr, low, high, ..
-        }) => {
-            operand(expr) && given(low) && given(high)
-        }
+        }) => operand(expr) && given(low) && given(high),
         DfExpr::InList(InList { expr, list, .. }) => operand(expr) && list.iter().all(given),
         _ => false,
     }

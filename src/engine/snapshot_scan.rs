@@ -47,13 +47,13 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::object_store::path::Path as StorePath;
+use datafusion::object_store::{ObjectMeta, ObjectStore};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake::DeltaTable;
-use datafusion::object_store::path::Path as StorePath;
-use datafusion::object_store::{ObjectMeta, ObjectStore};
 
 /// One data file of the snapshot.
 #[derive(Debug)]
@@ -127,9 +127,12 @@ impl SnapshotScan {
     /// The scan of `table`'s loaded snapshot with the Arrow `schema` the
     /// table is served with, or why this table needs deltalake's provider.
     pub fn try_new(table: &DeltaTable, schema: SchemaRef) -> std::result::Result<Self, Ineligible> {
-        let state = table.snapshot().map_err(|_| "no snapshot loaded".to_string())?;
+        let state = table
+            .snapshot()
+            .map_err(|_| "no snapshot loaded".to_string())?;
         let protocol = state.protocol();
-        if protocol.min_reader_version() != 1 || protocol.reader_features().is_some_and(|f| !f.is_empty())
+        if protocol.min_reader_version() != 1
+            || protocol.reader_features().is_some_and(|f| !f.is_empty())
         {
             return Err(format!(
                 "reader protocol version {} (column mapping, deletion vectors or another reader feature)",
@@ -158,16 +161,19 @@ impl SnapshotScan {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '='))
                 || path.starts_with('/')
-                || path.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+                || path
+                    .split('/')
+                    .any(|s| s.is_empty() || s == "." || s == "..")
             {
                 return Err("a file path outside the plain table layout".into());
             }
-            let url = root
-                .join(&path)
-                .map_err(|_| "a file path that does not resolve under the table root".to_string())?;
+            let url = root.join(&path).map_err(|_| {
+                "a file path that does not resolve under the table root".to_string()
+            })?;
             let location = StorePath::from_url_path(url.path())
                 .map_err(|_| "a file path that is not an object store path".to_string())?;
-            let size = u64::try_from(view.size()).map_err(|_| "a negative file size".to_string())?;
+            let size =
+                u64::try_from(view.size()).map_err(|_| "a negative file size".to_string())?;
             let last_modified = chrono::DateTime::from_timestamp_millis(view.modification_time())
                 .unwrap_or_default();
             let parsed: Option<serde_json::Value> =
@@ -470,7 +476,9 @@ mod tests {
                 "nullCount": {"id": 0, "name": 1, "born": 0, "ts": 0}
             })),
             None,
-            stats(serde_json::json!({"numRecords": 5, "minValues": {"id": 11}, "maxValues": {"id": "x"}})),
+            stats(
+                serde_json::json!({"numRecords": 5, "minValues": {"id": 11}, "maxValues": {"id": "x"}}),
+            ),
         ];
         let s = file_statistics(&schema(), &files);
         assert_eq!(s.num_containers(), 3);
@@ -478,7 +486,10 @@ mod tests {
         assert!(s.min_values(&Column::from_name("name")).is_none());
         let min = s.min_values(&Column::from_name("id")).unwrap();
         let min = min.as_any().downcast_ref::<Int64Array>().unwrap();
-        assert_eq!(min.iter().collect::<Vec<_>>(), vec![Some(1), None, Some(11)]);
+        assert_eq!(
+            min.iter().collect::<Vec<_>>(),
+            vec![Some(1), None, Some(11)]
+        );
         let max = s.max_values(&Column::from_name("id")).unwrap();
         let max = max.as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(max.iter().collect::<Vec<_>>(), vec![Some(10), None, None]);
@@ -487,11 +498,17 @@ mod tests {
         assert_eq!(born.value(0), 2);
         // A timestamp's upper bound covers the rest of its millisecond.
         let ts = s.max_values(&Column::from_name("ts")).unwrap();
-        let ts = ts.as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let ts = ts
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
         assert_eq!(ts.value(0) % 1_000_000, 456_999);
         let rows = s.row_counts().unwrap();
         let rows = rows.as_any().downcast_ref::<UInt64Array>().unwrap();
-        assert_eq!(rows.iter().collect::<Vec<_>>(), vec![Some(10), None, Some(5)]);
+        assert_eq!(
+            rows.iter().collect::<Vec<_>>(),
+            vec![Some(10), None, Some(5)]
+        );
     }
 
     fn table_schema() -> SchemaRef {
@@ -536,7 +553,13 @@ mod tests {
     }
 
     async fn files_scanned(ctx: &datafusion::prelude::SessionContext, sql: &str) -> usize {
-        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
         let text = datafusion::physical_plan::displayable(plan.as_ref())
             .indent(true)
             .to_string();
@@ -548,7 +571,9 @@ mod tests {
         use crate::audit::delta::{AuditTable, LatestDeltaProvider};
         let dir = tempfile::tempdir().unwrap();
         let loc = dir.path().join("t").to_string_lossy().into_owned();
-        let t = AuditTable::open_or_create(&loc, table_schema()).await.unwrap();
+        let t = AuditTable::open_or_create(&loc, table_schema())
+            .await
+            .unwrap();
         // Three commits, three files: ids 1-10, 11-20, 21-30.
         for k in 0..3i64 {
             t.append(vec![rows(k * 10 + 1..=k * 10 + 10)], "w", k + 1)
@@ -593,6 +618,9 @@ mod tests {
             scalar(&dt, &serde_json::json!(-3), false),
             Some(ScalarValue::Int8(Some(-3)))
         );
-        assert_eq!(scalar(&DataType::Utf8, &serde_json::json!("a"), false), None);
+        assert_eq!(
+            scalar(&DataType::Utf8, &serde_json::json!("a"), false),
+            None
+        );
     }
 }

@@ -327,14 +327,7 @@ async fn tampered_copy(root: &Path, records: &[AuditRecord]) -> PathBuf {
 }
 
 fn verify_cli(dir: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakeward"))
-        .args(["audit", "verify", "--data-dir", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    verify_cli_args(&["--data-dir", dir.to_str().unwrap()])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -793,8 +786,12 @@ async fn audit_verify_accepts_the_keys_of_a_rotation_and_never_creates_a_table()
     assert!(other.exists() && current.exists());
 
     // Only a foreign key: every checkpoint looks forged.
-    let (ok, text) =
-        verify_cli_args(&["--data-dir", root_s, "--public-key", other.to_str().unwrap()]);
+    let (ok, text) = verify_cli_args(&[
+        "--data-dir",
+        root_s,
+        "--public-key",
+        other.to_str().unwrap(),
+    ]);
     assert!(!ok && text.contains("forged checkpoint"), "{text}");
     // The retired and the current key together: whole.
     let (ok, text) = verify_cli_args(&[
@@ -819,5 +816,9 @@ async fn audit_verify_accepts_the_keys_of_a_rotation_and_never_creates_a_table()
     assert!(!ok, "{text}");
     assert!(text.contains("no Delta table"), "{text}");
     assert!(!text.contains("audit log whole"), "{text}");
-    assert!(!missing.exists(), "audit verify created {}", missing.display());
+    assert!(
+        !missing.exists(),
+        "audit verify created {}",
+        missing.display()
+    );
 }

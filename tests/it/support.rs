@@ -648,11 +648,9 @@ listen = "127.0.0.1:0"
 "#,
         d = data.display(),
         t = tls.display(),
-        jwt = jwt_public_key.map_or_else(
-            || data.join("keys/jwt-public.pem"),
-            Path::to_owned
-        )
-        .display(),
+        jwt = jwt_public_key
+            .map_or_else(|| data.join("keys/jwt-public.pem"), Path::to_owned)
+            .display(),
         root = data_root.map_or_else(|| data.display().to_string(), str::to_owned),
         audit_table = audit_table
             .map(|t| format!("table = \"{t}\"\n"))
