@@ -530,6 +530,15 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         Metrics::global().set_table_version(&name, t.version);
         Metrics::global().set_snapshot_time(&name, std::time::SystemTime::now());
     }
+    // Consent sets before the first client, like the tables: the first
+    // statement of each purpose would otherwise wait for its computation.
+    let warm_start = std::time::Instant::now();
+    let warmed = services.engine.warm(&services.policy.current()).await;
+    tracing::info!(
+        consent_sets = warmed.current,
+        ms = warm_start.elapsed().as_millis() as u64,
+        "consent sets computed"
+    );
     admin.loaded(&services);
     let cert = match (&config.tls.cert_file, &config.tls.key_file) {
         (Some(c), Some(k)) => Some(Arc::new(crate::server::tls::ServerCert::load(c, k)?)),
@@ -931,7 +940,11 @@ async fn reload_on_sighup(r: Reloadable) {
             }
         });
         match result {
-            Ok(version) => tracing::warn!(policy_version = %version, "policy reloaded"),
+            Ok(version) => {
+                tracing::warn!(policy_version = %version, "policy reloaded");
+                // A purpose or consent rule new in this policy gets its set now.
+                r.engine.warm(&r.policy.current()).await;
+            }
             Err(e) => {
                 tracing::error!(problems = %e, "policy reload rejected; the previous policy stays active")
             }

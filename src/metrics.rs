@@ -207,6 +207,9 @@ label_enum! {
         Policy => "policy",
         /// Planned statements ([`crate::enforce::PlanCache`]).
         Plan => "plan",
+        /// Consent sets per purpose ([`crate::engine::consent::ConsentSet`]):
+        /// a miss is a computation (new consent version or an expiry).
+        Consent => "consent",
     }
 }
 

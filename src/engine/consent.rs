@@ -188,8 +188,9 @@ impl ConsentSet {
 
     /// Make the current set the one for the consent table's newest version
     /// and this moment: the cached one while the version is unchanged and
-    /// no record has expired since, else a fresh one.
-    pub async fn refresh(&self) -> DfResult<()> {
+    /// no record has expired since, else a fresh one. Returns whether it
+    /// was computed now.
+    pub async fn refresh(&self) -> DfResult<bool> {
         let version = self
             .source
             .refreshed_version()
@@ -200,8 +201,10 @@ impl ConsentSet {
             && c.version == version
             && c.valid_until.is_none_or(|t| Utc::now() < t)
         {
-            return Ok(());
+            crate::metrics::Metrics::global().cache(crate::metrics::Cache::Consent, true);
+            return Ok(false);
         }
+        crate::metrics::Metrics::global().cache(crate::metrics::Cache::Consent, false);
         let (fresh, ids) = self.compute(version).await?;
         tracing::debug!(
             purpose = self.purpose.as_str(),
@@ -211,7 +214,7 @@ impl ConsentSet {
         );
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(ids));
         *computed = Some(fresh);
-        Ok(())
+        Ok(true)
     }
 
     /// The set as last refreshed.

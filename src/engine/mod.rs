@@ -61,6 +61,14 @@ pub struct TableInfo {
 /// Policy version and subject: what an access context is a function of.
 pub type AccessKey = (String, crate::policy::compile::Subject);
 
+/// What [`Engine::warm`] did: consent sets current afterwards, and how many
+/// of them it had to compute (the others were current already).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Warmed {
+    pub current: usize,
+    pub computed: usize,
+}
+
 /// The shared query engine.
 pub struct Engine {
     /// Holds the raw tables and the mask functions; used only to build
@@ -223,6 +231,19 @@ impl Engine {
         consent: &crate::policy::ConsentRules,
     ) -> Option<String> {
         self.raw.explain_table(name, access, consent).await
+    }
+
+    /// Compute the consent sets `policy` reads, for every purpose one of
+    /// its roles may declare, so that no statement pays for the first
+    /// computation (at a million patients it is the cost of a window over
+    /// millions of consent records).
+    pub async fn warm(&self, policy: &crate::policy::Policy) -> Warmed {
+        let purposes: std::collections::BTreeSet<crate::policy::Purpose> = policy
+            .roles
+            .values()
+            .flat_map(|r| r.purposes.iter().copied())
+            .collect();
+        self.raw.warm_consent_sets(&policy.consent, purposes).await
     }
 
     /// Column names of every served table, for policy compilation.

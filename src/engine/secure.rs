@@ -546,6 +546,48 @@ impl RawTables {
         Ok(Some(set))
     }
 
+    /// Compute, before the first statement needs them, the consent sets of
+    /// every purpose in `purposes` that `consent` gives a model. A purpose
+    /// whose set cannot be computed is skipped with a warning: its
+    /// statements fail closed (and retry the computation) until it can.
+    pub async fn warm_consent_sets(
+        &self,
+        consent: &ConsentRules,
+        purposes: impl IntoIterator<Item = crate::policy::Purpose>,
+    ) -> super::Warmed {
+        let mut warm = super::Warmed::default();
+        for purpose in purposes {
+            let Some(model) = consent.purposes.get(&purpose) else {
+                continue;
+            };
+            let check = ConsentCheck {
+                model: *model,
+                purpose,
+                patient_key: consent.patient_key.clone(),
+            };
+            let source = self.provider(&consent.table).await;
+            let set = self.consent_sets.set_for(
+                &self.ctx,
+                source,
+                consent,
+                purpose,
+                consent_decision(&check),
+            );
+            match async { set?.refresh().await }.await {
+                Ok(computed) => {
+                    warm.current += 1;
+                    warm.computed += usize::from(computed);
+                }
+                Err(e) => tracing::warn!(
+                    purpose = purpose.as_str(),
+                    error = %super::errors::to_sql_error(&e),
+                    "consent set not computed ahead; statements compute it when they need it"
+                ),
+            }
+        }
+        warm
+    }
+
     /// The raw schema of a table.
     pub async fn schema(&self, name: &str) -> Option<SchemaRef> {
         Some(self.provider(name).await?.schema())

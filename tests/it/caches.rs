@@ -25,6 +25,21 @@ const REFRESH: Duration = Duration::from_millis(300);
 
 /// A server over its own small dataset (the shared one is never written).
 fn private_server() -> (PathBuf, TestServer) {
+    let (dir, engine) = private_engine();
+    let root = dir.clone();
+    let server = start_over(
+        engine,
+        move |c| {
+            c.data.root = Some(root);
+            c.data.refresh_ms = REFRESH.as_millis() as u64;
+        },
+        test_auth_settings(),
+    );
+    (dir, server)
+}
+
+/// An engine over its own small dataset.
+fn private_engine() -> (PathBuf, Arc<lakeward::engine::Engine>) {
     let dir = temp_dir("lakeward-it-caches");
     let mut config = lakeward::config::Config::demo(&dir, "127.0.0.1:0".parse().unwrap());
     config.data.refresh_ms = REFRESH.as_millis() as u64;
@@ -51,16 +66,7 @@ fn private_server() -> (PathBuf, TestServer) {
                 .expect("engine")
         })
     });
-    let root = dir.clone();
-    let server = start_over(
-        Arc::new(engine),
-        move |c| {
-            c.data.root = Some(root);
-            c.data.refresh_ms = REFRESH.as_millis() as u64;
-        },
-        test_auth_settings(),
-    );
-    (dir, server)
+    (dir, Arc::new(engine))
 }
 
 /// Append `batches` to the Delta table `schema/table` under `dir`.
@@ -279,4 +285,32 @@ async fn analyst_sees(client: &tokio_postgres::Client, id: i64) -> bool {
         .await
         .unwrap()
         .is_some()
+}
+
+#[tokio::test]
+async fn consent_sets_are_computed_ahead_once_per_consent_version() {
+    use lakeward::engine::Warmed;
+    let (dir, engine) = private_engine();
+    let policy = lakeward::policy::Policy::load(None).expect("demo policy");
+    // treatment, payment, operations (opt-out) and research (opt-in).
+    let all = |computed| Warmed {
+        current: 4,
+        computed,
+    };
+    assert_eq!(engine.warm(&policy).await, all(4), "computed at start-up");
+    assert_eq!(engine.warm(&policy).await, all(0), "still current");
+
+    // A new consent version: each set is computed again, once.
+    let schema = stored_schema(&dir, "governance", "consents").await;
+    let now = chrono::Utc::now();
+    append(
+        &dir,
+        "governance",
+        "consents",
+        vec![consent(&schema, 1, "research", true, now, None)],
+    )
+    .await;
+    past_refresh().await;
+    assert_eq!(engine.warm(&policy).await, all(4), "new consent version");
+    assert_eq!(engine.warm(&policy).await, all(0), "current again");
 }
