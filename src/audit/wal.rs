@@ -404,6 +404,20 @@ mod tests {
             .collect()
     }
 
+    /// A log under `dir` holding records 1 and 2, closed; its one segment.
+    fn two_records(dir: &Path) -> (Vec<AuditRecord>, PathBuf) {
+        let (mut log, _) = SegmentLog::open(dir, 1 << 20).unwrap();
+        let a = chain(1, 2, GENESIS);
+        log.append(&a).unwrap();
+        drop(log);
+        (a, segments(dir).unwrap().remove(0).1)
+    }
+
+    /// Where the records of a segment's bytes end (its zero tail starts).
+    fn records_end(bytes: &[u8]) -> usize {
+        bytes.iter().rposition(|b| *b == b'\n').unwrap() + 1
+    }
+
     #[test]
     fn appends_rotates_reads_back_and_recovers_the_head() {
         let dir = tempfile::tempdir().unwrap();
@@ -437,11 +451,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_and_a_damaged_middle_stops_start_up() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open(dir.path(), 1 << 20).unwrap();
-        let a = chain(1, 2, GENESIS);
-        log.append(&a).unwrap();
-        drop(log);
-        let (_, path) = segments(dir.path()).unwrap().remove(0);
+        let (_, path) = two_records(dir.path());
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"instance\":\"t\",\"seq\":3,").unwrap();
         drop(f);
@@ -459,13 +469,9 @@ mod tests {
     #[test]
     fn the_open_segment_is_zero_filled_ahead_and_appends_continue_after_its_records() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open(dir.path(), 1 << 20).unwrap();
-        let a = chain(1, 2, GENESIS);
-        log.append(&a).unwrap();
-        drop(log);
-        let (_, path) = segments(dir.path()).unwrap().remove(0);
+        let (a, path) = two_records(dir.path());
         let bytes = std::fs::read(&path).unwrap();
-        let end = bytes.iter().rposition(|b| *b == b'\n').unwrap() + 1;
+        let end = records_end(&bytes);
         assert!(bytes.len() > end, "zeros follow the records");
         assert!(bytes[end..].iter().all(|b| *b == 0));
 
@@ -490,7 +496,7 @@ mod tests {
         // A batch torn inside the zero tail is cut at start-up.
         drop(log);
         let bytes = std::fs::read(&path).unwrap();
-        let end = bytes.iter().rposition(|b| *b == b'\n').unwrap() + 1;
+        let end = records_end(&bytes);
         let mut f = OpenOptions::new().write(true).open(&path).unwrap();
         f.seek(SeekFrom::Start(end as u64)).unwrap();
         f.write_all(b"{\"instance\":\"t\",\"seq\":5,").unwrap();
