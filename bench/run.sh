@@ -10,7 +10,8 @@
 #                [--no-report]
 #
 # Needs: pgbench and psql (postgresql-client), the PostgreSQL 15 server
-# (postgresql-15), python3. Installs them with apt-get when missing.
+# (postgresql-15), python3, bc and GNU time. Installs them with apt-get when
+# missing, while the release binary builds.
 # BENCH_DIR (default /var/tmp/lakeward-bench-N) keeps the data, the loaded
 # PostgreSQL cluster and the logs between runs; delete it to start over.
 # LAKEWARD_BIN: use an already built release binary.
@@ -45,10 +46,16 @@ need=()
 command -v pgbench >/dev/null || need+=(postgresql-client)
 [ -x "$PGBIN/postgres" ] || need+=(postgresql-15)
 command -v python3 >/dev/null || need+=(python3)
+command -v bc >/dev/null || need+=(bc)
+[ -x /usr/bin/time ] || need+=(time)
+APT_PID=""
 if [ ${#need[@]} -gt 0 ]; then
+  # Installed while cargo builds (apt is network and disk, the build is CPU).
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  log "installing ${need[*]}"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
+  APT_LOG=$(mktemp "${TMPDIR:-/tmp}/lakeward-bench-apt.XXXXXX")
+  log "installing ${need[*]} (log: $APT_LOG)"
+  ( $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" ) >"$APT_LOG" 2>&1 &
+  APT_PID=$!
 fi
 
 # --- build --------------------------------------------------------------------
@@ -61,6 +68,9 @@ if [ -z "${LAKEWARD_BIN:-}" ]; then
   cargo build --profile bench-release --no-default-features --locked --bin lakeward
 fi
 BIN="${LAKEWARD_BIN:-$CARGO_TARGET_DIR/bench-release/lakeward}"
+if [ -n "$APT_PID" ] && ! wait "$APT_PID"; then
+  echo "installing ${need[*]} failed:" >&2; cat "$APT_LOG" >&2; exit 1
+fi
 T_BUILD=$(date +%s)
 
 # --- data -----------------------------------------------------------------------
