@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
 PATIENTS=1000000
-SECS=5
+SECS=3
 CLIENTS="1 8 32"
 RUNS=3
 ONLY="point,analytic,export,connect,audit"
@@ -232,8 +232,14 @@ if want point || want analytic || want export || want connect; then start_postgr
 T_SETUP=$(date +%s)
 
 # --- 1. point lookups -----------------------------------------------------------
-if want point; then
+# Point lookups, analytic queries and the connection storm share one server
+# (the same configuration); export and the audit comparison start their own.
+MAIN_PID=""
+if want point || want analytic || want connect; then
   serve_lakeward main $LW_PORT fsync
+  MAIN_PID=$LW_PID
+fi
+if want point; then
   for role in analyst clinician researcher; do
     for mode in prepared simple; do
       for c in $CLIENTS; do
@@ -255,12 +261,10 @@ if want point; then
     baseline point-encounter-stock point --scan deltalake --patients "$PATIENTS" --clients "$c" --seconds "$SECS" --id-stride 100 --id-offset 1 \
       --sql 'SELECT encounter_id, patient_id, admit_ts, encounter_type, primary_dx FROM clinical.encounters WHERE encounter_id = $1'
   done
-  stop_pid "$LW_PID"
 fi
 
 # --- 2. analytic ----------------------------------------------------------------
 if want analytic; then
-  serve_lakeward main $LW_PORT fsync
   for q in claims_by_payer_month hba1c_cohort top_dx_per_site; do
     log "analytic: $q, plain DataFusion"
     baseline "$q" query --file "bench/workloads/$q.sql" --runs "$RUNS"
@@ -274,10 +278,19 @@ if want analytic; then
       bench_pgbench postgres "$q" "$role" simple 1 "$(pg_conn "$role")" -t "$RUNS" -f "bench/workloads/$q.sql"
     done
   done
-  stop_pid "$LW_PID"
 fi
 
-# --- 3. export ------------------------------------------------------------------
+# --- 3. connection storm --------------------------------------------------------
+if want connect; then
+  for c in 8; do
+    log "connect: new TLS connections, $c clients"
+    bench_pgbench lakeward connect analyst simple "$c" "$(lw_conn analyst $LW_PORT)" -C -T "$SECS" -f bench/workloads/connect.sql
+    bench_pgbench postgres connect analyst simple "$c" "$(pg_conn analyst)" -C -T "$SECS" -f bench/workloads/connect.sql
+  done
+fi
+if [ -n "$MAIN_PID" ]; then stop_pid "$MAIN_PID"; fi
+
+# --- 4. export ------------------------------------------------------------------
 if want export; then
   log "export: 1,000,000 and 5,000,000 rows"
   serve_lakeward export $LW_PORT fsync
@@ -289,24 +302,13 @@ if want export; then
   baseline export export --sql 'SELECT * FROM clinical.observations LIMIT 1000000' --runs 1
 fi
 
-# --- 4. connection storm --------------------------------------------------------
-if want connect; then
-  serve_lakeward main $LW_PORT fsync
-  for c in 8; do
-    log "connect: new TLS connections, $c clients"
-    bench_pgbench lakeward connect analyst simple "$c" "$(lw_conn analyst $LW_PORT)" -C -T "$SECS" -f bench/workloads/connect.sql
-    bench_pgbench postgres connect analyst simple "$c" "$(pg_conn analyst)" -C -T "$SECS" -f bench/workloads/connect.sql
-  done
-  stop_pid "$LW_PID"
-fi
-
 # --- 5. audit on vs off ---------------------------------------------------------
 if want audit; then
   for durability in fsync none-benchmark-only; do
     serve_lakeward "audit-$durability" $LW_PORT "$durability"
     for c in 8; do
       log "audit $durability: point lookups, $c clients"
-      bench_pgbench "lakeward-audit-$durability" point analyst prepared "$c" "$(lw_conn analyst $LW_PORT)" -T "$SECS" -f bench/workloads/point-analyst.sql
+      bench_pgbench "lakeward-audit-$durability" point analyst prepared "$c" "$(lw_conn analyst $LW_PORT)" -T "$((SECS * 2))" -f bench/workloads/point-analyst.sql
     done
     stop_pid "$LW_PID"
   done

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
@@ -273,17 +274,34 @@ impl IdSet {
 
     pub(crate) fn contains(&self, id: i64) -> bool {
         match self {
-            IdSet::Dense { min, bits, .. } => {
-                if id < *min {
-                    return false;
-                }
-                let offset = id.abs_diff(*min);
-                usize::try_from(offset / 64)
-                    .ok()
-                    .and_then(|w| bits.get(w))
-                    .is_some_and(|word| (word >> (offset % 64)) & 1 == 1)
-            }
+            IdSet::Dense { min, bits, .. } => Self::dense_contains(*min, bits, id),
             IdSet::Sparse(set) => set.contains(&id),
+        }
+    }
+
+    #[inline(always)]
+    fn dense_contains(min: i64, bits: &[u64], id: i64) -> bool {
+        if id < min {
+            return false;
+        }
+        let offset = id.abs_diff(min);
+        usize::try_from(offset / 64)
+            .ok()
+            .and_then(|w| bits.get(w))
+            .is_some_and(|word| (word >> (offset % 64)) & 1 == 1)
+    }
+
+    /// Membership of every id in `ids`, one bit each, in one pass over the
+    /// values (a NULL slot's bit is meaningless: the caller keeps the
+    /// input's null mask). The per-row scan of a secured table with a
+    /// consent check runs this, so it avoids per-row `Option`s and
+    /// dispatch on the set's kind.
+    pub(crate) fn probe(&self, ids: &[i64]) -> BooleanBuffer {
+        match self {
+            IdSet::Dense { min, bits, .. } => {
+                BooleanBuffer::collect_bool(ids.len(), |i| Self::dense_contains(*min, bits, ids[i]))
+            }
+            IdSet::Sparse(set) => BooleanBuffer::collect_bool(ids.len(), |i| set.contains(&ids[i])),
         }
     }
 
@@ -351,7 +369,7 @@ impl ScalarUDFImpl for ConsentMembership {
                     .as_any()
                     .downcast_ref::<Int64Array>()
                     .ok_or_else(|| DataFusionError::Execution("consent check type".into()))?;
-                let out: BooleanArray = a.iter().map(member).collect();
+                let out = BooleanArray::new(ids.probe(a.values()), a.nulls().cloned());
                 Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
             }
             _ => Err(DataFusionError::Execution("consent check type".into())),
@@ -436,6 +454,16 @@ mod tests {
                 .chain([0, -1, 1, i64::MIN, i64::MAX, 10_001, 20_000])
             {
                 assert_eq!(set.contains(probe), unique.contains(&probe), "{probe}");
+            }
+            let probes: Vec<i64> = ids
+                .iter()
+                .flat_map(|&i| [i, i.wrapping_add(1)])
+                .chain([0, i64::MIN, i64::MAX, 10_001])
+                .collect();
+            let bits = set.probe(&probes);
+            assert_eq!(bits.len(), probes.len());
+            for (i, probe) in probes.iter().enumerate() {
+                assert_eq!(bits.value(i), unique.contains(probe), "probe {probe}");
             }
         }
         assert!(matches!(
