@@ -303,15 +303,24 @@ if want export; then
 fi
 
 # --- 5. audit on vs off ---------------------------------------------------------
+# Both servers run side by side (the idle one costs nothing measurable) and
+# the runs alternate, fsync then none, ROUNDS times: drift of the machine
+# over the minute falls on both alike.
 if want audit; then
+  declare -A AUDIT_PORT=([fsync]=$LW_PORT [none-benchmark-only]=$((LW_PORT + 1)))
+  AUDIT_PIDS=()
   for durability in fsync none-benchmark-only; do
-    serve_lakeward "audit-$durability" $LW_PORT "$durability"
-    for c in 8; do
-      log "audit $durability: point lookups, $c clients"
-      bench_pgbench "lakeward-audit-$durability" point analyst prepared "$c" "$(lw_conn analyst $LW_PORT)" -T "$((SECS * 2))" -f bench/workloads/point-analyst.sql
-    done
-    stop_pid "$LW_PID"
+    serve_lakeward "audit-$durability" "${AUDIT_PORT[$durability]}" "$durability"
+    AUDIT_PIDS+=("$LW_PID")
   done
+  for round in 1 2 3; do
+    for durability in fsync none-benchmark-only; do
+      log "audit $durability: point lookups, 8 clients, round $round"
+      bench_pgbench "lakeward-audit-$durability-r$round" point analyst prepared 8 \
+        "$(lw_conn analyst "${AUDIT_PORT[$durability]}")" -T "$SECS" -f bench/workloads/point-analyst.sql
+    done
+  done
+  for p in "${AUDIT_PIDS[@]}"; do stop_pid "$p"; done
 fi
 
 T_END=$(date +%s)

@@ -638,7 +638,10 @@ impl ConnHandler {
                         _ = until(deadline) => {
                             Err(self.shared.limits.exceeded(Exceeded::StatementTimeout))
                         }
-                        r = self.shared.engine.execute(state, plan, *optimised) => r,
+                        r = async {
+                            let stream = self.shared.engine.execute(state, plan, *optimised).await?;
+                            Ok(first_batch_ahead(stream).await)
+                        } => r,
                     }
                 };
                 let reads_audit = prepared
@@ -653,7 +656,7 @@ impl ConnHandler {
                     execute.await?
                 } else {
                     // The record is made durable while the physical plan is
-                    // built and its streams start; rows wait for both.
+                    // built and its first batch computed; rows wait for both.
                     let (recorded, batches) = tokio::join!(record, execute);
                     recorded?;
                     batches?
@@ -1500,4 +1503,21 @@ impl CancelHandler for ConnHandler {
             .registry
             .cancel(request.pid, &request.secret_key);
     }
+}
+
+/// `stream` with its first batch already computed (or its first error):
+/// the audit record of a statement becomes durable while its first batch
+/// is computed, and a short result is then sent at once. Nothing leaves
+/// before the record is durable; only one batch is held.
+async fn first_batch_ahead(
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+) -> datafusion::execution::SendableRecordBatchStream {
+    let schema = stream.schema();
+    let first = stream.next().await;
+    Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(first).chain(stream),
+        ),
+    )
 }
