@@ -156,6 +156,9 @@ pub struct SegmentLog {
     /// Fault injection for tests: hold every batch this long before its
     /// fsync (`LAKEWARD_AUDIT_TEST_FSYNC_DELAY_MS`).
     hold: Option<std::time::Duration>,
+    /// Fault injection for tests: every batch fails to write while this
+    /// file exists (`LAKEWARD_AUDIT_TEST_FAIL_WHILE`).
+    fail_while: Option<PathBuf>,
     /// Held for the life of the log: one writer per folder.
     _lock: File,
 }
@@ -223,6 +226,7 @@ impl SegmentLog {
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .map(std::time::Duration::from_millis),
+                fail_while: std::env::var_os("LAKEWARD_AUDIT_TEST_FAIL_WHILE").map(PathBuf::from),
                 _lock: lock,
             },
             head,
@@ -254,10 +258,17 @@ impl SegmentLog {
         if let Some(hold) = self.hold {
             std::thread::sleep(hold);
         }
+        let injected = self.fail_while.as_deref().is_some_and(Path::exists);
         let written = self
             .file
             .seek(SeekFrom::Start(before))
-            .and_then(|_| self.file.write_all(&buf))
+            .and_then(|_| {
+                if injected {
+                    Err(std::io::Error::other("injected audit write failure"))
+                } else {
+                    self.file.write_all(&buf)
+                }
+            })
             .and_then(|_| {
                 if self.sync {
                     self.file.sync_data()

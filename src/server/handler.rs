@@ -657,9 +657,20 @@ impl ConnHandler {
                 } else {
                     // The record is made durable while the physical plan is
                     // built and its first batch computed; rows wait for both.
-                    let (recorded, batches) = tokio::join!(record, execute);
-                    recorded?;
-                    batches?
+                    // A record that cannot be written stops the execution at
+                    // once, and its error wins over the execution's.
+                    tokio::pin!(record);
+                    tokio::pin!(execute);
+                    tokio::select! {
+                        recorded = &mut record => {
+                            recorded?;
+                            execute.await?
+                        }
+                        batches = &mut execute => {
+                            record.await?;
+                            batches?
+                        }
+                    }
                 };
                 timer.mark(crate::metrics::Phase::Execute);
                 let mut completion = audit.take().map(StatementAudit::completion);

@@ -645,6 +645,66 @@ async fn no_row_is_sent_while_the_audit_writer_is_held() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_whose_record_cannot_be_written_is_refused_without_rows() {
+    // Fault injection: every audit write fails while `fail` exists.
+    let audit_dir = temp_dir("lakeward-it-failing-audit");
+    let fail = audit_dir.join("fail-writes");
+    let fail_env = fail.to_str().expect("utf-8 path").to_owned();
+    let served = support::serve_binary_with(
+        None,
+        &audit_dir,
+        None,
+        &[("LAKEWARD_AUDIT_TEST_FAIL_WHILE", fail_env.as_str())],
+    );
+    let c = as_user(
+        served.addr(),
+        "audit_failing",
+        "analyst",
+        None,
+        "operations",
+    )
+    .await;
+    let sql = "SELECT patient_id FROM clinical.patients WHERE patient_id <= 3";
+    assert_eq!(c.query(sql, &[]).await.expect("audit writable").len(), 3);
+
+    std::fs::write(&fail, b"").expect("fault file");
+    for attempt in ["simple", "extended"] {
+        let refused = match attempt {
+            "simple" => c.simple_query(sql).await.map(|m| m.len()),
+            _ => c.query(sql, &[]).await.map(|r| r.len()),
+        };
+        let e = refused.expect_err("a statement ran without a durable record");
+        assert_eq!(sqlstate(&e).as_deref(), Some("58030"), "{attempt}: {e}");
+    }
+
+    // Writable again: the next batch continues a clean segment.
+    std::fs::remove_file(&fail).expect("fault file");
+    assert_eq!(
+        c.query(sql, &[]).await.expect("audit writable again").len(),
+        3
+    );
+    let on_disk = lakeward::audit::wal::read_after(&audit_dir, 0).expect("segment log");
+    let seqs: Vec<i64> = on_disk.iter().map(|r| r.body.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "records after the failure continue the chain without a gap: {seqs:?}"
+    );
+    assert_eq!(
+        on_disk
+            .iter()
+            .filter(|r| r.body.event == "statement"
+                && r.body.decision == "allowed"
+                && r.body
+                    .query_fingerprint
+                    .as_deref()
+                    .is_some_and(|f| f.contains("clinical.patients")))
+            .count(),
+        2,
+        "only the two statements that ran have statement records"
+    );
+}
+
 /// `kill -9` lakeward while four clients run statements; restart on the
 /// same chain; repeat. Every statement a client saw rows for has its
 /// record, no record is duplicated, and the chain verifies.
