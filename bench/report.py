@@ -171,7 +171,7 @@ def render(results, outdir):
         f"One run of `bench/run.sh --patients {meta.get('patients', '?')}` "
         f"(commit `{meta.get('commit') or m['commit']}`), everything on one machine: {m['cpu']}, "
         f"{m['cores']} cores, {m['memory']} RAM, Linux {m['kernel']}; {m['postgres']}; "
-        f"{m['rustc']}. lakeward is the release build with TLS, JWT authentication, "
+        f"{m['rustc']}. lakeward is the bench-release build (release optimisation without link-time optimisation, `Cargo.toml`) with TLS, JWT authentication, "
         "the demo policy and the fsync'd audit log on. PostgreSQL holds the same rows "
         "(copied from the Delta tables) with the same policy written natively "
         "(`bench/postgres/`: per-role security-barrier views for the masks, the site filter "
@@ -191,7 +191,7 @@ def render(results, outdir):
             f"build {timing.get('build_s', 0)} s, data generation and PostgreSQL load "
             f"{timing.get('setup_s', 0)} s (reused when `BENCH_DIR` already holds them), "
             f"workloads the rest. Point lookups ran {meta.get('seconds', '?')} s per "
-            f"configuration, the audit comparison 3 alternating rounds of as long; analytic queries "
+            f"configuration, the audit comparison in 3 alternating rounds of that length; analytic queries "
             f"{meta.get('runs', '?')} timed runs after one warm-up."
         )
         w("")
