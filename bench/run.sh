@@ -303,7 +303,7 @@ if want export; then
 fi
 
 # --- 5. audit on vs off ---------------------------------------------------------
-# Both servers run side by side (the idle one costs nothing measurable) and
+# Both servers run side by side (the idle one only ticks its audit shipper) and
 # the runs alternate, fsync then none, ROUNDS times: drift of the machine
 # over the minute falls on both alike.
 if want audit; then
