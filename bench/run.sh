@@ -64,8 +64,9 @@ if [ -z "${LAKEWARD_BIN:-}" ]; then
   # The bench-release profile: release optimisation without link-time
   # optimisation (Cargo.toml), and no object-store clients (the benchmark
   # reads local tables): a fresh machine builds it much sooner.
+  # --timings leaves a per-crate report in $CARGO_TARGET_DIR/cargo-timings.
   log "building lakeward (bench-release profile)"
-  cargo build --profile bench-release --no-default-features --locked --bin lakeward
+  cargo build --profile bench-release --no-default-features --locked --bin lakeward --timings
 fi
 BIN="${LAKEWARD_BIN:-$CARGO_TARGET_DIR/bench-release/lakeward}"
 if [ -n "$APT_PID" ] && ! wait "$APT_PID"; then
