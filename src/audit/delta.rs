@@ -738,6 +738,16 @@ impl LatestDeltaProvider {
             .version
     }
 
+    /// Whether the loaded snapshot is read by lakeward's snapshot scan
+    /// (file list and statistics in memory) rather than deltalake's
+    /// provider.
+    pub fn uses_snapshot_scan(&self) -> bool {
+        let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+        loaded
+            .provider
+            .is::<crate::engine::snapshot_scan::SnapshotScan>()
+    }
+
     /// Registers the table's object store with a DataFusion session.
     pub fn update_datafusion_session(&self, session: &dyn Session) -> Result<(), AuditTableError> {
         let table = self

@@ -16,10 +16,11 @@
 //!   file metadata cache, so a footer and its page index are fetched once per
 //!   file rather than once per statement.
 //!
-//! Only plain tables take this path: reader protocol version 1 (no column
-//! mapping, no deletion vectors, no other reader feature), no partition
-//! columns, and file paths inside the table folder. Any other table is
-//! served by deltalake's own provider ([`SnapshotScan::try_new`] says why).
+//! Only plain tables take this path: reader protocol version 1, or 3 with
+//! no reader feature but `timestampNtz` (no column mapping, no deletion
+//! vectors), no partition columns, and file paths inside the table folder.
+//! Any other table is served by deltalake's own provider
+//! ([`SnapshotScan::try_new`] says why).
 //!
 //! Statistics are only used to skip files, never to answer a query, and only
 //! where Delta's bounds are safe for that: integer and date columns as
@@ -123,6 +124,13 @@ pub struct SnapshotScan {
 /// Why a snapshot is left to deltalake's provider.
 pub type Ineligible = String;
 
+/// Reader features that only name a column type the Parquet reader decodes
+/// as it is: a table that needs no other feature is read by this scan.
+/// `timestampNtz` (timestamps without a time zone, as the demo's clinical
+/// tables have) changes how a column is typed, not which files or rows
+/// belong to the snapshot.
+const PLAIN_READER_FEATURES: &[&str] = &["timestampNtz"];
+
 impl SnapshotScan {
     /// The scan of `table`'s loaded snapshot with the Arrow `schema` the
     /// table is served with, or why this table needs deltalake's provider.
@@ -131,12 +139,24 @@ impl SnapshotScan {
             .snapshot()
             .map_err(|_| "no snapshot loaded".to_string())?;
         let protocol = state.protocol();
-        if protocol.min_reader_version() != 1
-            || protocol.reader_features().is_some_and(|f| !f.is_empty())
-        {
+        let features: Vec<String> = protocol
+            .reader_features()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let plain = match protocol.min_reader_version() {
+            1 => features.is_empty(),
+            3 => features
+                .iter()
+                .all(|f| PLAIN_READER_FEATURES.contains(&f.as_str())),
+            _ => false,
+        };
+        if !plain {
             return Err(format!(
-                "reader protocol version {} (column mapping, deletion vectors or another reader feature)",
-                protocol.min_reader_version()
+                "reader protocol version {} with reader features [{}] (column mapping, deletion vectors or another feature this scan does not implement)",
+                protocol.min_reader_version(),
+                features.join(", ")
             ));
         }
         if !state.metadata().partition_columns().is_empty() {
@@ -337,8 +357,19 @@ fn scalar(dt: &DataType, v: &serde_json::Value, upper: bool) -> Option<ScalarVal
             ScalarValue::Date32(Some(i32::try_from(days).ok()?))
         }
         DataType::Timestamp(TimeUnit::Microsecond, tz) => {
-            let t = chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok()?;
-            let micros = t.timestamp_micros();
+            let text = v.as_str()?;
+            // With a time zone Delta writes RFC 3339 (`…Z`); without one
+            // (`timestampNtz`) the wall-clock time with no offset.
+            let micros = match chrono::DateTime::parse_from_rfc3339(text) {
+                Ok(t) => t.timestamp_micros(),
+                Err(_) if tz.is_none() => {
+                    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                        .ok()?
+                        .and_utc()
+                        .timestamp_micros()
+                }
+                Err(_) => return None,
+            };
             let micros = if upper {
                 micros.checked_add(999)?
             } else {
@@ -511,12 +542,13 @@ mod tests {
         );
     }
 
-    fn table_schema() -> SchemaRef {
+    /// `ts` with the time zone `tz`, or without one (Delta `timestampNtz`).
+    fn table_schema(tz: Option<&str>) -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new(
                 "ts",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                DataType::Timestamp(TimeUnit::Microsecond, tz.map(Into::into)),
                 true,
             ),
             Field::new("name", DataType::Utf8, true),
@@ -524,16 +556,24 @@ mod tests {
     }
 
     /// Rows `ids`, `ts` = id seconds and 500 µs after 2026-01-01.
-    fn rows(ids: std::ops::RangeInclusive<i64>) -> datafusion::arrow::array::RecordBatch {
+    fn rows(
+        ids: std::ops::RangeInclusive<i64>,
+        tz: Option<&str>,
+    ) -> datafusion::arrow::array::RecordBatch {
         let ids: Vec<i64> = ids.collect();
         let base = 1_767_225_600_000_000i64;
         let ts: Vec<i64> = ids.iter().map(|i| base + i * 1_000_000 + 500).collect();
         let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+        let ts = TimestampMicrosecondArray::from(ts);
+        let ts = match tz {
+            Some(tz) => ts.with_timezone(tz),
+            None => ts,
+        };
         datafusion::arrow::array::RecordBatch::try_new(
-            table_schema(),
+            table_schema(tz),
             vec![
                 Arc::new(Int64Array::from(ids)),
-                Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+                Arc::new(ts),
                 Arc::new(datafusion::arrow::array::StringArray::from(names)),
             ],
         )
@@ -568,23 +608,50 @@ mod tests {
 
     #[tokio::test]
     async fn files_are_pruned_in_memory_and_every_matching_row_is_read() {
+        pruned_in_memory(
+            Some("UTC"),
+            "TIMESTAMP '2026-01-01T00:00:20Z'",
+            "TIMESTAMP '2026-01-01T00:00:20.000400Z'",
+            "TIMESTAMP '2026-01-01T00:00:05Z'",
+        )
+        .await;
+    }
+
+    /// A table whose timestamps have no time zone carries the `timestampNtz`
+    /// reader feature (protocol 3): it is read by this scan all the same.
+    #[tokio::test]
+    async fn timestamp_ntz_tables_are_read_by_the_snapshot_scan() {
+        pruned_in_memory(
+            None,
+            "TIMESTAMP '2026-01-01T00:00:20'",
+            "TIMESTAMP '2026-01-01T00:00:20.000400'",
+            "TIMESTAMP '2026-01-01T00:00:05'",
+        )
+        .await;
+    }
+
+    async fn pruned_in_memory(tz: Option<&str>, at20: &str, at20_400: &str, at5: &str) {
         use crate::audit::delta::{AuditTable, LatestDeltaProvider};
         let dir = tempfile::tempdir().unwrap();
         let loc = dir.path().join("t").to_string_lossy().into_owned();
-        let t = AuditTable::open_or_create(&loc, table_schema())
+        let t = AuditTable::open_or_create(&loc, table_schema(tz))
             .await
             .unwrap();
         // Three commits, three files: ids 1-10, 11-20, 21-30.
         for k in 0..3i64 {
-            t.append(vec![rows(k * 10 + 1..=k * 10 + 10)], "w", k + 1)
+            t.append(vec![rows(k * 10 + 1..=k * 10 + 10, tz)], "w", k + 1)
                 .await
                 .unwrap();
         }
         let p = LatestDeltaProvider::open(&loc).await.unwrap();
+        assert!(p.uses_snapshot_scan(), "{tz:?}: snapshot scan");
         let ctx = datafusion::prelude::SessionContext::new();
         p.update_datafusion_session(&ctx.state()).unwrap();
         ctx.register_table("t", Arc::new(p)).unwrap();
 
+        let after20 = format!("ts > {at20}");
+        let after20_400 = format!("ts >= {at20_400}");
+        let before5 = format!("ts < {at5}");
         for (filter, rows, files) in [
             ("id = 15", 1, 1),
             ("id > 25", 5, 1),
@@ -594,18 +661,22 @@ mod tests {
             ("name = 'n15'", 1, 3), // strings are not pruned on
             // Delta keeps timestamp bounds to the millisecond: the row at
             // +20 s 500 µs is past the file's recorded maximum (+20 s 000).
-            ("ts > TIMESTAMP '2026-01-01T00:00:20Z'", 11, 2),
-            ("ts >= TIMESTAMP '2026-01-01T00:00:20.000400Z'", 11, 2),
-            ("ts < TIMESTAMP '2026-01-01T00:00:05Z'", 4, 1),
+            (after20.as_str(), 11, 2),
+            (after20_400.as_str(), 11, 2),
+            (before5.as_str(), 4, 1),
         ] {
             let sql = format!("SELECT * FROM t WHERE {filter}");
-            assert_eq!(count(&ctx, &sql).await, rows, "{filter}: rows");
-            assert_eq!(files_scanned(&ctx, &sql).await, files, "{filter}: files");
+            assert_eq!(count(&ctx, &sql).await, rows, "{tz:?} {filter}: rows");
+            assert_eq!(
+                files_scanned(&ctx, &sql).await,
+                files,
+                "{tz:?} {filter}: files"
+            );
         }
         assert_eq!(count(&ctx, "SELECT * FROM t").await, 30);
 
         // A new version is a new file list: the appended rows are found.
-        t.append(vec![rows(31..=40)], "w", 4).await.unwrap();
+        t.append(vec![rows(31..=40, tz)], "w", 4).await.unwrap();
         assert_eq!(count(&ctx, "SELECT * FROM t WHERE id = 31").await, 1);
         assert_eq!(count(&ctx, "SELECT * FROM t").await, 40);
     }
