@@ -186,10 +186,20 @@ def render(results, outdir):
     )
     w("")
     if timing:
+        build_s, setup_s = timing.get('build_s', 0), timing.get('setup_s', 0)
+        build = (
+            "no build (a prebuilt binary, `LAKEWARD_BIN`)"
+            if build_s == 0
+            else f"build {build_s} s"
+        )
+        setup = (
+            "the data and the loaded PostgreSQL cluster of an earlier run in the same `BENCH_DIR`"
+            if setup_s <= 5
+            else f"data generation and PostgreSQL load {setup_s} s"
+        )
         w(
             f"The run took {timing.get('total_s', 0) // 60} min {timing.get('total_s', 0) % 60} s: "
-            f"build {timing.get('build_s', 0)} s, data generation and PostgreSQL load "
-            f"{timing.get('setup_s', 0)} s (reused when `BENCH_DIR` already holds them), "
+            f"{build}, {setup}, "
             f"workloads the rest. Point lookups ran {meta.get('seconds', '?')} s per "
             f"configuration, the audit comparison in 3 alternating rounds of that length; analytic queries "
             f"{meta.get('runs', '?')} timed runs after one warm-up."
