@@ -257,13 +257,22 @@ pub fn main() -> ExitCode {
 /// carry ids, kinds and fingerprints only.
 fn init_logging(args: &LogArgs) {
     use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
     use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{EnvFilter, filter::filter_fn};
-    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let own_or_warn =
-        || filter_fn(|m| m.target().starts_with("lakeward") || *m.level() <= tracing::Level::WARN);
+    // One per-layer filter: the requested filter and the cap together.
+    // With the requested filter global and the cap per layer, lakeward's
+    // own debug events went missing (at `--log debug` four of six tables
+    // never logged which scan they got, while `--log lakeward=trace`
+    // showed all six).
+    let filter = || {
+        let requested = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
+        requested.and(filter_fn(|m| {
+            m.target().starts_with("lakeward") || *m.level() <= tracing::Level::WARN
+        }))
+    };
     let ansi = std::io::stderr().is_terminal();
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry();
     let _ = match args.log_format {
         LogFormat::Json => registry
             .with(
@@ -271,7 +280,7 @@ fn init_logging(args: &LogArgs) {
                     .json()
                     .flatten_event(true)
                     .with_writer(std::io::stderr)
-                    .with_filter(own_or_warn()),
+                    .with_filter(filter()),
             )
             .try_init(),
         LogFormat::Text => registry
@@ -279,7 +288,7 @@ fn init_logging(args: &LogArgs) {
                 tracing_subscriber::fmt::layer()
                     .with_ansi(ansi)
                     .with_writer(std::io::stderr)
-                    .with_filter(own_or_warn()),
+                    .with_filter(filter()),
             )
             .try_init(),
     };

@@ -359,15 +359,15 @@ fn scalar(dt: &DataType, v: &serde_json::Value, upper: bool) -> Option<ScalarVal
         DataType::Timestamp(TimeUnit::Microsecond, tz) => {
             let text = v.as_str()?;
             // With a time zone Delta writes RFC 3339 (`…Z`); without one
-            // (`timestampNtz`) the wall-clock time with no offset.
+            // (`timestampNtz`) the wall-clock time with no offset, as
+            // `2021-01-02 04:41:01.244`.
             let micros = match chrono::DateTime::parse_from_rfc3339(text) {
                 Ok(t) => t.timestamp_micros(),
-                Err(_) if tz.is_none() => {
-                    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-                        .ok()?
-                        .and_utc()
-                        .timestamp_micros()
-                }
+                Err(_) if tz.is_none() => ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                    .iter()
+                    .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())?
+                    .and_utc()
+                    .timestamp_micros(),
                 Err(_) => return None,
             };
             let micros = if upper {
@@ -679,6 +679,29 @@ mod tests {
         t.append(vec![rows(31..=40, tz)], "w", 4).await.unwrap();
         assert_eq!(count(&ctx, "SELECT * FROM t WHERE id = 31").await, 1);
         assert_eq!(count(&ctx, "SELECT * FROM t").await, 40);
+    }
+
+    #[test]
+    fn timestamp_ntz_bounds_are_read_as_delta_writes_them() {
+        let dt = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let at = |s: &str, upper| scalar(&dt, &serde_json::json!(s), upper);
+        let base = 1_609_556_461_000_000i64; // 2021-01-02 03:01:01
+        assert_eq!(
+            at("2021-01-02 03:01:01", false),
+            Some(ScalarValue::TimestampMicrosecond(Some(base), None))
+        );
+        assert_eq!(
+            at("2021-01-02 03:01:01.244", true),
+            Some(ScalarValue::TimestampMicrosecond(
+                Some(base + 244_999),
+                None
+            ))
+        );
+        assert_eq!(
+            at("2021-01-02 03:01:01", false),
+            at("2021-01-02T03:01:01", false)
+        );
+        assert_eq!(at("not a time", false), None);
     }
 
     #[test]
