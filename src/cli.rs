@@ -265,12 +265,11 @@ fn init_logging(args: &LogArgs) {
     // own debug events went missing (at `--log debug` four of six tables
     // never logged which scan they got, while `--log lakeward=trace`
     // showed all six).
-    let filter = || {
-        let requested = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
-        requested.and(filter_fn(|m| {
+    let filter = EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .and(filter_fn(|m| {
             m.target().starts_with("lakeward") || *m.level() <= tracing::Level::WARN
-        }))
-    };
+        }));
     let ansi = std::io::stderr().is_terminal();
     let registry = tracing_subscriber::registry();
     let _ = match args.log_format {
@@ -280,7 +279,7 @@ fn init_logging(args: &LogArgs) {
                     .json()
                     .flatten_event(true)
                     .with_writer(std::io::stderr)
-                    .with_filter(filter()),
+                    .with_filter(filter),
             )
             .try_init(),
         LogFormat::Text => registry
@@ -288,7 +287,7 @@ fn init_logging(args: &LogArgs) {
                 tracing_subscriber::fmt::layer()
                     .with_ansi(ansi)
                     .with_writer(std::io::stderr)
-                    .with_filter(filter()),
+                    .with_filter(filter),
             )
             .try_init(),
     };

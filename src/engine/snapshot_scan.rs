@@ -360,15 +360,20 @@ fn scalar(dt: &DataType, v: &serde_json::Value, upper: bool) -> Option<ScalarVal
             let text = v.as_str()?;
             // With a time zone Delta writes RFC 3339 (`…Z`); without one
             // (`timestampNtz`) the wall-clock time with no offset, as
-            // `2021-01-02 04:41:01.244`.
-            let micros = match chrono::DateTime::parse_from_rfc3339(text) {
-                Ok(t) => t.timestamp_micros(),
-                Err(_) if tz.is_none() => ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-                    .iter()
-                    .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())?
-                    .and_utc()
+            // `2021-01-02 04:41:01.244`. A wall-clock bound with an offset
+            // other than `Z` would be ambiguous: it is unknown, not shifted.
+            let micros = match tz {
+                Some(_) => chrono::DateTime::parse_from_rfc3339(text)
+                    .ok()?
                     .timestamp_micros(),
-                Err(_) => return None,
+                None => {
+                    let text = text.strip_suffix('Z').unwrap_or(text);
+                    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                        .iter()
+                        .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())?
+                        .and_utc()
+                        .timestamp_micros()
+                }
             };
             let micros = if upper {
                 micros.checked_add(999)?
