@@ -54,6 +54,8 @@ pub struct Limits {
     running: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Called when a limit ends a statement (metrics).
     on_exceeded: Option<fn(Exceeded)>,
+    /// How long a suspended portal may wait for its next Execute or FETCH.
+    idle_portal_timeout: Option<Duration>,
 }
 
 fn nonzero_secs(s: u64) -> Option<Duration> {
@@ -91,6 +93,7 @@ impl Limits {
             roles,
             running: Mutex::default(),
             on_exceeded: None,
+            idle_portal_timeout: nonzero_secs(config.idle_portal_timeout_secs),
         }
     }
 
@@ -102,6 +105,12 @@ impl Limits {
 
     /// The limits for a session of `role` (`None`: a session without a
     /// known role, which reads nothing; the defaults apply).
+    /// How long a suspended portal or cursor may stay idle (`None`: for
+    /// ever).
+    pub fn idle_portal_timeout(&self) -> Option<Duration> {
+        self.idle_portal_timeout
+    }
+
     pub fn for_role(&self, role: Option<&str>) -> StatementLimits {
         role.and_then(|r| self.roles.get(r))
             .copied()
@@ -244,6 +253,7 @@ mod tests {
             statement_timeout_secs: 60,
             max_rows: 0,
             max_concurrent_statements: 0,
+            idle_portal_timeout_secs: 300,
             roles: Default::default(),
         };
         c.roles.insert(

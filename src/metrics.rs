@@ -627,6 +627,16 @@ impl Metrics {
         }
     }
 
+    /// A session's break-glass came back without a new activation (a
+    /// savepoint rollback restored it): counted as active again only.
+    #[must_use = "the session counts as in break-glass mode while the guard lives"]
+    pub fn break_glass_resumed(&self) -> BreakGlassGuard {
+        self.break_glass_active.inc();
+        BreakGlassGuard {
+            active: self.break_glass_active.clone(),
+        }
+    }
+
     // Limits.
 
     /// A statement limit ended a statement.

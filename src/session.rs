@@ -193,16 +193,62 @@ fn spec(name: &str) -> Option<&'static (&'static str, &'static str, Rule, &'stat
     PARAMETERS.iter().find(|(n, ..)| *n == name)
 }
 
-/// Mutable per-session state.
-#[derive(Debug, Default)]
-struct Vars {
+/// The settings a transaction can undo: every allow-listed parameter and
+/// lakeward's own role, purpose and break-glass.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Settings {
     values: BTreeMap<String, String>,
-    in_transaction: bool,
     /// The role whose policy applies (one of the principal's roles).
     role: Option<String>,
     purpose: Option<Purpose>,
     /// Break-glass justification while active.
     break_glass: Option<String>,
+}
+
+impl Settings {
+    /// Copy the one setting `name` (lower case) from `from`.
+    fn copy_one(&mut self, from: &Settings, name: &str) {
+        match name {
+            "lakeward.role" => self.role = from.role.clone(),
+            "lakeward.purpose" => self.purpose = from.purpose,
+            "lakeward.break_glass" => self.break_glass = from.break_glass.clone(),
+            _ => match from.values.get(name) {
+                Some(v) => {
+                    self.values.insert(name.to_owned(), v.clone());
+                }
+                None => {
+                    self.values.remove(name);
+                }
+            },
+        }
+    }
+}
+
+/// An open transaction block, as PostgreSQL keeps settings in one: what to
+/// restore at `ROLLBACK` (`at_begin`), what survives `COMMIT`
+/// (`session_level`: the settings with only the non-`LOCAL` changes), and
+/// both again at each savepoint.
+#[derive(Debug, Clone)]
+struct Transaction {
+    at_begin: Settings,
+    session_level: Settings,
+    savepoints: Vec<Savepoint>,
+}
+
+#[derive(Debug, Clone)]
+struct Savepoint {
+    name: String,
+    current: Settings,
+    session_level: Settings,
+}
+
+/// Mutable per-session state.
+#[derive(Debug, Default)]
+struct Vars {
+    /// The settings in effect now.
+    cur: Settings,
+    /// The open transaction block, if any.
+    transaction: Option<Transaction>,
     /// Counts this session in `lakeward_break_glass_sessions_active` while
     /// break-glass is on.
     break_glass_gauge: Option<crate::metrics::BreakGlassGuard>,
@@ -253,7 +299,10 @@ impl Session {
             principal,
             policy: Mutex::new(policy),
             vars: Mutex::new(Vars {
-                role,
+                cur: Settings {
+                    role,
+                    ..Default::default()
+                },
                 ..Default::default()
             }),
             current: Mutex::new(CancellationToken::new()),
@@ -262,17 +311,17 @@ impl Session {
 
     /// The role whose policy applies, once known.
     pub fn role(&self) -> Option<String> {
-        self.vars().role.clone()
+        self.vars().cur.role.clone()
     }
 
     /// The declared purpose of use.
     pub fn purpose(&self) -> Option<Purpose> {
-        self.vars().purpose
+        self.vars().cur.purpose
     }
 
     /// The break-glass justification while break-glass is on.
     pub fn break_glass(&self) -> Option<String> {
-        self.vars().break_glass.clone()
+        self.vars().cur.break_glass.clone()
     }
 
     /// The attributes the policy is compiled for; `None` until a role and a
@@ -281,10 +330,10 @@ impl Session {
         let vars = self.vars();
         Some(crate::policy::compile::Subject {
             user: self.user.clone(),
-            role: vars.role.clone()?,
+            role: vars.cur.role.clone()?,
             site: self.principal.site.clone(),
-            purpose: vars.purpose?,
-            break_glass: vars.break_glass.is_some(),
+            purpose: vars.cur.purpose?,
+            break_glass: vars.cur.break_glass.is_some(),
         })
     }
 
@@ -326,21 +375,21 @@ impl Session {
             )));
         }
         let mut vars = self.vars();
-        if vars.role.as_deref().is_some_and(|r| r != v)
-            && (vars.purpose.is_some() || vars.break_glass.is_some())
+        if vars.cur.role.as_deref().is_some_and(|r| r != v)
+            && (vars.cur.purpose.is_some() || vars.cur.break_glass.is_some())
         {
             return Err(SqlError::new(
                 "55000",
                 "lakeward.role cannot change after a purpose is declared",
             ));
         }
-        vars.role = Some(v);
+        vars.cur.role = Some(v);
         Ok(())
     }
 
     fn set_purpose(&self, value: Option<String>) -> Result<(), SqlError> {
         let Some(v) = value else {
-            self.vars().purpose = None;
+            self.vars().cur.purpose = None;
             return Ok(());
         };
         let purpose = Purpose::parse(&v).ok_or_else(|| {
@@ -350,10 +399,10 @@ impl Session {
             )
         })?;
         let mut vars = self.vars();
-        let role = vars
-            .role
-            .clone()
-            .ok_or_else(|| SqlError::permission_denied("choose a role first: SET lakeward.role"))?;
+        let role =
+            vars.cur.role.clone().ok_or_else(|| {
+                SqlError::permission_denied("choose a role first: SET lakeward.role")
+            })?;
         let by_role = self
             .policy()
             .role(&role)
@@ -369,17 +418,15 @@ impl Session {
                 "purpose \"{purpose}\" is not allowed for this user"
             )));
         }
-        vars.purpose = Some(purpose);
+        vars.cur.purpose = Some(purpose);
         Ok(())
     }
 
     fn set_break_glass(&self, value: Option<String>) -> Result<(), SqlError> {
         let Some(v) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
             let mut vars = self.vars();
-            vars.break_glass_gauge = None;
-            if vars.break_glass.take().is_some() {
-                tracing::warn!(session = %self.id, user = %self.user, "break-glass ended");
-            }
+            vars.cur.break_glass = None;
+            self.follow_break_glass(&mut vars);
             return Ok(());
         };
         let role = self
@@ -390,20 +437,22 @@ impl Session {
                 "break-glass is not allowed for this role",
             ));
         }
-        if v.chars().count() < MIN_JUSTIFICATION
+        // Only letters and digits count: twenty zero-width spaces or
+        // punctuation marks justify nothing.
+        if v.chars().filter(|c| c.is_alphanumeric()).count() < MIN_JUSTIFICATION
             || v.len() > 1000
             || v.chars().any(char::is_control)
         {
             return Err(SqlError::new(
                 "22023",
                 format!(
-                    "break-glass needs a justification of at least {MIN_JUSTIFICATION} characters"
+                    "break-glass needs a justification of at least {MIN_JUSTIFICATION} letters or digits"
                 ),
             ));
         }
         {
             let mut vars = self.vars();
-            vars.break_glass = Some(v);
+            vars.cur.break_glass = Some(v);
             if vars.break_glass_gauge.is_none() {
                 vars.break_glass_gauge =
                     Some(crate::metrics::Metrics::global().break_glass_started());
@@ -460,10 +509,33 @@ impl Session {
         Ok(())
     }
 
-    /// `SET name = value` (`None` = DEFAULT).
+    /// `SET name = value` (`None` = DEFAULT), for the rest of the session
+    /// (or until the open transaction block is rolled back).
     pub fn set(&self, name: &str, value: Option<String>) -> Result<(), SqlError> {
         let name = name.to_lowercase();
-        match name.as_str() {
+        self.apply(&name, value)?;
+        let mut vars = self.vars();
+        let vars = &mut *vars;
+        if let Some(t) = vars.transaction.as_mut() {
+            t.session_level.copy_one(&vars.cur, &name);
+        }
+        Ok(())
+    }
+
+    /// `SET LOCAL name = value`: until the end of the transaction block.
+    /// Outside a block it has no effect, as in PostgreSQL (which warns).
+    /// Returns whether it took effect.
+    pub fn set_local(&self, name: &str, value: Option<String>) -> Result<bool, SqlError> {
+        if !self.in_transaction() {
+            return Ok(false);
+        }
+        self.apply(&name.to_lowercase(), value)?;
+        Ok(true)
+    }
+
+    /// Change the setting `name` (lower case) in the settings in effect.
+    fn apply(&self, name: &str, value: Option<String>) -> Result<(), SqlError> {
+        match name {
             "lakeward.purpose" => return self.set_purpose(value),
             "lakeward.break_glass" => return self.set_break_glass(value),
             "lakeward.role" => return self.set_role(value),
@@ -474,8 +546,8 @@ impl Session {
                 "parameter \"{name}\" cannot be changed"
             )));
         }
-        let Some((_, _, rule, _)) = spec(&name) else {
-            if fixed_parameter(&name).is_some() {
+        let Some((_, _, rule, _)) = spec(name) else {
+            if fixed_parameter(name).is_some() {
                 return Err(SqlError::new(
                     "55P02",
                     format!("parameter \"{name}\" cannot be changed"),
@@ -487,7 +559,7 @@ impl Session {
             ));
         };
         let Some(value) = value else {
-            self.vars().values.remove(&name);
+            self.vars().cur.values.remove(name);
             return Ok(());
         };
         let ok = match rule {
@@ -504,25 +576,145 @@ impl Session {
                 format!("invalid value for parameter \"{name}\""),
             ));
         }
-        self.vars().values.insert(name, value);
+        self.vars().cur.values.insert(name.to_owned(), value);
         Ok(())
     }
 
-    /// `RESET name` / `RESET ALL`.
+    /// `RESET name` / `RESET ALL`. `RESET ALL` returns every parameter to
+    /// its default and ends the declared purpose and break-glass (the role
+    /// stays: it is chosen once per connection).
     pub fn reset(&self, name: Option<&str>) -> Result<(), SqlError> {
-        match name {
-            None => {
-                let mut vars = self.vars();
-                vars.values.clear();
-                vars.purpose = None;
-                let ended = vars.break_glass.take().is_some();
-                drop(vars);
-                if ended {
-                    tracing::warn!(session = %self.id, user = %self.user, "break-glass ended");
-                }
-                Ok(())
+        let Some(n) = name else {
+            let mut vars = self.vars();
+            let vars = &mut *vars;
+            vars.cur.values.clear();
+            vars.cur.purpose = None;
+            vars.cur.break_glass = None;
+            if let Some(t) = vars.transaction.as_mut() {
+                t.session_level.values.clear();
+                t.session_level.purpose = None;
+                t.session_level.break_glass = None;
             }
-            Some(n) => self.set(n, None),
+            self.follow_break_glass(vars);
+            return Ok(());
+        };
+        self.set(n, None)
+    }
+
+    /// `DISCARD ALL`: every setting back to its default, as `RESET ALL`
+    /// (the caller also closes cursors and deallocates statements). Not
+    /// inside a transaction block, as in PostgreSQL.
+    pub fn discard_all(&self) -> Result<(), SqlError> {
+        if self.in_transaction() {
+            return Err(SqlError::new(
+                "25001",
+                "DISCARD ALL cannot run inside a transaction block",
+            ));
+        }
+        self.reset(None)
+    }
+
+    /// `BEGIN`: open a transaction block (a no-op inside one, where
+    /// PostgreSQL warns). Returns whether a block was opened.
+    pub fn begin_transaction(&self) -> bool {
+        let mut vars = self.vars();
+        if vars.transaction.is_some() {
+            return false;
+        }
+        vars.transaction = Some(Transaction {
+            at_begin: vars.cur.clone(),
+            session_level: vars.cur.clone(),
+            savepoints: Vec::new(),
+        });
+        true
+    }
+
+    /// `COMMIT` (`commit = true`) or `ROLLBACK` of the open block: `SET
+    /// LOCAL` changes end either way, other changes survive a commit only.
+    pub fn end_transaction(&self, commit: bool) {
+        let mut vars = self.vars();
+        let vars = &mut *vars;
+        if let Some(t) = vars.transaction.take() {
+            vars.cur = if commit { t.session_level } else { t.at_begin };
+            self.follow_break_glass(vars);
+        }
+    }
+
+    /// `SAVEPOINT name`.
+    pub fn savepoint(&self, name: &str) -> Result<(), SqlError> {
+        let mut vars = self.vars();
+        let vars = &mut *vars;
+        let Some(t) = vars.transaction.as_mut() else {
+            return Err(SqlError::new(
+                "25P01",
+                "SAVEPOINT can only be used in transaction blocks",
+            ));
+        };
+        t.savepoints.push(Savepoint {
+            name: name.to_owned(),
+            current: vars.cur.clone(),
+            session_level: t.session_level.clone(),
+        });
+        Ok(())
+    }
+
+    /// `ROLLBACK TO SAVEPOINT name`: settings as they were at the savepoint,
+    /// which stays.
+    pub fn rollback_to_savepoint(&self, name: &str) -> Result<(), SqlError> {
+        let mut vars = self.vars();
+        let vars = &mut *vars;
+        let t = vars.transaction.as_mut().ok_or_else(|| {
+            SqlError::new(
+                "25P01",
+                "ROLLBACK TO SAVEPOINT can only be used in transaction blocks",
+            )
+        })?;
+        let at = t
+            .savepoints
+            .iter()
+            .rposition(|s| s.name == name)
+            .ok_or_else(no_savepoint)?;
+        t.savepoints.truncate(at + 1);
+        let sp = &t.savepoints[at];
+        vars.cur = sp.current.clone();
+        t.session_level = sp.session_level.clone();
+        self.follow_break_glass(vars);
+        Ok(())
+    }
+
+    /// `RELEASE SAVEPOINT name`: forget it and every later savepoint.
+    pub fn release_savepoint(&self, name: &str) -> Result<(), SqlError> {
+        let mut vars = self.vars();
+        let t = vars.transaction.as_mut().ok_or_else(|| {
+            SqlError::new(
+                "25P01",
+                "RELEASE SAVEPOINT can only be used in transaction blocks",
+            )
+        })?;
+        let at = t
+            .savepoints
+            .iter()
+            .rposition(|s| s.name == name)
+            .ok_or_else(no_savepoint)?;
+        t.savepoints.truncate(at);
+        Ok(())
+    }
+
+    /// Keep the break-glass gauge and log in step with the break-glass
+    /// setting after it changed by other means than `SET` (transaction end,
+    /// savepoint rollback, `RESET ALL`).
+    fn follow_break_glass(&self, vars: &mut Vars) {
+        match (&vars.cur.break_glass, &vars.break_glass_gauge) {
+            (Some(_), None) => {
+                vars.break_glass_gauge =
+                    Some(crate::metrics::Metrics::global().break_glass_resumed());
+                tracing::warn!(session = %self.id, user = %self.user, "BREAK-GLASS active again: site restriction lifted");
+            }
+            (None, Some(_)) => {
+                vars.break_glass_gauge = None;
+                tracing::warn!(session = %self.id, user = %self.user, "break-glass ended");
+            }
+            _ => {}
         }
     }
 
@@ -545,7 +737,7 @@ impl Session {
         if let Some(v) = fixed_parameter(&name) {
             return Ok(v);
         }
-        if name == "search_path" && !self.vars().values.contains_key("search_path") {
+        if name == "search_path" && !self.vars().cur.values.contains_key("search_path") {
             return Ok(self.role_search_path());
         }
         let Some((_, default, _, _)) = spec(&name) else {
@@ -556,6 +748,7 @@ impl Session {
         };
         Ok(self
             .vars()
+            .cur
             .values
             .get(&name)
             .cloned()
@@ -633,13 +826,14 @@ impl Session {
         self.show("application_name").unwrap_or_default()
     }
 
-    pub fn set_in_transaction(&self, yes: bool) {
-        self.vars().in_transaction = yes;
-    }
-
+    /// Is a transaction block open?
     pub fn in_transaction(&self) -> bool {
-        self.vars().in_transaction
+        self.vars().transaction.is_some()
     }
+}
+
+fn no_savepoint() -> SqlError {
+    SqlError::new("3B001", "savepoint does not exist")
 }
 
 /// Parse libpq's `options` startup parameter: `-c name=value --name=value`.
@@ -829,6 +1023,122 @@ mod tests {
                 .code,
             "22023"
         );
+    }
+
+    const WHY: &str = "patient unconscious in ED, bay 4";
+
+    fn treating() -> Session {
+        let s = session();
+        s.set("lakeward.purpose", Some("treatment".into())).unwrap();
+        s
+    }
+
+    #[test]
+    fn set_local_ends_with_the_transaction() {
+        let s = treating();
+        assert!(
+            !s.set_local("lakeward.break_glass", Some(WHY.into()))
+                .unwrap()
+        );
+        assert_eq!(
+            s.break_glass(),
+            None,
+            "SET LOCAL outside a block does nothing"
+        );
+        for commit in [true, false] {
+            assert!(s.begin_transaction());
+            assert!(
+                s.set_local("lakeward.break_glass", Some(WHY.into()))
+                    .unwrap()
+            );
+            s.set_local("application_name", Some("local".into()))
+                .unwrap();
+            assert_eq!(s.break_glass().as_deref(), Some(WHY));
+            s.end_transaction(commit);
+            assert_eq!(s.break_glass(), None, "commit = {commit}");
+            assert_eq!(s.show("application_name").unwrap(), "");
+        }
+    }
+
+    #[test]
+    fn a_rolled_back_set_is_undone_and_a_committed_one_stays() {
+        let s = treating();
+        s.begin_transaction();
+        s.set("lakeward.break_glass", Some(WHY.into())).unwrap();
+        s.set("lakeward.purpose", None).unwrap();
+        s.end_transaction(false);
+        assert_eq!(s.break_glass(), None);
+        assert_eq!(s.purpose(), Some(Purpose::Treatment));
+        s.begin_transaction();
+        s.set("lakeward.break_glass", Some(WHY.into())).unwrap();
+        s.set_local("application_name", Some("x".into())).unwrap();
+        s.end_transaction(true);
+        assert_eq!(s.break_glass().as_deref(), Some(WHY));
+        assert_eq!(s.show("application_name").unwrap(), "");
+        // A session-level SET after a LOCAL one of the same name wins.
+        s.begin_transaction();
+        s.set_local("application_name", Some("local".into()))
+            .unwrap();
+        s.set("application_name", Some("session".into())).unwrap();
+        s.end_transaction(true);
+        assert_eq!(s.show("application_name").unwrap(), "session");
+    }
+
+    #[test]
+    fn savepoints_restore_settings() {
+        let s = treating();
+        assert_eq!(s.savepoint("a").unwrap_err().code, "25P01");
+        s.begin_transaction();
+        s.savepoint("a").unwrap();
+        s.set("lakeward.break_glass", Some(WHY.into())).unwrap();
+        s.savepoint("b").unwrap();
+        s.reset(Some("lakeward.break_glass")).unwrap();
+        s.rollback_to_savepoint("b").unwrap();
+        assert_eq!(s.break_glass().as_deref(), Some(WHY));
+        s.rollback_to_savepoint("a").unwrap();
+        assert_eq!(s.break_glass(), None);
+        assert_eq!(s.rollback_to_savepoint("b").unwrap_err().code, "3B001");
+        s.release_savepoint("a").unwrap();
+        assert_eq!(s.release_savepoint("a").unwrap_err().code, "3B001");
+        s.set("lakeward.break_glass", Some(WHY.into())).unwrap();
+        s.end_transaction(true);
+        assert_eq!(s.break_glass().as_deref(), Some(WHY));
+    }
+
+    #[test]
+    fn reset_all_and_discard_all_end_purpose_and_break_glass() {
+        let s = treating();
+        s.set("lakeward.break_glass", Some(WHY.into())).unwrap();
+        s.reset(None).unwrap();
+        assert_eq!((s.purpose(), s.break_glass()), (None, None));
+        let s = treating();
+        s.set("lakeward.break_glass", Some(WHY.into())).unwrap();
+        s.begin_transaction();
+        assert_eq!(s.discard_all().unwrap_err().code, "25001");
+        s.end_transaction(false);
+        s.discard_all().unwrap();
+        assert_eq!((s.purpose(), s.break_glass()), (None, None));
+        assert_eq!(s.role().as_deref(), Some("clinician"), "the role stays");
+    }
+
+    #[test]
+    fn a_justification_counts_letters_and_digits_only() {
+        let s = session();
+        let zero_width = "\u{200B}".repeat(20);
+        let dots = ".".repeat(40);
+        for bad in [
+            zero_width.as_str(),
+            dots.as_str(),
+            "a\u{200B}b\u{200B}c\u{200B}d\u{200B}",
+        ] {
+            assert_eq!(
+                s.set("lakeward.break_glass", Some(bad.into()))
+                    .unwrap_err()
+                    .code,
+                "22023"
+            );
+        }
+        assert_eq!(s.break_glass(), None);
     }
 
     #[test]

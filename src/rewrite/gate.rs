@@ -21,8 +21,13 @@ pub enum StatementKind {
     Query(Box<Statement>),
     /// `EXPLAIN <query>`: planned, the plan text is returned.
     Explain(Box<Statement>),
-    /// `SET name = value` / `SET name TO DEFAULT` (value `None`).
-    Set { name: String, value: Option<String> },
+    /// `SET [SESSION | LOCAL] name = value` / `SET name TO DEFAULT` (value
+    /// `None`); `local`: until the end of the transaction block.
+    Set {
+        name: String,
+        value: Option<String>,
+        local: bool,
+    },
     /// `SHOW name` / `SHOW ALL`.
     Show { name: String },
     /// `RESET name` / `RESET ALL` (`None`).
@@ -33,7 +38,19 @@ pub enum StatementKind {
     Commit,
     /// `ROLLBACK` / `ABORT`.
     Rollback,
-    /// `DISCARD ALL`, `SAVEPOINT`, `RELEASE`: accepted, nothing to do on a read-only server.
+    /// `SAVEPOINT name`.
+    Savepoint { name: String },
+    /// `RELEASE [SAVEPOINT] name`.
+    Release { name: String },
+    /// `ROLLBACK TO [SAVEPOINT] name`.
+    RollbackTo { name: String },
+    /// `DISCARD ALL`: reset every setting, close cursors, deallocate
+    /// prepared statements.
+    DiscardAll,
+    /// `DEALLOCATE [PREPARE] name` / `DEALLOCATE ALL` (`None`).
+    Deallocate { name: Option<String> },
+    /// `DISCARD PLANS | SEQUENCES | TEMP`, `SET TRANSACTION`: accepted,
+    /// nothing to do on a read-only server.
     NoOp { tag: &'static str },
     /// `DECLARE name [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR <query>`.
     Declare { name: String, query: Box<Statement> },
@@ -55,6 +72,11 @@ impl StatementKind {
             StatementKind::Begin => "BEGIN",
             StatementKind::Commit => "COMMIT",
             StatementKind::Rollback => "ROLLBACK",
+            StatementKind::Savepoint { .. } => "SAVEPOINT",
+            StatementKind::Release { .. } => "RELEASE",
+            StatementKind::RollbackTo { .. } => "ROLLBACK",
+            StatementKind::DiscardAll => "DISCARD ALL",
+            StatementKind::Deallocate { .. } => "DEALLOCATE",
             StatementKind::NoOp { tag } => tag,
             StatementKind::Declare { .. } => "DECLARE CURSOR",
             StatementKind::Fetch { .. } => "FETCH",
@@ -231,11 +253,33 @@ fn classify_with(stmt: Statement, generators: bool) -> Result<StatementKind, Sql
             savepoint: None, ..
         } => Ok(StatementKind::Rollback),
         Statement::Rollback {
-            savepoint: Some(_), ..
-        } => Ok(StatementKind::NoOp { tag: "ROLLBACK" }),
-        Statement::Savepoint { .. } => Ok(StatementKind::NoOp { tag: "SAVEPOINT" }),
-        Statement::ReleaseSavepoint { .. } => Ok(StatementKind::NoOp { tag: "RELEASE" }),
-        Statement::Discard { .. } => Ok(StatementKind::NoOp { tag: "DISCARD ALL" }),
+            savepoint: Some(name),
+            ..
+        } => Ok(StatementKind::RollbackTo {
+            name: normalize(&name),
+        }),
+        Statement::Savepoint { name } => Ok(StatementKind::Savepoint {
+            name: normalize(&name),
+        }),
+        Statement::ReleaseSavepoint { name } => Ok(StatementKind::Release {
+            name: normalize(&name),
+        }),
+        Statement::Discard { object_type } => Ok(match object_type {
+            ast::DiscardObject::ALL => StatementKind::DiscardAll,
+            ast::DiscardObject::PLANS => StatementKind::NoOp {
+                tag: "DISCARD PLANS",
+            },
+            ast::DiscardObject::SEQUENCES => StatementKind::NoOp {
+                tag: "DISCARD SEQUENCES",
+            },
+            ast::DiscardObject::TEMP => StatementKind::NoOp {
+                tag: "DISCARD TEMP",
+            },
+        }),
+        Statement::Deallocate { name, .. } => Ok(StatementKind::Deallocate {
+            name: (!(name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all")))
+                .then(|| normalize(&name)),
+        }),
         Statement::Declare { mut stmts } if stmts.len() == 1 => {
             let d = stmts.remove(0);
             let (Some(query), [name]) = (d.for_query, d.names.as_slice()) else {
@@ -329,19 +373,31 @@ fn refusal(stmt: &Statement) -> SqlError {
 fn classify_set(set: ast::Set) -> Result<StatementKind, SqlError> {
     match set {
         ast::Set::SingleAssignment {
-            variable, values, ..
+            scope,
+            variable,
+            values,
+            ..
         } => {
+            let local = match scope {
+                None | Some(ast::ContextModifier::Session) => false,
+                Some(ast::ContextModifier::Local) => true,
+                Some(ast::ContextModifier::Global) => {
+                    return Err(SqlError::new("0A000", "SET GLOBAL is not supported"));
+                }
+            };
             let name = object_name_lower(&variable);
             let value = set_value(&values)?;
-            Ok(StatementKind::Set { name, value })
+            Ok(StatementKind::Set { name, value, local })
         }
-        ast::Set::SetTimeZone { value, .. } => Ok(StatementKind::Set {
+        ast::Set::SetTimeZone { local, value } => Ok(StatementKind::Set {
             name: "timezone".into(),
             value: set_value(&[value])?,
+            local,
         }),
         ast::Set::SetNames { charset_name, .. } => Ok(StatementKind::Set {
             name: "client_encoding".into(),
             value: Some(charset_name.value),
+            local: false,
         }),
         ast::Set::SetTransaction { .. } => Ok(StatementKind::NoOp { tag: "SET" }),
         _ => Err(SqlError::new("0A000", "this form of SET is not supported")),
@@ -616,12 +672,41 @@ mod tests {
         assert!(matches!(kind("BEGIN").unwrap(), StatementKind::Begin));
         assert!(matches!(kind("COMMIT").unwrap(), StatementKind::Commit));
         match kind("SET application_name = 'x'").unwrap() {
-            StatementKind::Set { name, value } => {
+            StatementKind::Set { name, value, local } => {
                 assert_eq!(name, "application_name");
                 assert_eq!(value.as_deref(), Some("x"));
+                assert!(!local);
             }
             k => panic!("{k:?}"),
         }
+        match kind("SET LOCAL lakeward.break_glass = 'x'").unwrap() {
+            StatementKind::Set { name, local, .. } => {
+                assert_eq!(name, "lakeward.break_glass");
+                assert!(local, "SET LOCAL ends with its transaction");
+            }
+            k => panic!("{k:?}"),
+        }
+        assert!(matches!(kind("DISCARD ALL").unwrap(), StatementKind::DiscardAll));
+        assert!(matches!(
+            kind("DISCARD PLANS").unwrap(),
+            StatementKind::NoOp { .. }
+        ));
+        assert!(matches!(
+            kind("DEALLOCATE ALL").unwrap(),
+            StatementKind::Deallocate { name: None }
+        ));
+        match kind("DEALLOCATE PREPARE s1").unwrap() {
+            StatementKind::Deallocate { name } => assert_eq!(name.as_deref(), Some("s1")),
+            k => panic!("{k:?}"),
+        }
+        match kind("ROLLBACK TO SAVEPOINT Sp").unwrap() {
+            StatementKind::RollbackTo { name } => assert_eq!(name, "sp"),
+            k => panic!("{k:?}"),
+        }
+        assert!(matches!(
+            kind("RELEASE sp").unwrap(),
+            StatementKind::Release { .. }
+        ));
         match kind("SET extra_float_digits TO DEFAULT").unwrap() {
             StatementKind::Set { value, .. } => assert!(value.is_none()),
             k => panic!("{k:?}"),

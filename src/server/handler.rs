@@ -7,9 +7,11 @@
 //! functions) → plan (AST, never text) → read-only verification → streamed
 //! execution. Errors become [`SqlError`]s; only `FATAL` ones close the socket.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -30,7 +32,10 @@ use pgwire::api::{
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
-use pgwire::messages::extendedquery::{Execute, PortalSuspended};
+use pgwire::messages::extendedquery::{
+    Close, CloseComplete, Execute, Parse, ParseComplete, PortalSuspended, TARGET_TYPE_BYTE_PORTAL,
+    TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::Authentication;
@@ -54,6 +59,73 @@ use tracing::Instrument;
 pub struct ConnHandler {
     shared: Arc<Shared>,
     parser: Arc<Parser>,
+    /// The access rules each suspended portal (and cursor) was opened
+    /// under, by portal name: every Execute and FETCH checks them again.
+    portals: Mutex<HashMap<String, PortalGrant>>,
+    /// Portals closed by the idle-portal timeout, so that their next use
+    /// says why they are gone.
+    expired: Mutex<HashSet<String>>,
+    /// Names of the statements prepared by Parse (for `DEALLOCATE ALL` and
+    /// `DISCARD ALL`).
+    statements: Mutex<HashSet<String>>,
+}
+
+/// The access rules a portal's rows were authorised for: the policy subject
+/// (role, site, purpose, break-glass) and policy version. `None` when the
+/// session had no subject (catalog-only statements before a purpose).
+type AccessKey = Option<(crate::policy::compile::Subject, String)>;
+
+fn access_key(session: &Session) -> AccessKey {
+    session
+        .subject()
+        .map(|s| (s, session.policy().version.clone()))
+}
+
+/// One suspended portal's authorisation and last use.
+struct PortalGrant {
+    key: AccessKey,
+    /// The portal's execution state: identifies the portal (a portal bound
+    /// again under the same name is another portal).
+    state: std::sync::Weak<tokio::sync::Mutex<PortalExecutionState>>,
+    last_used: Instant,
+}
+
+/// A statement planned for a Parse message that has not been executed:
+/// when the statement is closed (or the session ends) without an Execute,
+/// its audit record says so. Planning disclosed its columns to a Describe.
+pub struct Unexecuted {
+    audit: Mutex<Option<StatementAudit>>,
+    executed: AtomicBool,
+}
+
+impl Unexecuted {
+    fn mark_executed(&self) {
+        self.executed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Unexecuted {
+    fn drop(&mut self) {
+        if self.executed.load(Ordering::Relaxed) {
+            return;
+        }
+        let audit = self
+            .audit
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(audit) = audit {
+            audit.never_executed();
+        }
+    }
+}
+
+impl Debug for Unexecuted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unexecuted")
+            .field("executed", &self.executed.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 /// The extended-protocol parser; shares the connection's session.
@@ -63,8 +135,10 @@ pub struct Parser {
 }
 
 /// A statement prepared by Parse (or by a simple Query, one per statement).
+/// The second field is the Parse's own audit guard: never shared through
+/// the plan cache.
 #[derive(Clone, Debug)]
-pub struct Prepared(Arc<PreparedInner>);
+pub struct Prepared(Arc<PreparedInner>, Option<Arc<Unexecuted>>);
 
 #[derive(Debug)]
 struct PreparedInner {
@@ -113,7 +187,13 @@ impl ConnHandler {
             shared: shared.clone(),
             session: Arc::new(OnceLock::new()),
         });
-        ConnHandler { shared, parser }
+        ConnHandler {
+            shared,
+            parser,
+            portals: Mutex::default(),
+            expired: Mutex::default(),
+            statements: Mutex::default(),
+        }
     }
 
     /// The session, once startup has completed.
@@ -162,6 +242,28 @@ impl Parser {
         {
             cache.insert(key, prepared.clone());
         }
+    }
+
+    /// A planned statement of a Parse message, with the guard that audits
+    /// it if it is never executed.
+    fn with_parse_audit(&self, session: &Session, prepared: Prepared) -> Prepared {
+        if !matches!(prepared.0.kind, PreparedKind::Plan { .. }) {
+            return prepared;
+        }
+        let mut audit = StatementAudit::new(
+            &self.shared.audit,
+            session,
+            prepared.0.statement_kind,
+            Some(prepared.0.fingerprint.clone()),
+        );
+        if let Some(r) = &prepared.0.report {
+            audit.report(r);
+        }
+        let guard = Unexecuted {
+            audit: Mutex::new(Some(audit)),
+            executed: AtomicBool::new(false),
+        };
+        Prepared(prepared.0, Some(Arc::new(guard)))
     }
 
     fn session(&self) -> Result<Arc<Session>, SqlError> {
@@ -251,41 +353,47 @@ impl Parser {
                 let result_schema = Arc::new(plan.schema().as_arrow().clone());
                 let (plan, optimised) = self.shared.engine.optimise_once(&state, plan);
                 metrics.observe_phase(crate::metrics::Phase::Plan, plan_started.elapsed());
-                Ok(Prepared(Arc::new(PreparedInner {
-                    kind: PreparedKind::Plan {
-                        plan,
-                        state: Box::new(state),
-                        optimised,
-                    },
-                    param_types,
-                    param_data_types,
-                    result_schema: Some(result_schema),
-                    reads_tables,
-                    source,
-                    planned_for: session.subject().map(|s| (s, policy.version.clone())),
-                    report: Some(report),
-                    shareable: !connection_specific,
-                    statement_kind,
-                    fingerprint: fingerprint.to_owned(),
-                })))
+                Ok(Prepared(
+                    Arc::new(PreparedInner {
+                        kind: PreparedKind::Plan {
+                            plan,
+                            state: Box::new(state),
+                            optimised,
+                        },
+                        param_types,
+                        param_data_types,
+                        result_schema: Some(result_schema),
+                        reads_tables,
+                        source,
+                        planned_for: session.subject().map(|s| (s, policy.version.clone())),
+                        report: Some(report),
+                        shareable: !connection_specific,
+                        statement_kind,
+                        fingerprint: fingerprint.to_owned(),
+                    }),
+                    None,
+                ))
             }
             StatementKind::Declare { name, query } => {
                 let inner =
                     Box::pin(self.prepare_unaudited(session, *query, statement_kind, fingerprint))
                         .await?;
-                Ok(Prepared(Arc::new(PreparedInner {
-                    param_types: inner.0.param_types.clone(),
-                    param_data_types: inner.0.param_data_types.clone(),
-                    result_schema: None,
-                    reads_tables: inner.0.reads_tables,
-                    source: None,
-                    planned_for: None,
-                    report: None,
-                    shareable: false,
-                    statement_kind,
-                    fingerprint: fingerprint.to_owned(),
-                    kind: PreparedKind::Declare { name, inner },
-                })))
+                Ok(Prepared(
+                    Arc::new(PreparedInner {
+                        param_types: inner.0.param_types.clone(),
+                        param_data_types: inner.0.param_data_types.clone(),
+                        result_schema: None,
+                        reads_tables: inner.0.reads_tables,
+                        source: None,
+                        planned_for: None,
+                        report: None,
+                        shareable: false,
+                        statement_kind,
+                        fingerprint: fingerprint.to_owned(),
+                        kind: PreparedKind::Declare { name, inner },
+                    }),
+                    None,
+                ))
             }
             other => {
                 let result_schema = match &other {
@@ -303,19 +411,22 @@ impl Parser {
                     )]))),
                     _ => None,
                 };
-                Ok(Prepared(Arc::new(PreparedInner {
-                    kind: PreparedKind::Utility(other),
-                    param_types: vec![],
-                    param_data_types: vec![],
-                    result_schema,
-                    reads_tables: false,
-                    source: None,
-                    planned_for: None,
-                    report: None,
-                    shareable: false,
-                    statement_kind,
-                    fingerprint: fingerprint.to_owned(),
-                })))
+                Ok(Prepared(
+                    Arc::new(PreparedInner {
+                        kind: PreparedKind::Utility(other),
+                        param_types: vec![],
+                        param_data_types: vec![],
+                        result_schema,
+                        reads_tables: false,
+                        source: None,
+                        planned_for: None,
+                        report: None,
+                        shareable: false,
+                        statement_kind,
+                        fingerprint: fingerprint.to_owned(),
+                    }),
+                    None,
+                ))
             }
         }
     }
@@ -419,7 +530,7 @@ impl QueryParser for Parser {
         session.set_policy(self.shared.policy.current());
         let key = self.plan_key(&session, sql);
         if let Some(hit) = self.cached(key.as_ref()) {
-            return Ok(Some(hit));
+            return Ok(Some(self.with_parse_audit(&session, hit)));
         }
         let mut stmts = gate::parse(sql, self.shared.parse_limits).map_err(|e| {
             self.refused_unparsed(&session, &e);
@@ -434,7 +545,7 @@ impl QueryParser for Parser {
                     e.into_pgwire()
                 })?;
                 self.remember(key, &prepared);
-                Ok(Some(prepared))
+                Ok(Some(self.with_parse_audit(&session, prepared)))
             }
             _ => {
                 let e = SqlError::new(
@@ -477,7 +588,17 @@ enum Outcome {
     Rows(QueryResponse),
     Tag(Tag),
     Begin,
-    End(Tag),
+    /// `COMMIT` (`commit`) or `ROLLBACK`.
+    End {
+        commit: bool,
+    },
+    /// `ROLLBACK TO SAVEPOINT`: the transaction is usable again.
+    RolledBackTo,
+    /// `DISCARD ALL`: settings were reset; cursors and prepared statements
+    /// go next.
+    DiscardAll,
+    /// `DEALLOCATE name` (all when `None`).
+    Deallocate(Option<String>),
     /// A cursor was declared: its rows wait in a portal of that name.
     Cursor {
         name: String,
@@ -726,8 +847,14 @@ impl ConnHandler {
         format: &Format,
     ) -> Result<Outcome, SqlError> {
         match kind {
-            StatementKind::Set { name, value } => {
-                session.set(name, value.clone())?;
+            StatementKind::Set { name, value, local } => {
+                if *local {
+                    // Outside a transaction block PostgreSQL warns and
+                    // ignores it; so does lakeward.
+                    session.set_local(name, value.clone())?;
+                } else {
+                    session.set(name, value.clone())?;
+                }
                 Ok(Outcome::Tag(Tag::new("SET")))
             }
             StatementKind::Reset { name } => {
@@ -751,9 +878,29 @@ impl ConnHandler {
                 };
                 Ok(Outcome::Rows(text_rows(&cols, rows, format)?))
             }
-            StatementKind::Begin => Ok(Outcome::Begin),
-            StatementKind::Commit => Ok(Outcome::End(Tag::new("COMMIT"))),
-            StatementKind::Rollback => Ok(Outcome::End(Tag::new("ROLLBACK"))),
+            StatementKind::Begin => {
+                session.begin_transaction();
+                Ok(Outcome::Begin)
+            }
+            StatementKind::Commit => Ok(Outcome::End { commit: true }),
+            StatementKind::Rollback => Ok(Outcome::End { commit: false }),
+            StatementKind::Savepoint { name } => {
+                session.savepoint(name)?;
+                Ok(Outcome::Tag(Tag::new("SAVEPOINT")))
+            }
+            StatementKind::Release { name } => {
+                session.release_savepoint(name)?;
+                Ok(Outcome::Tag(Tag::new("RELEASE")))
+            }
+            StatementKind::RollbackTo { name } => {
+                session.rollback_to_savepoint(name)?;
+                Ok(Outcome::RolledBackTo)
+            }
+            StatementKind::DiscardAll => {
+                session.discard_all()?;
+                Ok(Outcome::DiscardAll)
+            }
+            StatementKind::Deallocate { name } => Ok(Outcome::Deallocate(name.clone())),
             StatementKind::NoOp { tag } => Ok(Outcome::Tag(Tag::new(tag))),
             StatementKind::Fetch { name, count } => Ok(Outcome::Fetch {
                 name: name.clone(),
@@ -780,109 +927,284 @@ where
         .ok_or_else(SqlError::internal)
 }
 
-/// Keep a declared cursor's rows in a portal named after it, where
-/// `FETCH`, `CLOSE` and a Describe of that portal find them. A cursor of
-/// the same name is replaced.
-async fn open_cursor<C: ClientPortalStore<PortalStore: PortalStore>>(
-    client: &C,
-    name: String,
-    inner: Prepared,
-    rows: QueryResponse,
-) -> Result<(), SqlError> {
-    let stored = Arc::new(pgwire::api::stmt::StoredStatement::new(
-        name.clone(),
-        inner,
-        vec![],
-    ));
-    let portal = Portal::new_cursor(name, stored);
-    portal.start(rows).await;
-    cursor_store(client)?.put_portal(Arc::new(portal));
-    Ok(())
-}
-
-fn close_cursor<C: ClientPortalStore<PortalStore: PortalStore>>(
-    client: &C,
-    name: Option<&str>,
-) -> Result<(), SqlError> {
-    let store = cursor_store(client)?;
-    match name {
-        Some(n) => store.rm_portal(n),
-        None => store.clear_portals(),
+impl ConnHandler {
+    /// Remember that the portal `name` (state `state`) was opened under the
+    /// session's current access rules.
+    fn grant_portal(
+        &self,
+        name: &str,
+        state: &Arc<tokio::sync::Mutex<PortalExecutionState>>,
+        session: &Session,
+    ) {
+        self.expired_names().remove(name);
+        self.grants().insert(
+            name.to_owned(),
+            PortalGrant {
+                key: access_key(session),
+                state: Arc::downgrade(state),
+                last_used: Instant::now(),
+            },
+        );
     }
-    Ok(())
-}
 
-/// `FETCH`: stream up to `count` rows (all when `None`) of a cursor to the
-/// client as one result, `FETCH n`.
-async fn fetch_cursor<C>(
-    client: &mut C,
-    session: &Session,
-    name: &str,
-    count: Option<usize>,
-) -> PgWireResult<()>
-where
-    C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-    C::PortalStore: PortalStore,
-    C::Error: Debug,
-    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-{
-    let store = cursor_store(client).map_err(SqlError::into_pgwire)?;
-    let Some(Entry::Value(portal)) = store.get_portal(name) else {
-        return Err(SqlError::new(
-            "34000",
-            format!("cursor \"{}\" does not exist", printable(name)),
-        )
-        .into_pgwire());
-    };
-    // Rows were authorised for the access rules of DECLARE; once the role,
-    // purpose, break-glass or policy version changes, the cursor ends.
-    let current = session
-        .subject()
-        .map(|s| (s, session.policy().version.clone()));
-    if portal.statement.statement.0.planned_for != current {
-        store.rm_portal(name);
-        return Err(SqlError::permission_denied(
-            "access rules changed since the cursor was declared: declare it again",
-        )
-        .into_pgwire());
-    }
-    let fields = match &portal.statement.statement.0.result_schema {
-        Some(schema) => pg_fields(schema, &Format::UnifiedText).map_err(SqlError::into_pgwire)?,
-        None => vec![],
-    };
-    client
-        .feed(PgWireBackendMessage::RowDescription(
-            pgwire::messages::data::RowDescription::new(fields.iter().map(Into::into).collect()),
+    /// Check, before more rows of the portal `name` are sent, that the
+    /// session's access rules are still those it was opened under (a
+    /// reloaded policy has been adopted by then). On a mismatch the portal
+    /// is forgotten and the caller closes it.
+    fn check_portal(
+        &self,
+        name: &str,
+        state: &Arc<tokio::sync::Mutex<PortalExecutionState>>,
+        session: &Session,
+    ) -> Result<(), SqlError> {
+        let mut grants = self.grants();
+        let current = access_key(session);
+        let ok = grants.get_mut(name).is_some_and(|g| {
+            let same =
+                g.key == current && g.state.upgrade().is_some_and(|s| Arc::ptr_eq(&s, state));
+            g.last_used = Instant::now();
+            same
+        });
+        if ok {
+            return Ok(());
+        }
+        grants.remove(name);
+        Err(SqlError::permission_denied(
+            "access rules changed since the portal was opened (role, purpose, break-glass, policy or token): run the statement again",
         ))
-        .await?;
-    let state = portal.state();
-    let mut guard = state.lock().await;
-    let mut sent = 0usize;
-    if let PortalExecutionState::Suspended(results) = &mut *guard {
-        while count.is_none_or(|n| sent < n) {
-            match results.data_rows().next().await {
-                Some(Ok(row)) => {
-                    client.feed(PgWireBackendMessage::DataRow(row)).await?;
-                    sent += 1;
+    }
+
+    fn forget_portal(&self, name: &str) {
+        self.grants().remove(name);
+    }
+
+    fn grants(&self) -> std::sync::MutexGuard<'_, HashMap<String, PortalGrant>> {
+        self.portals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn expired_names(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.expired.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn statement_names(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.statements.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The error for a portal that is not there: closed by the idle-portal
+    /// timeout, or never opened.
+    fn missing_portal(&self, name: &str, what: &str) -> SqlError {
+        if self.expired_names().remove(name) {
+            return SqlError::new(
+                "55000",
+                format!(
+                    "{what} \"{}\" was closed after staying idle longer than limits.idle_portal_timeout_secs",
+                    printable(name)
+                ),
+            );
+        }
+        SqlError::new(
+            "34000",
+            format!("{what} \"{}\" does not exist", printable(name)),
+        )
+    }
+
+    /// Keep a declared cursor's rows in a portal named after it, where
+    /// `FETCH`, `CLOSE` and a Describe of that portal find them. A cursor
+    /// of the same name is replaced.
+    async fn open_cursor<C: ClientPortalStore<PortalStore: PortalStore>>(
+        &self,
+        client: &C,
+        session: &Session,
+        name: String,
+        inner: Prepared,
+        rows: QueryResponse,
+    ) -> Result<(), SqlError> {
+        let stored = Arc::new(pgwire::api::stmt::StoredStatement::new(
+            name.clone(),
+            inner,
+            vec![],
+        ));
+        let portal = Portal::new_cursor(name.clone(), stored);
+        portal.start(rows).await;
+        self.grant_portal(&name, &portal.state(), session);
+        cursor_store(client)?.put_portal(Arc::new(portal));
+        Ok(())
+    }
+
+    fn close_cursor<C: ClientPortalStore<PortalStore: PortalStore>>(
+        &self,
+        client: &C,
+        name: Option<&str>,
+    ) -> Result<(), SqlError> {
+        let store = cursor_store(client)?;
+        match name {
+            Some(n) => {
+                store.rm_portal(n);
+                self.forget_portal(n);
+            }
+            None => {
+                store.clear_portals();
+                self.grants().clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// `DISCARD ALL` after the session's settings were reset: every cursor
+    /// and portal closed, every prepared statement deallocated.
+    fn discard_all<C: ClientPortalStore<PortalStore: PortalStore>>(
+        &self,
+        client: &C,
+    ) -> Result<(), SqlError> {
+        self.close_cursor(client, None)?;
+        self.deallocate(client, None)
+    }
+
+    /// `DEALLOCATE name` / `DEALLOCATE ALL`: statements prepared by Parse.
+    fn deallocate<C: ClientPortalStore<PortalStore: PortalStore>>(
+        &self,
+        client: &C,
+        name: Option<&str>,
+    ) -> Result<(), SqlError> {
+        let store = cursor_store(client)?;
+        let mut names = self.statement_names();
+        match name {
+            Some(n) => {
+                if !names.remove(n) {
+                    return Err(SqlError::new(
+                        "26000",
+                        format!("prepared statement \"{}\" does not exist", printable(n)),
+                    ));
                 }
-                Some(Err(e)) => {
-                    *guard = PortalExecutionState::Finished;
-                    return Err(e);
-                }
-                None => {
-                    *guard = PortalExecutionState::Finished;
-                    break;
+                store.rm_statement(n);
+            }
+            None => {
+                for n in names.drain() {
+                    store.rm_statement(&n);
                 }
             }
         }
+        Ok(())
     }
-    drop(guard);
-    client
-        .feed(PgWireBackendMessage::CommandComplete(
-            Tag::new("FETCH").with_rows(sent).into(),
-        ))
-        .await?;
-    Ok(())
+
+    /// `FETCH`: stream up to `count` rows (all when `None`) of a cursor to
+    /// the client as one result, `FETCH n`.
+    async fn fetch_cursor<C>(
+        &self,
+        client: &mut C,
+        session: &Session,
+        name: &str,
+        count: Option<usize>,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let store = cursor_store(client).map_err(SqlError::into_pgwire)?;
+        let Some(Entry::Value(portal)) = store.get_portal(name) else {
+            return Err(self.missing_portal(name, "cursor").into_pgwire());
+        };
+        // Rows were authorised for the access rules of DECLARE; once the
+        // role, purpose, break-glass or policy version changes, the cursor
+        // ends.
+        if let Err(e) = self.check_portal(name, &portal.state(), session) {
+            store.rm_portal(name);
+            return Err(e.into_pgwire());
+        }
+        let fields = match &portal.statement.statement.0.result_schema {
+            Some(schema) => {
+                pg_fields(schema, &Format::UnifiedText).map_err(SqlError::into_pgwire)?
+            }
+            None => vec![],
+        };
+        client
+            .feed(PgWireBackendMessage::RowDescription(
+                pgwire::messages::data::RowDescription::new(
+                    fields.iter().map(Into::into).collect(),
+                ),
+            ))
+            .await?;
+        let state = portal.state();
+        let mut guard = state.lock().await;
+        let mut sent = 0usize;
+        if let PortalExecutionState::Suspended(results) = &mut *guard {
+            while count.is_none_or(|n| sent < n) {
+                match results.data_rows().next().await {
+                    Some(Ok(row)) => {
+                        client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                        sent += 1;
+                    }
+                    Some(Err(e)) => {
+                        *guard = PortalExecutionState::Finished;
+                        return Err(e);
+                    }
+                    None => {
+                        *guard = PortalExecutionState::Finished;
+                        break;
+                    }
+                }
+            }
+        }
+        drop(guard);
+        client
+            .feed(PgWireBackendMessage::CommandComplete(
+                Tag::new("FETCH").with_rows(sent).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// When the next suspended portal reaches the idle-portal timeout, if
+    /// any is suspended.
+    pub fn next_portal_expiry(&self) -> Option<tokio::time::Instant> {
+        let timeout = self.shared.limits.idle_portal_timeout()?;
+        let oldest = self.grants().values().map(|g| g.last_used).min()?;
+        Some(tokio::time::Instant::from_std(oldest + timeout))
+    }
+
+    /// Close every portal and cursor idle longer than the idle-portal
+    /// timeout: its row stream is dropped, which releases its concurrency
+    /// slot and memory and writes its completion record.
+    pub fn expire_idle_portals<C: ClientPortalStore<PortalStore: PortalStore>>(&self, client: &C) {
+        let Some(timeout) = self.shared.limits.idle_portal_timeout() else {
+            return;
+        };
+        let Ok(store) = cursor_store(client) else {
+            return;
+        };
+        let now = Instant::now();
+        let idle: Vec<(String, PortalGrant)> = {
+            let mut grants = self.grants();
+            let names: Vec<String> = grants
+                .iter()
+                .filter(|(_, g)| now.saturating_duration_since(g.last_used) >= timeout)
+                .map(|(n, _)| n.clone())
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|n| grants.remove(&n).map(|g| (n, g)))
+                .collect()
+        };
+        for (name, grant) in idle {
+            let same = match store.get_portal(&name) {
+                Some(Entry::Value(p)) => grant
+                    .state
+                    .upgrade()
+                    .is_some_and(|s| Arc::ptr_eq(&s, &p.state())),
+                _ => false,
+            };
+            if same {
+                store.rm_portal(&name);
+                self.expired_names().insert(name);
+                tracing::info!(
+                    timeout_secs = timeout.as_secs(),
+                    "idle portal closed (limits.idle_portal_timeout_secs)"
+                );
+            }
+        }
+    }
 }
 
 /// A small all-text result (SHOW).
@@ -916,7 +1238,9 @@ fn text_rows(
 fn allowed_in_failed_transaction(kind: &Prepared) -> bool {
     matches!(
         &kind.0.kind,
-        PreparedKind::Utility(StatementKind::Rollback | StatementKind::Commit)
+        PreparedKind::Utility(
+            StatementKind::Rollback | StatementKind::Commit | StatementKind::RollbackTo { .. }
+        )
     )
 }
 
@@ -998,7 +1322,7 @@ impl SimpleQueryHandler for ConnHandler {
                             client.feed(complete(tag)).await.map_err(Into::into)
                         }
                         Ok(Outcome::Cursor { name, inner, rows }) => {
-                            match open_cursor(client, name, inner, rows).await {
+                            match self.open_cursor(client, &session, name, inner, rows).await {
                                 Ok(()) => client
                                     .feed(complete(Tag::new("DECLARE CURSOR")))
                                     .await
@@ -1006,15 +1330,40 @@ impl SimpleQueryHandler for ConnHandler {
                                 Err(e) => Err(e.into_pgwire()),
                             }
                         }
-                        Ok(Outcome::Close(name)) => match close_cursor(client, name.as_deref()) {
+                        Ok(Outcome::Close(name)) => {
+                            match self.close_cursor(client, name.as_deref()) {
+                                Ok(()) => client
+                                    .feed(complete(Tag::new("CLOSE CURSOR")))
+                                    .await
+                                    .map_err(Into::into),
+                                Err(e) => Err(e.into_pgwire()),
+                            }
+                        }
+                        Ok(Outcome::DiscardAll) => match self.discard_all(client) {
                             Ok(()) => client
-                                .feed(complete(Tag::new("CLOSE CURSOR")))
+                                .feed(complete(Tag::new("DISCARD ALL")))
                                 .await
                                 .map_err(Into::into),
                             Err(e) => Err(e.into_pgwire()),
                         },
+                        Ok(Outcome::Deallocate(name)) => {
+                            match self.deallocate(client, name.as_deref()) {
+                                Ok(()) => client
+                                    .feed(complete(Tag::new("DEALLOCATE")))
+                                    .await
+                                    .map_err(Into::into),
+                                Err(e) => Err(e.into_pgwire()),
+                            }
+                        }
                         Ok(Outcome::Fetch { name, count }) => {
-                            fetch_cursor(client, &session, &name, count).await
+                            self.fetch_cursor(client, &session, &name, count).await
+                        }
+                        Ok(Outcome::RolledBackTo) => {
+                            status = TransactionStatus::Transaction;
+                            client
+                                .feed(complete(Tag::new("ROLLBACK")))
+                                .await
+                                .map_err(Into::into)
                         }
                         Ok(Outcome::Begin) => {
                             status = status.to_in_transaction_state();
@@ -1023,14 +1372,16 @@ impl SimpleQueryHandler for ConnHandler {
                                 .await
                                 .map_err(Into::into)
                         }
-                        Ok(Outcome::End(tag)) => {
-                            let tag = if status == TransactionStatus::Error {
-                                Tag::new("ROLLBACK")
-                            } else {
-                                tag
-                            };
+                        Ok(Outcome::End { commit }) => {
+                            // COMMIT of a failed transaction rolls it back.
+                            let commit = commit && status != TransactionStatus::Error;
+                            session.end_transaction(commit);
                             status = status.to_idle_state();
-                            client.feed(complete(tag)).await.map_err(Into::into)
+                            let tag = if commit { "COMMIT" } else { "ROLLBACK" };
+                            client
+                                .feed(complete(Tag::new(tag)))
+                                .await
+                                .map_err(Into::into)
                         }
                         Err(e) => Err(e.into_pgwire()),
                     };
@@ -1052,7 +1403,6 @@ impl SimpleQueryHandler for ConnHandler {
         }
         client.set_state(PgWireConnectionState::ReadyForQuery);
         client.set_transaction_status(status);
-        session.set_in_transaction(status != TransactionStatus::Idle);
         client
             .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
                 status,
@@ -1099,6 +1449,61 @@ impl ExtendedQueryHandler for ConnHandler {
         self.parser.clone()
     }
 
+    /// pgwire's Parse, remembering the statement's name for `DEALLOCATE
+    /// ALL` and `DISCARD ALL`.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        let parsed =
+            pgwire::api::stmt::StoredStatement::parse(client, &message, self.parser.clone())
+                .await?;
+        match parsed {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        if name != DEFAULT_NAME {
+            self.statement_names().insert(name);
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// pgwire's Close, also forgetting the name and the portal's grant.
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => {
+                client.portal_store().rm_statement(name);
+                self.statement_names().remove(name);
+            }
+            TARGET_TYPE_BYTE_PORTAL => {
+                client.portal_store().rm_portal(name);
+                self.forget_portal(name);
+            }
+            _ => {}
+        }
+        client
+            .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -1113,6 +1518,10 @@ impl ExtendedQueryHandler for ConnHandler {
     {
         let session = self.require_session()?;
         let prepared = &portal.statement.statement;
+        // The statement runs: its Parse needs no record of its own.
+        if let Some(guard) = &prepared.1 {
+            guard.mark_executed();
+        }
         let params = (|| {
             if client.transaction_status() == TransactionStatus::Error
                 && !allowed_in_failed_transaction(prepared)
@@ -1157,32 +1566,41 @@ impl ExtendedQueryHandler for ConnHandler {
             Ok(Outcome::Rows(rows)) => Ok(Response::Query(rows)),
             Ok(Outcome::Tag(tag)) => Ok(Response::Execution(tag)),
             Ok(Outcome::Cursor { name, inner, rows }) => {
-                open_cursor(client, name, inner, rows)
+                self.open_cursor(client, &session, name, inner, rows)
                     .await
                     .map_err(SqlError::into_pgwire)?;
                 Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
             }
             Ok(Outcome::Close(name)) => {
-                close_cursor(client, name.as_deref()).map_err(SqlError::into_pgwire)?;
+                self.close_cursor(client, name.as_deref())
+                    .map_err(SqlError::into_pgwire)?;
                 Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
+            }
+            Ok(Outcome::DiscardAll) => {
+                self.discard_all(client).map_err(SqlError::into_pgwire)?;
+                Ok(Response::Execution(Tag::new("DISCARD ALL")))
+            }
+            Ok(Outcome::Deallocate(name)) => {
+                self.deallocate(client, name.as_deref())
+                    .map_err(SqlError::into_pgwire)?;
+                Ok(Response::Execution(Tag::new("DEALLOCATE")))
+            }
+            Ok(Outcome::RolledBackTo) => {
+                client.set_transaction_status(TransactionStatus::Transaction);
+                Ok(Response::Execution(Tag::new("ROLLBACK")))
             }
             Ok(Outcome::Fetch { .. }) => Err(SqlError::new(
                 "0A000",
                 "FETCH is supported in simple queries; over the extended protocol, page a portal with Execute's row limit",
             )
             .into_pgwire()),
-            Ok(Outcome::Begin) => {
-                session.set_in_transaction(true);
-                Ok(Response::TransactionStart(Tag::new("BEGIN")))
-            }
-            Ok(Outcome::End(tag)) => {
-                session.set_in_transaction(false);
-                let tag = if client.transaction_status() == TransactionStatus::Error {
-                    Tag::new("ROLLBACK")
-                } else {
-                    tag
-                };
-                Ok(Response::TransactionEnd(tag))
+            Ok(Outcome::Begin) => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+            Ok(Outcome::End { commit }) => {
+                // COMMIT of a failed transaction rolls it back.
+                let commit = commit && client.transaction_status() != TransactionStatus::Error;
+                session.end_transaction(commit);
+                let tag = if commit { "COMMIT" } else { "ROLLBACK" };
+                Ok(Response::TransactionEnd(Tag::new(tag)))
             }
             Err(e) => Err(e.into_pgwire()),
         }
@@ -1219,12 +1637,29 @@ impl ExtendedQueryHandler for ConnHandler {
             }
             None => {
                 client.set_state(PgWireConnectionState::ReadyForQuery);
-                return Err(PgWireError::PortalNotFound(portal_name.to_owned()));
+                return Err(self.missing_portal(portal_name, "portal").into_pgwire());
             }
         };
 
         let state = portal.state();
         let mut guard = state.lock().await;
+        if matches!(&*guard, PortalExecutionState::Suspended(_)) {
+            // More rows of a portal opened earlier: only under the access
+            // rules it was opened under, and only with a live token (an
+            // expired one ends the session, FATAL 28000).
+            let checked = self.require_session().and_then(|session| {
+                self.check_portal(portal_name, &state, &session)
+                    .map_err(SqlError::into_pgwire)
+            });
+            if let Err(e) = checked {
+                *guard = PortalExecutionState::Finished;
+                drop(guard);
+                client.portal_store().rm_portal(portal_name);
+                self.forget_portal(portal_name);
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                return Err(e);
+            }
+        }
         if matches!(&*guard, PortalExecutionState::Initial) {
             let resp =
                 ExtendedQueryHandler::do_query(self, client, portal.as_ref(), max_rows).await;
@@ -1235,8 +1670,16 @@ impl ExtendedQueryHandler for ConnHandler {
                     return Err(e);
                 }
             };
+            // The statement may have changed the transaction state itself
+            // (ROLLBACK TO SAVEPOINT).
+            status = client.transaction_status();
             match resp {
-                Response::Query(results) => *guard = PortalExecutionState::Suspended(results),
+                Response::Query(results) => {
+                    if let Some(session) = self.session() {
+                        self.grant_portal(portal_name, &state, &session);
+                    }
+                    *guard = PortalExecutionState::Suspended(results)
+                }
                 Response::Execution(tag) => {
                     *guard = PortalExecutionState::Finished;
                     client
@@ -1289,8 +1732,10 @@ impl ExtendedQueryHandler for ConnHandler {
                 }
                 if failure.is_some() {
                     *guard = PortalExecutionState::Finished;
+                    self.forget_portal(portal_name);
                 } else if exhausted {
                     *guard = PortalExecutionState::Finished;
+                    self.forget_portal(portal_name);
                     client
                         .feed(PgWireBackendMessage::CommandComplete(
                             Tag::new(&tag_name).with_rows(sent).into(),
@@ -1337,11 +1782,11 @@ impl StartupHandler for ConnHandler {
                         .map(|(k, v)| (k.clone(), v.clone())),
                 );
                 if !client.is_secure() && !self.shared.plaintext_allowed(client.socket_addr()) {
-                    self.audit_refused(client, "28000", "tls_required");
+                    self.audit_refused(client, None, "28000", "tls_required");
                     return Err(SqlError::tls_required().into_pgwire());
                 }
                 if client.metadata().get("user").is_none_or(|u| u.is_empty()) {
-                    self.audit_refused(client, "28000", "no_user");
+                    self.audit_refused(client, None, "28000", "no_user");
                     return Err(SqlError::fatal("28000", "no user name given").into_pgwire());
                 }
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
@@ -1365,7 +1810,7 @@ impl StartupHandler for ConnHandler {
                 let principal = match self.shared.auth.verify(&user, &token) {
                     Ok(p) => p,
                     Err(reason) => {
-                        self.audit_refused(client, reason.sqlstate(), reason.class());
+                        self.audit_refused(client, None, reason.sqlstate(), reason.class());
                         tracing::info!(client = %client.socket_addr().ip(), reason = reason.class(), "authentication failed");
                         return Err(SqlError::fatal(
                             reason.sqlstate(),
@@ -1398,6 +1843,7 @@ impl StartupHandler for ConnHandler {
                     // any other failed check; the reason goes to the audit log.
                     self.audit_refused(
                         client,
+                        Some(&session),
                         AuthFailure::Claims.sqlstate(),
                         AuthFailure::Claims.class(),
                     );
@@ -1411,7 +1857,7 @@ impl StartupHandler for ConnHandler {
                     .into_pgwire());
                 }
                 if let Err(mut e) = session.apply_startup(&params) {
-                    self.audit_refused(client, e.code, "startup_parameter");
+                    self.audit_refused(client, Some(&session), e.code, "startup_parameter");
                     e.fatal = true;
                     return Err(e.into_pgwire());
                 }
@@ -1461,17 +1907,33 @@ fn printable(s: &str) -> String {
 
 impl ConnHandler {
     /// Audit a refused connection attempt (queued: nothing is disclosed).
-    fn audit_refused<C: ClientInfo>(&self, client: &C, sqlstate: &str, reason: &str) {
+    /// `verified`: the session of a token verified before the refusal;
+    /// without one, the user name is recorded as the client's claim.
+    fn audit_refused<C: ClientInfo>(
+        &self,
+        client: &C,
+        verified: Option<&Session>,
+        sqlstate: &str,
+        reason: &str,
+    ) {
         crate::metrics::Metrics::global().auth_failure(refusal_reason(reason));
         let meta = client.metadata();
         let field = |k: &str| meta.get(k).map(|v| printable(v)).unwrap_or_default();
-        self.shared.audit.record_later(events::connect_refused(
-            &field("user"),
-            client.socket_addr(),
-            &field("application_name"),
-            reason,
-            sqlstate,
-        ));
+        self.shared.audit.record_later(match verified {
+            Some(session) => events::connect_refused_verified(
+                session,
+                &field("application_name"),
+                reason,
+                sqlstate,
+            ),
+            None => events::connect_refused(
+                &field("user"),
+                client.socket_addr(),
+                &field("application_name"),
+                reason,
+                sqlstate,
+            ),
+        });
     }
 }
 

@@ -340,11 +340,22 @@ impl Connection {
             // stops; inside an extended-query sequence (Parse … Sync) the
             // sequence is finished first, so a statement that ran to its end
             // during the drain gets its ReadyForQuery.
+            // A portal or cursor left suspended too long is closed while
+            // the client is silent (limits.idle_portal_timeout_secs).
+            let portal_expiry = if starting {
+                None
+            } else {
+                handler.next_portal_expiry()
+            };
             let next = tokio::select! {
                 biased;
                 _ = wait_stop(&mut self.stop), if !mid_sequence => {
                     let _ = socket.send(error_message(SqlError::shutting_down())).await;
                     break;
+                }
+                _ = sleep_until(portal_expiry), if portal_expiry.is_some() => {
+                    handler.expire_idle_portals(&socket);
+                    continue;
                 }
                 m = next_message(&mut socket, idle) => m,
             };
@@ -419,6 +430,14 @@ impl Connection {
             tracing::info!(session = %session.id, "session ended");
         }
         let _ = socket.close().await;
+    }
+}
+
+/// Completes at `deadline`, or never.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

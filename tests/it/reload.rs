@@ -137,3 +137,34 @@ fn first_cell(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<String>
         _ => None,
     })?
 }
+
+/// A portal opened before a reload sends no row planned under the old
+/// policy: its next Execute is refused (42501) once the new version is in.
+#[tokio::test]
+async fn a_portal_opened_before_a_reload_ends_with_it() {
+    let dir = temp_dir("lakeward-it-reload-portal");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules"),
+        &dir,
+    );
+    let served = serve(&dir);
+    let mut client = analyst(served.port).await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let portal = tx
+        .bind("SELECT zip FROM clinical.patients ORDER BY patient_id", &[])
+        .await
+        .unwrap();
+    assert_eq!(tx.query_portal(&portal, 2).await.unwrap().len(), 2);
+    let roles = dir.join("roles.toml");
+    let original = std::fs::read_to_string(&roles).unwrap();
+    let narrowed = original.replace(
+        "\"tag:phi.birth\" = \"year\"\n\"tag:phi.quasi\" = \"zip3\"",
+        "\"tag:phi.birth\" = \"year\"\n\"tag:phi.quasi\" = \"null\"",
+    );
+    assert_ne!(narrowed, original, "the test edits the analyst's zip mask");
+    std::fs::write(&roles, &narrowed).unwrap();
+    hup(&served);
+    // The Execute itself adopts the new version, and refuses.
+    let e = tx.query_portal(&portal, 2).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+}
