@@ -642,4 +642,33 @@ mod tests {
             "plaintext on a public address must be refused"
         );
     }
+
+    #[test]
+    fn claim_types_are_strict_unless_a_list_claim_is_listed() {
+        let base = "[data]\nroot = \"/d\"\n[auth]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"j\"\n[audit]\ndir = \"/w\"\n";
+        let strict: Config = toml::from_str(base).unwrap();
+        assert!(strict.auth.claims.string_or_array.is_empty());
+        let relaxed: Config = toml::from_str(&format!(
+            "{base}[auth.claims]\nroles = \"groups\"\nstring_or_array = [\"roles\"]\n"
+        ))
+        .unwrap();
+        let settings = relaxed.auth_settings().unwrap();
+        assert_eq!(settings.claims.roles, "groups");
+        assert_eq!(
+            settings.claims.string_or_array,
+            vec![crate::auth::ListClaim::Roles]
+        );
+        // Only list claims can be relaxed, and unknown keys are errors.
+        for bad in [
+            "string_or_array = [\"site\"]",
+            "string_or_array = [\"sub\"]",
+            "string_or_array = \"roles\"",
+            "roles_accepts_string = true",
+        ] {
+            assert!(
+                toml::from_str::<Config>(&format!("{base}[auth.claims]\n{bad}\n")).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -50,8 +50,15 @@ pub fn connect_allowed(session: &Session) -> RecordBody {
     }
 }
 
+/// Appended to the `reason` of a connection refused before any token
+/// vouched for the client: its `user` is the startup user name as the
+/// client claimed it, not a verified identity.
+pub const UNVERIFIED_USER: &str = " (user name unverified)";
+
 /// A connection refused before or during authentication. `user` and
-/// `application_name` are the client's unverified startup values.
+/// `application_name` are the client's unverified startup values; the
+/// record says so in its `reason` ([`UNVERIFIED_USER`]) and has no
+/// `session_id`.
 pub fn connect_refused(
     user: &str,
     client_addr: SocketAddr,
@@ -64,9 +71,27 @@ pub fn connect_refused(
         client_addr: Some(client_addr.ip().to_string()),
         application_name: Some(application_name.to_owned()).filter(|a| !a.is_empty()),
         decision: decision_for(sqlstate).into(),
-        reason: Some(reason.to_owned()),
+        reason: Some(format!("{reason}{UNVERIFIED_USER}")),
         sqlstate: Some(sqlstate.to_owned()),
         ..body(event::CONNECT)
+    }
+}
+
+/// A connection refused after its token was verified (no role the policy
+/// knows, a refused startup parameter): `user` and `roles` are the token's,
+/// and the record carries the session id the connection would have had.
+pub fn connect_refused_verified(
+    session: &Session,
+    application_name: &str,
+    reason: &str,
+    sqlstate: &str,
+) -> RecordBody {
+    RecordBody {
+        application_name: Some(application_name.to_owned()).filter(|a| !a.is_empty()),
+        decision: decision_for(sqlstate).into(),
+        reason: Some(reason.to_owned()),
+        sqlstate: Some(sqlstate.to_owned()),
+        ..session_body(event::CONNECT, session)
     }
 }
 

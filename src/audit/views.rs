@@ -12,11 +12,13 @@ pub const VIEWS: &[(&str, &str)] = &[
          client_addr, statement_kind, query_fingerprint, tables, decision, sqlstate, event_id \
          FROM audit.access_log WHERE break_glass IS NOT NULL AND event = 'statement'",
     ),
-    // Refused connection attempts and statements, by user.
+    // Refused connection attempts and statements, by user. `user_verified`
+    // is false when `user` is only the name a refused client claimed (no
+    // token vouched for it): such records have no session.
     (
         "denied_attempts",
-        "SELECT ts, \"user\", event, statement_kind, query_fingerprint, tables, reason, \
-         sqlstate, client_addr, application_name, event_id \
+        "SELECT ts, \"user\", session_id IS NOT NULL AS user_verified, event, statement_kind, \
+         query_fingerprint, tables, reason, sqlstate, client_addr, application_name, event_id \
          FROM audit.access_log WHERE decision = 'denied'",
     ),
     // Statements by declared purpose of use.

@@ -125,10 +125,15 @@ impl KeySet {
             set.stamps.push((path.clone(), mtime(path)));
         }
         if let Some(secret) = &sources.hs256_secret {
+            // An empty secret is refused (never its value in the message).
+            let key = DecodingKey::from_secret(secret).map_err(|_| KeyError::Invalid {
+                path: "the HS256 development secret".to_owned(),
+                message: "not a usable HMAC key".to_owned(),
+            })?;
             set.keys.push(Key {
                 kid: None,
                 alg: Algorithm::HS256,
-                key: DecodingKey::from_secret(secret),
+                key,
             });
         }
         if set.keys.is_empty() {

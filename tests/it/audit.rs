@@ -615,6 +615,78 @@ async fn refusals_failed_logins_and_cancels_are_recorded_too() {
     assert!(nosy.iter().any(|r| r[..2] == ["statement", "allowed"]));
 }
 
+/// A refused login records the startup user name as the client sent it.
+/// The auditor must see that no token vouched for that name, and must
+/// still see a refusal after verification as the token's subject.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_login_shows_the_user_name_as_claimed_not_verified() {
+    let addr = server().addr;
+    // Someone presents their own valid token under another person's name.
+    let impostor = token("audit_impostor", "analyst", None);
+    assert!(
+        support::try_connect_with(
+            addr,
+            "audit_claimed_victim",
+            &impostor,
+            "require",
+            Some("operations")
+        )
+        .await
+        .is_err()
+    );
+    // A valid token whose only role the policy does not know: refused after
+    // the token was verified, so the name is the token's subject.
+    let janitor = token("audit_verified_janitor", "janitor", None);
+    assert!(
+        support::try_connect_with(
+            addr,
+            "audit_verified_janitor",
+            &janitor,
+            "require",
+            Some("operations")
+        )
+        .await
+        .is_err()
+    );
+
+    let auditor = connect_role(addr, "auditor", "operations").await;
+    let seen = text_rows(
+        &auditor,
+        "SELECT \"user\", CAST(user_verified AS VARCHAR), coalesce(reason, ''), sqlstate \
+         FROM audit.denied_attempts WHERE event = 'connect' \
+         AND \"user\" IN ('audit_claimed_victim', 'audit_verified_janitor') ORDER BY \"user\"",
+    )
+    .await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0][0], "audit_claimed_victim");
+    assert_eq!(
+        seen[0][1], "false",
+        "a claimed name shown as verified: {seen:?}"
+    );
+    assert!(seen[0][2].contains("unverified"), "{seen:?}");
+    assert_eq!(seen[0][3], "28P01");
+    assert_eq!(seen[1][0], "audit_verified_janitor");
+    assert_eq!(seen[1][1], "true", "{seen:?}");
+    assert!(!seen[1][2].contains("unverified"), "{seen:?}");
+    // The raw log says it too, in the refused record's reason.
+    let raw = text_rows(
+        &auditor,
+        "SELECT coalesce(reason, ''), coalesce(session_id, 'NULL') FROM audit.access_log \
+         WHERE event = 'connect' AND \"user\" = 'audit_claimed_victim'",
+    )
+    .await;
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    assert!(raw[0][0].starts_with("user_mismatch"), "{raw:?}");
+    assert!(raw[0][0].contains("unverified"), "{raw:?}");
+    // Nothing was recorded under the impostor's own (verified) name.
+    let own = text_rows(
+        &auditor,
+        "SELECT count(*) FROM audit.access_log WHERE \"user\" = 'audit_impostor'",
+    )
+    .await;
+    assert_eq!(own[0][0], "0");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_row_is_sent_while_the_audit_writer_is_held() {
     // Every fsync is held for 1.5 s (fault injection in the writer).

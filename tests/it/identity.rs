@@ -104,7 +104,7 @@ fn hs256(claims: &Value) -> String {
     sign(
         Algorithm::HS256,
         None,
-        &EncodingKey::from_secret(support::HS256_SECRET),
+        &EncodingKey::from_secret(support::HS256_SECRET).expect("HS256 key"),
         claims,
     )
 }
@@ -570,7 +570,7 @@ fn forgeries() -> Vec<(&'static str, &'static str, String)> {
             sign(
                 Algorithm::HS384,
                 None,
-                &EncodingKey::from_secret(support::HS256_SECRET),
+                &EncodingKey::from_secret(support::HS256_SECRET).expect("HS256 key"),
                 &c,
             ),
         ),
@@ -596,7 +596,7 @@ fn forgeries() -> Vec<(&'static str, &'static str, String)> {
             sign(
                 Algorithm::HS256,
                 None,
-                &EncodingKey::from_secret(attacker_secret),
+                &EncodingKey::from_secret(attacker_secret).expect("HS256 key"),
                 &c,
             ),
         ),
@@ -742,6 +742,58 @@ fn forgeries() -> Vec<(&'static str, &'static str, String)> {
             "user is not sub",
             "analyst",
             es256(&claims("clinician", &["analyst"])),
+        ),
+        // Claims of the wrong JSON type.
+        (
+            "roles a string, not an array",
+            "analyst",
+            es256(&with(&|v| v["roles"] = json!("analyst"))),
+        ),
+        (
+            "purposes a string, not an array",
+            "analyst",
+            es256(&with(&|v| v["purposes"] = json!("operations"))),
+        ),
+        (
+            "site a number",
+            "analyst",
+            es256(&with(&|v| v["site"] = json!(1))),
+        ),
+        (
+            "sub a number",
+            "analyst",
+            es256(&with(&|v| v["sub"] = json!(7))),
+        ),
+        (
+            "iss a number",
+            "analyst",
+            es256(&with(&|v| v["iss"] = json!(1234))),
+        ),
+        (
+            "aud a number",
+            "analyst",
+            es256(&with(&|v| v["aud"] = json!(1234))),
+        ),
+        // Critical header extensions nobody understands.
+        (
+            "crit header naming an unknown extension",
+            "analyst",
+            hand_signed(
+                &json!({"alg": "ES256", "kid": "demo-es256", "crit": ["x-lakeward-test"], "x-lakeward-test": 1}),
+                &c,
+                &es256_key(),
+                Algorithm::ES256,
+            ),
+        ),
+        (
+            "empty crit header",
+            "analyst",
+            hand_signed(
+                &json!({"alg": "ES256", "kid": "demo-es256", "crit": []}),
+                &c,
+                &es256_key(),
+                Algorithm::ES256,
+            ),
         ),
         // Shape.
         (
