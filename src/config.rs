@@ -55,7 +55,7 @@ pub struct Config {
 
 /// Resource limits on statements (`[limits]`), with per-role overrides in
 /// `[limits.roles.<role>]`. Zero means no limit.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// A statement running (planning, executing and streaming) longer than
@@ -66,8 +66,28 @@ pub struct LimitsConfig {
     /// Statements of one role running at once on this instance; one more
     /// is refused with 53000.
     pub max_concurrent_statements: usize,
+    /// A portal or cursor left suspended (rows not yet fetched) longer
+    /// than this is closed: its rows, memory and concurrency slot are
+    /// released, and the next Execute or FETCH of it fails (55000).
+    pub idle_portal_timeout_secs: u64,
     /// Overrides by role name; a key left out takes the value above.
     pub roles: std::collections::BTreeMap<String, RoleLimitsConfig>,
+}
+
+/// Five minutes: long enough for a client paging through a result, short
+/// enough that an abandoned portal does not hold a slot for good.
+pub const DEFAULT_IDLE_PORTAL_TIMEOUT_SECS: u64 = 300;
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            statement_timeout_secs: 0,
+            max_rows: 0,
+            max_concurrent_statements: 0,
+            idle_portal_timeout_secs: DEFAULT_IDLE_PORTAL_TIMEOUT_SECS,
+            roles: Default::default(),
+        }
+    }
 }
 
 /// One role's overrides of `[limits]`.

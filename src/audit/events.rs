@@ -110,6 +110,10 @@ fn count_statement(template: &RecordBody, decision: &str) {
     );
 }
 
+/// The `reason` of a statement record whose statement was prepared
+/// (Parse, Describe) and never executed.
+pub const NEVER_EXECUTED: &str = "prepared_not_executed";
+
 /// The audit trail of one statement: a statement record before any row is
 /// sent, then a completion record when its rows are done.
 pub struct StatementAudit {
@@ -190,6 +194,20 @@ impl StatementAudit {
                 ..self.template
             }),
         }
+    }
+
+    /// A statement that was planned for a Parse (and perhaps described:
+    /// its columns were disclosed) but never executed: one record, queued
+    /// when the prepared statement is closed or the session ends.
+    pub fn never_executed(self) {
+        count_statement(&self.template, decision::ALLOWED);
+        self.auditor.record_later(RecordBody {
+            decision: decision::ALLOWED.into(),
+            reason: Some(NEVER_EXECUTED.to_owned()),
+            rows_returned: Some(0),
+            duration_ms: Some(millis(self.started)),
+            ..self.template
+        });
     }
 
     /// A guard that counts rows and writes the completion record when the
