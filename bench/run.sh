@@ -254,12 +254,12 @@ if want point; then
     log "point: plain DataFusion, $c clients"
     baseline point point --patients "$PATIENTS" --clients "$c" --seconds "$SECS" \
       --sql 'SELECT patient_id, mrn, birth_date, zip, sex, site_id FROM clinical.patients WHERE patient_id = $1'
-    baseline point-encounter point --patients "$PATIENTS" --clients "$c" --seconds "$SECS" --id-stride 100 --id-offset 1 \
+    baseline point-encounter point --patients "$PATIENTS" --clients "$c" --seconds "$SECS" --ids-from clinical.encounters.encounter_id \
       --sql 'SELECT encounter_id, patient_id, admit_ts, encounter_type, primary_dx FROM clinical.encounters WHERE encounter_id = $1'
     log "point: plain DataFusion with deltalake's stock scan, $c clients"
     baseline point-stock point --scan deltalake --patients "$PATIENTS" --clients "$c" --seconds "$SECS" \
       --sql 'SELECT patient_id, mrn, birth_date, zip, sex, site_id FROM clinical.patients WHERE patient_id = $1'
-    baseline point-encounter-stock point --scan deltalake --patients "$PATIENTS" --clients "$c" --seconds "$SECS" --id-stride 100 --id-offset 1 \
+    baseline point-encounter-stock point --scan deltalake --patients "$PATIENTS" --clients "$c" --seconds "$SECS" --ids-from clinical.encounters.encounter_id \
       --sql 'SELECT encounter_id, patient_id, admit_ts, encounter_type, primary_dx FROM clinical.encounters WHERE encounter_id = $1'
   done
 fi

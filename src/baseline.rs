@@ -5,7 +5,9 @@
 //! one JSON object per run; never used when serving.
 //!
 //! * `point` plans `SELECT … WHERE patient_id = $1` once and binds a random
-//!   id per execution, as a prepared statement does, from C concurrent tasks;
+//!   id per execution, as a prepared statement does, from C concurrent tasks
+//!   (ids from `1..=patients`, or drawn from the ids a column holds with
+//!   `--ids-from`: record ids are opaque, so they cannot be computed);
 //! * `query` plans and runs a statement R times (`--file` or `--sql`);
 //! * `export` is `query` for one large result, reported as rows/s;
 //! * `dump` writes one table as CSV to stdout (no header; NULL is an empty
@@ -61,12 +63,12 @@ pub struct BaselineArgs {
     pub file: Option<PathBuf>,
     #[arg(long)]
     pub sql: Option<String>,
-    /// `point`: ids are `id * id_stride + id_offset` (encounter ids are
-    /// `patient_id * 100 + k`).
-    #[arg(long, default_value_t = 1)]
-    pub id_stride: i64,
-    #[arg(long, default_value_t = 0)]
-    pub id_offset: i64,
+    /// `point`: draw the ids from those `schema.table.column` holds (at
+    /// most about a million of them, evenly spread) instead of
+    /// `1..=patients`. Record ids (encounter, observation, claim) are keyed
+    /// permutations, not computable from patient ids.
+    #[arg(long)]
+    pub ids_from: Option<String>,
     /// `dump`: the table to write, `schema.table`.
     #[arg(long)]
     pub table: Option<String>,
@@ -165,15 +167,51 @@ async fn drain(ctx: &SessionContext, plan: datafusion::logical_expr::LogicalPlan
     rows
 }
 
+/// Most ids `--ids-from` keeps in memory.
+const MAX_SAMPLED_IDS: i64 = 1_000_000;
+
+/// About [`MAX_SAMPLED_IDS`] ids of `schema.table.column`, evenly spread.
+async fn sample_ids(ctx: &SessionContext, column: &str) -> anyhow::Result<Vec<i64>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let (table, col) = column
+        .rsplit_once('.')
+        .filter(|(t, c)| t.contains('.') && crate::ident::is_plain_ident(c))
+        .ok_or_else(|| anyhow::anyhow!("--ids-from needs schema.table.column"))?;
+    let count = ctx.table(table).await?.count().await? as i64;
+    let step = (count / MAX_SAMPLED_IDS).max(1);
+    let sql = format!(
+        "SELECT CAST({col} AS BIGINT) FROM (SELECT {col}, row_number() OVER () AS n FROM {table}) \
+         WHERE n % {step} = 0 AND {col} IS NOT NULL"
+    );
+    let mut ids = Vec::new();
+    for b in ctx.sql(&sql).await?.collect().await? {
+        ids.extend(
+            b.column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .copied(),
+        );
+    }
+    anyhow::ensure!(!ids.is_empty(), "{column} holds no ids");
+    Ok(ids)
+}
+
 async fn point(ctx: SessionContext, a: &BaselineArgs) {
     let sql = a.sql.as_deref().unwrap_or(POINT);
     let plan = ctx.state().create_logical_plan(sql).await.expect("prepare");
-    let (stride, offset) = (a.id_stride, a.id_offset);
+    let ids: Option<Arc<Vec<i64>>> = match &a.ids_from {
+        Some(column) => Some(Arc::new(
+            sample_ids(&ctx, column).await.expect("--ids-from"),
+        )),
+        None => None,
+    };
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..a.clients {
-        let (ctx, plan, patients) = (ctx.clone(), plan.clone(), a.patients);
+        let (ctx, plan, ids, patients) = (ctx.clone(), plan.clone(), ids.clone(), a.patients);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut rows = 0;
@@ -182,7 +220,10 @@ async fn point(ctx: SessionContext, a: &BaselineArgs) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                let id = ((x % patients as u64) as i64 + 1) * stride + offset;
+                let id = match &ids {
+                    Some(ids) => ids[(x % ids.len() as u64) as usize],
+                    None => (x % patients as u64) as i64 + 1,
+                };
                 let t = Instant::now();
                 let bound = plan
                     .clone()

@@ -17,10 +17,20 @@
 //!   holding the schema *and* all data files, issued after all data is written.
 //!   A failed run leaves no `_delta_log`, only unreferenced parquet files.
 //!
-//! Id layout (all ids unique, derived, not dense):
-//! `encounter_id = patient_id * 100 + n` (n = 1..=61, chronological per patient),
-//! `observation_id = encounter_id * 100 + n`, `claim_id = encounter_id * 10 + n`.
+//! * **Opaque identifiers** (SPEC §2): no id, MRN or other value is
+//!   computable from another column. `patient_id` is dense (`1..=N`, in
+//!   generation order: consent bitmaps rely on dense patient keys) and
+//!   nothing derives from it in a way anyone can compute: MRN digits, SSN
+//!   digits, the number in an e-mail address and the encounter,
+//!   observation and claim ids are images of unique indexes under keyed
+//!   permutations of fixed domains ([`ids`]), keyed from the seed. They are
+//!   unique (a permutation never collides), deterministic, and independent
+//!   of the number of patients, so prefixes stay prefixes. Record ids are
+//!   therefore not sorted: a point lookup on `encounter_id` is not narrowed
+//!   by file statistics, one on `patient_id` still is (rows are written
+//!   patient by patient). At most [`MAX_PATIENTS`] patients (8-digit MRNs).
 
+mod ids;
 mod rows;
 mod schema;
 pub mod vocab;
@@ -40,10 +50,7 @@ use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use tokio::sync::mpsc;
 
-pub use rows::{
-    ANCHOR_DAY, ANCHOR_TS, CLAIM_ID_STRIDE, ChunkBatches, ENCOUNTER_ID_STRIDE,
-    OBSERVATION_ID_STRIDE, chunk_batches, days_from_civil,
-};
+pub use rows::{ANCHOR_DAY, ANCHOR_TS, ChunkBatches, MAX_PATIENTS, chunk_batches, days_from_civil};
 
 /// Options of a generation run.
 #[derive(Debug, Clone)]
@@ -115,7 +122,8 @@ const HIGH_CARDINALITY: &[&str] = &[
     "allowed_amount",
 ];
 
-/// Monotonic id columns: delta-encoded (tiny and fast to decode).
+/// Integer id columns: delta-encoded (`patient_id` ascends, so it is tiny;
+/// the record ids are keyed permutations, which still fit in ~35-43 bits).
 const SORTED_IDS: &[&str] = &["patient_id", "encounter_id", "observation_id", "claim_id"];
 
 fn writer_properties(schema: &SchemaRef) -> WriterProperties {
@@ -176,6 +184,9 @@ async fn write_table(
 /// table directories already contains a `_delta_log`.
 pub async fn generate(opts: &DatagenOptions) -> anyhow::Result<DatagenReport> {
     let started = Instant::now();
+    if opts.patients > MAX_PATIENTS {
+        bail!("at most {MAX_PATIENTS} patients (MRNs have 8 digits)");
+    }
 
     let existing: Vec<String> = TABLES
         .iter()

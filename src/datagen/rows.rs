@@ -13,6 +13,7 @@ use datafusion::arrow::array::{
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::ids::KeyedPermutation;
 use super::schema;
 use super::vocab::{self, cpt, loinc};
 
@@ -41,13 +42,39 @@ pub const ANCHOR_DAY: i32 = days_from_civil(2026, 1, 1);
 /// 2026-01-01T00:00:00 in microseconds since epoch.
 pub const ANCHOR_TS: i64 = ANCHOR_DAY as i64 * MICROS_PER_DAY;
 
-/// Stride of derived ids: `encounter_id = patient_id * 100 + seq` (seq 1..=99),
-/// `observation_id = encounter_id * 100 + seq`, `claim_id = encounter_id * 10 + seq`.
-pub const ENCOUNTER_ID_STRIDE: i64 = 100;
-pub const OBSERVATION_ID_STRIDE: i64 = 100;
-pub const CLAIM_ID_STRIDE: i64 = 10;
 const MAX_ENCOUNTERS_PER_PATIENT: usize = 60;
 const MAX_OBS_PER_ENCOUNTER: i64 = 99;
+
+// Record ids (see `super::ids`): each is a keyed permutation of a unique
+// index, never a function of the patient id anyone can compute.
+//
+// * encounter index `(patient_id - 1) * 64 + k` (k < 61 encounters), over
+//   `0..2^34` (patient ids up to 2^28); `encounter_id` = image + 1;
+// * observation index `encounter index * 128 + seq` (seq 1..=99), over
+//   `0..2^42`; `observation_id` = image + 1;
+// * claim index `encounter index * 16 + j` (j < 9 claim lines), over
+//   `0..2^38`; `claim_id` = image + 1.
+const ENCOUNTER_INDEX_BITS: u32 = 6;
+const ENCOUNTER_DOMAIN: u64 = 1 << 34;
+const OBSERVATION_INDEX_BITS: u32 = 7;
+const OBSERVATION_DOMAIN: u64 = 1 << 42;
+const CLAIM_INDEX_BITS: u32 = 4;
+const CLAIM_DOMAIN: u64 = 1 << 38;
+/// MRNs are `MRN` + 8 digits: at most 10^8 patients get distinct MRNs.
+pub const MAX_PATIENTS: u64 = 100_000_000;
+const MRN_DOMAIN: u64 = MAX_PATIENTS;
+/// Email local parts carry a keyed 6-digit number (not the patient id).
+const EMAIL_NUMBER_DOMAIN: u64 = 1_000_000;
+// Every index fits its field and its domain, for every patient id up to
+// MAX_PATIENTS (claim lines: at most 9 per encounter).
+const _: () = {
+    assert!(MAX_ENCOUNTERS_PER_PATIENT < 1 << ENCOUNTER_INDEX_BITS);
+    assert!(MAX_OBS_PER_ENCOUNTER < 1 << OBSERVATION_INDEX_BITS);
+    assert!(9 <= 1 << CLAIM_INDEX_BITS);
+    assert!(MAX_PATIENTS << ENCOUNTER_INDEX_BITS <= ENCOUNTER_DOMAIN);
+    assert!(ENCOUNTER_DOMAIN << OBSERVATION_INDEX_BITS <= OBSERVATION_DOMAIN);
+    assert!(ENCOUNTER_DOMAIN << CLAIM_INDEX_BITS <= CLAIM_DOMAIN);
+};
 const NPIS_PER_SITE: usize = 40;
 
 /// The RecordBatches of all five tables for one chunk of patients.
@@ -488,15 +515,71 @@ const PREVALENCE: [[f64; 10]; 4] = [
     [0.24, 0.60, 0.06, 0.50, 0.15, 0.11, 0.09, 0.08, 0.30, 0.07],  // 65+
 ];
 
-/// Unique fictitious SSN for a patient id: a bijection of `pid` onto
-/// area 900-999 (never issued by the SSA), group 01-99, serial 0001-9999.
-fn write_ssn(buf: &mut String, seed: u64, pid: i64) {
-    const GROUPS: u64 = 99;
-    const SERIALS: u64 = 9_999;
-    const M: u64 = 100 * GROUPS * SERIALS; // 98,990,100
-    const A: u64 = 48_271; // coprime with M (= 2^2 * 3^4 * 5^2 * 11^2 * 101)
-    let off = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) % M;
-    let x = ((pid as u64 - 1 + off) % M) * A % M;
+const SSN_GROUPS: u64 = 99;
+const SSN_SERIALS: u64 = 9_999;
+/// Fictitious SSNs: area 900-999 (never issued by the SSA), group 01-99,
+/// serial 0001-9999.
+const SSN_DOMAIN: u64 = 100 * SSN_GROUPS * SSN_SERIALS; // 98,990,100
+
+/// The keyed permutations behind every opaque identifier of one seed.
+pub(super) struct IdKeys {
+    mrn: KeyedPermutation,
+    ssn: KeyedPermutation,
+    email: KeyedPermutation,
+    encounter: KeyedPermutation,
+    observation: KeyedPermutation,
+    claim: KeyedPermutation,
+}
+
+impl IdKeys {
+    pub(super) fn new(seed: u64) -> Self {
+        Self {
+            mrn: KeyedPermutation::new(seed, "mrn", MRN_DOMAIN),
+            ssn: KeyedPermutation::new(seed, "ssn", SSN_DOMAIN),
+            email: KeyedPermutation::new(seed, "email", EMAIL_NUMBER_DOMAIN),
+            encounter: KeyedPermutation::new(seed, "encounter", ENCOUNTER_DOMAIN),
+            observation: KeyedPermutation::new(seed, "observation", OBSERVATION_DOMAIN),
+            claim: KeyedPermutation::new(seed, "claim", CLAIM_DOMAIN),
+        }
+    }
+
+    /// The encounter index of a patient's `k`-th encounter (0-based).
+    #[inline]
+    fn encounter_index(pid: i64, k: usize) -> u64 {
+        ((pid as u64 - 1) << ENCOUNTER_INDEX_BITS) | k as u64
+    }
+
+    #[inline]
+    fn encounter_id(&self, index: u64) -> i64 {
+        self.encounter.apply(index) as i64 + 1
+    }
+
+    #[inline]
+    fn observation_id(&self, encounter_index: u64, seq: i64) -> i64 {
+        let index = (encounter_index << OBSERVATION_INDEX_BITS) | seq as u64;
+        self.observation.apply(index) as i64 + 1
+    }
+
+    #[inline]
+    fn claim_id(&self, encounter_index: u64, line: usize) -> i64 {
+        let index = (encounter_index << CLAIM_INDEX_BITS) | line as u64;
+        self.claim.apply(index) as i64 + 1
+    }
+}
+
+/// The MRN of a patient: `MRN` + 8 digits, a keyed permutation of the
+/// patient id over 0..10^8 (unique for up to [`MAX_PATIENTS`] patients).
+fn write_mrn(buf: &mut String, keys: &IdKeys, pid: i64) {
+    let _ = write!(buf, "MRN{:08}", keys.mrn.apply(pid as u64 - 1));
+}
+
+/// Unique fictitious SSN for a patient id: a keyed permutation of `pid`
+/// onto area 900-999, group 01-99, serial 0001-9999 (unique for the first
+/// 98,990,100 patients).
+fn write_ssn(buf: &mut String, keys: &IdKeys, pid: i64) {
+    const GROUPS: u64 = SSN_GROUPS;
+    const SERIALS: u64 = SSN_SERIALS;
+    let x = keys.ssn.apply((pid as u64 - 1) % SSN_DOMAIN);
     let area = 900 + x / (GROUPS * SERIALS);
     let rem = x % (GROUPS * SERIALS);
     let group = 1 + rem / SERIALS;
@@ -513,7 +596,7 @@ fn push_alpha_lower(buf: &mut String, s: &str) {
 }
 
 struct Gen<'a> {
-    seed: u64,
+    ids: &'a IdKeys,
     r: Rand,
     providers: &'a Providers,
     site_cum: [u32; 12],
@@ -697,7 +780,7 @@ impl<'a> Gen<'a> {
         let buf = &mut self.buf;
         cols.id.push(p.id);
         buf.clear();
-        let _ = write!(buf, "MRN{:08}", p.id);
+        write_mrn(buf, self.ids, p.id);
         cols.mrn.append_value(&*buf);
         let first = match p.sex {
             0 => r.pick(vocab::FEMALE_FIRST_NAMES),
@@ -717,7 +800,7 @@ impl<'a> Gen<'a> {
             cols.ssn.append_null();
         } else {
             buf.clear();
-            write_ssn(buf, self.seed, p.id);
+            write_ssn(buf, self.ids, p.id);
             cols.ssn.append_value(&*buf);
         }
         cols.birth.push(p.birth_day);
@@ -747,7 +830,8 @@ impl<'a> Gen<'a> {
             push_alpha_lower(buf, first);
             buf.push('.');
             push_alpha_lower(buf, last);
-            let _ = write!(buf, "{}@{}", p.id, r.pick(&vocab::EMAIL_DOMAINS));
+            let n = self.ids.email.apply(p.id as u64 - 1);
+            let _ = write!(buf, "{n}@{}", r.pick(&vocab::EMAIL_DOMAINS));
             cols.email.append_value(&*buf);
         }
         cols.site.append_value(site.id);
@@ -827,7 +911,8 @@ impl<'a> Gen<'a> {
         home: usize,
         is_current: bool,
     ) {
-        let enc_id = p.id * ENCOUNTER_ID_STRIDE + k as i64 + 1;
+        let enc_index = IdKeys::encounter_index(p.id, k);
+        let enc_id = self.ids.encounter_id(enc_index);
         let r = &mut self.r;
         let site = if r.chance(0.85) {
             home
@@ -910,24 +995,28 @@ impl<'a> Gen<'a> {
         e.dx.append_value(dx);
         e.npi.append_value(&self.providers.npis[npi_idx]);
 
-        let labs = self.observations_for(p, enc_id, et, preventive, admit, end);
+        let labs = self.observations_for(p, enc_id, enc_index, et, preventive, admit, end);
         if !(et == ET_INPATIENT && discharge.is_none()) {
-            self.claims_for(p, enc_id, et, preventive, k == 0, site, admit, dx, &labs);
+            self.claims_for(p, enc_index, et, preventive, k == 0, site, admit, dx, &labs);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn observations_for(
         &mut self,
         p: &Patient,
         enc_id: i64,
+        enc_index: u64,
         et: u8,
         preventive: bool,
         admit: i64,
         end: i64,
     ) -> Labs {
         let mut o = ObsEmitter {
+            ids: self.ids,
             seq: 0,
             enc_id,
+            enc_index,
             admit,
             dur: (end - admit).max(MICROS_PER_MINUTE),
         };
@@ -1063,7 +1152,7 @@ impl<'a> Gen<'a> {
     fn claims_for(
         &mut self,
         p: &Patient,
-        enc_id: i64,
+        enc_index: u64,
         et: u8,
         preventive: bool,
         first_visit: bool,
@@ -1177,7 +1266,7 @@ impl<'a> Gen<'a> {
                 1 => Some(0),
                 _ => None,
             };
-            c.id.push(enc_id * CLAIM_ID_STRIDE + j as i64);
+            c.id.push(self.ids.claim_id(enc_index, j));
             c.patient.push(p.id);
             c.site.append_value(vocab::SITES[site].id);
             c.payer.append_value(vocab::PAYERS[payer as usize]);
@@ -1265,14 +1354,16 @@ impl<'a> Gen<'a> {
     }
 }
 
-struct ObsEmitter {
+struct ObsEmitter<'a> {
+    ids: &'a IdKeys,
     seq: i64,
     enc_id: i64,
+    enc_index: u64,
     admit: i64,
     dur: i64,
 }
 
-impl ObsEmitter {
+impl ObsEmitter<'_> {
     #[inline]
     fn push(
         &mut self,
@@ -1289,7 +1380,8 @@ impl ObsEmitter {
         self.seq += 1;
         let f = frac.0 + (frac.1 - frac.0) * r.unit();
         let (c, _, unit) = vocab::LOINC_CODES[code];
-        cols.id.push(self.enc_id * OBSERVATION_ID_STRIDE + self.seq);
+        cols.id
+            .push(self.ids.observation_id(self.enc_index, self.seq));
         cols.patient.push(p.id);
         cols.encounter.push(self.enc_id);
         cols.code.append_value(c);
@@ -1412,9 +1504,10 @@ impl ObsEmitter {
 /// shorter chunk is a prefix of a longer one.
 pub fn chunk_batches(seed: u64, chunk_index: u64, first_patient_id: i64, n: usize) -> ChunkBatches {
     let providers = Providers::new(seed);
+    let ids = IdKeys::new(seed);
     let (site_cum, site_total) = site_cumulative();
     let mut g = Gen {
-        seed,
+        ids: &ids,
         r: Rand::new(chunk_rng(seed, chunk_index)),
         providers: &providers,
         site_cum,
@@ -1462,14 +1555,36 @@ mod tests {
     }
 
     #[test]
-    fn ssn_is_a_bijection_on_small_ranges() {
-        let mut seen = std::collections::BTreeSet::new();
+    fn ssn_and_mrn_are_bijections_on_small_ranges() {
+        let keys = IdKeys::new(42);
+        let mut ssns = std::collections::BTreeSet::new();
+        let mut mrns = std::collections::BTreeSet::new();
         let mut buf = String::new();
         for pid in 1..=50_000 {
             buf.clear();
-            write_ssn(&mut buf, 42, pid);
+            write_ssn(&mut buf, &keys, pid);
             assert!(buf.starts_with('9'), "{buf}");
-            assert!(seen.insert(buf.clone()), "duplicate ssn {buf}");
+            assert!(ssns.insert(buf.clone()), "duplicate ssn {buf}");
+            buf.clear();
+            write_mrn(&mut buf, &keys, pid);
+            assert_eq!(buf.len(), 11, "{buf}");
+            assert!(mrns.insert(buf.clone()), "duplicate mrn {buf}");
         }
+    }
+
+    #[test]
+    fn record_ids_fit_their_domains() {
+        let keys = IdKeys::new(42);
+        // The last patient id the domains cover, the most encounters,
+        // observations and claim lines one encounter can have.
+        let pid = MAX_PATIENTS as i64;
+        let last = IdKeys::encounter_index(pid, MAX_ENCOUNTERS_PER_PATIENT);
+        assert!(last < ENCOUNTER_DOMAIN);
+        let e = keys.encounter_id(last);
+        assert!(e >= 1 && e as u64 <= ENCOUNTER_DOMAIN);
+        let o = keys.observation_id(last, MAX_OBS_PER_ENCOUNTER);
+        assert!(o >= 1 && o as u64 <= OBSERVATION_DOMAIN);
+        let c = keys.claim_id(last, 8);
+        assert!(c >= 1 && c as u64 <= CLAIM_DOMAIN);
     }
 }

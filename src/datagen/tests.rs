@@ -80,18 +80,44 @@ fn field_formats() {
     for zip in strs(p, "zip").into_iter().map(Option::unwrap) {
         assert!(zip.len() == 5 && is_digits(&zip), "{zip}");
     }
-    for (i, mrn) in strs(p, "mrn").into_iter().map(Option::unwrap).enumerate() {
-        assert_eq!(mrn, format!("MRN{:08}", i + 1));
+    let mrns: Vec<String> = strs(p, "mrn").into_iter().map(Option::unwrap).collect();
+    for mrn in &mrns {
+        assert!(
+            mrn.len() == 11 && mrn.starts_with("MRN") && is_digits(&mrn[3..]),
+            "{mrn}"
+        );
     }
+    assert_eq!(
+        mrns.iter().collect::<BTreeSet<_>>().len(),
+        mrns.len(),
+        "MRNs are unique"
+    );
+    // Opaque: an MRN is not the patient id (padded) nor in its order.
+    let ids = i64s(p, "patient_id");
+    let padded = ids
+        .iter()
+        .zip(&mrns)
+        .filter(|(id, m)| m[3..].trim_start_matches('0') == id.to_string())
+        .count();
+    assert_eq!(padded, 0, "MRNs spell patient ids");
+    let ascending = mrns.windows(2).filter(|w| w[0] < w[1]).count();
+    assert!(
+        (mrns.len() * 2 / 5..mrns.len() * 3 / 5).contains(&ascending),
+        "MRNs follow patient ids: {ascending}"
+    );
     for phone in strs(p, "phone").into_iter().flatten() {
         assert_eq!(phone.len(), 12, "{phone}");
         assert_eq!(&phone[3..10], "-555-01", "{phone}");
     }
-    for email in strs(p, "email").into_iter().flatten() {
+    for (id, email) in ids.iter().zip(strs(p, "email")) {
+        let Some(email) = email else { continue };
         assert!(
             email.ends_with("@example.org") || email.ends_with("@example.com"),
             "{email}"
         );
+        let local = email.split('@').next().unwrap_or_default();
+        let number = local.trim_start_matches(|c: char| !c.is_ascii_digit());
+        assert_ne!(number, id.to_string(), "e-mail spells the patient id");
     }
     for sex in strs(p, "sex").into_iter().map(Option::unwrap) {
         assert!(["F", "M", "U"].contains(&sex.as_str()));
@@ -121,14 +147,53 @@ fn field_formats() {
     for (code, unit) in strs(o, "loinc_code").into_iter().zip(strs(o, "unit")) {
         assert_eq!(units[code.unwrap().as_str()], unit.unwrap());
     }
-    // ids unique and increasing
+    // Record ids: positive, unique, and opaque: neither in patient order
+    // nor carrying the patient id (or their encounter's id) in any
+    // computable way.
+    let enc_of: BTreeMap<i64, i64> = i64s(e, "encounter_id")
+        .into_iter()
+        .zip(i64s(e, "patient_id"))
+        .collect();
     for (batch, name) in [
         (e, "encounter_id"),
         (o, "observation_id"),
         (&b.claims, "claim_id"),
     ] {
         let ids = i64s(batch, name);
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{name} not increasing");
+        let pids = i64s(batch, "patient_id");
+        assert!(ids.iter().all(|&i| i > 0), "{name} not positive");
+        assert_eq!(
+            ids.iter().collect::<BTreeSet<_>>().len(),
+            ids.len(),
+            "{name} not unique"
+        );
+        let ascending = ids.windows(2).filter(|w| w[0] < w[1]).count();
+        assert!(
+            (ids.len() * 2 / 5..ids.len() * 3 / 5).contains(&ascending),
+            "{name} follows generation order: {ascending} of {}",
+            ids.len()
+        );
+        for k in [10, 100, 1_000, 10_000] {
+            let derived = ids.iter().zip(&pids).filter(|(i, p)| *i / k == **p).count();
+            assert!(derived * 100 < ids.len(), "{name} / {k} gives patient ids");
+        }
+        let spelled = ids
+            .iter()
+            .zip(&pids)
+            .filter(|(i, p)| **p >= 1_000 && i.to_string().contains(&p.to_string()))
+            .count();
+        assert!(spelled * 20 < ids.len(), "{name} spells patient ids");
+    }
+    // Observations belong to an encounter of the same patient.
+    for (enc, pid) in i64s(o, "encounter_id")
+        .into_iter()
+        .zip(i64s(o, "patient_id"))
+    {
+        assert_eq!(
+            enc_of.get(&enc),
+            Some(&pid),
+            "observation of an unknown encounter"
+        );
     }
 }
 
