@@ -334,14 +334,20 @@ fn column_expr(column: &str, access: &ColumnAccess, ty: &DataType) -> Expr {
     match access {
         ColumnAccess::Visible => col(column),
         ColumnAccess::Null => null(),
-        ColumnAccess::Masked { kind, .. } => match kind {
+        ColumnAccess::Masked { kind, domain, .. } => match kind {
             MaskKind::Null => null(),
             MaskKind::Redact { value } => string(value),
             MaskKind::Partial { keep_last, prefix } => func(
                 super::masks::PARTIAL,
                 vec![col(column), number(keep_last), string(prefix)],
             ),
-            MaskKind::Pseudonym => func(super::masks::PSEUDONYM, vec![col(column)]),
+            // A record key is pseudonymised in its own key domain (a
+            // literal from the validated policy); the patient domain is
+            // the function's default.
+            MaskKind::Pseudonym => match domain {
+                Some(d) => func(super::masks::PSEUDONYM, vec![col(column), string(d)]),
+                None => func(super::masks::PSEUDONYM, vec![col(column)]),
+            },
             MaskKind::Year => func(super::masks::YEAR, vec![col(column)]),
             MaskKind::YearOrNullOverAge { max_age } => func(
                 super::masks::YEAR_OR_NULL_OVER_AGE,

@@ -112,7 +112,7 @@ pub fn check(
                     let text = match a {
                         ColumnAccess::Visible => "visible".to_owned(),
                         ColumnAccess::Null => "null".to_owned(),
-                        ColumnAccess::Masked { mask, kind } => {
+                        ColumnAccess::Masked { mask, kind, .. } => {
                             let ty = schemas[table]
                                 .iter()
                                 .find(|(c, _)| c == col)

@@ -28,7 +28,14 @@ pub struct Subject {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ColumnAccess {
     Visible,
-    Masked { mask: String, kind: MaskKind },
+    /// `domain`: the key domain of a pseudonym mask on a record key
+    /// (`None`: the patient domain, for patient keys and every other
+    /// column).
+    Masked {
+        mask: String,
+        kind: MaskKind,
+        domain: Option<String>,
+    },
     Null,
 }
 
@@ -189,6 +196,7 @@ fn column_access(policy: &Policy, role: &str, table: &str, column: &str) -> Colu
     let Some(rules) = policy.role(role) else {
         return ColumnAccess::Null;
     };
+    let table_rules = policy.tables.get(table);
     let resolve = |binding: &str| -> ColumnAccess {
         match binding {
             "visible" => ColumnAccess::Visible,
@@ -198,6 +206,12 @@ fn column_access(policy: &Policy, role: &str, table: &str, column: &str) -> Colu
                 Some(kind) => ColumnAccess::Masked {
                     mask: name.to_owned(),
                     kind: kind.clone(),
+                    domain: match kind {
+                        MaskKind::Pseudonym => table_rules
+                            .and_then(|t| t.record_key_domain(column))
+                            .map(str::to_owned),
+                        _ => None,
+                    },
                 },
                 None => ColumnAccess::Null,
             },
@@ -206,7 +220,7 @@ fn column_access(policy: &Policy, role: &str, table: &str, column: &str) -> Colu
     if let Some(b) = rules.columns.get(&format!("{table}.{column}")) {
         return resolve(b);
     }
-    let Some(tags) = policy.tables.get(table).and_then(|t| t.columns.get(column)) else {
+    let Some(tags) = table_rules.and_then(|t| t.columns.get(column)) else {
         // Schema drift: unknown columns are PHI.
         return ColumnAccess::Null;
     };
@@ -437,13 +451,15 @@ mod tests {
                 "{c}"
             );
         }
-        assert!(matches!(
+        assert_eq!(
             access(&ctx, "clinical.patients", "mrn"),
             ColumnAccess::Masked {
+                mask: "pseudonym".into(),
                 kind: MaskKind::Pseudonym,
-                ..
-            }
-        ));
+                domain: None,
+            },
+            "the MRN is a patient identifier: patient domain"
+        );
         assert!(matches!(
             access(&ctx, "clinical.patients", "birth_date"),
             ColumnAccess::Masked {
@@ -491,6 +507,43 @@ mod tests {
             );
         }
         assert_eq!(access(&ctx, "clinical.patients", "mrn"), ColumnAccess::Null);
+        // Patient keys in the patient domain, record keys each in their own.
+        assert_eq!(
+            access(&ctx, "clinical.encounters", "patient_id"),
+            ColumnAccess::Masked {
+                mask: "pseudonym".into(),
+                kind: MaskKind::Pseudonym,
+                domain: None,
+            }
+        );
+        for (t, c, d) in [
+            ("clinical.encounters", "encounter_id", "encounter"),
+            ("clinical.observations", "encounter_id", "encounter"),
+            ("clinical.observations", "observation_id", "observation"),
+            ("claims.claims", "claim_id", "claim"),
+        ] {
+            assert_eq!(
+                access(&ctx, t, c),
+                ColumnAccess::Masked {
+                    mask: "pseudonym".into(),
+                    kind: MaskKind::Pseudonym,
+                    domain: Some(d.into()),
+                },
+                "{t}.{c}"
+            );
+        }
+        // Other roles that see patient ids see record ids.
+        for (role, purpose) in [
+            ("analyst", Purpose::Operations),
+            ("clinician", Purpose::Treatment),
+        ] {
+            let ctx = compile(&p, &subject(role, purpose), &schemas()).unwrap();
+            assert_eq!(
+                access(&ctx, "clinical.observations", "encounter_id"),
+                ColumnAccess::Visible,
+                "{role}"
+            );
+        }
         assert!(matches!(
             access(&ctx, "clinical.patients", "birth_date"),
             ColumnAccess::Masked {

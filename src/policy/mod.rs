@@ -112,9 +112,43 @@ pub struct RoleRules {
 pub struct TableRules {
     /// The patient identifier column (consent applies through it).
     pub patient_key: Option<String>,
+    /// Record keys (columns tagged [`RECORD_KEY_TAG`]) → their key domain,
+    /// when it is not the column's name. Every column holding the same kind
+    /// of id, in any table, must name the same domain.
+    #[serde(default)]
+    pub record_keys: BTreeMap<String, String>,
     /// Column → tags.
     #[serde(default)]
     pub columns: BTreeMap<String, Vec<String>>,
+}
+
+impl TableRules {
+    /// The key domain of a record key column (`None` for other columns):
+    /// its `record_keys` entry, else the column's name.
+    pub fn record_key_domain<'a>(&'a self, column: &'a str) -> Option<&'a str> {
+        let tagged = self
+            .columns
+            .get(column)
+            .is_some_and(|tags| tags.iter().any(|t| t == RECORD_KEY_TAG));
+        tagged.then(|| self.record_keys.get(column).map_or(column, String::as_str))
+    }
+}
+
+/// The tag of record ids that link to a patient (encounter, observation,
+/// claim ids): pseudonymised, each in its own key domain, for de-identified
+/// roles (Safe Harbor: "any other unique identifying number").
+pub const RECORD_KEY_TAG: &str = "phi.record_key";
+
+/// The key domain of patient identifiers (`patient_key` columns).
+pub const PATIENT_DOMAIN: &str = "patient";
+
+/// A key domain name: 1 to 63 characters out of `a-z`, `0-9` and `_`,
+/// starting with a letter.
+pub fn is_valid_key_domain(d: &str) -> bool {
+    (1..=63).contains(&d.len())
+        && d.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && d.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// A mask definition.
@@ -439,6 +473,58 @@ impl Policy {
                     format!("{table}: patient_key {pk:?} is not one of its columns"),
                 );
             }
+            for (col, domain) in &rules.record_keys {
+                if !rules
+                    .columns
+                    .get(col)
+                    .is_some_and(|tags| tags.iter().any(|t| t == RECORD_KEY_TAG))
+                {
+                    problem(
+                        "tables.toml",
+                        col,
+                        format!(
+                            "{table}: record key {col:?} is not a column tagged {RECORD_KEY_TAG}"
+                        ),
+                    );
+                }
+                if !is_valid_key_domain(domain) {
+                    problem(
+                        "tables.toml",
+                        domain,
+                        format!(
+                            "{table}.{col}: key domain {domain:?} must be a lower-case name (a-z, 0-9, _)"
+                        ),
+                    );
+                }
+            }
+            for col in rules.columns.keys() {
+                let Some(domain) = rules.record_key_domain(col) else {
+                    continue;
+                };
+                if rules.patient_key.as_deref() == Some(col.as_str()) {
+                    problem(
+                        "tables.toml",
+                        col,
+                        format!("{table}.{col}: the patient key cannot also be a record key"),
+                    );
+                } else if domain == PATIENT_DOMAIN {
+                    problem(
+                        "tables.toml",
+                        col,
+                        format!(
+                            "{table}.{col}: key domain {PATIENT_DOMAIN:?} is reserved for patient keys"
+                        ),
+                    );
+                } else if !rules.record_keys.contains_key(col) && !is_valid_key_domain(domain) {
+                    problem(
+                        "tables.toml",
+                        col,
+                        format!(
+                            "{table}.{col}: name its key domain in record_keys (a lower-case name)"
+                        ),
+                    );
+                }
+            }
             for (col, tags) in &rules.columns {
                 if tags.is_empty() {
                     problem(
@@ -457,6 +543,43 @@ impl Policy {
                             ),
                         );
                     }
+                }
+            }
+        }
+        // One kind of id, one key domain: a column that is a record key in
+        // one table and not in another would show raw ids (or unjoinable
+        // pseudonyms) there.
+        let mut record_keys: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+        for (table, rules) in &self.tables {
+            for col in rules.columns.keys() {
+                if let Some(domain) = rules.record_key_domain(col) {
+                    record_keys
+                        .entry(col.as_str())
+                        .or_insert((table.as_str(), domain));
+                }
+            }
+        }
+        for (table, rules) in &self.tables {
+            for col in rules.columns.keys() {
+                let Some((first, domain)) = record_keys.get(col.as_str()) else {
+                    continue;
+                };
+                match rules.record_key_domain(col) {
+                    Some(d) if d == *domain => {}
+                    Some(d) => problem(
+                        "tables.toml",
+                        col,
+                        format!(
+                            "{table}.{col}: key domain {d:?} differs from {first}.{col} ({domain:?}): joins on it would not match"
+                        ),
+                    ),
+                    None => problem(
+                        "tables.toml",
+                        col,
+                        format!(
+                            "{table}.{col}: not tagged {RECORD_KEY_TAG}, but {first}.{col} is: tag it so it is pseudonymised alike"
+                        ),
+                    ),
                 }
             }
         }
@@ -653,6 +776,74 @@ mod tests {
             }
         }
         Policy::from_texts(&texts)
+    }
+
+    #[test]
+    fn record_keys_have_one_valid_domain_per_kind_of_id() {
+        let p = Policy::load(None).unwrap();
+        let enc = &p.tables["clinical.encounters"];
+        assert_eq!(enc.record_key_domain("encounter_id"), Some("encounter"));
+        assert_eq!(enc.record_key_domain("patient_id"), None);
+        let obs = &p.tables["clinical.observations"];
+        assert_eq!(obs.record_key_domain("encounter_id"), Some("encounter"));
+        assert_eq!(obs.record_key_domain("observation_id"), Some("observation"));
+        assert_eq!(
+            p.tables["claims.claims"].record_key_domain("claim_id"),
+            Some("claim")
+        );
+
+        let tables = include_str!("../../policy-rules/tables.toml");
+        let refused = |text: String, needle: &str| {
+            let e = with_file("tables.toml", &text).unwrap_err();
+            assert!(
+                e.problems
+                    .iter()
+                    .any(|p| p.message.contains(needle) && p.line.is_some()),
+                "{needle}: {e}"
+            );
+        };
+        // The same kind of id untagged in another table.
+        refused(
+            tables.replacen(
+                "encounter_id = [\"phi.record_key\"]\npatient_id",
+                "encounter_id = [\"safe\"]\npatient_id",
+                1,
+            ),
+            "not tagged phi.record_key",
+        );
+        // ... or in another domain.
+        refused(
+            tables.replace(
+                "record_keys = { observation_id = \"observation\", encounter_id = \"encounter\" }",
+                "record_keys = { observation_id = \"observation\", encounter_id = \"visit\" }",
+            ),
+            "differs from",
+        );
+        // The patient domain is reserved, domains are lower-case names.
+        refused(
+            tables.replace("{ claim_id = \"claim\" }", "{ claim_id = \"patient\" }"),
+            "reserved",
+        );
+        refused(
+            tables.replace("{ claim_id = \"claim\" }", "{ claim_id = \"Claim:1\" }"),
+            "lower-case name",
+        );
+        // A record key entry for an untagged column.
+        refused(
+            tables.replace("{ claim_id = \"claim\" }", "{ payer = \"payer\" }"),
+            "is not a column tagged",
+        );
+        // The patient key cannot be a record key.
+        refused(
+            tables.replace(
+                "[tables.\"claims.claims\".columns]\nclaim_id = [\"phi.record_key\"]\npatient_id = [\"patient_key\"]",
+                "[tables.\"claims.claims\".columns]\nclaim_id = [\"phi.record_key\"]\npatient_id = [\"patient_key\", \"phi.record_key\"]",
+            ),
+            "cannot also be a record key",
+        );
+        assert!(is_valid_key_domain("encounter") && is_valid_key_domain("a_1"));
+        assert!(!is_valid_key_domain("") && !is_valid_key_domain("_a"));
+        assert!(!is_valid_key_domain(&"a".repeat(64)));
     }
 
     #[test]

@@ -905,11 +905,12 @@ async fn errors_keyed_on_hidden_rows_never_fire() {
         .find(|(_, (p, _))| !opted_in.contains(p))
         .map(|(e, _)| *e)
         .unwrap();
-    let shown = raw
-        .encounters
-        .iter()
-        .find(|(_, (p, _))| opted_in.contains(p))
-        .map(|(e, _)| *e)
+    // The researcher's encounter ids are pseudonyms (record keys): the
+    // control probes one the researcher is shown.
+    let shown: i64 = rows(&r, "SELECT encounter_id FROM clinical.encounters LIMIT 1")
+        .await
+        .first()
+        .map(|row| id(row, "encounter_id"))
         .unwrap();
     let probe = |e: i64| {
         format!(

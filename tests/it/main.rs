@@ -13,6 +13,7 @@ mod datagen;
 mod enforcement;
 mod identity;
 mod introspection;
+mod linkage;
 mod object_store;
 mod operations;
 mod policy_cli;
