@@ -1197,7 +1197,12 @@ impl ConnHandler {
             };
             if same {
                 store.rm_portal(&name);
-                self.expired_names().insert(name);
+                let mut expired = self.expired_names();
+                // Only a reminder for a better error message: bounded.
+                if expired.len() >= 1024 {
+                    expired.clear();
+                }
+                expired.insert(name);
                 tracing::info!(
                     timeout_secs = timeout.as_secs(),
                     "idle portal closed (limits.idle_portal_timeout_secs)"
