@@ -57,6 +57,89 @@ pub fn check_grants(
     Ok(())
 }
 
+/// The names a query fingerprint may print as written
+/// ([`crate::rewrite::fingerprint`]): every served schema, table and
+/// column, the auditors' views and their columns, and the names of the
+/// system catalogs. Tables a session may not query are included: they are
+/// the deployment's schema, never data, and they tell the auditor what a
+/// refused statement asked for. Borrowed from the engine: nothing is
+/// computed per statement.
+pub struct CatalogNames<'a> {
+    served: &'a std::collections::BTreeMap<String, Vec<String>>,
+    system: &'static std::collections::HashSet<String>,
+}
+
+/// The catalog names of `engine` (see [`CatalogNames`]).
+pub fn catalog_names(engine: &Engine) -> CatalogNames<'_> {
+    CatalogNames {
+        served: engine.column_lists(),
+        system: crate::engine::catalog::system_names(engine),
+    }
+}
+
+impl crate::rewrite::fingerprint::KnownNames for CatalogNames<'_> {
+    fn knows(&self, name: &str) -> bool {
+        [
+            crate::engine::CATALOG,
+            crate::engine::catalog::DATABASE,
+            "public",
+        ]
+        .contains(&name)
+            || self.system.contains(name)
+            || audit_view_names().contains(name)
+            || self.served.iter().any(|(table, columns)| {
+                table
+                    .split_once('.')
+                    .is_some_and(|(s, t)| s == name || t == name)
+                    || columns.iter().any(|c| c == name)
+            })
+    }
+}
+
+/// The auditors' views and every name their definitions use.
+fn audit_view_names() -> &'static std::collections::HashSet<String> {
+    use datafusion::sql::sqlparser::ast::{Expr, Select, SelectItem, Visit, Visitor};
+    use std::ops::ControlFlow;
+    static NAMES: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        struct Collect(std::collections::HashSet<String>);
+        impl Visitor for Collect {
+            type Break = ();
+            fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
+                for item in &s.projection {
+                    if let SelectItem::ExprWithAlias { alias, .. } = item {
+                        self.0.insert(alias.value.clone());
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+            fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+                match e {
+                    Expr::Identifier(i) => {
+                        self.0.insert(i.value.clone());
+                    }
+                    Expr::CompoundIdentifier(parts) => {
+                        self.0.extend(parts.iter().map(|i| i.value.clone()));
+                    }
+                    _ => {}
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let mut c = Collect(std::collections::HashSet::new());
+        for (name, sql) in crate::audit::views::VIEWS {
+            c.0.insert((*name).to_owned());
+            if let Ok(stmts) = gate::parse(sql, gate::ParseLimits::default()) {
+                for s in &stmts {
+                    let _ = s.visit(&mut c);
+                }
+            }
+        }
+        c.0
+    })
+}
+
 /// What a planned statement touches, for the audit log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccessReport {
@@ -189,6 +272,9 @@ pub async fn plan(
     // Unqualified names resolve through the search path, against the tables
     // this session may query (and the system catalog) only.
     let catalog = state.catalog_list().catalog(crate::engine::CATALOG);
+    // A quoted one-part CTE name with a dot must not answer for the table
+    // of that two-part name.
+    crate::rewrite::search_path::isolate_dotted_ctes(&mut stmt);
     crate::rewrite::search_path::qualify(&mut stmt, search_path, &|schema, table| {
         catalog
             .as_ref()

@@ -196,7 +196,12 @@ impl SchemaProvider for CatalogSchema {
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };
-        let table = match name.to_ascii_lowercase().as_str() {
+        let lower = name.to_ascii_lowercase();
+        let table = match lower.as_str() {
+            // Rows exported from the cluster datafusion-pg-catalog was built
+            // against (its column statistics hold that cluster's values,
+            // pg_authid its password hashes): lakeward has none of its own.
+            n if holds_another_clusters_rows(n) => CatalogTable::new(empty_table(&table.schema())?),
             "pg_index" | "pg_constraint" => CatalogTable::new(empty_keys_table(&table.schema())?),
             // Storage options (SQLAlchemy reads them with the indexes).
             "pg_class" => CatalogTable::with_nulls(
@@ -328,6 +333,43 @@ impl Visible {
     pub fn has_schema(&self, schema: &str) -> bool {
         SYSTEM_SCHEMAS.contains(&schema) || schema == "public" || self.schemas().contains(schema)
     }
+}
+
+/// Every name of the system catalogs: the schema, table and column names
+/// of `pg_catalog` and `information_schema` as lakeward serves them. They
+/// are the same for every session (a policy changes their rows, never
+/// their shape); computed once per process.
+pub fn system_names(engine: &super::Engine) -> &'static std::collections::HashSet<String> {
+    static NAMES: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names: std::collections::HashSet<String> =
+            SYSTEM_SCHEMAS.iter().map(|s| (*s).to_owned()).collect();
+        // Appended to pg_class by CatalogSchema.
+        names.insert("reloptions".to_owned());
+        let list: Weak<dyn CatalogProviderList> =
+            Weak::<datafusion::catalog::MemoryCatalogProviderList>::new();
+        let info = PolicyCatalogInfo { list };
+        if let Ok(pg) = PgCatalogSchemaProvider::try_new(
+            info,
+            engine.static_tables.clone(),
+            EmptyContextProvider,
+        ) {
+            for table in pg.table_names() {
+                if let Ok(Some(t)) = pg.build_table_by_name(&table) {
+                    names.extend(t.schema().fields().iter().map(|f| f.name().clone()));
+                }
+                names.insert(table);
+            }
+        }
+        if let Ok(tables) = information_schema(&Visible::default()) {
+            for (table, batch) in tables {
+                names.extend(batch.schema().fields().iter().map(|f| f.name().clone()));
+                names.insert(table.to_owned());
+            }
+        }
+        names
+    })
 }
 
 /// Register `pg_catalog` and `information_schema` in the secured catalog
@@ -1317,6 +1359,24 @@ pub fn static_udfs() -> Vec<ScalarUDF> {
         signature: Signature::variadic_any(Volatility::Immutable),
     }));
     out
+}
+
+/// System catalogs whose exported rows describe another cluster's data or
+/// secrets: statistics (`pg_statistic*`, `pg_stats*`, the `pg_stat_*` and
+/// `pg_statio_*` activity views) and `pg_authid`. lakeward answers them
+/// with no rows.
+pub fn holds_another_clusters_rows(table: &str) -> bool {
+    let t = table.to_ascii_lowercase();
+    t.starts_with("pg_statistic")
+        || t.starts_with("pg_stats")
+        || t.starts_with("pg_stat_")
+        || t.starts_with("pg_statio_")
+        || t == "pg_authid"
+}
+
+/// A table with `schema` and no rows.
+fn empty_table(schema: &SchemaRef) -> DfResult<Arc<dyn TableProvider>> {
+    Ok(Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?))
 }
 
 /// `pg_index` and `pg_constraint` as lakeward has them for its tables:

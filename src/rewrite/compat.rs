@@ -4,11 +4,15 @@
 //! `OPERATOR(pg_catalog.~)`, `COLLATE pg_catalog.default`, `'t'::regclass`,
 //! `x = ANY('{a,b}')`, scalar subqueries in the select list, unqualified
 //! `pg_class`. `datafusion-pg-catalog`'s AST rewrite rules translate these.
-//! They are applied to *catalog statements* only (statements that name a
-//! system schema, a `pg_*` relation, a `pg_catalog.` function or an
-//! oid-alias cast): some of them trade exactness for compatibility (a
-//! correlated subquery in a select list becomes NULL), which is acceptable
-//! for a metadata browser and not for a query over patient data.
+//! They are applied to *catalog statements* only: statements that use the
+//! catalog dialect (name a system schema, a `pg_*` relation, a
+//! `pg_catalog.` function or an oid-alias cast) **and read nothing but
+//! system catalogs** (plus their own CTEs and the catalog row generators).
+//! Some rules trade exactness for compatibility (a correlated subquery in a
+//! select list becomes NULL, `generate_series` is allowed as a table), which
+//! is acceptable for a metadata browser and not for a query over patient
+//! data: a statement that reads any other relation gets none of them, and
+//! the gate's shape checks in full, whatever catalog calls it also makes.
 //!
 //! Nothing here widens access: the rewritten statement is planned over the
 //! session's secured catalog and verified like any other.
@@ -107,6 +111,57 @@ pub fn is_catalog_statement(stmt: &Statement) -> bool {
     let mut f = Find(false);
     let _ = stmt.visit(&mut f);
     f.0
+}
+
+/// Does the statement read system catalogs only? Every relation it names
+/// is a system relation or one of its own CTEs in scope (as DataFusion
+/// scopes them: a CTE's own body does not see it). A table function call
+/// (`generate_series(…)`, Grafana's `string_to_array(…) s`) reads no
+/// relation by its name (its arguments are walked like the rest); which
+/// table functions may run is the gate's decision
+/// ([`crate::rewrite::gate::classify_catalog`] allows the catalog row
+/// generators only). A statement naming no relation at all reads no table
+/// either.
+pub fn reads_only_system_relations(stmt: &Statement) -> bool {
+    struct Only {
+        scopes: crate::rewrite::gate::CteScopes,
+        /// The relation about to be visited is a table function's name.
+        function: bool,
+        other: bool,
+    }
+    impl Visitor for Only {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            self.scopes.enter(q);
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            self.scopes.leave(q);
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            self.function = matches!(t, TableFactor::Table { args: Some(_), .. });
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+            let ok = std::mem::take(&mut self.function)
+                || is_system_relation(name)
+                || matches!(lower_parts(name).as_slice(), [t] if self.scopes.contains(t));
+            if ok {
+                ControlFlow::Continue(())
+            } else {
+                self.other = true;
+                ControlFlow::Break(())
+            }
+        }
+    }
+    let mut v = Only {
+        scopes: crate::rewrite::gate::CteScopes::exact(),
+        function: false,
+        other: false,
+    };
+    let _ = stmt.visit(&mut v);
+    !v.other
 }
 
 /// `ARRAY(SELECT x FROM … ORDER BY …)` becomes the scalar subquery
@@ -871,10 +926,11 @@ fn rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
     })
 }
 
-/// Apply the catalog-dialect rules when `stmt` is a catalog statement.
-/// Returns whether it was one.
+/// Apply the catalog-dialect rules when `stmt` is a catalog statement: it
+/// uses the catalog dialect and reads system catalogs only. Returns whether
+/// it was one (and was rewritten).
 pub fn rewrite_catalog_statement(stmt: &mut Statement) -> bool {
-    if !is_catalog_statement(stmt) {
+    if !is_catalog_statement(stmt) || !reads_only_system_relations(stmt) {
         return false;
     }
     let mut s = std::mem::replace(
@@ -1012,6 +1068,44 @@ mod tests {
         assert!(
             text.contains("(SELECT array_agg(rolname ORDER BY rolname) FROM"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn statements_that_read_other_relations_are_never_catalog_statements() {
+        for sql in [
+            "SELECT count(*) FROM clinical.patients, generate_series(1,3) WHERE 'x'::regclass IS NULL",
+            "SELECT pg_catalog.version(), count(*) FROM clinical.patients",
+            "SELECT (SELECT count(*) FROM claims.claims c WHERE c.patient_id = p.patient_id) FROM clinical.patients p WHERE 'x'::regclass IS NULL",
+            "SELECT c.relname FROM pg_catalog.pg_class c WHERE EXISTS (SELECT 1 FROM clinical.patients)",
+            "SELECT * FROM pg_catalog.pg_class, patients",
+            // A CTE's own body does not see it: the inner `patients` is a table.
+            "WITH patients AS (SELECT * FROM patients) SELECT * FROM patients, pg_catalog.pg_class",
+            "SELECT * FROM pg_catalog.pg_class, (SELECT 1 FROM generate_series(1, (SELECT count(*) FROM clinical.patients)))",
+        ] {
+            let mut s = stmt(sql);
+            let before = s.to_string();
+            assert!(is_catalog_statement(&s), "{sql}");
+            assert!(!rewrite_catalog_statement(&mut s), "{sql}");
+            assert_eq!(s.to_string(), before, "{sql}");
+        }
+        for sql in [
+            "SELECT 'clinical.patients'::regclass",
+            "SELECT pg_catalog.version()",
+            "WITH t AS (SELECT relname FROM pg_catalog.pg_class) SELECT * FROM t, generate_series(1, 2)",
+            "SELECT * FROM pg_get_keywords()",
+            "SELECT string_agg(word, ',') FROM pg_catalog.pg_get_keywords()",
+            "SELECT * FROM information_schema.tables WHERE table_schema = 'clinical'",
+            // Which table functions run is the gate's call.
+            "SELECT * FROM pg_catalog.pg_class, string_to_array('a,b', ',') s",
+        ] {
+            assert!(reads_only_system_relations(&stmt(sql)), "{sql}");
+        }
+        let mut s = stmt("SELECT * FROM pg_catalog.pg_class, read_parquet('/x')");
+        assert!(rewrite_catalog_statement(&mut s));
+        assert_eq!(
+            crate::rewrite::gate::classify_catalog(s).unwrap_err().code,
+            "42501"
         );
     }
 

@@ -470,6 +470,102 @@ pub struct TableRef {
     pub schema_table: Option<(String, String)>,
 }
 
+/// The CTE names in scope at each point of a walk over a statement: call
+/// [`CteScopes::enter`] from `pre_visit_query` and [`CteScopes::leave`]
+/// from `post_visit_query`. Names are compared as DataFusion normalises
+/// them (unquoted folds to lower case), as one part whatever they contain:
+/// `"clinical.patients"` is one name, never the two-part name.
+///
+/// - [`CteScopes::loose`]: every CTE of an enclosing `WITH` is in scope
+///   everywhere below it, its own body and earlier siblings' bodies
+///   included. Use it where calling something a CTE that the planner
+///   resolves as a table can only turn a result into an error.
+/// - [`CteScopes::exact`]: as DataFusion plans, a CTE is in scope in the
+///   bodies of the CTEs after it and in the query body; a recursive CTE's
+///   own body is counted as *not* seeing itself (a self-reference in the
+///   static term is a table for DataFusion). Use it where calling a table a
+///   CTE would be unsafe.
+#[derive(Debug, Default)]
+pub struct CteScopes {
+    frames: Vec<CteFrame>,
+    exact: bool,
+}
+
+#[derive(Debug)]
+struct CteFrame {
+    names: Vec<String>,
+    /// Addresses of the CTE bodies, to know which body is being walked.
+    bodies: Vec<usize>,
+    /// How many of `names` are in scope now.
+    visible: usize,
+}
+
+fn address(q: &Query) -> usize {
+    q as *const Query as usize
+}
+
+impl CteScopes {
+    pub fn loose() -> CteScopes {
+        CteScopes {
+            frames: Vec::new(),
+            exact: false,
+        }
+    }
+
+    pub fn exact() -> CteScopes {
+        CteScopes {
+            frames: Vec::new(),
+            exact: true,
+        }
+    }
+
+    /// Entering `q` (its WITH clause, if any, comes into scope).
+    pub fn enter(&mut self, q: &Query) {
+        if self.exact
+            && let Some(f) = self.frames.last_mut()
+            && let Some(i) = f.bodies.iter().position(|b| *b == address(q))
+        {
+            f.visible = i;
+        }
+        let (names, bodies): (Vec<String>, Vec<usize>) = q
+            .with
+            .as_ref()
+            .map(|w| {
+                (
+                    w.cte_tables
+                        .iter()
+                        .map(|c| normalize(&c.alias.name))
+                        .collect(),
+                    w.cte_tables.iter().map(|c| address(&c.query)).collect(),
+                )
+            })
+            .unwrap_or_default();
+        let visible = names.len();
+        self.frames.push(CteFrame {
+            names,
+            bodies,
+            visible,
+        });
+    }
+
+    /// Leaving `q`.
+    pub fn leave(&mut self, q: &Query) {
+        self.frames.pop();
+        if let Some(f) = self.frames.last_mut()
+            && f.bodies.contains(&address(q))
+        {
+            f.visible = f.names.len();
+        }
+    }
+
+    /// Is the one-part name `name` (normalised) a CTE here?
+    pub fn contains(&self, name: &str) -> bool {
+        self.frames
+            .iter()
+            .any(|f| f.names[..f.visible].iter().any(|n| n == name))
+    }
+}
+
 /// Every table reference of `stmt` that is not one of its CTEs, resolved
 /// against `default_schema` (one-part names) and the `datafusion` catalog.
 pub fn referenced_tables(stmt: &Statement, default_schema: &str) -> Vec<TableRef> {
@@ -477,28 +573,18 @@ pub fn referenced_tables(stmt: &Statement, default_schema: &str) -> Vec<TableRef
     /// bodies and its body), not outside it. A mistake here could only turn a
     /// 42501 into a 42P01: denied tables are absent from a session's catalog.
     struct Refs<'a> {
-        scopes: Vec<Vec<String>>,
+        scopes: CteScopes,
         default_schema: &'a str,
         out: Vec<TableRef>,
     }
     impl Visitor for Refs<'_> {
         type Break = ();
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            let names = q
-                .with
-                .as_ref()
-                .map(|w| {
-                    w.cte_tables
-                        .iter()
-                        .map(|c| normalize(&c.alias.name))
-                        .collect()
-                })
-                .unwrap_or_default();
-            self.scopes.push(names);
+            self.scopes.enter(q);
             ControlFlow::Continue(())
         }
-        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-            self.scopes.pop();
+        fn post_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            self.scopes.leave(q);
             ControlFlow::Continue(())
         }
         fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
@@ -507,9 +593,8 @@ pub fn referenced_tables(stmt: &Statement, default_schema: &str) -> Vec<TableRef
                 .iter()
                 .map(|p| p.as_ident().map(normalize).unwrap_or_default())
                 .collect();
-            let in_scope = |t: &String| self.scopes.iter().any(|s| s.contains(t));
             let r = match parts.as_slice() {
-                [t] if in_scope(t) => None,
+                [t] if self.scopes.contains(t) => None,
                 [t] => Some(TableRef {
                     schema_table: Some((self.default_schema.to_owned(), t.clone())),
                 }),
@@ -526,7 +611,7 @@ pub fn referenced_tables(stmt: &Statement, default_schema: &str) -> Vec<TableRef
         }
     }
     let mut v = Refs {
-        scopes: Vec::new(),
+        scopes: CteScopes::loose(),
         default_schema,
         out: Vec::new(),
     };
@@ -543,17 +628,31 @@ pub fn reads_tables(stmt: &Statement) -> bool {
 }
 
 /// The table functions a catalog statement may call.
-const CATALOG_TABLE_FUNCTIONS: [&str; 2] = ["generate_series", "pg_get_keywords"];
+pub const CATALOG_TABLE_FUNCTIONS: [&str; 2] = ["generate_series", "pg_get_keywords"];
 
 /// Refuse query shapes that read outside the registered tables or write:
 /// table functions (`read_parquet(...)`), `SELECT ... INTO`, locking clauses,
 /// and quoted file paths used as table names.
 fn check_query_shape(q: &Query, generators: bool) -> Result<(), SqlError> {
-    struct Shape(Option<SqlError>, bool);
+    struct Shape(Option<SqlError>, bool, CteScopes);
     impl Visitor for Shape {
         type Break = ();
         fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
             let bad = match t {
+                // A quoted one-part name is one name, dots and all: the
+                // name of a CTE in scope (which the planner reads under a
+                // name of its own, see `search_path::isolate_dotted_ctes`).
+                // Paths and URLs stay refused whatever a CTE is called.
+                TableFactor::Table {
+                    name, args: None, ..
+                } if matches!(name.0.as_slice(), [p] if p.as_ident().is_some_and(|i| {
+                    !i.value.contains('/')
+                        && !i.value.contains(':')
+                        && self.2.contains(&normalize(i))
+                })) =>
+                {
+                    None
+                }
                 TableFactor::Table {
                     name,
                     args: Some(_),
@@ -606,7 +705,12 @@ fn check_query_shape(q: &Query, generators: bool) -> Result<(), SqlError> {
             }
             ControlFlow::Continue(())
         }
+        fn post_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            self.2.leave(q);
+            ControlFlow::Continue(())
+        }
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            self.2.enter(q);
             if !q.locks.is_empty() {
                 self.0 = Some(SqlError::new(
                     "0A000",
@@ -636,7 +740,7 @@ fn check_query_shape(q: &Query, generators: bool) -> Result<(), SqlError> {
             ControlFlow::Continue(())
         }
     }
-    let mut v = Shape(None, generators);
+    let mut v = Shape(None, generators, CteScopes::loose());
     let _ = q.visit(&mut v);
     match v.0 {
         Some(e) => Err(e),
@@ -833,6 +937,88 @@ mod tests {
                     schema_table: Some(("clinical".into(), "encounters".into()))
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_quoted_name_with_a_dot_is_a_cte_in_scope_or_refused() {
+        assert!(matches!(
+            kind("WITH \"a.b\" AS (SELECT 1 AS x) SELECT x FROM \"a.b\"").unwrap(),
+            StatementKind::Query(_)
+        ));
+        for sql in [
+            "SELECT * FROM \"clinical.patients\"",
+            "SELECT * FROM (WITH \"a.b\" AS (SELECT 1) SELECT 1) s, \"a.b\"",
+            "WITH \"a.b\" AS (SELECT 1 AS x) SELECT x FROM \"/etc/passwd\"",
+            "WITH \"/etc/passwd\" AS (SELECT 1 AS x) SELECT x FROM \"/etc/passwd\"",
+        ] {
+            assert_eq!(kind(sql).unwrap_err().code, "42501", "{sql}");
+        }
+        // The two-part name is the table, never the CTE.
+        let refs = referenced_tables(
+            &parse(
+                "WITH \"clinical.patients\" AS (SELECT 1) SELECT * FROM clinical.patients",
+                ParseLimits::default(),
+            )
+            .unwrap()[0],
+            "public",
+        );
+        assert_eq!(
+            refs,
+            vec![TableRef {
+                schema_table: Some(("clinical".into(), "patients".into()))
+            }]
+        );
+    }
+
+    #[test]
+    fn exact_cte_scopes_follow_the_planner() {
+        // Which one-part relation names are CTEs under exact scoping.
+        fn ctes(sql: &str) -> Vec<(String, bool)> {
+            struct V(CteScopes, Vec<(String, bool)>);
+            impl Visitor for V {
+                type Break = ();
+                fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+                    self.0.enter(q);
+                    ControlFlow::Continue(())
+                }
+                fn post_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+                    self.0.leave(q);
+                    ControlFlow::Continue(())
+                }
+                fn pre_visit_relation(&mut self, n: &ObjectName) -> ControlFlow<()> {
+                    let name = n.to_string();
+                    let is_cte = self.0.contains(&name);
+                    self.1.push((name, is_cte));
+                    ControlFlow::Continue(())
+                }
+            }
+            let mut v = V(CteScopes::exact(), vec![]);
+            let _ = parse(sql, ParseLimits::default()).unwrap()[0].visit(&mut v);
+            v.1
+        }
+        let pairs = |v: &[(&str, bool)]| {
+            v.iter()
+                .map(|(n, b)| ((*n).to_owned(), *b))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ctes("WITH a AS (SELECT * FROM a), b AS (SELECT * FROM a, b) SELECT * FROM a, b"),
+            pairs(&[
+                ("a", false),
+                ("a", true),
+                ("b", false),
+                ("a", true),
+                ("b", true)
+            ])
+        );
+        assert_eq!(
+            ctes("WITH RECURSIVE r AS (SELECT 1 UNION ALL SELECT * FROM r) SELECT * FROM r"),
+            pairs(&[("r", false), ("r", true)])
+        );
+        assert_eq!(
+            ctes("SELECT * FROM (WITH a AS (SELECT 1) SELECT * FROM a) s, a"),
+            pairs(&[("a", true), ("a", false)])
         );
     }
 

@@ -277,7 +277,7 @@ impl Parser {
     /// functions, plan.
     async fn prepare(&self, session: &Session, stmt: Statement) -> Result<Prepared, SqlError> {
         let kind = statement_kind(&stmt);
-        let text = fingerprint(&stmt);
+        let text = fingerprint(&stmt, &crate::enforce::catalog_names(&self.shared.engine));
         match self.prepare_unaudited(session, stmt, kind, &text).await {
             Ok(p) => Ok(p),
             Err(e) => {

@@ -276,3 +276,14 @@ SELECT c.patient_id, c.site_id, e.site_id AS encounter_site_id FROM claims.claim
 SELECT o.patient_id, o.loinc_code, o.value_num FROM clinical.observations o WHERE o.patient_id IN (SELECT patient_id FROM clinical.patients WHERE site_id = 'S08') LIMIT 2000
 SELECT patient_id, count(*) AS n FROM clinical.observations GROUP BY patient_id
 SELECT patient_id, site_id FROM clinical.encounters WHERE encounter_id IN (SELECT encounter_id FROM clinical.observations) LIMIT 3000
+
+-- ---- catalog dialect next to patient data; quoted names with dots ------------
+SELECT p.patient_id, p.ssn, p.site_id FROM clinical.patients p, generate_series(1, 3) WHERE 'x'::regclass IS NULL
+SELECT p.patient_id, p.ssn, p.site_id, pg_catalog.version() AS v FROM clinical.patients p, generate_series(1, 3)
+SELECT p.patient_id, p.site_id, (SELECT count(*) FROM claims.claims c WHERE c.patient_id = p.patient_id) AS n FROM clinical.patients p WHERE 'clinical.patients'::regclass IS NOT NULL
+SELECT p.patient_id, p.ssn, p.site_id FROM clinical.patients p, pg_catalog.pg_class c WHERE c.relname = 'patients'
+WITH "clinical.patients" AS (SELECT 'x' AS ssn, 'S02' AS site_id, -1 AS patient_id) SELECT * FROM clinical.patients
+WITH "clinical.patients" AS (SELECT 'x' AS ssn) SELECT patient_id, ssn, site_id FROM datafusion.clinical.patients
+WITH "datafusion.clinical.patients" AS (SELECT 'x' AS ssn) SELECT * FROM datafusion.clinical.patients
+WITH "clinical.patients" AS (SELECT * FROM clinical.patients WHERE site_id = 'S02') SELECT c.patient_id, c.ssn, c.site_id FROM "clinical.patients" c
+SELECT patient_id, ssn, site_id FROM "clinical.patients"

@@ -1123,3 +1123,135 @@ async fn plan_cache_never_serves_one_sessions_plan_to_another() {
     };
     assert_ne!(pid(a).await, pid(b).await);
 }
+
+// ---------------------------------------------------------------------------
+// Catalog compatibility is for catalog statements only
+// ---------------------------------------------------------------------------
+
+/// A statement's outcome: its rows as text, or the SQLSTATE it failed with.
+async fn outcome(c: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, Option<String>> {
+    match try_rows(c, sql).await {
+        Ok(rows) => Ok(rows
+            .iter()
+            .map(|r| (0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            .collect()),
+        Err(e) => Err(sqlstate(&e)),
+    }
+}
+
+#[tokio::test]
+async fn a_catalog_call_does_not_change_what_a_query_over_patient_data_may_do() {
+    let c = analyst().await;
+    // A table function next to a secured table is refused; a regclass cast
+    // or a pg_catalog call in the same statement must not lift that.
+    let plain = "SELECT count(*) FROM clinical.patients, generate_series(1,3)";
+    let refused = outcome(&c, plain).await;
+    assert_eq!(refused, Err(Some("42501".into())), "{plain}");
+    for marked in [
+        "SELECT count(*) FROM clinical.patients, generate_series(1,3) WHERE 'x'::regclass IS NULL",
+        "SELECT count(*) FROM clinical.patients, generate_series(1,3) WHERE 'clinical.patients'::regclass IS NOT NULL",
+        "SELECT count(*) FROM clinical.patients, generate_series(1,3) WHERE pg_catalog.version() IS NOT NULL",
+        "SELECT count(*), pg_catalog.version() FROM clinical.patients, generate_series(1,3)",
+        "SELECT count(*) FROM clinical.patients, generate_series(1,3), pg_catalog.pg_class c WHERE c.oid = 0",
+    ] {
+        assert_eq!(outcome(&c, marked).await, refused, "{marked}");
+    }
+    // A correlated subquery over patient data answers exactly (or the
+    // statement is refused); it never silently becomes NULL.
+    let plain = "SELECT p.patient_id, (SELECT count(*) FROM clinical.encounters e \
+                 WHERE e.patient_id = p.patient_id) AS n \
+                 FROM clinical.patients p WHERE p.patient_id < 20 ORDER BY 1";
+    let expected = outcome(&c, plain).await.expect(plain);
+    assert!(
+        expected.iter().any(|r| r[1].as_deref() != Some("0")),
+        "some patients have encounters"
+    );
+    for marked in [
+        "SELECT p.patient_id, (SELECT count(*) FROM clinical.encounters e \
+         WHERE e.patient_id = p.patient_id) AS n \
+         FROM clinical.patients p WHERE p.patient_id < 20 AND 'x'::regclass IS NULL ORDER BY 1",
+        "SELECT p.patient_id, (SELECT count(*) FROM clinical.encounters e \
+         WHERE e.patient_id = p.patient_id) AS n \
+         FROM clinical.patients p WHERE p.patient_id < 20 AND pg_catalog.version() IS NOT NULL ORDER BY 1",
+    ] {
+        match outcome(&c, marked).await {
+            Ok(rows) => assert_eq!(rows, expected, "{marked}"),
+            Err(code) => assert!(code.is_some(), "{marked}: refused with a SQLSTATE"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn statistics_of_another_cluster_are_not_served() {
+    let c = analyst().await;
+    for sql in [
+        "SELECT count(*) FROM pg_catalog.pg_statistic",
+        "SELECT count(*) FROM pg_catalog.pg_statistic_ext",
+        "SELECT count(*) FROM pg_catalog.pg_statistic_ext_data",
+        "SELECT count(*) FROM pg_statistic",
+        // Nor another cluster's password hashes.
+        "SELECT count(*) FROM pg_catalog.pg_authid WHERE rolpassword IS NOT NULL",
+    ] {
+        assert_eq!(count(&c, sql).await, 0, "{sql}");
+    }
+    for sql in [
+        "SELECT * FROM pg_catalog.pg_stats",
+        "SELECT * FROM pg_catalog.pg_stats_ext",
+        "SELECT * FROM pg_catalog.pg_stat_user_tables",
+        "SELECT * FROM pg_catalog.pg_statio_user_tables",
+    ] {
+        // Unknown, or known and empty: never rows.
+        if let Ok(r) = try_rows(&c, sql).await {
+            assert!(r.is_empty(), "{sql}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A quoted one-part name with a dot is one name
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_cte_named_like_a_table_with_a_dot_does_not_shadow_it() {
+    let c = clinician().await;
+    let expected = s01_patients();
+    for sql in [
+        "WITH \"clinical.patients\" AS (SELECT 'x' AS ssn) SELECT * FROM clinical.patients",
+        "WITH \"clinical.patients\" AS (SELECT 'x' AS ssn) SELECT * FROM datafusion.clinical.patients",
+        "WITH \"datafusion.clinical.patients\" AS (SELECT 'x' AS ssn) SELECT * FROM datafusion.clinical.patients",
+        "WITH \"clinical.patients\" AS (SELECT 'x' AS ssn) SELECT * FROM clinical.patients \
+         WHERE patient_id IN (SELECT patient_id FROM clinical.patients)",
+        "WITH RECURSIVE \"clinical.patients\"(ssn) AS (SELECT 'x' UNION ALL SELECT ssn FROM \"clinical.patients\" WHERE false) \
+         SELECT * FROM clinical.patients",
+    ] {
+        let got = rows(&c, sql).await;
+        let ids: BTreeSet<i64> = got.iter().map(|r| id(r, "patient_id")).collect();
+        assert_eq!(ids, expected, "{sql}: the real (filtered) table");
+        for r in &got {
+            if let Some(ssn) = get(r, "ssn") {
+                assert!(ssn.starts_with("***-**-"), "{sql}: {ssn}");
+            }
+        }
+    }
+    // The CTE is still reachable by its own (quoted, one-part) name.
+    let got = rows(
+        &c,
+        "WITH \"clinical.patients\" AS (SELECT 'x' AS ssn) SELECT ssn FROM \"clinical.patients\"",
+    )
+    .await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(get(&got[0], "ssn"), Some("x"));
+    // Without the CTE, the quoted one-part name names no table.
+    for sql in [
+        "SELECT * FROM \"clinical.patients\"",
+        "SELECT count(*) FROM \"clinical.patients\"",
+        "SELECT * FROM \"datafusion.clinical.patients\"",
+    ] {
+        let e = try_rows(&c, sql).await.expect_err(sql);
+        let code = sqlstate(&e);
+        assert!(
+            matches!(code.as_deref(), Some("42P01" | "42501")),
+            "{sql}: {code:?}"
+        );
+    }
+}

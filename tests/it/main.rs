@@ -11,6 +11,7 @@ mod clients;
 mod corpus;
 mod datagen;
 mod enforcement;
+mod fingerprints;
 mod identity;
 mod introspection;
 mod linkage;
