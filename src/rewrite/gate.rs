@@ -790,7 +790,10 @@ mod tests {
             }
             k => panic!("{k:?}"),
         }
-        assert!(matches!(kind("DISCARD ALL").unwrap(), StatementKind::DiscardAll));
+        assert!(matches!(
+            kind("DISCARD ALL").unwrap(),
+            StatementKind::DiscardAll
+        ));
         assert!(matches!(
             kind("DISCARD PLANS").unwrap(),
             StatementKind::NoOp { .. }
