@@ -22,3 +22,4 @@ mod psql;
 mod reload;
 mod verifier;
 mod wire;
+mod session_rules;
