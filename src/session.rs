@@ -644,12 +644,7 @@ impl Session {
     pub fn savepoint(&self, name: &str) -> Result<(), SqlError> {
         let mut vars = self.vars();
         let vars = &mut *vars;
-        let Some(t) = vars.transaction.as_mut() else {
-            return Err(SqlError::new(
-                "25P01",
-                "SAVEPOINT can only be used in transaction blocks",
-            ));
-        };
+        let t = open_block(&mut vars.transaction, "SAVEPOINT")?;
         t.savepoints.push(Savepoint {
             name: name.to_owned(),
             current: vars.cur.clone(),
@@ -663,17 +658,8 @@ impl Session {
     pub fn rollback_to_savepoint(&self, name: &str) -> Result<(), SqlError> {
         let mut vars = self.vars();
         let vars = &mut *vars;
-        let t = vars.transaction.as_mut().ok_or_else(|| {
-            SqlError::new(
-                "25P01",
-                "ROLLBACK TO SAVEPOINT can only be used in transaction blocks",
-            )
-        })?;
-        let at = t
-            .savepoints
-            .iter()
-            .rposition(|s| s.name == name)
-            .ok_or_else(no_savepoint)?;
+        let t = open_block(&mut vars.transaction, "ROLLBACK TO SAVEPOINT")?;
+        let at = t.savepoint_index(name)?;
         t.savepoints.truncate(at + 1);
         let sp = &t.savepoints[at];
         vars.cur = sp.current.clone();
@@ -685,17 +671,8 @@ impl Session {
     /// `RELEASE SAVEPOINT name`: forget it and every later savepoint.
     pub fn release_savepoint(&self, name: &str) -> Result<(), SqlError> {
         let mut vars = self.vars();
-        let t = vars.transaction.as_mut().ok_or_else(|| {
-            SqlError::new(
-                "25P01",
-                "RELEASE SAVEPOINT can only be used in transaction blocks",
-            )
-        })?;
-        let at = t
-            .savepoints
-            .iter()
-            .rposition(|s| s.name == name)
-            .ok_or_else(no_savepoint)?;
+        let t = open_block(&mut vars.transaction, "RELEASE SAVEPOINT")?;
+        let at = t.savepoint_index(name)?;
         t.savepoints.truncate(at);
         Ok(())
     }
@@ -832,8 +809,28 @@ impl Session {
     }
 }
 
-fn no_savepoint() -> SqlError {
-    SqlError::new("3B001", "savepoint does not exist")
+impl Transaction {
+    /// The latest savepoint called `name`.
+    fn savepoint_index(&self, name: &str) -> Result<usize, SqlError> {
+        self.savepoints
+            .iter()
+            .rposition(|s| s.name == name)
+            .ok_or_else(|| SqlError::new("3B001", "savepoint does not exist"))
+    }
+}
+
+/// The open transaction block, or PostgreSQL's error for `command` outside
+/// one.
+fn open_block<'a>(
+    transaction: &'a mut Option<Transaction>,
+    command: &str,
+) -> Result<&'a mut Transaction, SqlError> {
+    transaction.as_mut().ok_or_else(|| {
+        SqlError::new(
+            "25P01",
+            format!("{command} can only be used in transaction blocks"),
+        )
+    })
 }
 
 /// Parse libpq's `options` startup parameter: `-c name=value --name=value`.

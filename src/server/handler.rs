@@ -1156,6 +1156,37 @@ impl ConnHandler {
         Ok(())
     }
 
+    /// Outcomes that act on the connection's portals and statements
+    /// (`DECLARE`, `CLOSE`, `DISCARD ALL`, `DEALLOCATE`), done the same way
+    /// for both protocols; each becomes its command tag.
+    async fn apply_to_connection<C: ClientPortalStore<PortalStore: PortalStore>>(
+        &self,
+        client: &C,
+        session: &Session,
+        outcome: Outcome,
+    ) -> Result<Outcome, SqlError> {
+        let tag = match outcome {
+            Outcome::Cursor { name, inner, rows } => {
+                self.open_cursor(client, session, name, inner, rows).await?;
+                "DECLARE CURSOR"
+            }
+            Outcome::Close(name) => {
+                self.close_cursor(client, name.as_deref())?;
+                "CLOSE CURSOR"
+            }
+            Outcome::DiscardAll => {
+                self.discard_all(client)?;
+                "DISCARD ALL"
+            }
+            Outcome::Deallocate(name) => {
+                self.deallocate(client, name.as_deref())?;
+                "DEALLOCATE"
+            }
+            other => return Ok(other),
+        };
+        Ok(Outcome::Tag(Tag::new(tag)))
+    }
+
     /// When the next suspended portal reaches the idle-portal timeout, if
     /// any is suspended.
     pub fn next_portal_expiry(&self) -> Option<tokio::time::Instant> {
@@ -1315,8 +1346,10 @@ impl SimpleQueryHandler for ConnHandler {
                         {
                             return Err(self.refused(&session, &prepared, aborted_transaction()));
                         }
-                        self.run(&session, &prepared, None, &Format::UnifiedText, cancel)
-                            .await
+                        let outcome = self
+                            .run(&session, &prepared, None, &Format::UnifiedText, cancel)
+                            .await?;
+                        self.apply_to_connection(client, &session, outcome).await
                     }
                     .await;
                     let complete = |tag: Tag| PgWireBackendMessage::CommandComplete(tag.into());
@@ -1326,40 +1359,12 @@ impl SimpleQueryHandler for ConnHandler {
                         Ok(Outcome::Tag(tag)) => {
                             client.feed(complete(tag)).await.map_err(Into::into)
                         }
-                        Ok(Outcome::Cursor { name, inner, rows }) => {
-                            match self.open_cursor(client, &session, name, inner, rows).await {
-                                Ok(()) => client
-                                    .feed(complete(Tag::new("DECLARE CURSOR")))
-                                    .await
-                                    .map_err(Into::into),
-                                Err(e) => Err(e.into_pgwire()),
-                            }
-                        }
-                        Ok(Outcome::Close(name)) => {
-                            match self.close_cursor(client, name.as_deref()) {
-                                Ok(()) => client
-                                    .feed(complete(Tag::new("CLOSE CURSOR")))
-                                    .await
-                                    .map_err(Into::into),
-                                Err(e) => Err(e.into_pgwire()),
-                            }
-                        }
-                        Ok(Outcome::DiscardAll) => match self.discard_all(client) {
-                            Ok(()) => client
-                                .feed(complete(Tag::new("DISCARD ALL")))
-                                .await
-                                .map_err(Into::into),
-                            Err(e) => Err(e.into_pgwire()),
-                        },
-                        Ok(Outcome::Deallocate(name)) => {
-                            match self.deallocate(client, name.as_deref()) {
-                                Ok(()) => client
-                                    .feed(complete(Tag::new("DEALLOCATE")))
-                                    .await
-                                    .map_err(Into::into),
-                                Err(e) => Err(e.into_pgwire()),
-                            }
-                        }
+                        Ok(
+                            Outcome::Cursor { .. }
+                            | Outcome::Close(_)
+                            | Outcome::DiscardAll
+                            | Outcome::Deallocate(_),
+                        ) => Err(SqlError::internal().into_pgwire()),
                         Ok(Outcome::Fetch { name, count }) => {
                             self.fetch_cursor(client, &session, &name, count).await
                         }
@@ -1558,7 +1563,7 @@ impl ExtendedQueryHandler for ConnHandler {
         })()
         .map_err(|e| self.refused(&session, prepared, e).into_pgwire())?;
         let cancel = session.begin_statement();
-        match self
+        let outcome = match self
             .run(
                 &session,
                 prepared,
@@ -1568,28 +1573,18 @@ impl ExtendedQueryHandler for ConnHandler {
             )
             .await
         {
+            Ok(o) => self.apply_to_connection(client, &session, o).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(Outcome::Rows(rows)) => Ok(Response::Query(rows)),
             Ok(Outcome::Tag(tag)) => Ok(Response::Execution(tag)),
-            Ok(Outcome::Cursor { name, inner, rows }) => {
-                self.open_cursor(client, &session, name, inner, rows)
-                    .await
-                    .map_err(SqlError::into_pgwire)?;
-                Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
-            }
-            Ok(Outcome::Close(name)) => {
-                self.close_cursor(client, name.as_deref())
-                    .map_err(SqlError::into_pgwire)?;
-                Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
-            }
-            Ok(Outcome::DiscardAll) => {
-                self.discard_all(client).map_err(SqlError::into_pgwire)?;
-                Ok(Response::Execution(Tag::new("DISCARD ALL")))
-            }
-            Ok(Outcome::Deallocate(name)) => {
-                self.deallocate(client, name.as_deref())
-                    .map_err(SqlError::into_pgwire)?;
-                Ok(Response::Execution(Tag::new("DEALLOCATE")))
-            }
+            Ok(
+                Outcome::Cursor { .. }
+                | Outcome::Close(_)
+                | Outcome::DiscardAll
+                | Outcome::Deallocate(_),
+            ) => Err(SqlError::internal().into_pgwire()),
             Ok(Outcome::RolledBackTo) => {
                 client.set_transaction_status(TransactionStatus::Transaction);
                 Ok(Response::Execution(Tag::new("ROLLBACK")))
