@@ -396,11 +396,21 @@ pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services
     let settings = audit_settings(config)?;
     let audit_table = settings.table.clone();
     let audit = crate::audit::Auditor::open(settings).await?;
-    let engine =
-        Arc::new(crate::engine::open_from_config(&config.data, &key, Some(&audit_table)).await?);
+    let engine = Arc::new(
+        crate::engine::open_from_config(&config.data, &config.memory, &key, Some(&audit_table))
+            .await?,
+    );
     for t in engine.tables().values() {
         tracing::info!(table = %t.name, version = t.version, "serving table");
     }
+    let budget = engine.memory_budget();
+    tracing::info!(
+        limit_mb = budget.limit_bytes / (1024 * 1024),
+        source = budget.source.as_str(),
+        spill_dir = ?budget.spill_dir,
+        spill_max_mb = budget.spill_max_bytes / (1024 * 1024),
+        "engine memory budget"
+    );
     Ok(crate::server::Services {
         engine,
         auth,

@@ -11,6 +11,23 @@ use datafusion::error::DataFusionError;
 
 use crate::error::SqlError;
 
+/// The statement alone ran out of the engine's memory budget or of spill
+/// space: a fixed message naming the limit and how to change it (DataFusion's
+/// own text names operators, never data, but is not passed on either).
+fn resources_exhausted(msg: &str) -> SqlError {
+    if msg.contains("disk") || msg.contains("spill") {
+        SqlError::new(
+            "53200",
+            "out of memory: the statement needs more spill space than the engine allows (memory.spill_max_mb); narrow the statement or ask the operator to raise the limit",
+        )
+    } else {
+        SqlError::new(
+            "53200",
+            "out of memory: the statement needs more memory than the engine's budget allows (memory.limit_mb); narrow the statement (filters, fewer groups, LIMIT) or ask the operator to raise the budget",
+        )
+    }
+}
+
 /// Map a DataFusion error to a client-facing error.
 pub fn to_sql_error(err: &DataFusionError) -> SqlError {
     match err {
@@ -29,10 +46,7 @@ pub fn to_sql_error(err: &DataFusionError) -> SqlError {
             format!("not supported: {}", redact_literals(first_line(msg))),
         ),
         DataFusionError::ArrowError(e, _) => arrow_error(e),
-        DataFusionError::ResourcesExhausted(_) => SqlError::new(
-            "53200",
-            "out of memory: the query needs more memory than is allowed",
-        ),
+        DataFusionError::ResourcesExhausted(msg) => resources_exhausted(msg),
         DataFusionError::Execution(msg) => execution_error(msg),
         DataFusionError::External(e) => {
             if let Some(df) = e.downcast_ref::<DataFusionError>() {

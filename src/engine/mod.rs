@@ -12,6 +12,7 @@ pub mod consent;
 pub mod encode;
 pub mod errors;
 pub mod masks;
+pub mod memory;
 pub mod secure;
 pub mod snapshot_scan;
 pub mod tables;
@@ -78,6 +79,9 @@ pub struct Engine {
     /// (a client able to call the keyed pseudonym could reverse it).
     client: SessionContext,
     raw: secure::RawTables,
+    /// The memory budget every statement draws from, and its pool.
+    memory: memory::MemoryBudget,
+    pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
     tables: BTreeMap<TableName, TableInfo>,
     /// `schema.table` → column names, derived once from `tables`.
     columns: BTreeMap<String, Vec<String>>,
@@ -124,6 +128,19 @@ impl Engine {
         locations: &[TableLocation],
         pseudonym_key: &[u8],
     ) -> Result<Engine, EngineError> {
+        let budget = memory::MemoryBudget::default_for_this_machine();
+        Engine::open_with_budget(locations, pseudonym_key, budget).await
+    }
+
+    /// Open with the pseudonymisation key and a memory budget.
+    pub async fn open_with_budget(
+        locations: &[TableLocation],
+        pseudonym_key: &[u8],
+        budget: memory::MemoryBudget,
+    ) -> Result<Engine, EngineError> {
+        // One runtime, one memory pool and one spill folder for every
+        // statement of this instance, internal and client plans alike.
+        let (runtime, pool) = budget.runtime()?;
         // The internal and the client contexts share one configuration.
         let config = || {
             SessionConfig::new()
@@ -136,7 +153,7 @@ impl Engine {
                         .unwrap_or(2),
                 )
         };
-        let ctx = SessionContext::new_with_config(config());
+        let ctx = SessionContext::new_with_config_rt(config(), runtime.clone());
         let catalog = ctx
             .catalog(CATALOG)
             .ok_or_else(|| EngineError::Setup("default catalog missing".into()))?;
@@ -156,7 +173,7 @@ impl Engine {
             .with_allow_statements(false);
         let raw = secure::RawTables::new(ctx.clone());
         let secured = moka::future::Cache::builder().max_capacity(10_000).build();
-        let client = SessionContext::new_with_config(config());
+        let client = SessionContext::new_with_config_rt(config(), runtime);
         // PostgreSQL's catalog functions and type names (`regclass`, …) for
         // client statements. The `pg_catalog` schema this also registers in
         // the template's own catalog is never used: client states plan over
@@ -197,6 +214,8 @@ impl Engine {
             ctx,
             client,
             raw,
+            memory: budget,
+            pool,
             tables,
             columns,
             verify,
@@ -204,6 +223,16 @@ impl Engine {
             static_tables,
             access_cache,
         })
+    }
+
+    /// The memory budget statements share.
+    pub fn memory_budget(&self) -> &memory::MemoryBudget {
+        &self.memory
+    }
+
+    /// Bytes of the memory budget reserved by running statements now.
+    pub fn memory_reserved(&self) -> usize {
+        self.pool.reserved()
     }
 
     /// Every served table.
@@ -384,6 +413,7 @@ impl Engine {
 /// snapshot.
 pub async fn open_from_config(
     data: &crate::config::DataConfig,
+    memory_config: &crate::config::MemoryConfig,
     pseudonym_key: &[u8],
     audit_table: Option<&str>,
 ) -> Result<Engine, EngineError> {
@@ -426,7 +456,8 @@ pub async fn open_from_config(
         );
     }
     let list: Vec<TableLocation> = locations.into_values().collect();
-    Engine::open_with_key(&list, pseudonym_key).await
+    let budget = memory::MemoryBudget::from_config(memory_config);
+    Engine::open_with_budget(&list, pseudonym_key, budget).await
 }
 
 /// Shared handle.

@@ -61,9 +61,14 @@ fn private_engine() -> (PathBuf, Arc<lakeward::engine::Engine>) {
             )
             .await
             .expect("audit table");
-            lakeward::engine::open_from_config(&data, &[7u8; 32], Some(&audit_table))
-                .await
-                .expect("engine")
+            lakeward::engine::open_from_config(
+                &data,
+                &Default::default(),
+                &[7u8; 32],
+                Some(&audit_table),
+            )
+            .await
+            .expect("engine")
         })
     });
     (dir, Arc::new(engine))

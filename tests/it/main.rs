@@ -23,3 +23,4 @@ mod reload;
 mod verifier;
 mod wire;
 mod session_rules;
+mod memory;

@@ -80,26 +80,34 @@ fn engine() -> Arc<Engine> {
     ENGINE
         .get_or_init(|| {
             let cfg = Config::demo(data_dir(), "127.0.0.1:0".parse().unwrap());
-            let audit_table = cfg.audit.table_location(&cfg.data).expect("audit table");
-            off_runtime(|| {
-                runtime()
-                    .block_on(lakeward::audit::delta::AuditTable::open_or_create(
-                        &audit_table,
-                        lakeward::audit::record::schema(),
-                    ))
-                    .expect("audit table");
-                Arc::new(
-                    runtime()
-                        .block_on(lakeward::engine::open_from_config(
-                            &cfg.data,
-                            &[7u8; 32],
-                            Some(&audit_table),
-                        ))
-                        .expect("engine"),
-                )
-            })
+            engine_with_memory(&cfg.memory)
         })
         .clone()
+}
+
+/// An engine over the shared dataset (and the shared audit table) with its
+/// own memory budget.
+pub fn engine_with_memory(memory: &lakeward::config::MemoryConfig) -> Arc<Engine> {
+    let cfg = Config::demo(data_dir(), "127.0.0.1:0".parse().unwrap());
+    let audit_table = cfg.audit.table_location(&cfg.data).expect("audit table");
+    off_runtime(|| {
+        runtime()
+            .block_on(lakeward::audit::delta::AuditTable::open_or_create(
+                &audit_table,
+                lakeward::audit::record::schema(),
+            ))
+            .expect("audit table");
+        Arc::new(
+            runtime()
+                .block_on(lakeward::engine::open_from_config(
+                    &cfg.data,
+                    memory,
+                    &[7u8; 32],
+                    Some(&audit_table),
+                ))
+                .expect("engine"),
+        )
+    })
 }
 
 /// A server running in the background runtime.

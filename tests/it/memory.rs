@@ -1,0 +1,129 @@
+//! One statement must never take the server down: a statement that does not
+//! fit the engine's memory budget fails alone with 53200 (or spills and
+//! answers correctly), is audited, and every other session keeps answering.
+
+use std::time::Duration;
+
+use lakeward::config::MemoryConfig;
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::support::{
+    connect_role, engine_with_memory, sqlstate, start_over, temp_dir, test_auth_settings, token,
+    try_connect_with,
+};
+
+fn first_cell(msgs: &[SimpleQueryMessage]) -> Option<String> {
+    msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    })
+}
+
+/// The mistyped join of the report: every encounter of a site paired with
+/// every other, each pair's ids concatenated, counted distinct.
+const RUNAWAY: &str = "SELECT count(DISTINCT CAST(a.encounter_id AS TEXT) || '/' || CAST(b.encounter_id AS TEXT)) \
+     FROM clinical.encounters a JOIN clinical.encounters b ON a.site_id = b.site_id";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_over_the_memory_budget_fails_alone_and_is_audited() {
+    let spill = temp_dir("lakeward-it-spill");
+    let engine = engine_with_memory(&MemoryConfig {
+        limit_mb: 32,
+        spill_dir: Some(spill.clone()),
+        spill_max_mb: 64,
+    });
+    assert_eq!(engine.memory_budget().limit_bytes, 32 * 1024 * 1024);
+    let s = start_over(engine.clone(), |_| {}, test_auth_settings());
+    let user = "memory_runaway";
+    let analyst = try_connect_with(
+        s.addr,
+        user,
+        &token(user, "analyst", None),
+        "require",
+        Some("operations"),
+    )
+    .await
+    .expect("connect");
+    let pairs: i64 = first_cell(
+        &analyst
+            .simple_query(
+                "SELECT sum(n * n) FROM (SELECT count(*) AS n FROM clinical.encounters GROUP BY site_id) t",
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert!(pairs > 1_000_000, "the join is large: {pairs} pairs");
+
+    // A clinician's point lookups run beside it, and keep answering.
+    let clinician = connect_role(s.addr, "clinician", "treatment").await;
+    let lookups = tokio::spawn(async move {
+        let mut answered = 0u32;
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            let rows = clinician
+                .query(
+                    "SELECT patient_id, site_id FROM clinical.patients WHERE patient_id = $1",
+                    &[&(1 + i64::from(answered % 500))],
+                )
+                .await
+                .expect("a point lookup beside the runaway statement");
+            assert!(rows.len() <= 1);
+            answered += 1;
+        }
+        answered
+    });
+    let runaway = analyst.simple_query(RUNAWAY).await;
+    match &runaway {
+        Err(e) => {
+            assert_eq!(sqlstate(e).as_deref(), Some("53200"), "{e}");
+            let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap();
+            assert!(
+                msg.contains("memory.limit_mb") || msg.contains("memory.spill_max_mb"),
+                "{msg}"
+            );
+        }
+        Ok(msgs) => assert_eq!(
+            first_cell(msgs).unwrap().parse::<i64>().unwrap(),
+            pairs,
+            "a spilled answer is the right one"
+        ),
+    }
+    assert!(lookups.await.unwrap() > 0);
+    // The same session goes on.
+    let one = first_cell(&analyst.simple_query("SELECT 1").await.unwrap());
+    assert_eq!(one.as_deref(), Some("1"));
+
+    if runaway.is_err() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let auditor = connect_role(s.addr, "auditor", "operations").await;
+        let recorded = auditor
+            .simple_query(&format!(
+                "SELECT count(*) FROM audit.access_log WHERE \"user\" = '{user}' AND sqlstate = '53200'"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(first_cell(&recorded).as_deref(), Some("1"));
+    }
+    // Nothing of the statement stays on disk.
+    let left: Vec<_> = walk(&spill);
+    assert!(left.is_empty(), "spill files left behind: {left:?}");
+    s.shutdown();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
