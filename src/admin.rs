@@ -61,6 +61,9 @@ pub struct Readiness {
     /// Asked at each readiness check, beside `audit_ready`: is the audit
     /// store writable now ([`crate::audit::Auditor::healthy`])?
     audit_probe: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// The engine's memory budget and what running statements reserve of
+    /// it now, in bytes: reported, never a reason to be unready.
+    memory_probe: OnceLock<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -104,6 +107,12 @@ impl Readiness {
         self.audit_probe.set(Box::new(probe)).is_ok()
     }
 
+    /// Report the engine's memory budget and reservation (`(limit,
+    /// reserved)` bytes) in `/ready`. Set once.
+    pub fn set_memory_probe(&self, probe: impl Fn() -> (u64, u64) + Send + Sync + 'static) -> bool {
+        self.memory_probe.set(Box::new(probe)).is_ok()
+    }
+
     pub fn policy_loaded(&self) -> bool {
         self.policy_loaded.load(Ordering::Relaxed)
     }
@@ -139,8 +148,15 @@ impl Readiness {
             self.audit_ready(),
             self.draining(),
         );
+        let memory = match self.memory_probe.get() {
+            Some(probe) => {
+                let (limit, reserved) = probe();
+                format!(",\"memory\":{{\"limit_bytes\":{limit},\"reserved_bytes\":{reserved}}}")
+            }
+            None => String::new(),
+        };
         let report = format!(
-            "{{\"policy\":{policy},\"tables\":{tables},\"audit\":{audit},\"draining\":{draining}}}"
+            "{{\"policy\":{policy},\"tables\":{tables},\"audit\":{audit},\"draining\":{draining}{memory}}}"
         );
         (report, policy && tables && audit && !draining)
     }
@@ -621,5 +637,10 @@ mod tests {
         r.set_policy_loaded(true);
         let v: serde_json::Value = serde_json::from_str(&r.report()).expect("json");
         assert_eq!(v["policy"], true);
+        assert!(v.get("memory").is_none(), "no engine, no memory report");
+        r.set_memory_probe(|| (64 << 20, 4096));
+        let v: serde_json::Value = serde_json::from_str(&r.report()).expect("json");
+        assert_eq!(v["memory"]["limit_bytes"], 64 << 20);
+        assert_eq!(v["memory"]["reserved_bytes"], 4096);
     }
 }

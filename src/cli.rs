@@ -633,6 +633,13 @@ impl Admin {
             self.ready.set_tables_loaded(true);
             let auditor = services.audit.clone();
             self.ready.set_audit_probe(move || auditor.healthy());
+            let engine = services.engine.clone();
+            self.ready.set_memory_probe(move || {
+                (
+                    engine.memory_budget().limit_bytes,
+                    engine.memory_reserved() as u64,
+                )
+            });
             self.ready.set_audit_ready(true);
         }
         #[cfg(not(feature = "admin"))]
