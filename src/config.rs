@@ -99,6 +99,10 @@ pub struct LimitsConfig {
     /// than this is closed: its rows, memory and concurrency slot are
     /// released, and the next Execute or FETCH of it fails (55000).
     pub idle_portal_timeout_secs: u64,
+    /// Memory (MiB) the running statements of one role may hold together,
+    /// within the engine's `[memory]` budget; more fails with 53200. `0`:
+    /// only the engine's budget applies.
+    pub max_memory_mb: u64,
     /// Overrides by role name; a key left out takes the value above.
     pub roles: std::collections::BTreeMap<String, RoleLimitsConfig>,
 }
@@ -114,6 +118,7 @@ impl Default for LimitsConfig {
             max_rows: 0,
             max_concurrent_statements: 0,
             idle_portal_timeout_secs: DEFAULT_IDLE_PORTAL_TIMEOUT_SECS,
+            max_memory_mb: 0,
             roles: Default::default(),
         }
     }
@@ -126,6 +131,7 @@ pub struct RoleLimitsConfig {
     pub statement_timeout_secs: Option<u64>,
     pub max_rows: Option<u64>,
     pub max_concurrent_statements: Option<usize>,
+    pub max_memory_mb: Option<u64>,
 }
 
 /// The admin HTTP endpoint (`[admin]`): `/metrics`, `/health`, `/ready`.

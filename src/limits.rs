@@ -26,6 +26,8 @@ pub struct StatementLimits {
     pub timeout: Option<Duration>,
     pub max_rows: Option<u64>,
     pub max_concurrent: Option<usize>,
+    /// Bytes the role's running statements may hold together.
+    pub max_memory: Option<usize>,
 }
 
 /// Which limit a statement hit (the metric label).
@@ -58,6 +60,11 @@ pub struct Limits {
     idle_portal_timeout: Option<Duration>,
 }
 
+/// `n` MiB in bytes, `None` for 0.
+fn mib(n: u64) -> Option<usize> {
+    (n > 0).then(|| usize::try_from(n.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX))
+}
+
 fn nonzero_secs(s: u64) -> Option<Duration> {
     (s > 0).then(|| Duration::from_secs(s))
 }
@@ -69,6 +76,7 @@ impl Limits {
             max_rows: (config.max_rows > 0).then_some(config.max_rows),
             max_concurrent: (config.max_concurrent_statements > 0)
                 .then_some(config.max_concurrent_statements),
+            max_memory: mib(config.max_memory_mb),
         };
         let roles = config
             .roles
@@ -84,6 +92,7 @@ impl Limits {
                     max_concurrent: o
                         .max_concurrent_statements
                         .map_or(default.max_concurrent, |n| (n > 0).then_some(n)),
+                    max_memory: o.max_memory_mb.map_or(default.max_memory, mib),
                 };
                 (role.clone(), limits)
             })
@@ -254,6 +263,7 @@ mod tests {
             max_rows: 0,
             max_concurrent_statements: 0,
             idle_portal_timeout_secs: 300,
+            max_memory_mb: 0,
             roles: Default::default(),
         };
         c.roles.insert(
@@ -262,6 +272,7 @@ mod tests {
                 max_rows: Some(3),
                 max_concurrent_statements: Some(1),
                 statement_timeout_secs: Some(0),
+                max_memory_mb: Some(64),
             },
         );
         c
@@ -277,6 +288,8 @@ mod tests {
         assert_eq!(researcher.timeout, None, "0 turns the default off");
         assert_eq!(researcher.max_rows, Some(3));
         assert_eq!(researcher.max_concurrent, Some(1));
+        assert_eq!(researcher.max_memory, Some(64 * 1024 * 1024));
+        assert_eq!(analyst.max_memory, None, "0 is no role budget");
         assert_eq!(l.for_role(None), analyst);
     }
 

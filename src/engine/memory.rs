@@ -26,7 +26,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 
 use super::EngineError;
@@ -120,6 +125,113 @@ impl MemoryBudget {
             .map_err(|e| EngineError::Setup(format!("memory budget: {e}")))?;
         Ok((runtime, pool))
     }
+}
+
+/// Marks the `ResourcesExhausted` error of a role's budget (see
+/// [`crate::engine::errors`]).
+pub const ROLE_BUDGET_EXHAUSTED: &str = "role memory budget exhausted";
+
+/// One role's share of the engine's pool (`[limits] max_memory_mb`, per
+/// role in `[limits.roles.<role>]`): every statement of the role reserves
+/// from both, and fails (53200) when either is spent. Operators that can
+/// spill spill first, as with the engine's pool alone.
+pub struct RoleBudgetPool {
+    inner: Arc<dyn MemoryPool>,
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl RoleBudgetPool {
+    pub fn new(inner: Arc<dyn MemoryPool>, limit: usize) -> RoleBudgetPool {
+        RoleBudgetPool {
+            inner,
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+}
+
+impl std::fmt::Debug for RoleBudgetPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleBudgetPool")
+            .field("used", &self.used.load(Ordering::Relaxed))
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl std::fmt::Display for RoleBudgetPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "role budget of {} bytes", self.limit)
+    }
+}
+
+impl MemoryPool for RoleBudgetPool {
+    fn name(&self) -> &str {
+        "lakeward_role_budget"
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.inner.register(consumer)
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.inner.unregister(consumer)
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.used.fetch_add(additional, Ordering::SeqCst);
+        self.inner.grow(reservation, additional)
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(shrink))
+            });
+        self.inner.shrink(reservation, shrink)
+    }
+
+    fn try_grow(
+        &self,
+        reservation: &MemoryReservation,
+        additional: usize,
+    ) -> datafusion::error::Result<()> {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                u.checked_add(additional).filter(|t| *t <= self.limit)
+            })
+            .map_err(|_| DataFusionError::ResourcesExhausted(ROLE_BUDGET_EXHAUSTED.into()))?;
+        if let Err(e) = self.inner.try_grow(reservation, additional) {
+            let _ = self
+                .used
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                    Some(u.saturating_sub(additional))
+                });
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn reserved(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        MemoryLimit::Finite(self.limit)
+    }
+}
+
+/// A runtime like `base` whose statements also draw from `pool`.
+pub fn runtime_with_pool(
+    base: &RuntimeEnv,
+    pool: Arc<dyn MemoryPool>,
+) -> Result<Arc<RuntimeEnv>, EngineError> {
+    RuntimeEnvBuilder::from_runtime_env(base)
+        .with_memory_pool(pool)
+        .build_arc()
+        .map_err(|e| EngineError::Setup(format!("role memory budget: {e}")))
 }
 
 /// Create the spill folder with owner-only permissions, remove the folders
@@ -246,6 +358,31 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(off.spill_dir, None, "no spill space, no spilling");
+    }
+
+    #[test]
+    fn a_role_budget_caps_its_statements_inside_the_engine_pool() {
+        let engine: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(1000));
+        let role: Arc<dyn MemoryPool> = Arc::new(RoleBudgetPool::new(engine.clone(), 300));
+        let a = MemoryConsumer::new("a").register(&role);
+        a.try_grow(200).unwrap();
+        let err = a.try_grow(200).unwrap_err();
+        assert!(err.to_string().contains(ROLE_BUDGET_EXHAUSTED), "{err}");
+        assert_eq!((role.reserved(), engine.reserved()), (200, 200));
+        a.shrink(150);
+        a.try_grow(250).unwrap();
+        assert_eq!((role.reserved(), engine.reserved()), (300, 300));
+        drop(a);
+        assert_eq!((role.reserved(), engine.reserved()), (0, 0));
+        // The engine's pool still bounds the role's.
+        let wide: Arc<dyn MemoryPool> = Arc::new(RoleBudgetPool::new(engine.clone(), 5000));
+        let b = MemoryConsumer::new("b").register(&wide);
+        assert!(b.try_grow(2000).is_err());
+        assert_eq!(
+            wide.reserved(),
+            0,
+            "a refusal by the engine's pool is undone"
+        );
     }
 
     #[test]

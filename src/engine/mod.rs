@@ -82,6 +82,14 @@ pub struct Engine {
     /// The memory budget every statement draws from, and its pool.
     memory: memory::MemoryBudget,
     pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+    /// Per role and budget: a runtime whose pool is the role's share of
+    /// `pool` (one share per role, shared by its statements).
+    role_runtimes: std::sync::Mutex<
+        std::collections::HashMap<
+            (String, usize),
+            Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+        >,
+    >,
     tables: BTreeMap<TableName, TableInfo>,
     /// `schema.table` → column names, derived once from `tables`.
     columns: BTreeMap<String, Vec<String>>,
@@ -216,6 +224,7 @@ impl Engine {
             raw,
             memory: budget,
             pool,
+            role_runtimes: Default::default(),
             tables,
             columns,
             verify,
@@ -233,6 +242,36 @@ impl Engine {
     /// Bytes of the memory budget reserved by running statements now.
     pub fn memory_reserved(&self) -> usize {
         self.pool.reserved()
+    }
+
+    /// `state` with its statements drawing from `role`'s memory budget of
+    /// `limit` bytes as well as the engine's (`[limits] max_memory_mb`).
+    pub fn with_role_budget(
+        &self,
+        state: &SessionState,
+        role: &str,
+        limit: usize,
+    ) -> Result<SessionState, SqlError> {
+        let runtime = {
+            let mut runtimes = self.role_runtimes.lock().unwrap_or_else(|p| p.into_inner());
+            match runtimes.get(&(role.to_owned(), limit)) {
+                Some(r) => r.clone(),
+                None => {
+                    let pool = Arc::new(memory::RoleBudgetPool::new(self.pool.clone(), limit));
+                    let r = memory::runtime_with_pool(&self.client.runtime_env(), pool)
+                        .map_err(|_| SqlError::internal())?;
+                    runtimes.insert((role.to_owned(), limit), r.clone());
+                    r
+                }
+            }
+        };
+        Ok(
+            datafusion::execution::session_state::SessionStateBuilder::new_from_existing(
+                state.clone(),
+            )
+            .with_runtime_env(runtime)
+            .build(),
+        )
     }
 
     /// Every served table.

@@ -760,6 +760,14 @@ impl ConnHandler {
                             Err(self.shared.limits.exceeded(Exceeded::StatementTimeout))
                         }
                         r = async {
+                            // The role's memory budget, within the engine's.
+                            let budgeted = match (limits.max_memory, role.as_deref()) {
+                                (Some(bytes), Some(r)) => {
+                                    Some(self.shared.engine.with_role_budget(state, r, bytes)?)
+                                }
+                                _ => None,
+                            };
+                            let state = budgeted.as_ref().unwrap_or(state);
                             let stream = self.shared.engine.execute(state, plan, *optimised).await?;
                             Ok(first_batch_ahead(stream).await)
                         } => r,

@@ -127,3 +127,33 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A role's memory budget (`[limits.roles.<role>] max_memory_mb`) stops
+/// that role's statement inside the engine's budget, with a message naming
+/// the role limit; another role is not affected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_budget_stops_the_role_statement_not_others() {
+    let s = crate::support::start(|c| {
+        c.limits.roles.insert(
+            "analyst".into(),
+            lakeward::config::RoleLimitsConfig {
+                max_memory_mb: Some(16),
+                ..Default::default()
+            },
+        );
+    });
+    let analyst = connect_role(s.addr, "analyst", "operations").await;
+    let e = analyst.simple_query(RUNAWAY).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("53200"), "{e}");
+    let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap();
+    assert!(msg.contains("limits.max_memory_mb"), "{msg}");
+    let clinician = connect_role(s.addr, "clinician", "treatment").await;
+    let n = first_cell(
+        &clinician
+            .simple_query("SELECT count(*) FROM clinical.encounters a JOIN clinical.encounters b ON a.encounter_id = b.encounter_id")
+            .await
+            .unwrap(),
+    );
+    assert!(n.is_some());
+    s.shutdown();
+}
