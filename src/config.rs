@@ -70,6 +70,9 @@ pub struct MemoryConfig {
     /// Most disk all spill files may take together, in MiB. `0` turns
     /// spilling off: a statement that does not fit fails with 53200.
     pub spill_max_mb: u64,
+    /// Most of the budget one statement may hold, in percent (1–100):
+    /// the rest stays for the other sessions.
+    pub statement_max_percent: u8,
 }
 
 impl Default for MemoryConfig {
@@ -78,6 +81,7 @@ impl Default for MemoryConfig {
             limit_mb: 0,
             spill_dir: None,
             spill_max_mb: 10 * 1024,
+            statement_max_percent: 50,
         }
     }
 }

@@ -15,7 +15,12 @@ use crate::error::SqlError;
 /// space: a fixed message naming the limit and how to change it (DataFusion's
 /// own text names operators, never data, but is not passed on either).
 fn resources_exhausted(msg: &str) -> SqlError {
-    if msg.contains(super::memory::ROLE_BUDGET_EXHAUSTED) {
+    if msg.contains(super::memory::STATEMENT_BUDGET_EXHAUSTED) {
+        SqlError::new(
+            "53200",
+            "out of memory: the statement needs more than one statement's share of the engine's budget (memory.statement_max_percent of memory.limit_mb); narrow the statement (filters, fewer groups, LIMIT) or ask the operator to raise the budget",
+        )
+    } else if msg.contains(super::memory::ROLE_BUDGET_EXHAUSTED) {
         SqlError::new(
             "53200",
             "out of memory: the statement needs more memory than this role's budget allows (limits.max_memory_mb); narrow the statement (filters, fewer groups, LIMIT) or ask the operator to raise the budget",

@@ -72,6 +72,8 @@ pub struct MemoryBudget {
     /// would spill fail with 53200 instead).
     pub spill_dir: Option<PathBuf>,
     pub spill_max_bytes: u64,
+    /// Most one statement may reserve of `limit_bytes`.
+    pub statement_max_bytes: u64,
 }
 
 impl MemoryBudget {
@@ -90,11 +92,14 @@ impl MemoryBudget {
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("lakeward-spill"))
         });
+        let limit_bytes = limit_bytes.max(16 * MIB);
+        let percent = u64::from(c.statement_max_percent.clamp(1, 100));
         MemoryBudget {
-            limit_bytes: limit_bytes.max(16 * MIB),
+            limit_bytes,
             source,
             spill_dir,
             spill_max_bytes: c.spill_max_mb.saturating_mul(MIB),
+            statement_max_bytes: limit_bytes / 100 * percent,
         }
     }
 
@@ -130,45 +135,53 @@ impl MemoryBudget {
 /// Marks the `ResourcesExhausted` error of a role's budget (see
 /// [`crate::engine::errors`]).
 pub const ROLE_BUDGET_EXHAUSTED: &str = "role memory budget exhausted";
+/// Marks the `ResourcesExhausted` error of one statement's share.
+pub const STATEMENT_BUDGET_EXHAUSTED: &str = "statement memory share exhausted";
 
-/// One role's share of the engine's pool (`[limits] max_memory_mb`, per
-/// role in `[limits.roles.<role>]`): every statement of the role reserves
-/// from both, and fails (53200) when either is spent. Operators that can
-/// spill spill first, as with the engine's pool alone.
-pub struct RoleBudgetPool {
+/// A share of another pool: reservations are made in both, and fail (53200)
+/// when either is spent. Operators that can spill spill first, as with the
+/// engine's pool alone. Used for a role's budget (`[limits]
+/// max_memory_mb`, shared by the role's statements) and for each
+/// statement's share of the engine's budget (`[memory]
+/// statement_max_percent`), so that one statement never takes the memory
+/// every other session needs.
+pub struct CappedPool {
     inner: Arc<dyn MemoryPool>,
     used: AtomicUsize,
     limit: usize,
+    exhausted: &'static str,
 }
 
-impl RoleBudgetPool {
-    pub fn new(inner: Arc<dyn MemoryPool>, limit: usize) -> RoleBudgetPool {
-        RoleBudgetPool {
+impl CappedPool {
+    pub fn new(inner: Arc<dyn MemoryPool>, limit: usize, exhausted: &'static str) -> CappedPool {
+        CappedPool {
             inner,
             used: AtomicUsize::new(0),
             limit,
+            exhausted,
         }
     }
 }
 
-impl std::fmt::Debug for RoleBudgetPool {
+impl std::fmt::Debug for CappedPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoleBudgetPool")
+        f.debug_struct("CappedPool")
+            .field("kind", &self.exhausted)
             .field("used", &self.used.load(Ordering::Relaxed))
             .field("limit", &self.limit)
             .finish()
     }
 }
 
-impl std::fmt::Display for RoleBudgetPool {
+impl std::fmt::Display for CappedPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "role budget of {} bytes", self.limit)
+        write!(f, "memory share of {} bytes", self.limit)
     }
 }
 
-impl MemoryPool for RoleBudgetPool {
+impl MemoryPool for CappedPool {
     fn name(&self) -> &str {
-        "lakeward_role_budget"
+        "lakeward_capped"
     }
 
     fn register(&self, consumer: &MemoryConsumer) {
@@ -202,7 +215,7 @@ impl MemoryPool for RoleBudgetPool {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
                 u.checked_add(additional).filter(|t| *t <= self.limit)
             })
-            .map_err(|_| DataFusionError::ResourcesExhausted(ROLE_BUDGET_EXHAUSTED.into()))?;
+            .map_err(|_| DataFusionError::ResourcesExhausted(self.exhausted.into()))?;
         if let Err(e) = self.inner.try_grow(reservation, additional) {
             let _ = self
                 .used
@@ -363,7 +376,8 @@ mod tests {
     #[test]
     fn a_role_budget_caps_its_statements_inside_the_engine_pool() {
         let engine: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(1000));
-        let role: Arc<dyn MemoryPool> = Arc::new(RoleBudgetPool::new(engine.clone(), 300));
+        let role: Arc<dyn MemoryPool> =
+            Arc::new(CappedPool::new(engine.clone(), 300, ROLE_BUDGET_EXHAUSTED));
         let a = MemoryConsumer::new("a").register(&role);
         a.try_grow(200).unwrap();
         let err = a.try_grow(200).unwrap_err();
@@ -375,7 +389,11 @@ mod tests {
         drop(a);
         assert_eq!((role.reserved(), engine.reserved()), (0, 0));
         // The engine's pool still bounds the role's.
-        let wide: Arc<dyn MemoryPool> = Arc::new(RoleBudgetPool::new(engine.clone(), 5000));
+        let wide: Arc<dyn MemoryPool> = Arc::new(CappedPool::new(
+            engine.clone(),
+            5000,
+            STATEMENT_BUDGET_EXHAUSTED,
+        ));
         let b = MemoryConsumer::new("b").register(&wide);
         assert!(b.try_grow(2000).is_err());
         assert_eq!(

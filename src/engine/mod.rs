@@ -257,7 +257,11 @@ impl Engine {
             match runtimes.get(&(role.to_owned(), limit)) {
                 Some(r) => r.clone(),
                 None => {
-                    let pool = Arc::new(memory::RoleBudgetPool::new(self.pool.clone(), limit));
+                    let pool = Arc::new(memory::CappedPool::new(
+                        self.pool.clone(),
+                        limit,
+                        memory::ROLE_BUDGET_EXHAUSTED,
+                    ));
                     let r = memory::runtime_with_pool(&self.client.runtime_env(), pool)
                         .map_err(|_| SqlError::internal())?;
                     runtimes.insert((role.to_owned(), limit), r.clone());
@@ -419,8 +423,10 @@ impl Engine {
         state.mark_start_execution();
         let sql_err = |e: datafusion::error::DataFusionError| errors::to_sql_error(&e);
         if !optimised {
+            let task = self.statement_task(&state);
             let df = datafusion::dataframe::DataFrame::new(state, plan);
-            return df.execute_stream().await.map_err(|e| sql_err(e));
+            let physical = df.create_physical_plan().await.map_err(sql_err)?;
+            return datafusion::physical_plan::execute_stream(physical, task).map_err(sql_err);
         }
         // Optimised at preparation. Bound parameters became literals of the
         // client's types: type coercion casts them to their columns' types
@@ -443,7 +449,29 @@ impl Engine {
             .create_physical_plan(&plan, &state)
             .await
             .map_err(sql_err)?;
-        datafusion::physical_plan::execute_stream(physical, state.task_ctx()).map_err(sql_err)
+        datafusion::physical_plan::execute_stream(physical, self.statement_task(&state))
+            .map_err(sql_err)
+    }
+
+    /// The task context of one statement: its reservations are capped at
+    /// the statement's share of the engine's budget (`[memory]
+    /// statement_max_percent`) on top of its state's pool (the engine's, or
+    /// its role's), so that one statement leaves memory for the others.
+    fn statement_task(&self, state: &SessionState) -> Arc<datafusion::execution::TaskContext> {
+        let base = state.runtime_env();
+        let cap = usize::try_from(self.memory.statement_max_bytes).unwrap_or(usize::MAX);
+        let pool = Arc::new(memory::CappedPool::new(
+            base.memory_pool.clone(),
+            cap,
+            memory::STATEMENT_BUDGET_EXHAUSTED,
+        ));
+        match memory::runtime_with_pool(base, pool) {
+            Ok(runtime) => {
+                Arc::new(datafusion::execution::TaskContext::from(state).with_runtime(runtime))
+            }
+            // Never without a budget: the state's own pool still applies.
+            Err(_) => state.task_ctx(),
+        }
     }
 }
 

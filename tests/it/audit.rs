@@ -537,7 +537,8 @@ async fn no_data_value_token_or_literal_reaches_logs_or_the_audit_log() {
     }
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
+/// Every file below `dir`.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();

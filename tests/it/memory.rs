@@ -31,6 +31,7 @@ async fn a_statement_over_the_memory_budget_fails_alone_and_is_audited() {
         limit_mb: 32,
         spill_dir: Some(spill.clone()),
         spill_max_mb: 64,
+        statement_max_percent: 50,
     });
     assert_eq!(engine.memory_budget().limit_bytes, 32 * 1024 * 1024);
     let s = start_over(engine.clone(), |_| {}, test_auth_settings());
@@ -108,24 +109,9 @@ async fn a_statement_over_the_memory_budget_fails_alone_and_is_audited() {
         assert_eq!(first_cell(&recorded).as_deref(), Some("1"));
     }
     // Nothing of the statement stays on disk.
-    let left: Vec<_> = walk(&spill);
+    let left: Vec<_> = crate::audit::walk(&spill);
     assert!(left.is_empty(), "spill files left behind: {left:?}");
     s.shutdown();
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// A role's memory budget (`[limits.roles.<role>] max_memory_mb`) stops
