@@ -227,6 +227,7 @@ label_enum! {
         StatementTimeout => "statement_timeout",
         MaxRows => "max_rows",
         MaxConcurrentStatements => "max_concurrent_statements",
+        Memory => "memory",
     }
 }
 

@@ -15,6 +15,7 @@ use crate::error::SqlError;
 /// space: a fixed message naming the limit and how to change it (DataFusion's
 /// own text names operators, never data, but is not passed on either).
 fn resources_exhausted(msg: &str) -> SqlError {
+    crate::metrics::Metrics::global().limit_exceeded(crate::metrics::Limit::Memory);
     if msg.contains(super::memory::STATEMENT_BUDGET_EXHAUSTED) {
         SqlError::new(
             "53200",

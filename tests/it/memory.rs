@@ -133,6 +133,15 @@ async fn a_role_budget_stops_the_role_statement_not_others() {
     assert_eq!(sqlstate(&e).as_deref(), Some("53200"), "{e}");
     let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap();
     assert!(msg.contains("limits.max_memory_mb"), "{msg}");
+    // Counted among the limits that ended a statement.
+    let metrics = lakeward::metrics::Metrics::global().encode();
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("lakeward_limits_exceeded_total") && l.contains("limit=\"memory\""))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(counted >= 1.0, "{metrics}");
     let clinician = connect_role(s.addr, "clinician", "treatment").await;
     let n = first_cell(
         &clinician
