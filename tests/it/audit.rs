@@ -12,7 +12,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::support::{self, connect_role, server, sqlstate, start, temp_dir, token};
 
-async fn as_user(
+pub async fn as_user(
     addr: std::net::SocketAddr,
     user: &str,
     role: &str,
@@ -31,7 +31,7 @@ async fn as_user(
 }
 
 /// Rows of a simple query as text (NULL as "NULL").
-async fn text_rows(c: &Client, sql: &str) -> Vec<Vec<String>> {
+pub async fn text_rows(c: &Client, sql: &str) -> Vec<Vec<String>> {
     c.simple_query(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))

@@ -6,18 +6,10 @@
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::support::{self, connect_role, server, token};
+use crate::support::{connect_role, server};
 
 async fn as_user(user: &str, role: &str, site: Option<&str>, purpose: &str) -> Client {
-    support::try_connect_with(
-        server().addr,
-        user,
-        &token(user, role, site),
-        "require",
-        Some(purpose),
-    )
-    .await
-    .expect("connect")
+    crate::audit::as_user(server().addr, user, role, site, purpose).await
 }
 
 /// The fingerprints of `user`'s statement records, in order.

@@ -480,23 +480,14 @@ async fn a_statement_parsed_and_never_executed_is_audited() {
     drop(w);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let auditor = connect_role(addr, "auditor", "operations").await;
-    let records: Vec<Vec<String>> = auditor
-        .simple_query(&format!(
+    let records = crate::audit::text_rows(
+        &auditor,
+        &format!(
             "SELECT decision, coalesce(reason, ''), array_to_string(tables, ','), query_fingerprint \
              FROM audit.access_log WHERE \"user\" = '{user}' AND event = 'statement' ORDER BY seq"
-        ))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_owned())
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect();
+        ),
+    )
+    .await;
     let probe: Vec<_> = records
         .iter()
         .filter(|r| r[1] == lakeward::audit::events::NEVER_EXECUTED)
