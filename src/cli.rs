@@ -642,8 +642,14 @@ impl Admin {
             });
             self.ready.set_audit_ready(true);
         }
-        #[cfg(not(feature = "admin"))]
-        let _ = services;
+        // Weak: the registry outlives the engine of a server that stopped.
+        let engine = std::sync::Arc::downgrade(&services.engine);
+        crate::metrics::Metrics::global().set_memory_probe(move || {
+            engine
+                .upgrade()
+                .map(|e| e.memory_gauges())
+                .unwrap_or_default()
+        });
     }
 
     /// Shutting down: no longer ready.

@@ -302,6 +302,10 @@ pub struct Metrics {
     break_glass_active: Gauge,
     break_glass_total: Counter,
     limits: [Counter; Limit::COUNT],
+    spill_files: Counter,
+    spilled_bytes: Counter,
+    statements_spilled: Counter,
+    memory: Arc<MemoryCollector>,
     tables: Arc<TableStates>,
 }
 
@@ -469,6 +473,30 @@ impl Metrics {
             limit_family,
         );
 
+        // Memory budget and spilling: gauges read at scrape time, counters
+        // recorded when a statement's operators are done.
+        let spill_files: Counter = Counter::default();
+        registry.register(
+            "spill_files",
+            "Spill files written by statements' operators (sorts, aggregations, joins)",
+            spill_files.clone(),
+        );
+        let spilled_bytes: Counter = Counter::default();
+        registry.register_with_unit(
+            "spilled",
+            "Bytes statements' operators wrote to spill files",
+            Unit::Bytes,
+            spilled_bytes.clone(),
+        );
+        let statements_spilled: Counter = Counter::default();
+        registry.register(
+            "statements_spilled",
+            "Statements that spilled to disk at least once",
+            statements_spilled.clone(),
+        );
+        let memory = Arc::new(MemoryCollector::default());
+        registry.register_collector(Box::new(MemoryCollectorHandle(memory.clone())));
+
         // Delta tables: read at scrape time.
         let tables = Arc::new(TableStates::default());
         registry.register_collector(Box::new(TableCollector(tables.clone())));
@@ -499,6 +527,10 @@ impl Metrics {
             break_glass_active,
             break_glass_total,
             limits,
+            spill_files,
+            spilled_bytes,
+            statements_spilled,
+            memory,
             tables,
         }
     }
@@ -645,6 +677,26 @@ impl Metrics {
         self.limits[limit.index()].inc();
     }
 
+    // Memory.
+
+    /// A statement's operators wrote `files` spill files holding `bytes`
+    /// (recorded once per statement, when its operators are done; nothing
+    /// is recorded for a statement that did not spill).
+    pub fn spilled(&self, files: u64, bytes: u64) {
+        if files == 0 && bytes == 0 {
+            return;
+        }
+        self.spill_files.inc_by(files);
+        self.spilled_bytes.inc_by(bytes);
+        self.statements_spilled.inc();
+    }
+
+    /// Read the engine's memory pool and spill space at each scrape (the
+    /// last engine set wins; before one is set the gauges are absent).
+    pub fn set_memory_probe(&self, probe: impl Fn() -> MemoryGauges + Send + Sync + 'static) {
+        *self.memory.probe.write().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(probe));
+    }
+
     // Delta tables.
 
     /// The Delta version of `table` (`schema.table`) being served.
@@ -758,6 +810,88 @@ const MAX_TABLES: usize = 4096;
 struct TableState {
     version: Option<u64>,
     snapshot_at: Option<SystemTime>,
+}
+
+/// The engine's memory pool and spill space at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryGauges {
+    /// The engine's budget (`[memory] limit_mb`).
+    pub pool_limit_bytes: u64,
+    /// What running statements reserve of it now.
+    pub pool_reserved_bytes: u64,
+    /// Bytes in spill files now.
+    pub spill_bytes: u64,
+    /// The spill space cap (`[memory] spill_max_mb`; 0: spilling is off).
+    pub spill_limit_bytes: u64,
+    /// Spill files open now.
+    pub spill_files: u64,
+}
+
+type MemoryProbe = Box<dyn Fn() -> MemoryGauges + Send + Sync>;
+
+#[derive(Default)]
+struct MemoryCollector {
+    probe: RwLock<Option<MemoryProbe>>,
+}
+
+impl std::fmt::Debug for MemoryCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryCollector").finish_non_exhaustive()
+    }
+}
+
+/// Encodes `memory_pool_limit_bytes`, `memory_pool_reserved_bytes`,
+/// `spill_disk_bytes`, `spill_disk_limit_bytes` and `spill_files_active`.
+#[derive(Debug)]
+struct MemoryCollectorHandle(Arc<MemoryCollector>);
+
+impl Collector for MemoryCollectorHandle {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let gauges = {
+            let probe = self.0.probe.read().unwrap_or_else(|p| p.into_inner());
+            match probe.as_ref() {
+                Some(probe) => probe(),
+                None => return Ok(()),
+            }
+        };
+        let bytes = Unit::Bytes;
+        for (name, help, unit, value) in [
+            (
+                "memory_pool_limit",
+                "The engine's memory budget ([memory] limit_mb)",
+                Some(&bytes),
+                gauges.pool_limit_bytes,
+            ),
+            (
+                "memory_pool_reserved",
+                "Memory running statements reserve of the engine's budget now",
+                Some(&bytes),
+                gauges.pool_reserved_bytes,
+            ),
+            (
+                "spill_disk",
+                "Bytes held in spill files now",
+                Some(&bytes),
+                gauges.spill_bytes,
+            ),
+            (
+                "spill_disk_limit",
+                "The spill space cap ([memory] spill_max_mb; 0: spilling is off)",
+                Some(&bytes),
+                gauges.spill_limit_bytes,
+            ),
+            (
+                "spill_files_active",
+                "Spill files open now",
+                None,
+                gauges.spill_files,
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+            metric.encode_gauge(&gauge_value(value))?;
+        }
+        Ok(())
+    }
 }
 
 /// Per served table: version and snapshot time, read at scrape time.
@@ -1040,8 +1174,28 @@ mod tests {
             &text,
             "lakeward_limits_exceeded_total{limit=\"statement_timeout\"} 1"
         ));
+        m.spilled(0, 0);
+        m.spilled(3, 4096);
+        m.set_memory_probe(|| MemoryGauges {
+            pool_limit_bytes: 64 << 20,
+            pool_reserved_bytes: 1024,
+            spill_bytes: 2048,
+            spill_limit_bytes: 1 << 30,
+            spill_files: 2,
+        });
         drop(g);
         let text = m.encode();
+        assert!(has_line(&text, "lakeward_spill_files_total 3"));
+        assert!(has_line(&text, "lakeward_spilled_bytes_total 4096"));
+        assert!(has_line(&text, "lakeward_statements_spilled_total 1"));
+        assert!(has_line(&text, "lakeward_memory_pool_limit_bytes 67108864"));
+        assert!(has_line(&text, "lakeward_memory_pool_reserved_bytes 1024"));
+        assert!(has_line(&text, "lakeward_spill_disk_bytes 2048"));
+        assert!(has_line(
+            &text,
+            "lakeward_spill_disk_limit_bytes 1073741824"
+        ));
+        assert!(has_line(&text, "lakeward_spill_files_active 2"));
         assert!(has_line(&text, "lakeward_break_glass_sessions_active 0"));
         assert!(has_line(&text, "lakeward_break_glass_sessions_total 1"));
     }

@@ -16,6 +16,9 @@ use crate::error::SqlError;
 /// own text names operators, never data, but is not passed on either).
 fn resources_exhausted(msg: &str) -> SqlError {
     crate::metrics::Metrics::global().limit_exceeded(crate::metrics::Limit::Memory);
+    // DataFusion's text names the operator (consumer) and sizes, never
+    // data: for the operator, in the log only.
+    tracing::info!(detail = %first_line(msg), "statement ran out of memory");
     if msg.contains(super::memory::STATEMENT_BUDGET_EXHAUSTED) {
         SqlError::new(
             "53200",

@@ -33,6 +33,7 @@ use datafusion::execution::memory_pool::{
     FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
 };
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 
 use super::EngineError;
 use crate::config::MemoryConfig;
@@ -109,9 +110,33 @@ impl MemoryBudget {
         MemoryBudget::from_config(&MemoryConfig::default())
     }
 
+    /// Memory each partition of a sort sets aside up front to merge its
+    /// spill files: DataFusion's 10 MiB, or less when a statement's share
+    /// split over the partitions (a quarter each, the rest for the sort's
+    /// batches) is smaller, so that a small budget sorts by spilling
+    /// instead of failing before the first row.
+    pub fn sort_spill_reservation_bytes(&self, partitions: usize) -> usize {
+        let per_partition = self.statement_max_bytes / (4 * partitions.max(1) as u64);
+        usize::try_from(per_partition.clamp(256 * 1024, 10 * MIB)).unwrap_or(10 << 20)
+    }
+
+    /// Most spill files one merge pass of a sort reads at once. Each needs
+    /// a buffer of batches, and DataFusion's merge otherwise takes every
+    /// buffer the budget has left, starving the operators above it: a
+    /// statement's share split over the partitions, at about 8 MiB of
+    /// buffers per file (two batches of a wide row), between 2 and 64.
+    /// More files are merged in several passes.
+    pub fn spill_merge_fan_in(&self, partitions: usize) -> usize {
+        let per_partition = self.statement_max_bytes / partitions.max(1) as u64;
+        usize::try_from((per_partition / (8 * MIB)).clamp(2, 64)).unwrap_or(64)
+    }
+
     /// The runtime every statement executes in: the memory pool and the
     /// spill folder (created 0700, left-overs of earlier processes removed).
-    pub fn runtime(&self) -> Result<(Arc<RuntimeEnv>, Arc<dyn MemoryPool>), EngineError> {
+    pub fn runtime(
+        &self,
+        partitions: usize,
+    ) -> Result<(Arc<RuntimeEnv>, Arc<dyn MemoryPool>), EngineError> {
         let limit = usize::try_from(self.limit_bytes).unwrap_or(usize::MAX);
         let pool: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(limit));
         let disk = match &self.spill_dir {
@@ -120,6 +145,7 @@ impl MemoryBudget {
                 DiskManagerBuilder::default()
                     .with_mode(DiskManagerMode::Directories(vec![own]))
                     .with_max_temp_directory_size(self.spill_max_bytes)
+                    .with_max_spill_merge_fan_in(self.spill_merge_fan_in(partitions))
             }
             None => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
         };
@@ -145,10 +171,23 @@ pub const STATEMENT_BUDGET_EXHAUSTED: &str = "statement memory share exhausted";
 /// statement's share of the engine's budget (`[memory]
 /// statement_max_percent`), so that one statement never takes the memory
 /// every other session needs.
+///
+/// Operators that can spill (sorts, grouped aggregations) hold at most
+/// three quarters of the share together, each at most an equal part of it
+/// (as in DataFusion's fair pool): the last quarter stays for the
+/// reservations that cannot spill (a sort's merge reservation, a hash
+/// join's build side), which a partition often makes only after another
+/// partition's sort has filled the share, and no partition's operator
+/// starves another's. Without that a statement that could spill fails
+/// instead.
 pub struct CappedPool {
     inner: Arc<dyn MemoryPool>,
     used: AtomicUsize,
+    spillable_used: AtomicUsize,
+    /// Registered consumers that can spill.
+    spillable_consumers: AtomicUsize,
     limit: usize,
+    spillable_limit: usize,
     exhausted: &'static str,
 }
 
@@ -157,9 +196,44 @@ impl CappedPool {
         CappedPool {
             inner,
             used: AtomicUsize::new(0),
+            spillable_used: AtomicUsize::new(0),
+            spillable_consumers: AtomicUsize::new(0),
             limit,
+            spillable_limit: limit / 4 * 3,
             exhausted,
         }
+    }
+
+    /// Add `additional` to `counter` when the sum stays within `limit`.
+    fn take(counter: &AtomicUsize, additional: usize, limit: usize) -> Result<(), usize> {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                u.checked_add(additional).filter(|t| *t <= limit)
+            })
+            .map(|_| ())
+    }
+
+    fn give_back(counter: &AtomicUsize, bytes: usize) {
+        let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+            Some(u.saturating_sub(bytes))
+        });
+    }
+
+    /// Operator name and sizes only (for the log; the client gets a fixed
+    /// message).
+    fn refusal(
+        &self,
+        reservation: &MemoryReservation,
+        additional: usize,
+        used: usize,
+        limit: usize,
+    ) -> DataFusionError {
+        DataFusionError::ResourcesExhausted(format!(
+            "{}: {} asked for {additional} more bytes with {} held; {used} of {limit} bytes in use",
+            self.exhausted,
+            reservation.consumer().name(),
+            reservation.size(),
+        ))
     }
 }
 
@@ -168,6 +242,10 @@ impl std::fmt::Debug for CappedPool {
         f.debug_struct("CappedPool")
             .field("kind", &self.exhausted)
             .field("used", &self.used.load(Ordering::Relaxed))
+            .field(
+                "spillable_used",
+                &self.spillable_used.load(Ordering::Relaxed),
+            )
             .field("limit", &self.limit)
             .finish()
     }
@@ -185,24 +263,32 @@ impl MemoryPool for CappedPool {
     }
 
     fn register(&self, consumer: &MemoryConsumer) {
+        if consumer.can_spill() {
+            self.spillable_consumers.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.register(consumer)
     }
 
     fn unregister(&self, consumer: &MemoryConsumer) {
+        if consumer.can_spill() {
+            Self::give_back(&self.spillable_consumers, 1);
+        }
         self.inner.unregister(consumer)
     }
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
         self.used.fetch_add(additional, Ordering::SeqCst);
+        if reservation.consumer().can_spill() {
+            self.spillable_used.fetch_add(additional, Ordering::SeqCst);
+        }
         self.inner.grow(reservation, additional)
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
-        let _ = self
-            .used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                Some(u.saturating_sub(shrink))
-            });
+        Self::give_back(&self.used, shrink);
+        if reservation.consumer().can_spill() {
+            Self::give_back(&self.spillable_used, shrink);
+        }
         self.inner.shrink(reservation, shrink)
     }
 
@@ -211,17 +297,29 @@ impl MemoryPool for CappedPool {
         reservation: &MemoryReservation,
         additional: usize,
     ) -> datafusion::error::Result<()> {
-        self.used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                u.checked_add(additional).filter(|t| *t <= self.limit)
-            })
-            .map_err(|_| DataFusionError::ResourcesExhausted(self.exhausted.into()))?;
+        let spillable = reservation.consumer().can_spill();
+        if spillable {
+            let consumers = self.spillable_consumers.load(Ordering::SeqCst).max(1);
+            let fair = self.spillable_limit / consumers;
+            if reservation.size().saturating_add(additional) > fair {
+                return Err(self.refusal(reservation, additional, reservation.size(), fair));
+            }
+            Self::take(&self.spillable_used, additional, self.spillable_limit).map_err(|used| {
+                self.refusal(reservation, additional, used, self.spillable_limit)
+            })?;
+        }
+        let undo_spillable = || {
+            if spillable {
+                Self::give_back(&self.spillable_used, additional);
+            }
+        };
+        if let Err(used) = Self::take(&self.used, additional, self.limit) {
+            undo_spillable();
+            return Err(self.refusal(reservation, additional, used, self.limit));
+        }
         if let Err(e) = self.inner.try_grow(reservation, additional) {
-            let _ = self
-                .used
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                    Some(u.saturating_sub(additional))
-                });
+            Self::give_back(&self.used, additional);
+            undo_spillable();
             return Err(e);
         }
         Ok(())
@@ -336,6 +434,67 @@ fn parse_meminfo_total(text: &str) -> Option<u64> {
     kb.checked_mul(1024)
 }
 
+/// A statement's row stream that, when the statement's operators are done
+/// (the stream ends or is dropped), records how much they spilled in
+/// [`crate::metrics::Metrics`]: spill files, bytes, and the statement as
+/// one that spilled.
+pub struct SpillAccounting {
+    inner: SendableRecordBatchStream,
+    plan: Arc<dyn ExecutionPlan>,
+}
+
+impl SpillAccounting {
+    pub fn wrap(
+        inner: SendableRecordBatchStream,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> SendableRecordBatchStream {
+        Box::pin(SpillAccounting { inner, plan })
+    }
+}
+
+/// Spill files and bytes written by the operators of `plan` (a walk of the
+/// whole tree, without recursion: nested plans are as deep as the SQL).
+pub fn plan_spills(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack = vec![plan.clone()];
+    while let Some(node) = stack.pop() {
+        if let Some(m) = node.metrics() {
+            files += m.spill_count().unwrap_or(0) as u64;
+            bytes += m.spilled_bytes().unwrap_or(0) as u64;
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    (files, bytes)
+}
+
+impl Drop for SpillAccounting {
+    fn drop(&mut self) {
+        let (files, bytes) = plan_spills(&self.plan);
+        crate::metrics::Metrics::global().spilled(files, bytes);
+    }
+}
+
+impl futures::Stream for SpillAccounting {
+    type Item = datafusion::error::Result<datafusion::arrow::record_batch::RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl datafusion::physical_plan::RecordBatchStream for SpillAccounting {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.inner.schema()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +530,30 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(off.spill_dir, None, "no spill space, no spilling");
+        // A sort's merge reservation fits a small statement share.
+        let small = MemoryBudget::from_config(&MemoryConfig {
+            limit_mb: 16,
+            statement_max_percent: 100,
+            ..Default::default()
+        });
+        assert_eq!(
+            small.sort_spill_reservation_bytes(2) as u64,
+            small.statement_max_bytes / 8
+        );
+        assert_eq!(b.sort_spill_reservation_bytes(4), 10 * MIB as usize);
+        assert_eq!(small.sort_spill_reservation_bytes(1000), 256 * 1024);
+        // A sort's merge reads few spill files at once on a small budget.
+        assert_eq!(small.spill_merge_fan_in(2), 2);
+        assert_eq!(
+            b.spill_merge_fan_in(2),
+            15,
+            "256 MiB per statement, 8 MiB per file"
+        );
+        let large = MemoryBudget::from_config(&MemoryConfig {
+            limit_mb: 64 * 1024,
+            ..Default::default()
+        });
+        assert_eq!(large.spill_merge_fan_in(4), 64);
     }
 
     #[test]
@@ -401,6 +584,41 @@ mod tests {
             0,
             "a refusal by the engine's pool is undone"
         );
+    }
+
+    #[test]
+    fn spilling_operators_leave_a_quarter_for_the_others() {
+        let engine: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(10_000));
+        let share: Arc<dyn MemoryPool> = Arc::new(CappedPool::new(
+            engine.clone(),
+            1000,
+            STATEMENT_BUDGET_EXHAUSTED,
+        ));
+        let sorter = MemoryConsumer::new("sorter")
+            .with_can_spill(true)
+            .register(&share);
+        sorter.try_grow(750).unwrap();
+        let err = sorter.try_grow(1).unwrap_err();
+        assert!(err.to_string().contains("sorter asked for 1"), "{err}");
+        // Two spilling operators: each gets half of the three quarters.
+        let other = MemoryConsumer::new("other")
+            .with_can_spill(true)
+            .register(&share);
+        assert!(other.try_grow(376).is_err(), "more than its part");
+        sorter.shrink(400);
+        other.try_grow(375).unwrap();
+        assert!(sorter.try_grow(26).is_err(), "the sorter is at its part");
+        drop(other);
+        sorter.try_grow(400).unwrap();
+        // The quarter left is there for a reservation that cannot spill.
+        let merge = MemoryConsumer::new("merge").register(&share);
+        merge.try_grow(250).unwrap();
+        assert!(merge.try_grow(1).is_err(), "the share is spent");
+        drop(sorter);
+        merge.try_grow(700).unwrap();
+        assert_eq!(share.reserved(), 950);
+        drop(merge);
+        assert_eq!((share.reserved(), engine.reserved()), (0, 0));
     }
 
     #[test]

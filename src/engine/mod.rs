@@ -148,18 +148,18 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         // One runtime, one memory pool and one spill folder for every
         // statement of this instance, internal and client plans alike.
-        let (runtime, pool) = budget.runtime()?;
+        let partitions = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let (runtime, pool) = budget.runtime(partitions)?;
         // The internal and the client contexts share one configuration.
         let config = || {
             SessionConfig::new()
                 .with_default_catalog_and_schema(CATALOG, "public")
                 .with_create_default_catalog_and_schema(true)
                 .with_information_schema(false)
-                .with_target_partitions(
-                    std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(2),
-                )
+                .with_target_partitions(partitions)
+                .with_sort_spill_reservation_bytes(budget.sort_spill_reservation_bytes(partitions))
         };
         let ctx = SessionContext::new_with_config_rt(config(), runtime.clone());
         let catalog = ctx
@@ -242,6 +242,23 @@ impl Engine {
     /// Bytes of the memory budget reserved by running statements now.
     pub fn memory_reserved(&self) -> usize {
         self.pool.reserved()
+    }
+
+    /// The memory pool and spill space now, for `/metrics`.
+    pub fn memory_gauges(&self) -> crate::metrics::MemoryGauges {
+        let disk = self.ctx.runtime_env().disk_manager.clone();
+        let spilling = disk.spilling_progress();
+        crate::metrics::MemoryGauges {
+            pool_limit_bytes: self.memory.limit_bytes,
+            pool_reserved_bytes: self.pool.reserved() as u64,
+            spill_bytes: spilling.current_bytes,
+            spill_limit_bytes: if disk.tmp_files_enabled() {
+                disk.max_temp_directory_size()
+            } else {
+                0
+            },
+            spill_files: spilling.active_files_count as u64,
+        }
     }
 
     /// `state` with its statements drawing from `role`'s memory budget of
@@ -426,7 +443,9 @@ impl Engine {
             let task = self.statement_task(&state);
             let df = datafusion::dataframe::DataFrame::new(state, plan);
             let physical = df.create_physical_plan().await.map_err(sql_err)?;
-            return datafusion::physical_plan::execute_stream(physical, task).map_err(sql_err);
+            let stream = datafusion::physical_plan::execute_stream(physical.clone(), task)
+                .map_err(sql_err)?;
+            return Ok(memory::SpillAccounting::wrap(stream, physical));
         }
         // Optimised at preparation. Bound parameters became literals of the
         // client's types: type coercion casts them to their columns' types
@@ -449,8 +468,12 @@ impl Engine {
             .create_physical_plan(&plan, &state)
             .await
             .map_err(sql_err)?;
-        datafusion::physical_plan::execute_stream(physical, self.statement_task(&state))
-            .map_err(sql_err)
+        let stream = datafusion::physical_plan::execute_stream(
+            physical.clone(),
+            self.statement_task(&state),
+        )
+        .map_err(sql_err)?;
+        Ok(memory::SpillAccounting::wrap(stream, physical))
     }
 
     /// The task context of one statement: its reservations are capped at

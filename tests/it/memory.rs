@@ -152,3 +152,107 @@ async fn a_role_budget_stops_the_role_statement_not_others() {
     assert!(n.is_some());
     s.shutdown();
 }
+
+/// `lakeward_<name>` from the process's metrics (0 when absent).
+fn metric(name: &str) -> f64 {
+    lakeward::metrics::Metrics::global()
+        .encode()
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// A sort and a hash aggregation far larger than the budget spill to disk
+/// and answer correctly; the spill is counted and its files are gone when
+/// the statements end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_sort_and_a_large_aggregation_spill_and_answer_correctly() {
+    let spill = temp_dir("lakeward-it-spill-sort");
+    let engine = engine_with_memory(&MemoryConfig {
+        limit_mb: 48,
+        spill_dir: Some(spill.clone()),
+        spill_max_mb: 1024,
+        statement_max_percent: 100,
+    });
+    let s = start_over(engine.clone(), |_| {}, test_auth_settings());
+    let analyst = connect_role(s.addr, "analyst", "operations").await;
+    let total: usize = first_cell(
+        &analyst
+            .simple_query("SELECT count(*) FROM clinical.observations")
+            .await
+            .unwrap(),
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    // Each observation sixteen times, with sort keys of 100 bytes: more
+    // than the 36 MiB a statement's sorts may hold, in batches that each fit.
+    assert!(total * 16 * 100 > 64 << 20, "{total} observations");
+    let spilled_before = metric("lakeward_statements_spilled_total");
+
+    let rows = analyst
+        .simple_query(
+            "SELECT CAST(observation_id AS TEXT) || '-' || CAST(v.i AS TEXT) \
+             FROM clinical.observations, (VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13), (14), (15), (16)) v(i) \
+             ORDER BY lpad(CAST(observation_id AS TEXT) || '-' || CAST(v.i AS TEXT), 100, 'x')",
+        )
+        .await
+        .expect("a sort larger than the budget spills");
+    let ids: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), total * 16, "every row, once");
+    let mut expected = ids.clone();
+    // Left-padded with 'x', which sorts after every digit: longer ids first.
+    expected.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    assert!(ids == expected, "the spilled sort is in order");
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), total * 16);
+
+    // Sixteen groups per observation, each with a 100-byte key.
+    let agg = analyst
+        .simple_query(
+            "SELECT count(*), sum(n), min(n), max(n) FROM ( \
+               SELECT lpad(CAST(observation_id AS TEXT) || '-' || CAST(v.i AS TEXT), 100, 'x') AS k, count(*) AS n \
+               FROM clinical.observations, (VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13), (14), (15), (16)) v(i) GROUP BY 1) t",
+        )
+        .await
+        .expect("a hash aggregation larger than the budget spills");
+    let row = agg
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..4)
+                    .map(|i| r.get(i).unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        row,
+        vec![
+            (total * 16).to_string(),
+            (total * 16).to_string(),
+            "1".into(),
+            "1".into()
+        ]
+    );
+    assert!(
+        metric("lakeward_statements_spilled_total") >= spilled_before + 2.0,
+        "both statements spilled"
+    );
+    assert!(metric("lakeward_spilled_bytes_total") > 0.0);
+    drop(analyst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(engine.memory_gauges().spill_files, 0);
+    let left: Vec<_> = crate::audit::walk(&spill);
+    assert!(left.is_empty(), "spill files left behind: {left:?}");
+    s.shutdown();
+}
