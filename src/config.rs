@@ -354,6 +354,9 @@ pub struct ServerConfig {
     /// Planned statements kept for reuse, keyed by SQL text, policy version
     /// and access subject. 0 disables the plan cache.
     pub plan_cache_entries: u64,
+    /// Memory the plan cache may hold (estimated), in MiB. 0 disables the
+    /// plan cache.
+    pub plan_cache_mb: u64,
 }
 
 impl Default for ServerConfig {
@@ -368,6 +371,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             database_name: "lakeward".to_owned(),
             plan_cache_entries: 10_000,
+            plan_cache_mb: 128,
         }
     }
 }

@@ -264,7 +264,7 @@ pub async fn plan(
     access: Option<&AccessContext>,
     mut stmt: Statement,
     search_path: &[String],
-) -> Result<(SessionState, LogicalPlan, AccessReport), SqlError> {
+) -> Result<(Arc<SessionState>, LogicalPlan, AccessReport), SqlError> {
     let default_schema = search_path.first().map(String::as_str);
     let state = engine
         .secured_state(access, &policy.consent, default_schema)
@@ -306,11 +306,100 @@ pub struct PlanKey {
 /// value (`pg_backend_pid()`) are never inserted.
 pub type PlanCache<V> = moka::sync::Cache<PlanKey, V>;
 
-/// A plan cache holding at most `capacity` statements; an entry unused for
-/// ten minutes is dropped.
-pub fn plan_cache<V: Clone + Send + Sync + 'static>(capacity: u64) -> PlanCache<V> {
+/// What a plan-cache entry reports of its memory ([`plan_weight`]).
+pub trait CacheWeight {
+    /// Estimated bytes the entry holds.
+    fn weight(&self) -> u32;
+}
+
+/// A plan cache holding at most `max_bytes` of estimated entry sizes and at
+/// most `max_entries` statements (every entry weighs at least
+/// `max_bytes / max_entries`); an entry unused for ten minutes is dropped.
+pub fn plan_cache<V: CacheWeight + Clone + Send + Sync + 'static>(
+    max_entries: u64,
+    max_bytes: u64,
+) -> PlanCache<V> {
+    let floor = u32::try_from(max_bytes / max_entries.max(1)).unwrap_or(u32::MAX);
     moka::sync::Cache::builder()
-        .max_capacity(capacity)
+        .max_capacity(max_bytes)
+        .weigher(move |key: &PlanKey, value: &V| {
+            // The key's text, and the parsed statement an entry keeps to
+            // re-plan: about eight times its text.
+            let text = u32::try_from(key.sql.len().saturating_mul(9)).unwrap_or(u32::MAX);
+            value.weight().saturating_add(text).max(floor)
+        })
         .time_to_idle(std::time::Duration::from_secs(600))
         .build()
+}
+
+/// Estimated bytes a planned statement holds in the plan cache: a fixed
+/// 16 KiB (what an entry of a two-node plan was measured to add to the
+/// process's resident memory: its schemas, parameter and result types,
+/// audit report and cache key, about 20 KiB per entry over 3,000 distinct
+/// point lookups), and more per plan node, expression node and schema
+/// field. The cache adds the key's text and parsed statement.
+pub fn plan_weight(plan: &LogicalPlan) -> u32 {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let (mut nodes, mut exprs, mut fields) = (0usize, 0usize, 0usize);
+    let _ = plan.apply_with_subqueries(|node| {
+        nodes += 1;
+        fields += node.schema().fields().len();
+        for e in node.expressions() {
+            let _ = e.apply(|_| {
+                exprs += 1;
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let bytes = 16 * 1024 + nodes * 512 + exprs * 160 + fields * 96;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Sized(u32);
+
+    impl CacheWeight for Sized {
+        fn weight(&self) -> u32 {
+            self.0
+        }
+    }
+
+    fn key(i: usize) -> PlanKey {
+        PlanKey {
+            sql: Arc::from(format!("SELECT {i}")),
+            policy_version: "v1".into(),
+            subject: None,
+            search_path: vec![],
+            database: "lakeward".into(),
+        }
+    }
+
+    #[test]
+    fn the_plan_cache_is_bounded_in_bytes_and_in_entries() {
+        // 1 MiB and 1,000 entries: 20 KiB entries stop at about 51.
+        let cache: PlanCache<Sized> = plan_cache(1_000, 1 << 20);
+        for i in 0..500 {
+            cache.insert(key(i), Sized(20 * 1024));
+        }
+        cache.run_pending_tasks();
+        assert!(
+            cache.weighted_size() <= 1 << 20,
+            "{}",
+            cache.weighted_size()
+        );
+        assert!(cache.entry_count() <= 52, "{}", cache.entry_count());
+        assert!(cache.entry_count() >= 40, "{}", cache.entry_count());
+        // Tiny entries: the entry bound holds (each weighs at least 1 KiB).
+        let cache: PlanCache<Sized> = plan_cache(100, 1 << 20);
+        for i in 0..1_000 {
+            cache.insert(key(i), Sized(10));
+        }
+        cache.run_pending_tasks();
+        assert!(cache.entry_count() <= 100, "{}", cache.entry_count());
+    }
 }

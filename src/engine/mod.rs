@@ -97,6 +97,11 @@ pub struct Engine {
     /// Secured catalogs by access-context key.
     /// (`None`: the catalog of a session that may read no table.)
     secured: moka::future::Cache<Option<AccessKey>, SecuredCatalog>,
+    /// Planning states by access context and default schema, built once
+    /// and shared by every statement (and plan-cache entry) of that
+    /// context: a state copies DataFusion's function registries and
+    /// configuration, about 50 KiB.
+    states: moka::sync::Cache<(Option<AccessKey>, Option<String>), Arc<SessionState>>,
     /// PostgreSQL's static catalog tables (`pg_type`, `pg_proc`, …), shared.
     static_tables: Arc<datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
     /// Compiled access contexts by policy version and subject.
@@ -181,6 +186,11 @@ impl Engine {
             .with_allow_statements(false);
         let raw = secure::RawTables::new(ctx.clone());
         let secured = moka::future::Cache::builder().max_capacity(10_000).build();
+        // About 50 KiB each: at most some 50 MiB.
+        let states = moka::sync::Cache::builder()
+            .max_capacity(1_000)
+            .time_to_idle(std::time::Duration::from_secs(600))
+            .build();
         let client = SessionContext::new_with_config_rt(config(), runtime);
         // PostgreSQL's catalog functions and type names (`regclass`, …) for
         // client statements. The `pg_catalog` schema this also registers in
@@ -229,6 +239,7 @@ impl Engine {
             columns,
             verify,
             secured,
+            states,
             static_tables,
             access_cache,
         })
@@ -347,8 +358,23 @@ impl Engine {
         access: Option<&crate::policy::compile::AccessContext>,
         consent: &crate::policy::ConsentRules,
         default_schema: Option<&str>,
-    ) -> Result<SessionState, SqlError> {
+    ) -> Result<Arc<SessionState>, SqlError> {
         let key = access.map(|a| (a.policy_version.clone(), a.subject.clone()));
+        // The search path's first schema is the default schema only when
+        // the subject may read a table in it.
+        let default_schema = default_schema
+            .filter(|schema| {
+                access.is_some_and(|a| {
+                    a.tables
+                        .keys()
+                        .any(|t| t.split('.').next() == Some(*schema))
+                })
+            })
+            .map(str::to_owned);
+        let state_key = (key.clone(), default_schema.clone());
+        if let Some(state) = self.states.get(&state_key) {
+            return Ok(state);
+        }
         let secured = self
             .secured
             .try_get_with(key, async {
@@ -381,11 +407,11 @@ impl Engine {
             datafusion::execution::FunctionRegistry::register_udf(&mut state, udf.clone())
                 .map_err(|e| errors::to_sql_error(&e))?;
         }
-        if let Some(schema) = default_schema
-            && access.is_some_and(|a| a.tables.keys().any(|t| t.split('.').next() == Some(schema)))
-        {
-            state.config_mut().options_mut().catalog.default_schema = schema.to_owned();
+        if let Some(schema) = default_schema {
+            state.config_mut().options_mut().catalog.default_schema = schema;
         }
+        let state = Arc::new(state);
+        self.states.insert(state_key, state.clone());
         Ok(state)
     }
 

@@ -105,12 +105,47 @@ impl Default for ParseLimits {
     }
 }
 
+/// SQL texts up to this size are parsed on the calling thread: the deepest
+/// tree they can make (one level per two bytes) is dropped well within a
+/// worker's 8 MiB stack.
+const INLINE_PARSE_BYTES: usize = 8 * 1024;
+
 /// Parse SQL text into statements (PostgreSQL dialect). Errors carry SQLSTATE
 /// 42601 (syntax) or 54001 (too complex) and never echo the text.
+///
+/// Operator chains (`1+1+…`, `x::int::int…`, `… OR …`, `… UNION …`) are
+/// built by loops in the parser, so its recursion limit does not bound
+/// them, while dropping the tree is recursive: a refused or broken-off
+/// chain of a few hundred thousand links would overflow the stack of the
+/// thread that drops it. Longer texts are therefore parsed, checked and,
+/// when refused, dropped on a thread of their own whose stack grows with
+/// the text (virtual memory; only what the tree needs is touched, and it
+/// is released when the thread ends). What is returned is never deeper
+/// than `max_nesting`.
 pub fn parse(sql: &str, limits: ParseLimits) -> Result<Vec<Statement>, SqlError> {
     if sql.len() > limits.max_sql_bytes {
         return Err(SqlError::new("54000", "statement text is too long"));
     }
+    if sql.len() <= INLINE_PARSE_BYTES {
+        return parse_and_check(sql, limits);
+    }
+    let stack = sql.len().saturating_mul(512).clamp(64 << 20, 2 << 30);
+    std::thread::scope(|scope| {
+        let parser = std::thread::Builder::new()
+            .name("lakeward-parse".into())
+            .stack_size(stack)
+            .spawn_scoped(scope, || parse_and_check(sql, limits));
+        match parser {
+            Ok(handle) => handle.join().unwrap_or_else(|_| Err(SqlError::internal())),
+            Err(_) => Err(SqlError::new(
+                "53000",
+                "statement could not be parsed now: insufficient resources",
+            )),
+        }
+    })
+}
+
+fn parse_and_check(sql: &str, limits: ParseLimits) -> Result<Vec<Statement>, SqlError> {
     let dialect = PostgreSqlDialect {};
     let statements = Parser::new(&dialect)
         .with_recursion_limit(limits.max_nesting)
@@ -145,7 +180,30 @@ fn position_of(msg: &str) -> String {
     }
 }
 
-/// Refuse statements whose expression or query nesting is deeper than `max`.
+/// Most set operations (`UNION`, `INTERSECT`, `EXCEPT`) chained in one query
+/// body: each is a level of the tree every planner pass recurses through.
+const MAX_SET_OPERATIONS: usize = 1024;
+
+/// How deep the set operations of a query body nest, counted without
+/// recursion (chains of them are left-deep and long).
+fn set_operation_depth(body: &SetExpr) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(body, 0usize)];
+    while let Some((node, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        if deepest > MAX_SET_OPERATIONS {
+            break;
+        }
+        if let SetExpr::SetOperation { left, right, .. } = node {
+            stack.push((left, depth + 1));
+            stack.push((right, depth + 1));
+        }
+    }
+    deepest
+}
+
+/// Refuse statements whose expression or query nesting is deeper than `max`,
+/// or whose set operations chain more than [`MAX_SET_OPERATIONS`] deep.
 /// The walk stops as soon as the limit is crossed, so it never recurses deeper
 /// than `max` itself.
 fn check_depth(stmt: &Statement, max: usize) -> Result<(), SqlError> {
@@ -167,9 +225,9 @@ fn check_depth(stmt: &Statement, max: usize) -> Result<(), SqlError> {
             self.current -= 1;
             ControlFlow::Continue(())
         }
-        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
             self.current += 1;
-            if self.current > self.max {
+            if self.current > self.max || set_operation_depth(&query.body) > MAX_SET_OPERATIONS {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())

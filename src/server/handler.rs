@@ -140,6 +140,16 @@ pub struct Parser {
 #[derive(Clone, Debug)]
 pub struct Prepared(Arc<PreparedInner>, Option<Arc<Unexecuted>>);
 
+impl crate::enforce::CacheWeight for Prepared {
+    fn weight(&self) -> u32 {
+        match &self.0.kind {
+            PreparedKind::Plan { plan, .. } => crate::enforce::plan_weight(plan)
+                .saturating_add(u32::try_from(self.0.fingerprint.len()).unwrap_or(u32::MAX)),
+            PreparedKind::Utility(_) | PreparedKind::Declare { .. } => 1024,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PreparedInner {
     kind: PreparedKind,
@@ -170,7 +180,8 @@ enum PreparedKind {
     /// A planned query (or EXPLAIN) with the state it was planned in.
     Plan {
         plan: LogicalPlan,
-        state: Box<SessionState>,
+        /// Shared by every statement of the same access context.
+        state: Arc<SessionState>,
         /// `plan` is already optimised ([`crate::engine::Engine::optimise_once`]).
         optimised: bool,
     },
@@ -357,7 +368,7 @@ impl Parser {
                     Arc::new(PreparedInner {
                         kind: PreparedKind::Plan {
                             plan,
-                            state: Box::new(state),
+                            state,
                             optimised,
                         },
                         param_types,

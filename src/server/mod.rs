@@ -186,8 +186,14 @@ impl Server {
                 max_sql_bytes: config.server.max_message_bytes,
             },
             registry: Registry::default(),
-            plans: (config.server.plan_cache_entries > 0)
-                .then(|| crate::enforce::plan_cache(config.server.plan_cache_entries)),
+            plans: (config.server.plan_cache_entries > 0 && config.server.plan_cache_mb > 0).then(
+                || {
+                    crate::enforce::plan_cache(
+                        config.server.plan_cache_entries,
+                        config.server.plan_cache_mb.saturating_mul(1024 * 1024),
+                    )
+                },
+            ),
             allow_plaintext_loopback: config.tls.allow_plaintext_loopback,
             limits: Arc::new(
                 crate::limits::Limits::from_config(&config.limits)

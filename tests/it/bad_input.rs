@@ -113,6 +113,44 @@ async fn deeply_nested_expression() {
     still_serving().await;
 }
 
+/// Left-deep chains are built by loops in the parser, not by recursion, so
+/// the parser's nesting limit does not stop them; dropping such a tree is
+/// recursive. Hundreds of thousands of links, refused or broken off by a
+/// syntax error, once overflowed the server's stack and killed the process.
+#[tokio::test]
+async fn very_long_operator_chains_are_refused_without_a_crash() {
+    let client = connect(server().addr).await;
+    let long = [
+        (format!("SELECT 1{}", "+1".repeat(300_000)), "54001"),
+        (format!("SELECT 1{} +", "+1".repeat(300_000)), "42601"),
+        (format!("SELECT 1{}", "::int".repeat(150_000)), "54001"),
+        (
+            format!("SELECT true{}", " OR true".repeat(100_000)),
+            "54001",
+        ),
+        (
+            format!("SELECT 1{}", " UNION ALL SELECT 1".repeat(50_000)),
+            "54001",
+        ),
+        (
+            format!("SELECT 1{} FROM", " UNION SELECT 1".repeat(50_000)),
+            "42601",
+        ),
+    ];
+    for (sql, code) in &long {
+        let e = client
+            .simple_query(sql)
+            .await
+            .expect_err("a chain this long is refused");
+        assert_eq!(sqlstate(&e).as_deref(), Some(*code), "{}", &sql[..40]);
+    }
+    // Extended protocol too.
+    let e = client.prepare(&long[0].0).await.expect_err("refused");
+    assert_eq!(sqlstate(&e).as_deref(), Some("54001"));
+    client.simple_query("SELECT 1").await.unwrap();
+    still_serving().await;
+}
+
 #[tokio::test]
 async fn syntax_error_and_unknown_table_keep_session() {
     let client = connect(server().addr).await;
