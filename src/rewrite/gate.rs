@@ -130,19 +130,29 @@ pub fn parse(sql: &str, limits: ParseLimits) -> Result<Vec<Statement>, SqlError>
         return parse_and_check(sql, limits);
     }
     let stack = sql.len().saturating_mul(512).clamp(64 << 20, 2 << 30);
-    std::thread::scope(|scope| {
-        let parser = std::thread::Builder::new()
-            .name("lakeward-parse".into())
-            .stack_size(stack)
-            .spawn_scoped(scope, || parse_and_check(sql, limits));
-        match parser {
-            Ok(handle) => handle.join().unwrap_or_else(|_| Err(SqlError::internal())),
-            Err(_) => Err(SqlError::new(
-                "53000",
-                "statement could not be parsed now: insufficient resources",
-            )),
+    let run = || {
+        std::thread::scope(|scope| {
+            let parser = std::thread::Builder::new()
+                .name("lakeward-parse".into())
+                .stack_size(stack)
+                .spawn_scoped(scope, || parse_and_check(sql, limits));
+            match parser {
+                Ok(handle) => handle.join().unwrap_or_else(|_| Err(SqlError::internal())),
+                Err(_) => Err(SqlError::new(
+                    "53000",
+                    "statement could not be parsed now: insufficient resources",
+                )),
+            }
+        })
+    };
+    // On a server worker, hand the worker's other tasks (other sessions,
+    // the accept loop) to another thread while this one waits.
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(run)
         }
-    })
+        _ => run(),
+    }
 }
 
 fn parse_and_check(sql: &str, limits: ParseLimits) -> Result<Vec<Statement>, SqlError> {
@@ -202,47 +212,83 @@ fn set_operation_depth(body: &SetExpr) -> usize {
     deepest
 }
 
-/// Refuse statements whose expression or query nesting is deeper than `max`,
-/// or whose set operations chain more than [`MAX_SET_OPERATIONS`] deep.
-/// The walk stops as soon as the limit is crossed, so it never recurses deeper
+/// Most entries of one select list, as in PostgreSQL: wider lists are
+/// refused before planning (54011), whose passes grow faster than the list.
+pub const MAX_TARGET_LIST: usize = 1664;
+
+/// The widest select list of a query body (its set operations walked
+/// without recursion).
+fn widest_select_list(body: &SetExpr) -> usize {
+    let mut widest = 0;
+    let mut stack = vec![body];
+    while let Some(node) = stack.pop() {
+        match node {
+            SetExpr::Select(select) => widest = widest.max(select.projection.len()),
+            SetExpr::SetOperation { left, right, .. } => {
+                if stack.len() > MAX_SET_OPERATIONS {
+                    break;
+                }
+                stack.push(left);
+                stack.push(right);
+            }
+            _ => {}
+        }
+    }
+    widest
+}
+
+/// Refuse statements whose expression or query nesting is deeper than `max`
+/// or whose set operations chain more than [`MAX_SET_OPERATIONS`] deep
+/// (54001), or with a select list wider than [`MAX_TARGET_LIST`] (54011).
+/// The walk stops as soon as a limit is crossed, so it never recurses deeper
 /// than `max` itself.
 fn check_depth(stmt: &Statement, max: usize) -> Result<(), SqlError> {
+    enum TooComplex {
+        Nesting,
+        TargetList,
+    }
     struct Depth {
         current: usize,
         max: usize,
     }
     impl Visitor for Depth {
-        type Break = ();
-        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        type Break = TooComplex;
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<TooComplex> {
             self.current += 1;
             if self.current > self.max {
-                ControlFlow::Break(())
+                ControlFlow::Break(TooComplex::Nesting)
             } else {
                 ControlFlow::Continue(())
             }
         }
-        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<TooComplex> {
             self.current -= 1;
             ControlFlow::Continue(())
         }
-        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<TooComplex> {
             self.current += 1;
             if self.current > self.max || set_operation_depth(&query.body) > MAX_SET_OPERATIONS {
-                ControlFlow::Break(())
+                ControlFlow::Break(TooComplex::Nesting)
+            } else if widest_select_list(&query.body) > MAX_TARGET_LIST {
+                ControlFlow::Break(TooComplex::TargetList)
             } else {
                 ControlFlow::Continue(())
             }
         }
-        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<TooComplex> {
             self.current -= 1;
             ControlFlow::Continue(())
         }
     }
     let mut v = Depth { current: 0, max };
     match stmt.visit(&mut v) {
-        ControlFlow::Break(()) => Err(SqlError::new(
+        ControlFlow::Break(TooComplex::Nesting) => Err(SqlError::new(
             "54001",
             "statement is too complex: nesting limit exceeded",
+        )),
+        ControlFlow::Break(TooComplex::TargetList) => Err(SqlError::new(
+            "54011",
+            format!("target lists can have at most {MAX_TARGET_LIST} entries"),
         )),
         ControlFlow::Continue(()) => Ok(()),
     }

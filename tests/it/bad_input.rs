@@ -147,6 +147,20 @@ async fn very_long_operator_chains_are_refused_without_a_crash() {
     // Extended protocol too.
     let e = client.prepare(&long[0].0).await.expect_err("refused");
     assert_eq!(sqlstate(&e).as_deref(), Some("54001"));
+    // Select lists wider than PostgreSQL's 1664 entries: refused at once
+    // (a 100,000-entry list once kept a worker busy planning for minutes).
+    let list = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let wide = format!("SELECT {}", list(100_000));
+    let started = std::time::Instant::now();
+    let e = client.prepare(&wide).await.expect_err("too wide");
+    assert_eq!(sqlstate(&e).as_deref(), Some("54011"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let at_limit = format!("SELECT {}", list(1664));
+    let rows = client
+        .query(&at_limit, &[])
+        .await
+        .expect("1664 entries are accepted");
+    assert_eq!(rows[0].len(), 1664);
     client.simple_query("SELECT 1").await.unwrap();
     still_serving().await;
 }
