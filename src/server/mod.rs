@@ -41,7 +41,7 @@ use crate::error::SqlError;
 use crate::rewrite::gate::ParseLimits;
 use crate::session::{Session, SessionId};
 use handler::ConnHandler;
-use stream::{Guarded, MessageTooLarge, Negotiated};
+use stream::{Guarded, MalformedMessage, MessageTooLarge, Negotiated};
 
 /// The services a server is built from.
 pub struct Services {
@@ -383,6 +383,12 @@ impl Connection {
                     let _ = socket.send(error_message(e)).await;
                     break;
                 }
+                Next::Malformed => {
+                    tracing::debug!(client = %peer.ip(), "malformed frontend message");
+                    let e = SqlError::fatal("08P01", "invalid frontend message: malformed body");
+                    let _ = socket.send(error_message(e)).await;
+                    break;
+                }
                 Next::Invalid(e) => {
                     tracing::debug!(client = %peer.ip(), error = %e, "invalid frontend message");
                     let info: ErrorInfo = e.into();
@@ -472,6 +478,9 @@ enum Next {
     Closed,
     Idle,
     TooLarge,
+    /// A Parse, Bind, Describe, Close or Execute message shorter than its
+    /// fields.
+    Malformed,
     Invalid(PgWireError),
 }
 
@@ -488,10 +497,11 @@ async fn next_message(socket: &mut Socket, timeout: Option<Duration>) -> Next {
         None => Next::Closed,
         Some(Ok(m)) => Next::Message(m),
         Some(Err(PgWireError::IoError(e))) => {
-            if e.get_ref()
-                .is_some_and(|inner| inner.is::<MessageTooLarge>())
-            {
+            let inner = e.get_ref();
+            if inner.is_some_and(|inner| inner.is::<MessageTooLarge>()) {
                 Next::TooLarge
+            } else if inner.is_some_and(|inner| inner.is::<MalformedMessage>()) {
+                Next::Malformed
             } else {
                 Next::Closed
             }

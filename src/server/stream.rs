@@ -166,7 +166,92 @@ enum Frame {
     },
     Body {
         remaining: usize,
+        /// The body so far, for the message types whose structure is
+        /// checked ([`well_formed`]).
+        keep: Option<(u8, Vec<u8>)>,
     },
+}
+
+/// The error kind [`Guarded`] raises for an extended-protocol message whose
+/// body does not hold what its counts and lengths announce.
+#[derive(Debug)]
+pub struct MalformedMessage;
+
+impl std::fmt::Display for MalformedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("malformed frontend message")
+    }
+}
+impl std::error::Error for MalformedMessage {}
+
+/// Reads a message body front to back, refusing to read past its end.
+struct Body<'a>(&'a [u8]);
+
+impl Body<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u16(&mut self) -> Option<usize> {
+        self.take(2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn cstring(&mut self) -> Option<()> {
+        let end = self.0.iter().position(|b| *b == 0)?;
+        self.take(end + 1).map(|_| ())
+    }
+}
+
+/// Whether the body of a Parse (`P`), Bind (`B`), Describe (`D`), Close
+/// (`C`) or Execute (`E`) message holds every field its counts and lengths
+/// announce. The codec underneath reads these fields without bounds checks:
+/// a short body would panic there and end the connection without an error.
+fn well_formed(kind: u8, body: &[u8]) -> bool {
+    let mut b = Body(body);
+    let ok = match kind {
+        b'P' => (|| {
+            b.cstring()?;
+            b.cstring()?;
+            let types = b.u16()?;
+            b.take(types.checked_mul(4)?)?;
+            Some(())
+        })(),
+        b'B' => (|| {
+            b.cstring()?;
+            b.cstring()?;
+            let formats = b.u16()?;
+            b.take(formats * 2)?;
+            for _ in 0..b.u16()? {
+                let len = b.i32()?;
+                if len >= 0 {
+                    b.take(usize::try_from(len).ok()?)?;
+                } else if len != -1 {
+                    return None;
+                }
+            }
+            let results = b.u16()?;
+            b.take(results * 2)?;
+            Some(())
+        })(),
+        b'D' | b'C' => (|| {
+            b.take(1)?;
+            b.cstring()
+        })(),
+        b'E' => (|| {
+            b.cstring()?;
+            b.i32().map(|_| ())
+        })(),
+        _ => Some(()),
+    };
+    ok.is_some()
 }
 
 /// A stream that checks each frontend message's length header and fails the
@@ -193,11 +278,22 @@ impl Guarded {
     fn track(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             match &mut self.frame {
-                Frame::Body { remaining } => {
+                Frame::Body { remaining, keep } => {
                     let take = (*remaining).min(data.len());
+                    if let Some((_, body)) = keep {
+                        body.extend_from_slice(&data[..take]);
+                    }
                     *remaining -= take;
                     data = &data[take..];
                     if *remaining == 0 {
+                        if let Some((kind, body)) = keep
+                            && !well_formed(*kind, body)
+                        {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                MalformedMessage,
+                            ));
+                        }
                         self.frame = Frame::Header {
                             typed: true,
                             buf: [0; 5],
@@ -220,15 +316,30 @@ impl Guarded {
                                 MessageTooLarge,
                             ));
                         }
-                        self.frame = if len == 4 {
-                            Frame::Header {
+                        let kind = if *typed { Some(buf[0]) } else { None };
+                        let checked =
+                            kind.filter(|k| matches!(k, b'P' | b'B' | b'D' | b'C' | b'E'));
+                        if len == 4 {
+                            if let Some(k) = checked
+                                && !well_formed(k, &[])
+                            {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    MalformedMessage,
+                                ));
+                            }
+                            self.frame = Frame::Header {
                                 typed: true,
                                 buf: [0; 5],
                                 have: 0,
-                            }
+                            };
                         } else {
-                            Frame::Body { remaining: len - 4 }
-                        };
+                            self.frame = Frame::Body {
+                                remaining: len - 4,
+                                keep: checked
+                                    .map(|k| (k, Vec::with_capacity((len - 4).min(64 * 1024)))),
+                            };
+                        }
                     }
                 }
             }
@@ -314,6 +425,24 @@ mod tests {
         let s = TcpStream::from_std(c).unwrap();
         std::mem::forget(rt);
         ClientStream::Plain(s)
+    }
+
+    #[test]
+    fn extended_protocol_bodies_are_checked_against_their_counts() {
+        assert!(well_formed(b'P', b"s\0SELECT $1\0\0\x01\0\0\0\x17"));
+        assert!(!well_formed(b'P', b"s\0SELECT $1\0\0\x02\0\0\0\x17"));
+        assert!(!well_formed(b'P', b"s\0SELECT"));
+        assert!(well_formed(
+            b'B',
+            b"\0\0\0\x01\0\x01\0\x02\0\0\0\x0212\xff\xff\xff\xff\0\0"
+        ));
+        assert!(!well_formed(b'B', b"\0\0\0\0\0\x01\0\0\0\x09abc\0\0"));
+        assert!(!well_formed(b'B', b"\0\0\0\0\0\x01\xff\xff\xff\xf0\0\0"));
+        assert!(well_formed(b'D', b"Sname\0"));
+        assert!(!well_formed(b'D', b""));
+        assert!(well_formed(b'E', b"\0\0\0\0\0"));
+        assert!(!well_formed(b'E', b"\0\0\0"));
+        assert!(well_formed(b'Q', b""), "other kinds are left to the codec");
     }
 
     #[test]

@@ -89,6 +89,47 @@ async fn truncated_message_after_startup() {
     still_serving().await;
 }
 
+/// Parse, Bind, Describe, Close and Execute messages whose counts or
+/// lengths run past their body are refused with 08P01 before they are
+/// decoded (the decoder underneath reads them without bounds checks and
+/// would panic, ending the connection without a word).
+#[tokio::test]
+async fn extended_protocol_messages_shorter_than_their_fields_are_refused() {
+    let msg = |kind: u8, body: &[u8]| {
+        let mut m = vec![kind];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    };
+    let bad: Vec<Vec<u8>> = vec![
+        // Parse announcing 65535 parameter types, carrying ten bytes.
+        msg(b'P', b"\0SELECT $1\0\xff\xff\0\0\0\0\0\0\0\0\0\0"),
+        // Bind with a parameter of 1 GiB in a 20-byte body.
+        msg(b'B', b"\0\0\0\0\0\x01\x40\0\0\0abcd\0\0"),
+        // Bind with a parameter length below -1.
+        msg(b'B', b"\0\0\0\0\0\x01\xff\xff\xff\xfe\0\0"),
+        // Bind cut off in its parameter count.
+        msg(b'B', b"p\0s\0\0"),
+        // Describe and Close without a name, Execute without its row count.
+        msg(b'D', b"S"),
+        msg(b'C', b""),
+        msg(b'E', b"portal\0\0\0"),
+    ];
+    for m in bad {
+        let mut s = TcpStream::connect(server().addr).await.unwrap();
+        s.write_all(&startup_packet("raw")).await.unwrap();
+        s.write_all(&m).await.unwrap();
+        let reply = read_all(&mut s).await;
+        assert_eq!(
+            error_code(&reply).as_deref(),
+            Some("08P01"),
+            "message {:?}",
+            &m[..1]
+        );
+    }
+    still_serving().await;
+}
+
 #[tokio::test]
 async fn oversized_message_is_refused_before_it_is_read() {
     let mut s = TcpStream::connect(server().addr).await.unwrap();
