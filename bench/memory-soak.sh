@@ -142,7 +142,7 @@ wait "$POINT" || true
 PEAK=$(awk '/VmHWM/ {print $2}' "/proc/$LW/status")
 RSS_END=$(awk '/VmRSS/ {print $2}' "/proc/$LW/status")
 TPS_A=$(awk '/^tps/ {print $3; exit}' "$OUT/analytic.txt")
-FAILED_A=$(awk '/failed transactions/ {print $4; exit}' "$OUT/analytic.txt")
+FAILED_A=$(awk '/number of failed transactions/ {print $5; exit}' "$OUT/analytic.txt")
 TPS_P=$(awk '/^tps/ {print $3; exit}' "$OUT/point.txt")
 LAT_P=$(awk '/latency average/ {print $4; exit}' "$OUT/point.txt")
 OOM=$(grep -c "53200" "$OUT/runaway.txt" || true)
