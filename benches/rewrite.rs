@@ -93,6 +93,16 @@ fn rewrite(f: &Fixture, access: Option<&lakeward::policy::compile::AccessContext
     black_box(stmt);
 }
 
+/// A stand-in cache entry with a fixed weight (the lookup is what is timed).
+#[derive(Clone)]
+struct Entry(#[allow(dead_code)] Arc<String>);
+
+impl enforce::CacheWeight for Entry {
+    fn weight(&self) -> u32 {
+        20 * 1024
+    }
+}
+
 fn key(f: &Fixture, sql: &str) -> PlanKey {
     PlanKey {
         sql: Arc::from(sql),
@@ -120,9 +130,9 @@ fn benches(c: &mut Criterion) {
     cold.finish();
 
     // The cache holds planned statements; its hit path is key + lookup.
-    let cache: enforce::PlanCache<Arc<String>> = enforce::plan_cache(10_000);
+    let cache: enforce::PlanCache<Entry> = enforce::plan_cache(10_000, 128 << 20);
     for sql in [POINT, JOIN] {
-        cache.insert(key(&f, sql), Arc::new(sql.to_owned()));
+        cache.insert(key(&f, sql), Entry(Arc::new(sql.to_owned())));
     }
     let mut hit = c.benchmark_group("plan_cache_hit");
     for (name, sql) in [("point", POINT), ("join_400", JOIN)] {
