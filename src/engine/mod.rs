@@ -159,7 +159,7 @@ impl Engine {
         let (runtime, pool) = budget.runtime(partitions)?;
         // The internal and the client contexts share one configuration.
         let config = || {
-            SessionConfig::new()
+            spark_compatible_reads(SessionConfig::new())
                 .with_default_catalog_and_schema(CATALOG, "public")
                 .with_create_default_catalog_and_schema(true)
                 .with_information_schema(false)
@@ -522,6 +522,19 @@ impl Engine {
             Err(_) => state.task_ctx(),
         }
     }
+}
+
+/// How every Parquet file is read, by lakeward's scan and deltalake's
+/// alike (both take the session's Parquet options): legacy INT96
+/// timestamps, as Spark and Databricks write them, are microseconds since
+/// the epoch in UTC. Read as nanoseconds (the Parquet default), a value past
+/// 2262 — `9999-12-31`, the "never" of consent expiries and coverage end
+/// dates — overflows and wraps into the 1800s.
+pub fn spark_compatible_reads(mut config: SessionConfig) -> SessionConfig {
+    let parquet = &mut config.options_mut().execution.parquet;
+    parquet.coerce_int96 = Some("us".to_owned());
+    parquet.coerce_int96_tz = Some("UTC".to_owned());
+    config
 }
 
 /// Build the engine for a configuration's data section.

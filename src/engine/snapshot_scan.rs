@@ -686,6 +686,140 @@ mod tests {
         assert_eq!(count(&ctx, "SELECT * FROM t").await, 40);
     }
 
+    /// A Parquet file as Spark 3 writes timestamps by default: INT96
+    /// (Julian day and nanoseconds of the day), here `id` and `BIG_DATE`.
+    fn write_int96_file(path: &std::path::Path, rows: &[(i64, Option<(i64, i64)>)]) {
+        use datafusion::parquet::data_type::Int96;
+        use datafusion::parquet::file::properties::WriterProperties;
+        use datafusion::parquet::file::writer::SerializedFileWriter;
+        use datafusion::parquet::schema::parser::parse_message_type;
+        let schema = Arc::new(
+            parse_message_type(
+                "message spark_schema { required int64 id; optional int96 BIG_DATE; }",
+            )
+            .unwrap(),
+        );
+        let file = std::fs::File::create(path).unwrap();
+        let mut w =
+            SerializedFileWriter::new(file, schema, Arc::new(WriterProperties::builder().build()))
+                .unwrap();
+        let mut rg = w.next_row_group().unwrap();
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let defs: Vec<i16> = rows.iter().map(|r| i16::from(r.1.is_some())).collect();
+        // Unix day 0 is Julian day 2,440,588.
+        let values: Vec<Int96> = rows
+            .iter()
+            .filter_map(|r| r.1)
+            .map(|(unix_day, nanos)| {
+                let mut v = Int96::new();
+                v.set_data(
+                    nanos as u32,
+                    (nanos >> 32) as u32,
+                    (unix_day + 2_440_588) as u32,
+                );
+                v
+            })
+            .collect();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<datafusion::parquet::data_type::Int64Type>()
+            .write_batch(&ids, None, None)
+            .unwrap();
+        col.close().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<datafusion::parquet::data_type::Int96Type>()
+            .write_batch(&values, Some(&defs), None)
+            .unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+        w.close().unwrap();
+    }
+
+    /// Spark's "end of time" sentinels written as INT96 (as delta-rs'
+    /// `table_with_edge_timestamps`, Spark 3.1) read back as 9999-12-31 and
+    /// 9999-12-30, not as 1816 (nanoseconds overflowing past 2262), and a
+    /// filter agrees with what is shown.
+    #[tokio::test]
+    async fn int96_timestamps_are_read_as_spark_wrote_them() {
+        use crate::audit::delta::LatestDeltaProvider;
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("edge");
+        std::fs::create_dir_all(table.join("_delta_log")).unwrap();
+        // 9999-12-31 and 9999-12-30 at midnight, 1900-01-01 12:00, null.
+        let rows = [
+            (1, Some((2_932_896, 0))),
+            (2, Some((2_932_895, 0))),
+            (3, Some((-25_567, 43_200_000_000_000))),
+            (4, None),
+        ];
+        let file = "part-00000-spark.snappy.parquet";
+        write_int96_file(&table.join(file), &rows);
+        let size = std::fs::metadata(table.join(file)).unwrap().len();
+        let schema = serde_json::json!({"type": "struct", "fields": [
+            {"name": "id", "type": "long", "nullable": false, "metadata": {}},
+            {"name": "BIG_DATE", "type": "timestamp", "nullable": true, "metadata": {}}
+        ]});
+        let log = [
+            serde_json::json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}),
+            serde_json::json!({"metaData": {
+                "id": "00000000-0000-0000-0000-000000000001",
+                "format": {"provider": "parquet", "options": {}},
+                "schemaString": schema.to_string(),
+                "partitionColumns": [], "configuration": {}, "createdTime": 1_600_000_000_000i64
+            }}),
+            serde_json::json!({"add": {
+                "path": file, "partitionValues": {}, "size": size,
+                "modificationTime": 1_600_000_000_000i64, "dataChange": true,
+                "stats": serde_json::json!({
+                    "numRecords": 4,
+                    "minValues": {"id": 1, "BIG_DATE": "1900-01-01T12:00:00.000Z"},
+                    "maxValues": {"id": 4, "BIG_DATE": "9999-12-31T00:00:00.000Z"},
+                    "nullCount": {"id": 0, "BIG_DATE": 1}
+                }).to_string()
+            }}),
+        ];
+        let text: String = log.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(table.join("_delta_log/00000000000000000000.json"), text).unwrap();
+
+        let loc = table.to_string_lossy().into_owned();
+        let p = LatestDeltaProvider::open(&loc).await.unwrap();
+        assert!(p.uses_snapshot_scan());
+        let ctx = datafusion::prelude::SessionContext::new_with_config(
+            crate::engine::spark_compatible_reads(datafusion::prelude::SessionConfig::new()),
+        );
+        p.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table("edge", Arc::new(p)).unwrap();
+        let shown = ctx
+            .sql(r#"SELECT CAST("BIG_DATE" AS VARCHAR) AS d FROM edge ORDER BY id"#)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&shown)
+            .unwrap()
+            .to_string();
+        for expected in [
+            "9999-12-31T00:00:00Z",
+            "9999-12-30T00:00:00Z",
+            "1900-01-01T12:00:00Z",
+        ] {
+            assert!(text.contains(expected), "{expected} in\n{text}");
+        }
+        assert!(!text.contains("1816"), "{text}");
+        // Filters agree with what is shown (with and without pruning).
+        for (filter, n) in [
+            (r#""BIG_DATE" < TIMESTAMP '1900-01-02'"#, 1),
+            (r#""BIG_DATE" < TIMESTAMP '1900-01-01'"#, 0),
+            (r#""BIG_DATE" > TIMESTAMP '2262-01-01'"#, 2),
+            (r#"CAST("BIG_DATE" AS DATE) = DATE '9999-12-31'"#, 1),
+            (r#"CAST("BIG_DATE" AS DATE) >= DATE '9999-12-30'"#, 2),
+            (r#""BIG_DATE" IS NULL"#, 1),
+        ] {
+            let sql = format!("SELECT * FROM edge WHERE {filter}");
+            assert_eq!(count(&ctx, &sql).await, n, "{filter}");
+        }
+    }
+
     #[test]
     fn timestamp_ntz_bounds_are_read_as_delta_writes_them() {
         let dt = DataType::Timestamp(TimeUnit::Microsecond, None);
