@@ -820,6 +820,265 @@ mod tests {
         }
     }
 
+    /// Every type a Delta table holds, over five files whose value ranges
+    /// differ: NaN and ±0 in floats, decimals, strings longer than Delta's
+    /// 32-character statistics prefix, dates and timestamps up to
+    /// 9999-12-31, timestamps with and without a time zone, sub-millisecond
+    /// values beyond the millisecond bounds Delta writes, booleans, nulls.
+    fn typed_rows(file: i64) -> datafusion::arrow::array::RecordBatch {
+        use datafusion::arrow::array::{
+            BooleanArray, Decimal128Array, Float64Array, Int32Array, StringArray,
+        };
+        let ids: Vec<i64> = (file * 20..file * 20 + 20).collect();
+        let opt = |id: i64, every: i64| id % every != 0;
+        let floats = [
+            f64::NAN,
+            -0.0,
+            0.0,
+            1.5,
+            -1.5,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+        ];
+        let long = "a".repeat(40);
+        let base = 1_767_225_600_000_000i64;
+        let end_of_time = 253_402_214_400_000_000i64;
+        let ts: Vec<Option<i64>> = ids
+            .iter()
+            .map(|&id| {
+                opt(id, 29).then(|| {
+                    if id % 23 == 0 {
+                        end_of_time
+                    } else {
+                        base + id * 1_000_000 + (id % 3) * 333
+                    }
+                })
+            })
+            .collect();
+        let schema = typed_schema();
+        datafusion::arrow::array::RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(Int32Array::from(
+                    ids.iter()
+                        .map(|&id| opt(id, 9).then(|| ((id * 7) % 50 - 25) as i32))
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(Float64Array::from(
+                    ids.iter()
+                        .map(|&id| opt(id, 10).then(|| floats[(id as usize) % floats.len()]))
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(
+                    Decimal128Array::from(
+                        ids.iter()
+                            .map(|&id| opt(id, 11).then(|| i128::from((id * 137) % 10_000 - 5_000)))
+                            .collect::<Vec<_>>(),
+                    )
+                    .with_precision_and_scale(12, 2)
+                    .unwrap(),
+                ),
+                Arc::new(StringArray::from(
+                    ids.iter()
+                        .map(|&id| {
+                            opt(id, 13).then(|| {
+                                if id % 3 == 0 {
+                                    format!("{long}{}", char::from(b'a' + file as u8))
+                                } else {
+                                    format!("s{id:03}")
+                                }
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(Date32Array::from(
+                    ids.iter()
+                        .map(|&id| {
+                            opt(id, 19).then(|| {
+                                if id % 17 == 0 {
+                                    2_932_896
+                                } else {
+                                    -25_567 + (id as i32) * 400
+                                }
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(TimestampMicrosecondArray::from(ts.clone()).with_timezone("UTC")),
+                Arc::new(TimestampMicrosecondArray::from(ts)),
+                Arc::new(BooleanArray::from(
+                    ids.iter()
+                        .map(|&id| opt(id, 5).then(|| id % 2 == 0))
+                        .collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn typed_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("i32", DataType::Int32, true),
+            Field::new("f64", DataType::Float64, true),
+            Field::new("dec", DataType::Decimal128(12, 2), true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("d", DataType::Date32, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new(
+                "ntz",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                true,
+            ),
+            Field::new("b", DataType::Boolean, true),
+        ]))
+    }
+
+    async fn ids(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<i64> {
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    /// Pruning never drops a matching row: each predicate returns the same
+    /// rows from the Delta table (files pruned by their Delta statistics,
+    /// row groups and pages by their Parquet statistics) as from the same
+    /// rows held in memory, where nothing is pruned.
+    #[tokio::test]
+    async fn pruning_agrees_with_the_decoded_values_for_every_type() {
+        use crate::audit::delta::{AuditTable, LatestDeltaProvider};
+        let dir = tempfile::tempdir().unwrap();
+        let loc = dir.path().join("typed").to_string_lossy().into_owned();
+        let t = AuditTable::open_or_create(&loc, typed_schema())
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        for file in 0..5 {
+            let batch = typed_rows(file);
+            all.push(batch.clone());
+            t.append(vec![batch], "w", file + 1).await.unwrap();
+        }
+        let p = LatestDeltaProvider::open(&loc).await.unwrap();
+        assert!(p.uses_snapshot_scan());
+        let ctx = datafusion::prelude::SessionContext::new_with_config(
+            crate::engine::spark_compatible_reads(datafusion::prelude::SessionConfig::new()),
+        );
+        p.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table("t", Arc::new(p)).unwrap();
+        let mem = datafusion::datasource::MemTable::try_new(typed_schema(), vec![all]).unwrap();
+        ctx.register_table("m", Arc::new(mem)).unwrap();
+
+        let long = "a".repeat(40);
+        let predicates = [
+            "id = 15".to_owned(),
+            "id > 85".into(),
+            "id BETWEEN 19 AND 21".into(),
+            "id < 5 OR id > 95".into(),
+            "i32 < -20".into(),
+            "i32 = 0".into(),
+            "i32 IN (1, 2, 3)".into(),
+            "i32 IS NULL".into(),
+            "f64 = 0.0".into(),
+            "f64 = -0.0".into(),
+            "f64 < 0".into(),
+            "f64 > 1".into(),
+            "f64 IS NULL".into(),
+            "isnan(f64)".into(),
+            "dec > 40.00".into(),
+            "dec = 1.37".into(),
+            "dec < -49.00".into(),
+            "dec IS NULL".into(),
+            format!("s = '{long}c'"),
+            format!("s > '{long}'"),
+            format!("s >= '{long}c'"),
+            "s LIKE 'aaaa%'".into(),
+            "s < 's010'".into(),
+            "s IS NULL".into(),
+            "d = DATE '9999-12-31'".into(),
+            "d < DATE '1950-01-01'".into(),
+            "d > DATE '2000-01-01'".into(),
+            "d IS NULL".into(),
+            "ts = TIMESTAMP '2026-01-01T00:00:20.000666Z'".into(),
+            "ts > TIMESTAMP '2026-01-01T00:00:20Z'".into(),
+            "ts >= TIMESTAMP '2026-01-01T00:00:20.000500Z'".into(),
+            "ts < TIMESTAMP '2026-01-01T00:00:05Z'".into(),
+            "ts > TIMESTAMP '2262-01-01T00:00:00Z'".into(),
+            "CAST(ts AS DATE) = DATE '9999-12-31'".into(),
+            "ts IS NULL".into(),
+            "ntz < TIMESTAMP '2026-01-01T00:00:05'".into(),
+            "ntz >= TIMESTAMP '2026-01-01T00:01:10.000333'".into(),
+            "ntz IS NULL".into(),
+            "b".into(),
+            "NOT b".into(),
+            "b IS NULL".into(),
+            "i32 > 0 AND d < DATE '2000-01-01'".into(),
+        ];
+        let mut pruned = 0;
+        for predicate in &predicates {
+            let from_table = ids(
+                &ctx,
+                &format!("SELECT id FROM t WHERE {predicate} ORDER BY id"),
+            )
+            .await;
+            let in_memory = ids(
+                &ctx,
+                &format!("SELECT id FROM m WHERE {predicate} ORDER BY id"),
+            )
+            .await;
+            assert_eq!(from_table, in_memory, "{predicate}");
+            if files_scanned(&ctx, &format!("SELECT id FROM t WHERE {predicate}")).await < 5 {
+                pruned += 1;
+            }
+        }
+        assert!(
+            pruned >= 10,
+            "files were pruned for {pruned} predicates only"
+        );
+    }
+
+    /// Known defect, open in the Spark-tables issue: Parquet statistics
+    /// leave NaN out of a float column's bounds, and DataFusion's row-group
+    /// pruning (the physical optimiser pushes the condition into the
+    /// Parquet source) compares `min <= NaN <= max` in total order, so
+    /// `f64 = 'NaN'` — true for NaN, as in PostgreSQL — finds no row in the
+    /// table while the same rows in memory give ten.
+    #[tokio::test]
+    #[ignore = "DataFusion prunes row groups holding NaN for `= 'NaN'`"]
+    async fn nan_equality_is_not_pruned_away() {
+        use crate::audit::delta::{AuditTable, LatestDeltaProvider};
+        let dir = tempfile::tempdir().unwrap();
+        let loc = dir.path().join("nan").to_string_lossy().into_owned();
+        let t = AuditTable::open_or_create(&loc, typed_schema())
+            .await
+            .unwrap();
+        t.append(vec![typed_rows(0)], "w", 1).await.unwrap();
+        let p = LatestDeltaProvider::open(&loc).await.unwrap();
+        let ctx = datafusion::prelude::SessionContext::new();
+        p.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table("t", Arc::new(p)).unwrap();
+        let nan = ids(
+            &ctx,
+            "SELECT id FROM t WHERE f64 = 'NaN'::double ORDER BY id",
+        )
+        .await;
+        assert_eq!(nan, vec![8, 16]);
+    }
+
     #[test]
     fn timestamp_ntz_bounds_are_read_as_delta_writes_them() {
         let dt = DataType::Timestamp(TimeUnit::Microsecond, None);
