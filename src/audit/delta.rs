@@ -690,7 +690,8 @@ async fn build_provider(location: &str, table: &DeltaTable) -> Result<Loaded, Au
             }
             Err(why) => {
                 tracing::debug!(location, version, reason = %why, "deltalake scan");
-                provider
+                Arc::new(crate::engine::snapshot_scan::FloatSafe::new(provider))
+                    as Arc<dyn TableProvider>
             }
         };
     Ok(Loaded { version, provider })

@@ -497,11 +497,88 @@ impl TableProvider for SnapshotScan {
 impl SnapshotScan {
     /// Whether `e` reads a floating-point column.
     fn mentions_float(&self, e: &Expr) -> bool {
-        e.column_refs().iter().any(|c| {
-            self.schema
-                .field_with_name(&c.name)
-                .is_ok_and(|f| is_float(f.data_type()))
-        })
+        mentions_float(&self.schema, e)
+    }
+}
+
+/// Whether `e` reads a floating-point column of `schema`.
+fn mentions_float(schema: &SchemaRef, e: &Expr) -> bool {
+    e.column_refs().iter().any(|c| {
+        schema
+            .field_with_name(&c.name)
+            .is_ok_and(|f| is_float(f.data_type()))
+    })
+}
+
+/// deltalake's provider (the scan of tables with deletion vectors, column
+/// mapping or partitions) with the same rule as [`SnapshotScan`]:
+/// conditions on float columns are not handed to it (they are applied
+/// above the scan), so that its Parquet pruning cannot drop NaN rows.
+#[derive(Debug)]
+pub struct FloatSafe {
+    inner: Arc<dyn TableProvider>,
+}
+
+impl FloatSafe {
+    pub fn new(inner: Arc<dyn TableProvider>) -> FloatSafe {
+        FloatSafe { inner }
+    }
+}
+
+#[async_trait]
+impl TableProvider for FloatSafe {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let schema = self.inner.schema();
+        let others: Vec<&Expr> = filters
+            .iter()
+            .copied()
+            .filter(|e| !mentions_float(&schema, e))
+            .collect();
+        let mut answers = self.inner.supports_filters_pushdown(&others)?.into_iter();
+        Ok(filters
+            .iter()
+            .map(|e| {
+                if mentions_float(&schema, e) {
+                    TableProviderFilterPushDown::Unsupported
+                } else {
+                    answers
+                        .next()
+                        .unwrap_or(TableProviderFilterPushDown::Unsupported)
+                }
+            })
+            .collect())
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        self.inner.statistics()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.inner.schema();
+        let others: Vec<Expr> = filters
+            .iter()
+            .filter(|e| !mentions_float(&schema, e))
+            .cloned()
+            .collect();
+        let plan = self.inner.scan(state, projection, &others, limit).await?;
+        Ok(Arc::new(NoFloatPruning::new(plan)))
     }
 }
 
@@ -1139,6 +1216,13 @@ mod tests {
         ctx.register_table("t", Arc::new(p)).unwrap();
         let mem = datafusion::datasource::MemTable::try_new(typed_schema(), vec![all]).unwrap();
         ctx.register_table("m", Arc::new(mem)).unwrap();
+        // deltalake's own provider over the same table (the scan of tables
+        // with deletion vectors, column mapping or partitions).
+        let dl = deltalake::open_table(deltalake::ensure_table_uri(&loc).unwrap())
+            .await
+            .unwrap();
+        let dl = FloatSafe::new(dl.table_provider().await.unwrap());
+        ctx.register_table("dl", Arc::new(dl)).unwrap();
 
         let long = "a".repeat(40);
         let predicates = [
@@ -1200,6 +1284,12 @@ mod tests {
             )
             .await;
             assert_eq!(from_table, in_memory, "{predicate}");
+            let by_deltalake = ids(
+                &ctx,
+                &format!("SELECT id FROM dl WHERE {predicate} ORDER BY id"),
+            )
+            .await;
+            assert_eq!(by_deltalake, in_memory, "deltalake's scan: {predicate}");
             if files_scanned(&ctx, &format!("SELECT id FROM t WHERE {predicate}")).await < 5 {
                 pruned += 1;
             }
