@@ -635,10 +635,8 @@ impl Admin {
             self.ready.set_audit_probe(move || auditor.healthy());
             let engine = services.engine.clone();
             self.ready.set_memory_probe(move || {
-                (
-                    engine.memory_budget().limit_bytes,
-                    engine.memory_reserved() as u64,
-                )
+                let m = engine.memory_gauges();
+                (m.pool_limit_bytes, m.pool_reserved_bytes)
             });
             self.ready.set_audit_ready(true);
         }

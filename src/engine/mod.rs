@@ -250,11 +250,6 @@ impl Engine {
         &self.memory
     }
 
-    /// Bytes of the memory budget reserved by running statements now.
-    pub fn memory_reserved(&self) -> usize {
-        self.pool.reserved()
-    }
-
     /// The memory pool and spill space now, for `/metrics`.
     pub fn memory_gauges(&self) -> crate::metrics::MemoryGauges {
         let disk = self.ctx.runtime_env().disk_manager.clone();

@@ -194,47 +194,32 @@ fn position_of(msg: &str) -> String {
 /// body: each is a level of the tree every planner pass recurses through.
 const MAX_SET_OPERATIONS: usize = 1024;
 
-/// How deep the set operations of a query body nest, counted without
-/// recursion (chains of them are left-deep and long).
-fn set_operation_depth(body: &SetExpr) -> usize {
-    let mut deepest = 0;
+/// Most entries of one select list, as in PostgreSQL: wider lists are
+/// refused before planning (54011), whose passes grow faster than the list.
+pub const MAX_TARGET_LIST: usize = 1664;
+
+/// How deep the set operations of a query body nest and its widest select
+/// list, in one walk without recursion (chains of set operations are
+/// left-deep and long). The walk stops once the depth passes
+/// [`MAX_SET_OPERATIONS`].
+fn body_shape(body: &SetExpr) -> (usize, usize) {
+    let (mut deepest, mut widest) = (0, 0);
     let mut stack = vec![(body, 0usize)];
     while let Some((node, depth)) = stack.pop() {
         deepest = deepest.max(depth);
         if deepest > MAX_SET_OPERATIONS {
             break;
         }
-        if let SetExpr::SetOperation { left, right, .. } = node {
-            stack.push((left, depth + 1));
-            stack.push((right, depth + 1));
-        }
-    }
-    deepest
-}
-
-/// Most entries of one select list, as in PostgreSQL: wider lists are
-/// refused before planning (54011), whose passes grow faster than the list.
-pub const MAX_TARGET_LIST: usize = 1664;
-
-/// The widest select list of a query body (its set operations walked
-/// without recursion).
-fn widest_select_list(body: &SetExpr) -> usize {
-    let mut widest = 0;
-    let mut stack = vec![body];
-    while let Some(node) = stack.pop() {
         match node {
             SetExpr::Select(select) => widest = widest.max(select.projection.len()),
             SetExpr::SetOperation { left, right, .. } => {
-                if stack.len() > MAX_SET_OPERATIONS {
-                    break;
-                }
-                stack.push(left);
-                stack.push(right);
+                stack.push((left, depth + 1));
+                stack.push((right, depth + 1));
             }
             _ => {}
         }
     }
-    widest
+    (deepest, widest)
 }
 
 /// Refuse statements whose expression or query nesting is deeper than `max`
@@ -267,9 +252,10 @@ fn check_depth(stmt: &Statement, max: usize) -> Result<(), SqlError> {
         }
         fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<TooComplex> {
             self.current += 1;
-            if self.current > self.max || set_operation_depth(&query.body) > MAX_SET_OPERATIONS {
+            let (set_depth, widest) = body_shape(&query.body);
+            if self.current > self.max || set_depth > MAX_SET_OPERATIONS {
                 ControlFlow::Break(TooComplex::Nesting)
-            } else if widest_select_list(&query.body) > MAX_TARGET_LIST {
+            } else if widest > MAX_TARGET_LIST {
                 ControlFlow::Break(TooComplex::TargetList)
             } else {
                 ControlFlow::Continue(())
