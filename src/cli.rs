@@ -403,6 +403,12 @@ pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services
     for t in engine.tables().values() {
         tracing::info!(table = %t.name, version = t.version, "serving table");
     }
+    if !engine.unreadable_tables().is_empty() {
+        tracing::error!(
+            tables = ?engine.unreadable_tables().keys().collect::<Vec<_>>(),
+            "tables found but not served: their Delta protocol needs a reader feature lakeward cannot read"
+        );
+    }
     let budget = engine.memory_budget();
     tracing::info!(
         limit_mb = budget.limit_bytes / (1024 * 1024),
@@ -763,7 +769,12 @@ async fn policy_check(
     };
     let locations = crate::engine::discover_tables(data_dir)?;
     let engine = crate::engine::Engine::open(&locations).await?;
-    let report = crate::policy::check::check(&policy, &engine_schemas(&engine));
+    let mut report = crate::policy::check::check(&policy, &engine_schemas(&engine));
+    // A table the engine cannot read is the data's problem, not the
+    // policy's, but it fails the check: queries on it would be refused.
+    report
+        .errors
+        .extend(engine.unreadable_tables().values().cloned());
     match format {
         OutputFormat::Text => print!("{}", crate::policy::check::render_text(&report)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),

@@ -403,6 +403,21 @@ pub struct DataConfig {
     /// Delta version (milliseconds; 0: check on every query). A query never
     /// reads a snapshot older than this after a commit.
     pub refresh_ms: u64,
+    /// Which scan reads plain tables: `auto` (lakeward's snapshot scan,
+    /// which keeps each version's file list and statistics in memory, where
+    /// a table qualifies; deltalake's provider for the others) or
+    /// `deltalake` (deltalake's provider for every table: a fallback while
+    /// a reading difference is investigated).
+    pub scan: ScanChoice,
+}
+
+/// `[data] scan`: which scan reads tables lakeward's own scan can read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanChoice {
+    #[default]
+    Auto,
+    Deltalake,
 }
 
 impl Default for DataConfig {
@@ -411,6 +426,7 @@ impl Default for DataConfig {
             root: None,
             tables: Default::default(),
             refresh_ms: 2_000,
+            scan: ScanChoice::Auto,
         }
     }
 }

@@ -36,8 +36,9 @@ pub fn access_for(
     access
 }
 
-/// Refuse, by name, every table `stmt` reads that exists but is not granted.
-/// Unknown tables fall through to the planner (42P01).
+/// Refuse, by name, every table `stmt` reads that exists but is not granted,
+/// and every table left out because lakeward cannot read its Delta protocol
+/// (0A000). Unknown tables fall through to the planner (42P01).
 pub fn check_grants(
     engine: &Engine,
     access: Option<&AccessContext>,
@@ -51,6 +52,14 @@ pub fn check_grants(
             let granted = access.is_some_and(|a| a.tables.contains_key(&name));
             if served.contains_key(&name) && !granted {
                 return Err(SqlError::permission_denied(format!("table {name}")));
+            }
+            if engine.unreadable_tables().contains_key(&name) {
+                return Err(SqlError::new(
+                    "0A000",
+                    format!(
+                        "table {name} is not served: its Delta protocol needs a reader feature lakeward cannot read (the server log names it)"
+                    ),
+                ));
             }
         }
     }

@@ -96,8 +96,18 @@ pub enum AuditTableError {
         /// What differs (column names and types only).
         detail: String,
     },
+    /// The table needs a Delta reader feature (or protocol version) that
+    /// lakeward cannot read: refused when the table is opened, never read
+    /// wrong.
+    #[error("Delta table {location} needs a reader feature lakeward cannot read ({message})")]
+    UnsupportedFeature {
+        /// The table location.
+        location: String,
+        /// The Delta kernel's words, naming the feature.
+        message: String,
+    },
     /// A Delta operation failed.
-    #[error("audit table {location}: {operation} failed: {source}")]
+    #[error("Delta table {location}: {operation} failed: {source}")]
     Delta {
         /// The table location.
         location: String,
@@ -165,12 +175,32 @@ async fn load_location(location: &str) -> Result<(DeltaTable, String), AuditTabl
         })?;
     let table = DeltaTable::try_from_url(url)
         .await
-        .map_err(|source| AuditTableError::Delta {
-            location: shown.clone(),
-            operation: "open",
-            source: Box::new(source),
+        .map_err(|source| match unsupported_feature(&source) {
+            Some(message) => AuditTableError::UnsupportedFeature {
+                location: shown.clone(),
+                message,
+            },
+            None => AuditTableError::Delta {
+                location: shown.clone(),
+                operation: "open",
+                source: Box::new(source),
+            },
         })?;
     Ok((table, shown))
+}
+
+/// The Delta kernel's refusal of a protocol it cannot read (`Unsupported:
+/// Feature 'x' is not supported`, an unknown reader version), if `e` is one.
+/// The kernel's error type is not re-exported by deltalake, so its message
+/// is matched; the reader conformance suite holds a table with an unknown
+/// reader feature that keeps this match honest.
+fn unsupported_feature(e: &DeltaTableError) -> Option<String> {
+    if !matches!(e, DeltaTableError::KernelError(_)) {
+        return None;
+    }
+    let text = e.to_string();
+    let at = text.find("Unsupported: ")?;
+    Some(text[at + "Unsupported: ".len()..].to_owned())
 }
 
 /// [`load_location`] for a table that must exist: a location holding no
@@ -649,6 +679,8 @@ pub struct LatestDeltaProvider {
     checked: std::sync::Mutex<std::time::Instant>,
     /// The served table name, for the snapshot metrics.
     metrics_name: std::sync::OnceLock<String>,
+    /// Which scan reads each loaded version.
+    scan: crate::config::ScanChoice,
 }
 
 impl fmt::Debug for LatestDeltaProvider {
@@ -661,7 +693,11 @@ impl fmt::Debug for LatestDeltaProvider {
 }
 
 /// Builds deltalake's provider for the snapshot loaded in `table`.
-async fn build_provider(location: &str, table: &DeltaTable) -> Result<Loaded, AuditTableError> {
+async fn build_provider(
+    location: &str,
+    table: &DeltaTable,
+    scan: crate::config::ScanChoice,
+) -> Result<Loaded, AuditTableError> {
     let version = table
         .snapshot()
         .map_err(delta_err(location, "open"))?
@@ -677,23 +713,28 @@ async fn build_provider(location: &str, table: &DeltaTable) -> Result<Loaded, Au
             })?;
     // Plain tables are scanned from a file list with statistics kept in
     // memory for this version; the others through deltalake's provider.
-    let provider =
-        match crate::engine::snapshot_scan::SnapshotScan::try_new(table, provider.schema()) {
-            Ok(scan) => {
-                tracing::debug!(
-                    location,
-                    version,
-                    files = scan.file_count(),
-                    "snapshot scan"
-                );
-                Arc::new(scan) as Arc<dyn TableProvider>
-            }
-            Err(why) => {
-                tracing::debug!(location, version, reason = %why, "deltalake scan");
-                Arc::new(crate::engine::snapshot_scan::FloatSafe::new(provider))
-                    as Arc<dyn TableProvider>
-            }
-        };
+    let chosen = match scan {
+        crate::config::ScanChoice::Auto => {
+            crate::engine::snapshot_scan::SnapshotScan::try_new(table, provider.schema())
+        }
+        crate::config::ScanChoice::Deltalake => Err("[data] scan = \"deltalake\"".to_owned()),
+    };
+    let provider = match chosen {
+        Ok(scan) => {
+            tracing::debug!(
+                location,
+                version,
+                files = scan.file_count(),
+                "snapshot scan"
+            );
+            Arc::new(scan) as Arc<dyn TableProvider>
+        }
+        Err(why) => {
+            tracing::debug!(location, version, reason = %why, "deltalake scan");
+            Arc::new(crate::engine::snapshot_scan::FloatSafe::new(provider))
+                as Arc<dyn TableProvider>
+        }
+    };
     Ok(Loaded { version, provider })
 }
 
@@ -712,8 +753,18 @@ impl LatestDeltaProvider {
         location: &str,
         refresh: Duration,
     ) -> Result<Self, AuditTableError> {
+        Self::open_with(location, refresh, crate::config::ScanChoice::Auto).await
+    }
+
+    /// [`open_with_refresh`](Self::open_with_refresh) with the scan that
+    /// reads each version (`[data] scan`).
+    pub async fn open_with(
+        location: &str,
+        refresh: Duration,
+        scan: crate::config::ScanChoice,
+    ) -> Result<Self, AuditTableError> {
         let (table, shown) = load_existing(location).await?;
-        let loaded = build_provider(&shown, &table).await?;
+        let loaded = build_provider(&shown, &table, scan).await?;
         Ok(LatestDeltaProvider {
             location: shown,
             schema: loaded.provider.schema(),
@@ -722,6 +773,7 @@ impl LatestDeltaProvider {
             refresh,
             checked: std::sync::Mutex::new(std::time::Instant::now()),
             metrics_name: std::sync::OnceLock::new(),
+            scan,
         })
     }
 
@@ -786,10 +838,18 @@ impl LatestDeltaProvider {
     /// The provider of the newest table version (refreshing first).
     async fn latest(&self) -> Result<Arc<dyn TableProvider>, AuditTableError> {
         let mut table = self.table.lock().await;
-        table
-            .update_incremental(None)
-            .await
-            .map_err(delta_err(&self.location, "refresh"))?;
+        table.update_incremental(None).await.map_err(|source| {
+            match unsupported_feature(&source) {
+                Some(message) => {
+                    tracing::error!(location = %self.location, %message, "the newest version of a served table needs a reader feature lakeward cannot read; scans of it are refused");
+                    AuditTableError::UnsupportedFeature {
+                        location: self.location.clone(),
+                        message,
+                    }
+                }
+                None => delta_err(&self.location, "refresh")(source),
+            }
+        })?;
         let version = table
             .snapshot()
             .map_err(delta_err(&self.location, "refresh"))?
@@ -805,7 +865,7 @@ impl LatestDeltaProvider {
                 return Ok(loaded.provider.clone());
             }
         }
-        let fresh = build_provider(&self.location, &table).await?;
+        let fresh = build_provider(&self.location, &table, self.scan).await?;
         if fresh.provider.schema().fields() != self.schema.fields() {
             return Err(AuditTableError::SchemaMismatch {
                 location: self.location.clone(),

@@ -67,6 +67,14 @@ pub fn to_sql_error(err: &DataFusionError) -> SqlError {
                 to_sql_error(df)
             } else if let Some(a) = e.downcast_ref::<ArrowError>() {
                 arrow_error(a)
+            } else if let Some(crate::audit::delta::AuditTableError::UnsupportedFeature {
+                ..
+            }) = e.downcast_ref::<crate::audit::delta::AuditTableError>()
+            {
+                SqlError::new(
+                    "0A000",
+                    "a table's newest Delta version needs a reader feature lakeward cannot read; the table is not read (the server log names the feature)",
+                )
             } else {
                 SqlError::new("XX000", "query execution failed")
             }

@@ -39,6 +39,15 @@ pub enum EngineError {
         location: String,
         message: String,
     },
+    /// The table's Delta protocol needs a reader feature lakeward cannot
+    /// read. The table is left out (queries naming it are refused with
+    /// 0A000); the other tables are served.
+    #[error("Delta table {table} at {location} is not served: {message}")]
+    Unreadable {
+        table: String,
+        location: String,
+        message: String,
+    },
     #[error("cannot scan data folder {path}: {source}")]
     Scan {
         path: std::path::PathBuf,
@@ -107,6 +116,8 @@ pub struct Engine {
     /// Compiled access contexts by policy version and subject.
     pub(crate) access_cache:
         moka::sync::Cache<AccessKey, Option<crate::policy::compile::AccessContext>>,
+    /// Tables left out at open: `schema.table` → why (names the feature).
+    unreadable: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -172,9 +183,20 @@ impl Engine {
             .ok_or_else(|| EngineError::Setup("default catalog missing".into()))?;
 
         let mut tables = BTreeMap::new();
+        let mut unreadable = BTreeMap::new();
         for loc in locations {
-            let info = tables::open_and_register(&ctx, catalog.as_ref(), loc).await?;
-            tables.insert(info.name.clone(), info);
+            match tables::open_and_register(&ctx, catalog.as_ref(), loc).await {
+                Ok(info) => {
+                    tables.insert(info.name.clone(), info);
+                }
+                // Never read wrong, and never let one table written with a
+                // newer feature keep every other table from being served.
+                Err(e @ EngineError::Unreadable { .. }) => {
+                    tracing::error!(table = %loc.name, error = %e, "table not served");
+                    unreadable.insert(loc.name.to_string(), e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
         }
         // The over-89 mask reads today's date when it runs, not now.
         for udf in masks::mask_udfs(pseudonym_key) {
@@ -242,7 +264,14 @@ impl Engine {
             states,
             static_tables,
             access_cache,
+            unreadable,
         })
+    }
+
+    /// Tables found but not served because their Delta protocol needs a
+    /// reader feature lakeward cannot read: `schema.table` → why.
+    pub fn unreadable_tables(&self) -> &BTreeMap<String, String> {
+        &self.unreadable
     }
 
     /// The memory budget statements share.
@@ -551,6 +580,7 @@ pub async fn open_from_config(
         };
         for mut loc in discovered {
             loc.refresh = data.refresh();
+            loc.scan = data.scan;
             locations.insert(loc.name.clone(), loc);
         }
     }
@@ -562,6 +592,7 @@ pub async fn open_from_config(
                 name,
                 url: url.clone(),
                 refresh: data.refresh(),
+                scan: data.scan,
             },
         );
     }
@@ -576,6 +607,7 @@ pub async fn open_from_config(
                 name,
                 url: url.to_owned(),
                 refresh: std::time::Duration::ZERO,
+                scan: data.scan,
             },
         );
     }

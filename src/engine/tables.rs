@@ -43,6 +43,8 @@ pub struct TableLocation {
     /// version: zero for the audit table (it grows while lakeward runs and
     /// auditors expect to see the last statement), a few seconds for data.
     pub refresh: std::time::Duration,
+    /// Which scan reads the table (`[data] scan`).
+    pub scan: crate::config::ScanChoice,
 }
 
 /// The snapshot age after which a data table looks for a new version.
@@ -87,6 +89,7 @@ pub fn discover_tables(root: &Path) -> Result<Vec<TableLocation>, EngineError> {
                 },
                 url: table_dir.path().to_string_lossy().into_owned(),
                 refresh: DEFAULT_REFRESH,
+                scan: crate::config::ScanChoice::Auto,
             });
         }
     }
@@ -160,6 +163,7 @@ pub async fn discover_tables_url(root: &str) -> Result<Vec<TableLocation>, Engin
                 },
                 url: format!("{base}/{schema}/{table}"),
                 refresh: DEFAULT_REFRESH,
+                scan: crate::config::ScanChoice::Auto,
             });
         }
     }
@@ -198,9 +202,20 @@ pub(crate) async fn open_and_register(
     // Snapshots are loaded once and replaced when a newer version is seen;
     // the provider object stays the same, so cached plans stay valid.
     let provider =
-        crate::audit::delta::LatestDeltaProvider::open_with_refresh(&loc.url, loc.refresh)
+        crate::audit::delta::LatestDeltaProvider::open_with(&loc.url, loc.refresh, loc.scan)
             .await
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| match e {
+                crate::audit::delta::AuditTableError::UnsupportedFeature { message, .. } => {
+                    EngineError::Unreadable {
+                        table: loc.name.to_string(),
+                        location: loc.url.clone(),
+                        message: format!(
+                            "it needs a Delta reader feature lakeward cannot read ({message})"
+                        ),
+                    }
+                }
+                e => open_err(e.to_string()),
+            })?;
     provider.set_metrics_name(loc.name.to_string());
     let version = provider.version();
     provider
