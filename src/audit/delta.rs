@@ -698,19 +698,68 @@ async fn build_provider(
     table: &DeltaTable,
     scan: crate::config::ScanChoice,
 ) -> Result<Loaded, AuditTableError> {
-    let version = table
-        .snapshot()
-        .map_err(delta_err(location, "open"))?
-        .version();
-    let provider: Arc<dyn TableProvider> =
-        table
-            .table_provider()
-            .await
-            .map_err(|source| AuditTableError::DataFusion {
+    let state = table.snapshot().map_err(delta_err(location, "open"))?;
+    let version = state.version();
+    // Column mapping in `id` mode matches a Parquet column to a table
+    // column by field id. Both scans match by physical name, which reads
+    // the wrong column where a file's names and field ids disagree (files
+    // converted from Iceberg after a rename): refused rather than read wrong.
+    if format!("{:?}", state.table_config().column_mapping_mode) == "Some(Id)" {
+        return Err(AuditTableError::UnsupportedFeature {
+            location: location.to_string(),
+            message: "delta.columnMapping.mode = id: lakeward reads Parquet columns by physical name, not by field id".into(),
+        });
+    }
+    let provider: Arc<dyn TableProvider> = match table.table_provider().await {
+        Ok(p) => p,
+        Err(source) => {
+            // deltalake's provider checks the reader features itself: a
+            // feature the kernel reads but deltalake's scan does not
+            // (type widening) is read by lakeward's scan when the table
+            // qualifies, and refused by name otherwise.
+            let text = source.to_string();
+            let Some(at) = text.find("Unsupported table features required: ") else {
+                return Err(AuditTableError::DataFusion {
+                    location: location.to_string(),
+                    operation: "building the table provider",
+                    source: Box::new(source),
+                });
+            };
+            let refused = AuditTableError::UnsupportedFeature {
                 location: location.to_string(),
-                operation: "building the table provider",
-                source: Box::new(source),
-            })?;
+                message: text[at..].to_owned(),
+            };
+            if scan != crate::config::ScanChoice::Auto {
+                return Err(refused);
+            }
+            use deltalake::kernel::engine::arrow_conversion::TryIntoArrow as _;
+            let Ok(schema) = state.schema().as_ref().try_into_arrow() else {
+                return Err(refused);
+            };
+            let schema: datafusion::arrow::datatypes::Schema = schema;
+            return match crate::engine::snapshot_scan::SnapshotScan::try_new(
+                table,
+                Arc::new(schema),
+            ) {
+                Ok(scan) => {
+                    tracing::debug!(
+                        location,
+                        version,
+                        files = scan.file_count(),
+                        "snapshot scan"
+                    );
+                    Ok(Loaded {
+                        version,
+                        provider: Arc::new(scan),
+                    })
+                }
+                Err(why) => {
+                    tracing::debug!(location, version, reason = %why, "no scan reads this table");
+                    Err(refused)
+                }
+            };
+        }
+    };
     // Plain tables are scanned from a file list with statistics kept in
     // memory for this version; the others through deltalake's provider.
     let chosen = match scan {

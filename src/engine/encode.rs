@@ -88,6 +88,7 @@ pub fn row_stream(
                 None => return None,
                 Some(Ok(batch)) => {
                     if batch.num_rows() > 0 {
+                        let batch = postgres_float_text(batch, &st.fields);
                         st.current = Some(RowEncoder::new(batch, st.fields.clone()));
                     }
                 }
@@ -100,4 +101,177 @@ pub fn row_stream(
             }
         }
     })
+}
+
+/// Float columns sent in text format, as PostgreSQL prints them.
+///
+/// pgwire's text encoder prints `inf`, `-inf`, `2.0`, `1e20` and `0` for
+/// negative zero; PostgreSQL prints `Infinity`, `-Infinity`, `2`, `1e+20` and
+/// `-0`, and clients parse what PostgreSQL prints (Java's
+/// `Double.parseDouble("inf")` and JavaScript's `parseFloat("inf")` do not
+/// give infinity). Text-format float columns are therefore turned into their
+/// PostgreSQL text before encoding; binary-format columns are left alone.
+fn postgres_float_text(
+    batch: datafusion::arrow::record_batch::RecordBatch,
+    fields: &[FieldInfo],
+) -> datafusion::arrow::record_batch::RecordBatch {
+    use datafusion::arrow::array::{Array, AsArray, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type};
+    let text = |i: usize| {
+        fields
+            .get(i)
+            .is_some_and(|f| f.format() == pgwire::api::results::FieldFormat::Text)
+    };
+    let floats =
+        batch.schema().fields().iter().enumerate().any(|(i, f)| {
+            matches!(f.data_type(), DataType::Float32 | DataType::Float64) && text(i)
+        });
+    if !floats {
+        return batch;
+    }
+    let schema = batch.schema();
+    let mut columns = batch.columns().to_vec();
+    let mut out_fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (i, column) in columns.iter_mut().enumerate() {
+        if !text(i) {
+            continue;
+        }
+        let strings: StringArray = match column.data_type() {
+            DataType::Float64 => column
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.map(pg_float8_text))
+                .collect(),
+            DataType::Float32 => column
+                .as_primitive::<Float32Type>()
+                .iter()
+                .map(|v| v.map(pg_float4_text))
+                .collect(),
+            _ => continue,
+        };
+        debug_assert_eq!(strings.len(), column.len());
+        *column = Arc::new(strings);
+        out_fields[i] = Field::new(out_fields[i].name(), DataType::Utf8, true);
+    }
+    let schema = Arc::new(Schema::new(out_fields));
+    // Same row count, one array per field: cannot fail; keep the original
+    // batch if it ever did (pgwire's spelling beats no answer).
+    datafusion::arrow::record_batch::RecordBatch::try_new(schema, columns).unwrap_or(batch)
+}
+
+/// A float8 as PostgreSQL 12+ prints it (shortest exact digits, the
+/// `extra_float_digits >= 1` output that psql, psycopg and pgJDBC get).
+pub fn pg_float8_text(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let mut buf = ryu::Buffer::new();
+    pg_float_layout(buf.format_finite(v), 15)
+}
+
+/// A float4 as PostgreSQL 12+ prints it.
+pub fn pg_float4_text(v: f32) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let mut buf = ryu::Buffer::new();
+    pg_float_layout(buf.format_finite(v), 6)
+}
+
+/// Lays out ryu's shortest digits as PostgreSQL does: fixed notation when
+/// the decimal exponent is in `[-4, max_fixed_exponent)`, else `d.ddde±XX`
+/// (at least two exponent digits); no trailing `.0`; `-0` keeps its sign.
+fn pg_float_layout(shortest: &str, max_fixed_exponent: i32) -> String {
+    let (negative, unsigned) = match shortest.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, shortest),
+    };
+    let (mantissa, exp_part) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (unsigned, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    // All significant digits, and the exponent of the first one.
+    let all: String = format!("{int_part}{frac_part}");
+    let leading = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0');
+    let sign = if negative { "-" } else { "" };
+    if digits.is_empty() {
+        return format!("{sign}0");
+    }
+    let exponent = int_part.len() as i32 - 1 - leading as i32 + exp_part;
+    let out = if (-4..max_fixed_exponent).contains(&exponent) {
+        if exponent >= 0 {
+            let point = exponent as usize + 1;
+            if digits.len() <= point {
+                format!("{digits}{}", "0".repeat(point - digits.len()))
+            } else {
+                format!("{}.{}", &digits[..point], &digits[point..])
+            }
+        } else {
+            format!("0.{}{digits}", "0".repeat((-exponent - 1) as usize))
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let point = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let esign = if exponent < 0 { '-' } else { '+' };
+        format!("{first}{point}e{esign}{:02}", exponent.abs())
+    };
+    format!("{sign}{out}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_are_printed_as_postgresql_prints_them() {
+        // Values and spellings checked against PostgreSQL 16 (`SELECT x::float8`).
+        let cases8 = [
+            (2.0, "2"),
+            (0.1, "0.1"),
+            (-0.0, "-0"),
+            (0.0, "0"),
+            (1e20, "1e+20"),
+            (-1e20, "-1e+20"),
+            (1.5e-7, "1.5e-07"),
+            (1e15, "1e+15"),
+            (123456789012345.6, "123456789012345.6"),
+            (1.2345678901234568e17, "1.2345678901234568e+17"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (f64::NAN, "NaN"),
+            (1e308, "1e+308"),
+            (5e-324, "5e-324"),
+            (100.25, "100.25"),
+        ];
+        for (v, want) in cases8 {
+            assert_eq!(pg_float8_text(v), want, "{v:e}");
+        }
+        let cases4 = [
+            (0.1f32, "0.1"),
+            (100000.0, "100000"),
+            (1000000.0, "1e+06"),
+            (3.4028235e38, "3.4028235e+38"),
+            (0.00001, "1e-05"),
+            (-0.0, "-0"),
+            (f32::INFINITY, "Infinity"),
+            (2.5, "2.5"),
+        ];
+        for (v, want) in cases4 {
+            assert_eq!(pg_float4_text(v), want, "{v:e}");
+        }
+    }
 }

@@ -17,8 +17,9 @@
 //!   file rather than once per statement.
 //!
 //! Only plain tables take this path: reader protocol version 1, or 3 with
-//! no reader feature but `timestampNtz` (no column mapping, no deletion
-//! vectors), no partition columns, and file paths inside the table folder.
+//! no reader feature but `timestampNtz` and `typeWidening` (no column
+//! mapping, no deletion vectors), no partition columns, and file paths
+//! inside the table folder.
 //! Any other table is served by deltalake's own provider
 //! ([`SnapshotScan::try_new`] says why).
 //!
@@ -128,8 +129,13 @@ pub type Ineligible = String;
 /// as it is: a table that needs no other feature is read by this scan.
 /// `timestampNtz` (timestamps without a time zone, as the demo's clinical
 /// tables have) changes how a column is typed, not which files or rows
-/// belong to the snapshot.
-const PLAIN_READER_FEATURES: &[&str] = &["timestampNtz"];
+/// belong to the snapshot. `typeWidening` (byte → short → int → long,
+/// float → double, wider decimals, date → timestamp_ntz) leaves older files
+/// with the narrower Parquet type, which the Parquet reader casts to the
+/// table's type; their statistics are parsed as the table's type, and a
+/// bound that does not parse is unknown (the file is read). deltalake's
+/// own scan does not read `typeWidening` tables.
+const PLAIN_READER_FEATURES: &[&str] = &["timestampNtz", "typeWidening"];
 
 impl SnapshotScan {
     /// The scan of `table`'s loaded snapshot with the Arrow `schema` the

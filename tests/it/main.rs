@@ -8,6 +8,7 @@ mod bad_input;
 mod caches;
 mod cancel;
 mod clients;
+mod conformance;
 mod corpus;
 mod datagen;
 mod enforcement;

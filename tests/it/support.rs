@@ -580,6 +580,8 @@ pub struct ServeOpts<'a> {
     pub log_json: bool,
     /// `[data] root` (default: the shared local dataset).
     pub data_root: Option<&'a str>,
+    /// More keys of the `[data]` section (`scan = "deltalake"`, …).
+    pub data_extra: &'a str,
     /// `[audit] table` (default: under the data root).
     pub audit_table: Option<&'a str>,
     /// The ES256 token verification key file (default: the dataset's demo key).
@@ -598,6 +600,7 @@ impl Default for ServeOpts<'_> {
             log_filter: None,
             log_json: false,
             data_root: None,
+            data_extra: "",
             audit_table: None,
             jwt_public_key: None,
         }
@@ -617,6 +620,7 @@ pub fn serve_binary_opts(o: ServeOpts<'_>) -> Served {
         log_filter,
         log_json,
         data_root,
+        data_extra,
         audit_table,
         jwt_public_key,
     } = o;
@@ -639,6 +643,7 @@ cert_file = "{t}/server.crt"
 key_file = "{t}/server.key"
 [data]
 root = "{root}"
+{data_extra}
 [auth]
 issuer = "{iss}"
 audience = "{aud}"
