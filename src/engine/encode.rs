@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use arrow_pg::row_encoder::RowEncoder;
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::datatypes::{Schema, TimeUnit};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::{Stream, StreamExt};
 use pgwire::api::portal::Format;
@@ -88,6 +88,10 @@ pub fn row_stream(
                 None => return None,
                 Some(Ok(batch)) => {
                     if batch.num_rows() > 0 {
+                        if let Err(e) = temporal_range(&batch) {
+                            st.done = true;
+                            return Some((Err(e.into_pgwire()), st));
+                        }
                         let batch = postgres_float_text(batch, &st.fields);
                         st.current = Some(RowEncoder::new(batch, st.fields.clone()));
                     }
@@ -101,6 +105,73 @@ pub fn row_stream(
             }
         }
     })
+}
+
+/// The first and last instants lakeward sends: 0001-01-01 and the end of
+/// 9999-12-31, in seconds since the epoch.
+const FIRST_SECOND: i64 = -62_135_596_800;
+const LAST_SECOND: i64 = 253_402_300_799;
+
+/// Refuses a batch holding a date or timestamp outside 0001-01-01 to
+/// 9999-12-31 (22008), rather than sending it wrong: arrow-pg turns a value
+/// outside chrono's range into NULL, and prints years before 1 and after
+/// 9999 in a form PostgreSQL clients do not parse (`-0495-11-20`,
+/// `+248381-08-19`). `9999-12-31`, how healthcare data says "never", is in
+/// range. The message names no value.
+fn temporal_range(batch: &datafusion::arrow::record_batch::RecordBatch) -> Result<(), SqlError> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::compute::{max, min};
+    use datafusion::arrow::datatypes::{
+        DataType, Date32Type, Date64Type, TimestampMicrosecondType, TimestampMillisecondType,
+        TimestampSecondType,
+    };
+    const DAY: i64 = 86_400;
+    for column in batch.columns() {
+        let (lo, hi) = match column.data_type() {
+            DataType::Date32 => {
+                let a = column.as_primitive::<Date32Type>();
+                (
+                    min(a).map(|v| v as i64 * DAY),
+                    max(a).map(|v| v as i64 * DAY),
+                )
+            }
+            DataType::Date64 => {
+                let a = column.as_primitive::<Date64Type>();
+                (
+                    min(a).map(|v| v.div_euclid(1000)),
+                    max(a).map(|v| v.div_euclid(1000)),
+                )
+            }
+            DataType::Timestamp(TimeUnit::Second, _) => {
+                let a = column.as_primitive::<TimestampSecondType>();
+                (min(a), max(a))
+            }
+            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                let a = column.as_primitive::<TimestampMillisecondType>();
+                (
+                    min(a).map(|v| v.div_euclid(1000)),
+                    max(a).map(|v| v.div_euclid(1000)),
+                )
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                let a = column.as_primitive::<TimestampMicrosecondType>();
+                (
+                    min(a).map(|v| v.div_euclid(1_000_000)),
+                    max(a).map(|v| v.div_euclid(1_000_000)),
+                )
+            }
+            // Nanosecond timestamps cannot leave 1677..2262.
+            _ => continue,
+        };
+        let outside = lo.is_some_and(|v| v < FIRST_SECOND) || hi.is_some_and(|v| v > LAST_SECOND);
+        if outside {
+            return Err(SqlError::new(
+                "22008",
+                "date/time field value out of range: a result value is outside 0001-01-01 to 9999-12-31, the range lakeward sends",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Float columns sent in text format, as PostgreSQL prints them.
@@ -233,6 +304,31 @@ fn pg_float_layout(shortest: &str, max_fixed_exponent: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_and_timestamps_outside_year_1_to_9999_are_refused_not_sent_wrong() {
+        use datafusion::arrow::array::{ArrayRef, Date32Array, TimestampMicrosecondArray};
+        use datafusion::arrow::record_batch::RecordBatch;
+        let batch = |a: ArrayRef| RecordBatch::try_from_iter([("v", a)]).unwrap();
+        let day = |y, m, d| {
+            (chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap()
+                - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap())
+            .num_days() as i32
+        };
+        let ok = Date32Array::from(vec![Some(day(1, 1, 1)), None, Some(day(9999, 12, 31))]);
+        assert!(temporal_range(&batch(Arc::new(ok))).is_ok());
+        for bad in [day(10000, 1, 1), day(0, 12, 31), 2_000_000_000] {
+            let a = Date32Array::from(vec![Some(0), Some(bad)]);
+            let e = temporal_range(&batch(Arc::new(a))).unwrap_err();
+            assert_eq!(e.code, "22008");
+        }
+        let end = LAST_SECOND * 1_000_000 + 999_999;
+        let ok = TimestampMicrosecondArray::from(vec![Some(FIRST_SECOND * 1_000_000), Some(end)])
+            .with_timezone("UTC");
+        assert!(temporal_range(&batch(Arc::new(ok))).is_ok());
+        let bad = TimestampMicrosecondArray::from(vec![Some(end + 1)]);
+        assert!(temporal_range(&batch(Arc::new(bad))).is_err());
+    }
 
     #[test]
     fn floats_are_printed_as_postgresql_prints_them() {

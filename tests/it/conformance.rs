@@ -508,3 +508,37 @@ async fn consents_written_by_spark_with_int96_never_expires_sentinels_give_the_s
         "every NULL became a 9999-12-31 sentinel, read as 9999 (not wrapped into the 1800s)"
     );
 }
+
+#[tokio::test]
+async fn dates_outside_year_1_to_9999_are_refused_at_the_wire_never_sent_wrong() {
+    let server = crate::support::server();
+    let client = connect_role(server.addr, "analyst", "operations").await;
+    // 9999-12-31 ("never") and 0001-01-01 ("unknown") are sent as written.
+    let rows = text_rows(
+        &client,
+        "SELECT DATE '9999-12-31', DATE '0001-01-01', CAST(2932896 AS INT)::date",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some("9999-12-31".to_owned()),
+            Some("0001-01-01".to_owned()),
+            Some("9999-12-31".to_owned())
+        ]]
+    );
+    // Past 9999 (chrono would print +248381-…, or NULL further out) and
+    // before year 1: 22008, in text and in binary format.
+    for sql in [
+        "SELECT CAST(90000000 AS INT)::date",
+        "SELECT CAST(2000000000 AS INT)::date",
+        "SELECT CAST(-900000 AS INT)::date",
+    ] {
+        let e = client.simple_query(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e).as_deref(), Some("22008"), "{sql}: {e}");
+        let e = client.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(sqlstate(&e).as_deref(), Some("22008"), "{sql}: {e}");
+    }
+    // The session is still usable.
+    assert_eq!(text_rows(&client, "SELECT 1").await.len(), 1);
+}
