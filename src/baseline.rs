@@ -113,7 +113,7 @@ async fn context(data: &std::path::Path, scan: Scan) -> anyhow::Result<SessionCo
             Scan::Lakeward => {
                 // The scan lakeward serves with (snapshot file list and
                 // statistics kept in memory), without the policy around it.
-                let p = crate::audit::delta::LatestDeltaProvider::open_with_refresh(
+                let p = crate::engine::delta::LatestDeltaProvider::open_with_refresh(
                     &loc.url,
                     Duration::from_secs(24 * 3600),
                 )

@@ -137,7 +137,7 @@ fn audit_view_names() -> &'static std::collections::HashSet<String> {
             }
         }
         let mut c = Collect(std::collections::HashSet::new());
-        for (name, sql) in crate::audit::views::VIEWS {
+        for (name, sql) in crate::engine::audit_views::VIEWS {
             c.0.insert((*name).to_owned());
             if let Ok(stmts) = gate::parse(sql, gate::ParseLimits::default()) {
                 for s in &stmts {

@@ -28,7 +28,6 @@ pub mod delta;
 pub mod events;
 pub mod record;
 pub mod verify;
-pub mod views;
 pub mod wal;
 
 use std::path::{Path, PathBuf};

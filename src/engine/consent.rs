@@ -33,7 +33,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::audit::delta::LatestDeltaProvider;
+use super::delta::LatestDeltaProvider;
 use crate::policy::{ConsentRules, Purpose};
 
 /// Prefix of the internal membership functions (raw context only; the

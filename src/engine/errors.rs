@@ -67,9 +67,8 @@ pub fn to_sql_error(err: &DataFusionError) -> SqlError {
                 to_sql_error(df)
             } else if let Some(a) = e.downcast_ref::<ArrowError>() {
                 arrow_error(a)
-            } else if let Some(crate::audit::delta::AuditTableError::UnsupportedFeature {
-                ..
-            }) = e.downcast_ref::<crate::audit::delta::AuditTableError>()
+            } else if let Some(super::delta::DeltaError::UnsupportedFeature { .. }) =
+                e.downcast_ref::<super::delta::DeltaError>()
             {
                 SqlError::new(
                     "0A000",

@@ -7,8 +7,10 @@
 //! `statement_to_plan` — SQL text is never re-parsed — verifies that the plan
 //! is read-only, and executes it as a stream of record batches.
 
+pub mod audit_views;
 pub mod catalog;
 pub mod consent;
+pub mod delta;
 pub mod encode;
 pub mod errors;
 pub mod masks;

@@ -690,7 +690,7 @@ impl RawTables {
                 datafusion::execution::SessionStateBuilder::new_from_existing(self.ctx.state())
                     .with_catalog_list(list.clone())
                     .build();
-            for (name, sql) in crate::audit::views::VIEWS {
+            for (name, sql) in crate::engine::audit_views::VIEWS {
                 let stmt = crate::rewrite::gate::parse(sql, Default::default())
                     .ok()
                     .and_then(|mut v| v.pop())

@@ -876,7 +876,8 @@ mod tests {
     }
 
     async fn pruned_in_memory(tz: Option<&str>, at20: &str, at20_400: &str, at5: &str) {
-        use crate::audit::delta::{AuditTable, LatestDeltaProvider};
+        use crate::audit::delta::AuditTable;
+        use crate::engine::delta::LatestDeltaProvider;
         let dir = tempfile::tempdir().unwrap();
         let loc = dir.path().join("t").to_string_lossy().into_owned();
         let t = AuditTable::open_or_create(&loc, table_schema(tz))
@@ -980,7 +981,7 @@ mod tests {
     /// filter agrees with what is shown.
     #[tokio::test]
     async fn int96_timestamps_are_read_as_spark_wrote_them() {
-        use crate::audit::delta::LatestDeltaProvider;
+        use crate::engine::delta::LatestDeltaProvider;
         let dir = tempfile::tempdir().unwrap();
         let table = dir.path().join("edge");
         std::fs::create_dir_all(table.join("_delta_log")).unwrap();
@@ -1201,7 +1202,8 @@ mod tests {
     /// rows held in memory, where nothing is pruned.
     #[tokio::test]
     async fn pruning_agrees_with_the_decoded_values_for_every_type() {
-        use crate::audit::delta::{AuditTable, LatestDeltaProvider};
+        use crate::audit::delta::AuditTable;
+        use crate::engine::delta::LatestDeltaProvider;
         let dir = tempfile::tempdir().unwrap();
         let loc = dir.path().join("typed").to_string_lossy().into_owned();
         let t = AuditTable::open_or_create(&loc, typed_schema())
@@ -1314,7 +1316,8 @@ mod tests {
     /// predicate nor by the physical optimiser's filter pushdown.
     #[tokio::test]
     async fn nan_equality_is_not_pruned_away() {
-        use crate::audit::delta::{AuditTable, LatestDeltaProvider};
+        use crate::audit::delta::AuditTable;
+        use crate::engine::delta::LatestDeltaProvider;
         let dir = tempfile::tempdir().unwrap();
         let loc = dir.path().join("nan").to_string_lossy().into_owned();
         let t = AuditTable::open_or_create(&loc, typed_schema())

@@ -201,21 +201,20 @@ pub(crate) async fn open_and_register(
     }
     // Snapshots are loaded once and replaced when a newer version is seen;
     // the provider object stays the same, so cached plans stay valid.
-    let provider =
-        crate::audit::delta::LatestDeltaProvider::open_with(&loc.url, loc.refresh, loc.scan)
-            .await
-            .map_err(|e| match e {
-                crate::audit::delta::AuditTableError::UnsupportedFeature { message, .. } => {
-                    EngineError::Unreadable {
-                        table: loc.name.to_string(),
-                        location: loc.url.clone(),
-                        message: format!(
-                            "it needs a Delta reader feature lakeward cannot read ({message})"
-                        ),
-                    }
+    let provider = super::delta::LatestDeltaProvider::open_with(&loc.url, loc.refresh, loc.scan)
+        .await
+        .map_err(|e| match e {
+            super::delta::DeltaError::UnsupportedFeature { message, .. } => {
+                EngineError::Unreadable {
+                    table: loc.name.to_string(),
+                    location: loc.url.clone(),
+                    message: format!(
+                        "it needs a Delta reader feature lakeward cannot read ({message})"
+                    ),
                 }
-                e => open_err(e.to_string()),
-            })?;
+            }
+            e => open_err(e.to_string()),
+        })?;
     provider.set_metrics_name(loc.name.to_string());
     let version = provider.version();
     provider

@@ -480,7 +480,7 @@ async fn consents_written_by_spark_with_int96_never_expires_sentinels_give_the_s
         let ctx = datafusion::prelude::SessionContext::new_with_config(
             lakeward::engine::spark_compatible_reads(datafusion::prelude::SessionConfig::new()),
         );
-        let p = lakeward::audit::delta::LatestDeltaProvider::open(dir.to_str().unwrap())
+        let p = lakeward::engine::delta::LatestDeltaProvider::open(dir.to_str().unwrap())
             .await
             .expect("open consents");
         p.update_datafusion_session(&ctx.state()).unwrap();
