@@ -1,12 +1,14 @@
 //! Criterion benchmark of lakeward's enforcement front end.
 //!
 //! - `rewrite_cold/*`: what a statement costs before DataFusion sees it:
-//!   parse (PostgreSQL dialect, limits), classify, bind session functions,
-//!   resolve table references and refuse ungranted ones.
+//!   parse (PostgreSQL dialect, limits), the pipeline's classify (catalog
+//!   dialect, gate) and rewrite (purpose, session functions, result names)
+//!   steps, and the grant check that starts planning.
 //! - `plan_cache_hit/*`: the cost of serving a statement already planned
 //!   for the same SQL text, policy version and subject (key + lookup).
-//! - `plan_cold/*`: the whole enforcement step including DataFusion planning
-//!   over secured tables, for comparison (what a cache hit saves).
+//! - `plan_cold/*`: the server's whole preparation (`lakeward::query`:
+//!   classify, rewrite, access, planning over secured tables, verify,
+//!   optimise once), for comparison (what a cache hit saves).
 //!
 //! Run with `cargo bench --bench rewrite`; results go to docs/benchmarks.md.
 
@@ -19,7 +21,6 @@ use lakeward::engine::Engine;
 use lakeward::policy::compile::Subject;
 use lakeward::policy::{Policy, Purpose};
 use lakeward::rewrite::gate::{self, ParseLimits, StatementKind};
-use lakeward::rewrite::session_functions::{SessionFacts, bind_session_functions};
 
 const POINT: &str =
     "SELECT patient_id, last_name, birth_date FROM clinical.patients WHERE patient_id = $1";
@@ -36,7 +37,7 @@ struct Fixture {
     engine: Engine,
     policy: Policy,
     subject: Subject,
-    facts: SessionFacts,
+    principal: lakeward::query::Principal,
     _dir: tempfile::TempDir,
 }
 
@@ -56,41 +57,49 @@ fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules"),
         ))
         .expect("policy");
+        let subject = Subject {
+            user: "analyst".into(),
+            role: "analyst".into(),
+            site: None,
+            purpose: Purpose::Operations,
+            break_glass: false,
+        };
+        let principal = lakeward::query::Principal::detached(
+            Arc::new(policy.clone()),
+            subject.clone(),
+            "analyst",
+        );
         Fixture {
             engine,
             policy,
-            subject: Subject {
-                user: "analyst".into(),
-                role: "analyst".into(),
-                site: None,
-                purpose: Purpose::Operations,
-                break_glass: false,
-            },
-            facts: SessionFacts {
-                user: "analyst".into(),
-                database: "lakeward".into(),
-                schema: "public".into(),
-                backend_pid: 1,
-                version: "PostgreSQL 15.0 (lakeward)".into(),
-                ..Default::default()
-            },
+            subject,
+            principal,
             _dir: dir,
         }
     })
 }
 
-/// The server's pre-planning path for one statement text.
-fn rewrite(f: &Fixture, access: Option<&lakeward::policy::compile::AccessContext>, sql: &str) {
+fn parse(sql: &str) -> Box<lakeward::query::Statement> {
     let stmt = gate::parse(sql, ParseLimits::default())
         .expect("parse")
         .remove(0);
-    let StatementKind::Query(mut stmt) = gate::classify(stmt).expect("classify") else {
+    let StatementKind::Query(stmt) = lakeward::query::classify(stmt).expect("classify") else {
         panic!("a query");
     };
-    assert!(gate::reads_tables(&stmt));
-    bind_session_functions(&mut stmt, &f.facts);
-    enforce::check_grants(&f.engine, access, &stmt, "public").expect("granted");
-    black_box(stmt);
+    stmt
+}
+
+/// The server's path for one statement text up to DataFusion planning.
+fn rewrite(f: &Fixture, access: Option<&lakeward::policy::compile::AccessContext>, sql: &str) {
+    let rewritten = lakeward::query::rewrite_query(&f.principal, parse(sql)).expect("rewrite");
+    assert!(rewritten.reads_tables);
+    let schema = f
+        .principal
+        .search_path
+        .first()
+        .map_or("public", String::as_str);
+    enforce::check_grants(&f.engine, access, &rewritten.stmt, schema).expect("granted");
+    black_box(rewritten);
 }
 
 /// A stand-in cache entry with a fixed weight (the lookup is what is timed).
@@ -108,8 +117,8 @@ fn key(f: &Fixture, sql: &str) -> PlanKey {
         sql: Arc::from(sql),
         policy_version: f.policy.version.clone(),
         subject: Some(f.subject.clone()),
-        search_path: vec!["public".to_owned()],
-        database: f.facts.database.clone(),
+        search_path: f.principal.search_path.clone(),
+        database: f.principal.facts.database.clone(),
     }
 }
 
@@ -146,16 +155,11 @@ fn benches(c: &mut Criterion) {
     for (name, sql) in [("point", POINT), ("join_400", JOIN)] {
         plan.bench_function(name, |b| {
             b.iter(|| {
-                let stmt = gate::parse(sql, ParseLimits::default())
-                    .expect("parse")
-                    .remove(0);
                 let planned = rt
-                    .block_on(enforce::plan(
+                    .block_on(lakeward::query::plan_query(
                         &f.engine,
-                        &f.policy,
-                        access.as_ref(),
-                        stmt,
-                        &["public".to_owned()],
+                        &f.principal,
+                        parse(sql),
                     ))
                     .expect("plan");
                 black_box(planned);

@@ -874,8 +874,8 @@ async fn policy_explain(
     break_glass: bool,
     sql: &str,
 ) -> anyhow::Result<ExitCode> {
-    use crate::policy::compile::{Subject, compile};
-    let policy = crate::policy::Policy::load(policy_dir)?;
+    use crate::policy::compile::Subject;
+    let policy = Arc::new(crate::policy::Policy::load(policy_dir)?);
     let purpose = crate::policy::Purpose::parse(purpose)
         .ok_or_else(|| anyhow::anyhow!("unknown purpose {purpose:?}"))?;
     let engine = crate::engine::Engine::open(&crate::engine::discover_tables(data_dir)?).await?;
@@ -884,14 +884,17 @@ async fn policy_explain(
         role: role.to_owned(),
         site,
         purpose,
-        break_glass,
+        break_glass: break_glass && policy.role(role).is_some_and(|r| r.break_glass),
     };
-    let Some(access) = compile(&policy, &subject, engine.column_lists()) else {
+    // The access context a session of this subject gets (cached, as the
+    // server's), and the server's pipeline for each statement.
+    let Some(access) = crate::enforce::access_for(&engine, &policy, Some(&subject)) else {
         println!(
             "-- role {role} may not declare purpose {purpose} (or the role is unknown): every query is refused"
         );
         return Ok(ExitCode::FAILURE);
     };
+    let principal = crate::query::Principal::detached(policy.clone(), subject, "policy-explain");
     let stmts =
         crate::rewrite::gate::parse(sql, Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
@@ -899,10 +902,37 @@ async fn policy_explain(
         policy.version,
         if break_glass { ", break-glass on" } else { "" }
     );
+    let default_schema = principal
+        .search_path
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "public".into());
     let mut seen = std::collections::BTreeSet::new();
-    for stmt in &stmts {
+    for stmt in stmts {
         println!("{stmt};");
-        for r in crate::rewrite::gate::referenced_tables(stmt, "public") {
+        // Through the server's pipeline: refused here means refused there.
+        let verdict = match crate::query::classify(stmt.clone()) {
+            Ok(crate::rewrite::gate::StatementKind::Query(q))
+            | Ok(crate::rewrite::gate::StatementKind::Explain(q)) => {
+                crate::query::plan_query(&engine, &principal, q).await.err()
+            }
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
+        match verdict {
+            Some(e) => println!("-- refused: {} {}", e.code, e.message),
+            None => println!("-- allowed"),
+        }
+        // Unqualified names resolve through the role's search path, as in a
+        // session.
+        let mut resolved = stmt;
+        let served = engine.column_lists();
+        crate::rewrite::search_path::qualify(
+            &mut resolved,
+            &principal.search_path,
+            &|s: &str, t: &str| served.contains_key(&format!("{s}.{t}")),
+        );
+        for r in crate::rewrite::gate::referenced_tables(&resolved, &default_schema) {
             let Some((s, t)) = r.schema_table else {
                 continue;
             };

@@ -38,6 +38,7 @@ pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod policytest;
+pub mod query;
 pub mod rewrite;
 pub mod server;
 pub mod session;

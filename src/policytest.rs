@@ -3,10 +3,12 @@
 //! Each file in `<policy dir>/tests/*.toml` holds `[[test]]` entries: a role,
 //! its attributes and purpose, a query, and the expected outcome — refused
 //! with a SQLSTATE, exact rows, a row count, or columns that must be NULL in
-//! every row. Tests run in-process through the same enforcement step as the
-//! server (`enforce::plan`) against real Delta tables.
+//! every row. Tests run in-process through the server's statement pipeline
+//! (`crate::query`: catalog dialect, gate, purpose, access, session
+//! functions, result names, plan, verify) against real Delta tables.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::StreamExt;
@@ -91,7 +93,7 @@ enum Outcome {
     },
 }
 
-async fn run_query(engine: &Engine, policy: &Policy, t: &PolicyTest) -> Outcome {
+async fn run_query(engine: &Engine, policy: &Arc<Policy>, t: &PolicyTest) -> Outcome {
     let Some(purpose) = Purpose::parse(&t.purpose) else {
         return Outcome::Denied("22023".into());
     };
@@ -102,39 +104,44 @@ async fn run_query(engine: &Engine, policy: &Policy, t: &PolicyTest) -> Outcome 
         purpose,
         break_glass: t.break_glass && policy.role(&t.role).is_some_and(|r| r.break_glass),
     };
-    let Some(access) = crate::enforce::access_for(engine, policy, Some(&subject)) else {
-        // Unknown role or a purpose the role may not declare.
+    if crate::enforce::access_for(engine, policy, Some(&subject)).is_none() {
+        // Unknown role or a purpose the role may not declare: the server
+        // refuses such a session at startup or at `SET lakeward.purpose`.
         return Outcome::Denied("42501".into());
+    }
+    let stmt = match crate::rewrite::gate::parse(&t.sql, Default::default()).and_then(|mut v| {
+        if v.len() == 1 {
+            Ok(v.remove(0))
+        } else {
+            Err(crate::error::SqlError::new(
+                "42601",
+                "one statement per test",
+            ))
+        }
+    }) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Denied(e.code.into()),
     };
-    let stmt = match crate::rewrite::gate::parse(&t.sql, Default::default())
-        .and_then(|mut v| {
-            if v.len() == 1 {
-                Ok(v.remove(0))
-            } else {
-                Err(crate::error::SqlError::new(
-                    "42601",
-                    "one statement per test",
-                ))
-            }
-        })
-        .and_then(crate::rewrite::gate::classify)
-    {
-        Ok(crate::rewrite::gate::StatementKind::Query(s)) => *s,
+    // The server's pipeline (`crate::query`): catalog dialect, gate,
+    // purpose, access, session functions, result names, plan, verify.
+    let stmt = match crate::query::classify(stmt) {
+        Ok(crate::rewrite::gate::StatementKind::Query(s)) => s,
         Ok(_) => return Outcome::Denied("0A000".into()),
         Err(e) => return Outcome::Denied(e.code.into()),
     };
-    let (state, plan, _report) =
-        match crate::enforce::plan(engine, policy, Some(&access), stmt, &[]).await {
-            Ok(x) => x,
-            Err(e) => return Outcome::Denied(e.code.into()),
-        };
+    let principal = crate::query::Principal::detached(policy.clone(), subject, "policy-test");
+    let planned = match crate::query::plan_query(engine, &principal, stmt).await {
+        Ok(p) => p,
+        Err(e) => return Outcome::Denied(e.code.into()),
+    };
+    let (state, plan) = (planned.state, planned.plan);
     let columns: Vec<String> = plan
         .schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let mut stream = match engine.execute(&state, plan, false).await {
+    let mut stream = match engine.execute(&state, plan, planned.optimised).await {
         Ok(s) => s,
         Err(e) => return Outcome::Denied(e.code.into()),
     };
@@ -168,8 +175,9 @@ pub async fn run(
     tests: &[(String, PolicyTest)],
 ) -> Vec<TestResult> {
     let mut results = Vec::with_capacity(tests.len());
+    let policy = Arc::new(policy.clone());
     for (file, t) in tests {
-        let outcome = run_query(engine, policy, t).await;
+        let outcome = run_query(engine, &policy, t).await;
         let e = &t.expect;
         let failure = match (&outcome, &e.denied) {
             (Outcome::Denied(code), Some(want)) if code == want => None,

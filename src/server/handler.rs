@@ -51,8 +51,7 @@ use crate::error::SqlError;
 use crate::limits::{Exceeded, Limited};
 use crate::rewrite::fingerprint::{fingerprint, statement_kind};
 use crate::rewrite::gate::{self, StatementKind};
-use crate::rewrite::session_functions::{SessionFacts, bind_session_functions};
-use crate::session::{Session, version_string};
+use crate::session::Session;
 use tracing::Instrument;
 
 /// Per-connection handler state.
@@ -313,57 +312,26 @@ impl Parser {
         fingerprint: &str,
     ) -> Result<Prepared, SqlError> {
         let source = Some(stmt.clone());
-        let rewrite_started = std::time::Instant::now();
-        // Catalog statements speak PostgreSQL's catalog dialect; the shape
-        // checks of the gate apply to the translated statement.
-        let mut stmt = stmt;
-        crate::rewrite::compat::portable_like(&mut stmt);
-        let kind = if crate::rewrite::compat::rewrite_catalog_statement(&mut stmt) {
-            gate::classify_catalog(stmt)?
-        } else {
-            gate::classify(stmt)?
-        };
-        match kind {
-            StatementKind::Query(mut stmt) | StatementKind::Explain(mut stmt) => {
-                let reads_tables = gate::reads_tables(&stmt);
-                require_purpose(session, reads_tables)?;
-                let search_path = session.search_path();
-                let schema = search_path.first().cloned();
-                let policy = session.policy();
-                let access = crate::enforce::access_for(
-                    &self.shared.engine,
-                    &policy,
-                    session.subject().as_ref(),
+        match crate::query::classify(stmt)? {
+            StatementKind::Query(stmt) | StatementKind::Explain(stmt) => {
+                let principal = crate::query::Principal::of_session(
+                    session,
+                    self.shared.registry.pid_of(session.id).unwrap_or(0),
                 );
-                let facts = SessionFacts {
-                    user: session.user.clone(),
-                    database: session.database.clone(),
-                    schema: schema.clone().unwrap_or_else(|| "public".into()),
-                    backend_pid: self.shared.registry.pid_of(session.id).unwrap_or(0),
-                    version: version_string(),
-                    search_path: search_path.clone(),
-                    settings: session.settings(),
-                };
-                let connection_specific = bind_session_functions(&mut stmt, &facts);
-                crate::rewrite::compat::postgres_column_names(&mut stmt);
-                let metrics = crate::metrics::Metrics::global();
-                metrics.observe_phase(
-                    crate::metrics::Phase::ParseRewrite,
-                    rewrite_started.elapsed(),
-                );
-                let plan_started = std::time::Instant::now();
-                let (state, plan, report) = crate::enforce::plan(
-                    &self.shared.engine,
-                    &policy,
-                    access.as_ref(),
-                    *stmt,
-                    &search_path,
-                )
-                .await?;
-                let (param_types, param_data_types) = parameter_types(&plan)?;
-                let result_schema = Arc::new(plan.schema().as_arrow().clone());
-                let (plan, optimised) = self.shared.engine.optimise_once(&state, plan);
-                metrics.observe_phase(crate::metrics::Phase::Plan, plan_started.elapsed());
+                let planned =
+                    crate::query::plan_query(&self.shared.engine, &principal, stmt).await?;
+                let crate::query::PlannedQuery {
+                    state,
+                    plan,
+                    optimised,
+                    report,
+                    param_types,
+                    param_data_types,
+                    result_schema,
+                    reads_tables,
+                    connection_specific,
+                } = planned;
+                let policy = principal.policy;
                 Ok(Prepared(
                     Arc::new(PreparedInner {
                         kind: PreparedKind::Plan {
@@ -479,46 +447,6 @@ fn token_expired() -> SqlError {
         "28000",
         "authentication token expired: reconnect with a new token",
     )
-}
-
-/// Reading tables needs a declared purpose of use (SPEC §4).
-fn require_purpose(session: &Session, reads_tables: bool) -> Result<(), SqlError> {
-    if reads_tables && session.purpose().is_none() {
-        return Err(SqlError::permission_denied(
-            "no purpose of use declared: SET lakeward.purpose = 'treatment' | 'payment' | 'operations' | 'research'",
-        ));
-    }
-    Ok(())
-}
-
-/// `$1..$n` types of a plan, in order; an untyped parameter is TEXT.
-fn parameter_types(plan: &LogicalPlan) -> Result<(Vec<Type>, Vec<Option<DataType>>), SqlError> {
-    let map = plan
-        .get_parameter_types()
-        .map_err(|e| crate::engine::errors::to_sql_error(&e))?;
-    let mut indexed: Vec<(usize, Option<DataType>)> = Vec::with_capacity(map.len());
-    for (id, ty) in map {
-        let n = id
-            .strip_prefix('$')
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| *n >= 1 && *n <= 65535)
-            .ok_or_else(|| SqlError::new("42P02", "parameters must be written $1, $2, ..."))?;
-        indexed.push((n, ty));
-    }
-    indexed.sort_by_key(|(n, _)| *n);
-    let count = indexed.last().map(|(n, _)| *n).unwrap_or(0);
-    let mut data_types = vec![None; count];
-    for (n, ty) in indexed {
-        data_types[n - 1] = ty;
-    }
-    let pg = data_types
-        .iter()
-        .map(|t| match t {
-            Some(t) => arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::TEXT),
-            None => Type::TEXT,
-        })
-        .collect();
-    Ok((pg, data_types))
 }
 
 #[async_trait]
@@ -687,7 +615,7 @@ impl ConnHandler {
     ) -> Result<Outcome, SqlError> {
         // Purpose, role or break-glass can change between Parse and Execute:
         // a plan built for other access rules is re-planned, never reused.
-        require_purpose(session, prepared.0.reads_tables)?;
+        crate::query::require_purpose(session.purpose(), prepared.0.reads_tables)?;
         let current = session
             .subject()
             .map(|s| (s, session.policy().version.clone()));

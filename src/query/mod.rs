@@ -1,0 +1,263 @@
+//! The path of one statement, in order. Every caller that turns SQL into
+//! a plan runs these steps: the pgwire handler (`server::handler`),
+//! `lakeward policy test` (`policytest`) and the criterion benches. What
+//! differs between them (a connected session or a test principal) is the
+//! [`Principal`] they pass, not a copy of the steps.
+//!
+//! 1. [`classify`]: the catalog dialect (`rewrite::compat`, catalog
+//!    statements only) and the gate (`rewrite::gate`): one allowed statement
+//!    kind or a refusal.
+//! 2. [`plan_query`], for a query or an `EXPLAIN`:
+//!    - purpose: reading tables needs a declared purpose of use;
+//!    - access: the principal's compiled access context (cached per policy
+//!      version and subject);
+//!    - session functions: `current_user`, `version()`, `current_setting()`
+//!      … become literals bound from the principal;
+//!    - result names: PostgreSQL's output column names;
+//!    - plan (`enforce::plan`): grants by name, the search path against the
+//!      secured catalog, planning over secured tables, the plan verifier and
+//!      the access report;
+//!    - parameter types (`$1..$n`), and the plan optimised once when it
+//!      calls only immutable functions.
+//!
+//! Execution (limits, the audit record made durable, running, streaming
+//! and completion) is the server's (`server::handler`); `policy test` runs
+//! the plan unaudited through `Engine::execute`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+pub use datafusion::sql::sqlparser::ast::Statement;
+use pgwire::api::Type;
+
+use crate::engine::Engine;
+use crate::error::SqlError;
+use crate::policy::Policy;
+use crate::policy::compile::Subject;
+use crate::rewrite::gate::{self, StatementKind};
+use crate::rewrite::session_functions::{SessionFacts, bind_session_functions};
+
+/// Who a statement is prepared for: the subject (role, attributes,
+/// purpose), the policy in force, the search path and what the session
+/// functions answer.
+pub struct Principal {
+    /// Role, attributes and purpose; `None` until both a role and a
+    /// purpose are known.
+    pub subject: Option<Subject>,
+    /// The declared purpose of use.
+    pub purpose: Option<crate::policy::Purpose>,
+    pub policy: Arc<Policy>,
+    /// Schemas in lookup order.
+    pub search_path: Vec<String>,
+    pub facts: SessionFacts,
+}
+
+impl Principal {
+    /// The principal of a connected session (`backend_pid` as the client
+    /// was told at startup).
+    pub fn of_session(session: &crate::session::Session, backend_pid: i32) -> Principal {
+        let search_path = session.search_path();
+        Principal {
+            subject: session.subject(),
+            purpose: session.purpose(),
+            policy: session.policy(),
+            facts: SessionFacts {
+                user: session.user.clone(),
+                database: session.database.clone(),
+                schema: search_path
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "public".into()),
+                backend_pid,
+                version: crate::session::version_string(),
+                search_path: search_path.clone(),
+                settings: session.settings(),
+            },
+            search_path,
+        }
+    }
+
+    /// A principal that is not a connection (`lakeward policy test`): the
+    /// role's search path from the policy, PostgreSQL's defaults otherwise.
+    pub fn detached(policy: Arc<Policy>, subject: Subject, user: &str) -> Principal {
+        let search_path: Vec<String> = policy
+            .roles
+            .get(&subject.role)
+            .map(|r| r.search_path.clone())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| vec!["public".to_owned()]);
+        let mut settings = std::collections::BTreeMap::new();
+        settings.insert("search_path".to_owned(), search_path.join(", "));
+        settings.insert(
+            "lakeward.purpose".to_owned(),
+            subject.purpose.as_str().to_owned(),
+        );
+        Principal {
+            facts: SessionFacts {
+                user: user.to_owned(),
+                database: "lakeward".to_owned(),
+                schema: search_path
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "public".into()),
+                backend_pid: 0,
+                version: crate::session::version_string(),
+                search_path: search_path.clone(),
+                settings,
+            },
+            purpose: Some(subject.purpose),
+            subject: Some(subject),
+            policy,
+            search_path,
+        }
+    }
+}
+
+/// Step 1: the catalog dialect for catalog statements, then the gate.
+pub fn classify(stmt: Statement) -> Result<StatementKind, SqlError> {
+    let mut stmt = stmt;
+    crate::rewrite::compat::portable_like(&mut stmt);
+    if crate::rewrite::compat::rewrite_catalog_statement(&mut stmt) {
+        gate::classify_catalog(stmt)
+    } else {
+        gate::classify(stmt)
+    }
+}
+
+/// A query planned for a principal.
+pub struct PlannedQuery {
+    /// The planning state of the principal's secured catalog.
+    pub state: Arc<SessionState>,
+    pub plan: LogicalPlan,
+    /// Whether `plan` is already optimised (plans calling only immutable
+    /// functions are optimised once, here; the others at each execution).
+    pub optimised: bool,
+    pub report: crate::enforce::AccessReport,
+    /// PostgreSQL and Arrow types of `$1..$n`.
+    pub param_types: Vec<Type>,
+    pub param_data_types: Vec<Option<DataType>>,
+    pub result_schema: SchemaRef,
+    /// Whether the statement reads any table (a purpose was required).
+    pub reads_tables: bool,
+    /// Whether a session function bound a value of this connection: such a
+    /// plan is not shared with other sessions.
+    pub connection_specific: bool,
+}
+
+/// A query rewritten for a principal, before planning.
+pub struct RewrittenQuery {
+    pub stmt: Box<Statement>,
+    /// Whether the statement reads any table (a purpose was required).
+    pub reads_tables: bool,
+    /// Whether a session function bound a value of this connection.
+    pub connection_specific: bool,
+}
+
+/// Step 2a: purpose, session functions and result names.
+pub fn rewrite_query(
+    principal: &Principal,
+    mut stmt: Box<Statement>,
+) -> Result<RewrittenQuery, SqlError> {
+    let reads_tables = gate::reads_tables(&stmt);
+    require_purpose(principal.purpose, reads_tables)?;
+    let connection_specific = bind_session_functions(&mut stmt, &principal.facts);
+    crate::rewrite::compat::postgres_column_names(&mut stmt);
+    Ok(RewrittenQuery {
+        stmt,
+        reads_tables,
+        connection_specific,
+    })
+}
+
+/// Step 2: a query (or the query of an `EXPLAIN`) planned for `principal`:
+/// [`rewrite_query`], then access, plan and verify (`enforce::plan`),
+/// parameter types and the one-time optimisation.
+pub async fn plan_query(
+    engine: &Engine,
+    principal: &Principal,
+    stmt: Box<Statement>,
+) -> Result<PlannedQuery, SqlError> {
+    let rewrite_started = std::time::Instant::now();
+    let RewrittenQuery {
+        stmt,
+        reads_tables,
+        connection_specific,
+    } = rewrite_query(principal, stmt)?;
+    let metrics = crate::metrics::Metrics::global();
+    metrics.observe_phase(
+        crate::metrics::Phase::ParseRewrite,
+        rewrite_started.elapsed(),
+    );
+    let plan_started = std::time::Instant::now();
+    let access = crate::enforce::access_for(engine, &principal.policy, principal.subject.as_ref());
+    let (state, plan, report) = crate::enforce::plan(
+        engine,
+        &principal.policy,
+        access.as_ref(),
+        *stmt,
+        &principal.search_path,
+    )
+    .await?;
+    let (param_types, param_data_types) = parameter_types(&plan)?;
+    let result_schema = Arc::new(plan.schema().as_arrow().clone());
+    let (plan, optimised) = engine.optimise_once(&state, plan);
+    metrics.observe_phase(crate::metrics::Phase::Plan, plan_started.elapsed());
+    Ok(PlannedQuery {
+        state,
+        plan,
+        optimised,
+        report,
+        param_types,
+        param_data_types,
+        result_schema,
+        reads_tables,
+        connection_specific,
+    })
+}
+
+/// Reading tables needs a declared purpose of use (SPEC §4). Checked when
+/// a statement is planned, and again when a prepared one runs (the purpose
+/// may have been reset since).
+pub fn require_purpose(
+    purpose: Option<crate::policy::Purpose>,
+    reads_tables: bool,
+) -> Result<(), SqlError> {
+    if reads_tables && purpose.is_none() {
+        return Err(SqlError::permission_denied(
+            "no purpose of use declared: SET lakeward.purpose = 'treatment' | 'payment' | 'operations' | 'research'",
+        ));
+    }
+    Ok(())
+}
+
+/// `$1..$n` types of a plan, in order; an untyped parameter is TEXT.
+fn parameter_types(plan: &LogicalPlan) -> Result<(Vec<Type>, Vec<Option<DataType>>), SqlError> {
+    let map = plan
+        .get_parameter_types()
+        .map_err(|e| crate::engine::errors::to_sql_error(&e))?;
+    let mut indexed: Vec<(usize, Option<DataType>)> = Vec::with_capacity(map.len());
+    for (id, ty) in map {
+        let n = id
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1 && *n <= 65535)
+            .ok_or_else(|| SqlError::new("42P02", "parameters must be written $1, $2, ..."))?;
+        indexed.push((n, ty));
+    }
+    indexed.sort_by_key(|(n, _)| *n);
+    let count = indexed.last().map(|(n, _)| *n).unwrap_or(0);
+    let mut data_types = vec![None; count];
+    for (n, ty) in indexed {
+        data_types[n - 1] = ty;
+    }
+    let pg = data_types
+        .iter()
+        .map(|t| match t {
+            Some(t) => arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::TEXT),
+            None => Type::TEXT,
+        })
+        .collect();
+    Ok((pg, data_types))
+}
