@@ -34,9 +34,13 @@ fn raw_scans_are_refused_and_secured_scans_are_reported() {
                     purpose: Purpose::Treatment,
                     break_glass: false,
                 };
-                let access = access_for(&engine, &policy, Some(&subject));
+                assert!(access_for(&engine, &policy, Some(&subject)).is_some());
                 let stmt = parse(sql, ParseLimits::default()).unwrap().remove(0);
-                let (_, _, report) = lakeward::enforce::plan(&engine, &policy, access.as_ref(), stmt, &[]).await.unwrap();
+                let lakeward::rewrite::gate::StatementKind::Query(stmt) = lakeward::query::classify(stmt).unwrap() else {
+                    panic!("a query");
+                };
+                let principal = lakeward::query::Principal::detached(std::sync::Arc::new(policy.clone()), subject, "u");
+                let report = lakeward::query::plan_query(&engine, &principal, stmt).await.unwrap().report;
                 assert_eq!(report.tables, ["claims.claims", "clinical.patients"]);
                 assert!(report.columns.contains(&"clinical.patients.last_name".to_string()), "{:?}", report.columns);
                 assert!(report.rules.iter().any(|r| r == "filter:own_site"), "{:?}", report.rules);
