@@ -10,6 +10,7 @@ use futures::{StreamExt, pin_mut};
 use lakeward::audit::record::{AuditRecord, RecordBody};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::support::process::{lakeward, text};
 use crate::support::{self, connect_role, server, sqlstate, start, temp_dir, token};
 
 pub async fn as_user(
@@ -854,22 +855,13 @@ async fn crashes_under_load_lose_no_record_and_duplicate_none() {
             "{alias}: rows were sent but no record exists"
         );
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakeward"))
-        .args([
-            "audit",
-            "verify",
-            "--config",
-            config.unwrap().to_str().unwrap(),
-        ])
-        .env("LAKEWARD_TEST_PSEUDONYM_KEY", "11".repeat(32))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = lakeward(&[
+        "audit",
+        "verify",
+        "--config",
+        config.unwrap().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// The records of the shared audit table (the one every test server writes)
@@ -896,15 +888,8 @@ async fn shared_table_records(keep: impl Fn(&AuditRecord) -> bool) -> Vec<AuditR
 }
 
 fn verify_cli_args(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakeward"))
-        .args(["audit", "verify"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let out = lakeward(&[&["audit", "verify"], args].concat());
+    (out.status.success(), text(&out))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,10 +3,31 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::support::frontend::{
+    Backend, RawSession, error_code, message, parse, query, read_to_close, startup_packet, tags,
+};
 use crate::support::{connect, server, sqlstate, start};
+
+/// How long a test waits for the server to close a connection it must close.
+const CLOSE_WITHIN: Duration = Duration::from_secs(10);
+
+/// The backend messages of a reply that holds only whole messages.
+fn whole_messages(reply: &[u8]) -> Vec<Backend> {
+    let (msgs, used) = parse(reply);
+    assert_eq!(used, reply.len(), "a cut-off message in {reply:?}");
+    msgs
+}
+
+/// A reply that is one FATAL ErrorResponse with `code`, nothing else.
+fn assert_one_fatal(reply: &[u8], code: &str) {
+    let msgs = whole_messages(reply);
+    assert_eq!(tags(&msgs), "E", "{msgs:?}");
+    assert_eq!(msgs[0].field(b'S').as_deref(), Some("FATAL"), "{msgs:?}");
+    assert_eq!(msgs[0].field(b'C').as_deref(), Some(code), "{msgs:?}");
+}
 
 async fn still_serving() {
     let client = connect(server().addr).await;
@@ -18,74 +39,68 @@ async fn still_serving() {
     assert!(n > 0);
 }
 
-/// Read until EOF (or timeout); returns everything the server sent.
-async fn read_all(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    out
-}
-
-fn startup_packet(user: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&196608u32.to_be_bytes());
-    for (k, v) in [("user", user), ("database", "lakeward")] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    msg.extend(body);
-    msg
-}
-
-/// The SQLSTATE of the first ErrorResponse in raw backend bytes.
-fn error_code(bytes: &[u8]) -> Option<String> {
-    let mut i = 0;
-    while i + 5 <= bytes.len() {
-        let tag = bytes[i];
-        let len = u32::from_be_bytes(bytes[i + 1..i + 5].try_into().ok()?) as usize;
-        let body = bytes.get(i + 5..i + 1 + len)?;
-        if tag == b'E' {
-            for field in body.split(|b| *b == 0) {
-                if field.first() == Some(&b'C') {
-                    return Some(String::from_utf8_lossy(&field[1..]).into_owned());
-                }
-            }
-        }
-        i += 1 + len;
-    }
-    None
-}
-
+/// Bytes that are not PostgreSQL (an HTTP request): read as a startup packet
+/// they announce a length of 1.1 GB, so the server answers FATAL 08P01
+/// before reading on, and closes the connection.
 #[tokio::test]
 async fn garbage_instead_of_startup() {
     let mut s = TcpStream::connect(server().addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let _ = read_all(&mut s).await;
+    let reply = read_to_close(&mut s, CLOSE_WITHIN)
+        .await
+        .expect("the server closes the connection");
+    assert_one_fatal(&reply, "08P01");
     still_serving().await;
 }
 
+/// A startup packet cut off by the client's end of stream: nothing to answer
+/// (as PostgreSQL: "incomplete startup packet" is logged, nothing sent); the
+/// server closes its side at once, not at the startup timeout.
 #[tokio::test]
 async fn truncated_startup_then_hang_up() {
     let mut s = TcpStream::connect(server().addr).await.unwrap();
     s.write_all(&[0, 0, 0, 100, 0, 3, 0, 0, b'u'])
         .await
         .unwrap();
-    drop(s);
+    s.shutdown().await.unwrap();
+    let reply = read_to_close(&mut s, CLOSE_WITHIN)
+        .await
+        .expect("the server closes the connection");
+    assert_eq!(reply, b"", "no reply to a cut-off startup packet");
     still_serving().await;
 }
 
+/// A Query message that announces 50 bytes and delivers 6 before the
+/// client's end of stream, during authentication and in a ready session: the
+/// half message is never run or answered, and the server closes the
+/// connection at once.
 #[tokio::test]
 async fn truncated_message_after_startup() {
+    let truncated = b"Q\0\0\0\x32SELE";
+
+    // After the startup packet, while the server waits for the password.
     let mut s = TcpStream::connect(server().addr).await.unwrap();
-    s.write_all(&startup_packet("raw")).await.unwrap();
-    // A Query message that announces 50 bytes and delivers 6.
-    s.write_all(b"Q\0\0\0\x32SELE").await.unwrap();
-    drop(s);
+    s.write_all(&startup_packet("raw", &[])).await.unwrap();
+    s.write_all(truncated).await.unwrap();
+    s.shutdown().await.unwrap();
+    let reply = read_to_close(&mut s, CLOSE_WITHIN)
+        .await
+        .expect("the server closes the connection");
+    let msgs = whole_messages(&reply);
+    assert_eq!(tags(&msgs), "R", "only the password request: {msgs:?}");
+    assert_eq!(msgs[0].body, 3i32.to_be_bytes(), "cleartext password");
+
+    // In a session ready for a query.
+    let mut session = RawSession::start(server().addr, "analyst", "operations").await;
+    session.send(truncated).await;
+    session.stream.shutdown().await.unwrap();
+    let reply = session
+        .read_to_close(CLOSE_WITHIN)
+        .await
+        .expect("the server closes the connection");
+    assert_eq!(reply, b"", "nothing runs, nothing is answered");
     still_serving().await;
 }
 
@@ -95,12 +110,7 @@ async fn truncated_message_after_startup() {
 /// would panic, ending the connection without a word).
 #[tokio::test]
 async fn extended_protocol_messages_shorter_than_their_fields_are_refused() {
-    let msg = |kind: u8, body: &[u8]| {
-        let mut m = vec![kind];
-        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        m.extend_from_slice(body);
-        m
-    };
+    let msg = message;
     let bad: Vec<Vec<u8>> = vec![
         // Parse announcing 65535 parameter types, carrying ten bytes.
         msg(b'P', b"\0SELECT $1\0\xff\xff\0\0\0\0\0\0\0\0\0\0"),
@@ -117,9 +127,11 @@ async fn extended_protocol_messages_shorter_than_their_fields_are_refused() {
     ];
     for m in bad {
         let mut s = TcpStream::connect(server().addr).await.unwrap();
-        s.write_all(&startup_packet("raw")).await.unwrap();
+        s.write_all(&startup_packet("raw", &[])).await.unwrap();
         s.write_all(&m).await.unwrap();
-        let reply = read_all(&mut s).await;
+        let reply = read_to_close(&mut s, CLOSE_WITHIN)
+            .await
+            .expect("the server closes the connection");
         assert_eq!(
             error_code(&reply).as_deref(),
             Some("08P01"),
@@ -133,10 +145,12 @@ async fn extended_protocol_messages_shorter_than_their_fields_are_refused() {
 #[tokio::test]
 async fn oversized_message_is_refused_before_it_is_read() {
     let mut s = TcpStream::connect(server().addr).await.unwrap();
-    s.write_all(&startup_packet("raw")).await.unwrap();
+    s.write_all(&startup_packet("raw", &[])).await.unwrap();
     // Announce a 1 GiB query; send only the header.
     s.write_all(&[b'Q', 0x3f, 0xff, 0xff, 0xf0]).await.unwrap();
-    let reply = read_all(&mut s).await;
+    let reply = read_to_close(&mut s, CLOSE_WITHIN)
+        .await
+        .expect("the server closes the connection");
     assert_eq!(error_code(&reply).as_deref(), Some("08P01"));
     still_serving().await;
 }
@@ -247,15 +261,27 @@ async fn idle_sessions_are_closed() {
     short.shutdown();
 }
 
+/// Graceful shutdown ends an idle session with FATAL 57P01 (admin_shutdown)
+/// and closes it; a client library sees its session gone; the listener is
+/// closed.
 #[tokio::test]
 async fn shutdown_ends_sessions_with_57p01() {
     let srv = start(|_| {});
     let client = connect(srv.addr).await;
     client.simple_query("SELECT 1").await.unwrap();
+    let mut session = RawSession::start(srv.addr, "analyst", "operations").await;
+    session.send(&query("SELECT 1")).await;
+    let msgs = session.until_ready().await;
+    assert_eq!(tags(&msgs), "TDCZ", "{msgs:?}");
     let addr = srv.addr;
     tokio::task::spawn_blocking(move || srv.shutdown())
         .await
         .unwrap();
+    let reply = session
+        .read_to_close(CLOSE_WITHIN)
+        .await
+        .expect("the server closes the session");
+    assert_one_fatal(&reply, "57P01");
     assert!(client.simple_query("SELECT 1").await.is_err());
     assert!(
         TcpStream::connect(addr).await.is_err(),

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::psql::{PsqlConn, psql_command};
 use crate::support::{
     consented_patients, data_dir, raw_context, raw_patients, runtime, server, temp_dir, token,
     visible_patients,
@@ -571,18 +572,12 @@ fn run_client(cmd: Command, install: &str, report: &mut Report) -> Option<Value>
 // psql
 
 fn psql(role: &Role, aligned: bool, args: &[&str]) -> Ran {
-    let conn = format!(
-        "host=localhost port={} dbname=lakeward user={} sslmode=require options='-c lakeward.purpose={}' application_name=lakeward-psql-suite",
-        server().port(),
-        role.name,
-        role.purpose
-    );
-    let mut cmd = Command::new("psql");
-    cmd.arg(conn)
-        .env("PGPASSWORD", role.token())
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env_remove("PGSERVICE")
-        .args(["-X", "-v", "ON_ERROR_STOP=1"]);
+    let token = role.token();
+    let conn = PsqlConn {
+        application_name: Some("lakeward-psql-suite"),
+        ..PsqlConn::new(server().port(), role.name, &token, role.purpose)
+    };
+    let mut cmd = psql_command(&conn);
     if !aligned {
         cmd.args(["-A", "-t"]);
     }

@@ -282,14 +282,7 @@ async fn load_raw(dir: std::path::PathBuf) -> Raw {
 
 fn raw() -> &'static Raw {
     static RAW: OnceLock<Raw> = OnceLock::new();
-    RAW.get_or_init(|| {
-        let dir = support::data_dir().to_path_buf();
-        std::thread::scope(|s| {
-            s.spawn(|| support::runtime().block_on(load_raw(dir)))
-                .join()
-                .expect("raw loader")
-        })
-    })
+    support::oracle::load_once(&RAW, load_raw)
 }
 
 // ---------------------------------------------------------------------------

@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -20,6 +19,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio_postgres::SimpleQueryMessage;
 
+use crate::support::process::text;
+use crate::support::psql::{PsqlConn, psql};
 use crate::support::{self, server, sqlstate, try_connect_with, visible_patients};
 
 // ---------------------------------------------------------------------------
@@ -409,28 +410,6 @@ async fn es256_key_generated_in_test() {
     own.shutdown();
 }
 
-fn psql(port: u16, password: &str, args: &[&str]) -> std::process::Output {
-    let conn = format!(
-        "host=localhost port={port} dbname=lakeward user=analyst sslmode=require options='-c lakeward.purpose=operations'"
-    );
-    Command::new("psql")
-        .arg(conn)
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-A", "-t"])
-        .args(args)
-        .output()
-        .expect("psql must be installed (apt-get install postgresql-client)")
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn psql_accepts_rs256_es256_hs256_and_refuses_a_forgery() {
     let port = server().port();
@@ -440,8 +419,7 @@ fn psql_accepts_rs256_es256_hs256_and_refuses_a_forgery() {
         ("HS256", hs256(&analyst_claims())),
     ] {
         let out = psql(
-            port,
-            &token,
+            &PsqlConn::analyst(port, &token),
             &[
                 "-c",
                 "SELECT count(*) FROM clinical.patients",
@@ -468,7 +446,7 @@ fn psql_accepts_rs256_es256_hs256_and_refuses_a_forgery() {
         &untrusted_rsa_key(),
         &analyst_claims(),
     );
-    let out = psql(port, &forged, &["-c", "SELECT 1"]);
+    let out = psql(&PsqlConn::analyst(port, &forged), &["-c", "SELECT 1"]);
     assert!(
         !out.status.success(),
         "forged token accepted by psql: {}",

@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::process::lakeward_with_env;
 use crate::support::{ServeOpts, Served, connect_role, serve_binary_opts, temp_dir};
 
 /// moto's S3 API in server mode on a free loopback port.
@@ -85,15 +86,6 @@ impl Moto {
     }
 }
 
-fn lakeward(env: &[(&str, String)], args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lakeward"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("LAKEWARD_TEST_PSEUDONYM_KEY", "11".repeat(32))
-        .output()
-        .expect("run lakeward")
-}
-
 async fn analyst_count(served: &Served, sql: &str) -> i64 {
     let client = connect_role(served.addr(), "analyst", "operations").await;
     client.query_one(sql, &[]).await.expect(sql).get(0)
@@ -107,7 +99,10 @@ async fn two_instances_serve_and_audit_over_one_object_store() {
     let root = "s3://lakeward/lake";
 
     // datagen writes the five Delta tables straight to the bucket.
-    let out = lakeward(&env, &["datagen", "--data-dir", root, "--patients", "300"]);
+    let out = lakeward_with_env(
+        env.clone(),
+        &["datagen", "--data-dir", root, "--patients", "300"],
+    );
     assert!(
         out.status.success(),
         "datagen to S3: {}",
@@ -188,8 +183,8 @@ async fn two_instances_serve_and_audit_over_one_object_store() {
         b.stop();
     });
     for served in [&a, &b] {
-        let out = lakeward(
-            &env,
+        let out = lakeward_with_env(
+            env.clone(),
             &[
                 "audit",
                 "verify",

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::process::lakeward;
 use crate::support::{
     self, ServeOpts, Served, connect_role, data_dir, serve_binary_opts, sqlstate, temp_dir, token,
     try_connect, try_connect_with,
@@ -396,16 +397,12 @@ fn sigterm_lets_a_running_statement_finish_and_leaves_a_whole_audit_log() {
     assert!(log.contains("shutdown complete"), "{log}");
 
     // The audit log is whole and holds this instance's records.
-    let out = Command::new(env!("CARGO_BIN_EXE_lakeward"))
-        .args([
-            "audit",
-            "verify",
-            "--config",
-            served.config.to_str().unwrap(),
-        ])
-        .env("LAKEWARD_TEST_PSEUDONYM_KEY", "11".repeat(32))
-        .output()
-        .unwrap();
+    let out = lakeward(&[
+        "audit",
+        "verify",
+        "--config",
+        served.config.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -2,24 +2,14 @@
 //! run as the real binary.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::support::process::{lakeward, text};
 use crate::support::{data_dir, temp_dir};
 
-fn lakeward(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lakeward"))
-        .args(["--log", "error"])
-        .args(args)
-        .output()
-        .expect("run lakeward")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// `lakeward policy args…`, logging errors only.
+fn policy(args: &[&str]) -> Output {
+    lakeward(&[&["--log", "error", "policy"], args].concat())
 }
 
 fn shipped() -> PathBuf {
@@ -45,8 +35,7 @@ fn policy_copy() -> PathBuf {
 
 #[test]
 fn shipped_policy_tests_pass() {
-    let out = lakeward(&[
-        "policy",
+    let out = policy(&[
         "test",
         "--policy-dir",
         shipped().to_str().unwrap(),
@@ -71,8 +60,7 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
         1,
     );
     std::fs::write(&f, broken).unwrap();
-    let out = lakeward(&[
-        "policy",
+    let out = policy(&[
         "test",
         "--policy-dir",
         dir.to_str().unwrap(),
@@ -93,8 +81,7 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
 
 #[test]
 fn policy_check_prints_the_coverage_matrix() {
-    let out = lakeward(&[
-        "policy",
+    let out = policy(&[
         "check",
         "--data-dir",
         data_dir().to_str().unwrap(),
@@ -110,8 +97,7 @@ fn policy_check_prints_the_coverage_matrix() {
             && l.contains("mask:ssn_last4")),
         "{t}"
     );
-    let json = lakeward(&[
-        "policy",
+    let json = policy(&[
         "check",
         "--data-dir",
         data_dir().to_str().unwrap(),
@@ -129,8 +115,7 @@ fn policy_check_reports_broken_files_with_their_line() {
     let mut text_in = std::fs::read_to_string(&f).unwrap();
     text_in.push_str("\n[masks.broken\n");
     std::fs::write(&f, text_in).unwrap();
-    let out = lakeward(&[
-        "policy",
+    let out = policy(&[
         "check",
         "--data-dir",
         data_dir().to_str().unwrap(),
@@ -149,8 +134,7 @@ fn policy_check_reports_broken_files_with_their_line() {
         "\"tag:phi.quasi\" = \"year\"",
     );
     std::fs::write(&roles, changed).unwrap();
-    let out = lakeward(&[
-        "policy",
+    let out = policy(&[
         "check",
         "--data-dir",
         data_dir().to_str().unwrap(),
@@ -167,8 +151,7 @@ fn policy_check_reports_broken_files_with_their_line() {
 
 #[test]
 fn policy_explain_shows_the_secured_form() {
-    let out = lakeward(&[
-        "policy",
+    let out = policy(&[
         "explain",
         "--data-dir",
         data_dir().to_str().unwrap(),
