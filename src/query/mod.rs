@@ -261,3 +261,89 @@ fn parameter_types(plan: &LogicalPlan) -> Result<(Vec<Type>, Vec<Option<DataType
         .collect();
     Ok((pg, data_types))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Purpose;
+
+    fn one(sql: &str) -> Statement {
+        gate::parse(sql, Default::default())
+            .expect("parses")
+            .remove(0)
+    }
+
+    fn principal(role: &str) -> Principal {
+        let policy = Arc::new(Policy::load(None).expect("shipped policy"));
+        let subject = Subject {
+            user: "t".into(),
+            role: role.into(),
+            site: None,
+            purpose: Purpose::Operations,
+            break_glass: false,
+        };
+        Principal::detached(policy, subject, "t")
+    }
+
+    #[test]
+    fn classify_translates_catalog_statements_and_refuses_writes() {
+        let catalog = one(
+            "SELECT relname FROM pg_catalog.pg_class WHERE relname OPERATOR(pg_catalog.~) '^p'",
+        );
+        assert!(matches!(classify(catalog), Ok(StatementKind::Query(_))));
+        let e = classify(one("DELETE FROM clinical.patients"))
+            .err()
+            .expect("refused");
+        assert_eq!(e.code, "42501");
+        assert!(matches!(
+            classify(one("SET lakeward.purpose = 'research'")),
+            Ok(StatementKind::Set { .. })
+        ));
+    }
+
+    #[test]
+    fn rewrite_requires_a_purpose_to_read_tables_and_binds_session_functions() {
+        let mut p = principal("analyst");
+        let stmt = |sql| match classify(one(sql)) {
+            Ok(StatementKind::Query(s)) => s,
+            _ => panic!("a query"),
+        };
+        let r = rewrite_query(&p, stmt("SELECT current_user, count(*) FROM patients"))
+            .expect("rewritten");
+        assert!(r.reads_tables);
+        assert!(!r.connection_specific, "the user is part of the plan key");
+        assert!(
+            r.stmt.to_string().starts_with("SELECT 't' AS current_user"),
+            "bound to a literal: {}",
+            r.stmt
+        );
+        let r = rewrite_query(&p, stmt("SELECT pg_backend_pid()")).expect("rewritten");
+        assert!(
+            r.connection_specific,
+            "the backend pid is this connection's"
+        );
+        let r = rewrite_query(&p, stmt("SELECT 1")).expect("rewritten");
+        assert!(!r.reads_tables && !r.connection_specific);
+
+        p.purpose = None;
+        let e = rewrite_query(&p, stmt("SELECT count(*) FROM clinical.patients"))
+            .err()
+            .expect("no purpose");
+        assert_eq!(e.code, "42501");
+        assert!(
+            rewrite_query(&p, stmt("SELECT 1")).is_ok(),
+            "no table, no purpose needed"
+        );
+    }
+
+    #[test]
+    fn a_detached_principal_has_its_roles_search_path() {
+        let p = principal("analyst");
+        assert_eq!(p.search_path, ["clinical", "claims", "public"]);
+        assert_eq!(p.facts.schema, "clinical");
+        assert_eq!(p.facts.settings["lakeward.purpose"], "operations");
+        // A role without one gets PostgreSQL's default.
+        let p = principal("no-such-role");
+        assert_eq!(p.search_path, ["public"]);
+    }
+}
