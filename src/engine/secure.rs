@@ -733,3 +733,51 @@ impl RawTables {
         Ok((list, Arc::new(visible)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{cast, col, lit};
+
+    fn visible() -> std::collections::BTreeSet<String> {
+        ["site_id", "patient_id"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn only_predicates_that_cannot_fail_over_unmasked_columns_are_leakproof() {
+        let v = visible();
+        // Comparisons of unmasked columns with given values may run early
+        // (they prune files); the policy filter still applies above.
+        for e in [
+            col("patient_id").eq(lit(42_i64)),
+            col("site_id")
+                .eq(lit("S01"))
+                .and(col("patient_id").gt(lit(5_i64))),
+            col("site_id")
+                .is_null()
+                .or(col("patient_id").not_eq(lit(1_i64))),
+            col("patient_id").between(lit(1_i64), lit(9_i64)),
+            col("site_id").in_list(vec![lit("S01"), lit("S02")], false),
+            DfExpr::Not(Box::new(col("site_id").eq(lit("S01")))),
+        ] {
+            assert!(leakproof(&e, &v), "{e}");
+        }
+        // A masked column, a cast, arithmetic, a function call or a pattern
+        // could fail or tell something about rows the policy does not admit.
+        for e in [
+            col("ssn").eq(lit("123-45-6789")),
+            cast(col("site_id"), DataType::Int64).eq(lit(1_i64)),
+            (col("patient_id") / lit(0_i64)).eq(lit(1_i64)),
+            col("patient_id").eq(cast(lit("x"), DataType::Int64)),
+            datafusion::functions::expr_fn::length(col("site_id")).eq(lit(3_i64)),
+            col("site_id").like(lit("S%")),
+            col("site_id").eq(lit("S01")).and(col("ssn").is_null()),
+            col("patient_id").in_list(vec![lit(1_i64), col("ssn")], false),
+        ] {
+            assert!(!leakproof(&e, &v), "{e}");
+        }
+    }
+}
