@@ -1,0 +1,215 @@
+//! The pgwire handlers of one connection: startup, simple query, extended
+//! query (Parse/Bind/Describe/Execute/Sync) and cancel.
+//!
+//! One [`ConnHandler`] exists per connection; it owns the [`Session`] once
+//! startup has finished. Every statement goes the same way whichever protocol
+//! carried it: gate (parse + classify) → session rules (bind identity
+//! functions) → plan (AST, never text) → read-only verification → streamed
+//! execution. Errors become [`SqlError`]s; only `FATAL` ones close the socket.
+//!
+//! One file per protocol concern, each with its own `impl` blocks:
+//! - `startup`: startup and authentication (`StartupHandler`), the
+//!   ParameterStatus values sent after it, and cancel requests
+//!   (`CancelHandler`).
+//! - `simple`: the simple Query protocol (`SimpleQueryHandler`).
+//! - `extended`: the extended protocol (`ExtendedQueryHandler`): Parse,
+//!   Close, Execute and the portal's first run.
+//! - `prepare`: statement preparation: the [`Parser`] (`QueryParser`), the
+//!   plan cache and the audit guard of a Parse ([`Unexecuted`]); planning
+//!   itself is [`crate::query`]'s.
+//! - `run`: running a prepared statement (`run`, `run_audited`) under its
+//!   audit trail and limits, and the utility statements (SET, SHOW, RESET,
+//!   transactions, FETCH, CLOSE…).
+//! - `cursors`: cursors and portals: DECLARE, FETCH, CLOSE, DISCARD ALL,
+//!   DEALLOCATE, the access rules a portal was opened under and the
+//!   idle-portal timeout.
+//! - this file: the connection's state, the prepared-statement types and
+//!   small helpers the others share.
+
+mod cursors;
+mod extended;
+mod prepare;
+mod run;
+mod simple;
+mod startup;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::Statement;
+use pgwire::api::Type;
+use pgwire::error::PgWireResult;
+
+use super::Shared;
+use crate::error::SqlError;
+use crate::rewrite::gate::StatementKind;
+use crate::session::Session;
+use cursors::PortalGrant;
+pub use prepare::Unexecuted;
+
+/// Per-connection handler state.
+pub struct ConnHandler {
+    shared: Arc<Shared>,
+    parser: Arc<Parser>,
+    /// The access rules each suspended portal (and cursor) was opened
+    /// under, by portal name: every Execute and FETCH checks them again.
+    portals: Mutex<HashMap<String, PortalGrant>>,
+    /// Portals closed by the idle-portal timeout, so that their next use
+    /// says why they are gone.
+    expired: Mutex<HashSet<String>>,
+    /// Names of the statements prepared by Parse (for `DEALLOCATE ALL` and
+    /// `DISCARD ALL`).
+    statements: Mutex<HashSet<String>>,
+}
+
+/// The extended-protocol parser; shares the connection's session.
+pub struct Parser {
+    shared: Arc<Shared>,
+    session: Arc<OnceLock<Arc<Session>>>,
+}
+
+/// A statement prepared by Parse (or by a simple Query, one per statement).
+/// The second field is the Parse's own audit guard: never shared through
+/// the plan cache.
+#[derive(Clone, Debug)]
+pub struct Prepared(Arc<PreparedInner>, Option<Arc<Unexecuted>>);
+
+impl crate::enforce::CacheWeight for Prepared {
+    fn weight(&self) -> u32 {
+        match &self.0.kind {
+            PreparedKind::Plan { plan, .. } => crate::enforce::plan_weight(plan)
+                .saturating_add(u32::try_from(self.0.fingerprint.len()).unwrap_or(u32::MAX)),
+            PreparedKind::Utility(_) | PreparedKind::Declare { .. } => 1024,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PreparedInner {
+    kind: PreparedKind,
+    /// Parameter types for ParameterDescription, `$1..$n` in order.
+    param_types: Vec<Type>,
+    /// DataFusion's inferred types, used to decode bound values.
+    param_data_types: Vec<Option<DataType>>,
+    /// Result columns, or `None` for statements that return no rows.
+    result_schema: Option<SchemaRef>,
+    /// Reads at least one table (needs a declared purpose).
+    reads_tables: bool,
+    /// The statement as parsed, kept to re-plan under new access rules.
+    source: Option<Statement>,
+    /// The policy subject and version the plan was built for.
+    planned_for: Option<(crate::policy::compile::Subject, String)>,
+    /// Tables, columns and rules the statement touches (for the audit log).
+    report: Option<crate::enforce::AccessReport>,
+    /// May be shared through the plan cache (a planned query that binds no
+    /// connection-specific value).
+    shareable: bool,
+    /// Command kind and literal-free text, for the audit log.
+    statement_kind: &'static str,
+    fingerprint: String,
+}
+
+#[derive(Debug)]
+enum PreparedKind {
+    /// A planned query (or EXPLAIN) with the state it was planned in.
+    Plan {
+        plan: LogicalPlan,
+        /// Shared by every statement of the same access context.
+        state: Arc<SessionState>,
+        /// `plan` is already optimised ([`crate::engine::Engine::optimise_once`]).
+        optimised: bool,
+    },
+    /// SET/SHOW/RESET/BEGIN/COMMIT/ROLLBACK/no-ops, FETCH and CLOSE.
+    Utility(StatementKind),
+    /// `DECLARE name CURSOR FOR <query>`: the query, run into a portal
+    /// named after the cursor.
+    Declare { name: String, inner: Prepared },
+}
+
+impl PreparedInner {
+    /// A statement of `kind` that takes no parameters, returns no rows,
+    /// reads no table, is not kept for re-planning and is not shared
+    /// through the plan cache; callers set what differs.
+    fn new(kind: PreparedKind, statement_kind: &'static str, fingerprint: &str) -> PreparedInner {
+        PreparedInner {
+            kind,
+            param_types: vec![],
+            param_data_types: vec![],
+            result_schema: None,
+            reads_tables: false,
+            source: None,
+            planned_for: None,
+            report: None,
+            shareable: false,
+            statement_kind,
+            fingerprint: fingerprint.to_owned(),
+        }
+    }
+}
+
+impl ConnHandler {
+    pub fn new(shared: Arc<Shared>) -> ConnHandler {
+        let parser = Arc::new(Parser {
+            shared: shared.clone(),
+            session: Arc::new(OnceLock::new()),
+        });
+        ConnHandler {
+            shared,
+            parser,
+            portals: Mutex::default(),
+            expired: Mutex::default(),
+            statements: Mutex::default(),
+        }
+    }
+
+    /// The session, once startup has completed.
+    pub fn session(&self) -> Option<Arc<Session>> {
+        self.parser.session.get().cloned()
+    }
+
+    /// The session, checked at every statement: a session whose token has
+    /// expired ends here (FATAL 28000, the client must reconnect).
+    fn require_session(&self) -> PgWireResult<Arc<Session>> {
+        let s = self.session().ok_or_else(|| {
+            SqlError::fatal("08P01", "query before startup completed").into_pgwire()
+        })?;
+        if s.principal.is_expired() {
+            tracing::info!(session = %s.id, "token expired: ending session");
+            return Err(token_expired().into_pgwire());
+        }
+        s.set_policy(self.shared.policy.current());
+        Ok(s)
+    }
+}
+
+fn token_expired() -> SqlError {
+    SqlError::fatal(
+        "28000",
+        "authentication token expired: reconnect with a new token",
+    )
+}
+
+/// Statements allowed while a transaction is in the failed state.
+fn allowed_in_failed_transaction(kind: &Prepared) -> bool {
+    matches!(
+        &kind.0.kind,
+        PreparedKind::Utility(
+            StatementKind::Rollback | StatementKind::Commit | StatementKind::RollbackTo { .. }
+        )
+    )
+}
+
+fn aborted_transaction() -> SqlError {
+    SqlError::new(
+        "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+}
+
+/// A user name made safe for an error message (it is the client's own input).
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
+}

@@ -1,0 +1,434 @@
+//! Running a prepared statement: the audit trail, limits and streamed
+//! execution of a plan, and the utility statements.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use futures::stream::StreamExt;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{QueryResponse, Tag};
+use pgwire::error::{PgWireError, PgWireResult};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{ConnHandler, Prepared, PreparedKind};
+use crate::audit::events::StatementAudit;
+use crate::engine::encode::{pg_fields, row_stream};
+use crate::error::SqlError;
+use crate::limits::{Exceeded, Limited};
+use crate::rewrite::gate::StatementKind;
+use crate::session::Session;
+
+/// What running a statement produced.
+pub(super) enum Outcome {
+    Rows(QueryResponse),
+    Tag(Tag),
+    Begin,
+    /// `COMMIT` (`commit`) or `ROLLBACK`.
+    End {
+        commit: bool,
+    },
+    /// `ROLLBACK TO SAVEPOINT`: the transaction is usable again.
+    RolledBackTo,
+    /// `DISCARD ALL`: settings were reset; cursors and prepared statements
+    /// go next.
+    DiscardAll,
+    /// `DEALLOCATE name` (all when `None`).
+    Deallocate(Option<String>),
+    /// A cursor was declared: its rows wait in a portal of that name.
+    Cursor {
+        name: String,
+        inner: Prepared,
+        rows: QueryResponse,
+    },
+    /// `FETCH`: rows from a cursor's portal.
+    Fetch {
+        name: String,
+        count: Option<usize>,
+    },
+    /// `CLOSE`: drop a cursor's portal (all cursors when `None`).
+    Close(Option<String>),
+}
+
+impl ConnHandler {
+    /// Record a prepared statement refused before it ran; returns the error.
+    pub(super) fn refused(&self, session: &Session, prepared: &Prepared, e: SqlError) -> SqlError {
+        StatementAudit::new(
+            &self.shared.audit,
+            session,
+            prepared.0.statement_kind,
+            Some(prepared.0.fingerprint.clone()),
+        )
+        .failed(&e);
+        e
+    }
+
+    /// Run a prepared statement. `params` are bound into the plan.
+    pub(super) async fn run(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        params: Option<datafusion::common::ParamValues>,
+        format: &Format,
+        cancel: CancellationToken,
+    ) -> Result<Outcome, SqlError> {
+        let mut audit = Some(StatementAudit::new(
+            &self.shared.audit,
+            session,
+            prepared.0.statement_kind,
+            Some(prepared.0.fingerprint.clone()),
+        ));
+        // One span per statement: who, for what purpose, which statement
+        // shape (the literal-free fingerprint), never values.
+        let span = tracing::info_span!(
+            "statement",
+            session = %session.id,
+            user = %session.user,
+            purpose = ?session.purpose(),
+            kind = prepared.0.statement_kind,
+            fingerprint = %prepared.0.fingerprint,
+        );
+        let result = self
+            .run_audited(session, prepared, params, format, cancel, &mut audit)
+            .instrument(span)
+            .await;
+        if let (Err(e), Some(audit)) = (&result, audit) {
+            audit.failed(e);
+        }
+        result
+    }
+
+    /// [`ConnHandler::run`] with its audit trail: the statement record is
+    /// durable before rows are produced; the row stream carries the
+    /// completion record. `audit` is taken once its records are handed over.
+    async fn run_audited(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        params: Option<datafusion::common::ParamValues>,
+        format: &Format,
+        cancel: CancellationToken,
+        audit: &mut Option<StatementAudit>,
+    ) -> Result<Outcome, SqlError> {
+        // Purpose, role or break-glass can change between Parse and Execute:
+        // a plan built for other access rules is re-planned, never reused.
+        crate::query::require_purpose(session.purpose(), prepared.0.reads_tables)?;
+        let current = session
+            .subject()
+            .map(|s| (s, session.policy().version.clone()));
+        let replanned;
+        let prepared = if matches!(prepared.0.kind, PreparedKind::Plan { .. })
+            && current != prepared.0.planned_for
+        {
+            let Some(source) = prepared.0.source.clone() else {
+                return Err(SqlError::internal());
+            };
+            replanned = self
+                .parser
+                .prepare_unaudited(
+                    session,
+                    source,
+                    prepared.0.statement_kind,
+                    &prepared.0.fingerprint,
+                )
+                .await?;
+            if !same_result_types(&replanned.0.result_schema, &prepared.0.result_schema)
+                || replanned.0.param_types != prepared.0.param_types
+            {
+                return Err(SqlError::new(
+                    "0A000",
+                    "cached plan must not change result type",
+                ));
+            }
+            &replanned
+        } else {
+            prepared
+        };
+        if let (Some(r), Some(a)) = (&prepared.0.report, audit.as_mut()) {
+            a.report(r);
+        }
+        if let Some(r) = &prepared.0.report {
+            tracing::info!(
+                session = %session.id, user = %session.user, tables = ?r.tables, columns = r.columns.len(),
+                rules = ?r.rules, policy_version = %r.policy_version, "statement allowed"
+            );
+        }
+        match &prepared.0.kind {
+            PreparedKind::Plan {
+                plan,
+                state,
+                optimised,
+            } => {
+                let plan = match params {
+                    Some(p) => plan
+                        .clone()
+                        .with_param_values(p)
+                        .map_err(|e| crate::engine::errors::to_sql_error(&e))?,
+                    None => {
+                        if !prepared.0.param_types.is_empty() {
+                            return Err(SqlError::new(
+                                "08P01",
+                                "statement has parameters but none were bound",
+                            ));
+                        }
+                        plan.clone()
+                    }
+                };
+                let fields = Arc::new(pg_fields(plan.schema().as_arrow(), format)?);
+                let mut timer = crate::metrics::Metrics::global().statement_timer();
+                let role = session.role();
+                let limits = self.shared.limits.for_role(role.as_deref());
+                let permit = self.shared.limits.admit(role.as_deref(), &limits)?;
+                let deadline = limits.timeout.map(|t| tokio::time::Instant::now() + t);
+                // Durable before disclosure: no row leaves before the
+                // statement's record is durable.
+                let record = async {
+                    match audit.as_mut() {
+                        Some(a) => a.before_rows().await,
+                        None => Ok(()),
+                    }
+                };
+                let execute = async {
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => Err(SqlError::cancelled()),
+                        _ = until(deadline) => {
+                            Err(self.shared.limits.exceeded(Exceeded::StatementTimeout))
+                        }
+                        r = async {
+                            // The role's memory budget, within the engine's.
+                            let budgeted = match (limits.max_memory, role.as_deref()) {
+                                (Some(bytes), Some(r)) => {
+                                    Some(self.shared.engine.with_role_budget(state, r, bytes)?)
+                                }
+                                _ => None,
+                            };
+                            let state = budgeted.as_ref().unwrap_or(state);
+                            let stream = self.shared.engine.execute(state, plan, *optimised).await?;
+                            Ok(first_batch_ahead(stream).await)
+                        } => r,
+                    }
+                };
+                let reads_audit = prepared
+                    .0
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| r.tables.iter().any(|t| t.starts_with("audit.")));
+                let batches = if reads_audit {
+                    // Auditors see every record up to their own query.
+                    record.await?;
+                    self.shared.audit.sync_table().await?;
+                    execute.await?
+                } else {
+                    // The record is made durable while the physical plan is
+                    // built and its first batch computed; rows wait for both.
+                    // A record that cannot be written stops the execution at
+                    // once, and its error wins over the execution's.
+                    tokio::pin!(record);
+                    tokio::pin!(execute);
+                    tokio::select! {
+                        recorded = &mut record => {
+                            recorded?;
+                            execute.await?
+                        }
+                        batches = &mut execute => {
+                            record.await?;
+                            batches?
+                        }
+                    }
+                };
+                timer.mark(crate::metrics::Phase::Execute);
+                let mut completion = audit.take().map(StatementAudit::completion);
+                let rows = Limited::new(
+                    Box::pin(row_stream(batches, fields.clone(), cancel)),
+                    self.shared.limits.clone(),
+                    &limits,
+                    deadline,
+                    permit,
+                );
+                let rows = rows.map(move |row| {
+                    if let Ok(r) = &row {
+                        timer.first_row();
+                        crate::metrics::Metrics::global().bytes_sent(r.data.len() as u64);
+                    }
+                    if let Some(c) = completion.as_mut() {
+                        match &row {
+                            Ok(_) => c.row(),
+                            Err(PgWireError::UserError(info)) => c.error(&info.code),
+                            Err(_) => c.error("XX000"),
+                        }
+                    }
+                    row
+                });
+                Ok(Outcome::Rows(QueryResponse::new(fields, rows)))
+            }
+            PreparedKind::Declare { name, inner } => {
+                match Box::pin(self.run_audited(session, inner, params, format, cancel, audit))
+                    .await?
+                {
+                    Outcome::Rows(rows) => Ok(Outcome::Cursor {
+                        name: name.clone(),
+                        inner: inner.clone(),
+                        rows,
+                    }),
+                    _ => Err(SqlError::internal()),
+                }
+            }
+            PreparedKind::Utility(kind) => {
+                let outcome = self.run_utility(session, kind, format)?;
+                if let Some(a) = audit.take() {
+                    a.done_without_rows().await?;
+                }
+                Ok(outcome)
+            }
+        }
+    }
+
+    fn run_utility(
+        &self,
+        session: &Session,
+        kind: &StatementKind,
+        format: &Format,
+    ) -> Result<Outcome, SqlError> {
+        match kind {
+            StatementKind::Set { name, value, local } => {
+                if *local {
+                    // Outside a transaction block PostgreSQL warns and
+                    // ignores it; so does lakeward.
+                    session.set_local(name, value.clone())?;
+                } else {
+                    session.set(name, value.clone())?;
+                }
+                Ok(Outcome::Tag(Tag::new("SET")))
+            }
+            StatementKind::Reset { name } => {
+                session.reset(name.as_deref())?;
+                Ok(Outcome::Tag(Tag::new("RESET")))
+            }
+            StatementKind::Show { name } => {
+                let rows: Vec<Vec<String>> = if name == "all" {
+                    session
+                        .show_all()
+                        .into_iter()
+                        .map(|(a, b, c)| vec![a, b, c])
+                        .collect()
+                } else {
+                    vec![vec![session.show(name)?]]
+                };
+                let cols: Vec<&str> = if name == "all" {
+                    vec!["name", "setting", "description"]
+                } else {
+                    vec![name]
+                };
+                Ok(Outcome::Rows(text_rows(&cols, rows, format)?))
+            }
+            StatementKind::Begin => {
+                session.begin_transaction();
+                Ok(Outcome::Begin)
+            }
+            StatementKind::Commit => Ok(Outcome::End { commit: true }),
+            StatementKind::Rollback => Ok(Outcome::End { commit: false }),
+            StatementKind::Savepoint { name } => {
+                session.savepoint(name)?;
+                Ok(Outcome::Tag(Tag::new("SAVEPOINT")))
+            }
+            StatementKind::Release { name } => {
+                session.release_savepoint(name)?;
+                Ok(Outcome::Tag(Tag::new("RELEASE")))
+            }
+            StatementKind::RollbackTo { name } => {
+                session.rollback_to_savepoint(name)?;
+                Ok(Outcome::RolledBackTo)
+            }
+            StatementKind::DiscardAll => {
+                session.discard_all()?;
+                Ok(Outcome::DiscardAll)
+            }
+            StatementKind::Deallocate { name } => Ok(Outcome::Deallocate(name.clone())),
+            StatementKind::NoOp { tag } => Ok(Outcome::Tag(Tag::new(tag))),
+            StatementKind::Fetch { name, count } => Ok(Outcome::Fetch {
+                name: name.clone(),
+                count: *count,
+            }),
+            StatementKind::Close { name } => Ok(Outcome::Close(name.clone())),
+            StatementKind::Query(_) | StatementKind::Explain(_) | StatementKind::Declare { .. } => {
+                Err(SqlError::internal())
+            }
+        }
+    }
+}
+
+/// Whether two plans return the same column types, as PostgreSQL judges a
+/// re-planned cached statement: the number and PostgreSQL types of the
+/// columns, not their Arrow encoding or nullability (a mask that becomes
+/// NULL keeps the column's type).
+fn same_result_types(a: &Option<SchemaRef>, b: &Option<SchemaRef>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            a.fields().len() == b.fields().len()
+                && a.fields().iter().zip(b.fields().iter()).all(|(x, y)| {
+                    match (
+                        arrow_pg::datatypes::into_pg_type(x.data_type()),
+                        arrow_pg::datatypes::into_pg_type(y.data_type()),
+                    ) {
+                        (Ok(x), Ok(y)) => x == y,
+                        _ => false,
+                    }
+                })
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Completes at `deadline`, or never.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `stream` with its first batch already computed (or its first error):
+/// the audit record of a statement becomes durable while its first batch
+/// is computed, and a short result is then sent at once. Nothing leaves
+/// before the record is durable; only one batch is held.
+async fn first_batch_ahead(
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+) -> datafusion::execution::SendableRecordBatchStream {
+    let schema = stream.schema();
+    let first = stream.next().await;
+    Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(first).chain(stream),
+        ),
+    )
+}
+
+/// A small all-text result (SHOW).
+fn text_rows(
+    cols: &[&str],
+    rows: Vec<Vec<String>>,
+    format: &Format,
+) -> Result<QueryResponse, SqlError> {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::arrow::record_batch::RecordBatch;
+    let schema = Arc::new(Schema::new(
+        cols.iter()
+            .map(|c| Field::new(*c, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    let arrays: Vec<ArrayRef> = (0..cols.len())
+        .map(|i| {
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>(),
+            )) as ArrayRef
+        })
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|_| SqlError::internal())?;
+    let fields = Arc::new(pg_fields(&schema, format)?);
+    let rows: Vec<PgWireResult<_>> =
+        arrow_pg::datatypes::encode_recordbatch(fields.clone(), batch).collect();
+    Ok(QueryResponse::new(fields, futures::stream::iter(rows)))
+}
