@@ -260,18 +260,10 @@ async fn build_provider(
             };
             let schema: datafusion::arrow::datatypes::Schema = schema;
             return match super::snapshot_scan::SnapshotScan::try_new(table, Arc::new(schema)) {
-                Ok(scan) => {
-                    tracing::debug!(
-                        location,
-                        version,
-                        files = scan.file_count(),
-                        "snapshot scan"
-                    );
-                    Ok(Loaded {
-                        version,
-                        provider: Arc::new(scan),
-                    })
-                }
+                Ok(scan) => Ok(Loaded {
+                    version,
+                    provider: snapshot_scan(location, version, scan),
+                }),
                 Err(why) => {
                     tracing::debug!(location, version, reason = %why, "no scan reads this table");
                     Err(refused)
@@ -288,21 +280,29 @@ async fn build_provider(
         crate::config::ScanChoice::Deltalake => Err("[data] scan = \"deltalake\"".to_owned()),
     };
     let provider = match chosen {
-        Ok(scan) => {
-            tracing::debug!(
-                location,
-                version,
-                files = scan.file_count(),
-                "snapshot scan"
-            );
-            Arc::new(scan) as Arc<dyn TableProvider>
-        }
+        Ok(scan) => snapshot_scan(location, version, scan),
         Err(why) => {
             tracing::debug!(location, version, reason = %why, "deltalake scan");
             Arc::new(super::snapshot_scan::FloatSafe::new(provider)) as Arc<dyn TableProvider>
         }
     };
     Ok(Loaded { version, provider })
+}
+
+/// A version read by lakeward's snapshot scan (logged at debug level: the
+/// operator's way to see which scan each table version got).
+fn snapshot_scan(
+    location: &str,
+    version: u64,
+    scan: super::snapshot_scan::SnapshotScan,
+) -> Arc<dyn TableProvider> {
+    tracing::debug!(
+        location,
+        version,
+        files = scan.file_count(),
+        "snapshot scan"
+    );
+    Arc::new(scan)
 }
 
 impl LatestDeltaProvider {
