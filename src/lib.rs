@@ -19,11 +19,12 @@
 //! - [`audit`]: the access audit: durable segment log, hash chain, signed
 //!   checkpoints, the Delta table `audit.access_log`, `audit verify`.
 //! - [`datagen`]: the deterministic synthetic healthcare dataset.
+//! - [`ops`]: operations: the Prometheus [`metrics`] and the admin HTTP
+//!   endpoint (`admin`, feature `admin`), re-exported here as
+//!   `crate::metrics` and `crate::admin`.
 //! - [`config`], [`error`], [`cli`]: configuration, the client-facing error
 //!   type, the command line.
 
-#[cfg(feature = "admin")]
-pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod baseline;
@@ -35,10 +36,14 @@ pub mod engine;
 pub mod error;
 pub mod ident;
 pub mod limits;
-pub mod metrics;
+pub mod ops;
 pub mod policy;
 pub mod policytest;
 pub mod query;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+
+#[cfg(feature = "admin")]
+pub use ops::admin;
+pub use ops::metrics;

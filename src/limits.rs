@@ -48,6 +48,19 @@ impl Exceeded {
     }
 }
 
+/// The metric label of a limit (`lakeward_limits_exceeded_total{limit}`).
+impl From<Exceeded> for crate::metrics::Limit {
+    fn from(e: Exceeded) -> Self {
+        use crate::metrics::Limit;
+        use Exceeded as E;
+        match e {
+            E::StatementTimeout => Limit::StatementTimeout,
+            E::MaxRows => Limit::MaxRows,
+            E::MaxConcurrentStatements => Limit::MaxConcurrentStatements,
+        }
+    }
+}
+
 /// The configured limits and the running-statement counts per role.
 #[derive(Debug, Default)]
 pub struct Limits {
@@ -339,6 +352,17 @@ mod tests {
         match &out[0] {
             Err(pgwire::error::PgWireError::UserError(info)) => assert_eq!(info.code, "57014"),
             other => panic!("expected 57014, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_limit_has_its_metric_label() {
+        for e in [
+            Exceeded::StatementTimeout,
+            Exceeded::MaxRows,
+            Exceeded::MaxConcurrentStatements,
+        ] {
+            assert_eq!(crate::metrics::Limit::from(e).as_str(), e.as_str());
         }
     }
 }

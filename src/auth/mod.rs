@@ -163,6 +163,25 @@ impl AuthFailure {
     }
 }
 
+/// The metric label of a refusal (`lakeward_auth_failures_total{reason}`).
+impl From<AuthFailure> for crate::metrics::AuthFailureReason {
+    fn from(f: AuthFailure) -> Self {
+        use crate::metrics::AuthFailureReason;
+        use AuthFailure as F;
+        match f {
+            F::Missing | F::Malformed | F::Algorithm | F::Signature => AuthFailureReason::BadToken,
+            F::Expired => AuthFailureReason::Expired,
+            F::UnknownKey => AuthFailureReason::UnknownKey,
+            F::NotYetValid
+            | F::Issuer
+            | F::Audience
+            | F::Lifetime
+            | F::Claims
+            | F::UserMismatch => AuthFailureReason::BadClaims,
+        }
+    }
+}
+
 /// Verifies tokens; shared by all connections.
 pub struct Authenticator {
     settings: AuthSettings,
@@ -715,5 +734,16 @@ mod tests {
         std::fs::write(dir.path().join("key.pem"), &new_public).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(auth.verify("alice", &token), Err(AuthFailure::Signature));
+    }
+
+    #[test]
+    fn refusals_have_their_metric_reason() {
+        use crate::metrics::AuthFailureReason as R;
+        assert_eq!(R::from(AuthFailure::Expired), R::Expired);
+        assert_eq!(R::from(AuthFailure::UnknownKey), R::UnknownKey);
+        assert_eq!(R::from(AuthFailure::Signature), R::BadToken);
+        assert_eq!(R::from(AuthFailure::Missing), R::BadToken);
+        assert_eq!(R::from(AuthFailure::UserMismatch), R::BadClaims);
+        assert_eq!(R::from(AuthFailure::NotYetValid), R::BadClaims);
     }
 }

@@ -31,7 +31,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
 
 /// The media type of the OpenMetrics text exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str =

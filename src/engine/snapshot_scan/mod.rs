@@ -1,0 +1,358 @@
+//! lakeward's scan of one Delta snapshot.
+//!
+//! deltalake's provider replays the snapshot's file actions through the
+//! Delta kernel and parses their JSON statistics on every scan. For a point
+//! lookup that replay costs more than reading the one page that holds the
+//! row. [`SnapshotScan`] does that work once per table version instead:
+//!
+//! - the file list (path, size, modification time) and each file's
+//!   statistics (row count, per-column minimum, maximum and null count) are
+//!   read from the snapshot when the version is loaded;
+//! - at scan time, the pushed filters are turned into a DataFusion
+//!   [`PruningPredicate`] evaluated over those statistics in memory, so files
+//!   that cannot hold a matching row are never opened;
+//! - the remaining files are read by DataFusion's Parquet source with the
+//!   same predicate (row-group and page-index pruning), through the runtime's
+//!   file metadata cache, so a footer and its page index are fetched once per
+//!   file rather than once per statement.
+//!
+//! Only plain tables take this path: reader protocol version 1, or 3 with
+//! no reader feature but `timestampNtz` and `typeWidening` (no column
+//! mapping, no deletion vectors), no partition columns, and file paths
+//! inside the table folder.
+//! Any other table is served by deltalake's own provider
+//! ([`SnapshotScan::try_new`] says why).
+//!
+//! Statistics are only used to skip files, never to answer a query, and only
+//! where Delta's bounds are safe for that: integer and date columns as
+//! written, timestamps widened by a millisecond (Delta stores them truncated
+//! to milliseconds). String bounds may be truncated prefixes, so string
+//! columns are not pruned on. The filters stay `Inexact`: DataFusion still
+//! applies every predicate to every row read.
+//!
+//! Files:
+//!
+//! - `mod.rs`: [`SnapshotScan`], its eligibility check, the file list and
+//!   the scan.
+//! - `stats.rs`: the files' Delta statistics as DataFusion pruning
+//!   statistics, and which column types are pruned on.
+//! - `float_safe.rs`: [`FloatSafe`] and the plan node that keeps
+//!   conditions on float columns away from Parquet pruning.
+//! - `tests.rs`: unit tests.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::object_store::path::Path as StorePath;
+use datafusion::object_store::{ObjectMeta, ObjectStore};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use deltalake::DeltaTable;
+
+mod float_safe;
+mod stats;
+
+pub use float_safe::FloatSafe;
+use float_safe::{NoFloatPruning, mentions_float};
+use stats::{FileStatistics, file_statistics};
+
+/// One data file of the snapshot.
+#[derive(Debug)]
+struct DataFile {
+    meta: ObjectMeta,
+    rows: Option<u64>,
+}
+
+/// A table provider over one Delta snapshot version with its file list and
+/// statistics in memory (see the module documentation).
+#[derive(Debug)]
+pub struct SnapshotScan {
+    schema: SchemaRef,
+    store_url: ObjectStoreUrl,
+    store: Arc<dyn ObjectStore>,
+    files: Vec<DataFile>,
+    stats: FileStatistics,
+}
+
+/// Why a snapshot is left to deltalake's provider.
+pub type Ineligible = String;
+
+/// Reader features that only name a column type the Parquet reader decodes
+/// as it is: a table that needs no other feature is read by this scan.
+/// `timestampNtz` (timestamps without a time zone, as the demo's clinical
+/// tables have) changes how a column is typed, not which files or rows
+/// belong to the snapshot. `typeWidening` (byte → short → int → long,
+/// float → double, wider decimals, date → timestamp_ntz) leaves older files
+/// with the narrower Parquet type, which the Parquet reader casts to the
+/// table's type; their statistics are parsed as the table's type, and a
+/// bound that does not parse is unknown (the file is read). deltalake's
+/// own scan does not read `typeWidening` tables.
+const PLAIN_READER_FEATURES: &[&str] = &["timestampNtz", "typeWidening"];
+
+impl SnapshotScan {
+    /// The scan of `table`'s loaded snapshot with the Arrow `schema` the
+    /// table is served with, or why this table needs deltalake's provider.
+    pub fn try_new(table: &DeltaTable, schema: SchemaRef) -> std::result::Result<Self, Ineligible> {
+        let state = table
+            .snapshot()
+            .map_err(|_| "no snapshot loaded".to_string())?;
+        let protocol = state.protocol();
+        let features: Vec<String> = protocol
+            .reader_features()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let plain = match protocol.min_reader_version() {
+            1 => features.is_empty(),
+            3 => features
+                .iter()
+                .all(|f| PLAIN_READER_FEATURES.contains(&f.as_str())),
+            _ => false,
+        };
+        if !plain {
+            return Err(format!(
+                "reader protocol version {} with reader features [{}] (column mapping, deletion vectors or another feature this scan does not implement)",
+                protocol.min_reader_version(),
+                features.join(", ")
+            ));
+        }
+        if !state.metadata().partition_columns().is_empty() {
+            return Err("partitioned table".into());
+        }
+        let log_store = table.log_store();
+        let mut root = log_store.root_url().clone();
+        if !root.path().ends_with('/') {
+            root.set_path(&format!("{}/", root.path()));
+        }
+        let store_url = ObjectStoreUrl::parse(&root[..url::Position::BeforePath])
+            .map_err(|_| "table root is not an object store URL".to_string())?;
+
+        let mut files = Vec::new();
+        let mut stats_json = Vec::new();
+        for view in state.log_data().iter() {
+            if view.deletion_vector_descriptor().is_some() {
+                return Err("a file has a deletion vector".into());
+            }
+            let path = view.path();
+            if !path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '='))
+                || path.starts_with('/')
+                || path
+                    .split('/')
+                    .any(|s| s.is_empty() || s == "." || s == "..")
+            {
+                return Err("a file path outside the plain table layout".into());
+            }
+            let url = root.join(&path).map_err(|_| {
+                "a file path that does not resolve under the table root".to_string()
+            })?;
+            let location = StorePath::from_url_path(url.path())
+                .map_err(|_| "a file path that is not an object store path".to_string())?;
+            let size =
+                u64::try_from(view.size()).map_err(|_| "a negative file size".to_string())?;
+            let last_modified = chrono::DateTime::from_timestamp_millis(view.modification_time())
+                .unwrap_or_default();
+            let parsed: Option<serde_json::Value> =
+                view.stats().and_then(|s| serde_json::from_str(&s).ok());
+            let rows = parsed
+                .as_ref()
+                .and_then(|v| v.get("numRecords"))
+                .and_then(serde_json::Value::as_u64);
+            files.push(DataFile {
+                meta: ObjectMeta {
+                    location,
+                    last_modified,
+                    size,
+                    e_tag: None,
+                    version: None,
+                },
+                rows,
+            });
+            stats_json.push(parsed);
+        }
+        let stats = file_statistics(&schema, &stats_json);
+        Ok(SnapshotScan {
+            schema,
+            store_url,
+            store: log_store.root_object_store(None),
+            files,
+            stats,
+        })
+    }
+
+    /// Number of data files in the snapshot.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Which files may hold rows matching `predicate` (all when unknown).
+    fn keep(&self, predicate: Option<&Arc<dyn PhysicalExpr>>) -> Vec<bool> {
+        let all = || vec![true; self.files.len()];
+        let Some(predicate) = predicate else {
+            return all();
+        };
+        if self.files.is_empty() {
+            return all();
+        }
+        match PruningPredicateBuilder::new()
+            .with_file_schema(self.schema.clone())
+            .try_build(predicate.clone())
+            .and_then(|p| p.prune(&self.stats))
+        {
+            Ok(keep) if keep.len() == self.files.len() => keep,
+            _ => all(),
+        }
+    }
+
+    fn statistics_of<'a>(&self, files: impl Iterator<Item = &'a DataFile>) -> Statistics {
+        let mut stats = Statistics::new_unknown(&self.schema);
+        let (mut rows, mut bytes, mut rows_known) = (0usize, 0usize, true);
+        for f in files {
+            match f.rows {
+                Some(r) => rows = rows.saturating_add(usize::try_from(r).unwrap_or(usize::MAX)),
+                None => rows_known = false,
+            }
+            bytes = bytes.saturating_add(usize::try_from(f.meta.size).unwrap_or(usize::MAX));
+        }
+        if rows_known {
+            stats.num_rows = Precision::Inexact(rows);
+        }
+        stats.total_byte_size = Precision::Inexact(bytes);
+        stats
+    }
+}
+
+#[async_trait]
+impl TableProvider for SnapshotScan {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        Some(self.statistics_of(self.files.iter()))
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // The filters as one physical predicate over the file schema. One
+        // that cannot be planned here prunes nothing (DataFusion still
+        // applies it above the scan).
+        let df_schema = DFSchema::try_from(self.schema.clone())?;
+        let predicate = conjunction(filters.iter().cloned().map(unnormalize_col))
+            .and_then(|e| state.create_physical_expr(e, &df_schema).ok());
+        let keep = self.keep(predicate.as_ref());
+        let selected: Vec<&DataFile> = self
+            .files
+            .iter()
+            .zip(&keep)
+            .filter_map(|(f, k)| k.then_some(f))
+            .collect();
+        if selected.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let statistics = self.statistics_of(selected.iter().copied());
+        let files: Vec<PartitionedFile> = selected
+            .iter()
+            .map(|f| {
+                let mut stats = Statistics::new_unknown(&self.schema);
+                if let Some(r) = f.rows {
+                    stats.num_rows = Precision::Inexact(usize::try_from(r).unwrap_or(usize::MAX));
+                }
+                PartitionedFile::new_from_meta(f.meta.clone()).with_statistics(Arc::new(stats))
+            })
+            .collect();
+        let groups = FileGroup::new(files).split_files(state.config().target_partitions().max(1));
+
+        let runtime = state.runtime_env();
+        if runtime.object_store(&self.store_url).is_err() {
+            runtime.register_object_store(self.store_url.as_ref(), self.store.clone());
+        }
+        let store = runtime.object_store(&self.store_url)?;
+        let options = state.default_table_options().parquet;
+        let hint = options.global.metadata_size_hint;
+        let reader = CachedParquetFileReaderFactory::new(
+            store,
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        let mut source = ParquetSource::new(self.schema.clone())
+            .with_table_parquet_options(options)
+            .with_enable_page_index(true)
+            .with_parquet_file_reader_factory(Arc::new(reader));
+        if let Some(h) = hint {
+            source = source.with_metadata_size_hint(h);
+        }
+        // Parquet's row-group and page statistics leave NaN out of a float
+        // column's bounds, and DataFusion's pruning compares `min <= NaN <=
+        // max` in total order, dropping row groups that `= 'NaN'` (true for
+        // NaN, as in PostgreSQL) matches: conditions on float columns prune
+        // nothing here (they are still applied above the scan).
+        let parquet_predicate = conjunction(
+            filters
+                .iter()
+                .flat_map(datafusion::logical_expr::utils::split_conjunction)
+                .filter(|e| !self.mentions_float(e))
+                .cloned()
+                .map(unnormalize_col),
+        )
+        .and_then(|e| state.create_physical_expr(e, &df_schema).ok());
+        if let Some(p) = parquet_predicate {
+            source = source.with_predicate(p);
+        }
+        let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
+            .with_file_groups(groups)
+            .with_statistics(statistics)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(Arc::new(NoFloatPruning::new(
+            DataSourceExec::from_data_source(config),
+        )))
+    }
+}
+
+impl SnapshotScan {
+    /// Whether `e` reads a floating-point column.
+    fn mentions_float(&self, e: &Expr) -> bool {
+        mentions_float(&self.schema, e)
+    }
+}
+
+#[cfg(test)]
+mod tests;
