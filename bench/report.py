@@ -3,7 +3,7 @@
 and the generated part of docs/benchmarks.md rendered from them.
 
   report.py pgbench  --system S --workload W --role R --mode M --clients C --stdout F --logs PREFIX
-  report.py baseline --workload W            (reads `lakeward baseline` JSON on stdin)
+  report.py baseline --workload W            (reads `lakeward-baseline` JSON on stdin)
   report.py record   --system S --workload W [--key value ...]
   report.py render   --results F --outdir D --doc docs/benchmarks.md
 """
@@ -179,7 +179,7 @@ def render(results, outdir):
         "no grant on the raw tables; pgcrypto HMAC pseudonyms; b-tree indexes on every key), "
         "over TLS with SCRAM passwords. *DataFusion* is the same DataFusion "
         "in-process over the same Delta tables with the same scan and no policy, no wire "
-        "protocol and no audit (`lakeward baseline`): what enforcement and the proxy cost. "
+        "protocol and no audit (`lakeward-baseline`): what enforcement and the proxy cost. "
         "*deltalake scan* is plain DataFusion again, reading through deltalake's stock table "
         "provider instead of lakeward's snapshot scan: what a user of DataFusion and "
         "delta-rs would get without lakeward."

@@ -66,9 +66,11 @@ if [ -z "${LAKEWARD_BIN:-}" ]; then
   # reads local tables): a fresh machine builds it much sooner.
   # --timings leaves a per-crate report in $CARGO_TARGET_DIR/cargo-timings.
   log "building lakeward (bench-release profile)"
-  cargo build --profile bench-release --no-default-features --locked --bin lakeward --timings
+  cargo build --profile bench-release --no-default-features --features bench-tools --locked \
+    --bin lakeward --bin lakeward-baseline --timings
 fi
 BIN="${LAKEWARD_BIN:-$CARGO_TARGET_DIR/bench-release/lakeward}"
+BASELINE_BIN="$(dirname "$BIN")/lakeward-baseline"
 if [ -n "$APT_PID" ] && ! wait "$APT_PID"; then
   echo "installing ${need[*]} failed:" >&2; cat "$APT_LOG" >&2; exit 1
 fi
@@ -180,7 +182,7 @@ CONF
   pg_as "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg/server.log" -w start >/dev/null
   if [ ! -f "$WORK/pg/lakeward-loaded" ]; then
     log "loading the same rows into PostgreSQL"
-    PGHOST="$WORK/pg" PGPORT=$PG_PORT PGUSER=postgres LAKEWARD="$BIN" DATA="$DATA" \
+    PGHOST="$WORK/pg" PGPORT=$PG_PORT PGUSER=postgres LAKEWARD_BASELINE="$BASELINE_BIN" DATA="$DATA" \
       PSEUDONYM_KEY="$PSEUDONYM_KEY" bench/postgres/load.sh >"$OUT/pg-load.txt" 2>&1
     touch "$WORK/pg/lakeward-loaded"
   fi
@@ -220,7 +222,7 @@ bench_export() { # system role conn rows pid
 }
 baseline() { # workload args... (plain DataFusion, no policy, in-process)
   local w="$1"; shift
-  "$BIN" --log warn baseline "$@" --data "$DATA" | python3 bench/report.py baseline --workload "$w" >>"$RESULTS"
+  "$BASELINE_BIN" "$@" --data "$DATA" | python3 bench/report.py baseline --workload "$w" >>"$RESULTS"
 }
 
 # Results of this run replace the previous ones.

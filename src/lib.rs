@@ -27,18 +27,14 @@
 
 pub mod audit;
 pub mod auth;
-pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod datagen;
 pub mod enforce;
 pub mod engine;
 pub mod error;
-pub mod ident;
-pub mod limits;
 pub mod ops;
 pub mod policy;
-pub mod policytest;
 pub mod query;
 pub mod rewrite;
 pub mod server;

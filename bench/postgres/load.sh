@@ -6,14 +6,14 @@
 #
 # environment:
 #   PGHOST PGPORT PGUSER   a superuser connection (PGDATABASE: default postgres)
-#   LAKEWARD               the lakeward binary (for `baseline dump`)
+#   LAKEWARD_BASELINE      the lakeward-baseline binary (for `dump`)
 #   DATA                   folder of the Delta tables, DATA/<schema>/<table>
 #   PSEUDONYM_KEY          the pseudonymisation key, hex text (default: the
 #                          contents of DATA/keys/pseudonym.key, as `lakeward demo`
 #                          uses; pseudonyms then match lakeward's)
 #
 # Steps: schema.sql (drops and recreates schema raw), the five tables streamed
-# as CSV from `lakeward baseline dump` into COPY (in parallel, each in one
+# as CSV from `lakeward-baseline dump` into COPY (in parallel, each in one
 # transaction with TRUNCATE so that COPY FREEZE applies), then policy.sql
 # (keys, indexes, roles, views, ANALYZE). Prints the time of each step.
 set -euo pipefail
@@ -21,7 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 : "${PGHOST:?set PGHOST}" "${PGPORT:?set PGPORT}" "${PGUSER:?set PGUSER}"
-: "${LAKEWARD:?set LAKEWARD to the lakeward binary}" "${DATA:?set DATA to the Delta tables folder}"
+: "${LAKEWARD_BASELINE:?set LAKEWARD_BASELINE to the lakeward-baseline binary}" "${DATA:?set DATA to the Delta tables folder}"
 export PGHOST PGPORT PGUSER
 export PGDATABASE=${PGDATABASE:-postgres}
 
@@ -33,7 +33,7 @@ PSEUDONYM_KEY=$(printf %s "$PSEUDONYM_KEY" | tr -d '[:space:]')
 [[ $PSEUDONYM_KEY =~ ^([0-9a-fA-F]{2})+$ ]] || { echo "load.sh: PSEUDONYM_KEY must be hex" >&2; exit 2; }
 export PSEUDONYM_KEY
 
-[[ -x $LAKEWARD ]] || { echo "load.sh: $LAKEWARD is not executable" >&2; exit 2; }
+[[ -x $LAKEWARD_BASELINE ]] || { echo "load.sh: $LAKEWARD_BASELINE is not executable" >&2; exit 2; }
 [[ -d $DATA ]] || { echo "load.sh: $DATA is not a folder" >&2; exit 2; }
 
 psql_() { psql -X -v ON_ERROR_STOP=1 "$@"; }
@@ -63,7 +63,7 @@ tables=(observations claims encounters consents patients) # largest first
 load_one() {
     local t=$1 s e
     s=$(now)
-    "$LAKEWARD" baseline dump --data "$DATA" --table "${source[$t]}" \
+    "$LAKEWARD_BASELINE" dump --data "$DATA" --table "${source[$t]}" \
         | psql_ -1 -c "TRUNCATE raw.$t" -c "\\copy raw.$t FROM pstdin (FORMAT csv, FREEZE)" \
             >"$log/$t.out" 2>"$log/$t.err"
     e=$(now)

@@ -1,7 +1,7 @@
 -- lakeward benchmark, PostgreSQL side: the raw tables.
 --
 -- Same rows as the Delta tables lakeward serves (loaded by load.sh from
--- `lakeward baseline dump`), columns in exactly the order and types of
+-- `lakeward-baseline dump`), columns in exactly the order and types of
 -- src/datagen/schema.rs so that CSV loads positionally:
 --   Int64 = BIGINT, Utf8 = TEXT, Date32 = DATE,
 --   Timestamp(us, no time zone) = TIMESTAMP, Decimal128(12,2) = NUMERIC(12,2),

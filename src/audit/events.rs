@@ -29,6 +29,16 @@ pub fn decision_for(sqlstate: &str) -> &'static str {
     }
 }
 
+impl crate::metrics::Decision {
+    /// The decision for a statement that ended with `sqlstate`, as the
+    /// audit log records it ([`decision_for`]): `42501` (how every policy
+    /// refusal is reported) and the authentication states are denials,
+    /// anything else an error.
+    pub fn from_sqlstate(sqlstate: &str) -> crate::metrics::Decision {
+        crate::metrics::Decision::from_audit(decision_for(sqlstate))
+    }
+}
+
 fn session_body(kind: &str, session: &Session) -> RecordBody {
     RecordBody {
         session_id: Some(session.id.to_string()),

@@ -176,3 +176,18 @@ impl FromStrChecked for Algorithm {
             .map_err(|_| format!("unknown algorithm {s:?}"))
     }
 }
+
+/// Write a secret file (a private key, a token secret) readable by its
+/// owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}

@@ -8,7 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
-use crate::config::{DEMO_AUDIENCE, DEMO_ISSUER, DEMO_KID};
+/// Issuer of the tokens `lakeward token` mints for the demo.
+pub const DEMO_ISSUER: &str = "lakeward-demo";
+/// Audience of demo tokens.
+pub const DEMO_AUDIENCE: &str = "lakeward";
+/// Key id of the demo signing key.
+pub const DEMO_KID: &str = "demo-es256";
 
 /// What goes into a development token.
 #[derive(Debug, Clone)]
@@ -30,7 +35,7 @@ pub fn ensure_demo_keys(data_dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let pair = rcgen::KeyPair::generate()?;
-    crate::server::tls::write_private(&private, pair.serialize_pem().as_bytes())?;
+    super::keys::write_private(&private, pair.serialize_pem().as_bytes())?;
     std::fs::write(&public, pair.public_key_pem())?;
     Ok(())
 }

@@ -124,6 +124,6 @@ fn ensure_pseudonym_key(path: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let key: [u8; 32] = rand::random();
-    crate::server::tls::write_private(path, hex::encode(key).as_bytes())?;
+    crate::auth::keys::write_private(path, hex::encode(key).as_bytes())?;
     Ok(())
 }

@@ -90,9 +90,6 @@ pub enum Command {
     /// Policy tools: check against the real tables and print the coverage matrix.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Benchmark baseline: plain DataFusion over the same tables, no policy.
-    #[command(hide = true)]
-    Baseline(crate::baseline::BaselineArgs),
     /// Audit tools: verify the hash chain and signed checkpoints.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -301,10 +298,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Datagen(args) => {
             datagen(&args.data_dir, args.patients, args.seed).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Baseline(args) => {
-            crate::baseline::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(args) => token(args),

@@ -55,7 +55,7 @@ pub(super) async fn policy_test(
     let Some(policy) = load_policy_reporting(Some(policy_dir)) else {
         return Ok(ExitCode::FAILURE);
     };
-    let tests = crate::policytest::load_tests(policy_dir)?;
+    let tests = crate::policy::test_file::load_tests(policy_dir)?;
     let dir = match data_dir {
         Some(d) => d.to_owned(),
         None => {
@@ -81,7 +81,7 @@ pub(super) async fn policy_test(
     let key: [u8; 32] = rand::random();
     let engine =
         crate::engine::Engine::open_with_key(&crate::engine::discover_tables(&dir)?, &key).await?;
-    let results = crate::policytest::run(&engine, &policy, &tests).await;
+    let results = crate::query::policy_test::run(&engine, &policy, &tests).await;
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
     for r in &results {
         match &r.failure {

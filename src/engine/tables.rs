@@ -7,7 +7,7 @@ use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider}
 use datafusion::execution::context::SessionContext;
 
 use super::{EngineError, TableInfo};
-use crate::ident::is_plain_ident;
+use crate::policy::ident::is_plain_ident;
 
 /// A `schema.table` name, both parts lower-case identifiers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -14,6 +14,8 @@
 
 pub mod check;
 pub mod compile;
+pub mod ident;
+pub mod test_file;
 mod validate;
 
 use std::collections::BTreeMap;

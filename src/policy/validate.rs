@@ -25,7 +25,7 @@ impl Policy {
             });
         };
         for (name, role) in &self.roles {
-            if !crate::ident::is_plain_ident(name) {
+            if !crate::policy::ident::is_plain_ident(name) {
                 problem(
                     "roles.toml",
                     name,
@@ -53,7 +53,7 @@ impl Policy {
                     Some(tag) => !tag.is_empty(),
                     None => {
                         target.split('.').count() == 3
-                            && target.split('.').all(crate::ident::is_plain_ident)
+                            && target.split('.').all(crate::policy::ident::is_plain_ident)
                     }
                 };
                 if !target_ok {
@@ -87,7 +87,8 @@ impl Policy {
             }
         }
         for (table, rules) in &self.tables {
-            if table.split('.').count() != 2 || !table.split('.').all(crate::ident::is_plain_ident)
+            if table.split('.').count() != 2
+                || !table.split('.').all(crate::policy::ident::is_plain_ident)
             {
                 problem(
                     "tables.toml",
@@ -302,7 +303,8 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
 fn valid_table_pattern(p: &str) -> bool {
     match p.split_once('.') {
         Some((s, t)) => {
-            crate::ident::is_plain_ident(s) && (t == "*" || crate::ident::is_plain_ident(t))
+            crate::policy::ident::is_plain_ident(s)
+                && (t == "*" || crate::policy::ident::is_plain_ident(t))
         }
         None => false,
     }

@@ -1,6 +1,6 @@
 //! The path of one statement, in order. Every caller that turns SQL into
 //! a plan runs these steps: the pgwire handler (`server::handler`),
-//! `lakeward policy test` (`policytest`) and the criterion benches. What
+//! `lakeward policy test` (`query::policy_test`) and the criterion benches. What
 //! differs between them (a connected session or a test principal) is the
 //! [`Principal`] they pass, not a copy of the steps.
 //!
@@ -20,9 +20,15 @@
 //!    - parameter types (`$1..$n`), and the plan optimised once when it
 //!      calls only immutable functions.
 //!
-//! Execution (limits, the audit record made durable, running, streaming
-//! and completion) is the server's (`server::handler`); `policy test` runs
-//! the plan unaudited through `Engine::execute`.
+//! 3. [`execute::execute`]: limits (admission, deadline, memory budget),
+//!    the audit record made durable, the run with its first batch computed;
+//!    [`execute::Running::rows`] streams the encoded rows under the row cap
+//!    and counts them into the completion record. The server passes the
+//!    session's limits and audit trail; `policy test` passes neither.
+
+pub mod execute;
+pub mod limits;
+pub mod policy_test;
 
 use std::sync::Arc;
 

@@ -64,7 +64,7 @@ pub struct Shared {
     /// Development switch: accept non-TLS clients from loopback addresses.
     pub allow_plaintext_loopback: bool,
     /// Statement timeout, row and concurrency caps by role.
-    pub limits: Arc<crate::limits::Limits>,
+    pub limits: Arc<crate::query::limits::Limits>,
 }
 
 impl Shared {
@@ -196,7 +196,7 @@ impl Server {
             ),
             allow_plaintext_loopback: config.tls.allow_plaintext_loopback,
             limits: Arc::new(
-                crate::limits::Limits::from_config(&config.limits)
+                crate::query::limits::Limits::from_config(&config.limits)
                     .with_observer(|e| crate::metrics::Metrics::global().limit_exceeded(e.into())),
             ),
         });

@@ -126,21 +126,7 @@ pub fn ensure_dev_certificate(dir: &Path) -> Result<(), TlsError> {
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     std::fs::write(&cert_path, certified.cert.pem())
         .map_err(|e| TlsError::Generate(e.to_string()))?;
-    write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())
+    crate::auth::keys::write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())
         .map_err(|e| TlsError::Generate(e.to_string()))?;
     Ok(())
-}
-
-/// Write a secret file readable by its owner only.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }

@@ -119,15 +119,9 @@ label_enum! {
     }
 }
 
+/// `Decision::from_sqlstate` lives beside the audit log's own rule
+/// (`audit::events`), so the metrics depend on no domain module.
 impl Decision {
-    /// The decision for a statement that ended with `sqlstate`, as the
-    /// audit log records it ([`crate::audit::events::decision_for`]):
-    /// `42501` (how every policy refusal is reported) and the
-    /// authentication states are denials, anything else an error.
-    pub fn from_sqlstate(sqlstate: &str) -> Decision {
-        Decision::from_audit(crate::audit::events::decision_for(sqlstate))
-    }
-
     /// The decision of an audit record (`allowed`, `denied`, `error`).
     pub fn from_audit(decision: &str) -> Decision {
         match decision {

@@ -17,21 +17,10 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
 use super::run::Outcome;
-use super::{ConnHandler, Prepared, printable};
+use super::{AccessKey, ConnHandler, Prepared, access_key, printable};
 use crate::engine::encode::pg_fields;
 use crate::error::SqlError;
 use crate::session::Session;
-
-/// The access rules a portal's rows were authorised for: the policy subject
-/// (role, site, purpose, break-glass) and policy version. `None` when the
-/// session had no subject (catalog-only statements before a purpose).
-type AccessKey = Option<(crate::policy::compile::Subject, String)>;
-
-fn access_key(session: &Session) -> AccessKey {
-    session
-        .subject()
-        .map(|s| (s, session.policy().version.clone()))
-}
 
 /// One suspended portal's authorisation and last use.
 pub(super) struct PortalGrant {

@@ -101,7 +101,7 @@ struct PreparedInner {
     /// The statement as parsed, kept to re-plan under new access rules.
     source: Option<Statement>,
     /// The policy subject and version the plan was built for.
-    planned_for: Option<(crate::policy::compile::Subject, String)>,
+    planned_for: AccessKey,
     /// Tables, columns and rules the statement touches (for the audit log).
     report: Option<crate::enforce::AccessReport>,
     /// May be shared through the plan cache (a planned query that binds no
@@ -129,6 +129,19 @@ enum PreparedKind {
     Declare { name: String, inner: Prepared },
 }
 
+/// The access rules a plan, portal or cursor was authorised for: the
+/// policy subject (role, site, purpose, break-glass) and the policy
+/// version. `None` when the session had no subject (catalog-only
+/// statements before a purpose is declared).
+pub(super) type AccessKey = Option<(crate::policy::compile::Subject, String)>;
+
+/// The session's access rules now.
+pub(super) fn access_key(session: &Session) -> AccessKey {
+    session
+        .subject()
+        .map(|s| (s, session.policy().version.clone()))
+}
+
 impl PreparedInner {
     /// A statement of `kind` that takes no parameters, returns no rows,
     /// reads no table, is not kept for re-planning and is not shared
@@ -146,6 +159,53 @@ impl PreparedInner {
             shareable: false,
             statement_kind,
             fingerprint: fingerprint.to_owned(),
+        }
+    }
+
+    /// A query planned by the pipeline for `principal`: re-planned at
+    /// Execute when the session's subject or policy version no longer
+    /// matches the ones it was planned for.
+    fn planned(
+        planned: crate::query::PlannedQuery,
+        principal: &crate::query::Principal,
+        source: Statement,
+        statement_kind: &'static str,
+        fingerprint: &str,
+    ) -> PreparedInner {
+        let crate::query::PlannedQuery {
+            state,
+            plan,
+            optimised,
+            report,
+            param_types,
+            param_data_types,
+            result_schema,
+            reads_tables,
+            connection_specific,
+        } = planned;
+        PreparedInner {
+            param_types,
+            param_data_types,
+            result_schema: Some(result_schema),
+            reads_tables,
+            source: Some(source),
+            planned_for: principal
+                .subject
+                .clone()
+                .map(|s| (s, principal.policy.version.clone())),
+            // (the same key as `access_key` of the session the principal
+            // was taken from)
+            report: Some(report),
+            shareable: !connection_specific,
+            ..PreparedInner::new(
+                PreparedKind::Plan {
+                    plan,
+                    state,
+                    optimised,
+                },
+                statement_kind,
+                fingerprint,
+            )
         }
     }
 }
@@ -213,3 +273,6 @@ fn aborted_transaction() -> SqlError {
 fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(64).collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -61,18 +61,25 @@ impl Debug for Unexecuted {
     }
 }
 
+/// The plan-cache key of `sql` in `session`'s current state: the same SQL
+/// text planned for another subject (role, site, purpose, break-glass),
+/// policy version, search path or database is another plan.
+pub(super) fn plan_key_of(session: &Session, sql: &str) -> PlanKey {
+    PlanKey {
+        sql: Arc::from(sql),
+        policy_version: session.policy().version.clone(),
+        subject: session.subject(),
+        search_path: session.search_path(),
+        database: session.database.clone(),
+    }
+}
+
 impl Parser {
     /// The plan-cache key of `sql` in this session's current state, or
     /// `None` when the cache is off.
     pub(super) fn plan_key(&self, session: &Session, sql: &str) -> Option<PlanKey> {
         self.shared.plans.as_ref()?;
-        Some(PlanKey {
-            sql: Arc::from(sql),
-            policy_version: session.policy().version.clone(),
-            subject: session.subject(),
-            search_path: session.search_path(),
-            database: session.database.clone(),
-        })
+        Some(plan_key_of(session, sql))
     }
 
     pub(super) fn cached(&self, key: Option<&PlanKey>) -> Option<Prepared> {
@@ -150,7 +157,7 @@ impl Parser {
         statement_kind: &'static str,
         fingerprint: &str,
     ) -> Result<Prepared, SqlError> {
-        let source = Some(stmt.clone());
+        let source = stmt.clone();
         match crate::query::classify(stmt)? {
             StatementKind::Query(stmt) | StatementKind::Explain(stmt) => {
                 let principal = crate::query::Principal::of_session(
@@ -159,38 +166,14 @@ impl Parser {
                 );
                 let planned =
                     crate::query::plan_query(&self.shared.engine, &principal, stmt).await?;
-                let crate::query::PlannedQuery {
-                    state,
-                    plan,
-                    optimised,
-                    report,
-                    param_types,
-                    param_data_types,
-                    result_schema,
-                    reads_tables,
-                    connection_specific,
-                } = planned;
-                let policy = principal.policy;
                 Ok(Prepared(
-                    Arc::new(PreparedInner {
-                        param_types,
-                        param_data_types,
-                        result_schema: Some(result_schema),
-                        reads_tables,
+                    Arc::new(PreparedInner::planned(
+                        planned,
+                        &principal,
                         source,
-                        planned_for: session.subject().map(|s| (s, policy.version.clone())),
-                        report: Some(report),
-                        shareable: !connection_specific,
-                        ..PreparedInner::new(
-                            PreparedKind::Plan {
-                                plan,
-                                state,
-                                optimised,
-                            },
-                            statement_kind,
-                            fingerprint,
-                        )
-                    }),
+                        statement_kind,
+                        fingerprint,
+                    )),
                     None,
                 ))
             }

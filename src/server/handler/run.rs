@@ -4,18 +4,16 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use futures::stream::StreamExt;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{QueryResponse, Tag};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::PgWireResult;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{ConnHandler, Prepared, PreparedKind};
 use crate::audit::events::StatementAudit;
-use crate::engine::encode::{pg_fields, row_stream};
+use crate::engine::encode::pg_fields;
 use crate::error::SqlError;
-use crate::limits::{Exceeded, Limited};
 use crate::rewrite::gate::StatementKind;
 use crate::session::Session;
 
@@ -113,13 +111,8 @@ impl ConnHandler {
         // Purpose, role or break-glass can change between Parse and Execute:
         // a plan built for other access rules is re-planned, never reused.
         crate::query::require_purpose(session.purpose(), prepared.0.reads_tables)?;
-        let current = session
-            .subject()
-            .map(|s| (s, session.policy().version.clone()));
         let replanned;
-        let prepared = if matches!(prepared.0.kind, PreparedKind::Plan { .. })
-            && current != prepared.0.planned_for
-        {
+        let prepared = if needs_replanning(prepared, session) {
             let Some(source) = prepared.0.source.clone() else {
                 return Err(SqlError::internal());
             };
@@ -175,91 +168,29 @@ impl ConnHandler {
                     }
                 };
                 let fields = Arc::new(pg_fields(plan.schema().as_arrow(), format)?);
-                let mut timer = crate::metrics::Metrics::global().statement_timer();
-                let role = session.role();
-                let limits = self.shared.limits.for_role(role.as_deref());
-                let permit = self.shared.limits.admit(role.as_deref(), &limits)?;
-                let deadline = limits.timeout.map(|t| tokio::time::Instant::now() + t);
-                // Durable before disclosure: no row leaves before the
-                // statement's record is durable.
-                let record = async {
-                    match audit.as_mut() {
-                        Some(a) => a.before_rows().await,
-                        None => Ok(()),
-                    }
-                };
-                let execute = async {
-                    tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => Err(SqlError::cancelled()),
-                        _ = until(deadline) => {
-                            Err(self.shared.limits.exceeded(Exceeded::StatementTimeout))
-                        }
-                        r = async {
-                            // The role's memory budget, within the engine's.
-                            let budgeted = match (limits.max_memory, role.as_deref()) {
-                                (Some(bytes), Some(r)) => {
-                                    Some(self.shared.engine.with_role_budget(state, r, bytes)?)
-                                }
-                                _ => None,
-                            };
-                            let state = budgeted.as_ref().unwrap_or(state);
-                            let stream = self.shared.engine.execute(state, plan, *optimised).await?;
-                            Ok(first_batch_ahead(stream).await)
-                        } => r,
-                    }
-                };
                 let reads_audit = prepared
                     .0
                     .report
                     .as_ref()
                     .is_some_and(|r| r.tables.iter().any(|t| t.starts_with("audit.")));
-                let batches = if reads_audit {
-                    // Auditors see every record up to their own query.
-                    record.await?;
-                    self.shared.audit.sync_table().await?;
-                    execute.await?
-                } else {
-                    // The record is made durable while the physical plan is
-                    // built and its first batch computed; rows wait for both.
-                    // A record that cannot be written stops the execution at
-                    // once, and its error wins over the execution's.
-                    tokio::pin!(record);
-                    tokio::pin!(execute);
-                    tokio::select! {
-                        recorded = &mut record => {
-                            recorded?;
-                            execute.await?
-                        }
-                        batches = &mut execute => {
-                            record.await?;
-                            batches?
-                        }
-                    }
-                };
-                timer.mark(crate::metrics::Phase::Execute);
-                let mut completion = audit.take().map(StatementAudit::completion);
-                let rows = Limited::new(
-                    Box::pin(row_stream(batches, fields.clone(), cancel)),
-                    self.shared.limits.clone(),
-                    &limits,
-                    deadline,
-                    permit,
-                );
-                let rows = rows.map(move |row| {
-                    if let Ok(r) = &row {
-                        timer.first_row();
-                        crate::metrics::Metrics::global().bytes_sent(r.data.len() as u64);
-                    }
-                    if let Some(c) = completion.as_mut() {
-                        match &row {
-                            Ok(_) => c.row(),
-                            Err(PgWireError::UserError(info)) => c.error(&info.code),
-                            Err(_) => c.error("XX000"),
-                        }
-                    }
-                    row
-                });
+                let role = session.role();
+                let running = crate::query::execute::execute(
+                    crate::query::execute::Execution {
+                        engine: &self.shared.engine,
+                        limits: Some((&self.shared.limits, role.as_deref())),
+                        audit,
+                        auditor: Some(&self.shared.audit),
+                        cancel: cancel.clone(),
+                    },
+                    crate::query::execute::Plan {
+                        state,
+                        plan,
+                        optimised: *optimised,
+                        reads_audit,
+                    },
+                )
+                .await?;
+                let rows = running.rows(fields.clone(), cancel);
                 Ok(Outcome::Rows(QueryResponse::new(fields, rows)))
             }
             PreparedKind::Declare { name, inner } => {
@@ -358,11 +289,19 @@ impl ConnHandler {
     }
 }
 
+/// Whether `prepared` was planned for access rules other than the
+/// session's now (role, purpose, break-glass, site or policy version
+/// changed since Parse): such a plan is re-planned, never reused.
+pub(super) fn needs_replanning(prepared: &Prepared, session: &Session) -> bool {
+    matches!(prepared.0.kind, PreparedKind::Plan { .. })
+        && super::access_key(session) != prepared.0.planned_for
+}
+
 /// Whether two plans return the same column types, as PostgreSQL judges a
 /// re-planned cached statement: the number and PostgreSQL types of the
 /// columns, not their Arrow encoding or nullability (a mask that becomes
 /// NULL keeps the column's type).
-fn same_result_types(a: &Option<SchemaRef>, b: &Option<SchemaRef>) -> bool {
+pub(super) fn same_result_types(a: &Option<SchemaRef>, b: &Option<SchemaRef>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => {
             a.fields().len() == b.fields().len()
@@ -379,31 +318,6 @@ fn same_result_types(a: &Option<SchemaRef>, b: &Option<SchemaRef>) -> bool {
         (None, None) => true,
         _ => false,
     }
-}
-
-/// Completes at `deadline`, or never.
-async fn until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// `stream` with its first batch already computed (or its first error):
-/// the audit record of a statement becomes durable while its first batch
-/// is computed, and a short result is then sent at once. Nothing leaves
-/// before the record is durable; only one batch is held.
-async fn first_batch_ahead(
-    mut stream: datafusion::execution::SendableRecordBatchStream,
-) -> datafusion::execution::SendableRecordBatchStream {
-    let schema = stream.schema();
-    let first = stream.next().await;
-    Box::pin(
-        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-            schema,
-            futures::stream::iter(first).chain(stream),
-        ),
-    )
 }
 
 /// A small all-text result (SHOW).

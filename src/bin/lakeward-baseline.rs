@@ -1,8 +1,9 @@
 //! The baseline for benchmarks: plain DataFusion over the same Delta
 //! tables lakeward serves, with no policy, no wire protocol and no audit.
 //! `bench/run.sh` runs it next to lakeward and PostgreSQL to show what
-//! enforcement costs (`lakeward baseline …`, hidden from `--help`). Prints
-//! one JSON object per run; never used when serving.
+//! enforcement costs. A benchmark tool, not part of the server: built only
+//! with the `bench-tools` feature (`cargo build --features bench-tools
+//! --bin lakeward-baseline`). Prints one JSON object per run.
 //!
 //! * `point` plans `SELECT … WHERE patient_id = $1` once and binds a random
 //!   id per execution, as a prepared statement does, from C concurrent tasks
@@ -18,14 +19,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
+use clap::{Parser, ValueEnum};
 use datafusion::catalog::TableProvider;
 use datafusion::common::ParamValues;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 
-/// What `lakeward baseline` measures.
+/// What `lakeward-baseline` measures.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Mode {
     Point,
@@ -43,7 +44,9 @@ fn mode_name(m: Mode) -> &'static str {
     }
 }
 
-#[derive(Debug, Args)]
+/// Plain DataFusion over lakeward's Delta tables: the benchmarks' baseline.
+#[derive(Debug, Parser)]
+#[command(name = "lakeward-baseline")]
 pub struct BaselineArgs {
     #[arg(value_enum)]
     pub mode: Mode,
@@ -85,8 +88,29 @@ pub enum Scan {
     Deltalake,
 }
 
+fn main() -> std::process::ExitCode {
+    let args = BaselineArgs::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Run one measurement and print its JSON line.
-pub async fn run(a: BaselineArgs) -> anyhow::Result<()> {
+async fn run(a: BaselineArgs) -> anyhow::Result<()> {
     let ctx = context(&a.data, a.scan).await?;
     match a.mode {
         Mode::Point => point(ctx, &a).await,
@@ -105,7 +129,7 @@ async fn context(data: &std::path::Path, scan: Scan) -> anyhow::Result<SessionCo
         .with_create_default_catalog_and_schema(true)
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
     let ctx = SessionContext::new_with_config(config);
-    for loc in crate::engine::discover_tables(data).map_err(|e| anyhow::anyhow!("{e}"))? {
+    for loc in lakeward::engine::discover_tables(data).map_err(|e| anyhow::anyhow!("{e}"))? {
         if loc.name.schema == "audit" {
             continue;
         }
@@ -113,7 +137,7 @@ async fn context(data: &std::path::Path, scan: Scan) -> anyhow::Result<SessionCo
             Scan::Lakeward => {
                 // The scan lakeward serves with (snapshot file list and
                 // statistics kept in memory), without the policy around it.
-                let p = crate::engine::delta::LatestDeltaProvider::open_with_refresh(
+                let p = lakeward::engine::delta::LatestDeltaProvider::open_with_refresh(
                     &loc.url,
                     Duration::from_secs(24 * 3600),
                 )
@@ -176,7 +200,7 @@ async fn sample_ids(ctx: &SessionContext, column: &str) -> anyhow::Result<Vec<i6
     use datafusion::arrow::datatypes::Int64Type;
     let (table, col) = column
         .rsplit_once('.')
-        .filter(|(t, c)| t.contains('.') && crate::ident::is_plain_ident(c))
+        .filter(|(t, c)| t.contains('.') && lakeward::policy::ident::is_plain_ident(c))
         .ok_or_else(|| anyhow::anyhow!("--ids-from needs schema.table.column"))?;
     let count = ctx.table(table).await?.count().await? as i64;
     let step = (count / MAX_SAMPLED_IDS).max(1);

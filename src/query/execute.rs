@@ -1,0 +1,226 @@
+//! The last steps of a statement's life, after [`super::plan_query`]:
+//! limits → audit record durable → run → stream → completion.
+//!
+//! The server runs every planned query through [`execute`] with the
+//! session's limits and audit trail; `lakeward policy test` runs the same
+//! function with neither. What differs is an argument of [`Execution`].
+
+use std::sync::Arc;
+
+use datafusion::execution::{SendableRecordBatchStream, SessionState};
+use datafusion::logical_expr::LogicalPlan;
+use futures::stream::{Stream, StreamExt};
+use pgwire::api::results::FieldInfo;
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use super::limits::{Exceeded, Limited, Limits, StatementLimits};
+use crate::audit::Auditor;
+use crate::audit::events::{Completion, StatementAudit};
+use crate::engine::Engine;
+use crate::error::SqlError;
+use crate::metrics::{Metrics, Phase, StatementTimer};
+
+/// What a statement is executed under.
+pub struct Execution<'a> {
+    pub engine: &'a Engine,
+    /// The server's limits and the role they are taken for; `None`:
+    /// unlimited (`policy test`).
+    pub limits: Option<(&'a Arc<Limits>, Option<&'a str>)>,
+    /// The statement's audit trail; `None`: unaudited (`policy test`).
+    /// Taken once its records are handed over: what is left is the
+    /// caller's to close as failed.
+    pub audit: &'a mut Option<StatementAudit>,
+    /// The audit store, brought up to date before a statement that reads
+    /// the audit tables, so auditors see every record up to their own.
+    pub auditor: Option<&'a Auditor>,
+    pub cancel: CancellationToken,
+}
+
+/// A planned query to execute.
+pub struct Plan<'a> {
+    pub state: &'a Arc<SessionState>,
+    pub plan: LogicalPlan,
+    /// Whether `plan` is already optimised.
+    pub optimised: bool,
+    /// Whether it reads `audit.*` tables.
+    pub reads_audit: bool,
+}
+
+/// An admitted statement under its limits: the row cap, the deadline and
+/// the concurrency slot held until its rows are all sent.
+struct Admitted {
+    limits: Arc<Limits>,
+    statement: StatementLimits,
+    deadline: Option<tokio::time::Instant>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A running statement: its record is durable and its first batch
+/// computed.
+pub struct Running {
+    /// The record batches, first one already computed.
+    pub batches: SendableRecordBatchStream,
+    admitted: Option<Admitted>,
+    completion: Option<Completion>,
+    timer: StatementTimer,
+}
+
+/// Admission, the durable audit record and the start of execution, in the
+/// order that keeps the barrier and the audit promise: no row leaves
+/// before the statement's record is durable, and a record that cannot be
+/// written stops the execution at once (its error wins).
+pub async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running, SqlError> {
+    let Execution {
+        engine,
+        limits,
+        audit,
+        auditor,
+        cancel,
+    } = x;
+    let mut timer = Metrics::global().statement_timer();
+    let admitted = match limits {
+        Some((limits, role)) => {
+            let statement = limits.for_role(role);
+            let permit = limits.admit(role, &statement)?;
+            let deadline = statement.timeout.map(|t| tokio::time::Instant::now() + t);
+            Some((limits.clone(), statement, deadline, permit, role))
+        }
+        None => None,
+    };
+    let deadline = admitted.as_ref().and_then(|a| a.2);
+    let record = async {
+        match audit.as_mut() {
+            Some(a) => a.before_rows().await,
+            None => Ok(()),
+        }
+    };
+    let Plan {
+        state,
+        plan,
+        optimised,
+        reads_audit,
+    } = plan;
+    let budget = admitted
+        .as_ref()
+        .and_then(|(_, statement, _, _, role)| Some((statement.max_memory?, (*role)?)));
+    let run = async {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(SqlError::cancelled()),
+            _ = until(deadline) => match &admitted {
+                Some(a) => Err(a.0.exceeded(Exceeded::StatementTimeout)),
+                None => Err(SqlError::internal()),
+            },
+            r = async {
+                // The role's memory budget, within the engine's.
+                let budgeted = match budget {
+                    Some((bytes, role)) => Some(engine.with_role_budget(state, role, bytes)?),
+                    None => None,
+                };
+                let state = budgeted.as_ref().unwrap_or(state);
+                let stream = engine.execute(state, plan, optimised).await?;
+                Ok(first_batch_ahead(stream).await)
+            } => r,
+        }
+    };
+    let batches = if reads_audit {
+        record.await?;
+        if let Some(auditor) = auditor {
+            auditor.sync_table().await?;
+        }
+        run.await?
+    } else {
+        // The record is made durable while the physical plan is built and
+        // its first batch computed; rows wait for both.
+        tokio::pin!(record);
+        tokio::pin!(run);
+        tokio::select! {
+            recorded = &mut record => {
+                recorded?;
+                run.await?
+            }
+            batches = &mut run => {
+                record.await?;
+                batches?
+            }
+        }
+    };
+    timer.mark(Phase::Execute);
+    Ok(Running {
+        batches,
+        admitted: admitted.map(|(limits, statement, deadline, permit, _)| Admitted {
+            limits,
+            statement,
+            deadline,
+            permit,
+        }),
+        completion: audit.take().map(StatementAudit::completion),
+        timer,
+    })
+}
+
+impl Running {
+    /// The rows for the wire: encoded in `fields`' formats, ended by the
+    /// statement's limits (row cap, deadline), each counted by the
+    /// statement's completion record, which is written when the stream
+    /// ends or is dropped.
+    pub fn rows(
+        self,
+        fields: Arc<Vec<FieldInfo>>,
+        cancel: CancellationToken,
+    ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+        let Running {
+            batches,
+            admitted,
+            mut completion,
+            mut timer,
+        } = self;
+        let encoded = Box::pin(crate::engine::encode::row_stream(batches, fields, cancel));
+        let limited = match admitted {
+            Some(a) => {
+                Limited::new(encoded, a.limits, &a.statement, a.deadline, a.permit).left_stream()
+            }
+            None => encoded.right_stream(),
+        };
+        limited.map(move |row| {
+            if let Ok(r) = &row {
+                timer.first_row();
+                Metrics::global().bytes_sent(r.data.len() as u64);
+            }
+            if let Some(c) = completion.as_mut() {
+                match &row {
+                    Ok(_) => c.row(),
+                    Err(PgWireError::UserError(info)) => c.error(&info.code),
+                    Err(_) => c.error("XX000"),
+                }
+            }
+            row
+        })
+    }
+}
+
+/// Completes at `deadline`, or never.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `stream` with its first batch already computed (or its first error):
+/// the audit record of a statement becomes durable while its first batch
+/// is computed, and a short result is then sent at once. Nothing leaves
+/// before the record is durable; only one batch is held.
+async fn first_batch_ahead(mut stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let first = stream.next().await;
+    Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(first).chain(stream),
+        ),
+    )
+}
