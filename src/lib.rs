@@ -25,6 +25,8 @@
 //! - [`config`], [`error`], [`cli`]: configuration, the client-facing error
 //!   type, the command line.
 
+#![warn(unreachable_pub)]
+
 pub mod audit;
 pub mod auth;
 pub mod cli;
@@ -38,7 +40,7 @@ pub mod policy;
 pub mod query;
 pub mod rewrite;
 pub mod server;
-pub mod session;
+pub(crate) mod session;
 
 #[cfg(feature = "admin")]
 pub use ops::admin;

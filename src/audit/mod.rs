@@ -27,7 +27,7 @@ pub mod chain;
 pub mod delta;
 pub mod events;
 pub mod record;
-pub mod verify;
+pub(crate) mod verify;
 pub mod wal;
 
 use std::path::{Path, PathBuf};

@@ -26,7 +26,7 @@ use super::{AuditError, checkpoint_path, wal};
 /// A range of records to check: by sequence number or by time (UTC
 /// microseconds); open ends are unbounded.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Range {
+pub(crate) struct Range {
     pub from_seq: Option<i64>,
     pub to_seq: Option<i64>,
     pub from_ts: Option<i64>,
@@ -45,7 +45,7 @@ impl Range {
 
 /// The first problem found.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub instance: String,
     pub seq: i64,
     pub event_id: Option<String>,
@@ -64,7 +64,7 @@ impl std::fmt::Display for Finding {
 
 /// What verification saw.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// Records checked per instance.
     pub records: BTreeMap<String, usize>,
     pub checkpoints: usize,
@@ -102,7 +102,7 @@ async fn table_records(
 }
 
 /// The hash of record `seq` of `instance` in the table, if present.
-pub async fn hash_at(
+pub(crate) async fn hash_at(
     table: &AuditTable,
     instance: &str,
     seq: i64,
@@ -117,7 +117,7 @@ pub async fn hash_at(
 /// Verify the table (and, when given, the local segment log and
 /// checkpoints of `dir`). A checkpoint is genuine when one of `keys` signed
 /// it: during a key rotation the old and the new public key are both given.
-pub async fn verify(
+pub(crate) async fn verify(
     table: &AuditTable,
     dir: Option<&Path>,
     keys: &[VerifyingKey],

@@ -28,7 +28,7 @@ const fn mix64(mut x: u64) -> u64 {
 
 /// A keyed permutation of `0..n`.
 #[derive(Debug, Clone)]
-pub struct KeyedPermutation {
+pub(super) struct KeyedPermutation {
     n: u64,
     half_bits: u32,
     mask: u64,
@@ -38,7 +38,7 @@ pub struct KeyedPermutation {
 impl KeyedPermutation {
     /// The permutation of `0..n` (`2 <= n <= 2^62`) keyed by `seed` and a
     /// domain `label` (different labels give unrelated permutations).
-    pub fn new(seed: u64, label: &str, n: u64) -> Self {
+    pub(super) fn new(seed: u64, label: &str, n: u64) -> Self {
         assert!(
             (2..=1 << 62).contains(&n),
             "permutation domain out of range"
@@ -75,7 +75,7 @@ impl KeyedPermutation {
 
     /// The image of `x` (`x < n`; larger values are reduced modulo `n`).
     #[inline]
-    pub fn apply(&self, x: u64) -> u64 {
+    pub(super) fn apply(&self, x: u64) -> u64 {
         let mut y = self.feistel(x % self.n);
         while y >= self.n {
             y = self.feistel(y);

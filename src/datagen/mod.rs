@@ -33,7 +33,7 @@
 mod ids;
 mod rows;
 mod schema;
-pub mod vocab;
+pub(crate) mod vocab;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@ fn utf8(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
 }
 
-pub fn patients() -> SchemaRef {
+pub(super) fn patients() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("patient_id", DataType::Int64, false),
         utf8("mrn", false),
@@ -29,7 +29,7 @@ pub fn patients() -> SchemaRef {
     ]))
 }
 
-pub fn encounters() -> SchemaRef {
+pub(super) fn encounters() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("encounter_id", DataType::Int64, false),
         Field::new("patient_id", DataType::Int64, false),
@@ -42,7 +42,7 @@ pub fn encounters() -> SchemaRef {
     ]))
 }
 
-pub fn observations() -> SchemaRef {
+pub(super) fn observations() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("observation_id", DataType::Int64, false),
         Field::new("patient_id", DataType::Int64, false),
@@ -54,7 +54,7 @@ pub fn observations() -> SchemaRef {
     ]))
 }
 
-pub fn claims() -> SchemaRef {
+pub(super) fn claims() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("claim_id", DataType::Int64, false),
         Field::new("patient_id", DataType::Int64, false),
@@ -70,7 +70,7 @@ pub fn claims() -> SchemaRef {
     ]))
 }
 
-pub fn consents() -> SchemaRef {
+pub(super) fn consents() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("patient_id", DataType::Int64, false),
         utf8("purpose", false),

@@ -5,7 +5,7 @@
 //! are the RFC 2606 `example.*` domains, SSNs use the never-issued 9xx area.
 
 /// A care site of the fictitious health system.
-pub struct Site {
+pub(crate) struct Site {
     pub id: &'static str,
     /// Relative size of the site (share of patients whose home site it is).
     pub weight: u32,
@@ -17,7 +17,7 @@ pub struct Site {
     pub area_code: &'static str,
 }
 
-pub const SITES: [Site; 12] = [
+pub(crate) const SITES: [Site; 12] = [
     Site {
         id: "S01",
         weight: 14,
@@ -92,7 +92,7 @@ pub const SITES: [Site; 12] = [
     },
 ];
 
-pub const FEMALE_FIRST_NAMES: &[&str] = &[
+pub(crate) const FEMALE_FIRST_NAMES: &[&str] = &[
     "Mary",
     "Patricia",
     "Jennifer",
@@ -139,7 +139,7 @@ pub const FEMALE_FIRST_NAMES: &[&str] = &[
     "Nora",
 ];
 
-pub const MALE_FIRST_NAMES: &[&str] = &[
+pub(crate) const MALE_FIRST_NAMES: &[&str] = &[
     "James",
     "Robert",
     "John",
@@ -186,7 +186,7 @@ pub const MALE_FIRST_NAMES: &[&str] = &[
     "Sean",
 ];
 
-pub const LAST_NAMES: &[&str] = &[
+pub(crate) const LAST_NAMES: &[&str] = &[
     "Smith",
     "Johnson",
     "Williams",
@@ -265,10 +265,10 @@ pub const LAST_NAMES: &[&str] = &[
     "Reyes",
 ];
 
-pub const EMAIL_DOMAINS: [&str; 2] = ["example.org", "example.com"];
+pub(crate) const EMAIL_DOMAINS: [&str; 2] = ["example.org", "example.com"];
 
 /// Payers. Index constants below are used by the generator.
-pub const PAYERS: [&str; 9] = [
+pub(crate) const PAYERS: [&str; 9] = [
     "Medicare",
     "Medicaid",
     "Aetna",
@@ -279,14 +279,14 @@ pub const PAYERS: [&str; 9] = [
     "Kaiser Permanente",
     "Self-Pay",
 ];
-pub const PAYER_MEDICARE: u8 = 0;
-pub const PAYER_MEDICAID: u8 = 1;
-pub const PAYER_SELF: u8 = 8;
+pub(crate) const PAYER_MEDICARE: u8 = 0;
+pub(crate) const PAYER_MEDICAID: u8 = 1;
+pub(crate) const PAYER_SELF: u8 = 8;
 /// Commercial payers (indexes into [`PAYERS`]).
-pub const COMMERCIAL_PAYERS: [u8; 6] = [2, 3, 4, 5, 6, 7];
+pub(crate) const COMMERCIAL_PAYERS: [u8; 6] = [2, 3, 4, 5, 6, 7];
 
 /// Claim adjustment (CARC) based denial reasons.
-pub const DENIAL_REASONS: &[&str] = &[
+pub(crate) const DENIAL_REASONS: &[&str] = &[
     "CO-16 Missing or invalid claim information",
     "CO-50 Not medically necessary",
     "CO-97 Service bundled with another procedure",
@@ -300,20 +300,20 @@ pub const DENIAL_REASONS: &[&str] = &[
 ];
 
 /// Chronic condition flags (bit positions) and their ICD-10-CM codes.
-pub const COND_DIABETES: u16 = 1 << 0;
-pub const COND_HTN: u16 = 1 << 1;
-pub const COND_ASTHMA: u16 = 1 << 2;
-pub const COND_HLD: u16 = 1 << 3;
-pub const COND_CKD: u16 = 1 << 4;
-pub const COND_COPD: u16 = 1 << 5;
-pub const COND_AFIB: u16 = 1 << 6;
-pub const COND_HF: u16 = 1 << 7;
-pub const COND_OBESITY: u16 = 1 << 8;
-pub const COND_DEPRESSION: u16 = 1 << 9;
+pub(crate) const COND_DIABETES: u16 = 1 << 0;
+pub(crate) const COND_HTN: u16 = 1 << 1;
+pub(crate) const COND_ASTHMA: u16 = 1 << 2;
+pub(crate) const COND_HLD: u16 = 1 << 3;
+pub(crate) const COND_CKD: u16 = 1 << 4;
+pub(crate) const COND_COPD: u16 = 1 << 5;
+pub(crate) const COND_AFIB: u16 = 1 << 6;
+pub(crate) const COND_HF: u16 = 1 << 7;
+pub(crate) const COND_OBESITY: u16 = 1 << 8;
+pub(crate) const COND_DEPRESSION: u16 = 1 << 9;
 
 /// (flag, ICD-10-CM code) for chronic conditions. Diabetes has two codes,
 /// chosen by the patient's glycemic control.
-pub const CHRONIC_DX: [(u16, &str); 10] = [
+pub(crate) const CHRONIC_DX: [(u16, &str); 10] = [
     (COND_DIABETES, "E11.9"),
     (COND_HTN, "I10"),
     (COND_ASTHMA, "J45.909"),
@@ -326,27 +326,29 @@ pub const CHRONIC_DX: [(u16, &str); 10] = [
     (COND_DEPRESSION, "F32.9"),
 ];
 /// Type 2 diabetes with hyperglycemia (used for poorly controlled diabetics).
-pub const DX_DIABETES_HYPERGLYCEMIA: &str = "E11.65";
+pub(crate) const DX_DIABETES_HYPERGLYCEMIA: &str = "E11.65";
 
 /// Acute / episodic outpatient diagnoses.
-pub const OUTPATIENT_ACUTE_DX: &[&str] = &[
+pub(crate) const OUTPATIENT_ACUTE_DX: &[&str] = &[
     "J06.9", "M54.50", "R51.9", "N39.0", "K21.9", "F41.1", "R10.9", "H66.90", "J02.9", "L30.9",
     "M25.561", "R05.9", "E55.9", "Z23",
 ];
-pub const DX_ADULT_EXAM: &str = "Z00.00";
-pub const DX_CHILD_EXAM: &str = "Z00.129";
+pub(crate) const DX_ADULT_EXAM: &str = "Z00.00";
+pub(crate) const DX_CHILD_EXAM: &str = "Z00.129";
 /// Emergency department diagnoses.
-pub const EMERGENCY_DX: &[&str] = &[
+pub(crate) const EMERGENCY_DX: &[&str] = &[
     "R07.9", "S93.401A", "R10.9", "J18.9", "S01.81XA", "R55", "N39.0", "S52.501A", "J45.901",
     "U07.1", "T78.40XA", "R51.9",
 ];
 /// Inpatient (non-chronic) principal diagnoses.
-pub const INPATIENT_DX: &[&str] = &[
+pub(crate) const INPATIENT_DX: &[&str] = &[
     "J18.9", "A41.9", "U07.1", "I21.4", "N17.9", "K35.80", "I63.9",
 ];
 
-/// Every ICD-10-CM code the generator can emit, with a description (docs/tests).
-pub const ICD10_CODES: &[(&str, &str)] = &[
+/// Every ICD-10-CM code the generator can emit, with a description: the
+/// vocabulary the generator's tests check every emitted code against.
+#[cfg(test)]
+pub(crate) const ICD10_CODES: &[(&str, &str)] = &[
     ("E11.9", "Type 2 diabetes mellitus without complications"),
     ("E11.65", "Type 2 diabetes mellitus with hyperglycemia"),
     ("I10", "Essential (primary) hypertension"),
@@ -415,7 +417,7 @@ pub const ICD10_CODES: &[(&str, &str)] = &[
 ];
 
 /// CPT codes with a typical billed amount in cents.
-pub const CPT_CODES: &[(&str, &str, i64)] = &[
+pub(crate) const CPT_CODES: &[(&str, &str, i64)] = &[
     (
         "99212",
         "Office visit, established patient, straightforward",
@@ -489,33 +491,33 @@ pub const CPT_CODES: &[(&str, &str, i64)] = &[
 ];
 
 /// Index of a CPT code in [`CPT_CODES`] (compile-time names for the generator).
-pub mod cpt {
-    pub const E99212: usize = 0;
-    pub const E99213: usize = 1;
-    pub const E99214: usize = 2;
-    pub const E99215: usize = 3;
-    pub const E99203: usize = 4;
-    pub const E99204: usize = 5;
-    pub const P99395: usize = 6;
-    pub const P99396: usize = 7;
-    pub const P99397: usize = 8;
-    pub const P99392: usize = 9;
-    pub const ED99283: usize = 10;
-    pub const ED99284: usize = 11;
-    pub const ED99285: usize = 12;
-    pub const IP99222: usize = 13;
-    pub const IP99223: usize = 14;
-    pub const LAB_A1C: usize = 15;
-    pub const LAB_LIPID: usize = 16;
-    pub const LAB_BMP: usize = 17;
-    pub const LAB_CMP: usize = 18;
-    pub const LAB_CBC: usize = 19;
-    pub const LAB_CREAT: usize = 20;
-    pub const LAB_GLUCOSE: usize = 21;
+pub(crate) mod cpt {
+    pub(crate) const E99212: usize = 0;
+    pub(crate) const E99213: usize = 1;
+    pub(crate) const E99214: usize = 2;
+    pub(crate) const E99215: usize = 3;
+    pub(crate) const E99203: usize = 4;
+    pub(crate) const E99204: usize = 5;
+    pub(crate) const P99395: usize = 6;
+    pub(crate) const P99396: usize = 7;
+    pub(crate) const P99397: usize = 8;
+    pub(crate) const P99392: usize = 9;
+    pub(crate) const ED99283: usize = 10;
+    pub(crate) const ED99284: usize = 11;
+    pub(crate) const ED99285: usize = 12;
+    pub(crate) const IP99222: usize = 13;
+    pub(crate) const IP99223: usize = 14;
+    pub(crate) const LAB_A1C: usize = 15;
+    pub(crate) const LAB_LIPID: usize = 16;
+    pub(crate) const LAB_BMP: usize = 17;
+    pub(crate) const LAB_CMP: usize = 18;
+    pub(crate) const LAB_CBC: usize = 19;
+    pub(crate) const LAB_CREAT: usize = 20;
+    pub(crate) const LAB_GLUCOSE: usize = 21;
 }
 
 /// LOINC observation codes: (code, description, UCUM unit).
-pub const LOINC_CODES: &[(&str, &str, &str)] = &[
+pub(crate) const LOINC_CODES: &[(&str, &str, &str)] = &[
     ("8480-6", "Systolic blood pressure", "mm[Hg]"),
     ("8462-4", "Diastolic blood pressure", "mm[Hg]"),
     ("8867-4", "Heart rate", "/min"),
@@ -558,29 +560,29 @@ pub const LOINC_CODES: &[(&str, &str, &str)] = &[
 ];
 
 /// Index of a LOINC code in [`LOINC_CODES`].
-pub mod loinc {
-    pub const SYSTOLIC: usize = 0;
-    pub const DIASTOLIC: usize = 1;
-    pub const HEART_RATE: usize = 2;
-    pub const TEMP: usize = 3;
-    pub const SPO2: usize = 4;
-    pub const WEIGHT: usize = 5;
-    pub const HEIGHT: usize = 6;
-    pub const BMI: usize = 7;
-    pub const HBA1C: usize = 8;
-    pub const GLUCOSE: usize = 9;
-    pub const CHOL: usize = 10;
-    pub const HDL: usize = 11;
-    pub const LDL: usize = 12;
-    pub const CREATININE: usize = 13;
-    pub const EGFR: usize = 14;
-    pub const HEMOGLOBIN: usize = 15;
-    pub const WBC: usize = 16;
-    pub const SODIUM: usize = 17;
-    pub const POTASSIUM: usize = 18;
+pub(crate) mod loinc {
+    pub(crate) const SYSTOLIC: usize = 0;
+    pub(crate) const DIASTOLIC: usize = 1;
+    pub(crate) const HEART_RATE: usize = 2;
+    pub(crate) const TEMP: usize = 3;
+    pub(crate) const SPO2: usize = 4;
+    pub(crate) const WEIGHT: usize = 5;
+    pub(crate) const HEIGHT: usize = 6;
+    pub(crate) const BMI: usize = 7;
+    pub(crate) const HBA1C: usize = 8;
+    pub(crate) const GLUCOSE: usize = 9;
+    pub(crate) const CHOL: usize = 10;
+    pub(crate) const HDL: usize = 11;
+    pub(crate) const LDL: usize = 12;
+    pub(crate) const CREATININE: usize = 13;
+    pub(crate) const EGFR: usize = 14;
+    pub(crate) const HEMOGLOBIN: usize = 15;
+    pub(crate) const WBC: usize = 16;
+    pub(crate) const SODIUM: usize = 17;
+    pub(crate) const POTASSIUM: usize = 18;
 }
 
-pub const ENCOUNTER_TYPES: [&str; 3] = ["inpatient", "outpatient", "emergency"];
-pub const CLAIM_STATUSES: [&str; 3] = ["paid", "denied", "pending"];
-pub const CONSENT_PURPOSES: [&str; 4] = ["treatment", "payment", "operations", "research"];
-pub const SEXES: [&str; 3] = ["F", "M", "U"];
+pub(crate) const ENCOUNTER_TYPES: [&str; 3] = ["inpatient", "outpatient", "emergency"];
+pub(crate) const CLAIM_STATUSES: [&str; 3] = ["paid", "denied", "pending"];
+pub(crate) const CONSENT_PURPOSES: [&str; 4] = ["treatment", "payment", "operations", "research"];
+pub(crate) const SEXES: [&str; 3] = ["F", "M", "U"];

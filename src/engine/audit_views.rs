@@ -4,7 +4,7 @@
 //! the table itself.
 
 /// `(view name, SQL over audit.access_log)`.
-pub const VIEWS: &[(&str, &str)] = &[
+pub(crate) const VIEWS: &[(&str, &str)] = &[
     // Who accessed data under break-glass, and why.
     (
         "break_glass_access",

@@ -38,11 +38,11 @@ use crate::policy::{ConsentRules, Purpose};
 
 /// Prefix of the internal membership functions (raw context only; the
 /// gate refuses every `lakeward_*` call a client writes).
-pub const CONSENT_FUNCTION_PREFIX: &str = "lakeward_consent_";
+pub(crate) const CONSENT_FUNCTION_PREFIX: &str = "lakeward_consent_";
 
 /// Which decisive records a set holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Decision {
+pub(crate) enum Decision {
     Granted,
     Refused,
 }
@@ -57,7 +57,7 @@ struct Computed {
 }
 
 /// The patients of one purpose whose decisive consent record is `decision`.
-pub struct ConsentSet {
+pub(crate) struct ConsentSet {
     ctx: SessionContext,
     rules: ConsentRules,
     purpose: Purpose,
@@ -112,7 +112,7 @@ impl ConsentSet {
     }
 
     /// The membership function's name, as the internal statement calls it.
-    pub fn function_name(&self) -> &str {
+    pub(crate) fn function_name(&self) -> &str {
         &self.function
     }
 
@@ -191,7 +191,7 @@ impl ConsentSet {
     /// and this moment: the cached one while the version is unchanged and
     /// no record has expired since, else a fresh one. Returns whether it
     /// was computed now.
-    pub async fn refresh(&self) -> DfResult<bool> {
+    pub(crate) async fn refresh(&self) -> DfResult<bool> {
         let version = self
             .source
             .refreshed_version()
@@ -379,7 +379,7 @@ impl ScalarUDFImpl for ConsentMembership {
 
 /// The consent sets of one raw context, by (rules, purpose, decision).
 #[derive(Default)]
-pub struct ConsentSets {
+pub(crate) struct ConsentSets {
     registered: Mutex<HashMap<String, Arc<ConsentSet>>>,
 }
 
@@ -387,7 +387,7 @@ impl ConsentSets {
     /// The set for `(rules, purpose, decision)`; on first use its
     /// membership function is registered in `ctx`. Fails when the consent
     /// table is not a served Delta table.
-    pub fn set_for(
+    pub(crate) fn set_for(
         &self,
         ctx: &SessionContext,
         source: Option<Arc<dyn TableProvider>>,

@@ -21,17 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::error::SqlError;
 
 /// Column descriptions for a result schema in the requested formats.
-pub fn pg_fields(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlError> {
+pub(crate) fn pg_fields(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlError> {
     arrow_schema_to_pg_fields(schema, format, None)
         .map_err(|_| SqlError::new("0A000", "result has a column type lakeward cannot send"))
-}
-
-/// Why a row stream stopped early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamEnd {
-    Finished,
-    Cancelled,
-    Failed,
 }
 
 struct State {
@@ -44,7 +36,7 @@ struct State {
 
 /// Stream the rows of `batches`, encoded for `fields`. Errors are sanitised
 /// [`SqlError`]s turned into pgwire `UserError`s (the session stays open).
-pub fn row_stream(
+pub(crate) fn row_stream(
     batches: SendableRecordBatchStream,
     fields: Arc<Vec<FieldInfo>>,
     cancel: CancellationToken,
@@ -232,7 +224,7 @@ fn postgres_float_text(
 
 /// A float8 as PostgreSQL 12+ prints it (shortest exact digits, the
 /// `extra_float_digits >= 1` output that psql, psycopg and pgJDBC get).
-pub fn pg_float8_text(v: f64) -> String {
+pub(crate) fn pg_float8_text(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();
     }
@@ -244,7 +236,7 @@ pub fn pg_float8_text(v: f64) -> String {
 }
 
 /// A float4 as PostgreSQL 12+ prints it.
-pub fn pg_float4_text(v: f32) -> String {
+pub(crate) fn pg_float4_text(v: f32) -> String {
     if v.is_nan() {
         return "NaN".into();
     }

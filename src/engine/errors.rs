@@ -43,7 +43,7 @@ fn resources_exhausted(msg: &str) -> SqlError {
 }
 
 /// Map a DataFusion error to a client-facing error.
-pub fn to_sql_error(err: &DataFusionError) -> SqlError {
+pub(crate) fn to_sql_error(err: &DataFusionError) -> SqlError {
     match err {
         DataFusionError::Context(_, inner) => to_sql_error(inner),
         DataFusionError::Diagnostic(_, inner) => to_sql_error(inner),
@@ -173,7 +173,7 @@ fn first_line(msg: &str) -> &str {
 }
 
 /// Replace every single-quoted run with `'?'` so that literals never leave.
-pub fn redact_literals(msg: &str) -> String {
+pub(crate) fn redact_literals(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut in_quote = false;
     for c in msg.chars() {

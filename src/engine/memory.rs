@@ -160,9 +160,9 @@ impl MemoryBudget {
 
 /// Marks the `ResourcesExhausted` error of a role's budget (see
 /// [`crate::engine::errors`]).
-pub const ROLE_BUDGET_EXHAUSTED: &str = "role memory budget exhausted";
+pub(crate) const ROLE_BUDGET_EXHAUSTED: &str = "role memory budget exhausted";
 /// Marks the `ResourcesExhausted` error of one statement's share.
-pub const STATEMENT_BUDGET_EXHAUSTED: &str = "statement memory share exhausted";
+pub(crate) const STATEMENT_BUDGET_EXHAUSTED: &str = "statement memory share exhausted";
 
 /// A share of another pool: reservations are made in both, and fail (53200)
 /// when either is spent. Operators that can spill spill first, as with the
@@ -180,7 +180,7 @@ pub const STATEMENT_BUDGET_EXHAUSTED: &str = "statement memory share exhausted";
 /// partition's sort has filled the share, and no partition's operator
 /// starves another's. Without that a statement that could spill fails
 /// instead.
-pub struct CappedPool {
+pub(crate) struct CappedPool {
     inner: Arc<dyn MemoryPool>,
     used: AtomicUsize,
     spillable_used: AtomicUsize,
@@ -192,7 +192,11 @@ pub struct CappedPool {
 }
 
 impl CappedPool {
-    pub fn new(inner: Arc<dyn MemoryPool>, limit: usize, exhausted: &'static str) -> CappedPool {
+    pub(crate) fn new(
+        inner: Arc<dyn MemoryPool>,
+        limit: usize,
+        exhausted: &'static str,
+    ) -> CappedPool {
         CappedPool {
             inner,
             used: AtomicUsize::new(0),
@@ -335,7 +339,7 @@ impl MemoryPool for CappedPool {
 }
 
 /// A runtime like `base` whose statements also draw from `pool`.
-pub fn runtime_with_pool(
+pub(crate) fn runtime_with_pool(
     base: &RuntimeEnv,
     pool: Arc<dyn MemoryPool>,
 ) -> Result<Arc<RuntimeEnv>, EngineError> {
@@ -438,13 +442,13 @@ fn parse_meminfo_total(text: &str) -> Option<u64> {
 /// (the stream ends or is dropped), records how much they spilled in
 /// [`crate::metrics::Metrics`]: spill files, bytes, and the statement as
 /// one that spilled.
-pub struct SpillAccounting {
+pub(crate) struct SpillAccounting {
     inner: SendableRecordBatchStream,
     plan: Arc<dyn ExecutionPlan>,
 }
 
 impl SpillAccounting {
-    pub fn wrap(
+    pub(crate) fn wrap(
         inner: SendableRecordBatchStream,
         plan: Arc<dyn ExecutionPlan>,
     ) -> SendableRecordBatchStream {
@@ -454,7 +458,7 @@ impl SpillAccounting {
 
 /// Spill files and bytes written by the operators of `plan` (a walk of the
 /// whole tree, without recursion: nested plans are as deep as the SQL).
-pub fn plan_spills(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
+pub(crate) fn plan_spills(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut stack = vec![plan.clone()];
     while let Some(node) = stack.pop() {

@@ -7,16 +7,16 @@
 //! `statement_to_plan` — SQL text is never re-parsed — verifies that the plan
 //! is read-only, and executes it as a stream of record batches.
 
-pub mod audit_views;
-pub mod catalog;
-pub mod consent;
+pub(crate) mod audit_views;
+pub(crate) mod catalog;
+pub(crate) mod consent;
 pub mod delta;
-pub mod encode;
-pub mod errors;
+pub(crate) mod encode;
+pub(crate) mod errors;
 pub mod masks;
-pub mod memory;
-pub mod secure;
-pub mod snapshot_scan;
+pub(crate) mod memory;
+pub(crate) mod secure;
+pub(crate) mod snapshot_scan;
 pub mod tables;
 
 use std::collections::BTreeMap;

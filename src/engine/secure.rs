@@ -47,7 +47,7 @@ use crate::policy::{ConsentModel, ConsentRules, MaskKind};
 
 /// A table as the policy lets one session see it.
 #[derive(Debug)]
-pub struct SecuredTable {
+pub(crate) struct SecuredTable {
     name: String,
     /// The internal plan, optimised once when the catalog is built (unless
     /// it calls a function that is not immutable, see `preoptimised`).
@@ -76,7 +76,7 @@ pub struct SecuredTable {
 /// or a division by zero on another site's row would be a side channel).
 /// Such a predicate lets Delta file statistics and parquet row-group
 /// statistics prune a point lookup; the policy filter still applies.
-pub fn leakproof(e: &DfExpr, passthrough: &std::collections::BTreeSet<String>) -> bool {
+pub(crate) fn leakproof(e: &DfExpr, passthrough: &std::collections::BTreeSet<String>) -> bool {
     use datafusion::logical_expr::{Between, BinaryExpr, Operator, expr::InList};
     // A value the client gave: a literal, or a parameter (a plan optimised
     // at preparation still holds the placeholder; it is bound to a value
@@ -112,12 +112,6 @@ pub fn leakproof(e: &DfExpr, passthrough: &std::collections::BTreeSet<String>) -
         }) => operand(expr) && given(low) && given(high),
         DfExpr::InList(InList { expr, list, .. }) => operand(expr) && list.iter().all(given),
         _ => false,
-    }
-}
-
-impl SecuredTable {
-    pub fn plan(&self) -> &LogicalPlan {
-        &self.plan
     }
 }
 
@@ -218,14 +212,14 @@ impl TableProvider for SecuredTable {
 /// A plan node optimiser rules cannot see through: it forwards its child's
 /// batches and accepts no filter, limit or projection from above.
 #[derive(Debug)]
-pub struct BarrierExec {
+pub(crate) struct BarrierExec {
     input: Arc<dyn ExecutionPlan>,
     table: String,
     props: Arc<PlanProperties>,
 }
 
 impl BarrierExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, table: String) -> BarrierExec {
+    pub(crate) fn new(input: Arc<dyn ExecutionPlan>, table: String) -> BarrierExec {
         let props = input.properties().clone();
         BarrierExec {
             input,
@@ -506,7 +500,7 @@ fn qualify(e: Expr) -> Expr {
 }
 
 /// Raw tables, visible only to the internal planning context.
-pub struct RawTables {
+pub(crate) struct RawTables {
     /// A DataFusion context whose catalog holds the raw Delta tables and the
     /// mask functions. Never handed to a client session.
     ctx: datafusion::execution::context::SessionContext,
@@ -520,7 +514,7 @@ impl fmt::Debug for RawTables {
 }
 
 impl RawTables {
-    pub fn new(ctx: datafusion::execution::context::SessionContext) -> RawTables {
+    pub(crate) fn new(ctx: datafusion::execution::context::SessionContext) -> RawTables {
         RawTables {
             ctx,
             consent_sets: Default::default(),
@@ -556,7 +550,7 @@ impl RawTables {
     /// every purpose in `purposes` that `consent` gives a model. A purpose
     /// whose set cannot be computed is skipped with a warning: its
     /// statements fail closed (and retry the computation) until it can.
-    pub async fn warm_consent_sets(
+    pub(crate) async fn warm_consent_sets(
         &self,
         consent: &ConsentRules,
         purposes: impl IntoIterator<Item = crate::policy::Purpose>,
@@ -595,13 +589,13 @@ impl RawTables {
     }
 
     /// The raw schema of a table.
-    pub async fn schema(&self, name: &str) -> Option<SchemaRef> {
+    pub(crate) async fn schema(&self, name: &str) -> Option<SchemaRef> {
         Some(self.provider(name).await?.schema())
     }
 
     /// The statement a secured table reads with, as SQL text for people
     /// (`lakeward policy explain`); never executed in this form.
-    pub async fn explain_table(
+    pub(crate) async fn explain_table(
         &self,
         name: &str,
         access: &TableAccess,
@@ -620,7 +614,7 @@ impl RawTables {
     }
 
     /// Build the secured catalog for one access context.
-    pub async fn secured_catalog(
+    pub(crate) async fn secured_catalog(
         &self,
         access: Option<&AccessContext>,
         consent: &ConsentRules,

@@ -10,7 +10,7 @@ use super::{Policy, PolicyProblem};
 
 /// One cell of the coverage matrix.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Coverage {
+pub(crate) struct Coverage {
     pub role: String,
     pub purpose: String,
     pub table: String,
@@ -23,7 +23,7 @@ pub struct Coverage {
 
 /// Result of a check.
 #[derive(Debug, Clone, Serialize)]
-pub struct CheckReport {
+pub(crate) struct CheckReport {
     pub policy_version: String,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
@@ -31,7 +31,7 @@ pub struct CheckReport {
 }
 
 /// Check `policy` against `schemas` (`schema.table` → `(column, type)`).
-pub fn check(
+pub(crate) fn check(
     policy: &Policy,
     schemas: &BTreeMap<String, Vec<(String, ColumnType)>>,
 ) -> CheckReport {
@@ -162,7 +162,7 @@ pub fn check(
 }
 
 /// The matrix as aligned text, one block per role and purpose.
-pub fn render_text(report: &CheckReport) -> String {
+pub(crate) fn render_text(report: &CheckReport) -> String {
     let mut out = format!("policy version {}\n", report.policy_version);
     let mut last = (String::new(), String::new());
     for c in &report.coverage {

@@ -12,10 +12,10 @@
 //! `validate.rs` (the checks every loaded policy passes), [`compile`],
 //! [`check`] (`lakeward policy check`), `tests.rs` (unit tests).
 
-pub mod check;
+pub(crate) mod check;
 pub mod compile;
 pub mod ident;
-pub mod test_file;
+pub(crate) mod test_file;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 /// One policy test.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PolicyTest {
+pub(crate) struct PolicyTest {
     pub name: String,
     pub role: String,
     #[serde(default)]
@@ -29,7 +29,7 @@ pub struct PolicyTest {
 /// What a test expects; several checks may be combined.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Expect {
+pub(crate) struct Expect {
     /// The query is refused with this SQLSTATE.
     pub denied: Option<String>,
     /// Exact result rows, as text (`NULL` for NULL), in order.
@@ -48,7 +48,7 @@ struct TestFile {
 
 /// Outcome of one test.
 #[derive(Debug, Clone)]
-pub struct TestResult {
+pub(crate) struct TestResult {
     pub file: String,
     pub name: String,
     /// `None` when the test passed; otherwise what differed.
@@ -56,7 +56,7 @@ pub struct TestResult {
 }
 
 /// Read every `tests/*.toml` under `dir` (sorted by file name).
-pub fn load_tests(dir: &Path) -> anyhow::Result<Vec<(String, PolicyTest)>> {
+pub(crate) fn load_tests(dir: &Path) -> anyhow::Result<Vec<(String, PolicyTest)>> {
     let tests_dir = dir.join("tests");
     let mut files: Vec<_> = std::fs::read_dir(&tests_dir)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", tests_dir.display()))?
@@ -79,7 +79,7 @@ pub fn load_tests(dir: &Path) -> anyhow::Result<Vec<(String, PolicyTest)>> {
 }
 
 /// What running a test's query produced.
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Refused with this SQLSTATE.
     Denied(String),
     /// Rows as text (`NULL` for NULL).
@@ -90,7 +90,7 @@ pub enum Outcome {
 }
 
 /// What differs between `outcome` and what `t` expects (`None`: passed).
-pub fn judge(t: &PolicyTest, outcome: &Outcome) -> Option<String> {
+pub(crate) fn judge(t: &PolicyTest, outcome: &Outcome) -> Option<String> {
     let e = &t.expect;
     match (outcome, &e.denied) {
         (Outcome::Denied(code), Some(want)) if code == want => None,

@@ -24,7 +24,7 @@ use crate::error::SqlError;
 use crate::metrics::{Metrics, Phase, StatementTimer};
 
 /// What a statement is executed under.
-pub struct Execution<'a> {
+pub(crate) struct Execution<'a> {
     pub engine: &'a Engine,
     /// The server's limits and the role they are taken for; `None`:
     /// unlimited (`policy test`).
@@ -40,7 +40,7 @@ pub struct Execution<'a> {
 }
 
 /// A planned query to execute.
-pub struct Plan<'a> {
+pub(crate) struct Plan<'a> {
     pub state: &'a Arc<SessionState>,
     pub plan: LogicalPlan,
     /// Whether `plan` is already optimised.
@@ -60,7 +60,7 @@ struct Admitted {
 
 /// A running statement: its record is durable and its first batch
 /// computed.
-pub struct Running {
+pub(crate) struct Running {
     /// The record batches, first one already computed.
     pub batches: SendableRecordBatchStream,
     admitted: Option<Admitted>,
@@ -72,7 +72,7 @@ pub struct Running {
 /// order that keeps the barrier and the audit promise: no row leaves
 /// before the statement's record is durable, and a record that cannot be
 /// written stops the execution at once (its error wins).
-pub async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running, SqlError> {
+pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running, SqlError> {
     let Execution {
         engine,
         limits,
@@ -167,7 +167,7 @@ impl Running {
     /// statement's limits (row cap, deadline), each counted by the
     /// statement's completion record, which is written when the stream
     /// ends or is dropped.
-    pub fn rows(
+    pub(crate) fn rows(
         self,
         fields: Arc<Vec<FieldInfo>>,
         cancel: CancellationToken,

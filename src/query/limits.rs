@@ -186,7 +186,7 @@ impl Limits {
 /// A statement's row stream under its limits: ends with `54000` before the
 /// row past `max_rows`, with `57014` when `deadline` passes, and releases
 /// the concurrency slot when it ends or is dropped.
-pub struct Limited<S> {
+pub(crate) struct Limited<S> {
     inner: S,
     rows: u64,
     max_rows: Option<u64>,
@@ -197,7 +197,7 @@ pub struct Limited<S> {
 }
 
 impl<S> Limited<S> {
-    pub fn new(
+    pub(crate) fn new(
         inner: S,
         limits: Arc<Limits>,
         statement: &StatementLimits,

@@ -26,9 +26,9 @@
 //!    and counts them into the completion record. The server passes the
 //!    session's limits and audit trail; `policy test` passes neither.
 
-pub mod execute;
-pub mod limits;
-pub mod policy_test;
+pub(crate) mod execute;
+pub(crate) mod limits;
+pub(crate) mod policy_test;
 
 use std::sync::Arc;
 

@@ -103,7 +103,7 @@ async fn run_query(engine: &Engine, policy: &Arc<Policy>, t: &PolicyTest) -> Out
 }
 
 /// Run `tests` against `engine` under `policy`.
-pub async fn run(
+pub(crate) async fn run(
     engine: &Engine,
     policy: &Policy,
     tests: &[(String, PolicyTest)],

@@ -4,8 +4,8 @@
 //! This module speaks only the sqlparser AST (through
 //! `datafusion::sql::sqlparser`), never DataFusion's engine types.
 
-pub mod compat;
-pub mod fingerprint;
+pub(crate) mod compat;
+pub(crate) mod fingerprint;
 pub mod gate;
-pub mod search_path;
-pub mod session_functions;
+pub(crate) mod search_path;
+pub(crate) mod session_functions;

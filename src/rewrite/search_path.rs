@@ -18,7 +18,7 @@ use datafusion::sql::sqlparser::ast::{
 
 /// Parse a `search_path` setting into schema names, in order. `$user` is
 /// dropped (lakeward has no per-user schemas); quoted names keep their case.
-pub fn parse_search_path(setting: &str) -> Vec<String> {
+pub(crate) fn parse_search_path(setting: &str) -> Vec<String> {
     setting
         .split(',')
         .map(str::trim)
@@ -34,7 +34,7 @@ pub fn parse_search_path(setting: &str) -> Vec<String> {
 }
 
 /// The schemas an unqualified name is looked up in, in order.
-pub fn effective_path(path: &[String]) -> Vec<String> {
+pub(crate) fn effective_path(path: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(path.len() + 1);
     if !path.iter().any(|s| s == "pg_catalog") {
         out.push("pg_catalog".to_owned());
@@ -45,7 +45,7 @@ pub fn effective_path(path: &[String]) -> Vec<String> {
 
 /// Qualify every unqualified relation name of `stmt` that is not a CTE in
 /// scope with the first schema of the effective path that has it.
-pub fn qualify(stmt: &mut Statement, path: &[String], exists: &dyn Fn(&str, &str) -> bool) {
+pub(crate) fn qualify(stmt: &mut Statement, path: &[String], exists: &dyn Fn(&str, &str) -> bool) {
     struct Q<'a> {
         scopes: Vec<Vec<String>>,
         path: Vec<String>,
@@ -100,7 +100,7 @@ pub fn qualify(stmt: &mut Statement, path: &[String], exists: &dyn Fn(&str, &str
 /// three-part one); PostgreSQL's quoted one-part name is one name, dots
 /// and all. A renamed reference keeps the name it was written with as its
 /// alias, so `"clinical.patients".ssn` still resolves.
-pub fn isolate_dotted_ctes(stmt: &mut Statement) {
+pub(crate) fn isolate_dotted_ctes(stmt: &mut Statement) {
     use datafusion::sql::sqlparser::ast::{TableAlias, TableFactor, Visit, Visitor};
     use std::collections::{BTreeMap, BTreeSet};
 

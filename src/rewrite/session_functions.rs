@@ -177,7 +177,7 @@ impl VisitorMut for Binder<'_> {
 /// Bind session functions in `stmt` to literals. Returns `true` when a bound
 /// literal holds for this connection only (`pg_backend_pid()`): such a
 /// statement must not be shared through the plan cache.
-pub fn bind_session_functions(stmt: &mut Statement, facts: &SessionFacts) -> bool {
+pub(crate) fn bind_session_functions(stmt: &mut Statement, facts: &SessionFacts) -> bool {
     let mut binder = Binder {
         facts,
         connection_specific: false,

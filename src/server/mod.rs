@@ -12,8 +12,9 @@
 //! holds a clone of an mpsc sender) up to a grace period, then cancels the
 //! statements still running.
 
-pub mod handler;
-pub mod stream;
+mod copy;
+pub(crate) mod handler;
+pub(crate) mod stream;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -20,13 +20,13 @@ const SSL_REQUEST_CODE: u32 = 80877103;
 const GSSENC_REQUEST_CODE: u32 = 80877104;
 
 /// Plain TCP or TLS over TCP.
-pub enum ClientStream {
+pub(crate) enum ClientStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl ClientStream {
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
     }
 }
@@ -67,7 +67,7 @@ impl AsyncWrite for ClientStream {
 }
 
 /// Outcome of the pre-startup negotiation.
-pub enum Negotiated {
+pub(crate) enum Negotiated {
     Stream(ClientStream),
     /// The client went away or sent something that is not PostgreSQL.
     Closed,
@@ -76,7 +76,7 @@ pub enum Negotiated {
 /// Handle SSLRequest / GSSENCRequest / direct TLS on a fresh connection.
 /// With no acceptor, SSLRequest is answered `N` (the startup handler then
 /// decides whether plaintext is allowed).
-pub async fn negotiate(
+pub(crate) async fn negotiate(
     mut tcp: TcpStream,
     acceptor: Option<&TlsAcceptor>,
 ) -> io::Result<Negotiated> {
@@ -148,7 +148,7 @@ async fn peek_exact(tcp: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The error kind [`Guarded`] raises for an oversized message.
 #[derive(Debug)]
-pub struct MessageTooLarge;
+pub(crate) struct MessageTooLarge;
 
 impl std::fmt::Display for MessageTooLarge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,7 +175,7 @@ enum Frame {
 /// The error kind [`Guarded`] raises for an extended-protocol message whose
 /// body does not hold what its counts and lengths announce.
 #[derive(Debug)]
-pub struct MalformedMessage;
+pub(crate) struct MalformedMessage;
 
 impl std::fmt::Display for MalformedMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -256,14 +256,14 @@ fn well_formed(kind: u8, body: &[u8]) -> bool {
 
 /// A stream that checks each frontend message's length header and fails the
 /// read (with [`MessageTooLarge`]) when it exceeds the limit.
-pub struct Guarded {
+pub(crate) struct Guarded {
     inner: ClientStream,
     max: usize,
     frame: Frame,
 }
 
 impl Guarded {
-    pub fn new(inner: ClientStream, max_message_bytes: usize) -> Guarded {
+    pub(crate) fn new(inner: ClientStream, max_message_bytes: usize) -> Guarded {
         Guarded {
             inner,
             max: max_message_bytes,

@@ -9,10 +9,10 @@ use crate::policy::Purpose;
 use super::{Session, Vars};
 
 /// Shortest break-glass justification accepted.
-pub const MIN_JUSTIFICATION: usize = 20;
+pub(crate) const MIN_JUSTIFICATION: usize = 20;
 
 /// Break-glass activations since start (exported as a metric).
-pub static BREAK_GLASS_ACTIVATIONS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static BREAK_GLASS_ACTIVATIONS: AtomicU64 = AtomicU64::new(0);
 
 impl Session {
     pub(super) fn set_role(&self, value: Option<String>) -> Result<(), SqlError> {

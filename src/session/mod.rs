@@ -37,15 +37,13 @@ mod parameters;
 mod tests;
 mod transaction;
 
-pub use access::{BREAK_GLASS_ACTIVATIONS, MIN_JUSTIFICATION};
-pub use options::parse_options;
 use transaction::Transaction;
 
 /// The server version announced to clients. Drivers parse the leading number.
-pub const SERVER_VERSION: &str = "15.0";
+pub(crate) const SERVER_VERSION: &str = "15.0";
 
 /// `SELECT version()`: SQLAlchemy requires "PostgreSQL <major>" in it.
-pub fn version_string() -> String {
+pub(crate) fn version_string() -> String {
     format!(
         "PostgreSQL {SERVER_VERSION} (lakeward {}) on x86_64-pc-linux-gnu",
         env!("CARGO_PKG_VERSION")

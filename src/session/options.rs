@@ -3,7 +3,7 @@
 use crate::error::SqlError;
 
 /// Parse libpq's `options` startup parameter: `-c name=value --name=value`.
-pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, SqlError> {
+pub(crate) fn parse_options(options: &str) -> Result<Vec<(String, String)>, SqlError> {
     let mut out = Vec::new();
     let mut words = split_options(options).into_iter();
     while let Some(w) = words.next() {

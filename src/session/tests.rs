@@ -1,5 +1,6 @@
 //! Unit tests of sessions, settings and transaction blocks.
 
+use super::options::parse_options;
 use super::*;
 
 fn session_with(roles: &[&str], purposes: &[&str]) -> Session {

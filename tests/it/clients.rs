@@ -1154,8 +1154,14 @@ fn psycopg_role(role: &Role) -> Report {
                 || format!("named cursor (DECLARE/FETCH FORWARD 100/CLOSE): {v}"),
             );
         }
-        // COPY out is refused cleanly (the rows are a query or a cursor away).
-        r.refused(&doc, "copy_to_stdout", "0A000", "COPY (SELECT …) TO STDOUT");
+        // COPY out sends the query's rows.
+        if let Some(v) = r.ok(&doc, "copy_to_stdout") {
+            r.check(
+                v["same_as_select"] == true
+                    && v["rows"].as_array().is_some_and(|rows| rows.len() == 10),
+                || format!("COPY (SELECT …) TO STDOUT: {v}"),
+            );
+        }
         if let Some(v) = r.ok(&doc, "pipeline") {
             r.check(
                 v.as_object().is_some_and(|m| {

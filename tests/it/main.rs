@@ -9,6 +9,7 @@ mod caches;
 mod cancel;
 mod clients;
 mod conformance;
+mod copy;
 mod corpus;
 mod datagen;
 mod enforcement;

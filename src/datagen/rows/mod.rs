@@ -32,10 +32,10 @@ use keys::IdKeys;
 use providers::{Providers, site_cumulative};
 use random::{Rand, chunk_rng};
 
-pub const MICROS_PER_SECOND: i64 = 1_000_000;
-pub const MICROS_PER_MINUTE: i64 = 60 * MICROS_PER_SECOND;
-pub const MICROS_PER_HOUR: i64 = 60 * MICROS_PER_MINUTE;
-pub const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
+pub(super) const MICROS_PER_SECOND: i64 = 1_000_000;
+pub(super) const MICROS_PER_MINUTE: i64 = 60 * MICROS_PER_SECOND;
+pub(super) const MICROS_PER_HOUR: i64 = 60 * MICROS_PER_MINUTE;
+pub(super) const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
 pub const fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 
 /// ChaCha8 stream for `(seed, stream)`; `stream` is the chunk index (or a
 /// reserved value for global tables such as the provider pool).
-pub fn chunk_rng(seed: u64, stream: u64) -> ChaCha8Rng {
+pub(super) fn chunk_rng(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut s = [0u8; 32];
     s[0..8].copy_from_slice(&seed.to_le_bytes());
     s[8..16].copy_from_slice(&stream.to_le_bytes());

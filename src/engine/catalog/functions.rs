@@ -19,12 +19,12 @@ use super::tables::CatalogTable;
 /// The result of `pg_get_keywords()`, a [`CatalogTable`] over the static
 /// keyword list.
 #[derive(Debug)]
-pub struct KeywordsFunction {
+pub(crate) struct KeywordsFunction {
     table: Arc<dyn TableProvider>,
 }
 
 impl KeywordsFunction {
-    pub fn new(static_tables: &PgCatalogStaticTables) -> DfResult<KeywordsFunction> {
+    pub(crate) fn new(static_tables: &PgCatalogStaticTables) -> DfResult<KeywordsFunction> {
         Ok(KeywordsFunction {
             table: static_tables.pg_get_keywords.try_into_memtable()?,
         })
@@ -249,7 +249,7 @@ impl ScalarUDFImpl for JsonBuildObjectUdf {
 }
 
 /// Catalog functions that do not depend on the session's policy.
-pub fn static_udfs() -> Vec<ScalarUDF> {
+pub(crate) fn static_udfs() -> Vec<ScalarUDF> {
     let any = |arities: &[usize]| {
         Signature::one_of(
             arities.iter().map(|n| TypeSignature::Any(*n)).collect(),

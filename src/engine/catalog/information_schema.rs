@@ -12,7 +12,7 @@ use super::{DATABASE, SYSTEM_SCHEMAS, Visible};
 
 /// PostgreSQL's name for an Arrow type: `(data_type, udt_name,
 /// numeric_precision, numeric_scale, datetime_precision)`.
-pub fn pg_type_names(
+pub(crate) fn pg_type_names(
     t: &DataType,
 ) -> (
     &'static str,

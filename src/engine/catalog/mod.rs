@@ -41,21 +41,20 @@ mod pg_catalog;
 mod privileges;
 mod tables;
 
-pub use functions::{KeywordsFunction, static_udfs};
-pub use information_schema::pg_type_names;
-pub use pg_catalog::{register_system_schemas, system_names};
-pub use privileges::privilege_udfs;
-pub use tables::{CatalogTable, holds_another_clusters_rows};
+pub(crate) use functions::{KeywordsFunction, static_udfs};
+pub(crate) use pg_catalog::{register_system_schemas, system_names};
+pub(crate) use privileges::privilege_udfs;
+pub(crate) use tables::CatalogTable;
 
 /// The database name the catalog reports (`pg_database`, `table_catalog`).
-pub const DATABASE: &str = "lakeward";
+pub(crate) const DATABASE: &str = "lakeward";
 
 /// Schemas every session has, whatever its policy.
-pub use crate::rewrite::compat::SYSTEM_SCHEMAS;
+pub(crate) use crate::rewrite::compat::SYSTEM_SCHEMAS;
 
 /// The tables a session may query, by schema: what the catalog describes.
 #[derive(Debug, Clone, Default)]
-pub struct Visible {
+pub(crate) struct Visible {
     /// `(schema, table, schema of the table, is a view)`, sorted.
     pub tables: Vec<(String, String, SchemaRef, bool)>,
 }
@@ -66,7 +65,7 @@ impl Visible {
     }
 
     /// Is `schema.table` one the session may query (a system table counts)?
-    pub fn has_table(&self, schema: Option<&str>, table: &str) -> bool {
+    pub(crate) fn has_table(&self, schema: Option<&str>, table: &str) -> bool {
         match schema {
             Some(s) if SYSTEM_SCHEMAS.contains(&s) => true,
             Some(s) => self.tables.iter().any(|(ts, t, ..)| ts == s && t == table),
@@ -74,13 +73,13 @@ impl Visible {
         }
     }
 
-    pub fn has_column(&self, schema: Option<&str>, table: &str, column: &str) -> bool {
+    pub(crate) fn has_column(&self, schema: Option<&str>, table: &str, column: &str) -> bool {
         self.tables.iter().any(|(ts, t, sch, _)| {
             schema.is_none_or(|s| s == ts) && t == table && sch.field_with_name(column).is_ok()
         })
     }
 
-    pub fn has_schema(&self, schema: &str) -> bool {
+    pub(crate) fn has_schema(&self, schema: &str) -> bool {
         SYSTEM_SCHEMAS.contains(&schema) || schema == "public" || self.schemas().contains(schema)
     }
 }

@@ -93,7 +93,9 @@ impl CatalogInfo for PolicyCatalogInfo {
 /// of `pg_catalog` and `information_schema` as lakeward serves them. They
 /// are the same for every session (a policy changes their rows, never
 /// their shape); computed once per process.
-pub fn system_names(engine: &crate::engine::Engine) -> &'static std::collections::HashSet<String> {
+pub(crate) fn system_names(
+    engine: &crate::engine::Engine,
+) -> &'static std::collections::HashSet<String> {
     static NAMES: std::sync::OnceLock<std::collections::HashSet<String>> =
         std::sync::OnceLock::new();
     NAMES.get_or_init(|| {
@@ -128,7 +130,7 @@ pub fn system_names(engine: &crate::engine::Engine) -> &'static std::collections
 
 /// Register `pg_catalog` and `information_schema` in the secured catalog
 /// `list` (whose catalog already holds exactly the session's tables).
-pub fn register_system_schemas(
+pub(crate) fn register_system_schemas(
     list: &Arc<dyn CatalogProviderList>,
     visible: &Visible,
     static_tables: &Arc<PgCatalogStaticTables>,

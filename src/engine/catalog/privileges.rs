@@ -209,7 +209,7 @@ impl ScalarUDFImpl for PrivilegeUdf {
 }
 
 /// The privilege functions of one secured catalog.
-pub fn privilege_udfs(visible: Arc<Visible>) -> Vec<ScalarUDF> {
+pub(crate) fn privilege_udfs(visible: Arc<Visible>) -> Vec<ScalarUDF> {
     [
         ("has_table_privilege", PrivilegeKind::Table),
         ("has_any_column_privilege", PrivilegeKind::AnyColumn),

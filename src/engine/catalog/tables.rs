@@ -17,7 +17,7 @@ use datafusion::physical_plan::ExecutionPlan;
 /// Scans pass straight through to the wrapped provider, with PostgreSQL
 /// columns the provider lacks appended as NULLs.
 #[derive(Debug)]
-pub struct CatalogTable {
+pub(crate) struct CatalogTable {
     inner: Arc<dyn TableProvider>,
     /// Columns after the provider's own, always NULL.
     nulls: Vec<Field>,
@@ -25,12 +25,15 @@ pub struct CatalogTable {
 }
 
 impl CatalogTable {
-    pub fn new(inner: Arc<dyn TableProvider>) -> Arc<CatalogTable> {
+    pub(crate) fn new(inner: Arc<dyn TableProvider>) -> Arc<CatalogTable> {
         Self::with_nulls(inner, vec![])
     }
 
     /// `inner` with `nulls` appended as always-NULL columns.
-    pub fn with_nulls(inner: Arc<dyn TableProvider>, nulls: Vec<Field>) -> Arc<CatalogTable> {
+    pub(crate) fn with_nulls(
+        inner: Arc<dyn TableProvider>,
+        nulls: Vec<Field>,
+    ) -> Arc<CatalogTable> {
         let base = inner.schema();
         let schema = if nulls.is_empty() {
             base
@@ -183,7 +186,7 @@ impl SchemaProvider for CatalogSchema {
 /// secrets: statistics (`pg_statistic*`, `pg_stats*`, the `pg_stat_*` and
 /// `pg_statio_*` activity views) and `pg_authid`. lakeward answers them
 /// with no rows.
-pub fn holds_another_clusters_rows(table: &str) -> bool {
+pub(crate) fn holds_another_clusters_rows(table: &str) -> bool {
     let t = table.to_ascii_lowercase();
     t.starts_with("pg_statistic")
         || t.starts_with("pg_stats")

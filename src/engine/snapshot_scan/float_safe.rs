@@ -30,12 +30,12 @@ pub(super) fn mentions_float(schema: &SchemaRef, e: &Expr) -> bool {
 ///
 /// [`SnapshotScan`]: super::SnapshotScan
 #[derive(Debug)]
-pub struct FloatSafe {
+pub(crate) struct FloatSafe {
     inner: Arc<dyn TableProvider>,
 }
 
 impl FloatSafe {
-    pub fn new(inner: Arc<dyn TableProvider>) -> FloatSafe {
+    pub(crate) fn new(inner: Arc<dyn TableProvider>) -> FloatSafe {
         FloatSafe { inner }
     }
 }

@@ -67,7 +67,7 @@ use deltalake::DeltaTable;
 mod float_safe;
 mod stats;
 
-pub use float_safe::FloatSafe;
+pub(crate) use float_safe::FloatSafe;
 use float_safe::{NoFloatPruning, mentions_float};
 use stats::{FileStatistics, file_statistics};
 
@@ -81,7 +81,7 @@ struct DataFile {
 /// A table provider over one Delta snapshot version with its file list and
 /// statistics in memory (see the module documentation).
 #[derive(Debug)]
-pub struct SnapshotScan {
+pub(crate) struct SnapshotScan {
     schema: SchemaRef,
     store_url: ObjectStoreUrl,
     store: Arc<dyn ObjectStore>,
@@ -90,7 +90,7 @@ pub struct SnapshotScan {
 }
 
 /// Why a snapshot is left to deltalake's provider.
-pub type Ineligible = String;
+pub(crate) type Ineligible = String;
 
 /// Reader features that only name a column type the Parquet reader decodes
 /// as it is: a table that needs no other feature is read by this scan.
@@ -107,7 +107,10 @@ const PLAIN_READER_FEATURES: &[&str] = &["timestampNtz", "typeWidening"];
 impl SnapshotScan {
     /// The scan of `table`'s loaded snapshot with the Arrow `schema` the
     /// table is served with, or why this table needs deltalake's provider.
-    pub fn try_new(table: &DeltaTable, schema: SchemaRef) -> std::result::Result<Self, Ineligible> {
+    pub(crate) fn try_new(
+        table: &DeltaTable,
+        schema: SchemaRef,
+    ) -> std::result::Result<Self, Ineligible> {
         let state = table
             .snapshot()
             .map_err(|_| "no snapshot loaded".to_string())?;
@@ -198,7 +201,7 @@ impl SnapshotScan {
     }
 
     /// Number of data files in the snapshot.
-    pub fn file_count(&self) -> usize {
+    pub(crate) fn file_count(&self) -> usize {
         self.files.len()
     }
 

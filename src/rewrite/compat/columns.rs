@@ -30,7 +30,7 @@ pub(super) fn pg_column_name(e: &Expr) -> Option<String> {
 /// not `count(*)`), so clients that read columns by name find them. Only
 /// the outermost select list is renamed, and only where the new name is
 /// unique among the result's columns (DataFusion refuses duplicates).
-pub fn postgres_column_names(stmt: &mut Statement) {
+pub(crate) fn postgres_column_names(stmt: &mut Statement) {
     let Statement::Query(q) = stmt else { return };
     let mut body = q.body.as_mut();
     while let SetExpr::SetOperation { left, .. } = body {

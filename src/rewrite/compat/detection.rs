@@ -8,7 +8,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 /// Schemas whose tables are system catalogs.
-pub const SYSTEM_SCHEMAS: [&str; 2] = ["pg_catalog", "information_schema"];
+pub(crate) const SYSTEM_SCHEMAS: [&str; 2] = ["pg_catalog", "information_schema"];
 
 pub(super) fn lower_parts(name: &ObjectName) -> Vec<String> {
     name.0
@@ -28,7 +28,7 @@ pub(super) fn lower_parts(name: &ObjectName) -> Vec<String> {
 }
 
 /// Is `name` (as written) a system-catalog relation?
-pub fn is_system_relation(name: &ObjectName) -> bool {
+pub(crate) fn is_system_relation(name: &ObjectName) -> bool {
     let parts = lower_parts(name);
     match parts.as_slice() {
         [t] => t.starts_with("pg_"),
@@ -53,7 +53,7 @@ fn is_oid_alias(t: &DataType) -> bool {
 }
 
 /// Does the statement read the system catalog or use its dialect?
-pub fn is_catalog_statement(stmt: &Statement) -> bool {
+pub(crate) fn is_catalog_statement(stmt: &Statement) -> bool {
     struct Find(bool);
     impl Visitor for Find {
         type Break = ();
@@ -96,7 +96,7 @@ pub fn is_catalog_statement(stmt: &Statement) -> bool {
 /// ([`crate::rewrite::gate::classify_catalog`] allows the catalog row
 /// generators only). A statement naming no relation at all reads no table
 /// either.
-pub fn reads_only_system_relations(stmt: &Statement) -> bool {
+pub(crate) fn reads_only_system_relations(stmt: &Statement) -> bool {
     struct Only {
         scopes: crate::rewrite::gate::CteScopes,
         /// The relation about to be visited is a table function's name.

@@ -59,7 +59,7 @@ pub(super) fn backslash_pattern(pattern: &str, escape: Option<char>) -> Option<S
 /// the backslash, so a constant pattern is rewritten to the same pattern
 /// in backslash form. Applies to every statement: it changes how a pattern
 /// is written, never what it matches.
-pub fn portable_like(stmt: &mut Statement) {
+pub(crate) fn portable_like(stmt: &mut Statement) {
     let s = std::mem::replace(
         stmt,
         Statement::Commit {

@@ -48,17 +48,15 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use columns::postgres_column_names;
-pub use detection::{
-    SYSTEM_SCHEMAS, is_catalog_statement, is_system_relation, reads_only_system_relations,
-};
-pub use like::portable_like;
+pub(crate) use columns::postgres_column_names;
+pub(crate) use detection::{SYSTEM_SCHEMAS, is_catalog_statement, reads_only_system_relations};
+pub(crate) use like::portable_like;
 use rules::rules;
 
 /// Apply the catalog-dialect rules when `stmt` is a catalog statement: it
 /// uses the catalog dialect and reads system catalogs only. Returns whether
 /// it was one (and was rewritten).
-pub fn rewrite_catalog_statement(stmt: &mut Statement) -> bool {
+pub(crate) fn rewrite_catalog_statement(stmt: &mut Statement) -> bool {
     if !is_catalog_statement(stmt) || !reads_only_system_relations(stmt) {
         return false;
     }
@@ -92,7 +90,7 @@ fn map_exprs(mut s: Statement, f: impl FnMut(&mut Expr)) -> Statement {
 }
 
 /// `name(args…)` with optional argument clauses, as an AST call.
-pub fn call(name: &str, args: Vec<Expr>, clauses: Vec<FunctionArgumentClause>) -> Expr {
+pub(crate) fn call(name: &str, args: Vec<Expr>, clauses: Vec<FunctionArgumentClause>) -> Expr {
     Expr::Function(Function {
         name: ObjectName::from(vec![Ident::new(name)]),
         uses_odbc_syntax: false,

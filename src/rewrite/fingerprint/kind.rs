@@ -8,7 +8,7 @@ use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
 /// `PREPARE`, `EXECUTE`, `DEALLOCATE`, `DECLARE`, `FETCH`, `CLOSE`,
 /// `INSERT`, `UPDATE`, `DELETE`, `CREATE`, `DROP`, `ALTER`, `COPY`, and
 /// `OTHER` for everything else.
-pub fn statement_kind(stmt: &Statement) -> &'static str {
+pub(crate) fn statement_kind(stmt: &Statement) -> &'static str {
     match stmt {
         Statement::Query(q) => match q.body.as_ref() {
             // WITH … INSERT/UPDATE/DELETE

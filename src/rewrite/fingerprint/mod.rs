@@ -66,7 +66,7 @@ mod tests;
 mod text;
 mod tree;
 
-pub use kind::statement_kind;
+pub(crate) use kind::statement_kind;
 use text::scrub_text;
 use tree::{Declared, Scrub};
 
@@ -75,7 +75,7 @@ const PLACEHOLDER: &str = "?";
 
 /// The catalog's names: what an identifier of a statement may resolve to
 /// besides the names the statement declares itself.
-pub trait KnownNames {
+pub(crate) trait KnownNames {
     /// Is `name` (as PostgreSQL folds it: unquoted in lower case, quoted as
     /// written) the name of a schema, table or column?
     fn knows(&self, name: &str) -> bool;
@@ -103,7 +103,7 @@ impl KnownNames for std::collections::BTreeSet<String> {
 /// identifier that names nothing replaced by `?` (see the module
 /// documentation). `catalog` tells the schema, table and column names of
 /// the catalog.
-pub fn fingerprint(stmt: &Statement, catalog: &dyn KnownNames) -> String {
+pub(crate) fn fingerprint(stmt: &Statement, catalog: &dyn KnownNames) -> String {
     let mut declared = Declared::default();
     let _ = Visit::visit(stmt, &mut declared);
     let names = Names {

@@ -146,6 +146,15 @@ fn classify_with(stmt: Statement, generators: bool) -> Result<StatementKind, Sql
                 count,
             })
         }
+        Statement::Copy { .. } => match super::copy::classify_copy(stmt)? {
+            StatementKind::Copy { query, options } => {
+                if let Statement::Query(q) = query.as_ref() {
+                    check_query_shape(q)?;
+                }
+                Ok(StatementKind::Copy { query, options })
+            }
+            _ => Err(SqlError::internal()),
+        },
         Statement::Close { cursor } => Ok(StatementKind::Close {
             name: match cursor {
                 ast::CloseCursor::All => None,
@@ -159,16 +168,6 @@ fn classify_with(stmt: Statement, generators: bool) -> Result<StatementKind, Sql
 /// The refusal for a statement kind outside the allow-list.
 fn refusal(stmt: &Statement) -> SqlError {
     match stmt {
-        // Reading out through COPY is not a write, but it is not served
-        // either: the same rows are a query (or a cursor) away.
-        Statement::Copy {
-            to: true,
-            target: ast::CopyTarget::Stdout,
-            ..
-        } => SqlError::new(
-            "0A000",
-            "COPY … TO STDOUT is not supported by lakeward: run the query itself, or DECLARE a cursor to page through it",
-        ),
         Statement::Insert(_)
         | Statement::Update(_)
         | Statement::Delete(_)

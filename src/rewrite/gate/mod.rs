@@ -13,17 +13,20 @@
 //! - `tables.rs`: the tables a statement reads ([`referenced_tables`],
 //!   [`reads_tables`]) and the CTE scoping that walk relies on
 //!   ([`CteScopes`]);
+//! - `copy.rs`: `COPY … TO STDOUT`, its source as a query and its options;
 //! - `tests.rs`: the unit tests.
 
 use datafusion::sql::sqlparser::ast::{self, Statement};
 
 mod classification;
+mod copy;
 mod parsing;
 mod tables;
 #[cfg(test)]
 mod tests;
 
 pub use classification::{CATALOG_TABLE_FUNCTIONS, classify, classify_catalog, object_name_lower};
+pub use copy::{CopyFormat, CopyOptions, ForceQuote};
 pub use parsing::{MAX_TARGET_LIST, ParseLimits, parse};
 pub use tables::{CteScopes, TableRef, reads_tables, referenced_tables};
 
@@ -71,6 +74,12 @@ pub enum StatementKind {
     Fetch { name: String, count: Option<usize> },
     /// `CLOSE name` / `CLOSE ALL` (`None`).
     Close { name: Option<String> },
+    /// `COPY (query) TO STDOUT` / `COPY table [(cols)] TO STDOUT`: the
+    /// query's rows written in a COPY format.
+    Copy {
+        query: Box<Statement>,
+        options: copy::CopyOptions,
+    },
 }
 
 impl StatementKind {
@@ -94,6 +103,7 @@ impl StatementKind {
             StatementKind::Declare { .. } => "DECLARE CURSOR",
             StatementKind::Fetch { .. } => "FETCH",
             StatementKind::Close { .. } => "CLOSE CURSOR",
+            StatementKind::Copy { .. } => "COPY",
         }
     }
 }

@@ -306,7 +306,7 @@ impl ConnHandler {
 
     /// When the next suspended portal reaches the idle-portal timeout, if
     /// any is suspended.
-    pub fn next_portal_expiry(&self) -> Option<tokio::time::Instant> {
+    pub(crate) fn next_portal_expiry(&self) -> Option<tokio::time::Instant> {
         let timeout = self.shared.limits.idle_portal_timeout()?;
         let oldest = self.grants().values().map(|g| g.last_used).min()?;
         Some(tokio::time::Instant::from_std(oldest + timeout))
@@ -315,7 +315,10 @@ impl ConnHandler {
     /// Close every portal and cursor idle longer than the idle-portal
     /// timeout: its row stream is dropped, which releases its concurrency
     /// slot and memory and writes its completion record.
-    pub fn expire_idle_portals<C: ClientPortalStore<PortalStore: PortalStore>>(&self, client: &C) {
+    pub(crate) fn expire_idle_portals<C: ClientPortalStore<PortalStore: PortalStore>>(
+        &self,
+        client: &C,
+    ) {
         let Some(timeout) = self.shared.limits.idle_portal_timeout() else {
             return;
         };

@@ -101,84 +101,8 @@ impl ExtendedQueryHandler for ConnHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let session = self.require_session()?;
-        let prepared = &portal.statement.statement;
-        // The statement runs: its Parse needs no record of its own.
-        if let Some(guard) = &prepared.1 {
-            guard.mark_executed();
-        }
-        let params = (|| {
-            if client.transaction_status() == TransactionStatus::Error
-                && !allowed_in_failed_transaction(prepared)
-            {
-                return Err(aborted_transaction());
-            }
-            if prepared.0.param_types.is_empty() && portal.parameter_len() == 0 {
-                return Ok(None);
-            }
-            if portal.parameter_len() != prepared.0.param_types.len() {
-                return Err(SqlError::new(
-                    "08P01",
-                    format!(
-                        "bind message supplies {} parameters, but prepared statement requires {}",
-                        portal.parameter_len(),
-                        prepared.0.param_types.len()
-                    ),
-                ));
-            }
-            let inferred: Vec<Option<&DataType>> = prepared
-                .0
-                .param_data_types
-                .iter()
-                .map(|t| t.as_ref())
-                .collect();
-            arrow_pg::datatypes::df::deserialize_parameters(portal, &inferred)
-                .map(Some)
-                .map_err(|_| SqlError::new("22P02", "invalid value for a bound parameter"))
-        })()
-        .map_err(|e| self.refused(&session, prepared, e).into_pgwire())?;
-        let cancel = session.begin_statement();
-        let outcome = match self
-            .run(
-                &session,
-                prepared,
-                params,
-                &portal.result_column_format,
-                cancel,
-            )
-            .await
-        {
-            Ok(o) => self.apply_to_connection(client, &session, o).await,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(Outcome::Rows(rows)) => Ok(Response::Query(rows)),
-            Ok(Outcome::Tag(tag)) => Ok(Response::Execution(tag)),
-            Ok(
-                Outcome::Cursor { .. }
-                | Outcome::Close(_)
-                | Outcome::DiscardAll
-                | Outcome::Deallocate(_),
-            ) => Err(SqlError::internal().into_pgwire()),
-            Ok(Outcome::RolledBackTo) => {
-                client.set_transaction_status(TransactionStatus::Transaction);
-                Ok(Response::Execution(Tag::new("ROLLBACK")))
-            }
-            Ok(Outcome::Fetch { .. }) => Err(SqlError::new(
-                "0A000",
-                "FETCH is supported in simple queries; over the extended protocol, page a portal with Execute's row limit",
-            )
-            .into_pgwire()),
-            Ok(Outcome::Begin) => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
-            Ok(Outcome::End { commit }) => {
-                // COMMIT of a failed transaction rolls it back.
-                let commit = commit && client.transaction_status() != TransactionStatus::Error;
-                session.end_transaction(commit);
-                let tag = if commit { "COMMIT" } else { "ROLLBACK" };
-                Ok(Response::TransactionEnd(Tag::new(tag)))
-            }
-            Err(e) => Err(e.into_pgwire()),
-        }
+        let outcome = self.execute_portal(client, portal).await?;
+        self.respond(client, outcome)
     }
 
     /// Execute streams rows straight from the portal's stream to the socket,
@@ -236,8 +160,17 @@ impl ExtendedQueryHandler for ConnHandler {
             }
         }
         if matches!(&*guard, PortalExecutionState::Initial) {
-            let resp =
-                ExtendedQueryHandler::do_query(self, client, portal.as_ref(), max_rows).await;
+            let resp = match self.execute_portal(client, portal.as_ref()).await {
+                Ok(Outcome::Copy(copy)) => {
+                    *guard = PortalExecutionState::Finished;
+                    drop(guard);
+                    let sent = copy.send(client).await;
+                    client.set_state(PgWireConnectionState::ReadyForQuery);
+                    return sent;
+                }
+                Ok(outcome) => self.respond(client, outcome),
+                Err(e) => Err(e),
+            };
             let resp = match resp {
                 Ok(r) => r,
                 Err(e) => {
@@ -331,6 +264,108 @@ impl ExtendedQueryHandler for ConnHandler {
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+impl ConnHandler {
+    /// Run a bound portal's statement: parameters bound and checked, the
+    /// pipeline's execution, the effect on the connection.
+    async fn execute_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<Outcome>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = self.require_session()?;
+        let prepared = &portal.statement.statement;
+        // The statement runs: its Parse needs no record of its own.
+        if let Some(guard) = &prepared.1 {
+            guard.mark_executed();
+        }
+        let params = (|| {
+            if client.transaction_status() == TransactionStatus::Error
+                && !allowed_in_failed_transaction(prepared)
+            {
+                return Err(aborted_transaction());
+            }
+            if prepared.0.param_types.is_empty() && portal.parameter_len() == 0 {
+                return Ok(None);
+            }
+            if portal.parameter_len() != prepared.0.param_types.len() {
+                return Err(SqlError::new(
+                    "08P01",
+                    format!(
+                        "bind message supplies {} parameters, but prepared statement requires {}",
+                        portal.parameter_len(),
+                        prepared.0.param_types.len()
+                    ),
+                ));
+            }
+            let inferred: Vec<Option<&DataType>> = prepared
+                .0
+                .param_data_types
+                .iter()
+                .map(|t| t.as_ref())
+                .collect();
+            arrow_pg::datatypes::df::deserialize_parameters(portal, &inferred)
+                .map(Some)
+                .map_err(|_| SqlError::new("22P02", "invalid value for a bound parameter"))
+        })()
+        .map_err(|e| self.refused(&session, prepared, e).into_pgwire())?;
+        let cancel = session.begin_statement();
+        let outcome = match self
+            .run(
+                &session,
+                prepared,
+                params,
+                &portal.result_column_format,
+                cancel,
+            )
+            .await
+        {
+            Ok(o) => self.apply_to_connection(client, &session, o).await,
+            Err(e) => Err(e),
+        };
+        outcome.map_err(SqlError::into_pgwire)
+    }
+
+    /// The pgwire response of an outcome (`COPY` is sent by `on_execute`).
+    fn respond<C>(&self, client: &mut C, outcome: Outcome) -> PgWireResult<Response>
+    where
+        C: ClientInfo,
+    {
+        let session = self.require_session()?;
+        match outcome {
+            Outcome::Rows(rows) => Ok(Response::Query(rows)),
+            Outcome::Tag(tag) => Ok(Response::Execution(tag)),
+            Outcome::Cursor { .. }
+            | Outcome::Close(_)
+            | Outcome::DiscardAll
+            | Outcome::Deallocate(_)
+            | Outcome::Copy(_) => Err(SqlError::internal().into_pgwire()),
+            Outcome::RolledBackTo => {
+                client.set_transaction_status(TransactionStatus::Transaction);
+                Ok(Response::Execution(Tag::new("ROLLBACK")))
+            }
+            Outcome::Fetch { .. } => Err(SqlError::new(
+                "0A000",
+                "FETCH is supported in simple queries; over the extended protocol, page a portal with Execute's row limit",
+            )
+            .into_pgwire()),
+            Outcome::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+            Outcome::End { commit } => {
+                // COMMIT of a failed transaction rolls it back.
+                let commit = commit && client.transaction_status() != TransactionStatus::Error;
+                session.end_transaction(commit);
+                let tag = if commit { "COMMIT" } else { "ROLLBACK" };
+                Ok(Response::TransactionEnd(Tag::new(tag)))
+            }
         }
     }
 }

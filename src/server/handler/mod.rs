@@ -48,10 +48,10 @@ use crate::error::SqlError;
 use crate::rewrite::gate::StatementKind;
 use crate::session::Session;
 use cursors::PortalGrant;
-pub use prepare::Unexecuted;
+pub(crate) use prepare::Unexecuted;
 
 /// Per-connection handler state.
-pub struct ConnHandler {
+pub(crate) struct ConnHandler {
     shared: Arc<Shared>,
     parser: Arc<Parser>,
     /// The access rules each suspended portal (and cursor) was opened
@@ -66,7 +66,7 @@ pub struct ConnHandler {
 }
 
 /// The extended-protocol parser; shares the connection's session.
-pub struct Parser {
+pub(crate) struct Parser {
     shared: Arc<Shared>,
     session: Arc<OnceLock<Arc<Session>>>,
 }
@@ -82,7 +82,9 @@ impl crate::enforce::CacheWeight for Prepared {
         match &self.0.kind {
             PreparedKind::Plan { plan, .. } => crate::enforce::plan_weight(plan)
                 .saturating_add(u32::try_from(self.0.fingerprint.len()).unwrap_or(u32::MAX)),
-            PreparedKind::Utility(_) | PreparedKind::Declare { .. } => 1024,
+            PreparedKind::Utility(_) | PreparedKind::Declare { .. } | PreparedKind::Copy { .. } => {
+                1024
+            }
         }
     }
 }
@@ -127,6 +129,12 @@ enum PreparedKind {
     /// `DECLARE name CURSOR FOR <query>`: the query, run into a portal
     /// named after the cursor.
     Declare { name: String, inner: Prepared },
+    /// `COPY (query) TO STDOUT`: the query, its rows written in a COPY
+    /// format.
+    Copy {
+        options: crate::rewrite::gate::CopyOptions,
+        inner: Prepared,
+    },
 }
 
 /// The access rules a plan, portal or cursor was authorised for: the
@@ -211,7 +219,7 @@ impl PreparedInner {
 }
 
 impl ConnHandler {
-    pub fn new(shared: Arc<Shared>) -> ConnHandler {
+    pub(crate) fn new(shared: Arc<Shared>) -> ConnHandler {
         let parser = Arc::new(Parser {
             shared: shared.clone(),
             session: Arc::new(OnceLock::new()),
@@ -226,7 +234,7 @@ impl ConnHandler {
     }
 
     /// The session, once startup has completed.
-    pub fn session(&self) -> Option<Arc<Session>> {
+    pub(crate) fn session(&self) -> Option<Arc<Session>> {
         self.parser.session.get().cloned()
     }
 

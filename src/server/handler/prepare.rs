@@ -26,7 +26,7 @@ use crate::session::Session;
 /// A statement planned for a Parse message that has not been executed:
 /// when the statement is closed (or the session ends) without an Execute,
 /// its audit record says so. Planning disclosed its columns to a Describe.
-pub struct Unexecuted {
+pub(crate) struct Unexecuted {
     audit: Mutex<Option<StatementAudit>>,
     executed: AtomicBool,
 }
@@ -188,6 +188,24 @@ impl Parser {
                         reads_tables: inner.0.reads_tables,
                         ..PreparedInner::new(
                             PreparedKind::Declare { name, inner },
+                            statement_kind,
+                            fingerprint,
+                        )
+                    }),
+                    None,
+                ))
+            }
+            StatementKind::Copy { query, options } => {
+                let inner =
+                    Box::pin(self.prepare_unaudited(session, *query, statement_kind, fingerprint))
+                        .await?;
+                Ok(Prepared(
+                    Arc::new(PreparedInner {
+                        param_types: inner.0.param_types.clone(),
+                        param_data_types: inner.0.param_data_types.clone(),
+                        reads_tables: inner.0.reads_tables,
+                        ..PreparedInner::new(
+                            PreparedKind::Copy { options, inner },
                             statement_kind,
                             fingerprint,
                         )

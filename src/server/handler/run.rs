@@ -46,6 +46,8 @@ pub(super) enum Outcome {
     },
     /// `CLOSE`: drop a cursor's portal (all cursors when `None`).
     Close(Option<String>),
+    /// `COPY … TO STDOUT`: rows to send in a COPY format.
+    Copy(crate::server::copy::CopyOut),
 }
 
 impl ConnHandler {
@@ -205,6 +207,21 @@ impl ConnHandler {
                     _ => Err(SqlError::internal()),
                 }
             }
+            PreparedKind::Copy { options, inner } => {
+                let format = match options.format {
+                    crate::rewrite::gate::CopyFormat::Binary => Format::UnifiedBinary,
+                    _ => Format::UnifiedText,
+                };
+                match Box::pin(self.run_audited(session, inner, params, &format, cancel, audit))
+                    .await?
+                {
+                    Outcome::Rows(rows) => Ok(Outcome::Copy(crate::server::copy::CopyOut::new(
+                        options.clone(),
+                        rows,
+                    )?)),
+                    _ => Err(SqlError::internal()),
+                }
+            }
             PreparedKind::Utility(kind) => {
                 let outcome = self.run_utility(session, kind, format)?;
                 if let Some(a) = audit.take() {
@@ -282,9 +299,10 @@ impl ConnHandler {
                 count: *count,
             }),
             StatementKind::Close { name } => Ok(Outcome::Close(name.clone())),
-            StatementKind::Query(_) | StatementKind::Explain(_) | StatementKind::Declare { .. } => {
-                Err(SqlError::internal())
-            }
+            StatementKind::Query(_)
+            | StatementKind::Explain(_)
+            | StatementKind::Declare { .. }
+            | StatementKind::Copy { .. } => Err(SqlError::internal()),
         }
     }
 }

@@ -99,6 +99,7 @@ impl SimpleQueryHandler for ConnHandler {
                         Ok(Outcome::Tag(tag)) => {
                             client.feed(complete(tag)).await.map_err(Into::into)
                         }
+                        Ok(Outcome::Copy(copy)) => copy.send(client).await,
                         Ok(
                             Outcome::Cursor { .. }
                             | Outcome::Close(_)
