@@ -23,5 +23,6 @@ mod policy_cli;
 mod psql;
 mod reload;
 mod session_rules;
+mod tools;
 mod verifier;
 mod wire;
