@@ -24,5 +24,6 @@ mod policy_cli;
 mod psql;
 mod reload;
 mod session_rules;
+mod tools;
 mod verifier;
 mod wire;
