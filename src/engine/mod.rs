@@ -13,6 +13,7 @@ pub(crate) mod consent;
 pub mod delta;
 pub(crate) mod encode;
 pub(crate) mod errors;
+mod like;
 pub mod masks;
 pub(crate) mod memory;
 pub(crate) mod secure;
@@ -229,6 +230,7 @@ impl Engine {
         for udf in catalog::static_udfs() {
             client.register_udf(udf);
         }
+        client.register_udf(like::like_escape_udf());
         let static_tables = Arc::new(
             datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
                 .map_err(|e| EngineError::Setup(e.to_string()))?,

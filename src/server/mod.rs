@@ -424,7 +424,15 @@ impl Connection {
             }
             if let Err(e) = result {
                 let info = sanitize(e);
-                let fatal = info.is_fatal();
+                // A FATAL error ends the connection: PostgreSQL sends the
+                // ErrorResponse alone, no ReadyForQuery after it (asyncpg
+                // and libpq read one as a protocol violation).
+                if info.is_fatal() {
+                    let _ = socket
+                        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                        .await;
+                    break;
+                }
                 if process_error(
                     &mut socket,
                     PgWireError::UserError(Box::new(info)),
@@ -432,7 +440,6 @@ impl Connection {
                 )
                 .await
                 .is_err()
-                    || fatal
                 {
                     break;
                 }

@@ -235,6 +235,17 @@ impl Session {
         };
         let ok = match rule {
             Rule::Free => value.len() <= 1024,
+            // Encoding names are compared as PostgreSQL's
+            // `clean_encoding_name` does: letters and digits only, so
+            // asyncpg's `'utf-8'` (quotes included) is UTF8.
+            Rule::OneOf(_) if name == "client_encoding" => {
+                let clean: String = value
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .map(|c| c.to_ascii_lowercase())
+                    .collect();
+                clean == "utf8" || clean == "unicode"
+            }
             Rule::OneOf(allowed) => allowed.iter().any(|a| a.eq_ignore_ascii_case(value.trim())),
             Rule::Int(lo, hi) => value
                 .trim()

@@ -257,3 +257,19 @@ fn libpq_options_are_parsed() {
     );
     assert!(parse_options("garbage").is_err());
 }
+
+#[test]
+fn client_encoding_names_are_compared_as_postgresql_cleans_them() {
+    let s = session();
+    for ok in ["UTF8", "utf-8", "'utf-8'", "Unicode", "utf_8"] {
+        s.set("client_encoding", Some(ok.into()))
+            .unwrap_or_else(|e| panic!("{ok}: {e:?}"));
+    }
+    for bad in ["latin1", "SQL_ASCII", "utf16"] {
+        assert_eq!(
+            s.set("client_encoding", Some(bad.into())).unwrap_err().code,
+            "22023",
+            "{bad}"
+        );
+    }
+}

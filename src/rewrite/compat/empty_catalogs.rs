@@ -135,9 +135,49 @@ impl EmptyCatalogSelect {
                 alias: Ident::with_quote('"', name),
             };
         }
+        // The statement keeps its parameters (a driver binds as many as it
+        // wrote, 08P01 otherwise), typed as written where they were cast.
+        let kept = placeholders(select);
         select.from.clear();
-        select.selection = Some(Expr::value(Value::Boolean(false)));
+        select.selection = Some(kept.into_iter().fold(
+            Expr::value(Value::Boolean(false)),
+            |acc, p| Expr::BinaryOp {
+                left: Box::new(acc),
+                op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+                right: Box::new(Expr::IsNull(Box::new(p))),
+            },
+        ));
     }
+}
+
+/// The parameters (`$n`) a select mentions, each once, with the cast it
+/// was written with (`$1::INTEGER`), before its expressions are dropped.
+fn placeholders(select: &Select) -> Vec<Expr> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(select, |e| {
+        let name = match e {
+            Expr::Cast { expr, .. } => match expr.as_ref() {
+                Expr::Value(v) => match &v.value {
+                    Value::Placeholder(n) => Some(n.clone()),
+                    _ => None,
+                },
+                _ => None,
+            },
+            Expr::Value(v) => match &v.value {
+                Value::Placeholder(n) => Some(n.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(n) = name
+            && seen.insert(n)
+        {
+            out.push(e.clone());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    out
 }
 
 impl EmptyCatalogSelect {

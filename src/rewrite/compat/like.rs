@@ -35,7 +35,7 @@ fn constant_string(e: &Expr) -> Option<String> {
 /// `pattern` written with escape character `escape` (none when `None`),
 /// rewritten for the backslash escape DataFusion implements. `None` when
 /// the pattern ends in a lone escape character (PostgreSQL refuses it).
-pub(super) fn backslash_pattern(pattern: &str, escape: Option<char>) -> Option<String> {
+pub(crate) fn backslash_pattern(pattern: &str, escape: Option<char>) -> Option<String> {
     let mut out = String::with_capacity(pattern.len() + 4);
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
@@ -55,9 +55,10 @@ pub(super) fn backslash_pattern(pattern: &str, escape: Option<char>) -> Option<S
 }
 
 /// `LIKE`/`ILIKE` with an `ESCAPE` other than the backslash (SQLAlchemy
-/// writes `NOT LIKE 'pg/_' || '%' ESCAPE '/'`): DataFusion executes only
-/// the backslash, so a constant pattern is rewritten to the same pattern
-/// in backslash form. Applies to every statement: it changes how a pattern
+/// writes `NOT LIKE 'pg/_' || '%' ESCAPE '/'`, or `$1 || '%'` when the
+/// driver binds parameters): DataFusion executes only the backslash, so a
+/// constant pattern is rewritten to the same pattern in backslash form, and
+/// any other pattern is wrapped in `like_escape(pattern, escape)`. Applies to every statement: it changes how a pattern
 /// is written, never what it matches.
 pub(crate) fn portable_like(stmt: &mut Statement) {
     let s = std::mem::replace(
@@ -99,11 +100,25 @@ pub(crate) fn portable_like(stmt: &mut Statement) {
         if escape == Some('\\') {
             return;
         }
-        if let Some(text) = constant_string(pattern)
-            && let Some(rewritten) = backslash_pattern(&text, escape)
-        {
-            **pattern = Expr::value(Value::SingleQuotedString(rewritten));
-            *escape_char = None;
+        match constant_string(pattern) {
+            Some(text) => {
+                if let Some(rewritten) = backslash_pattern(&text, escape) {
+                    **pattern = Expr::value(Value::SingleQuotedString(rewritten));
+                    *escape_char = None;
+                }
+            }
+            // A pattern known only when the statement runs (a bound
+            // parameter): PostgreSQL's `like_escape` converts it then.
+            None => {
+                let escape_text = escape.map(String::from).unwrap_or_default();
+                let p = std::mem::replace(&mut **pattern, Expr::value(Value::Null));
+                **pattern = super::call(
+                    "like_escape",
+                    vec![p, Expr::value(Value::SingleQuotedString(escape_text))],
+                    vec![],
+                );
+                *escape_char = None;
+            }
         }
     });
 }

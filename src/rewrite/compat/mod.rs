@@ -50,7 +50,7 @@ mod tests;
 
 pub(crate) use columns::postgres_column_names;
 pub(crate) use detection::{SYSTEM_SCHEMAS, is_catalog_statement, reads_only_system_relations};
-pub(crate) use like::portable_like;
+pub(crate) use like::{backslash_pattern, portable_like};
 use rules::rules;
 
 /// Apply the catalog-dialect rules when `stmt` is a catalog statement: it
