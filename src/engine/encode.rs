@@ -21,9 +21,34 @@ use tokio_util::sync::CancellationToken;
 use crate::error::SqlError;
 
 /// Column descriptions for a result schema in the requested formats.
+/// NUMERIC columns carry their precision and scale as PostgreSQL's type
+/// modifier (`((p << 16) | s) + 4`), which drivers read from the
+/// RowDescription (psycopg's `cursor.description`, JDBC's
+/// `getPrecision`/`getScale`).
 pub(crate) fn pg_fields(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlError> {
-    arrow_schema_to_pg_fields(schema, format, None)
-        .map_err(|_| SqlError::new("0A000", "result has a column type lakeward cannot send"))
+    let fields = arrow_schema_to_pg_fields(schema, format, None)
+        .map_err(|_| SqlError::new("0A000", "result has a column type lakeward cannot send"))?;
+    Ok(fields
+        .into_iter()
+        .zip(schema.fields().iter())
+        .map(|(info, field)| match numeric_typmod(field.data_type()) {
+            Some(typmod) => info.with_type_modifier(typmod),
+            None => info,
+        })
+        .collect())
+}
+
+/// PostgreSQL's type modifier of `numeric(p, s)` for a decimal type.
+pub(crate) fn numeric_typmod(t: &datafusion::arrow::datatypes::DataType) -> Option<i32> {
+    use datafusion::arrow::datatypes::DataType;
+    let (p, s) = match t {
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => (i32::from(*p), i32::from(*s)),
+        _ => return None,
+    };
+    (s >= 0 && s <= p).then_some(((p << 16) | s) + 4)
 }
 
 struct State {
@@ -291,6 +316,25 @@ fn pg_float_layout(shortest: &str, max_fixed_exponent: i32) -> String {
         format!("{first}{point}e{esign}{:02}", exponent.abs())
     };
     format!("{sign}{out}")
+}
+
+#[cfg(test)]
+mod typmod_tests {
+    use datafusion::arrow::datatypes::DataType;
+
+    #[test]
+    fn numeric_type_modifiers_are_postgresqls() {
+        assert_eq!(
+            super::numeric_typmod(&DataType::Decimal128(12, 2)),
+            Some(786_438)
+        );
+        assert_eq!(
+            super::numeric_typmod(&DataType::Decimal128(38, 0)),
+            Some(2_490_372)
+        );
+        assert_eq!(super::numeric_typmod(&DataType::Decimal128(5, -2)), None);
+        assert_eq!(super::numeric_typmod(&DataType::Int64), None);
+    }
 }
 
 #[cfg(test)]

@@ -101,11 +101,17 @@ fn like_escapes_become_backslash_escapes() {
     );
     assert_eq!(backslash_pattern("a%b", None).as_deref(), Some("a%b"));
     assert_eq!(backslash_pattern(r"a\b", None).as_deref(), Some(r"a\\b"));
-    // A pattern ending in the escape, or not constant, is left for
-    // the engine to refuse.
+    // A pattern ending in the escape is left for the engine to refuse; a
+    // pattern known only at run time goes through like_escape.
     assert_eq!(backslash_pattern("ab/", Some('/')), None);
-    let kept = "SELECT 1 FROM t WHERE a LIKE b ESCAPE '/'";
-    assert_eq!(rewritten(kept), kept);
+    assert_eq!(
+        rewritten("SELECT 1 FROM t WHERE a LIKE b ESCAPE '/'"),
+        "SELECT 1 FROM t WHERE a LIKE like_escape(b, '/')"
+    );
+    assert_eq!(
+        rewritten("SELECT 1 WHERE a NOT LIKE $1::VARCHAR || '%' ESCAPE '/'"),
+        "SELECT 1 WHERE a NOT LIKE like_escape($1::VARCHAR || '%', '/')"
+    );
 }
 
 #[test]

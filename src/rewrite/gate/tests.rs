@@ -103,17 +103,62 @@ fn writes_and_ddl_are_refused() {
 }
 
 #[test]
-fn copy_to_stdout_is_refused_as_unsupported() {
-    for sql in [
-        "COPY clinical.patients TO STDOUT",
-        "COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)",
-    ] {
-        assert_eq!(kind(sql).unwrap_err().code, "0A000", "{sql}");
+fn copy_to_stdout_is_a_query_and_every_other_copy_is_refused() {
+    match kind("COPY clinical.patients (patient_id, ssn) TO STDOUT").unwrap() {
+        StatementKind::Copy { query, options } => {
+            assert_eq!(
+                query.to_string(),
+                "SELECT patient_id, ssn FROM clinical.patients"
+            );
+            assert_eq!(options.format, super::CopyFormat::Text);
+            assert_eq!((options.delimiter, options.null.as_str()), (b'\t', "\\N"));
+        }
+        k => panic!("{k:?}"),
     }
-    assert_eq!(
-        kind("COPY clinical.patients FROM STDIN").unwrap_err().code,
-        "42501"
-    );
+    match kind("COPY (SELECT 1) TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER ';', NULL 'x')")
+        .unwrap()
+    {
+        StatementKind::Copy { options, .. } => {
+            assert_eq!(options.format, super::CopyFormat::Csv);
+            assert!(options.header);
+            assert_eq!((options.delimiter, options.null.as_str()), (b';', "x"));
+            assert_eq!((options.quote, options.escape), (b'"', b'"'));
+        }
+        k => panic!("{k:?}"),
+    }
+    match kind("COPY (SELECT 1) TO STDOUT WITH BINARY").unwrap() {
+        StatementKind::Copy { options, .. } => {
+            assert_eq!(options.format, super::CopyFormat::Binary)
+        }
+        k => panic!("{k:?}"),
+    }
+    for (sql, code) in [
+        ("COPY clinical.patients FROM STDIN", "42501"),
+        ("COPY clinical.patients TO '/tmp/x'", "42501"),
+        ("COPY (SELECT 1) TO PROGRAM 'cat'", "42501"),
+        (
+            "COPY (SELECT 1) TO STDOUT (FORMAT binary, DELIMITER ',')",
+            "42601",
+        ),
+        (
+            "COPY (SELECT 1) TO STDOUT (FORMAT csv, FORMAT text)",
+            "42601",
+        ),
+        ("COPY (SELECT 1) TO STDOUT (ESCAPE '!')", "0A000"),
+        ("COPY (SELECT 1) TO STDOUT (FREEZE)", "0A000"),
+        (
+            "COPY (SELECT 1) TO STDOUT (FORMAT csv, DELIMITER '\"')",
+            "22023",
+        ),
+        ("COPY (SELECT 1) TO STDOUT (DELIMITER 'ab')", "42601"),
+        (
+            "COPY (SELECT * FROM pg_read_file('/etc/passwd')) TO STDOUT",
+            "42501",
+        ),
+    ] {
+        let e = kind(sql).unwrap_err();
+        assert_eq!(e.code, code, "{sql}: {e:?}");
+    }
 }
 
 #[test]
