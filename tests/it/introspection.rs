@@ -825,3 +825,143 @@ fn retarget_and_placeholders() {
     );
     assert_eq!(Oids::UNKNOWN.substitute("{{oid}}"), "0");
 }
+
+/// Catalog answers drivers depend on beyond the captured files: numeric
+/// precision and scale (SQLAlchemy's `format_type(atttypid, atttypmod)`),
+/// `pg_cursors` (psycopg closing a named cursor), `pg_stat_activity`
+/// (Superset's stop button), and the functions asyncpg and Superset call.
+#[tokio::test(flavor = "multi_thread")]
+async fn driver_catalog_gaps() {
+    let client = connect(server().addr, "analyst", "operations").await;
+
+    let rows = client
+        .query(
+            "SELECT a.attname, a.atttypmod, format_type(a.atttypid, a.atttypmod) \
+             FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON a.attrelid = c.oid \
+             JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
+             WHERE n.nspname = 'claims' AND c.relname = 'claims' \
+               AND a.attname IN ('billed_amount', 'allowed_amount', 'claim_id', 'payer') \
+             ORDER BY a.attname",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i32, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("allowed_amount".into(), 786_438, "numeric(12,2)".into()),
+            ("billed_amount".into(), 786_438, "numeric(12,2)".into()),
+            ("claim_id".into(), -1, "bigint".into()),
+            ("payer".into(), -1, "text".into()),
+        ]
+    );
+
+    let rows = client
+        .query(
+            "SELECT column_name, numeric_precision, numeric_scale, numeric_precision_radix, \
+                    character_maximum_length \
+             FROM information_schema.columns \
+             WHERE table_schema = 'claims' AND table_name = 'claims' \
+               AND column_name IN ('billed_amount', 'claim_id', 'payer') \
+             ORDER BY column_name",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, Option<i32>, Option<i32>, Option<i32>, Option<i32>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("billed_amount".into(), Some(12), Some(2), Some(10), None),
+            ("claim_id".into(), Some(64), Some(0), Some(2), None),
+            ("payer".into(), None, None, None, None),
+        ]
+    );
+
+    // psycopg: `SELECT 1 FROM pg_catalog.pg_cursors WHERE name = %s`.
+    let rows = client
+        .query(
+            "SELECT 1 FROM pg_catalog.pg_cursors WHERE name = $1",
+            &[&"c1"],
+        )
+        .await
+        .unwrap();
+    assert!(rows.is_empty());
+    client
+        .simple_query(
+            "SELECT name, statement, is_holdable, is_binary, is_scrollable, creation_time \
+             FROM pg_cursors",
+        )
+        .await
+        .unwrap();
+
+    // Superset's stop button: at most the session's own row, never its text.
+    let rows = client
+        .query(
+            "SELECT pid, usename, query FROM pg_catalog.pg_stat_activity",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(rows.len() <= 1, "pg_stat_activity lists other sessions");
+    for r in &rows {
+        assert_eq!(r.get::<_, Option<String>>(2), None);
+        assert_eq!(r.get::<_, Option<String>>(1).as_deref(), Some("analyst"));
+    }
+    let rows = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = '1626'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(rows.is_empty());
+    let row = client
+        .query_one(
+            "SELECT pg_my_temp_schema(), pg_cancel_backend(1626), pg_terminate_backend(1626)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 0);
+    assert!(!row.get::<_, bool>(1));
+    assert!(!row.get::<_, bool>(2));
+
+    // asyncpg at connect.
+    let row = client
+        .query_one(
+            "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(1), "off");
+    for setting in ["lakeward.purpose", "lakeward.role", "search_path"] {
+        let err = client
+            .query_one(
+                &format!("SELECT set_config('{setting}', 'research', false)"),
+                &[],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("42501"),
+            "set_config('{setting}')"
+        );
+    }
+    // Nothing changed: the session still reads with its own purpose.
+    let row = client
+        .query_one("SELECT current_setting('lakeward.purpose')", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "operations");
+}

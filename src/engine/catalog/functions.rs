@@ -248,6 +248,46 @@ impl ScalarUDFImpl for JsonBuildObjectUdf {
     }
 }
 
+/// Settings `set_config` accepts: ones lakeward has no use for, whose value
+/// changes nothing it does (asyncpg turns `jit` off at connect). The call
+/// returns the value and changes nothing.
+const HARMLESS_SETTINGS: &[&str] = &["jit"];
+
+/// `set_config(name, value, is_local)`: the value, for a harmless setting
+/// (`HARMLESS_SETTINGS`); any other setting, `lakeward.*` above all, is
+/// refused (`42501`): settings that matter are changed with `SET`, which
+/// checks them against the policy.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SetConfigUdf {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for SetConfigUdf {
+    fn name(&self) -> &str {
+        "set_config"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut out = Vec::with_capacity(args.number_rows);
+        for row in 0..args.number_rows {
+            let name = value_text(&arrays[0], row)?.unwrap_or_default();
+            if !HARMLESS_SETTINGS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(DataFusionError::Configuration(
+                    "set_config: this setting cannot be changed".into(),
+                ));
+            }
+            out.push(value_text(&arrays[1], row)?);
+        }
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+    }
+}
+
 /// Catalog functions that do not depend on the session's policy.
 pub(crate) fn static_udfs() -> Vec<ScalarUDF> {
     let any = |arities: &[usize]| {
@@ -317,6 +357,25 @@ pub(crate) fn static_udfs() -> Vec<ScalarUDF> {
             signature: any(&[1, 2]),
         }));
     }
+    // lakeward has no temporary schemas.
+    out.push(ScalarUDF::new_from_impl(ConstantUdf {
+        name: "pg_my_temp_schema",
+        value: ScalarValue::Int32(Some(0)),
+        signature: Signature::nullary(Volatility::Stable),
+    }));
+    // No client signals or ends another backend through SQL: cancelling
+    // is the protocol's CancelRequest, with the connection's secret. Both
+    // answer false and do nothing.
+    for name in ["pg_cancel_backend", "pg_terminate_backend"] {
+        out.push(ScalarUDF::new_from_impl(ConstantUdf {
+            name,
+            value: ScalarValue::Boolean(Some(false)),
+            signature: any(&[1, 2]),
+        }));
+    }
+    out.push(ScalarUDF::new_from_impl(SetConfigUdf {
+        signature: Signature::one_of(vec![TypeSignature::Any(3)], Volatility::Volatile),
+    }));
     out.push(ScalarUDF::new_from_impl(ExpandArrayUdf {
         signature: any(&[1]),
     }));

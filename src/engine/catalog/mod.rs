@@ -27,20 +27,30 @@
 //!   ([`pg_type_names`]).
 //! - `privileges.rs`: `has_*_privilege`, answered from the session's policy
 //!   ([`privilege_udfs`]).
+//! - `attribute.rs`: `pg_attribute` with PostgreSQL's type modifiers
+//!   (`numeric(p,s)` precision and scale in `atttypmod`).
+//! - `activity.rs`: `pg_stat_activity` (the executing session's own row,
+//!   from a [`SessionActivity`] on its state; never the statement text)
+//!   and `pg_cursors`.
 //! - `functions.rs`: PostgreSQL functions that do not depend on the policy
-//!   (`format`, `json_build_object`, `obj_description`, …:
-//!   [`static_udfs`]) and `pg_get_keywords()` ([`KeywordsFunction`]).
+//!   (`format`, `json_build_object`, `obj_description`, `set_config` for
+//!   harmless settings, `pg_cancel_backend`, …: [`static_udfs`]) and `pg_get_keywords()` ([`KeywordsFunction`]).
 
 use std::collections::BTreeSet;
 
 use datafusion::arrow::datatypes::SchemaRef;
 
+mod activity;
+mod attribute;
 mod functions;
 mod information_schema;
 mod pg_catalog;
 mod privileges;
 mod tables;
 
+// Set by the executor on a statement's state (see `activity.rs`).
+#[allow(unused_imports)]
+pub(crate) use activity::SessionActivity;
 pub(crate) use functions::{KeywordsFunction, static_udfs};
 pub(crate) use pg_catalog::{register_system_schemas, system_names};
 pub(crate) use privileges::privilege_udfs;

@@ -13,6 +13,7 @@ use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables};
 
+use super::activity;
 use super::information_schema::information_schema;
 use super::tables::CatalogSchema;
 use super::{DATABASE, SYSTEM_SCHEMAS, Visible};
@@ -118,6 +119,10 @@ pub(crate) fn system_names(
                 names.insert(table);
             }
         }
+        for schema in [activity::activity_schema(), activity::cursors_schema()] {
+            names.extend(schema.fields().iter().map(|f| f.name().clone()));
+        }
+        names.extend(activity::TABLES.iter().map(|t| (*t).to_owned()));
         if let Ok(tables) = information_schema(&Visible::default()) {
             for (table, batch) in tables {
                 names.extend(batch.schema().fields().iter().map(|f| f.name().clone()));
@@ -146,6 +151,7 @@ pub(crate) fn register_system_schemas(
         "pg_catalog",
         Arc::new(CatalogSchema {
             inner: Arc::new(pg),
+            described: Some(Arc::downgrade(list)),
         }),
     )?;
     let info_schema = datafusion::catalog::MemorySchemaProvider::new();
@@ -157,6 +163,7 @@ pub(crate) fn register_system_schemas(
         "information_schema",
         Arc::new(CatalogSchema {
             inner: Arc::new(info_schema),
+            described: None,
         }),
     )?;
     Ok(())

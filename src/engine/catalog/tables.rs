@@ -134,25 +134,69 @@ impl TableProvider for CatalogTable {
 #[derive(Debug)]
 pub(super) struct CatalogSchema {
     pub(super) inner: Arc<dyn SchemaProvider>,
+    /// The secured catalog `pg_catalog` describes (`None` for
+    /// `information_schema`): `pg_attribute` reads its column types.
+    pub(super) described: Option<std::sync::Weak<dyn datafusion::catalog::CatalogProviderList>>,
+}
+
+impl CatalogSchema {
+    /// Is this `pg_catalog`, which gets the tables of `activity.rs`?
+    fn is_pg_catalog(&self) -> bool {
+        self.described.is_some()
+    }
 }
 
 #[async_trait]
 impl SchemaProvider for CatalogSchema {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        if self.is_pg_catalog() {
+            names.extend(super::activity::TABLES.iter().map(|t| (*t).to_owned()));
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let lower = name.to_ascii_lowercase();
+        if self.is_pg_catalog() {
+            match lower.as_str() {
+                "pg_stat_activity" => {
+                    return Ok(Some(CatalogTable::new(Arc::new(
+                        super::activity::ActivityTable::new(),
+                    ))));
+                }
+                "pg_cursors" => {
+                    return Ok(Some(CatalogTable::new(empty_table(
+                        &super::activity::cursors_schema(),
+                    )?)));
+                }
+                _ => {}
+            }
+        }
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };
-        let lower = name.to_ascii_lowercase();
         let table = match lower.as_str() {
             // Rows exported from the cluster datafusion-pg-catalog was built
             // against (its column statistics hold that cluster's values,
             // pg_authid its password hashes): lakeward has none of its own.
             n if holds_another_clusters_rows(n) => CatalogTable::new(empty_table(&table.schema())?),
             "pg_index" | "pg_constraint" => CatalogTable::new(empty_keys_table(&table.schema())?),
+            "pg_attribute" => match (
+                &self.described,
+                self.inner.table("pg_class").await?,
+                self.inner.table("pg_namespace").await?,
+            ) {
+                (Some(list), Some(classes), Some(namespaces)) => {
+                    CatalogTable::new(Arc::new(super::attribute::TypmodAttributes {
+                        attributes: table,
+                        classes,
+                        namespaces,
+                        list: list.clone(),
+                    }))
+                }
+                _ => CatalogTable::new(table),
+            },
             // Storage options (SQLAlchemy reads them with the indexes).
             "pg_class" => CatalogTable::with_nulls(
                 table,
@@ -169,6 +213,8 @@ impl SchemaProvider for CatalogSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
+            || (self.is_pg_catalog()
+                && super::activity::TABLES.contains(&name.to_ascii_lowercase().as_str()))
     }
 
     fn register_table(
