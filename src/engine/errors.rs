@@ -112,6 +112,12 @@ fn plan_error(msg: &str) -> SqlError {
     if let Some(rest) = line.strip_prefix("table '")
         && let Some(name) = rest.strip_suffix("' not found")
     {
+        // DataFusion names the relation with its internal catalog first
+        // (`datafusion.pg_catalog.pg_x`); the client named schema.table.
+        let name = name
+            .strip_prefix(super::CATALOG)
+            .and_then(|n| n.strip_prefix('.'))
+            .unwrap_or(name);
         return SqlError::new("42P01", format!("relation \"{name}\" does not exist"));
     }
     if let Some(rest) = line.strip_prefix("Invalid function '") {

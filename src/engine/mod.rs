@@ -484,6 +484,18 @@ impl Engine {
         plan: LogicalPlan,
         optimised: bool,
     ) -> Result<SendableRecordBatchStream, SqlError> {
+        self.execute_for(state, plan, optimised, None).await
+    }
+
+    /// [`Engine::execute`] for a connected session: `pg_stat_activity`
+    /// shows `activity` (its own row, never another session's).
+    pub(crate) async fn execute_for(
+        &self,
+        state: &SessionState,
+        plan: LogicalPlan,
+        optimised: bool,
+        activity: Option<Arc<catalog::SessionActivity>>,
+    ) -> Result<SendableRecordBatchStream, SqlError> {
         use datafusion::optimizer::analyzer::AnalyzerRule;
         use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
         use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
@@ -492,6 +504,9 @@ impl Engine {
         // and friends take the time of this execution.
         let mut state = state.clone();
         state.mark_start_execution();
+        if let Some(activity) = activity {
+            state.config_mut().set_extension(activity);
+        }
         let sql_err = |e: datafusion::error::DataFusionError| errors::to_sql_error(&e);
         if !optimised {
             let task = self.statement_task(&state);

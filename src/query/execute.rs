@@ -37,6 +37,8 @@ pub(crate) struct Execution<'a> {
     /// the audit tables, so auditors see every record up to their own.
     pub auditor: Option<&'a Auditor>,
     pub cancel: CancellationToken,
+    /// The session `pg_stat_activity` shows (`None`: no rows).
+    pub activity: Option<Arc<crate::engine::catalog::SessionActivity>>,
 }
 
 /// A planned query to execute.
@@ -79,6 +81,7 @@ pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running,
         audit,
         auditor,
         cancel,
+        activity,
     } = x;
     let mut timer = Metrics::global().statement_timer();
     let admitted = match limits {
@@ -121,7 +124,9 @@ pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running,
                     None => None,
                 };
                 let state = budgeted.as_ref().unwrap_or(state);
-                let stream = engine.execute(state, plan, optimised).await?;
+                let stream = engine
+                    .execute_for(state, plan, optimised, activity)
+                    .await?;
                 Ok(first_batch_ahead(stream).await)
             } => r,
         }

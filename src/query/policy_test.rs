@@ -68,6 +68,7 @@ async fn run_query(engine: &Engine, policy: &Arc<Policy>, t: &PolicyTest) -> Out
         audit: &mut None,
         auditor: None,
         cancel: Default::default(),
+        activity: None,
     };
     let plan = crate::query::execute::Plan {
         state: &planned.state,

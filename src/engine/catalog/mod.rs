@@ -49,7 +49,6 @@ mod privileges;
 mod tables;
 
 // Set by the executor on a statement's state (see `activity.rs`).
-#[allow(unused_imports)]
 pub(crate) use activity::SessionActivity;
 pub(crate) use functions::{KeywordsFunction, static_udfs};
 pub(crate) use pg_catalog::{register_system_schemas, system_names};

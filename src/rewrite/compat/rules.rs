@@ -117,6 +117,80 @@ impl SqlStatementRewriteRule for RegprocName {
     }
 }
 
+/// The `regproc` columns of the exported catalogs, which hold procedure
+/// names (`boolrecv`) and `-` for none.
+const REGPROC_COLUMNS: &[&str] = &[
+    "typinput",
+    "typoutput",
+    "typreceive",
+    "typsend",
+    "typmodin",
+    "typmodout",
+    "typanalyze",
+    "typsubscript",
+    "prosupport",
+    "aggtransfn",
+    "aggfinalfn",
+    "aggcombinefn",
+    "aggserialfn",
+    "aggdeserialfn",
+    "aggmtransfn",
+    "aggminvtransfn",
+    "aggmfinalfn",
+    "oprcode",
+    "oprrest",
+    "oprjoin",
+    "rngcanonical",
+    "rngsubdiff",
+];
+
+/// `typreceive != 0` (a `regproc` column against the oid 0, "no
+/// function") becomes `typreceive != '-'`: the exported columns hold names,
+/// and `0` prints as `-` in PostgreSQL (ADBC's type query at connect).
+#[derive(Debug)]
+struct RegprocZero;
+
+fn is_regproc_column(e: &Expr) -> bool {
+    let name = match e {
+        Expr::Identifier(i) => i,
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(i) => i,
+            None => return false,
+        },
+        _ => return false,
+    };
+    REGPROC_COLUMNS.contains(&name.value.to_ascii_lowercase().as_str())
+}
+
+fn is_zero(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n == "0"))
+}
+
+impl SqlStatementRewriteRule for RegprocZero {
+    fn rewrite(&self, mut s: Statement) -> Statement {
+        use datafusion::sql::sqlparser::ast::BinaryOperator;
+        struct V;
+        impl VisitorMut for V {
+            type Break = ();
+            fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+                if let Expr::BinaryOp { left, op, right } = e
+                    && matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq)
+                {
+                    let none = || Expr::value(Value::SingleQuotedString("-".into()));
+                    if is_regproc_column(left) && is_zero(right) {
+                        **right = none();
+                    } else if is_regproc_column(right) && is_zero(left) {
+                        **left = none();
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let _ = VisitMut::visit(&mut s, &mut V);
+        s
+    }
+}
+
 /// `x IN (SELECT … FROM generate_series(…) i, string_to_array(
 /// current_setting('search_path'), ',') s)` — Grafana's "is this schema on
 /// the search path" — becomes `array_has(current_schemas(false), x)`, which
@@ -423,6 +497,7 @@ pub(super) fn rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
             Arc::new(RewritePgCatalogOperator),
             Arc::new(ToRegFunctions),
             Arc::new(RegprocName),
+            Arc::new(RegprocZero),
             Arc::new(RewriteRegCastToSubquery::new()),
             Arc::new(RemoveSubqueryFromProjection),
             Arc::new(AggregateScalarSubquery),

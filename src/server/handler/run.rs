@@ -183,6 +183,15 @@ impl ConnHandler {
                         audit,
                         auditor: Some(&self.shared.audit),
                         cancel: cancel.clone(),
+                        activity: Some(Arc::new(crate::engine::catalog::SessionActivity {
+                            pid: self.shared.registry.pid_of(session.id).unwrap_or(0),
+                            user: session.user.clone(),
+                            database: session.database.clone(),
+                            application_name: session.application_name(),
+                            client_addr: Some(session.client_addr.ip().to_string()),
+                            client_port: Some(i32::from(session.client_addr.port())),
+                            backend_start_micros: None,
+                        })),
                     },
                     crate::query::execute::Plan {
                         state,
