@@ -15,6 +15,7 @@ pub mod encode;
 pub mod errors;
 pub mod masks;
 pub mod memory;
+pub mod pg_datetime;
 pub mod secure;
 pub mod snapshot_scan;
 pub mod tables;
