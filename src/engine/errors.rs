@@ -67,6 +67,10 @@ pub(crate) fn to_sql_error(err: &DataFusionError) -> SqlError {
                 to_sql_error(df)
             } else if let Some(a) = e.downcast_ref::<ArrowError>() {
                 arrow_error(a)
+            } else if let Some(sql) = e.downcast_ref::<SqlError>() {
+                // Functions of lakeward's own (`pg_datetime`) report a
+                // PostgreSQL SQLSTATE with a message that names no value.
+                sql.clone()
             } else if let Some(super::delta::DeltaError::UnsupportedFeature { .. }) =
                 e.downcast_ref::<super::delta::DeltaError>()
             {

@@ -16,6 +16,7 @@ pub(crate) mod errors;
 mod like;
 pub mod masks;
 pub(crate) mod memory;
+pub(crate) mod pg_datetime;
 pub(crate) mod secure;
 pub(crate) mod snapshot_scan;
 pub mod tables;
@@ -231,6 +232,11 @@ impl Engine {
             client.register_udf(udf);
         }
         client.register_udf(like::like_escape_udf());
+        // PostgreSQL's to_char/to_date/to_timestamp templates in place of
+        // DataFusion's chrono formats (other arities stay DataFusion's).
+        for udf in pg_datetime::udfs() {
+            client.register_udf(udf);
+        }
         let static_tables = Arc::new(
             datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
                 .map_err(|e| EngineError::Setup(e.to_string()))?,

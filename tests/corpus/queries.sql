@@ -106,7 +106,7 @@ SELECT CAST(patient_id AS VARCHAR) AS pid, CAST(birth_date AS VARCHAR) AS bd, CA
 SELECT CAST(birth_date AS TIMESTAMP) AS bts, CAST(zip AS BIGINT) + 0 AS zn, patient_id FROM clinical.patients
 SELECT birth_date::text AS bd, zip::int AS z, patient_id::text AS pid FROM clinical.patients
 SELECT CAST(ssn AS VARCHAR(20)) AS s, CAST(mrn AS TEXT) AS m, CAST(phone AS CHAR(12)) AS p FROM clinical.patients
-SELECT to_char(birth_date, '%Y-%m-%d') AS bd, patient_id FROM clinical.patients
+SELECT to_char(birth_date, 'YYYY-MM-DD') AS bd, patient_id FROM clinical.patients
 SELECT date_part('month', birth_date) AS m, date_part('day', birth_date) AS d, EXTRACT(YEAR FROM birth_date) AS y, patient_id FROM clinical.patients
 SELECT date_trunc('month', birth_date) AS bm, birth_date + INTERVAL '1 day' AS bd_plus, patient_id FROM clinical.patients
 SELECT birth_date - INTERVAL '1 day' AS before_birth, patient_id FROM clinical.patients

