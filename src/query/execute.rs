@@ -89,11 +89,16 @@ pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running,
             let statement = limits.for_role(role);
             let permit = limits.admit(role, &statement)?;
             let deadline = statement.timeout.map(|t| tokio::time::Instant::now() + t);
-            Some((limits.clone(), statement, deadline, permit, role))
+            Some(Admitted {
+                limits: limits.clone(),
+                statement,
+                deadline,
+                permit,
+            })
         }
         None => None,
     };
-    let deadline = admitted.as_ref().and_then(|a| a.2);
+    let deadline = admitted.as_ref().and_then(|a| a.deadline);
     let record = async {
         match audit.as_mut() {
             Some(a) => a.before_rows().await,
@@ -106,15 +111,16 @@ pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running,
         optimised,
         reads_audit,
     } = plan;
+    let role = limits.and_then(|(_, role)| role);
     let budget = admitted
         .as_ref()
-        .and_then(|(_, statement, _, _, role)| Some((statement.max_memory?, (*role)?)));
+        .and_then(|a| Some((a.statement.max_memory?, role?)));
     let run = async {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(SqlError::cancelled()),
             _ = until(deadline) => match &admitted {
-                Some(a) => Err(a.0.exceeded(Exceeded::StatementTimeout)),
+                Some(a) => Err(a.limits.exceeded(Exceeded::StatementTimeout)),
                 None => Err(SqlError::internal()),
             },
             r = async {
@@ -156,12 +162,7 @@ pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running,
     timer.mark(Phase::Execute);
     Ok(Running {
         batches,
-        admitted: admitted.map(|(limits, statement, deadline, permit, _)| Admitted {
-            limits,
-            statement,
-            deadline,
-            permit,
-        }),
+        admitted,
         completion: audit.take().map(StatementAudit::completion),
         timer,
     })

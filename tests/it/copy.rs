@@ -170,6 +170,74 @@ async fn copy_of_a_table_keeps_the_row_scope_and_is_audited_as_copy() {
     );
 }
 
+/// The sites a clinician's COPY of `clinical.patients` holds.
+async fn copied_sites(c: &Client, stmt: &tokio_postgres::Statement) -> Vec<String> {
+    let stream = c.copy_out(stmt).await.expect("copy");
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.expect("copy data");
+    let text = String::from_utf8(chunks.concat()).expect("utf-8");
+    let mut sites: Vec<String> = text.lines().map(str::to_owned).collect();
+    sites.sort();
+    sites.dedup();
+    sites
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prepared_copy_follows_break_glass_set_local_rollback_and_discard_all() {
+    let c = as_user(
+        server().addr,
+        "copy_bg",
+        "clinician",
+        Some("S01"),
+        "treatment",
+    )
+    .await;
+    let stmt = c
+        .prepare("COPY (SELECT DISTINCT site_id FROM clinical.patients) TO STDOUT")
+        .await
+        .expect("prepare COPY");
+    assert_eq!(copied_sites(&c, &stmt).await, vec!["S01"]);
+
+    // SET LOCAL break-glass lifts the site filter for this transaction
+    // only: the same prepared COPY is re-planned, then re-planned back.
+    c.batch_execute(
+        "BEGIN; SET LOCAL lakeward.break_glass = 'unconscious patient brought in by ambulance'",
+    )
+    .await
+    .expect("break-glass");
+    assert!(
+        copied_sites(&c, &stmt).await.len() > 1,
+        "all sites under break-glass"
+    );
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    assert_eq!(copied_sites(&c, &stmt).await, vec!["S01"]);
+
+    // In a failed transaction COPY is refused like any statement.
+    c.batch_execute("BEGIN").await.expect("begin");
+    assert!(c.simple_query("SELECT * FROM nope").await.is_err());
+    let Err(e) = c.copy_out(&stmt).await else {
+        panic!("COPY ran in an aborted transaction");
+    };
+    assert_eq!(sqlstate(&e).as_deref(), Some("25P02"));
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+
+    // A session-level break-glass ends with DISCARD ALL.
+    c.batch_execute("SET lakeward.break_glass = 'unconscious patient brought in by ambulance'")
+        .await
+        .expect("break-glass");
+    assert!(copied_sites(&c, &stmt).await.len() > 1);
+    c.batch_execute("DISCARD ALL").await.expect("discard all");
+    // DISCARD ALL also clears the purpose: nothing is read until it is
+    // declared again.
+    c.batch_execute("SET lakeward.purpose = 'treatment'")
+        .await
+        .expect("purpose");
+    let stmt = c
+        .prepare("COPY (SELECT DISTINCT site_id FROM clinical.patients) TO STDOUT")
+        .await
+        .expect("prepare again after DISCARD ALL");
+    assert_eq!(copied_sites(&c, &stmt).await, vec!["S01"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn copy_from_to_a_file_or_a_program_and_bad_options_are_refused() {
     let c = connect_role(server().addr, "analyst", "operations").await;

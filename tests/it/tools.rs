@@ -720,17 +720,7 @@ fn check_sqlalchemy(r: &mut Report, cx: &Ctx<'_>, doc: &Value, driver: &str) {
 
     let label = l("inspector.get_columns('patients', schema='clinical')");
     if let Some(v) = r.ok(sec, "columns_patients", &label) {
-        let got: Vec<(String, String)> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                (
-                    c["name"].as_str().unwrap_or("").to_owned(),
-                    c["type"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect();
+        let got = name_types(v);
         let want: Vec<(String, String)> = PATIENT_COLUMNS
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))
@@ -753,17 +743,7 @@ fn check_sqlalchemy(r: &mut Report, cx: &Ctx<'_>, doc: &Value, driver: &str) {
     }
     let label = l("inspector.get_columns('claims', schema='claims')");
     if let Some(v) = r.ok(sec, "columns_claims", &label) {
-        let got: Vec<(String, String)> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                (
-                    c["name"].as_str().unwrap_or("").to_owned(),
-                    c["type"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect();
+        let got = name_types(v);
         let want: Vec<(String, String)> = CLAIM_COLUMNS
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))
@@ -1361,6 +1341,20 @@ fn python_tools_read_exactly_what_the_policy_allows() {
         failed.len(),
         failed.join("\n")
     );
+}
+
+/// The `(name, type)` pairs of an inspector's `get_columns` answer.
+fn name_types(v: &Value) -> Vec<(String, String)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("").to_owned(),
+                c["type"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Steps that fail today for a reason lakeward has not fixed yet (docs/clients.md,

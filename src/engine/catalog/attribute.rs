@@ -21,16 +21,7 @@ use crate::engine::CATALOG;
 
 /// PostgreSQL's `atttypmod` for an Arrow type (`-1`: none).
 pub(crate) fn typmod(t: &DataType) -> i32 {
-    match t {
-        DataType::Decimal32(p, s)
-        | DataType::Decimal64(p, s)
-        | DataType::Decimal128(p, s)
-        | DataType::Decimal256(p, s) => {
-            let scale = i32::from((*s).max(0));
-            ((i32::from(*p) << 16) | scale) + 4
-        }
-        _ => -1,
-    }
+    crate::engine::encode::numeric_typmod(t).unwrap_or(-1)
 }
 
 /// `pg_attribute` over `attributes` (the crate's), with `atttypmod` computed

@@ -170,6 +170,23 @@ impl PreparedInner {
         }
     }
 
+    /// A statement that runs `inner`'s query (`DECLARE … CURSOR FOR`,
+    /// `COPY (…) TO STDOUT`): its parameters and reads are the query's;
+    /// the query is re-planned on its own when the access rules change.
+    fn around(
+        inner: Prepared,
+        wrap: impl FnOnce(Prepared) -> PreparedKind,
+        statement_kind: &'static str,
+        fingerprint: &str,
+    ) -> PreparedInner {
+        PreparedInner {
+            param_types: inner.0.param_types.clone(),
+            param_data_types: inner.0.param_data_types.clone(),
+            reads_tables: inner.0.reads_tables,
+            ..PreparedInner::new(wrap(inner), statement_kind, fingerprint)
+        }
+    }
+
     /// A query planned by the pipeline for `principal`: re-planned at
     /// Execute when the session's subject or policy version no longer
     /// matches the ones it was planned for.

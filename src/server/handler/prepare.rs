@@ -182,16 +182,12 @@ impl Parser {
                     Box::pin(self.prepare_unaudited(session, *query, statement_kind, fingerprint))
                         .await?;
                 Ok(Prepared(
-                    Arc::new(PreparedInner {
-                        param_types: inner.0.param_types.clone(),
-                        param_data_types: inner.0.param_data_types.clone(),
-                        reads_tables: inner.0.reads_tables,
-                        ..PreparedInner::new(
-                            PreparedKind::Declare { name, inner },
-                            statement_kind,
-                            fingerprint,
-                        )
-                    }),
+                    Arc::new(PreparedInner::around(
+                        inner,
+                        |inner| PreparedKind::Declare { name, inner },
+                        statement_kind,
+                        fingerprint,
+                    )),
                     None,
                 ))
             }
@@ -200,16 +196,12 @@ impl Parser {
                     Box::pin(self.prepare_unaudited(session, *query, statement_kind, fingerprint))
                         .await?;
                 Ok(Prepared(
-                    Arc::new(PreparedInner {
-                        param_types: inner.0.param_types.clone(),
-                        param_data_types: inner.0.param_data_types.clone(),
-                        reads_tables: inner.0.reads_tables,
-                        ..PreparedInner::new(
-                            PreparedKind::Copy { options, inner },
-                            statement_kind,
-                            fingerprint,
-                        )
-                    }),
+                    Arc::new(PreparedInner::around(
+                        inner,
+                        |inner| PreparedKind::Copy { options, inner },
+                        statement_kind,
+                        fingerprint,
+                    )),
                     None,
                 ))
             }
