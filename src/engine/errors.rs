@@ -55,10 +55,12 @@ pub(crate) fn to_sql_error(err: &DataFusionError) -> SqlError {
         DataFusionError::SQL(_, _) => SqlError::new("42601", "syntax error"),
         DataFusionError::SchemaError(e, _) => schema_error(e),
         DataFusionError::Plan(msg) => plan_error(msg),
-        DataFusionError::NotImplemented(msg) => SqlError::new(
-            "0A000",
-            format!("not supported: {}", redact_literals(first_line(msg))),
-        ),
+        DataFusionError::NotImplemented(msg) => unsupported_construct(msg).unwrap_or_else(|| {
+            SqlError::new(
+                "0A000",
+                format!("not supported: {}", redact_literals(first_line(msg))),
+            )
+        }),
         DataFusionError::ArrowError(e, _) => arrow_error(e),
         DataFusionError::ResourcesExhausted(msg) => resources_exhausted(msg),
         DataFusionError::Execution(msg) => execution_error(msg),
@@ -91,6 +93,26 @@ pub(crate) fn to_sql_error(err: &DataFusionError) -> SqlError {
         }
         _ => SqlError::internal(),
     }
+}
+
+/// A subquery shape DataFusion's planner could not turn into a join
+/// (its message prints the plan's internal expression): named for the
+/// user, with what to write instead.
+fn unsupported_construct(msg: &str) -> Option<SqlError> {
+    let line = first_line(msg);
+    let expr = line.strip_prefix("Physical plan does not support logical expression ")?;
+    let text = if expr.starts_with("OuterReferenceColumn") {
+        "a subquery that reads columns of the outer query (a correlated LATERAL subquery, or a correlated subquery without an aggregate) is not supported here: write it as a join, or aggregate it (LATERAL (SELECT count(*) … WHERE … = outer.col) is supported)"
+    } else if expr.starts_with("Exists") {
+        "EXISTS (subquery) is not supported in this position: use it as a condition of WHERE, or compare a count (SELECT count(*) … ) > 0"
+    } else if expr.starts_with("InSubquery") {
+        "IN (subquery) is not supported in this position: use it as a condition of WHERE, or write it as a join"
+    } else if expr.starts_with("ScalarSubquery") {
+        "this scalar subquery is not supported here: a correlated scalar subquery must aggregate (count, max, …); or write it as a join"
+    } else {
+        return None;
+    };
+    Some(SqlError::new("0A000", text))
 }
 
 fn schema_error(e: &SchemaError) -> SqlError {

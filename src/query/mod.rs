@@ -13,7 +13,8 @@
 //!      version and subject);
 //!    - session functions: `current_user`, `version()`, `current_setting()`
 //!      … become literals bound from the principal;
-//!    - result names: PostgreSQL's output column names;
+//!    - result names: PostgreSQL's output column names; `EXISTS` outside
+//!      a filter as a correlated count;
 //!    - plan (`enforce::plan`): grants by name, the search path against the
 //!      secured catalog, planning over secured tables, the plan verifier and
 //!      the access report;
@@ -159,6 +160,8 @@ pub struct RewrittenQuery {
     pub reads_tables: bool,
     /// Whether a session function bound a value of this connection.
     pub connection_specific: bool,
+    /// Result columns planned under an internal alias (duplicate names).
+    pub result_names: crate::rewrite::compat::ResultNames,
 }
 
 /// Step 2a: purpose, session functions and result names.
@@ -169,11 +172,13 @@ pub fn rewrite_query(
     let reads_tables = gate::reads_tables(&stmt);
     require_purpose(principal.purpose, reads_tables)?;
     let connection_specific = bind_session_functions(&mut stmt, &principal.facts);
-    crate::rewrite::compat::postgres_column_names(&mut stmt);
+    let result_names = crate::rewrite::compat::postgres_column_names(&mut stmt);
+    crate::rewrite::compat::exists_outside_filters(&mut stmt);
     Ok(RewrittenQuery {
         stmt,
         reads_tables,
         connection_specific,
+        result_names,
     })
 }
 
@@ -190,6 +195,7 @@ pub async fn plan_query(
         stmt,
         reads_tables,
         connection_specific,
+        result_names,
     } = rewrite_query(principal, stmt)?;
     let metrics = crate::metrics::Metrics::global();
     metrics.observe_phase(
@@ -207,7 +213,7 @@ pub async fn plan_query(
     )
     .await?;
     let (param_types, param_data_types) = parameter_types(&plan)?;
-    let result_schema = Arc::new(plan.schema().as_arrow().clone());
+    let result_schema = shown_names(plan.schema().as_arrow(), &result_names);
     let (plan, optimised) = engine.optimise_once(&state, plan);
     metrics.observe_phase(crate::metrics::Phase::Plan, plan_started.elapsed());
     Ok(PlannedQuery {
@@ -221,6 +227,30 @@ pub async fn plan_query(
         reads_tables,
         connection_specific,
     })
+}
+
+/// The result's schema as the client is told it: columns planned under an
+/// internal alias get their PostgreSQL names back (several columns may
+/// then share a name, as in PostgreSQL).
+fn shown_names(
+    schema: &datafusion::arrow::datatypes::Schema,
+    names: &crate::rewrite::compat::ResultNames,
+) -> SchemaRef {
+    if names.is_empty() {
+        return Arc::new(schema.clone());
+    }
+    let fields: Vec<datafusion::arrow::datatypes::FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match names.shown_as(f.name()) {
+            Some(shown) => Arc::new(f.as_ref().clone().with_name(shown)),
+            None => Arc::clone(f),
+        })
+        .collect();
+    Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
 }
 
 /// Reading tables needs a declared purpose of use (SPEC §4). Checked when

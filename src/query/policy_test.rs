@@ -56,8 +56,7 @@ async fn run_query(engine: &Engine, policy: &Arc<Policy>, t: &PolicyTest) -> Out
         Err(e) => return Outcome::Denied(e.code.into()),
     };
     let columns: Vec<String> = planned
-        .plan
-        .schema()
+        .result_schema
         .fields()
         .iter()
         .map(|f| f.name().clone())

@@ -28,6 +28,8 @@
 //!   every statement;
 //! - `columns.rs`: [`postgres_column_names`], result columns named as
 //!   PostgreSQL names them;
+//! - `exists.rs`: [`exists_outside_filters`], `EXISTS` in a select list
+//!   (or under `OR`) as the correlated count DataFusion can plan;
 //! - `tests.rs`: the unit tests.
 //!
 //! This file holds the entry point, [`rewrite_catalog_statement`], and the
@@ -43,12 +45,14 @@ use datafusion::sql::sqlparser::ast::{
 mod columns;
 mod detection;
 mod empty_catalogs;
+mod exists;
 mod like;
 mod rules;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use columns::postgres_column_names;
+pub(crate) use columns::{ResultNames, postgres_column_names};
+pub(crate) use exists::exists_outside_filters;
 pub(crate) use detection::{SYSTEM_SCHEMAS, is_catalog_statement, reads_only_system_relations};
 pub(crate) use like::{backslash_pattern, portable_like};
 use rules::rules;

@@ -154,9 +154,30 @@ fn result_columns_are_named_like_postgres() {
     let mut s = stmt(
         "SELECT count(*), site_id, sum(x)::int, 1 + 1, p.a, CASE WHEN true THEN 1 END, max(y) AS m, min(z), min(w) FROM t p",
     );
-    postgres_column_names(&mut s);
+    let names = postgres_column_names(&mut s);
     assert_eq!(
         s.to_string(),
-        "SELECT count(*) AS \"count\", site_id, sum(x)::INT AS \"sum\", 1 + 1 AS \"?column?\", p.a, CASE WHEN true THEN 1 END AS \"case\", max(y) AS m, min(z), min(w) FROM t p"
+        "SELECT count(*) AS \"count\", site_id, sum(x)::INT AS \"sum\", 1 + 1 AS \"?column?\", p.a, CASE WHEN true THEN 1 END AS \"case\", max(y) AS m, min(z) AS \"__lakeward_result_7\", min(w) AS \"__lakeward_result_8\" FROM t p"
     );
+    assert_eq!(names.shown_as("__lakeward_result_7"), Some("min"));
+    assert_eq!(names.shown_as("__lakeward_result_8"), Some("min"));
+    assert_eq!(names.shown_as("m"), None);
+}
+
+#[test]
+fn duplicate_and_wildcard_neighbours_are_planned_under_internal_aliases() {
+    let mut s = stmt("SELECT *, ssn, p.* FROM t p");
+    let names = postgres_column_names(&mut s);
+    assert_eq!(
+        s.to_string(),
+        "SELECT *, ssn AS \"__lakeward_result_1\", p.* FROM t p"
+    );
+    assert_eq!(names.shown_as("__lakeward_result_1"), Some("ssn"));
+    let mut s = stmt("SELECT (SELECT count(*) FROM a), (SELECT max(x) AS top FROM b), EXISTS (SELECT 1 FROM c), 1 AS x, 2 AS x");
+    let names = postgres_column_names(&mut s);
+    assert_eq!(
+        s.to_string(),
+        "SELECT (SELECT count(*) FROM a) AS \"count\", (SELECT max(x) AS top FROM b) AS \"top\", EXISTS (SELECT 1 FROM c) AS \"exists\", 1 AS \"__lakeward_result_3\", 2 AS \"__lakeward_result_4\""
+    );
+    assert_eq!(names.shown_as("__lakeward_result_4"), Some("x"));
 }

@@ -30,14 +30,9 @@ fn classify_with(stmt: Statement, generators: bool) -> Result<StatementKind, Sql
             check_query_shape(q)?;
             Ok(StatementKind::Query(Box::new(stmt)))
         }
-        Statement::Explain {
-            ref statement,
-            analyze,
-            ..
-        } => {
-            if analyze {
-                return Err(SqlError::new("0A000", "EXPLAIN ANALYZE is not supported"));
-            }
+        Statement::Explain { ref statement, .. } => {
+            // EXPLAIN ANALYZE runs the query: planned, limited and audited
+            // like it; its metrics stop at the policy barrier.
             match statement.as_ref() {
                 Statement::Query(q) => {
                     check_query_shape(q)?;
@@ -155,6 +150,36 @@ fn classify_with(stmt: Statement, generators: bool) -> Result<StatementKind, Sql
             }
             _ => Err(SqlError::internal()),
         },
+        Statement::Prepare {
+            name,
+            data_types,
+            mut statement,
+        } => {
+            cast_declared_parameters(&mut statement, &data_types);
+            Ok(StatementKind::Prepare {
+                name: normalize(&name),
+                statement,
+            })
+        }
+        Statement::Execute {
+            name: Some(name),
+            parameters,
+            immediate: false,
+            into,
+            using,
+            output: false,
+            default: false,
+            ..
+        } if into.is_empty() && using.is_empty() => match name.0.as_slice() {
+            [part] => match part.as_ident() {
+                Some(ident) => Ok(StatementKind::Execute {
+                    name: normalize(ident),
+                    params: parameters,
+                }),
+                None => Err(SqlError::new("42601", "EXECUTE needs a statement name")),
+            },
+            _ => Err(SqlError::new("42601", "EXECUTE needs a statement name")),
+        },
         Statement::Close { cursor } => Ok(StatementKind::Close {
             name: match cursor {
                 ast::CloseCursor::All => None,
@@ -163,6 +188,34 @@ fn classify_with(stmt: Statement, generators: bool) -> Result<StatementKind, Sql
         }),
         other => Err(refusal(&other)),
     }
+}
+
+/// `PREPARE q (int, date) AS …`: each `$n` with a declared type becomes
+/// `$n::type`, so the value bound at `EXECUTE` is read as that type.
+fn cast_declared_parameters(stmt: &mut Statement, types: &[ast::DataType]) {
+    if types.is_empty() {
+        return;
+    }
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        if let ast::Expr::Value(v) = e
+            && let ast::Value::Placeholder(p) = &v.value
+            && let Some(ty) = p
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| types.get(i))
+        {
+            let inner = std::mem::replace(e, ast::Expr::value(ast::Value::Null));
+            *e = ast::Expr::Cast {
+                kind: ast::CastKind::DoubleColon,
+                expr: Box::new(inner),
+                data_type: ty.clone(),
+                array: false,
+                format: None,
+            };
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
 }
 
 /// The refusal for a statement kind outside the allow-list.

@@ -80,6 +80,18 @@ pub enum StatementKind {
         query: Box<Statement>,
         options: copy::CopyOptions,
     },
+    /// `PREPARE name [(type, …)] AS <query>`: the query, its `$n` cast to
+    /// the declared types, kept under `name` for `EXECUTE`.
+    Prepare {
+        name: String,
+        statement: Box<Statement>,
+    },
+    /// `EXECUTE name [(value, …)]`: run a statement of `PREPARE` with
+    /// these constant parameter values.
+    Execute {
+        name: String,
+        params: Vec<ast::Expr>,
+    },
 }
 
 impl StatementKind {
@@ -104,6 +116,8 @@ impl StatementKind {
             StatementKind::Fetch { .. } => "FETCH",
             StatementKind::Close { .. } => "CLOSE CURSOR",
             StatementKind::Copy { .. } => "COPY",
+            StatementKind::Prepare { .. } => "PREPARE",
+            StatementKind::Execute { .. } => "EXECUTE",
         }
     }
 }

@@ -177,7 +177,8 @@ impl ConnHandler {
         self.deallocate(client, None)
     }
 
-    /// `DEALLOCATE name` / `DEALLOCATE ALL`: statements prepared by Parse.
+    /// `DEALLOCATE name` / `DEALLOCATE ALL`: statements of SQL `PREPARE`
+    /// and of Parse (one namespace, as in PostgreSQL).
     fn deallocate<C: ClientPortalStore<PortalStore: PortalStore>>(
         &self,
         client: &C,
@@ -187,15 +188,16 @@ impl ConnHandler {
         let mut names = self.statement_names();
         match name {
             Some(n) => {
+                if self.parser.drop_sql_statements(Some(n)) {
+                    return Ok(());
+                }
                 if !names.remove(n) {
-                    return Err(SqlError::new(
-                        "26000",
-                        format!("prepared statement \"{}\" does not exist", printable(n)),
-                    ));
+                    return Err(super::prepare::missing_statement(n));
                 }
                 store.rm_statement(n);
             }
             None => {
+                self.parser.drop_sql_statements(None);
                 for n in names.drain() {
                     store.rm_statement(&n);
                 }

@@ -69,6 +69,8 @@ pub(crate) struct ConnHandler {
 pub(crate) struct Parser {
     shared: Arc<Shared>,
     session: Arc<OnceLock<Arc<Session>>>,
+    /// Statements of SQL `PREPARE`, by name, for `EXECUTE`.
+    sql_statements: Mutex<HashMap<String, Prepared>>,
 }
 
 /// A statement prepared by Parse (or by a simple Query, one per statement).
@@ -82,9 +84,11 @@ impl crate::enforce::CacheWeight for Prepared {
         match &self.0.kind {
             PreparedKind::Plan { plan, .. } => crate::enforce::plan_weight(plan)
                 .saturating_add(u32::try_from(self.0.fingerprint.len()).unwrap_or(u32::MAX)),
-            PreparedKind::Utility(_) | PreparedKind::Declare { .. } | PreparedKind::Copy { .. } => {
-                1024
-            }
+            PreparedKind::Utility(_)
+            | PreparedKind::Declare { .. }
+            | PreparedKind::Copy { .. }
+            | PreparedKind::Prepare { .. }
+            | PreparedKind::Execute { .. } => 1024,
         }
     }
 }
@@ -134,6 +138,16 @@ enum PreparedKind {
     Copy {
         options: crate::rewrite::gate::CopyOptions,
         inner: Prepared,
+    },
+    /// SQL `PREPARE name AS <query>`: the planned query, kept under `name`
+    /// when it runs.
+    Prepare { name: String, inner: Prepared },
+    /// SQL `EXECUTE name(…)`: a `PREPARE`d query with its parameter values
+    /// (re-planned like any prepared statement when the access rules
+    /// changed).
+    Execute {
+        inner: Prepared,
+        params: Option<datafusion::common::ParamValues>,
     },
 }
 
@@ -240,6 +254,7 @@ impl ConnHandler {
         let parser = Arc::new(Parser {
             shared: shared.clone(),
             session: Arc::new(OnceLock::new()),
+            sql_statements: Mutex::new(HashMap::new()),
         });
         ConnHandler {
             shared,

@@ -2,6 +2,7 @@
 //! and the audit record of a statement parsed but never executed.
 
 use std::fmt::Debug;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -205,6 +206,50 @@ impl Parser {
                     None,
                 ))
             }
+            StatementKind::Prepare { name, statement } => {
+                let kind = crate::rewrite::fingerprint::statement_kind(&statement);
+                let text = crate::rewrite::fingerprint::fingerprint(
+                    &statement,
+                    &crate::enforce::catalog_names(&self.shared.engine),
+                );
+                let inner =
+                    Box::pin(self.prepare_unaudited(session, *statement, kind, &text)).await?;
+                if !matches!(inner.0.kind, PreparedKind::Plan { .. }) {
+                    return Err(SqlError::new(
+                        "0A000",
+                        "PREPARE is supported for queries only",
+                    ));
+                }
+                Ok(Prepared(
+                    Arc::new(PreparedInner::around(
+                        inner,
+                        |inner| PreparedKind::Prepare { name, inner },
+                        statement_kind,
+                        fingerprint,
+                    )),
+                    None,
+                ))
+            }
+            StatementKind::Execute { name, params } => {
+                let inner = self.sql_statement(&name)?;
+                let params = execute_params(&name, &params, &inner.0.param_data_types)?;
+                // Audited as the statement it runs: its kind and shape.
+                Ok(Prepared(
+                    Arc::new(PreparedInner {
+                        result_schema: inner.0.result_schema.clone(),
+                        reads_tables: inner.0.reads_tables,
+                        ..PreparedInner::new(
+                            PreparedKind::Execute {
+                                params,
+                                inner: inner.clone(),
+                            },
+                            inner.0.statement_kind,
+                            &inner.0.fingerprint,
+                        )
+                    }),
+                    None,
+                ))
+            }
             other => {
                 let result_schema = match &other {
                     StatementKind::Show { name } if name == "all" => {
@@ -234,6 +279,148 @@ impl Parser {
                 ))
             }
         }
+    }
+}
+
+impl Parser {
+    fn sql_statements(&self) -> std::sync::MutexGuard<'_, HashMap<String, Prepared>> {
+        self.sql_statements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The statement `PREPARE`d as `name`.
+    fn sql_statement(&self, name: &str) -> Result<Prepared, SqlError> {
+        self.sql_statements()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| missing_statement(name))
+    }
+
+    /// Keep a `PREPARE`d statement under `name`; `taken` says whether a
+    /// statement of Parse already has the name (one namespace, as in
+    /// PostgreSQL).
+    pub(super) fn keep_sql_statement(
+        &self,
+        name: &str,
+        inner: &Prepared,
+        taken: bool,
+    ) -> Result<(), SqlError> {
+        let mut statements = self.sql_statements();
+        if taken || statements.contains_key(name) {
+            return Err(SqlError::new(
+                "42P05",
+                format!(
+                    "prepared statement \"{}\" already exists",
+                    super::printable(name)
+                ),
+            ));
+        }
+        statements.insert(name.to_owned(), inner.clone());
+        Ok(())
+    }
+
+    /// `DEALLOCATE name`: whether a `PREPARE`d statement had the name;
+    /// `DEALLOCATE ALL` (`None`): every one is dropped.
+    pub(super) fn drop_sql_statements(&self, name: Option<&str>) -> bool {
+        let mut statements = self.sql_statements();
+        match name {
+            Some(n) => statements.remove(n).is_some(),
+            None => {
+                statements.clear();
+                true
+            }
+        }
+    }
+}
+
+/// The error for a statement name that names nothing.
+pub(super) fn missing_statement(name: &str) -> SqlError {
+    SqlError::new(
+        "26000",
+        format!(
+            "prepared statement \"{}\" does not exist",
+            super::printable(name)
+        ),
+    )
+}
+
+/// The values of `EXECUTE name(v1, …)` as the statement's parameters:
+/// constants only (a literal, a signed number, a typed string or a cast
+/// of one), each read as the type the parameter was planned with.
+fn execute_params(
+    name: &str,
+    values: &[datafusion::sql::sqlparser::ast::Expr],
+    types: &[Option<DataType>],
+) -> Result<Option<datafusion::common::ParamValues>, SqlError> {
+    use datafusion::common::ScalarValue;
+    if values.len() != types.len() {
+        return Err(SqlError::new(
+            "42601",
+            format!(
+                "wrong number of parameters for prepared statement \"{}\": expected {}, got {}",
+                super::printable(name),
+                types.len(),
+                values.len()
+            ),
+        ));
+    }
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let mut scalars = Vec::with_capacity(values.len());
+    for (i, (value, ty)) in values.iter().zip(types).enumerate() {
+        let text = constant_text(value).ok_or_else(|| {
+            SqlError::new(
+                "0A000",
+                format!("EXECUTE parameter ${} must be a constant", i + 1),
+            )
+        })?;
+        let target = ty.clone().unwrap_or(DataType::Utf8);
+        let scalar = match text {
+            None => ScalarValue::try_from(&target)
+                .map_err(|_| SqlError::new("22P02", "invalid value for a parameter"))?,
+            Some(t) => ScalarValue::Utf8(Some(t)).cast_to(&target).map_err(|_| {
+                SqlError::new(
+                    "22P02",
+                    format!("invalid value for parameter ${}", i + 1),
+                )
+            })?,
+        };
+        scalars.push(scalar);
+    }
+    Ok(Some(datafusion::common::ParamValues::List(
+        scalars.into_iter().map(Into::into).collect(),
+    )))
+}
+
+/// The text of a constant (`None` inside: SQL NULL), or `None` when the
+/// expression is not a constant.
+fn constant_text(e: &datafusion::sql::sqlparser::ast::Expr) -> Option<Option<String>> {
+    use datafusion::sql::sqlparser::ast::{Expr, UnaryOperator, Value};
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Null => Some(None),
+            Value::Number(n, _) => Some(Some(n.clone())),
+            Value::Boolean(b) => Some(Some(b.to_string())),
+            other => other.clone().into_string().map(Some),
+        },
+        Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => constant_text(inner),
+        Expr::TypedString(t) => t.value.clone().into_string().map(Some),
+        Expr::UnaryOp {
+            op: op @ (UnaryOperator::Minus | UnaryOperator::Plus),
+            expr,
+        } => match expr.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => Some(Some(match op {
+                    UnaryOperator::Minus => format!("-{n}"),
+                    _ => n.clone(),
+                })),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -169,7 +169,10 @@ impl ConnHandler {
                         plan.clone()
                     }
                 };
-                let fields = Arc::new(pg_fields(plan.schema().as_arrow(), format)?);
+                let fields = Arc::new(pg_fields(
+                    &shown_schema(plan.schema().as_arrow(), prepared.0.result_schema.as_ref()),
+                    format,
+                )?);
                 let reads_audit = prepared
                     .0
                     .report
@@ -230,6 +233,18 @@ impl ConnHandler {
                     )?)),
                     _ => Err(SqlError::internal()),
                 }
+            }
+            PreparedKind::Prepare { name, inner } => {
+                let taken = self.statement_names().contains(name);
+                self.parser.keep_sql_statement(name, inner, taken)?;
+                if let Some(a) = audit.take() {
+                    a.done_without_rows().await?;
+                }
+                Ok(Outcome::Tag(Tag::new("PREPARE")))
+            }
+            PreparedKind::Execute { inner, params } => {
+                Box::pin(self.run_audited(session, inner, params.clone(), format, cancel, audit))
+                    .await
             }
             PreparedKind::Utility(kind) => {
                 let outcome = self.run_utility(session, kind, format)?;
@@ -311,7 +326,9 @@ impl ConnHandler {
             StatementKind::Query(_)
             | StatementKind::Explain(_)
             | StatementKind::Declare { .. }
-            | StatementKind::Copy { .. } => Err(SqlError::internal()),
+            | StatementKind::Copy { .. }
+            | StatementKind::Prepare { .. }
+            | StatementKind::Execute { .. } => Err(SqlError::internal()),
         }
     }
 }
@@ -372,4 +389,26 @@ fn text_rows(
     let rows: Vec<PgWireResult<_>> =
         arrow_pg::datatypes::encode_recordbatch(fields.clone(), batch).collect();
     Ok(QueryResponse::new(fields, futures::stream::iter(rows)))
+}
+
+/// The plan's output schema under the names the client was told at
+/// Describe (`result_schema`: PostgreSQL's names, duplicates allowed): the
+/// types are the plan's, as the rows are encoded from them.
+fn shown_schema(
+    plan: &datafusion::arrow::datatypes::Schema,
+    shown: Option<&datafusion::arrow::datatypes::SchemaRef>,
+) -> datafusion::arrow::datatypes::Schema {
+    match shown {
+        Some(shown) if shown.fields().len() == plan.fields().len() => {
+            datafusion::arrow::datatypes::Schema::new_with_metadata(
+                plan.fields()
+                    .iter()
+                    .zip(shown.fields().iter())
+                    .map(|(f, s)| f.as_ref().clone().with_name(s.name().clone()))
+                    .collect::<Vec<_>>(),
+                plan.metadata().clone(),
+            )
+        }
+        _ => plan.clone(),
+    }
 }
