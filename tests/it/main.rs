@@ -20,6 +20,7 @@ mod linkage;
 mod memory;
 mod object_store;
 mod operations;
+mod pg_behaviour;
 mod policy_cli;
 mod psql;
 mod reload;

@@ -17,10 +17,9 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, Ident, SelectFlavor, TableAlias, TableFactor,
-    TableWithJoins, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
-    GroupByExpr, Query, Select, SelectItem, SetExpr, Statement, UnaryOperator, Value, Visit,
-    VisitMut, Visitor, VisitorMut,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
+    GroupByExpr, Ident, Query, Select, SelectFlavor, SelectItem, SetExpr, Statement, TableAlias,
+    TableFactor, TableWithJoins, UnaryOperator, Value, Visit, VisitMut, Visitor, VisitorMut,
 };
 
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;

@@ -52,8 +52,8 @@ mod rules;
 mod tests;
 
 pub(crate) use columns::{ResultNames, postgres_column_names};
-pub(crate) use exists::exists_outside_filters;
 pub(crate) use detection::{SYSTEM_SCHEMAS, is_catalog_statement, reads_only_system_relations};
+pub(crate) use exists::exists_outside_filters;
 pub(crate) use like::{backslash_pattern, portable_like};
 use rules::rules;
 

@@ -173,7 +173,9 @@ fn duplicate_and_wildcard_neighbours_are_planned_under_internal_aliases() {
         "SELECT *, ssn AS \"__lakeward_result_1\", p.* FROM t p"
     );
     assert_eq!(names.shown_as("__lakeward_result_1"), Some("ssn"));
-    let mut s = stmt("SELECT (SELECT count(*) FROM a), (SELECT max(x) AS top FROM b), EXISTS (SELECT 1 FROM c), 1 AS x, 2 AS x");
+    let mut s = stmt(
+        "SELECT (SELECT count(*) FROM a), (SELECT max(x) AS top FROM b), EXISTS (SELECT 1 FROM c), 1 AS x, 2 AS x",
+    );
     let names = postgres_column_names(&mut s);
     assert_eq!(
         s.to_string(),

@@ -1,8 +1,8 @@
 //! Statement preparation: the extended-protocol [`Parser`], the plan cache
 //! and the audit record of a statement parsed but never executed.
 
-use std::fmt::Debug;
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -381,10 +381,7 @@ fn execute_params(
             None => ScalarValue::try_from(&target)
                 .map_err(|_| SqlError::new("22P02", "invalid value for a parameter"))?,
             Some(t) => ScalarValue::Utf8(Some(t)).cast_to(&target).map_err(|_| {
-                SqlError::new(
-                    "22P02",
-                    format!("invalid value for parameter ${}", i + 1),
-                )
+                SqlError::new("22P02", format!("invalid value for parameter ${}", i + 1))
             })?,
         };
         scalars.push(scalar);
