@@ -385,5 +385,8 @@ pub(crate) fn static_udfs() -> Vec<ScalarUDF> {
     out.push(ScalarUDF::new_from_impl(JsonBuildObjectUdf {
         signature: Signature::variadic_any(Volatility::Immutable),
     }));
+    out.push(ScalarUDF::new_from_impl(
+        super::text_array::TextArrayUdf::new(),
+    ));
     out
 }

@@ -35,6 +35,9 @@
 //! - `functions.rs`: PostgreSQL functions that do not depend on the policy
 //!   (`format`, `json_build_object`, `obj_description`, `set_config` for
 //!   harmless settings, `pg_cancel_backend`, …: [`static_udfs`]) and `pg_get_keywords()` ([`KeywordsFunction`]).
+//! - `text_array.rs`: `parse_text_array`, a text array bound as an
+//!   untyped parameter read as PostgreSQL reads its literal (the compat rule
+//!   for `x = ANY($n)` calls it).
 
 use std::collections::BTreeSet;
 
@@ -47,6 +50,7 @@ mod information_schema;
 mod pg_catalog;
 mod privileges;
 mod tables;
+mod text_array;
 
 // Set by the executor on a statement's state (see `activity.rs`).
 pub(crate) use activity::SessionActivity;
@@ -54,6 +58,7 @@ pub(crate) use functions::{KeywordsFunction, static_udfs};
 pub(crate) use pg_catalog::{register_system_schemas, system_names};
 pub(crate) use privileges::privilege_udfs;
 pub(crate) use tables::CatalogTable;
+pub(crate) use text_array::TEXT_ARRAY_FUNCTION;
 
 /// The database name the catalog reports (`pg_database`, `table_catalog`).
 pub(crate) const DATABASE: &str = "lakeward";

@@ -79,6 +79,17 @@ impl EmptyCatalogSelect {
         // Rows need every comma-separated FROM item to have rows; an inner
         // join with an empty catalog has none, and a left join keeps an
         // empty left side empty.
+        // A select that unnests a key catalog's arrays as a table
+        // (`CROSS JOIN UNNEST(conkey)`, ADBC's constraint listing) reads
+        // nothing a nested query could need the types of: it has no rows
+        // at any depth.
+        let unnests = select.from.iter().any(|t| {
+            matches!(t.relation, TableFactor::UNNEST { .. })
+                || t.joins
+                    .iter()
+                    .any(|j| matches!(j.relation, TableFactor::UNNEST { .. }))
+        });
+        let outermost = outermost || unnests;
         let only_empty = select.from.iter().any(|t| {
             let mut empty = is_empty_catalog(&t.relation, outermost);
             for j in &t.joins {
@@ -97,17 +108,27 @@ impl EmptyCatalogSelect {
             }
             empty
         });
-        let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty())
-            || select.having.is_some();
-        if !only_empty || grouped {
+        if !only_empty {
             return;
         }
-        let mut aggregates = false;
-        let _ = select
-            .projection
-            .visit(&mut FindAggregate(&mut aggregates, 0));
-        if aggregates {
-            return;
+        // GROUP BY over no rows makes no groups, so no rows whatever the
+        // select list (taken only for the unnesting select, whose columns
+        // no nested query reads); without GROUP BY, an aggregate or HAVING
+        // makes one.
+        let groups =
+            unnests && matches!(&select.group_by, GroupByExpr::Expressions(e, _) if !e.is_empty());
+        if !groups {
+            if !matches!(&select.group_by, GroupByExpr::Expressions(..)) || select.having.is_some()
+            {
+                return;
+            }
+            let mut aggregates = false;
+            let _ = select
+                .projection
+                .visit(&mut FindAggregate(&mut aggregates, 0));
+            if aggregates {
+                return;
+            }
         }
         let mut used = std::collections::BTreeSet::new();
         for (i, item) in select.projection.iter_mut().enumerate() {

@@ -477,6 +477,35 @@ impl SqlStatementRewriteRule for NoComments {
     }
 }
 
+/// `x = ANY($n)` and `x <> ALL($n)` with a bare parameter: the parameter
+/// becomes `parse_text_array($n)`. A client that binds the array with
+/// no parameter type sends its text (`{"p", "f", "r"}`: ADBC lists tables
+/// with `c.relkind = ANY($2)`), which the function reads as PostgreSQL
+/// reads an array literal; an array of another element type passes
+/// through unchanged.
+#[derive(Debug)]
+struct UntypedArrayParameter;
+
+impl SqlStatementRewriteRule for UntypedArrayParameter {
+    fn rewrite(&self, s: Statement) -> Statement {
+        map_exprs(s, |e| {
+            let right = match e {
+                Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } => right,
+                _ => return,
+            };
+            if matches!(right.as_ref(), Expr::Value(v) if matches!(v.value, Value::Placeholder(_)))
+            {
+                let parameter = right.as_ref().clone();
+                **right = call(
+                    crate::engine::catalog::TEXT_ARRAY_FUNCTION,
+                    vec![parameter],
+                    vec![],
+                );
+            }
+        })
+    }
+}
+
 pub(super) fn rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
     static RULES: OnceLock<Vec<Arc<dyn SqlStatementRewriteRule>>> = OnceLock::new();
     RULES.get_or_init(|| {
@@ -488,6 +517,7 @@ pub(super) fn rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
             Arc::new(NoComments),
             Arc::new(AliasDuplicatedProjectionRewrite),
             Arc::new(ResolveUnqualifiedIdentifier),
+            Arc::new(UntypedArrayParameter),
             Arc::new(RewriteArrayAnyAllOperation),
             Arc::new(PrependUnqualifiedPgTableName),
             Arc::new(StripCallableQualifier),

@@ -183,3 +183,42 @@ fn duplicate_and_wildcard_neighbours_are_planned_under_internal_aliases() {
     );
     assert_eq!(names.shown_as("__lakeward_result_4"), Some("x"));
 }
+
+#[test]
+fn an_untyped_array_parameter_is_read_as_an_array_literal() {
+    // ADBC's table listing binds `{"p", "f", …}` as untyped text.
+    let mut s = stmt(
+        "SELECT c.relname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = ANY($2)",
+    );
+    assert!(rewrite_catalog_statement(&mut s));
+    let text = s.to_string();
+    assert!(
+        text.contains("array_contains(parse_text_array($2), c.relkind)"),
+        "{text}"
+    );
+    // A cast parameter keeps its cast; a literal array is left to the
+    // literal rule.
+    let mut s = stmt("SELECT oid FROM pg_catalog.pg_type WHERE oid = ANY($1::oid[])");
+    assert!(rewrite_catalog_statement(&mut s));
+    assert!(!s.to_string().contains("parse_text_array"), "{s}");
+    let mut s = stmt("SELECT relname FROM pg_catalog.pg_class WHERE relkind = ANY('{r,v}')");
+    assert!(rewrite_catalog_statement(&mut s));
+    assert!(!s.to_string().contains("parse_text_array"), "{s}");
+}
+
+#[test]
+fn a_grouped_unnest_of_constraint_keys_has_no_rows() {
+    // ADBC's constraint listing: a CTE that unnests pg_constraint's keys
+    // as a table and groups them.
+    let mut s = stmt(
+        "WITH other_constraints AS (SELECT con.conname, ARRAY_AGG(attr.attname) AS colnames FROM pg_catalog.pg_constraint AS con CROSS JOIN UNNEST(conkey) AS conkeys INNER JOIN pg_catalog.pg_class AS cls ON cls.oid = con.conrelid INNER JOIN pg_catalog.pg_attribute AS attr ON attr.attnum = conkeys AND cls.oid = attr.attrelid WHERE cls.relname = $2 GROUP BY conname) SELECT conname, colnames FROM other_constraints",
+    );
+    assert!(rewrite_catalog_statement(&mut s));
+    let text = s.to_string();
+    assert!(!text.contains("UNNEST"), "{text}");
+    assert!(text.contains("$2 IS NULL"), "{text}");
+    // Without GROUP BY an aggregate answers one row: left as written.
+    let mut s = stmt("SELECT count(*) FROM pg_catalog.pg_trigger");
+    assert!(rewrite_catalog_statement(&mut s));
+    assert!(s.to_string().contains("pg_trigger"), "{s}");
+}
