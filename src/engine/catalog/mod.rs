@@ -58,7 +58,6 @@ pub(crate) use functions::{KeywordsFunction, static_udfs};
 pub(crate) use pg_catalog::{register_system_schemas, system_names};
 pub(crate) use privileges::privilege_udfs;
 pub(crate) use tables::CatalogTable;
-pub(crate) use text_array::TEXT_ARRAY_FUNCTION;
 
 /// The database name the catalog reports (`pg_database`, `table_catalog`).
 pub(crate) const DATABASE: &str = "lakeward";

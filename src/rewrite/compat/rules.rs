@@ -496,8 +496,9 @@ impl SqlStatementRewriteRule for UntypedArrayParameter {
             if matches!(right.as_ref(), Expr::Value(v) if matches!(v.value, Value::Placeholder(_)))
             {
                 let parameter = right.as_ref().clone();
+                // (the function `engine::catalog::text_array` registers)
                 **right = call(
-                    crate::engine::catalog::TEXT_ARRAY_FUNCTION,
+                    "parse_text_array",
                     vec![parameter],
                     vec![],
                 );
