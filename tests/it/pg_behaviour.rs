@@ -253,7 +253,10 @@ async fn sql_prepare_and_execute_run_under_the_rules_in_force_at_each_execute() 
         let leaked = f
             .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '$'))
             .any(|w| values.iter().any(|v| v == w));
-        assert!(!leaked, "a value passed to EXECUTE reached the audit log: {f}");
+        assert!(
+            !leaked,
+            "a value passed to EXECUTE reached the audit log: {f}"
+        );
     }
 }
 
@@ -425,4 +428,34 @@ async fn exists_in_a_select_list_and_correlated_lateral_subqueries() {
     .await;
     assert_eq!(code, "0A000");
     assert!(message.starts_with("IN (subquery)"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prepared_statements_per_connection_are_bounded() {
+    let c = as_user(
+        server().addr,
+        "many_prepared",
+        "analyst",
+        None,
+        "operations",
+    )
+    .await;
+    let batch: String = (0..4096)
+        .map(|i| format!("PREPARE p{i} AS SELECT {i};"))
+        .collect();
+    c.batch_execute(&batch).await.expect("4096 statements");
+    let (code, message) = refused(&c, "PREPARE one_more AS SELECT 1").await;
+    assert_eq!(code, "53400", "{message}");
+    // Parse of a named statement counts against the same bound.
+    let e = c.prepare("SELECT 2").await.expect_err("a 4097th statement");
+    assert_eq!(sqlstate(&e).as_deref(), Some("53400"));
+    // The connection stays usable, and DEALLOCATE frees room.
+    assert_eq!(text_rows(&c, "EXECUTE p4095").await, vec![vec!["4095"]]);
+    c.batch_execute("DEALLOCATE ALL")
+        .await
+        .expect("deallocate all");
+    c.batch_execute("PREPARE one_more AS SELECT 1")
+        .await
+        .expect("room again");
+    assert_eq!(text_rows(&c, "EXECUTE one_more").await, vec![vec!["1"]]);
 }

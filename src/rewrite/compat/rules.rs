@@ -497,11 +497,7 @@ impl SqlStatementRewriteRule for UntypedArrayParameter {
             {
                 let parameter = right.as_ref().clone();
                 // (the function `engine::catalog::text_array` registers)
-                **right = call(
-                    "parse_text_array",
-                    vec![parameter],
-                    vec![],
-                );
+                **right = call("parse_text_array", vec![parameter], vec![]);
             }
         })
     }

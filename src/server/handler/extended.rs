@@ -47,6 +47,13 @@ impl ExtendedQueryHandler for ConnHandler {
             .name
             .clone()
             .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        if name != DEFAULT_NAME
+            && !self.statement_names().contains(&name)
+            && self.statement_names().len() + self.parser.sql_statement_count()
+                >= super::MAX_PREPARED_STATEMENTS
+        {
+            return Err(super::too_many_statements().into_pgwire());
+        }
         let parsed =
             pgwire::api::stmt::StoredStatement::parse(client, &message, self.parser.clone())
                 .await?;

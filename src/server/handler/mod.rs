@@ -302,6 +302,19 @@ fn allowed_in_failed_transaction(kind: &Prepared) -> bool {
     )
 }
 
+/// Named prepared statements one connection may hold (Parse and SQL
+/// `PREPARE` together): each holds a plan, so the count is bounded.
+const MAX_PREPARED_STATEMENTS: usize = 4096;
+
+fn too_many_statements() -> SqlError {
+    SqlError::new(
+        "53400",
+        format!(
+            "too many prepared statements on this connection (at most {MAX_PREPARED_STATEMENTS}): DEALLOCATE or Close some"
+        ),
+    )
+}
+
 fn aborted_transaction() -> SqlError {
     SqlError::new(
         "25P02",

@@ -289,6 +289,11 @@ impl Parser {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many statements of SQL `PREPARE` are held.
+    pub(super) fn sql_statement_count(&self) -> usize {
+        self.sql_statements().len()
+    }
+
     /// The statement `PREPARE`d as `name`.
     fn sql_statement(&self, name: &str) -> Result<Prepared, SqlError> {
         self.sql_statements()
@@ -299,14 +304,18 @@ impl Parser {
 
     /// Keep a `PREPARE`d statement under `name`; `taken` says whether a
     /// statement of Parse already has the name (one namespace, as in
-    /// PostgreSQL).
+    /// PostgreSQL), `protocol` how many Parse statements are held.
     pub(super) fn keep_sql_statement(
         &self,
         name: &str,
         inner: &Prepared,
         taken: bool,
+        protocol: usize,
     ) -> Result<(), SqlError> {
         let mut statements = self.sql_statements();
+        if statements.len() + protocol >= super::MAX_PREPARED_STATEMENTS {
+            return Err(super::too_many_statements());
+        }
         if taken || statements.contains_key(name) {
             return Err(SqlError::new(
                 "42P05",

@@ -235,8 +235,12 @@ impl ConnHandler {
                 }
             }
             PreparedKind::Prepare { name, inner } => {
-                let taken = self.statement_names().contains(name);
-                self.parser.keep_sql_statement(name, inner, taken)?;
+                let (taken, protocol) = {
+                    let names = self.statement_names();
+                    (names.contains(name), names.len())
+                };
+                self.parser
+                    .keep_sql_statement(name, inner, taken, protocol)?;
                 if let Some(a) = audit.take() {
                     a.done_without_rows().await?;
                 }
