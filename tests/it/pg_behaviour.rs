@@ -150,6 +150,26 @@ async fn sql_prepare_and_execute_run_under_the_rules_in_force_at_each_execute() 
         "another site's patient is outside the row scope"
     );
 
+    // EXECUTE with a bound parameter of its own, as psycopg sends it: the
+    // parameter takes the type of the one it stands for.
+    c.batch_execute(
+        "PREPARE byid AS SELECT patient_id FROM clinical.patients WHERE patient_id = $1",
+    )
+    .await
+    .expect("PREPARE byid");
+    let rows = c
+        .query("EXECUTE byid($1)", &[&ours.id])
+        .await
+        .expect("EXECUTE with a bound parameter");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>("patient_id"), ours.id);
+    assert!(
+        c.query("EXECUTE byid($1)", &[&theirs.id])
+            .await
+            .expect("EXECUTE")
+            .is_empty()
+    );
+
     // SET LOCAL break-glass: the same statement sees every site for the
     // transaction, then the site filter again after ROLLBACK.
     c.batch_execute(

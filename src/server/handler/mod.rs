@@ -147,7 +147,7 @@ enum PreparedKind {
     /// changed).
     Execute {
         inner: Prepared,
-        params: Option<datafusion::common::ParamValues>,
+        args: Vec<prepare::ExecuteArg>,
     },
 }
 

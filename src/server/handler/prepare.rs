@@ -232,15 +232,35 @@ impl Parser {
             }
             StatementKind::Execute { name, params } => {
                 let inner = self.sql_statement(&name)?;
-                let params = execute_params(&name, &params, &inner.0.param_data_types)?;
+                let args = execute_args(&name, &params, &inner.0.param_data_types)?;
+                // The EXECUTE's own `$n` take the types of the parameters
+                // they stand for.
+                let count = args
+                    .iter()
+                    .filter_map(|a| match a {
+                        ExecuteArg::Param(j) => Some(j + 1),
+                        ExecuteArg::Value(_) => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                let mut param_types = vec![Type::TEXT; count];
+                let mut param_data_types = vec![None; count];
+                for (i, arg) in args.iter().enumerate() {
+                    if let ExecuteArg::Param(j) = arg {
+                        param_types[*j] = inner.0.param_types.get(i).cloned().unwrap_or(Type::TEXT);
+                        param_data_types[*j] = inner.0.param_data_types.get(i).cloned().flatten();
+                    }
+                }
                 // Audited as the statement it runs: its kind and shape.
                 Ok(Prepared(
                     Arc::new(PreparedInner {
                         result_schema: inner.0.result_schema.clone(),
                         reads_tables: inner.0.reads_tables,
+                        param_types,
+                        param_data_types,
                         ..PreparedInner::new(
                             PreparedKind::Execute {
-                                params,
+                                args,
                                 inner: inner.clone(),
                             },
                             inner.0.statement_kind,
@@ -354,15 +374,27 @@ pub(super) fn missing_statement(name: &str) -> SqlError {
     )
 }
 
+/// One value of `EXECUTE name(v1, …)`.
+#[derive(Debug, Clone)]
+pub(super) enum ExecuteArg {
+    /// A constant, read as the type the parameter was planned with.
+    Value(datafusion::common::ScalarValue),
+    /// A parameter of the `EXECUTE` statement itself (`EXECUTE q($1)`, as
+    /// psycopg sends it), 0-based.
+    Param(usize),
+}
+
 /// The values of `EXECUTE name(v1, …)` as the statement's parameters:
-/// constants only (a literal, a signed number, a typed string or a cast
-/// of one), each read as the type the parameter was planned with.
-fn execute_params(
+/// constants (a literal, a signed number, a typed string or a cast of
+/// one), each read as the type the parameter was planned with, or the
+/// `EXECUTE`'s own `$n`.
+fn execute_args(
     name: &str,
     values: &[datafusion::sql::sqlparser::ast::Expr],
     types: &[Option<DataType>],
-) -> Result<Option<datafusion::common::ParamValues>, SqlError> {
+) -> Result<Vec<ExecuteArg>, SqlError> {
     use datafusion::common::ScalarValue;
+    use datafusion::sql::sqlparser::ast::{Expr, Value};
     if values.len() != types.len() {
         return Err(SqlError::new(
             "42601",
@@ -374,11 +406,19 @@ fn execute_params(
             ),
         ));
     }
-    if values.is_empty() {
-        return Ok(None);
-    }
-    let mut scalars = Vec::with_capacity(values.len());
+    let mut args = Vec::with_capacity(values.len());
     for (i, (value, ty)) in values.iter().zip(types).enumerate() {
+        if let Expr::Value(v) = value
+            && let Value::Placeholder(p) = &v.value
+        {
+            let n = p
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| (1..=65535).contains(n))
+                .ok_or_else(|| SqlError::new("42P02", "parameters must be written $1, $2, ..."))?;
+            args.push(ExecuteArg::Param(n - 1));
+            continue;
+        }
         let text = constant_text(value).ok_or_else(|| {
             SqlError::new(
                 "0A000",
@@ -393,11 +433,41 @@ fn execute_params(
                 SqlError::new("22P02", format!("invalid value for parameter ${}", i + 1))
             })?,
         };
-        scalars.push(scalar);
+        args.push(ExecuteArg::Value(scalar));
     }
-    Ok(Some(datafusion::common::ParamValues::List(
-        scalars.into_iter().map(Into::into).collect(),
-    )))
+    Ok(args)
+}
+
+/// The inner statement's parameters from `EXECUTE`'s values and the
+/// `EXECUTE`'s own bound parameters.
+pub(super) fn bind_execute_args(
+    args: &[ExecuteArg],
+    outer: Option<&datafusion::common::ParamValues>,
+) -> Result<Option<datafusion::common::ParamValues>, SqlError> {
+    use datafusion::common::ParamValues;
+    if args.is_empty() {
+        return Ok(None);
+    }
+    let mut values = Vec::with_capacity(args.len());
+    for arg in args {
+        match arg {
+            ExecuteArg::Value(v) => values.push(v.clone().into()),
+            ExecuteArg::Param(j) => match outer {
+                Some(ParamValues::List(list)) => {
+                    values.push(list.get(*j).cloned().ok_or_else(|| {
+                        SqlError::new("08P01", "a parameter of EXECUTE is not bound")
+                    })?)
+                }
+                _ => {
+                    return Err(SqlError::new(
+                        "08P01",
+                        "statement has parameters but none were bound",
+                    ));
+                }
+            },
+        }
+    }
+    Ok(Some(ParamValues::List(values)))
 }
 
 /// The text of a constant (`None` inside: SQL NULL), or `None` when the

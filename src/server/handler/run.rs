@@ -246,9 +246,9 @@ impl ConnHandler {
                 }
                 Ok(Outcome::Tag(Tag::new("PREPARE")))
             }
-            PreparedKind::Execute { inner, params } => {
-                Box::pin(self.run_audited(session, inner, params.clone(), format, cancel, audit))
-                    .await
+            PreparedKind::Execute { inner, args } => {
+                let bound = super::prepare::bind_execute_args(args, params.as_ref())?;
+                Box::pin(self.run_audited(session, inner, bound, format, cancel, audit)).await
             }
             PreparedKind::Utility(kind) => {
                 let outcome = self.run_utility(session, kind, format)?;
