@@ -368,10 +368,11 @@ fn prepare_spill_dir(dir: &Path, pid: u32) -> Result<PathBuf, EngineError> {
             continue;
         };
         let alive = owner != pid && Path::new("/proc").join(owner.to_string()).exists();
-        if !alive && entry.path().is_dir() {
-            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                tracing::warn!(error = %e, "could not remove an old spill folder");
-            }
+        if !alive
+            && entry.path().is_dir()
+            && let Err(e) = std::fs::remove_dir_all(entry.path())
+        {
+            tracing::warn!(error = %e, "could not remove an old spill folder");
         }
     }
     let own = dir.join(format!("lakeward-{pid}"));

@@ -416,11 +416,9 @@ impl Connection {
                 handler.clone(),
             )
             .await;
-            if !span_has_session {
-                if let Some(session) = handler.session() {
-                    tracing::Span::current().record("session", tracing::field::display(session.id));
-                    span_has_session = true;
-                }
+            if !span_has_session && let Some(session) = handler.session() {
+                tracing::Span::current().record("session", tracing::field::display(session.id));
+                span_has_session = true;
             }
             if let Err(e) = result {
                 let info = sanitize(e);

@@ -28,12 +28,16 @@ fn signal(s: &Served, sig: &str) {
 fn limited_server() -> support::TestServer {
     support::start(|c| {
         c.limits.statement_timeout_secs = 0;
-        let mut clinician = lakeward::config::RoleLimitsConfig::default();
-        clinician.max_rows = Some(5);
-        clinician.max_concurrent_statements = Some(1);
+        let clinician = lakeward::config::RoleLimitsConfig {
+            max_rows: Some(5),
+            max_concurrent_statements: Some(1),
+            ..Default::default()
+        };
         c.limits.roles.insert("clinician".into(), clinician);
-        let mut analyst = lakeward::config::RoleLimitsConfig::default();
-        analyst.statement_timeout_secs = Some(1);
+        let analyst = lakeward::config::RoleLimitsConfig {
+            statement_timeout_secs: Some(1),
+            ..Default::default()
+        };
         c.limits.roles.insert("analyst".into(), analyst);
     })
 }

@@ -430,7 +430,7 @@ fn typed_rows(file: i64) -> datafusion::arrow::array::RecordBatch {
             Arc::new(TimestampMicrosecondArray::from(ts)),
             Arc::new(BooleanArray::from(
                 ids.iter()
-                    .map(|&id| opt(id, 5).then(|| id % 2 == 0))
+                    .map(|&id| opt(id, 5).then_some(id % 2 == 0))
                     .collect::<Vec<_>>(),
             )),
         ],

@@ -126,15 +126,16 @@ pub(crate) fn postgres_column_names(stmt: &mut Statement) -> ResultNames {
         let Some(name) = name else { continue };
         let unique = count(name) == 1 && !has_wildcard;
         match item {
-            SelectItem::UnnamedExpr(e) if unique => {
-                if pg_column_name(e).is_some() {
-                    let expr = std::mem::replace(e, Expr::value(Value::Null));
-                    *item = SelectItem::ExprWithAlias {
-                        expr,
-                        alias: Ident::with_quote('"', name.clone()),
-                    };
-                }
+            // A unique name DataFusion would print otherwise (`count(*)`).
+            SelectItem::UnnamedExpr(e) if unique && pg_column_name(e).is_some() => {
+                let expr = std::mem::replace(e, Expr::value(Value::Null));
+                *item = SelectItem::ExprWithAlias {
+                    expr,
+                    alias: Ident::with_quote('"', name.clone()),
+                };
             }
+            // A unique column reference keeps DataFusion's name.
+            SelectItem::UnnamedExpr(_) if unique => {}
             SelectItem::UnnamedExpr(e) => {
                 let internal = internal_alias(position);
                 let expr = std::mem::replace(e, Expr::value(Value::Null));
