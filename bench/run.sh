@@ -10,11 +10,12 @@
 #                [--no-report]
 #   bench/run.sh --only copy --no-report [--patients N]
 #
-# `copy` (not in the default run): 1,000,000 rows of clinical.observations
-# by COPY, lakeward in binary to the ADBC PostgreSQL driver and in text to
-# psql, PostgreSQL in both, with lakeward's RSS sampled every 100 ms
-# (bench/copy-rss.py); the records go to results.jsonl and a summary to
-# stdout, the report (docs/benchmarks.md, "COPY export") is written by hand.
+# `copy` (not in the default run): COPY_ROWS (default 1,000,000) rows of
+# clinical.observations by COPY, lakeward in binary to the ADBC PostgreSQL
+# driver and in text to psql, PostgreSQL in both, with lakeward's RSS
+# sampled every 100 ms (bench/copy-rss.py); the records go to results.jsonl
+# and a summary to stderr; docs/benchmarks.md ("COPY export") is written by
+# hand.
 #
 # Needs: pgbench and psql (postgresql-client), the PostgreSQL 15 server
 # (postgresql-15), python3, bc and GNU time. Installs them with apt-get when
@@ -347,7 +348,7 @@ fi
 # sampled every 100 ms on a fresh server; the ADBC run goes first, so VmHWM
 # is its peak.
 if want copy; then
-  COPY_ROWS=1000000
+  COPY_ROWS="${COPY_ROWS:-1000000}"
   COPY_SQL="SELECT * FROM clinical.observations LIMIT $COPY_ROWS"
   adbc_uri() { # port dbname user password options (libpq URI: %20 for spaces, %3D for =)
     echo "postgresql://$3:$4@127.0.0.1:$1/$2?sslmode=require&options=$5"
