@@ -8,6 +8,14 @@
 #   bench/run.sh [--patients N] [--seconds S] [--clients "1 8 32"]
 #                [--runs R] [--only point,analytic,export,connect,audit]
 #                [--no-report]
+#   bench/run.sh --only copy --no-report [--patients N]
+#
+# `copy` (not in the default run): COPY_ROWS (default 1,000,000) rows of
+# clinical.observations by COPY, lakeward in binary to the ADBC PostgreSQL
+# driver and in text to psql, PostgreSQL in both, with lakeward's RSS
+# sampled every 100 ms (bench/copy-rss.py); the records go to results.jsonl
+# and a summary to stderr; docs/benchmarks.md ("COPY export") is written by
+# hand.
 #
 # Needs: pgbench and psql (postgresql-client), the PostgreSQL 15 server
 # (postgresql-15), python3, bc and GNU time. Installs them with apt-get when
@@ -109,6 +117,8 @@ declare -A TOKEN
 TOKEN[analyst]="$("$BIN" token --data-dir "$DATA" --role analyst --purposes payment,operations --ttl 12h)"
 TOKEN[clinician]="$("$BIN" token --data-dir "$DATA" --role clinician --site S01 --purposes treatment --ttl 12h)"
 TOKEN[researcher]="$("$BIN" token --data-dir "$DATA" --role researcher --purposes research --ttl 12h)"
+TOKEN[auditor]="$("$BIN" token --data-dir "$DATA" --role auditor --purposes operations --ttl 12h)"
+PURPOSE[auditor]=operations
 
 # --- lakeward -------------------------------------------------------------------
 LW_PORT=16500
@@ -231,7 +241,7 @@ python3 bench/report.py record --system machine --workload meta --patients "$PAT
   --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --seconds "$SECS" --clients-list "$CLIENTS" --runs "$RUNS" >>"$RESULTS"
 
-if want point || want analytic || want export || want connect; then start_postgres; fi
+if want point || want analytic || want export || want connect || want copy; then start_postgres; fi
 T_SETUP=$(date +%s)
 
 # --- 1. point lookups -----------------------------------------------------------
@@ -328,6 +338,58 @@ if want audit; then
     done
   done
   for p in "${AUDIT_PIDS[@]}"; do stop_pid "$p"; done
+fi
+
+# --- 6. COPY export (bench/run.sh --only copy) ----------------------------------
+# The same rows as the export, by COPY: lakeward in binary to the ADBC
+# driver (cursor.execute + fetch_arrow_table, which the driver runs as
+# COPY (…) TO STDOUT (FORMAT binary)), lakeward in text to psql's \copy, and
+# PostgreSQL (the analyst's policy views) in both. lakeward's VmRSS is
+# sampled every 100 ms on a fresh server; the ADBC run goes first, so VmHWM
+# is its peak.
+if want copy; then
+  COPY_ROWS="${COPY_ROWS:-1000000}"
+  COPY_SQL="SELECT * FROM clinical.observations LIMIT $COPY_ROWS"
+  adbc_uri() { # port dbname user password options (libpq URI: %20 for spaces, %3D for =)
+    echo "postgresql://$3:$4@127.0.0.1:$1/$2?sslmode=require&options=$5"
+  }
+  lw_opts="-c%20lakeward.purpose%3D${PURPOSE[analyst]}"
+  copy_run() { # client target system format [pid]
+    local client="$1" target="$2" system="$3" format="$4" pid="${5:-}"
+    local tag="copy-$system-$client-$format"
+    local arg=(--uri "$target"); [ "$client" = psql ] && arg=(--conn "$target")
+    python3 bench/copy-rss.py --client "$client" "${arg[@]}" --sql "$COPY_SQL" \
+      ${pid:+--pid "$pid" --samples "$OUT/$tag-rss.csv"} \
+      system="$system" workload=copy role=analyst format="$format" >>"$RESULTS"
+  }
+  serve_lakeward copy $LW_PORT fsync
+  log "copy: $COPY_ROWS rows, lakeward binary COPY to ADBC"
+  copy_run adbc "$(adbc_uri $LW_PORT lakeward analyst "${TOKEN[analyst]}" "$lw_opts")" lakeward binary "$LW_PID"
+  # What the driver sent, as lakeward audited it (every statement of the
+  # analyst so far: the ADBC session): the rows come from one binary COPY.
+  psql "$(lw_conn auditor $LW_PORT)" -X -A -F ' | ' -c \
+    "SELECT event, statement_kind, rows_returned, query_fingerprint FROM audit.access_log
+     WHERE \"user\" = 'analyst' AND rows_returned IS NOT NULL ORDER BY ts" \
+    | tee "$OUT/copy-adbc-audit.txt" >&2
+  log "copy: $COPY_ROWS rows, lakeward text COPY to psql"
+  copy_run psql "$(lw_conn analyst $LW_PORT)" lakeward text "$LW_PID"
+  stop_pid "$LW_PID"
+  log "copy: $COPY_ROWS rows, PostgreSQL binary COPY to ADBC and text COPY to psql"
+  copy_run adbc "$(adbc_uri $PG_PORT postgres analyst bench "$lw_opts%20-c%20lakeward.site%3DS01")" postgres binary
+  copy_run psql "$(pg_conn analyst)" postgres text
+  python3 - "$RESULTS" <<'PY' >&2
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("workload") != "copy":
+        continue
+    rss = ""
+    if r.get("peak_rss_kib"):
+        rss = (f", lakeward RSS {r['base_rss_kib'] / 1024:.0f} MiB before, peak {r['peak_rss_kib'] / 1024:.0f} MiB,"
+               f" median {r['median_rss_kib'] / 1024:.0f} MiB, per tenth {r['rss_profile_mib']}")
+    print(f"{r['system']} {r['format']} COPY -> {r['client']}: {r['rows']:,} rows in {r['seconds']:.2f} s,"
+          f" {r['rows_per_s']:,} rows/s{rss}")
+PY
 fi
 
 T_END=$(date +%s)

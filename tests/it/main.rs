@@ -25,6 +25,7 @@ mod policy_cli;
 mod psql;
 mod reload;
 mod session_rules;
+mod superset;
 mod tools;
 mod verifier;
 mod wire;
