@@ -15,11 +15,10 @@
 //! with what to install; nothing is skipped.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -495,50 +494,24 @@ struct Ran {
 /// says what to install when the program itself is missing.
 fn run(mut cmd: Command, install: &str) -> Ran {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = match cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!("cannot run {program} ({e}): {install}"),
-    };
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + PROGRAM_TIMEOUT;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // A hung client (e.g. waiting for a reply that never comes) is
-            // killed; its exit status then says so.
-            let _ = child.kill();
-            timed_out = true;
-            break child.wait().expect("wait");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = err_t.join().unwrap_or_default();
-    if timed_out {
-        stderr = format!("{program} killed after {PROGRAM_TIMEOUT:?} (hung)\n{stderr}");
-    }
-    Ran {
-        status,
-        stdout: out_t.join().unwrap_or_default(),
-        stderr,
+    let ran = crate::support::process::run_until(&mut cmd, PROGRAM_TIMEOUT)
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): {install}"));
+    match ran.status {
+        Some(status) => Ran {
+            status,
+            stdout: ran.stdout,
+            stderr: ran.stderr,
+        },
+        // A hung client (e.g. waiting for a reply that never comes) was
+        // killed: a failed status that says so.
+        None => Ran {
+            status: std::os::unix::process::ExitStatusExt::from_raw(9),
+            stdout: ran.stdout,
+            stderr: format!(
+                "{program} killed after {PROGRAM_TIMEOUT:?} (hung)\n{}",
+                ran.stderr
+            ),
+        },
     }
 }
 

@@ -20,11 +20,10 @@
 //! fails the test with what to install; nothing is skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -705,59 +704,32 @@ fn pinned_superset() -> String {
 
 /// Run the program as `role`: its JSON object, or why there is none.
 fn run_check(role: &Role, python: &Path) -> Result<Value, String> {
-    let mut child = Command::new(python)
-        .arg(repo().join("tests/clients/superset/superset_check.py"))
-        .env("LAKEWARD_HOST", "127.0.0.1")
-        .env("LAKEWARD_PORT", server().port().to_string())
-        .env("LAKEWARD_USER", role.name)
-        .env("LAKEWARD_TOKEN", token(role.name, role.name, role.site))
-        .env("LAKEWARD_PURPOSE", role.purpose)
-        .env_remove("PYTHONPATH")
-        .env_remove("PYTHONHOME")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {} ({e}): {INSTALL}", python.display()))?;
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + PROGRAM_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
+    let ran = crate::support::process::run_until(
+        Command::new(python)
+            .arg(repo().join("tests/clients/superset/superset_check.py"))
+            .env("LAKEWARD_HOST", "127.0.0.1")
+            .env("LAKEWARD_PORT", server().port().to_string())
+            .env("LAKEWARD_USER", role.name)
+            .env("LAKEWARD_TOKEN", token(role.name, role.name, role.site))
+            .env("LAKEWARD_PURPOSE", role.purpose)
+            .env_remove("PYTHONPATH")
+            .env_remove("PYTHONHOME"),
+        PROGRAM_TIMEOUT,
+    )
+    .map_err(|e| format!("cannot run {} ({e}): {INSTALL}", python.display()))?;
     // Superset logs a lot on stderr: its end says what failed.
-    let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+    let tail: Vec<&str> = ran.stderr.lines().rev().take(40).collect();
     let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
-    match status {
+    match ran.status {
         None => Err(format!(
             "superset_check.py killed after {PROGRAM_TIMEOUT:?} (hung):\n{tail}"
         )),
         Some(s) if !s.success() => Err(format!("superset_check.py failed ({s}):\n{tail}")),
-        Some(_) => match serde_json::from_str::<Value>(stdout.trim()) {
+        Some(_) => match serde_json::from_str::<Value>(ran.stdout.trim()) {
             Ok(v) if v.is_object() => Ok(v),
             _ => Err(format!(
                 "superset_check.py did not print one JSON object: {}\n{tail}",
-                stdout.chars().take(2000).collect::<String>()
+                ran.stdout.chars().take(2000).collect::<String>()
             )),
         },
     }
