@@ -24,6 +24,10 @@ use pgwire::messages::data::DataRow;
 use crate::error::SqlError;
 use crate::rewrite::gate::{CopyFormat, CopyOptions, ForceQuote};
 
+/// The allocation rows are written into (64 KiB: many rows per
+/// allocation, one row's worth of memory at a time on the wire).
+const ROW_BUFFER: usize = 64 * 1024;
+
 /// A `COPY … TO STDOUT` ready to send: its options and the query's rows.
 pub(crate) struct CopyOut {
     options: CopyOptions,
@@ -87,7 +91,9 @@ impl CopyOut {
                 vec![i16::from(binary); columns],
             )))
             .await?;
-        let mut out = BytesMut::new();
+        // Rows are written one after the other into one allocation, split
+        // off as each is sent, so that a row costs no allocation of its own.
+        let mut out = BytesMut::with_capacity(ROW_BUFFER);
         if binary {
             out.put_slice(b"PGCOPY\n\xff\r\n\0");
             out.put_i32(0); // flags
@@ -219,24 +225,31 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 /// A value in COPY's text format (`CopyAttributeOutText`): backslash,
-/// the delimiter and control characters escaped.
+/// the delimiter and control characters escaped. Runs without one are
+/// copied whole.
 fn text_value(delimiter: u8, value: &[u8], out: &mut BytesMut) {
-    for &b in value {
-        match b {
+    let special = |b: u8| {
+        matches!(b, 0x08 | 0x0c | b'\n' | b'\r' | b'\t' | 0x0b | b'\\') || b == delimiter
+    };
+    let mut rest = value;
+    while let Some(i) = rest.iter().position(|&b| special(b)) {
+        out.put_slice(&rest[..i]);
+        match rest[i] {
             0x08 => out.put_slice(b"\\b"),
             0x0c => out.put_slice(b"\\f"),
             b'\n' => out.put_slice(b"\\n"),
             b'\r' => out.put_slice(b"\\r"),
             b'\t' => out.put_slice(b"\\t"),
             0x0b => out.put_slice(b"\\v"),
-            b'\\' => out.put_slice(b"\\\\"),
-            b if b == delimiter => {
+            b => {
+                // backslash or the delimiter
                 out.put_u8(b'\\');
                 out.put_u8(b);
             }
-            b => out.put_u8(b),
         }
+        rest = &rest[i + 1..];
     }
+    out.put_slice(rest);
 }
 
 /// A value in COPY's CSV format (`CopyAttributeOutCSV`): quoted when
