@@ -253,10 +253,7 @@ async fn sql_prepare_and_execute_run_under_the_rules_in_force_at_each_execute() 
         let leaked = f
             .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '$'))
             .any(|w| values.iter().any(|v| v == w));
-        assert!(
-            !leaked,
-            "a value passed to EXECUTE reached the audit log: {f}"
-        );
+        assert!(!leaked, "a value passed to EXECUTE reached the audit log: {f}");
     }
 }
 
