@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use arrow_pg::datatypes::arrow_schema_to_pg_fields;
+use arrow_pg::datatypes::{PG_OID_ALIAS_KEY, arrow_schema_to_pg_fields, pg_type_for_alias_kind};
 use arrow_pg::row_encoder::RowEncoder;
-use datafusion::arrow::datatypes::{Schema, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::{Stream, StreamExt};
 use pgwire::api::portal::Format;
@@ -25,17 +25,70 @@ use crate::error::SqlError;
 /// modifier (`((p << 16) | s) + 4`), which drivers read from the
 /// RowDescription (psycopg's `cursor.description`, JDBC's
 /// `getPrecision`/`getScale`).
+///
+/// Catalog oids are `int4` values tagged as oids (`pg.oid_alias`): an
+/// array of them (`array_agg(atttypid)`) is described as `oid[]`, the
+/// type its elements are sent as; a tag left on a column that is no
+/// longer an `int4` (`typelem::regtype::text` keeps its source's tag) is
+/// ignored, the column is described by its values' type.
 pub(crate) fn pg_fields(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlError> {
-    let fields = arrow_schema_to_pg_fields(schema, format, None)
+    let described = Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match stray_oid_tag(f) {
+                true => {
+                    let mut metadata = f.metadata().clone();
+                    metadata.remove(PG_OID_ALIAS_KEY);
+                    Arc::new(f.as_ref().clone().with_metadata(metadata))
+                }
+                false => Arc::clone(f),
+            })
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    );
+    let fields = arrow_schema_to_pg_fields(&described, format, None)
         .map_err(|_| SqlError::new("0A000", "result has a column type lakeward cannot send"))?;
     Ok(fields
         .into_iter()
-        .zip(schema.fields().iter())
-        .map(|(info, field)| match numeric_typmod(field.data_type()) {
-            Some(typmod) => info.with_type_modifier(typmod),
-            None => info,
+        .zip(described.fields().iter())
+        .map(|(info, field)| {
+            let info = match is_oid_list(field) {
+                true => FieldInfo::new(
+                    info.name().to_owned(),
+                    None,
+                    None,
+                    pgwire::api::Type::OID_ARRAY,
+                    info.format(),
+                ),
+                false => info,
+            };
+            match numeric_typmod(field.data_type()) {
+                Some(typmod) => info.with_type_modifier(typmod),
+                None => info,
+            }
         })
         .collect())
+}
+
+/// Whether `f` carries an oid tag arrow-pg would describe it by although
+/// its values are not `int4` oids.
+fn stray_oid_tag(f: &Field) -> bool {
+    f.metadata().contains_key(PG_OID_ALIAS_KEY) && *f.data_type() != DataType::Int32
+}
+
+/// Whether `f` is a list of oid-tagged `int4` values.
+fn is_oid_list(f: &Field) -> bool {
+    match f.data_type() {
+        DataType::List(elem) | DataType::LargeList(elem) | DataType::FixedSizeList(elem, _) => {
+            *elem.data_type() == DataType::Int32
+                && elem
+                    .metadata()
+                    .get(PG_OID_ALIAS_KEY)
+                    .is_some_and(|kind| pg_type_for_alias_kind(kind).is_some())
+        }
+        _ => false,
+    }
 }
 
 /// PostgreSQL's type modifier of `numeric(p, s)` for a decimal type.
@@ -340,6 +393,33 @@ mod typmod_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oid_arrays_are_described_as_oid_and_stray_oid_tags_ignored() {
+        use std::collections::HashMap;
+        let tag = || HashMap::from([(PG_OID_ALIAS_KEY.to_owned(), "regtype".to_owned())]);
+        let oid = Field::new("item", DataType::Int32, true).with_metadata(tag());
+        let schema = Schema::new(vec![
+            Field::new("oids", DataType::List(Arc::new(oid)), true),
+            Field::new("ints", DataType::new_list(DataType::Int32, true), true),
+            Field::new("name", DataType::Utf8, true).with_metadata(tag()),
+            Field::new("typ", DataType::Int32, true).with_metadata(tag()),
+        ]);
+        let types: Vec<u32> = pg_fields(&schema, &Format::UnifiedBinary)
+            .expect("described")
+            .iter()
+            .map(|f| f.datatype().oid())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                pgwire::api::Type::OID_ARRAY.oid(),
+                pgwire::api::Type::INT4_ARRAY.oid(),
+                pgwire::api::Type::TEXT.oid(),
+                pgwire::api::Type::REGTYPE.oid(),
+            ]
+        );
+    }
 
     #[test]
     fn dates_and_timestamps_outside_year_1_to_9999_are_refused_not_sent_wrong() {

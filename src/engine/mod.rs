@@ -232,6 +232,8 @@ impl Engine {
             client.register_udf(udf);
         }
         client.register_udf(like::like_escape_udf());
+        // array_agg of catalog oids is an oid[], as in PostgreSQL.
+        client.register_udaf(catalog::oid_array_agg());
         // PostgreSQL's to_char/to_date/to_timestamp templates in place of
         // DataFusion's chrono formats (other arities stay DataFusion's).
         for udf in pg_datetime::udfs() {

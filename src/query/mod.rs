@@ -29,6 +29,7 @@
 
 pub(crate) mod execute;
 pub(crate) mod limits;
+mod param_types;
 pub(crate) mod policy_test;
 
 use std::sync::Arc;
@@ -204,6 +205,7 @@ pub async fn plan_query(
     );
     let plan_started = std::time::Instant::now();
     let access = crate::enforce::access_for(engine, &principal.policy, principal.subject.as_ref());
+    let spelled_casts = param_types::spelled_casts(&stmt);
     let (state, plan, report) = crate::enforce::plan(
         engine,
         &principal.policy,
@@ -212,7 +214,7 @@ pub async fn plan_query(
         &principal.search_path,
     )
     .await?;
-    let (param_types, param_data_types) = parameter_types(&plan)?;
+    let (param_types, param_data_types) = parameter_types(&plan, &spelled_casts)?;
     let result_schema = shown_names(plan.schema().as_arrow(), &result_names);
     let (plan, optimised) = engine.optimise_once(&state, plan);
     metrics.observe_phase(crate::metrics::Phase::Plan, plan_started.elapsed());
@@ -268,33 +270,44 @@ pub fn require_purpose(
     Ok(())
 }
 
-/// `$1..$n` types of a plan, in order; an untyped parameter is TEXT.
-fn parameter_types(plan: &LogicalPlan) -> Result<(Vec<Type>, Vec<Option<DataType>>), SqlError> {
+/// `$1..$n` types of a plan, in order. A parameter DataFusion gives no
+/// type takes the type of a cast applied to it, as in PostgreSQL
+/// (`$1::int4[]` is `int4[]`, `$1::oid[]` is `oid[]`: see
+/// `param_types`); one with neither is TEXT.
+fn parameter_types(
+    plan: &LogicalPlan,
+    spelled_casts: &param_types::SpelledCasts,
+) -> Result<(Vec<Type>, Vec<Option<DataType>>), SqlError> {
     let map = plan
         .get_parameter_types()
         .map_err(|e| crate::engine::errors::to_sql_error(&e))?;
-    let mut indexed: Vec<(usize, Option<DataType>)> = Vec::with_capacity(map.len());
+    let cast_targets = param_types::cast_targets(plan);
+    let mut indexed: Vec<(usize, Option<(Type, DataType)>)> = Vec::with_capacity(map.len());
     for (id, ty) in map {
         let n = id
             .strip_prefix('$')
             .and_then(|n| n.parse::<usize>().ok())
             .filter(|n| *n >= 1 && *n <= 65535)
             .ok_or_else(|| SqlError::new("42P02", "parameters must be written $1, $2, ..."))?;
-        indexed.push((n, ty));
+        let typed = match ty {
+            Some(t) => Some((
+                arrow_pg::datatypes::into_pg_type(&t).unwrap_or(Type::TEXT),
+                t,
+            )),
+            None => param_types::from_cast(&id, &cast_targets, spelled_casts),
+        };
+        indexed.push((n, typed));
     }
     indexed.sort_by_key(|(n, _)| *n);
     let count = indexed.last().map(|(n, _)| *n).unwrap_or(0);
+    let mut pg = vec![Type::TEXT; count];
     let mut data_types = vec![None; count];
-    for (n, ty) in indexed {
-        data_types[n - 1] = ty;
+    for (n, typed) in indexed {
+        if let Some((t, d)) = typed {
+            pg[n - 1] = t;
+            data_types[n - 1] = Some(d);
+        }
     }
-    let pg = data_types
-        .iter()
-        .map(|t| match t {
-            Some(t) => arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::TEXT),
-            None => Type::TEXT,
-        })
-        .collect();
     Ok((pg, data_types))
 }
 

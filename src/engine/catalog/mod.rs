@@ -35,6 +35,8 @@
 //! - `functions.rs`: PostgreSQL functions that do not depend on the policy
 //!   (`format`, `json_build_object`, `obj_description`, `set_config` for
 //!   harmless settings, `pg_cancel_backend`, …: [`static_udfs`]) and `pg_get_keywords()` ([`KeywordsFunction`]).
+//! - `oid_array_agg.rs`: `array_agg` keeping the oid tag of its input
+//!   (`array_agg(atttypid)` is an `oid[]`, as in PostgreSQL).
 //! - `text_array.rs`: `parse_text_array`, a text array bound as an
 //!   untyped parameter read as PostgreSQL reads its literal (the compat rule
 //!   for `x = ANY($n)` calls it).
@@ -47,6 +49,7 @@ mod activity;
 mod attribute;
 mod functions;
 mod information_schema;
+mod oid_array_agg;
 mod pg_catalog;
 mod privileges;
 mod tables;
@@ -55,6 +58,7 @@ mod text_array;
 // Set by the executor on a statement's state (see `activity.rs`).
 pub(crate) use activity::SessionActivity;
 pub(crate) use functions::{KeywordsFunction, static_udfs};
+pub(crate) use oid_array_agg::oid_array_agg;
 pub(crate) use pg_catalog::{register_system_schemas, system_names};
 pub(crate) use privileges::privilege_udfs;
 pub(crate) use tables::CatalogTable;

@@ -89,7 +89,9 @@ pub(crate) fn is_catalog_statement(stmt: &Statement) -> bool {
 
 /// Does the statement read system catalogs only? Every relation it names
 /// is a system relation or one of its own CTEs in scope (as DataFusion
-/// scopes them: a CTE's own body does not see it). A table function call
+/// scopes them: a CTE's own body does not see it, except the recursive
+/// term of a `WITH RECURSIVE` CTE, `… UNION [ALL] <term>`, where its name
+/// is the rows of the previous step: [`recursive_references`]). A table function call
 /// (`generate_series(…)`, Grafana's `string_to_array(…) s`) reads no
 /// relation by its name (its arguments are walked like the rest); which
 /// table functions may run is the gate's decision
@@ -102,6 +104,9 @@ pub(crate) fn reads_only_system_relations(stmt: &Statement) -> bool {
         /// The relation about to be visited is a table function's name.
         function: bool,
         other: bool,
+        /// Addresses of the names that are a recursive CTE's reference to
+        /// itself.
+        recursive: std::collections::HashSet<usize>,
     }
     impl Visitor for Only {
         type Break = ();
@@ -120,6 +125,9 @@ pub(crate) fn reads_only_system_relations(stmt: &Statement) -> bool {
         fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
             let ok = std::mem::take(&mut self.function)
                 || is_system_relation(name)
+                || self
+                    .recursive
+                    .contains(&(name as *const ObjectName as usize))
                 || matches!(lower_parts(name).as_slice(), [t] if self.scopes.contains(t));
             if ok {
                 ControlFlow::Continue(())
@@ -133,7 +141,53 @@ pub(crate) fn reads_only_system_relations(stmt: &Statement) -> bool {
         scopes: crate::rewrite::gate::CteScopes::exact(),
         function: false,
         other: false,
+        recursive: recursive_references(stmt),
     };
     let _ = stmt.visit(&mut v);
     !v.other
+}
+
+/// The relation names (by address) that are a `WITH RECURSIVE` CTE's
+/// reference to itself: its one-part name inside the recursive term of its
+/// body, `<anchor> UNION [ALL] <term>`, which DataFusion plans as the rows
+/// of the previous step. Anywhere else the name is resolved as DataFusion
+/// resolves it (the anchor does not see the CTE).
+fn recursive_references(stmt: &Statement) -> std::collections::HashSet<usize> {
+    use datafusion::sql::sqlparser::ast::{SetExpr, SetOperator};
+    struct Named<'a>(&'a str, std::collections::HashSet<usize>);
+    impl Visitor for Named<'_> {
+        type Break = ();
+        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+            if matches!(lower_parts(name).as_slice(), [t] if t == self.0) {
+                self.1.insert(name as *const ObjectName as usize);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    struct Recursive(std::collections::HashSet<usize>);
+    impl Visitor for Recursive {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            let Some(with) = q.with.as_ref().filter(|w| w.recursive) else {
+                return ControlFlow::Continue(());
+            };
+            for cte in &with.cte_tables {
+                if let SetExpr::SetOperation {
+                    op: SetOperator::Union,
+                    right,
+                    ..
+                } = cte.query.body.as_ref()
+                {
+                    let name = lower_parts(&ObjectName::from(vec![cte.alias.name.clone()]));
+                    let mut named = Named(&name[0], Default::default());
+                    let _ = right.visit(&mut named);
+                    self.0.extend(named.1);
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut r = Recursive(Default::default());
+    let _ = stmt.visit(&mut r);
+    r.0
 }

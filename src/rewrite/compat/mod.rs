@@ -24,6 +24,8 @@
 //!   `datafusion-pg-catalog`'s, in the order they run;
 //! - `empty_catalogs.rs`: the rule that answers selects over always-empty
 //!   catalogs without rows;
+//! - `recursive_subquery.rs`: the rule that answers a correlated scalar
+//!   subquery over a recursive CTE with NULL;
 //! - `like.rs`: [`portable_like`], the `LIKE … ESCAPE` rewrite applied to
 //!   every statement;
 //! - `columns.rs`: [`postgres_column_names`], result columns named as
@@ -47,6 +49,7 @@ mod detection;
 mod empty_catalogs;
 mod exists;
 mod like;
+mod recursive_subquery;
 mod rules;
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,7 @@ use datafusion_pg_catalog::sql::rules::{
 };
 
 use super::empty_catalogs::EmptyCatalogSelect;
+use super::recursive_subquery::CorrelatedRecursiveSubquery;
 use super::{FindAggregate, call, map_exprs};
 
 /// `ARRAY(SELECT x FROM … ORDER BY …)` becomes the scalar subquery
@@ -526,6 +527,7 @@ pub(super) fn rules() -> &'static [Arc<dyn SqlStatementRewriteRule>] {
             Arc::new(RegprocName),
             Arc::new(RegprocZero),
             Arc::new(RewriteRegCastToSubquery::new()),
+            Arc::new(CorrelatedRecursiveSubquery),
             Arc::new(RemoveSubqueryFromProjection),
             Arc::new(AggregateScalarSubquery),
             Arc::new(FieldAccess),

@@ -596,7 +596,12 @@ async def asyncpg_steps(ref):
             "SELECT array_agg(patient_id ORDER BY patient_id) FROM "
             "(SELECT patient_id FROM clinical.patients ORDER BY patient_id LIMIT 3) s"
         )
-        return {"class": type(v).__name__, "length": len(v), "element_class": type(v[0]).__name__}
+        return {
+            "class": type(v).__name__,
+            "length": len(v),
+            "element_class": type(v[0]).__name__,
+            "value": [int(x) for x in v],
+        }
 
     async def introspection_query():
         """asyncpg's type-introspection query, as asyncpg sends it, for
