@@ -228,9 +228,8 @@ impl<'a> Iterator for Fields<'a> {
 /// the delimiter and control characters escaped. Runs without one are
 /// copied whole.
 fn text_value(delimiter: u8, value: &[u8], out: &mut BytesMut) {
-    let special = |b: u8| {
-        matches!(b, 0x08 | 0x0c | b'\n' | b'\r' | b'\t' | 0x0b | b'\\') || b == delimiter
-    };
+    let special =
+        |b: u8| matches!(b, 0x08 | 0x0c | b'\n' | b'\r' | b'\t' | 0x0b | b'\\') || b == delimiter;
     let mut rest = value;
     while let Some(i) = rest.iter().position(|&b| special(b)) {
         out.put_slice(&rest[..i]);
