@@ -22,11 +22,10 @@
 //! install; nothing is skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Datelike;
 use serde_json::Value;
@@ -1210,40 +1209,14 @@ fn python_ready() -> &'static Result<(), String> {
 
 /// Run the suite for `role`: its JSON object, or a failure.
 fn run_suite(role: &Role, r: &mut Report) -> Option<Value> {
-    let mut child = Command::new("python3")
-        .arg(repo().join("tests/clients/python/tools_suite.py"))
-        .envs(role.env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): {REQUIREMENTS}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + PROGRAM_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
+    let ran = crate::support::process::run_until(
+        Command::new("python3")
+            .arg(repo().join("tests/clients/python/tools_suite.py"))
+            .envs(role.env()),
+        PROGRAM_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("cannot run python3 ({e}): {REQUIREMENTS}"));
+    let (status, stdout, stderr) = (ran.status, ran.stdout, ran.stderr);
     match status {
         None => {
             r.fail(format!(
