@@ -6,6 +6,12 @@ and the generated part of docs/benchmarks.md rendered from them.
   report.py baseline --workload W            (reads `lakeward-baseline` JSON on stdin)
   report.py record   --system S --workload W [--key value ...]
   report.py render   --results F --outdir D --doc docs/benchmarks.md
+  report.py layouts  --results F [--results F ...] [--rewrite rewrite-foreign.jsonl]
+
+Every record carries the data layout lakeward read (`layout`: `datagen`, or
+`foreign` for bench/run.sh --layout foreign; BENCH_LAYOUT in the
+environment, `datagen` when unset). `render` keeps the layout of the run's
+meta record; `layouts` prints the point lookups of several runs side by side.
 """
 
 import glob
@@ -19,6 +25,12 @@ import sys
 
 BEGIN = "<!-- bench/run.sh: begin (generated, do not edit by hand) -->"
 END = "<!-- bench/run.sh: end -->"
+
+
+def emit(rec):
+    """Print one results.jsonl record, stamped with the data layout."""
+    rec.setdefault("layout", os.environ.get("BENCH_LAYOUT") or "datagen")
+    print(json.dumps(rec))
 
 
 def pct(values, p):
@@ -73,7 +85,7 @@ def cmd_pgbench(f):
         per_s=float(tps.group(1)) if tps else None,
         failed=int(failed.group(1)) if failed else 0,
     )
-    print(json.dumps(rec))
+    emit(rec)
 
 
 def cmd_baseline(f):
@@ -86,7 +98,7 @@ def cmd_baseline(f):
         rec["workload"] = f["workload"]
         rec.setdefault("role", "-")
         rec["mode"] = "in-process"
-        print(json.dumps(rec))
+        emit(rec)
 
 
 def cmd_record(f):
@@ -99,7 +111,7 @@ def cmd_record(f):
         f["failed"] = " / ".join(tail)[:300]
     if f.get("workload") == "export" and f.get("rows") and f.get("seconds"):
         f["rows_per_s"] = f["rows"] / f["seconds"]
-    print(json.dumps(f))
+    emit(f)
 
 
 # --- rendering -----------------------------------------------------------------
@@ -152,6 +164,9 @@ def ratio(a, b, digits=2):
 def render(results, outdir):
     recs = [json.loads(l) for l in open(results) if l.strip()]
     meta = next((r for r in recs if r.get("workload") == "meta"), {})
+    # One layout per document (records written before layouts existed have none).
+    layout = meta.get("layout", "datagen")
+    recs = [r for r in recs if r.get("layout", "datagen") == layout]
     timing = next((r for r in recs if r.get("workload") == "timing"), {})
 
     def find(**kw):
@@ -167,8 +182,9 @@ def render(results, outdir):
     w("")
     w("## lakeward against PostgreSQL and plain DataFusion (`bench/run.sh`)")
     w("")
+    layout_arg = "" if layout == "datagen" else f" --layout {layout}"
     w(
-        f"One run of `bench/run.sh --patients {meta.get('patients', '?')}` "
+        f"One run of `bench/run.sh --patients {meta.get('patients', '?')}{layout_arg}` "
         f"(commit `{meta.get('commit') or m['commit']}`), everything on one machine: {m['cpu']}, "
         f"{m['cores']} cores, {m['memory']} RAM, Linux {m['kernel']}; {m['postgres']}; "
         f"{m['rustc']}. lakeward is the bench-release build (release optimisation without link-time optimisation, `Cargo.toml`) with TLS, JWT authentication, "
@@ -396,6 +412,70 @@ def audit_rounds(recs, mode):
     }
 
 
+def cmd_layouts(argv):
+    """Point lookups of runs with different layouts side by side (markdown):
+    per role, protocol and clients, lakeward's p50 and tps per layout and
+    PostgreSQL's (from the first run that has it)."""
+    results, rewrite = [], None
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--results":
+            results.append(argv[i + 1])
+        elif argv[i] == "--rewrite":
+            rewrite = argv[i + 1]
+        else:
+            raise SystemExit(f"unexpected argument {argv[i]}")
+        i += 2
+    recs = [json.loads(l) for f in results for l in open(f) if l.strip()]
+    points = [r for r in recs if r.get("workload") == "point" and r.get("system") in ("lakeward", "postgres")]
+    layouts = sorted({r.get("layout", "datagen") for r in points if r["system"] == "lakeward"},
+                     key=lambda l: (l != "datagen", l))
+
+    def find(**kw):
+        for r in points:
+            if all(r.get(k, "datagen" if k == "layout" else None) == v for k, v in kw.items()):
+                return r
+        return {}
+
+    def cell(r):
+        if r.get("failed"):
+            return "failed | —"
+        return f"{fmt(r.get('median_ms'))} | {fmt(r.get('per_s'), 0)}"
+
+    head = "| role | protocol | clients |"
+    rule = "|---|---|---:|"
+    for l in layouts:
+        head += f" lakeward {l} p50 ms | lakeward {l} tps |"
+        rule += "---:|---:|"
+    head += " PostgreSQL p50 ms | PostgreSQL tps |"
+    rule += "---:|---:|"
+    if len(layouts) > 1:
+        head += f" {layouts[1]} / {layouts[0]} tps |"
+        rule += "---:|"
+    print(head)
+    print(rule)
+    keys = sorted({(r["role"], r["mode"], r["clients"]) for r in points},
+                  key=lambda k: (k[0], k[1] != "prepared", k[2]))
+    for role, mode, c in keys:
+        line = f"| {role} | {mode} | {c} |"
+        lw = [find(system="lakeward", role=role, mode=mode, clients=c, layout=l) for l in layouts]
+        for r in lw:
+            line += f" {cell(r)} |"
+        line += f" {cell(find(system='postgres', role=role, mode=mode, clients=c))} |"
+        if len(layouts) > 1:
+            line += f" {ratio(lw[1].get('per_s'), lw[0].get('per_s'))} |"
+        print(line)
+    if rewrite:
+        print()
+        print("| table | rows | datagen files / row groups / MiB | foreign files / row groups / MiB |")
+        print("|---|---:|---:|---:|")
+        for l in open(rewrite):
+            t = json.loads(l)
+            d, f = t["datagen"], t["foreign"]
+            print(f"| {t['table']} | {t['rows']:,} | {d['files']} / {d['row_groups']} / {d['bytes'] / 2**20:.1f}"
+                  f" | {f['files']} / {f['row_groups']} / {f['bytes'] / 2**20:.1f} |")
+
+
 def cmd_render(f):
     text = render(f["results"], f.get("outdir"))
     doc = f["doc"]
@@ -413,6 +493,8 @@ def cmd_render(f):
 def main():
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
+    if sys.argv[1] == "layouts":
+        return cmd_layouts(sys.argv[2:])
     f = parse_flags(sys.argv[2:])
     {"pgbench": cmd_pgbench, "baseline": cmd_baseline, "record": cmd_record, "render": cmd_render}[sys.argv[1]](f)
 

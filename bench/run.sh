@@ -7,7 +7,7 @@
 #
 #   bench/run.sh [--patients N] [--seconds S] [--clients "1 8 32"]
 #                [--runs R] [--only point,analytic,export,connect,audit]
-#                [--no-report]
+#                [--no-report] [--layout datagen|foreign]
 #   bench/run.sh --only copy --no-report [--patients N]
 #
 # `copy` (not in the default run): COPY_ROWS (default 1,000,000) rows of
@@ -23,6 +23,14 @@
 # BENCH_DIR (default /var/tmp/lakeward-bench-N) keeps the data, the loaded
 # PostgreSQL cluster and the logs between runs; delete it to start over.
 # LAKEWARD_BIN: use an already built release binary.
+#
+# --layout foreign: lakeward serves the same tables as another writer wrote
+# them: bench/foreign/rewrite.py rewrites datagen's Delta tables with the
+# Python `deltalake` package's defaults (rows shuffled, no sorting, no
+# partitioning) into $BENCH_DIR/data-foreign, once (pip-installs
+# bench/foreign/requirements.txt when `deltalake` is missing). PostgreSQL
+# loads the original rows either way; lakeward and plain DataFusion read the
+# rewritten tables. Every results.jsonl record carries its `layout`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -33,6 +41,7 @@ CLIENTS="1 8 32"
 RUNS=3
 ONLY="point,analytic,export,connect,audit"
 REPORT=1
+LAYOUT=datagen
 while [ $# -gt 0 ]; do
   case "$1" in
     --patients) PATIENTS="$2"; shift 2 ;;
@@ -41,9 +50,13 @@ while [ $# -gt 0 ]; do
     --runs) RUNS="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
     --no-report) REPORT=0; shift ;;
+    --layout) LAYOUT="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
+case "$LAYOUT" in datagen|foreign) ;; *) echo "--layout: datagen or foreign, not $LAYOUT" >&2; exit 2 ;; esac
+# report.py stamps every record with it.
+export BENCH_LAYOUT="$LAYOUT"
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 T0=$(date +%s)
@@ -111,6 +124,20 @@ if [ ! -f "$DATA/keys/jwt-public.pem" ]; then
   for _ in $(seq 1 600); do grep -q "lakeward listening" "$OUT/demo.log" && break; sleep 0.5; done
   kill "$demo"; wait "$demo" 2>/dev/null || true
 fi
+# What lakeward serves (and plain DataFusion reads): datagen's tables, or the
+# same rows as another writer wrote them. PostgreSQL always loads from $DATA.
+LW_DATA="$DATA"
+if [ "$LAYOUT" = foreign ]; then
+  LW_DATA="$WORK/data-foreign"
+  if [ ! -d "$LW_DATA/clinical" ]; then
+    if ! python3 -c 'import deltalake' 2>/dev/null; then
+      log "installing bench/foreign/requirements.txt"
+      python3 -m pip install -q -r bench/foreign/requirements.txt >"$OUT/pip-foreign.txt" 2>&1
+    fi
+    log "rewriting the tables with the Python deltalake package's defaults"
+    python3 bench/foreign/rewrite.py --src "$DATA" --dst "$LW_DATA" >"$OUT/rewrite-foreign.jsonl"
+  fi
+fi
 PSEUDONYM_KEY="$(tr -d '[:space:]' <"$DATA/keys/pseudonym.key")"
 declare -A PURPOSE=([analyst]=operations [clinician]=treatment [researcher]=research)
 declare -A TOKEN
@@ -130,21 +157,21 @@ serve_lakeward() { # name port durability -> pid in LW_PID
 listen = "127.0.0.1:$port"
 max_connections = 512
 [tls]
-cert_file = "$DATA/tls/server.crt"
-key_file = "$DATA/tls/server.key"
+cert_file = "$LW_DATA/tls/server.crt"
+key_file = "$LW_DATA/tls/server.key"
 [data]
-root = "$DATA"
+root = "$LW_DATA"
 [auth]
 issuer = "lakeward-demo"
 audience = "lakeward"
-public_keys = [{ kid = "demo-es256", alg = "ES256", file = "$DATA/keys/jwt-public.pem" }]
+public_keys = [{ kid = "demo-es256", alg = "ES256", file = "$LW_DATA/keys/jwt-public.pem" }]
 [policy]
-pseudonym_key_file = "$DATA/keys/pseudonym.key"
+pseudonym_key_file = "$LW_DATA/keys/pseudonym.key"
 [audit]
 dir = "$WORK/audit-$name"
 table = "$WORK/audit-$name/access_log"
 instance = "bench-$name"
-signing_key_file = "$DATA/keys/audit-signing.pem"
+signing_key_file = "$LW_DATA/keys/audit-signing.pem"
 durability = "$durability"
 TOML
   "$BIN" --log warn serve --config "$WORK/$name.toml" 2>"$OUT/lakeward-$name.log" &
@@ -232,14 +259,14 @@ bench_export() { # system role conn rows pid
 }
 baseline() { # workload args... (plain DataFusion, no policy, in-process)
   local w="$1"; shift
-  "$BASELINE_BIN" "$@" --data "$DATA" | python3 bench/report.py baseline --workload "$w" >>"$RESULTS"
+  "$BASELINE_BIN" "$@" --data "$LW_DATA" | python3 bench/report.py baseline --workload "$w" >>"$RESULTS"
 }
 
 # Results of this run replace the previous ones.
 : >"$RESULTS"
 python3 bench/report.py record --system machine --workload meta --patients "$PATIENTS" \
   --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-  --seconds "$SECS" --clients-list "$CLIENTS" --runs "$RUNS" >>"$RESULTS"
+  --seconds "$SECS" --clients-list "$CLIENTS" --runs "$RUNS" --data "$LW_DATA" >>"$RESULTS"
 
 if want point || want analytic || want export || want connect || want copy; then start_postgres; fi
 T_SETUP=$(date +%s)
@@ -360,7 +387,7 @@ if want copy; then
     local arg=(--uri "$target"); [ "$client" = psql ] && arg=(--conn "$target")
     python3 bench/copy-rss.py --client "$client" "${arg[@]}" --sql "$COPY_SQL" \
       ${pid:+--pid "$pid" --samples "$OUT/$tag-rss.csv"} \
-      system="$system" workload=copy role=analyst format="$format" >>"$RESULTS"
+      system="$system" workload=copy role=analyst format="$format" layout="$LAYOUT" >>"$RESULTS"
   }
   serve_lakeward copy $LW_PORT fsync
   log "copy: $COPY_ROWS rows, lakeward binary COPY to ADBC"
