@@ -7,5 +7,6 @@
 pub(crate) mod compat;
 pub(crate) mod fingerprint;
 pub mod gate;
+pub(crate) mod lift;
 pub(crate) mod search_path;
 pub(crate) mod session_functions;

@@ -693,3 +693,103 @@ async fn metrics_health_and_readiness_follow_the_workload() {
     );
     assert!(sample(&after, "lakeward_connections_active", &[]) >= 1.0);
 }
+
+/// Simple statements that differ only in their key literals share one
+/// cached plan (the literals are bound as its parameters), return what
+/// the statement as written returns, and are audited with `?` for the
+/// literals.
+#[tokio::test]
+async fn simple_statements_differing_in_key_literals_share_one_plan() {
+    let audit = temp_dir("lakeward-it-lift-audit");
+    let served = serve_binary_opts(ServeOpts {
+        audit_dir: &audit,
+        ..Default::default()
+    });
+    let admin = admin_addr(&served);
+    let raw = crate::support::raw_patients(
+        &crate::support::raw_context(crate::support::data_dir()).await,
+    )
+    .await;
+    let c = crate::audit::as_user(
+        served.addr(),
+        "lifter",
+        "clinician",
+        Some("S01"),
+        "treatment",
+    )
+    .await;
+    // Warm: the shape is planned once.
+    let first = raw
+        .iter()
+        .find(|p| p.site == "S01")
+        .expect("an S01 patient");
+    c.simple_query(&format!(
+        "SELECT patient_id, ssn, site_id FROM clinical.patients WHERE patient_id = {} AND site_id = 'S01'",
+        first.id
+    ))
+    .await
+    .expect("warm");
+    let (_, before) = http_get(admin, "/metrics").await;
+    let sample_ids: Vec<&crate::support::RawPatient> = raw.iter().step_by(7).take(30).collect();
+    for p in &sample_ids {
+        let rows = crate::audit::text_rows(
+            &c,
+            &format!(
+                "SELECT patient_id, ssn, site_id FROM clinical.patients WHERE patient_id = {} AND site_id = '{}'",
+                p.id, p.site
+            ),
+        )
+        .await;
+        if p.site == "S01" {
+            assert_eq!(rows.len(), 1, "patient {} of the clinician's site", p.id);
+            assert_eq!(rows[0][0], p.id.to_string());
+            if let Some(ssn) = &p.ssn {
+                assert_ne!(&rows[0][1], ssn, "masked");
+                assert!(rows[0][1].ends_with(&ssn[ssn.len() - 4..]));
+            }
+        } else {
+            assert!(rows.is_empty(), "patient {} is outside the row scope", p.id);
+        }
+    }
+    // A literal whose column is not a key-typed one is planned as written.
+    let rows = crate::audit::text_rows(
+        &c,
+        "SELECT count(*) FROM clinical.patients WHERE patient_id = 1.5",
+    )
+    .await;
+    assert_eq!(rows, vec![vec!["0"]]);
+    let (_, after) = http_get(admin, "/metrics").await;
+    let hits = sample(
+        &after,
+        "lakeward_cache_requests_total",
+        &["cache=\"plan\"", "result=\"hit\""],
+    ) - sample(
+        &before,
+        "lakeward_cache_requests_total",
+        &["cache=\"plan\"", "result=\"hit\""],
+    )
+    .max(0.0);
+    assert!(
+        hits >= sample_ids.len() as f64,
+        "{hits} plan-cache hits for {} statements of one shape",
+        sample_ids.len()
+    );
+    drop(c);
+    let auditor =
+        crate::audit::as_user(served.addr(), "lift_auditor", "auditor", None, "operations").await;
+    let prints = crate::audit::text_rows(
+        &auditor,
+        "SELECT DISTINCT query_fingerprint FROM audit.access_log WHERE \"user\" = 'lifter' AND event = 'statement'",
+    )
+    .await;
+    assert!(!prints.is_empty());
+    for p in prints.iter().map(|r| &r[0]) {
+        assert!(!p.contains('$'), "literals are audited as ?: {p}");
+        assert!(
+            !sample_ids
+                .iter()
+                .any(|s| p.contains(&format!("= {}", s.id))),
+            "a literal reached the audit log: {p}"
+        );
+    }
+}

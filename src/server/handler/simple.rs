@@ -20,6 +20,7 @@ use super::run::Outcome;
 use super::{ConnHandler, Prepared, aborted_transaction, allowed_in_failed_transaction};
 use crate::error::SqlError;
 use crate::rewrite::gate;
+use crate::session::Session;
 
 /// A statement of a simple Query: served from the plan cache, or parsed.
 enum Pending {
@@ -73,12 +74,21 @@ impl SimpleQueryHandler for ConnHandler {
                 for stmt in stmts {
                     let cancel = session.begin_statement();
                     let result = async {
-                        let prepared = match stmt {
-                            Pending::Ready(p) => p,
+                        let (prepared, params) = match stmt {
+                            Pending::Ready(p) => (p, None),
                             Pending::Parsed(stmt) => {
-                                let p = self.parser.prepare(&session, *stmt).await?;
-                                self.parser.remember(key.take(), &p);
-                                p
+                                let lifted = match single {
+                                    true => self.prepare_lifted(&session, &stmt).await,
+                                    false => None,
+                                };
+                                match lifted {
+                                    Some((p, params)) => (p, Some(params)),
+                                    None => {
+                                        let p = self.parser.prepare(&session, *stmt).await?;
+                                        self.parser.remember(key.take(), &p);
+                                        (p, None)
+                                    }
+                                }
                             }
                         };
                         if status == TransactionStatus::Error
@@ -87,7 +97,7 @@ impl SimpleQueryHandler for ConnHandler {
                             return Err(self.refused(&session, &prepared, aborted_transaction()));
                         }
                         let outcome = self
-                            .run(&session, &prepared, None, &Format::UnifiedText, cancel)
+                            .run(&session, &prepared, params, &Format::UnifiedText, cancel)
                             .await?;
                         self.apply_to_connection(client, &session, outcome).await
                     }
@@ -172,6 +182,87 @@ impl SimpleQueryHandler for ConnHandler {
         // `on_query` is overridden and never calls this.
         Err(SqlError::internal().into_pgwire())
     }
+}
+
+impl ConnHandler {
+    /// A simple query's statement planned with its key literals lifted into
+    /// parameters (`rewrite::lift`), from the plan cache when a statement of
+    /// the same shape was planned before, with the literals as the
+    /// parameter values. `None`: nothing to lift, or a literal whose
+    /// binding might not be the comparison DataFusion would make; the
+    /// statement is then planned as written (and any error reported from
+    /// there, audited).
+    async fn prepare_lifted(
+        &self,
+        session: &Session,
+        stmt: &Statement,
+    ) -> Option<(Prepared, datafusion::common::ParamValues)> {
+        let (lifted, literals) = crate::rewrite::lift::lift_literals(stmt)?;
+        let key = self.parser.plan_key(session, &lifted.to_string());
+        let prepared = match self.parser.cached(key.as_ref()) {
+            Some(hit) => hit,
+            None => {
+                // Audited with the statement's own fingerprint (literals as
+                // `?`), the same for every statement of this shape.
+                let kind = crate::rewrite::fingerprint::statement_kind(stmt);
+                let text = crate::rewrite::fingerprint::fingerprint(
+                    stmt,
+                    &crate::enforce::catalog_names(&self.shared.engine),
+                );
+                let p = self
+                    .parser
+                    .prepare_unaudited(session, lifted, kind, &text)
+                    .await
+                    .ok()?;
+                if !matches!(p.0.kind, super::PreparedKind::Plan { .. }) {
+                    return None;
+                }
+                // Kept for the next statement of this shape only when its
+                // parameters take literals as written.
+                let values = lifted_values(&literals, &p.0.param_data_types)?;
+                self.parser.remember(key, &p);
+                return Some((p, values));
+            }
+        };
+        let values = lifted_values(&literals, &prepared.0.param_data_types)?;
+        Some((prepared, values))
+    }
+}
+
+/// The lifted literals as values of the parameters they became: an integer
+/// only for an integer column, a string for a string, integer or boolean
+/// column; `None` for anything else (or a value that does not convert).
+fn lifted_values(
+    literals: &[crate::rewrite::lift::Lifted],
+    types: &[Option<datafusion::arrow::datatypes::DataType>],
+) -> Option<datafusion::common::ParamValues> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::common::ScalarValue;
+    if literals.len() != types.len() {
+        return None;
+    }
+    let mut values = Vec::with_capacity(literals.len());
+    for (literal, ty) in literals.iter().zip(types) {
+        let ty = ty.as_ref()?;
+        let integer_type = ty.is_integer();
+        let string_type = matches!(
+            ty,
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+        );
+        let fits = match literal.integer {
+            true => integer_type,
+            false => integer_type || string_type || *ty == DataType::Boolean,
+        };
+        if !fits {
+            return None;
+        }
+        let value = ScalarValue::Utf8(Some(literal.text.clone()))
+            .cast_to(ty)
+            .ok()
+            .filter(|v| !v.is_null())?;
+        values.push(value.into());
+    }
+    Some(datafusion::common::ParamValues::List(values))
 }
 
 async fn send_error<C>(client: &mut C, e: SqlError) -> PgWireResult<()>
