@@ -24,8 +24,8 @@ use serde_json::Value;
 
 use crate::support::psql::{PsqlConn, psql_command};
 use crate::support::{
-    consented_patients, data_dir, raw_context, raw_patients, runtime, server, temp_dir, token,
-    visible_patients,
+    ANALYST, AUDITOR, CLINICIAN_S01, RESEARCHER, Role, consented_patients, data_dir, raw_context,
+    raw_patients, runtime, server, temp_dir, visible_patients,
 };
 
 /// How long one client program may run before it is killed.
@@ -38,35 +38,7 @@ const JDK_INSTALL: &str =
 /// pgJDBC as Debian installs it (`libpostgresql-jdbc-java`).
 const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
 
-#[derive(Clone, Copy, Debug)]
-struct Role {
-    name: &'static str,
-    purpose: &'static str,
-    site: Option<&'static str>,
-}
-
-const ROLES: [Role; 4] = [
-    Role {
-        name: "analyst",
-        purpose: "operations",
-        site: None,
-    },
-    Role {
-        name: "clinician",
-        purpose: "treatment",
-        site: Some("S01"),
-    },
-    Role {
-        name: "researcher",
-        purpose: "research",
-        site: None,
-    },
-    Role {
-        name: "auditor",
-        purpose: "operations",
-        site: None,
-    },
-];
+const ROLES: [Role; 4] = [ANALYST, CLINICIAN_S01, RESEARCHER, AUDITOR];
 
 /// The clinical and claims tables: what analyst, clinician and researcher query.
 const CLINICAL_TABLES: [&str; 4] = [
@@ -116,10 +88,6 @@ impl Role {
         self.name == "auditor"
     }
 
-    fn token(&self) -> String {
-        token(self.name, self.name, self.site)
-    }
-
     /// Every relation the role may query (`schema.name`).
     fn queryable(&self) -> BTreeSet<&'static str> {
         if self.auditor() {
@@ -162,22 +130,6 @@ impl Role {
             "clinician" => Some(clinician_patients()),
             _ => None,
         }
-    }
-
-    /// The client programs' environment.
-    fn env(&self, host: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("LAKEWARD_HOST", host.to_owned()),
-            ("LAKEWARD_PORT", server().port().to_string()),
-            ("LAKEWARD_USER", self.name.to_owned()),
-            ("LAKEWARD_ROLE", self.name.to_owned()),
-            ("LAKEWARD_TOKEN", self.token()),
-            ("LAKEWARD_PURPOSE", self.purpose.to_owned()),
-            (
-                "LAKEWARD_CA",
-                data_dir().join("tls/server.crt").display().to_string(),
-            ),
-        ]
     }
 }
 

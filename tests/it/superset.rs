@@ -28,7 +28,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::oracle::load_once;
-use crate::support::{consented_patients, raw_context, raw_rows, server, token};
+use crate::support::{
+    ANALYST, CLINICIAN_S01, Role, consented_patients, raw_context, raw_rows, server, token,
+};
 
 /// Superset's start (migrations of its metadata database, `superset init`)
 /// takes 20–45 s on an idle machine; the whole program, with the rest of
@@ -45,25 +47,7 @@ const SYSTEM_SCHEMAS: [&str; 3] = ["information_schema", "pg_catalog", "public"]
 /// Schemas that hold tables neither role may query (SPEC §5).
 const FORBIDDEN_SCHEMAS: [&str; 2] = ["governance", "audit"];
 
-#[derive(Clone, Copy, Debug)]
-struct Role {
-    name: &'static str,
-    purpose: &'static str,
-    site: Option<&'static str>,
-}
-
-const ROLES: [Role; 2] = [
-    Role {
-        name: "analyst",
-        purpose: "operations",
-        site: None,
-    },
-    Role {
-        name: "clinician",
-        purpose: "treatment",
-        site: Some("S01"),
-    },
-];
+const ROLES: [Role; 2] = [ANALYST, CLINICIAN_S01];
 
 /// The tables both roles may query (`policy-rules/roles.toml`), by schema,
 /// as Superset's table picker lists them.

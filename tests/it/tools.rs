@@ -32,7 +32,8 @@ use serde_json::Value;
 
 use crate::support::oracle::load_once;
 use crate::support::{
-    RawPatient, consented_patients, data_dir, raw_context, raw_patients, raw_rows, server, token,
+    ANALYST, CLINICIAN_S01, RESEARCHER, RawPatient, Role, consented_patients, raw_context,
+    raw_patients, raw_rows, server,
 };
 
 /// How long the suite may run for one role before it is killed.
@@ -54,30 +55,7 @@ const MODULES: [&str; 9] = [
     "connectorx",
 ];
 
-#[derive(Clone, Copy, Debug)]
-struct Role {
-    name: &'static str,
-    purpose: &'static str,
-    site: Option<&'static str>,
-}
-
-const ROLES: [Role; 3] = [
-    Role {
-        name: "analyst",
-        purpose: "operations",
-        site: None,
-    },
-    Role {
-        name: "clinician",
-        purpose: "treatment",
-        site: Some("S01"),
-    },
-    Role {
-        name: "researcher",
-        purpose: "research",
-        site: None,
-    },
-];
+const ROLES: [Role; 3] = [ANALYST, CLINICIAN_S01, RESEARCHER];
 
 /// `clinical.patients` in the order the suite selects it, with the SQL type
 /// name SQLAlchemy's inspector reports.
@@ -120,10 +98,6 @@ const ROLE_TABLES: [&str; 4] = [
 ];
 
 impl Role {
-    fn token(&self) -> String {
-        token(self.name, self.name, self.site)
-    }
-
     /// Columns of `clinical.patients` the role sees as NULL (SPEC §5).
     fn null_columns(&self) -> &'static [&'static str] {
         match self.name {
@@ -131,21 +105,6 @@ impl Role {
             "researcher" => &["mrn", "first_name", "last_name", "ssn", "phone", "email"],
             _ => &[],
         }
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("LAKEWARD_HOST", "127.0.0.1".to_owned()),
-            ("LAKEWARD_PORT", server().port().to_string()),
-            ("LAKEWARD_USER", self.name.to_owned()),
-            ("LAKEWARD_ROLE", self.name.to_owned()),
-            ("LAKEWARD_TOKEN", self.token()),
-            ("LAKEWARD_PURPOSE", self.purpose.to_owned()),
-            (
-                "LAKEWARD_CA",
-                data_dir().join("tls/server.crt").display().to_string(),
-            ),
-        ]
     }
 }
 
@@ -1212,7 +1171,7 @@ fn run_suite(role: &Role, r: &mut Report) -> Option<Value> {
     let ran = crate::support::process::run_until(
         Command::new("python3")
             .arg(repo().join("tests/clients/python/tools_suite.py"))
-            .envs(role.env()),
+            .envs(role.env("127.0.0.1")),
         PROGRAM_TIMEOUT,
     )
     .unwrap_or_else(|e| panic!("cannot run python3 ({e}): {REQUIREMENTS}"));

@@ -563,3 +563,58 @@ listen = "127.0.0.1:0"
         config: cfg,
     }
 }
+
+/// A demo role as a client program connects as it: user and role name,
+/// the purpose it declares, its site claim.
+#[derive(Clone, Copy, Debug)]
+pub struct Role {
+    pub name: &'static str,
+    pub purpose: &'static str,
+    pub site: Option<&'static str>,
+}
+
+impl Role {
+    /// A token for a user named after the role.
+    pub fn token(&self) -> String {
+        token(self.name, self.name, self.site)
+    }
+
+    /// The environment the client programs under `tests/clients/` read:
+    /// the shared test server at `host`, this role's token and purpose,
+    /// the development CA.
+    pub fn env(&self, host: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("LAKEWARD_HOST", host.to_owned()),
+            ("LAKEWARD_PORT", server().port().to_string()),
+            ("LAKEWARD_USER", self.name.to_owned()),
+            ("LAKEWARD_ROLE", self.name.to_owned()),
+            ("LAKEWARD_TOKEN", self.token()),
+            ("LAKEWARD_PURPOSE", self.purpose.to_owned()),
+            (
+                "LAKEWARD_CA",
+                data_dir().join("tls/server.crt").display().to_string(),
+            ),
+        ]
+    }
+}
+
+pub const ANALYST: Role = Role {
+    name: "analyst",
+    purpose: "operations",
+    site: None,
+};
+pub const CLINICIAN_S01: Role = Role {
+    name: "clinician",
+    purpose: "treatment",
+    site: Some("S01"),
+};
+pub const RESEARCHER: Role = Role {
+    name: "researcher",
+    purpose: "research",
+    site: None,
+};
+pub const AUDITOR: Role = Role {
+    name: "auditor",
+    purpose: "operations",
+    site: None,
+};
