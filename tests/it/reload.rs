@@ -109,6 +109,11 @@ async fn a_new_policy_version_reaches_cached_and_prepared_statements() {
     }
     let simple = "SELECT zip FROM clinical.patients WHERE patient_id = 7";
     assert!(first_cell(&client.simple_query(simple).await.unwrap()).is_some());
+    client
+        .batch_execute("PREPARE zip_of AS SELECT zip FROM clinical.patients WHERE patient_id = $1")
+        .await
+        .unwrap();
+    assert!(first_cell(&client.simple_query("EXECUTE zip_of(7)").await.unwrap()).is_some());
 
     // The analyst's quasi-identifiers become NULL.
     let roles = dir.join("roles.toml");
@@ -127,6 +132,11 @@ async fn a_new_policy_version_reaches_cached_and_prepared_statements() {
         first_cell(&client.simple_query(simple).await.unwrap()),
         None,
         "the cached simple query follows the new policy"
+    );
+    assert_eq!(
+        first_cell(&client.simple_query("EXECUTE zip_of(7)").await.unwrap()),
+        None,
+        "a statement of SQL PREPARE follows the new policy"
     );
 }
 

@@ -179,32 +179,16 @@ impl Parser {
                 ))
             }
             StatementKind::Declare { name, query } => {
-                let inner =
-                    Box::pin(self.prepare_unaudited(session, *query, statement_kind, fingerprint))
-                        .await?;
-                Ok(Prepared(
-                    Arc::new(PreparedInner::around(
-                        inner,
-                        |inner| PreparedKind::Declare { name, inner },
-                        statement_kind,
-                        fingerprint,
-                    )),
-                    None,
-                ))
+                self.around_query(session, *query, statement_kind, fingerprint, |inner| {
+                    PreparedKind::Declare { name, inner }
+                })
+                .await
             }
             StatementKind::Copy { query, options } => {
-                let inner =
-                    Box::pin(self.prepare_unaudited(session, *query, statement_kind, fingerprint))
-                        .await?;
-                Ok(Prepared(
-                    Arc::new(PreparedInner::around(
-                        inner,
-                        |inner| PreparedKind::Copy { options, inner },
-                        statement_kind,
-                        fingerprint,
-                    )),
-                    None,
-                ))
+                self.around_query(session, *query, statement_kind, fingerprint, |inner| {
+                    PreparedKind::Copy { options, inner }
+                })
+                .await
             }
             StatementKind::Prepare { name, statement } => {
                 let kind = crate::rewrite::fingerprint::statement_kind(&statement);
@@ -303,6 +287,30 @@ impl Parser {
 }
 
 impl Parser {
+    /// A statement that runs a query (`DECLARE … CURSOR FOR`, `COPY (…) TO
+    /// STDOUT`): the query prepared under the statement's own kind and
+    /// fingerprint, then wrapped.
+    async fn around_query(
+        &self,
+        session: &Session,
+        query: Statement,
+        statement_kind: &'static str,
+        fingerprint: &str,
+        wrap: impl FnOnce(Prepared) -> PreparedKind,
+    ) -> Result<Prepared, SqlError> {
+        let inner =
+            Box::pin(self.prepare_unaudited(session, query, statement_kind, fingerprint)).await?;
+        Ok(Prepared(
+            Arc::new(PreparedInner::around(
+                inner,
+                wrap,
+                statement_kind,
+                fingerprint,
+            )),
+            None,
+        ))
+    }
+
     fn sql_statements(&self) -> std::sync::MutexGuard<'_, HashMap<String, Prepared>> {
         self.sql_statements
             .lock()
