@@ -128,15 +128,6 @@ struct Raw {
     claims: Vec<RawClaim>,
 }
 
-/// "126.60" → 12660.
-fn cents(s: &str) -> i64 {
-    let (neg, s) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
-    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    let frac = format!("{frac:0<2}");
-    let v = whole.parse::<i64>().expect("amount") * 100 + frac[..2].parse::<i64>().expect("amount");
-    if neg { -v } else { v }
-}
-
 fn raw() -> &'static Raw {
     static RAW: OnceLock<Raw> = OnceLock::new();
     load_once(&RAW, |dir| async move {
@@ -166,7 +157,7 @@ fn raw() -> &'static Raw {
             payer: text(&r[2]),
             month: text(&r[3])[..7].to_owned(),
             status: text(&r[4]),
-            cents: cents(r[5].as_deref().unwrap()),
+            cents: crate::support::oracle::cents(r[5].as_deref().unwrap()),
         })
         .collect();
         Raw {

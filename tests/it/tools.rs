@@ -122,15 +122,6 @@ struct Oracle {
     claims: Vec<RawClaim>,
 }
 
-/// "126.60" → 12660.
-fn cents(s: &str) -> i64 {
-    let (neg, s) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
-    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    let frac = format!("{frac:0<2}");
-    let v = whole.parse::<i64>().expect("amount") * 100 + frac[..2].parse::<i64>().expect("amount");
-    if neg { -v } else { v }
-}
-
 fn oracle() -> &'static Oracle {
     static ORACLE: OnceLock<Oracle> = OnceLock::new();
     load_once(&ORACLE, |dir| async move {
@@ -149,7 +140,7 @@ fn oracle() -> &'static Oracle {
         .map(|r| RawClaim {
             patient: r[0].as_deref().unwrap().parse().unwrap(),
             site: r[1].clone().unwrap(),
-            cents: cents(r[2].as_deref().unwrap()),
+            cents: crate::support::oracle::cents(r[2].as_deref().unwrap()),
         })
         .collect();
         Oracle { patients, claims }

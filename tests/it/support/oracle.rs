@@ -189,3 +189,12 @@ pub async fn raw_patients(ctx: &datafusion::prelude::SessionContext) -> Vec<RawP
         })
         .collect()
 }
+
+/// An amount as its text spells it, in cents: "126.60" → 12660.
+pub fn cents(s: &str) -> i64 {
+    let (neg, s) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let frac = format!("{frac:0<2}");
+    let v = whole.parse::<i64>().expect("amount") * 100 + frac[..2].parse::<i64>().expect("amount");
+    if neg { -v } else { v }
+}
