@@ -47,6 +47,8 @@ pub struct Config {
     #[serde(default)]
     pub memory: MemoryConfig,
     #[serde(default)]
+    pub lookup: LookupConfig,
+    #[serde(default)]
     pub admin: AdminConfig,
 }
 
@@ -77,6 +79,33 @@ impl Default for MemoryConfig {
             spill_dir: None,
             spill_max_mb: 10 * 1024,
             statement_max_percent: 50,
+        }
+    }
+}
+
+/// Point lookups (`[lookup]`): memory for the key indexes of the
+/// policy's `lookup_keys` and for the hot-row cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LookupConfig {
+    /// Memory the key indexes of every table may hold together, in MiB
+    /// (12 bytes per indexed row and key column, plus 12 per row for each
+    /// pseudonym a de-identified role searches by). Files whose index would
+    /// not fit are scanned as without one. `0` turns key indexes off.
+    pub index_memory_mb: u64,
+    /// Tables kept decoded in memory (Arrow), in this order while they fit
+    /// in `cache_memory_mb`: key lookups on them read no file at all.
+    pub cache_tables: Vec<String>,
+    /// Memory the hot-row cache may hold, in MiB. `0` turns it off.
+    pub cache_memory_mb: u64,
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        LookupConfig {
+            index_memory_mb: 512,
+            cache_tables: vec!["clinical.patients".to_owned()],
+            cache_memory_mb: 256,
         }
     }
 }
@@ -520,6 +549,13 @@ impl Config {
         if !(8..=512).contains(&self.server.max_sql_nesting) {
             problems.push("server.max_sql_nesting must be between 8 and 512".to_owned());
         }
+        for t in &self.lookup.cache_tables {
+            if crate::engine::TableName::parse(t).is_none() {
+                problems.push(format!(
+                    "lookup.cache_tables: {t:?} is not a schema.table name"
+                ));
+            }
+        }
         if self.audit.dir.is_none() {
             problems.push(
                 "no audit folder: set audit.dir (lakeward serves nothing unaudited)".to_owned(),
@@ -673,6 +709,7 @@ impl Config {
                 ..Default::default()
             },
             memory: MemoryConfig::default(),
+            lookup: LookupConfig::default(),
             // Beside the PostgreSQL listener, on a port the system picks
             // (printed at start-up), so that a demo never fails to start.
             admin: AdminConfig {

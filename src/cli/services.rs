@@ -29,6 +29,8 @@ pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services
     for t in engine.tables().values() {
         tracing::info!(table = %t.name, version = t.version, "serving table");
     }
+    // Point-lookup indexes: budgets now, keys from the policy at warm-up.
+    engine.configure_lookups(&config.lookup);
     if !engine.unreadable_tables().is_empty() {
         tracing::error!(
             tables = ?engine.unreadable_tables().keys().collect::<Vec<_>>(),

@@ -203,6 +203,9 @@ pub struct LatestDeltaProvider {
     metrics_name: std::sync::OnceLock<String>,
     /// Which scan reads each loaded version.
     scan: crate::config::ScanChoice,
+    /// Key indexes and hot rows of this table's point lookups, handed to
+    /// the snapshot scan of every version.
+    lookup: Arc<super::lookup::TableLookup>,
 }
 
 impl fmt::Debug for LatestDeltaProvider {
@@ -219,6 +222,7 @@ async fn build_provider(
     location: &str,
     table: &DeltaTable,
     scan: crate::config::ScanChoice,
+    lookup: &Arc<super::lookup::TableLookup>,
 ) -> Result<Loaded, DeltaError> {
     let state = table.snapshot().map_err(delta_err(location, "open"))?;
     let version = state.version();
@@ -259,7 +263,11 @@ async fn build_provider(
                 return Err(refused);
             };
             let schema: datafusion::arrow::datatypes::Schema = schema;
-            return match super::snapshot_scan::SnapshotScan::try_new(table, Arc::new(schema)) {
+            return match super::snapshot_scan::SnapshotScan::try_new(
+                table,
+                Arc::new(schema),
+                Some(lookup),
+            ) {
                 Ok(scan) => Ok(Loaded {
                     version,
                     provider: snapshot_scan(location, version, scan),
@@ -275,7 +283,7 @@ async fn build_provider(
     // memory for this version; the others through deltalake's provider.
     let chosen = match scan {
         crate::config::ScanChoice::Auto => {
-            super::snapshot_scan::SnapshotScan::try_new(table, provider.schema())
+            super::snapshot_scan::SnapshotScan::try_new(table, provider.schema(), Some(lookup))
         }
         crate::config::ScanChoice::Deltalake => Err("[data] scan = \"deltalake\"".to_owned()),
     };
@@ -328,7 +336,8 @@ impl LatestDeltaProvider {
         scan: crate::config::ScanChoice,
     ) -> Result<Self, DeltaError> {
         let (table, shown) = load_existing(location).await?;
-        let loaded = build_provider(&shown, &table, scan).await?;
+        let lookup = super::lookup::TableLookup::new();
+        let loaded = build_provider(&shown, &table, scan, &lookup).await?;
         Ok(LatestDeltaProvider {
             location: shown,
             schema: loaded.provider.schema(),
@@ -338,7 +347,13 @@ impl LatestDeltaProvider {
             checked: std::sync::Mutex::new(std::time::Instant::now()),
             metrics_name: std::sync::OnceLock::new(),
             scan,
+            lookup,
         })
+    }
+
+    /// The table's point-lookup indexes.
+    pub(crate) fn lookup(&self) -> &Arc<super::lookup::TableLookup> {
+        &self.lookup
     }
 
     /// Report this table's snapshot version and refresh time under `name`
@@ -424,7 +439,7 @@ impl LatestDeltaProvider {
                 return Ok(loaded.provider.clone());
             }
         }
-        let fresh = build_provider(&self.location, &table, self.scan).await?;
+        let fresh = build_provider(&self.location, &table, self.scan, &self.lookup).await?;
         if fresh.provider.schema().fields() != self.schema.fields() {
             return Err(DeltaError::SchemaMismatch {
                 location: self.location.clone(),

@@ -697,6 +697,30 @@ impl LakewardPseudonym {
         self.key_id
     }
 
+    /// The BIGINT pseudonyms of `values` in `domain` (what the function
+    /// returns for them), or `None` for a domain that is not valid. The key
+    /// indexes of point lookups use it to find the rows a de-identified
+    /// role's `pseudonym = $1` names.
+    pub(crate) fn int64_pseudonyms(
+        &self,
+        domain: &str,
+        values: impl Iterator<Item = i64>,
+    ) -> Option<Vec<i64>> {
+        if !is_valid_domain(domain) {
+            return None;
+        }
+        let base = self.domain_mac(domain);
+        let mut buf = [0u8; 32];
+        values
+            .map(|v| {
+                let mut w: &mut [u8] = &mut buf[..];
+                write!(w, "{v}").ok()?;
+                let used = 32 - w.len();
+                Some(Self::int_pseudonym(&base, &buf[..used]))
+            })
+            .collect()
+    }
+
     /// The keyed MAC state after the domain prefix (see the type's docs).
     fn domain_mac(&self, domain: &str) -> HmacSha256 {
         let mut mac = self.mac.clone();

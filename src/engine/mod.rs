@@ -14,6 +14,7 @@ pub mod delta;
 pub(crate) mod encode;
 pub(crate) mod errors;
 mod like;
+pub(crate) mod lookup;
 pub mod masks;
 pub(crate) mod memory;
 pub(crate) mod pg_datetime;
@@ -70,6 +71,8 @@ pub struct TableInfo {
     pub location: String,
     pub version: u64,
     pub schema: datafusion::arrow::datatypes::SchemaRef,
+    /// The table's point-lookup indexes.
+    pub(crate) lookup: Arc<lookup::TableLookup>,
 }
 
 /// Policy version and subject: what an access context is a function of.
@@ -122,6 +125,8 @@ pub struct Engine {
         moka::sync::Cache<AccessKey, Option<crate::policy::compile::AccessContext>>,
     /// Tables left out at open: `schema.table` → why (names the feature).
     unreadable: BTreeMap<String, String>,
+    /// Key indexes and hot rows of point lookups.
+    lookups: lookup::Lookups,
 }
 
 impl std::fmt::Debug for Engine {
@@ -262,7 +267,14 @@ impl Engine {
                 )
             })
             .collect();
+        let lookups = lookup::Lookups::new(
+            tables
+                .values()
+                .map(|t| (t.name.to_string(), t.lookup.clone()))
+                .collect(),
+        );
         Ok(Engine {
+            lookups,
             ctx,
             client,
             raw,
@@ -278,6 +290,20 @@ impl Engine {
             access_cache,
             unreadable,
         })
+    }
+
+    /// Sets the memory of point lookups' key indexes and hot-row cache
+    /// (`[lookup]`) and starts their builder; the policy's `lookup_keys`
+    /// apply at the next [`Engine::warm`].
+    pub fn configure_lookups(&self, config: &crate::config::LookupConfig) {
+        self.lookups.configure(config, &self.ctx);
+    }
+
+    /// Whether the point-lookup key indexes of every table's loaded
+    /// version are built (statements never wait for them; tests and
+    /// benchmarks may).
+    pub fn lookups_ready(&self) -> bool {
+        self.lookups.ready()
     }
 
     /// Tables found but not served because their Delta protocol needs a
@@ -374,6 +400,8 @@ impl Engine {
     /// computation (at a million patients it is the cost of a window over
     /// millions of consent records).
     pub async fn warm(&self, policy: &crate::policy::Policy) -> Warmed {
+        // Key indexes build in the background; nothing waits for them.
+        self.lookups.apply_policy(policy);
         let purposes: std::collections::BTreeSet<crate::policy::Purpose> = policy
             .roles
             .values()

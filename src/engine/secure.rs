@@ -62,6 +62,9 @@ pub(crate) struct SecuredTable {
     /// Columns shown as they are stored (no mask): a leak-proof predicate
     /// over these may be evaluated below the policy (see [`leakproof`]).
     passthrough: std::collections::BTreeSet<String>,
+    /// Columns shown as keyed pseudonyms: an equality with a given value
+    /// may be evaluated below the policy too (see [`pseudonym_probe`]).
+    pseudonymised: std::collections::BTreeSet<String>,
     /// The consent set the plan's consent check probes, refreshed whenever
     /// a statement's scan of this table is planned.
     consent: Option<Arc<super::consent::ConsentSet>>,
@@ -115,6 +118,44 @@ pub(crate) fn leakproof(e: &DfExpr, passthrough: &std::collections::BTreeSet<Str
     }
 }
 
+/// Whether `e` is `column = value` or `column IN (values)` over a column
+/// shown as a keyed pseudonym, with values the client gave (no cast). It
+/// may be evaluated below the policy: the pseudonym is a total function of
+/// the stored key (it cannot fail or have an effect, whatever row it
+/// reads), and the policy's filter and the statement's own condition still
+/// apply above. Below the masks the condition reads
+/// `lakeward_pseudonym(key, domain) = value`, which the key indexes of
+/// point lookups answer (`engine::lookup`) instead of pseudonymising every
+/// row of the table.
+pub(crate) fn pseudonym_probe(
+    e: &DfExpr,
+    pseudonymised: &std::collections::BTreeSet<String>,
+) -> bool {
+    use datafusion::logical_expr::{BinaryExpr, Operator, expr::InList};
+    let given = |e: &DfExpr| matches!(e, DfExpr::Literal(..) | DfExpr::Placeholder(_));
+    let column = |e: &DfExpr| matches!(e, DfExpr::Column(c) if pseudonymised.contains(&c.name));
+    match e {
+        DfExpr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => (column(left) && given(right)) || (given(left) && column(right)),
+        DfExpr::InList(InList {
+            expr,
+            list,
+            negated: false,
+        }) => column(expr) && list.iter().all(given),
+        _ => false,
+    }
+}
+
+impl SecuredTable {
+    /// Whether a user predicate may be evaluated inside the barrier.
+    fn pushable(&self, e: &DfExpr) -> bool {
+        leakproof(e, &self.passthrough) || pseudonym_probe(e, &self.pseudonymised)
+    }
+}
+
 #[async_trait]
 impl TableProvider for SecuredTable {
     fn schema(&self) -> SchemaRef {
@@ -134,7 +175,7 @@ impl TableProvider for SecuredTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if leakproof(f, &self.passthrough) {
+                if self.pushable(f) {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -155,14 +196,15 @@ impl TableProvider for SecuredTable {
         if let Some(set) = &self.consent {
             set.refresh().await?;
         }
-        // Leak-proof predicates over unmasked columns go on top of the
-        // policy plan; the optimiser moves them down to the Delta scan,
-        // where file and row-group statistics prune. Anything else that
+        // Leak-proof predicates over unmasked columns, and key equalities
+        // over pseudonymised ones, go on top of the policy plan; the
+        // optimiser moves them down to the Delta scan, where key indexes
+        // and file and row-group statistics prune. Anything else that
         // reaches here is dropped (DataFusion evaluates it above).
         let mut plan = self.plan.clone();
         if let Some(pred) = filters
             .iter()
-            .filter(|f| leakproof(f, &self.passthrough))
+            .filter(|f| self.pushable(f))
             .map(|f| datafusion::logical_expr::expr_rewriter::unnormalize_col(f.clone()))
             .reduce(DfExpr::and)
         {
@@ -652,12 +694,27 @@ impl RawTables {
                 .filter(|(_, a)| matches!(a, ColumnAccess::Visible))
                 .map(|(c, _)| c.clone())
                 .collect();
+            let pseudonymised = table_access
+                .columns
+                .iter()
+                .filter(|(_, a)| {
+                    matches!(
+                        a,
+                        ColumnAccess::Masked {
+                            kind: MaskKind::Pseudonym,
+                            ..
+                        }
+                    )
+                })
+                .map(|(c, _)| c.clone())
+                .collect();
             let provider = Arc::new(SecuredTable {
                 name: name.clone(),
                 plan,
                 preoptimised,
                 schema,
                 passthrough,
+                pseudonymised,
                 consent: set,
             });
             let schema_provider = schemas

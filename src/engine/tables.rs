@@ -217,6 +217,7 @@ pub(crate) async fn open_and_register(
         })?;
     provider.set_metrics_name(loc.name.to_string());
     let version = provider.version();
+    let lookup = provider.lookup().clone();
     provider
         .update_datafusion_session(&ctx.state())
         .map_err(|e| open_err(e.to_string()))?;
@@ -241,6 +242,7 @@ pub(crate) async fn open_and_register(
         location: loc.url.clone(),
         version,
         schema,
+        lookup,
     })
 }
 

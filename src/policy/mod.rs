@@ -124,6 +124,11 @@ pub struct TableRules {
     /// of id, in any table, must name the same domain.
     #[serde(default)]
     pub record_keys: BTreeMap<String, String>,
+    /// Columns point lookups search by (`key = $1`, `key IN (…)`): each
+    /// gets a key index per Delta version (`engine::lookup`). Integer or
+    /// text columns; a secondary key (`encounters.patient_id`) may repeat.
+    #[serde(default)]
+    pub lookup_keys: Vec<String>,
     /// Column → tags.
     #[serde(default)]
     pub columns: BTreeMap<String, Vec<String>>,

@@ -105,6 +105,21 @@ impl Policy {
                     format!("{table}: patient_key {pk:?} is not one of its columns"),
                 );
             }
+            for (i, key) in rules.lookup_keys.iter().enumerate() {
+                if !rules.columns.contains_key(key) {
+                    problem(
+                        "tables.toml",
+                        key,
+                        format!("{table}: lookup key {key:?} is not one of its columns"),
+                    );
+                } else if rules.lookup_keys[..i].contains(key) {
+                    problem(
+                        "tables.toml",
+                        key,
+                        format!("{table}: lookup key {key:?} is listed twice"),
+                    );
+                }
+            }
             for (col, domain) in &rules.record_keys {
                 if !rules
                     .columns

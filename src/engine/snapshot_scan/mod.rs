@@ -43,12 +43,17 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
 use datafusion::common::{DFSchema, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetRowSelection,
+};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
@@ -58,6 +63,7 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::object_store::path::Path as StorePath;
 use datafusion::object_store::{ObjectMeta, ObjectStore};
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
@@ -73,20 +79,30 @@ use stats::{FileStatistics, file_statistics};
 
 /// One data file of the snapshot.
 #[derive(Debug)]
-struct DataFile {
-    meta: ObjectMeta,
-    rows: Option<u64>,
+pub(crate) struct DataFile {
+    pub(crate) meta: ObjectMeta,
+    /// Rows, from the file's Delta statistics.
+    pub(crate) rows: Option<u64>,
+}
+
+/// One snapshot version's data files and how to read them: what the scan
+/// and the key-index builder ([`crate::engine::lookup`]) share.
+#[derive(Debug)]
+pub(crate) struct VersionFiles {
+    pub(crate) schema: SchemaRef,
+    store_url: ObjectStoreUrl,
+    store: Arc<dyn ObjectStore>,
+    pub(crate) files: Vec<DataFile>,
 }
 
 /// A table provider over one Delta snapshot version with its file list and
 /// statistics in memory (see the module documentation).
 #[derive(Debug)]
 pub(crate) struct SnapshotScan {
-    schema: SchemaRef,
-    store_url: ObjectStoreUrl,
-    store: Arc<dyn ObjectStore>,
-    files: Vec<DataFile>,
+    version: Arc<VersionFiles>,
     stats: FileStatistics,
+    /// The table's key indexes and hot rows (point lookups).
+    lookup: Option<Arc<crate::engine::lookup::TableLookup>>,
 }
 
 /// Why a snapshot is left to deltalake's provider.
@@ -110,6 +126,7 @@ impl SnapshotScan {
     pub(crate) fn try_new(
         table: &DeltaTable,
         schema: SchemaRef,
+        lookup: Option<&Arc<crate::engine::lookup::TableLookup>>,
     ) -> std::result::Result<Self, Ineligible> {
         let state = table
             .snapshot()
@@ -191,41 +208,48 @@ impl SnapshotScan {
             stats_json.push(parsed);
         }
         let stats = file_statistics(&schema, &stats_json);
-        Ok(SnapshotScan {
+        let version = Arc::new(VersionFiles {
             schema,
             store_url,
             store: log_store.root_object_store(None),
             files,
+        });
+        if let Some(l) = lookup {
+            l.version_loaded(&version);
+        }
+        Ok(SnapshotScan {
+            version,
             stats,
+            lookup: lookup.cloned(),
         })
     }
 
     /// Number of data files in the snapshot.
     pub(crate) fn file_count(&self) -> usize {
-        self.files.len()
+        self.version.files.len()
     }
 
     /// Which files may hold rows matching `predicate` (all when unknown).
     fn keep(&self, predicate: Option<&Arc<dyn PhysicalExpr>>) -> Vec<bool> {
-        let all = || vec![true; self.files.len()];
+        let all = || vec![true; self.version.files.len()];
         let Some(predicate) = predicate else {
             return all();
         };
-        if self.files.is_empty() {
+        if self.version.files.is_empty() {
             return all();
         }
         match PruningPredicateBuilder::new()
-            .with_file_schema(self.schema.clone())
+            .with_file_schema(self.version.schema.clone())
             .try_build(predicate.clone())
             .and_then(|p| p.prune(&self.stats))
         {
-            Ok(keep) if keep.len() == self.files.len() => keep,
+            Ok(keep) if keep.len() == self.version.files.len() => keep,
             _ => all(),
         }
     }
 
     fn statistics_of<'a>(&self, files: impl Iterator<Item = &'a DataFile>) -> Statistics {
-        let mut stats = Statistics::new_unknown(&self.schema);
+        let mut stats = Statistics::new_unknown(&self.version.schema);
         let (mut rows, mut bytes, mut rows_known) = (0usize, 0usize, true);
         for f in files {
             match f.rows {
@@ -245,7 +269,7 @@ impl SnapshotScan {
 #[async_trait]
 impl TableProvider for SnapshotScan {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        self.version.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -260,7 +284,7 @@ impl TableProvider for SnapshotScan {
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        Some(self.statistics_of(self.files.iter()))
+        Some(self.statistics_of(self.version.files.iter()))
     }
 
     async fn scan(
@@ -273,36 +297,156 @@ impl TableProvider for SnapshotScan {
         // The filters as one physical predicate over the file schema. One
         // that cannot be planned here prunes nothing (DataFusion still
         // applies it above the scan).
-        let df_schema = DFSchema::try_from(self.schema.clone())?;
+        let version = &self.version;
+        let df_schema = DFSchema::try_from(version.schema.clone())?;
         let predicate = conjunction(filters.iter().cloned().map(unnormalize_col))
             .and_then(|e| state.create_physical_expr(e, &df_schema).ok());
         let keep = self.keep(predicate.as_ref());
-        let selected: Vec<&DataFile> = self
+        let mut selected: Vec<&DataFile> = version
             .files
             .iter()
             .zip(&keep)
             .filter_map(|(f, k)| k.then_some(f))
             .collect();
+        // Key probes: the rows each file's key index names.
+        let mut hits = self.lookup.as_ref().and_then(|l| {
+            let probes = crate::engine::lookup::keys::probes(filters);
+            if probes.is_empty() {
+                return None;
+            }
+            let paths: Vec<(&StorePath, u64)> = selected
+                .iter()
+                .map(|f| (&f.meta.location, f.meta.size))
+                .collect();
+            l.select(&probes, &paths)
+        });
+        if let Some(h) = &mut hits {
+            // Files the index says hold none of the keys are not read.
+            let mut i = 0;
+            selected.retain(|_| {
+                let hit = &h[i];
+                i += 1;
+                hit.as_ref().is_none_or(|hit| !hit.rows.is_empty())
+            });
+            h.retain(|hit| hit.as_ref().is_none_or(|hit| !hit.rows.is_empty()));
+        }
+        let projected = match projection {
+            Some(p) => Arc::new(version.schema.project(p)?),
+            None => version.schema.clone(),
+        };
         if selected.is_empty() {
-            let projected = match projection {
-                Some(p) => Arc::new(self.schema.project(p)?),
-                None => self.schema.clone(),
-            };
             return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        // Every file's rows are in memory: no file is opened.
+        if let Some(h) = &hits
+            && limit.is_none()
+            && let Some(batches) = cached_rows(h, projection)
+        {
+            return Ok(MemorySourceConfig::try_new_exec(
+                &[batches],
+                projected,
+                None,
+            )?);
         }
         let statistics = self.statistics_of(selected.iter().copied());
         let files: Vec<PartitionedFile> = selected
             .iter()
-            .map(|f| {
-                let mut stats = Statistics::new_unknown(&self.schema);
-                if let Some(r) = f.rows {
-                    stats.num_rows = Precision::Inexact(usize::try_from(r).unwrap_or(usize::MAX));
+            .enumerate()
+            .map(|(i, f)| {
+                let file = version.partitioned_file(f);
+                match hits.as_ref().and_then(|h| h[i].as_ref()) {
+                    Some(hit) => file.with_extension(ParquetRowSelection::new(row_selection(
+                        &hit.rows, hit.total,
+                    ))),
+                    None => file,
                 }
-                PartitionedFile::new_from_meta(f.meta.clone()).with_statistics(Arc::new(stats))
             })
             .collect();
         let groups = FileGroup::new(files).split_files(state.config().target_partitions().max(1));
+        let mut source = version.parquet_source(state)?;
+        // Parquet's row-group and page statistics leave NaN out of a float
+        // column's bounds, and DataFusion's pruning compares `min <= NaN <=
+        // max` in total order, dropping row groups that `= 'NaN'` (true for
+        // NaN, as in PostgreSQL) matches: conditions on float columns prune
+        // nothing here (they are still applied above the scan).
+        let parquet_predicate = conjunction(
+            filters
+                .iter()
+                .flat_map(datafusion::logical_expr::utils::split_conjunction)
+                .filter(|e| !self.mentions_float(e))
+                .cloned()
+                .map(unnormalize_col),
+        )
+        .and_then(|e| state.create_physical_expr(e, &df_schema).ok());
+        if let Some(p) = parquet_predicate {
+            source = source.with_predicate(p);
+        }
+        let config = FileScanConfigBuilder::new(version.store_url.clone(), Arc::new(source))
+            .with_file_groups(groups)
+            .with_statistics(statistics)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(Arc::new(NoFloatPruning::new(
+            DataSourceExec::from_data_source(config),
+        )))
+    }
+}
 
+/// The named rows of every file, projected, when every file's rows are
+/// cached.
+fn cached_rows(
+    hits: &[Option<crate::engine::lookup::Hit>],
+    projection: Option<&Vec<usize>>,
+) -> Option<Vec<RecordBatch>> {
+    hits.iter()
+        .map(|hit| {
+            let hit = hit.as_ref()?;
+            let all = hit.cached.as_ref()?;
+            let all = match projection {
+                Some(p) => all.project(p).ok()?,
+                None => all.clone(),
+            };
+            let rows = UInt32Array::from(hit.rows.clone());
+            take_record_batch(&all, &rows).ok()
+        })
+        .collect()
+}
+
+/// A selection of `rows` (ascending) out of a file of `total` rows.
+fn row_selection(rows: &[u32], total: u64) -> RowSelection {
+    let mut selectors = Vec::with_capacity(rows.len() * 2 + 1);
+    let mut at: u64 = 0;
+    for &r in rows {
+        let r = u64::from(r);
+        if r >= total {
+            break;
+        }
+        if r > at {
+            selectors.push(RowSelector::skip((r - at) as usize));
+        }
+        selectors.push(RowSelector::select(1));
+        at = r + 1;
+    }
+    if total > at {
+        selectors.push(RowSelector::skip((total - at) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
+impl VersionFiles {
+    /// A data file as DataFusion's file source takes it.
+    fn partitioned_file(&self, f: &DataFile) -> PartitionedFile {
+        let mut stats = Statistics::new_unknown(&self.schema);
+        if let Some(r) = f.rows {
+            stats.num_rows = Precision::Inexact(usize::try_from(r).unwrap_or(usize::MAX));
+        }
+        PartitionedFile::new_from_meta(f.meta.clone()).with_statistics(Arc::new(stats))
+    }
+
+    /// The Parquet source every read of this version goes through: the
+    /// runtime's footer and page-index cache, the page index on.
+    fn parquet_source(&self, state: &dyn Session) -> Result<ParquetSource> {
         let runtime = state.runtime_env();
         if runtime.object_store(&self.store_url).is_err() {
             runtime.register_object_store(self.store_url.as_ref(), self.store.clone());
@@ -321,39 +465,34 @@ impl TableProvider for SnapshotScan {
         if let Some(h) = hint {
             source = source.with_metadata_size_hint(h);
         }
-        // Parquet's row-group and page statistics leave NaN out of a float
-        // column's bounds, and DataFusion's pruning compares `min <= NaN <=
-        // max` in total order, dropping row groups that `= 'NaN'` (true for
-        // NaN, as in PostgreSQL) matches: conditions on float columns prune
-        // nothing here (they are still applied above the scan).
-        let parquet_predicate = conjunction(
-            filters
-                .iter()
-                .flat_map(datafusion::logical_expr::utils::split_conjunction)
-                .filter(|e| !self.mentions_float(e))
-                .cloned()
-                .map(unnormalize_col),
-        )
-        .and_then(|e| state.create_physical_expr(e, &df_schema).ok());
-        if let Some(p) = parquet_predicate {
-            source = source.with_predicate(p);
-        }
+        Ok(source)
+    }
+
+    /// Every row of file `index`, in file order, in one partition, with
+    /// the table's schema (the columns `projection` names): what the key
+    /// index builder reads.
+    pub(crate) async fn read_file(
+        &self,
+        state: &dyn Session,
+        index: usize,
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let f = self.files.get(index).ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal("no such data file".into())
+        })?;
+        let source = self.parquet_source(state)?;
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
-            .with_file_groups(groups)
-            .with_statistics(statistics)
+            .with_file_groups(vec![FileGroup::new(vec![self.partitioned_file(f)])])
             .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
             .build();
-        Ok(Arc::new(NoFloatPruning::new(
-            DataSourceExec::from_data_source(config),
-        )))
+        Ok(DataSourceExec::from_data_source(config))
     }
 }
 
 impl SnapshotScan {
     /// Whether `e` reads a floating-point column.
     fn mentions_float(&self, e: &Expr) -> bool {
-        mentions_float(&self.schema, e)
+        mentions_float(&self.version.schema, e)
     }
 }
 

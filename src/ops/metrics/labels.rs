@@ -161,6 +161,14 @@ label_enum! {
         /// Consent sets per purpose ([`crate::engine::consent::ConsentSet`]):
         /// a miss is a computation (new consent version or an expiry).
         Consent => "consent",
+        /// Key indexes of point lookups ([`crate::engine::lookup`]): a hit
+        /// is a key scan that read only the rows an index names, a miss
+        /// one that read files without an index (not built yet, over the
+        /// budget).
+        KeyIndex => "key_index",
+        /// The hot-row cache: a hit is a key scan answered from decoded
+        /// rows in memory.
+        HotRows => "hot_rows",
     }
 }
 

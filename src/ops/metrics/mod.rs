@@ -87,6 +87,9 @@ pub struct Metrics {
     statements_spilled: Counter,
     memory: Arc<MemoryCollector>,
     tables: Arc<TableStates>,
+    lookup_index_bytes: Gauge,
+    lookup_index_rows: Gauge,
+    lookup_cache_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -281,6 +284,28 @@ impl Metrics {
         let tables = Arc::new(TableStates::default());
         registry.register_collector(Box::new(TableCollector(tables.clone())));
 
+        // Point lookups: what the key indexes and the hot-row cache hold.
+        let lookup_index_bytes: Gauge = Gauge::default();
+        registry.register_with_unit(
+            "lookup_index",
+            "Memory held by the key indexes of point lookups",
+            Unit::Bytes,
+            lookup_index_bytes.clone(),
+        );
+        let lookup_index_rows: Gauge = Gauge::default();
+        registry.register(
+            "lookup_index_rows",
+            "Rows (times key columns) the key indexes of point lookups cover",
+            lookup_index_rows.clone(),
+        );
+        let lookup_cache_bytes: Gauge = Gauge::default();
+        registry.register_with_unit(
+            "lookup_cache",
+            "Memory held by the hot-row cache of point lookups",
+            Unit::Bytes,
+            lookup_cache_bytes.clone(),
+        );
+
         // Build: lakeward_build_info{version="…"} 1.
         registry.register(
             "build",
@@ -312,6 +337,9 @@ impl Metrics {
             statements_spilled,
             memory,
             tables,
+            lookup_index_bytes,
+            lookup_index_rows,
+            lookup_cache_bytes,
         }
     }
 
@@ -393,6 +421,14 @@ impl Metrics {
             CacheResult::Miss
         };
         self.cache[cache.index()][result.index()].inc();
+    }
+
+    /// Add to (or take from) what the point-lookup key indexes and hot-row
+    /// cache hold.
+    pub fn lookup_memory(&self, index_bytes: i64, index_rows: i64, cache_bytes: i64) {
+        self.lookup_index_bytes.inc_by(index_bytes);
+        self.lookup_index_rows.inc_by(index_rows);
+        self.lookup_cache_bytes.inc_by(cache_bytes);
     }
 
     // Audit.

@@ -112,16 +112,24 @@ pub fn engine_with_memory(memory: &lakeward::config::MemoryConfig) -> Arc<Engine
                 lakeward::audit::record::schema(),
             ))
             .expect("audit table");
-        Arc::new(
-            runtime()
-                .block_on(lakeward::engine::open_from_config(
-                    &cfg.data,
-                    memory,
-                    &[7u8; 32],
-                    Some(&audit_table),
-                ))
-                .expect("engine"),
-        )
+        let engine = runtime()
+            .block_on(lakeward::engine::open_from_config(
+                &cfg.data,
+                memory,
+                &[7u8; 32],
+                Some(&audit_table),
+            ))
+            .expect("engine");
+        // As `serve` does: point-lookup key indexes (built in the
+        // background) and the hot-row cache, so every test's lookups run
+        // over whichever path is ready.
+        runtime().block_on(async {
+            engine.configure_lookups(&cfg.lookup);
+            engine
+                .warm(&lakeward::policy::Policy::load(None).expect("policy"))
+                .await;
+        });
+        Arc::new(engine)
     })
 }
 
