@@ -173,13 +173,32 @@ table = "$WORK/audit-$name/access_log"
 instance = "bench-$name"
 signing_key_file = "$LW_DATA/keys/audit-signing.pem"
 durability = "$durability"
+[admin]
+enabled = true
+listen = "127.0.0.1:$((port + 1000))"
+[lookup]
+index_memory_mb = ${LOOKUP_INDEX_MB:-4096}
+cache_memory_mb = ${LOOKUP_CACHE_MB:-2048}
+cache_tables = [${LOOKUP_CACHE_TABLES:-\"clinical.patients\"}]
 TOML
   "$BIN" --log warn serve --config "$WORK/$name.toml" 2>"$OUT/lakeward-$name.log" &
   LW_PID=$!
   PIDS+=("$LW_PID")
-  for _ in $(seq 1 300); do pg_isready -q -h 127.0.0.1 -p "$port" && return 0; sleep 0.2; done
-  echo "lakeward ($name) did not start; see $OUT/lakeward-$name.log" >&2
-  exit 1
+  for _ in $(seq 1 300); do pg_isready -q -h 127.0.0.1 -p "$port" && break; sleep 0.2; done
+  pg_isready -q -h 127.0.0.1 -p "$port" || { echo "lakeward ($name) did not start; see $OUT/lakeward-$name.log" >&2; exit 1; }
+  # Key indexes build in the background after start-up; measure once they
+  # stopped growing (the index row count is the same two seconds apart).
+  local t0 last="" now
+  t0=$(date +%s)
+  while :; do
+    now=$(curl -s "http://127.0.0.1:$((port + 1000))/metrics" | awk '/^lakeward_lookup_index_rows /{print $2}')
+    [ -n "$now" ] && [ "$now" != "0" ] && [ "$now" = "$last" ] && break
+    [ $(( $(date +%s) - t0 )) -gt 1800 ] && break
+    last="$now"; sleep 2
+  done
+  log "lakeward ($name): key indexes of ${now:-0} rows after $(( $(date +%s) - t0 )) s; RSS $(awk '/VmRSS/{print $2}' /proc/$LW_PID/status) KiB"
+  python3 bench/report.py record --system lakeward --workload lookup-index --rows "${now:-0}" \
+    --seconds "$(( $(date +%s) - t0 ))" --peak-rss-kib "$(awk '/VmRSS/{print $2}' /proc/$LW_PID/status)" >>"$RESULTS"
 }
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 lw_conn() { # role port
@@ -288,6 +307,12 @@ if want point; then
         bench_pgbench postgres point "$role" "$mode" "$c" "$(pg_conn "$role")" -T "$SECS" -f "bench/workloads/point-$role.sql"
       done
     done
+  done
+  # A clinician's chart: patient, encounters, observations, claims.
+  for c in $CLIENTS; do
+    log "point: clinician's chart (4 statements), prepared, $c clients"
+    bench_pgbench lakeward chart clinician prepared "$c" "$(lw_conn clinician $LW_PORT)" -T "$SECS" -f bench/workloads/point-chart.sql
+    bench_pgbench postgres chart clinician prepared "$c" "$(pg_conn clinician)" -T "$SECS" -f bench/workloads/point-chart.sql
   done
   for c in $CLIENTS; do
     log "point: plain DataFusion, $c clients"

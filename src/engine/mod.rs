@@ -299,6 +299,13 @@ impl Engine {
         self.lookups.configure(config, &self.ctx);
     }
 
+    /// Applies `policy`'s `lookup_keys` (after [`Engine::configure_lookups`]):
+    /// the indexes it needs are built in the background. [`Engine::warm`]
+    /// does this too.
+    pub fn apply_lookup_keys(&self, policy: &crate::policy::Policy) {
+        self.lookups.apply_policy(policy);
+    }
+
     /// Whether the point-lookup key indexes of every table's loaded
     /// version are built (statements never wait for them; tests and
     /// benchmarks may).
@@ -401,7 +408,7 @@ impl Engine {
     /// millions of consent records).
     pub async fn warm(&self, policy: &crate::policy::Policy) -> Warmed {
         // Key indexes build in the background; nothing waits for them.
-        self.lookups.apply_policy(policy);
+        self.apply_lookup_keys(policy);
         let purposes: std::collections::BTreeSet<crate::policy::Purpose> = policy
             .roles
             .values()

@@ -21,10 +21,10 @@ use crate::support::{
 };
 
 /// How old a snapshot may get in these servers.
-const REFRESH: Duration = Duration::from_millis(300);
+pub(crate) const REFRESH: Duration = Duration::from_millis(300);
 
 /// A server over its own small dataset (the shared one is never written).
-fn private_server() -> (PathBuf, TestServer) {
+pub(crate) fn private_server() -> (PathBuf, TestServer) {
     let (dir, engine) = private_engine();
     let root = dir.clone();
     let server = start_over(
@@ -39,7 +39,7 @@ fn private_server() -> (PathBuf, TestServer) {
 }
 
 /// An engine over its own small dataset.
-fn private_engine() -> (PathBuf, Arc<lakeward::engine::Engine>) {
+pub(crate) fn private_engine() -> (PathBuf, Arc<lakeward::engine::Engine>) {
     let dir = temp_dir("lakeward-it-caches");
     let mut config = lakeward::config::Config::demo(&dir, "127.0.0.1:0".parse().unwrap());
     config.data.refresh_ms = REFRESH.as_millis() as u64;
@@ -71,11 +71,19 @@ fn private_engine() -> (PathBuf, Arc<lakeward::engine::Engine>) {
             .expect("engine")
         })
     });
+    // As `serve` does: key indexes and hot rows for point lookups (the
+    // consent sets are left cold: a test here warms them).
+    off_runtime(|| {
+        runtime().block_on(async {
+            engine.configure_lookups(&lakeward::config::LookupConfig::default());
+            engine.apply_lookup_keys(&lakeward::policy::Policy::load(None).expect("policy"));
+        })
+    });
     (dir, Arc::new(engine))
 }
 
 /// Append `batches` to the Delta table `schema/table` under `dir`.
-async fn append(dir: &Path, schema: &str, table: &str, batches: Vec<RecordBatch>) {
+pub(crate) async fn append(dir: &Path, schema: &str, table: &str, batches: Vec<RecordBatch>) {
     let path = dir.join(schema).join(table);
     let url = deltalake::ensure_table_uri(path.to_str().unwrap()).unwrap();
     let t = deltalake::open_table(url).await.expect("open");
@@ -94,7 +102,7 @@ async fn stored_schema(dir: &Path, schema: &str, table: &str) -> SchemaRef {
 }
 
 /// Wait longer than the refresh interval.
-async fn past_refresh() {
+pub(crate) async fn past_refresh() {
     tokio::time::sleep(REFRESH + Duration::from_millis(200)).await;
 }
 

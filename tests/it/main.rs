@@ -17,6 +17,7 @@ mod fingerprints;
 mod identity;
 mod introspection;
 mod linkage;
+mod lookups;
 mod memory;
 mod object_store;
 mod operations;

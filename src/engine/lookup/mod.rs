@@ -33,7 +33,7 @@
 //! cached rows `[lookup] cache_memory_mb`; a file whose index or rows do
 //! not fit is read without them. The metrics `lakeward_lookup_index_bytes`,
 //! `lakeward_lookup_index_rows` and `lakeward_lookup_cache_bytes` say what
-//! is held; `lakeward_cache_lookups_total{cache="key_index"|"hot_rows"}`
+//! is held; `lakeward_cache_requests_total{cache="key_index"|"hot_rows"}`
 //! how often scans used them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

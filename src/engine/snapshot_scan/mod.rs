@@ -11,6 +11,12 @@
 //! - at scan time, the pushed filters are turned into a DataFusion
 //!   [`PruningPredicate`] evaluated over those statistics in memory, so files
 //!   that cannot hold a matching row are never opened;
+//! - a key probe (`key = constant`, `key IN (…)` on a policy lookup key)
+//!   asks the table's key indexes ([`crate::engine::lookup`]) which rows of
+//!   each file may hold those keys: files holding none are not opened,
+//!   the others are read with a row selection (only the pages holding
+//!   those rows, through the offset index), or taken from the hot-row
+//!   cache when every file's rows are in memory;
 //! - the remaining files are read by DataFusion's Parquet source with the
 //!   same predicate (row-group and page-index pruning), through the runtime's
 //!   file metadata cache, so a footer and its page index are fetched once per
