@@ -62,6 +62,19 @@ pub(crate) fn check(
                 );
             }
         }
+        for key in &rules.lookup_keys {
+            match cols.iter().find(|(c, _)| c == key) {
+                Some((_, ColumnType::Integer | ColumnType::Text)) => {}
+                Some(_) => err(
+                    &mut errors,
+                    "tables.toml",
+                    format!("{table}.{key}: a lookup key must be an integer or text column"),
+                ),
+                // Reported above (classified, no such column) or by
+                // validation (not classified).
+                None => {}
+            }
+        }
         for (col, _) in cols {
             if !rules.columns.contains_key(col) {
                 err(

@@ -75,6 +75,27 @@ fn record_keys_have_one_valid_domain_per_kind_of_id() {
             "{needle}: {e}"
         );
     };
+    // Lookup keys: a column of the table, listed once.
+    assert_eq!(
+        p.tables["clinical.encounters"].lookup_keys,
+        vec!["encounter_id".to_owned(), "patient_id".to_owned()]
+    );
+    refused(
+        tables.replacen(
+            r#"lookup_keys = ["patient_id"]"#,
+            r#"lookup_keys = ["patient_id", "nope"]"#,
+            1,
+        ),
+        "lookup key \"nope\" is not one of its columns",
+    );
+    refused(
+        tables.replacen(
+            r#"lookup_keys = ["patient_id"]"#,
+            r#"lookup_keys = ["patient_id", "patient_id"]"#,
+            1,
+        ),
+        "is listed twice",
+    );
     // The same kind of id untagged in another table.
     refused(
         tables.replacen(
