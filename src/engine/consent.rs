@@ -314,30 +314,57 @@ impl IdSet {
     }
 }
 
-/// `lakeward_consent_<set>(patient_id BIGINT) -> BOOLEAN`: whether the
-/// patient is in the set (NULL for a NULL id, so `[NOT] f(id)` admits no
-/// row without a patient). Errors when the set was never computed.
+/// A shared set of ids a membership function probes: a consent set, or
+/// the answer of a policy filter's subquery (`engine::filter_sets`).
+pub(crate) trait MemberSource: std::fmt::Debug + Send + Sync + 'static {
+    /// The membership function's name (raw context only).
+    fn function(&self) -> &str;
+    /// The set as last refreshed (`None` until first computed).
+    fn snapshot(&self) -> Option<Arc<IdSet>>;
+}
+
+impl MemberSource for ConsentSet {
+    fn function(&self) -> &str {
+        &self.function
+    }
+
+    fn snapshot(&self) -> Option<Arc<IdSet>> {
+        ConsentSet::snapshot(self)
+    }
+}
+
+/// `<function>(id BIGINT) -> BOOLEAN`: whether the id is in the set (NULL
+/// for a NULL id, so `[NOT] f(id)` admits no row without an id). Errors
+/// when the set was never computed.
 #[derive(Debug)]
-struct ConsentMembership {
-    set: Arc<ConsentSet>,
+struct Membership<S> {
+    set: Arc<S>,
     signature: Signature,
 }
 
-impl PartialEq for ConsentMembership {
+/// The membership function of `set`, to register in the raw context.
+pub(crate) fn membership_udf<S: MemberSource>(set: Arc<S>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(Membership {
+        set,
+        signature: Signature::uniform(1, vec![DataType::Int64], Volatility::Stable),
+    })
+}
+
+impl<S: MemberSource> PartialEq for Membership<S> {
     fn eq(&self, other: &Self) -> bool {
-        self.set.function == other.set.function
+        self.set.function() == other.set.function()
     }
 }
-impl Eq for ConsentMembership {}
-impl std::hash::Hash for ConsentMembership {
+impl<S: MemberSource> Eq for Membership<S> {}
+impl<S: MemberSource> std::hash::Hash for Membership<S> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.set.function.hash(state);
+        self.set.function().hash(state);
     }
 }
 
-impl ScalarUDFImpl for ConsentMembership {
+impl<S: MemberSource> ScalarUDFImpl for Membership<S> {
     fn name(&self) -> &str {
-        &self.set.function
+        self.set.function()
     }
 
     fn signature(&self) -> &Signature {
@@ -352,9 +379,9 @@ impl ScalarUDFImpl for ConsentMembership {
         let ids = self
             .set
             .snapshot()
-            .ok_or_else(|| DataFusionError::Execution("consent set unavailable".into()))?;
+            .ok_or_else(|| DataFusionError::Execution("membership set unavailable".into()))?;
         let [arg] = args.args.as_slice() else {
-            return Err(DataFusionError::Execution("consent check arity".into()));
+            return Err(DataFusionError::Execution("membership check arity".into()));
         };
         let member = |v: Option<i64>| v.map(|id| ids.contains(id));
         match arg {
@@ -368,11 +395,11 @@ impl ScalarUDFImpl for ConsentMembership {
                 let a = a
                     .as_any()
                     .downcast_ref::<Int64Array>()
-                    .ok_or_else(|| DataFusionError::Execution("consent check type".into()))?;
+                    .ok_or_else(|| DataFusionError::Execution("membership check type".into()))?;
                 let out = BooleanArray::new(ids.probe(a.values()), a.nulls().cloned());
                 Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
             }
-            _ => Err(DataFusionError::Execution("consent check type".into())),
+            _ => Err(DataFusionError::Execution("membership check type".into())),
         }
     }
 }
@@ -427,10 +454,7 @@ impl ConsentSets {
             source,
             function,
         ));
-        ctx.register_udf(ScalarUDF::new_from_impl(ConsentMembership {
-            set: set.clone(),
-            signature: Signature::uniform(1, vec![DataType::Int64], Volatility::Stable),
-        }));
+        ctx.register_udf(membership_udf(set.clone()));
         registered.insert(key, set.clone());
         Ok(set)
     }

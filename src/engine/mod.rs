@@ -13,6 +13,7 @@ pub(crate) mod consent;
 pub mod delta;
 pub(crate) mod encode;
 pub(crate) mod errors;
+pub(crate) mod filter_sets;
 mod like;
 pub(crate) mod lookup;
 pub mod masks;

@@ -68,6 +68,9 @@ pub(crate) struct SecuredTable {
     /// The consent set the plan's consent check probes, refreshed whenever
     /// a statement's scan of this table is planned.
     consent: Option<Arc<super::consent::ConsentSet>>,
+    /// The sets of the row filter's subqueries (`engine::filter_sets`),
+    /// refreshed likewise.
+    filter_sets: Vec<Arc<super::filter_sets::FilterSet>>,
 }
 
 /// Whether `e` may be evaluated on rows the policy has not admitted yet:
@@ -194,6 +197,9 @@ impl TableProvider for SecuredTable {
         // The consent set this statement runs against: current for the
         // consent table's newest version and this moment.
         if let Some(set) = &self.consent {
+            set.refresh().await?;
+        }
+        for set in &self.filter_sets {
             set.refresh().await?;
         }
         // Leak-proof predicates over unmasked columns, and key equalities
@@ -523,6 +529,10 @@ pub(crate) fn only_immutable_functions(plan: &LogicalPlan) -> bool {
                         .func
                         .name()
                         .starts_with(super::consent::CONSENT_FUNCTION_PREFIX)
+                    && !f
+                        .func
+                        .name()
+                        .starts_with(super::filter_sets::FILTER_SET_PREFIX)
                 {
                     immutable = false;
                     return Ok(TreeNodeRecursion::Stop);
@@ -547,6 +557,7 @@ pub(crate) struct RawTables {
     /// mask functions. Never handed to a client session.
     ctx: datafusion::execution::context::SessionContext,
     consent_sets: super::consent::ConsentSets,
+    filter_sets: super::filter_sets::FilterSets,
 }
 
 impl fmt::Debug for RawTables {
@@ -560,10 +571,11 @@ impl RawTables {
         RawTables {
             ctx,
             consent_sets: Default::default(),
+            filter_sets: Default::default(),
         }
     }
 
-    async fn provider(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
+    pub(crate) async fn provider(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
         let (s, t) = name.split_once('.')?;
         self.ctx.catalog(CATALOG)?.schema(s)?.table(t).await.ok()?
     }
@@ -669,6 +681,19 @@ impl RawTables {
                 continue;
             };
             let set = self.consent_set(table_access, consent).await?;
+            // Subquery row filters read shared per-version sets instead.
+            let mut rewritten;
+            let mut filter_sets = Vec::new();
+            let table_access = match &table_access.row_filter {
+                Some(f) => {
+                    let (f, sets) = self.filter_sets.rewrite(&self.ctx, self, f.clone()).await;
+                    filter_sets = sets;
+                    rewritten = table_access.clone();
+                    rewritten.row_filter = Some(f);
+                    &rewritten
+                }
+                None => table_access,
+            };
             let stmt = internal_statement(
                 name,
                 table_access,
@@ -716,6 +741,7 @@ impl RawTables {
                 passthrough,
                 pseudonymised,
                 consent: set,
+                filter_sets,
             });
             let schema_provider = schemas
                 .entry(s.to_owned())

@@ -55,6 +55,11 @@ async fn agree(client: &Client, who: &str, table: &str, key: &str, value: &str) 
     scanned.len()
 }
 
+/// `agree` for the analyst's rows of one patient in `table`.
+async fn analyst_by_patient(client: &Client, table: &str, patient: i64) -> usize {
+    agree(client, "analyst", table, "patient_id", &patient.to_string()).await
+}
+
 /// Integer values of one column of a query (raw, before any policy).
 async fn raw_ids(dir: &std::path::Path, sql: &str) -> Vec<i64> {
     use datafusion::arrow::array::Int64Array;
@@ -219,35 +224,14 @@ async fn key_lookups_equal_full_scans_for_every_role_across_consent_and_new_vers
         .unwrap();
     let copied: usize = copy.iter().map(|b| b.num_rows()).sum();
     assert!(copied > 0);
-    let before = agree(
-        &analyst,
-        "analyst",
-        "clinical.encounters",
-        "patient_id",
-        &p.to_string(),
-    )
-    .await;
+    let before = analyst_by_patient(&analyst, "clinical.encounters", p).await;
     append(&dir, "clinical", "encounters", copy).await;
     past_refresh().await;
-    let after = agree(
-        &analyst,
-        "analyst",
-        "clinical.encounters",
-        "patient_id",
-        &p.to_string(),
-    )
-    .await;
+    let after = analyst_by_patient(&analyst, "clinical.encounters", p).await;
     assert_eq!(after, before + copied, "appended rows are found by key");
     wait_for_indexes(|| engine.lookups_ready()).await;
     assert_eq!(
-        agree(
-            &analyst,
-            "analyst",
-            "clinical.encounters",
-            "patient_id",
-            &p.to_string()
-        )
-        .await,
+        analyst_by_patient(&analyst, "clinical.encounters", p).await,
         before + copied
     );
 
@@ -255,14 +239,7 @@ async fn key_lookups_equal_full_scans_for_every_role_across_consent_and_new_vers
     // removed file's rows and index are gone at the next version.
     let victim = keys.patients[1];
     assert_eq!(
-        agree(
-            &analyst,
-            "analyst",
-            "clinical.patients",
-            "patient_id",
-            &victim.to_string()
-        )
-        .await,
+        analyst_by_patient(&analyst, "clinical.patients", victim).await,
         1
     );
     let url = deltalake::ensure_table_uri(dir.join("clinical/patients").to_str().unwrap()).unwrap();
@@ -274,14 +251,7 @@ async fn key_lookups_equal_full_scans_for_every_role_across_consent_and_new_vers
         .expect("delete");
     past_refresh().await;
     assert_eq!(
-        agree(
-            &analyst,
-            "analyst",
-            "clinical.patients",
-            "patient_id",
-            &victim.to_string()
-        )
-        .await,
+        analyst_by_patient(&analyst, "clinical.patients", victim).await,
         0,
         "a deleted row is not served from a removed file's cache"
     );
@@ -308,4 +278,96 @@ fn index_hits() -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// The clinician's observations are scoped by a subquery over encounters
+/// (`encounter_id IN (SELECT encounter_id FROM clinical.encounters WHERE
+/// site_id = principal.site)`), answered from a set computed per
+/// encounters version: a new version that moves an encounter to the
+/// clinician's site shows its observations at the next statement, by key
+/// and in aggregate, as a break-glass session of the same clinician
+/// (no site filter, the same consent) counts them with the subquery
+/// written out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subquery_row_filter_follows_new_versions_of_the_table_it_reads() {
+    let (dir, server) = crate::caches::private_server();
+    let clinician = connect_role(server.addr, "clinician", "treatment").await;
+    let raw = raw_context(&dir).await;
+    let visible = async |c: &Client| -> i64 {
+        c.query_one("SELECT count(*) FROM clinical.observations", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    // The oracle: a break-glass session of the same clinician (no site
+    // filter, the same consent) counting with the subquery written out.
+    let bg = connect_role(server.addr, "clinician", "treatment").await;
+    bg.batch_execute("BEGIN; SET LOCAL lakeward.break_glass = 'oracle for the site filter'")
+        .await
+        .unwrap();
+    let oracle = async |sql: &str| -> i64 { bg.query_one(sql, &[]).await.unwrap().get(0) };
+    let in_s01 = "SELECT count(*) FROM clinical.observations WHERE encounter_id IN (SELECT encounter_id FROM clinical.encounters WHERE site_id = 'S01')";
+    let expected = oracle(in_s01).await;
+    assert_eq!(
+        visible(&clinician).await,
+        expected,
+        "the site's observations"
+    );
+
+    // An encounter of another site with observations the clinician's
+    // consent admits, moved to S01 by a new version (appended again with
+    // site S01).
+    let moved: i64 = bg
+        .query_one(
+            "SELECT e.encounter_id FROM clinical.encounters e JOIN clinical.observations o ON o.encounter_id = e.encounter_id WHERE e.site_id <> 'S01' ORDER BY e.encounter_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let its = oracle(&format!(
+        "SELECT count(*) FROM clinical.observations WHERE encounter_id = {moved}"
+    ))
+    .await;
+    assert!(its > 0);
+    bg.batch_execute("COMMIT").await.unwrap();
+    let row = raw
+        .sql(&format!(
+            "SELECT * FROM encounters WHERE encounter_id = {moved}"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let row = with_site(&row[0], "S01");
+    append(&dir, "clinical", "encounters", vec![row]).await;
+    past_refresh().await;
+    assert_eq!(
+        visible(&clinician).await,
+        expected + its,
+        "the moved encounter's observations are the clinician's now"
+    );
+    let by_key = agree(
+        &clinician,
+        "clinician",
+        "clinical.observations",
+        "encounter_id",
+        &moved.to_string(),
+    )
+    .await;
+    assert_eq!(by_key as i64, its);
+    server.shutdown();
+}
+
+/// `batch` with every `site_id` set to `site`.
+fn with_site(
+    batch: &datafusion::arrow::array::RecordBatch,
+    site: &str,
+) -> datafusion::arrow::array::RecordBatch {
+    let i = batch.schema().index_of("site_id").unwrap();
+    let mut columns = batch.columns().to_vec();
+    let sites = datafusion::arrow::array::StringArray::from(vec![site; batch.num_rows()]);
+    columns[i] = datafusion::arrow::compute::cast(&sites, batch.column(i).data_type()).unwrap();
+    datafusion::arrow::array::RecordBatch::try_new(batch.schema(), columns).unwrap()
 }

@@ -50,24 +50,9 @@ fn scrambled(n: i64) -> Vec<i64> {
     v
 }
 
+/// The ids a query returns, sorted.
 async fn ids(ctx: &SessionContext, sql: &str) -> Vec<i64> {
-    let mut out: Vec<i64> = ctx
-        .sql(sql)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap()
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let mut out = crate::engine::snapshot_scan::tests::ids(ctx, sql).await;
     out.sort_unstable();
     out
 }

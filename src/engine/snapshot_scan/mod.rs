@@ -503,4 +503,4 @@ impl SnapshotScan {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

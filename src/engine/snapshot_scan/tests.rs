@@ -460,7 +460,8 @@ fn typed_schema() -> SchemaRef {
     ]))
 }
 
-async fn ids(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<i64> {
+/// The first (BIGINT) column of a query's rows, in the order returned.
+pub(crate) async fn ids(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<i64> {
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
     batches
         .iter()
