@@ -121,6 +121,14 @@ pub(crate) struct FilterSets {
 }
 
 impl FilterSets {
+    /// How many subquery filters are answered from sets.
+    pub(crate) fn len(&self) -> usize {
+        self.registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     /// Rewrites the top-level conjuncts of `filter` that qualify (module
     /// documentation) into membership probes, returning the filter and the
     /// sets it now reads. `raw` holds the tables subqueries read.
@@ -233,8 +241,8 @@ impl FilterSets {
     }
 }
 
-/// `a AND b AND …` as its conjuncts (parentheses around a conjunction
-/// included).
+/// `a AND b AND …` as its conjuncts, parentheses around a conjunct
+/// removed (the policy compiler parenthesises each filter it combines).
 fn split_and(e: Expr, out: &mut Vec<Expr>) {
     match e {
         Expr::BinaryOp {
@@ -245,17 +253,7 @@ fn split_and(e: Expr, out: &mut Vec<Expr>) {
             split_and(*left, out);
             split_and(*right, out);
         }
-        Expr::Nested(inner)
-            if matches!(
-                inner.as_ref(),
-                Expr::BinaryOp {
-                    op: ast::BinaryOperator::And,
-                    ..
-                }
-            ) =>
-        {
-            split_and(*inner, out)
-        }
+        Expr::Nested(inner) => split_and(*inner, out),
         e => out.push(e),
     }
 }

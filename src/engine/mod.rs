@@ -307,6 +307,13 @@ impl Engine {
         self.lookups.apply_policy(policy);
     }
 
+    /// How many subquery row filters (`key IN (SELECT id FROM t WHERE …)`)
+    /// are answered from per-version membership sets so far
+    /// (`engine::filter_sets`).
+    pub fn filter_sets(&self) -> usize {
+        self.raw.filter_sets()
+    }
+
     /// Whether the point-lookup key indexes of every table's loaded
     /// version are built (statements never wait for them; tests and
     /// benchmarks may).

@@ -575,6 +575,11 @@ impl RawTables {
         }
     }
 
+    /// How many subquery row filters are answered from per-version sets.
+    pub(crate) fn filter_sets(&self) -> usize {
+        self.filter_sets.len()
+    }
+
     pub(crate) async fn provider(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
         let (s, t) = name.split_once('.')?;
         self.ctx.catalog(CATALOG)?.schema(s)?.table(t).await.ok()?

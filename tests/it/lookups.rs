@@ -290,7 +290,16 @@ fn index_hits() -> u64 {
 /// written out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subquery_row_filter_follows_new_versions_of_the_table_it_reads() {
-    let (dir, server) = crate::caches::private_server();
+    let (dir, engine) = crate::caches::private_engine();
+    let root = dir.clone();
+    let server = crate::support::start_over(
+        engine.clone(),
+        move |c| {
+            c.data.root = Some(root);
+            c.data.refresh_ms = crate::caches::REFRESH.as_millis() as u64;
+        },
+        crate::support::test_auth_settings(),
+    );
     let clinician = connect_role(server.addr, "clinician", "treatment").await;
     let raw = raw_context(&dir).await;
     let visible = async |c: &Client| -> i64 {

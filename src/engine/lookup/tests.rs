@@ -59,18 +59,7 @@ async fn ids(ctx: &SessionContext, sql: &str) -> Vec<i64> {
 
 /// Files the physical plan reads (cached rows read none).
 async fn files_read(ctx: &SessionContext, sql: &str) -> usize {
-    let plan = ctx
-        .sql(sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    datafusion::physical_plan::displayable(plan.as_ref())
-        .indent(true)
-        .to_string()
-        .matches(".parquet")
-        .count()
+    crate::engine::snapshot_scan::tests::files_scanned(ctx, sql).await
 }
 
 async fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {

@@ -118,7 +118,8 @@ async fn count(ctx: &datafusion::prelude::SessionContext, sql: &str) -> usize {
         .sum()
 }
 
-async fn files_scanned(ctx: &datafusion::prelude::SessionContext, sql: &str) -> usize {
+/// How many data files the physical plan of `sql` reads.
+pub(crate) async fn files_scanned(ctx: &datafusion::prelude::SessionContext, sql: &str) -> usize {
     let plan = ctx
         .sql(sql)
         .await
