@@ -21,25 +21,31 @@ use crate::support::{
 };
 
 /// How old a snapshot may get in these servers.
-pub(crate) const REFRESH: Duration = Duration::from_millis(300);
+const REFRESH: Duration = Duration::from_millis(300);
 
 /// A server over its own small dataset (the shared one is never written).
 pub(crate) fn private_server() -> (PathBuf, TestServer) {
+    let (dir, server, _) = private_server_and_engine();
+    (dir, server)
+}
+
+/// [`private_server`] with the engine it serves.
+pub(crate) fn private_server_and_engine() -> (PathBuf, TestServer, Arc<lakeward::engine::Engine>) {
     let (dir, engine) = private_engine();
     let root = dir.clone();
     let server = start_over(
-        engine,
+        engine.clone(),
         move |c| {
             c.data.root = Some(root);
             c.data.refresh_ms = REFRESH.as_millis() as u64;
         },
         test_auth_settings(),
     );
-    (dir, server)
+    (dir, server, engine)
 }
 
 /// An engine over its own small dataset.
-pub(crate) fn private_engine() -> (PathBuf, Arc<lakeward::engine::Engine>) {
+fn private_engine() -> (PathBuf, Arc<lakeward::engine::Engine>) {
     let dir = temp_dir("lakeward-it-caches");
     let mut config = lakeward::config::Config::demo(&dir, "127.0.0.1:0".parse().unwrap());
     config.data.refresh_ms = REFRESH.as_millis() as u64;

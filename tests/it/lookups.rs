@@ -129,19 +129,7 @@ async fn wait_for_indexes(engine_ready: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_lookups_equal_full_scans_for_every_role_across_consent_and_new_versions() {
-    let (dir, server, engine) = {
-        let (dir, engine) = crate::caches::private_engine();
-        let root = dir.clone();
-        let server = crate::support::start_over(
-            engine.clone(),
-            move |c| {
-                c.data.root = Some(root);
-                c.data.refresh_ms = crate::caches::REFRESH.as_millis() as u64;
-            },
-            crate::support::test_auth_settings(),
-        );
-        (dir, server, engine)
-    };
+    let (dir, server, engine) = crate::caches::private_server_and_engine();
     wait_for_indexes(|| engine.lookups_ready()).await;
     let hits_before = index_hits();
 
@@ -290,16 +278,7 @@ fn index_hits() -> u64 {
 /// written out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subquery_row_filter_follows_new_versions_of_the_table_it_reads() {
-    let (dir, engine) = crate::caches::private_engine();
-    let root = dir.clone();
-    let server = crate::support::start_over(
-        engine.clone(),
-        move |c| {
-            c.data.root = Some(root);
-            c.data.refresh_ms = crate::caches::REFRESH.as_millis() as u64;
-        },
-        crate::support::test_auth_settings(),
-    );
+    let (dir, server, engine) = crate::caches::private_server_and_engine();
     let clinician = connect_role(server.addr, "clinician", "treatment").await;
     let raw = raw_context(&dir).await;
     let visible = async |c: &Client| -> i64 {
