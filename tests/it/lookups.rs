@@ -1,7 +1,8 @@
 //! Point lookups through key indexes and the hot-row cache return exactly
 //! what a full scan returns, for every role, with break-glass, after a
-//! consent change and across new Delta versions (an append and a delete
-//! that rewrites a file): no stale row.
+//! consent change, across new Delta versions (an append and a delete
+//! that rewrites a file) and policy reloads that drop and restore the
+//! keys: no stale row.
 //!
 //! The oracle is the same statement with the key compared through an
 //! expression (`key + 0 = k`): not a key probe, so it reads every file, under
@@ -251,6 +252,19 @@ async fn key_lookups_equal_full_scans_for_every_role_across_consent_and_new_vers
         index_hits() > hits_before,
         "lookups went through the key indexes"
     );
+
+    // A policy reload (SIGHUP applies the new policy's keys at warm-up)
+    // that drops every lookup key: the indexes go, the answers stay; and
+    // one that brings them back.
+    let mut keyless = lakeward::policy::Policy::load(None).unwrap();
+    for t in keyless.tables.values_mut() {
+        t.lookup_keys.clear();
+    }
+    engine.apply_lookup_keys(&keyless);
+    every_key_agrees(&analyst, "analyst, no lookup keys", &keys).await;
+    engine.apply_lookup_keys(&lakeward::policy::Policy::load(None).unwrap());
+    wait_for_indexes(|| engine.lookups_ready()).await;
+    every_key_agrees(&clinician, "clinician, keys back", &keys).await;
     server.shutdown();
 }
 
@@ -301,6 +315,7 @@ async fn a_subquery_row_filter_follows_new_versions_of_the_table_it_reads() {
         expected,
         "the site's observations"
     );
+    assert_eq!(engine.filter_sets(), 1, "the site filter reads a set");
 
     // An encounter of another site with observations the clinician's
     // consent admits, moved to S01 by a new version (appended again with
