@@ -30,6 +30,9 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
 COPY_AS_IS = {"audit"}  # schemas copied byte for byte, not rewritten
+# Tables up to this many rows are shuffled in memory; larger ones through
+# spill files of about this many rows each.
+IN_MEMORY_ROWS = int(os.environ.get("REWRITE_IN_MEMORY_ROWS", 12_000_000))
 
 
 def delta_tables(root):
@@ -59,12 +62,51 @@ def rewrite(src, dst, schema, table, seed):
     meta = dt.metadata()
     if meta.partition_columns:
         raise SystemExit(f"{schema}.{table}: partitioned tables are not handled")
-    data = dt.to_pyarrow_table()
     # A seeded shuffle per table: the same rows in the same (random) order on
     # every run with the same seed.
     rng = np.random.default_rng([seed, zlib.crc32(f"{schema}.{table}".encode())])
-    data = data.take(pa.array(rng.permutation(data.num_rows)))
-    write_deltalake(dp, data, name=meta.name, description=meta.description)
+    rows = sum(pq.read_metadata(f.removeprefix("file://")).num_rows for f in dt.file_uris())
+    if rows <= IN_MEMORY_ROWS:
+        data = dt.to_pyarrow_table()
+        data = data.take(pa.array(rng.permutation(data.num_rows)))
+        write_deltalake(dp, data, name=meta.name, description=meta.description)
+    else:
+        # Too large to shuffle in memory (10,000,000 patients: 228 million
+        # observations): an out-of-core shuffle. Every row goes to one of
+        # `buckets` spill files picked at random, then each bucket is
+        # shuffled in memory and streamed to the writer, one Delta commit.
+        buckets = -(-rows // IN_MEMORY_ROWS)
+        spill = dp + ".spill"
+        shutil.rmtree(spill, ignore_errors=True)
+        os.makedirs(spill)
+        writers = [None] * buckets
+        for batch in dt.to_pyarrow_dataset().to_batches():
+            pick = rng.integers(0, buckets, batch.num_rows)
+            for b in range(buckets):
+                part = batch.filter(pa.array(pick == b))
+                if part.num_rows == 0:
+                    continue
+                if writers[b] is None:
+                    writers[b] = pq.ParquetWriter(os.path.join(spill, f"{b}.parquet"), part.schema)
+                writers[b].write_batch(part)
+        for w in writers:
+            if w is not None:
+                w.close()
+        first = pq.read_schema(os.path.join(spill, "0.parquet"))
+
+        def shuffled():
+            for b in range(buckets):
+                f = os.path.join(spill, f"{b}.parquet")
+                if not os.path.exists(f):
+                    continue
+                t = pq.read_table(f)
+                os.remove(f)
+                t = t.take(pa.array(rng.permutation(t.num_rows)))
+                yield from t.to_batches(max_chunksize=1 << 20)
+
+        reader = pa.RecordBatchReader.from_batches(first, shuffled())
+        write_deltalake(dp, reader, name=meta.name, description=meta.description)
+        shutil.rmtree(spill, ignore_errors=True)
 
     out = DeltaTable(dp)
     problems = []
@@ -82,8 +124,8 @@ def rewrite(src, dst, schema, table, seed):
     if out.metadata().partition_columns:
         problems.append("partitioned")
     n = sum(pq.read_metadata(f).num_rows for f in out.file_uris())
-    if n != data.num_rows:
-        problems.append(f"row count {data.num_rows} -> {n}")
+    if n != rows:
+        problems.append(f"row count {rows} -> {n}")
     if problems:
         raise SystemExit(f"{schema}.{table}: " + "; ".join(problems))
 
@@ -97,7 +139,7 @@ def rewrite(src, dst, schema, table, seed):
 
     return {
         "table": f"{schema}.{table}",
-        "rows": data.num_rows,
+        "rows": rows,
         "protocol": [out.protocol().min_reader_version, out.protocol().min_writer_version],
         "datagen": layout(dt),
         "foreign": layout(out),

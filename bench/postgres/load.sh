@@ -8,6 +8,7 @@
 #   PGHOST PGPORT PGUSER   a superuser connection (PGDATABASE: default postgres)
 #   LAKEWARD_BASELINE      the lakeward-baseline binary (for `dump`)
 #   DATA                   folder of the Delta tables, DATA/<schema>/<table>
+#   PG_TABLES              the tables to load (default: all five)
 #   PSEUDONYM_KEY          the pseudonymisation key, hex text (default: the
 #                          contents of DATA/keys/pseudonym.key, as `lakeward demo`
 #                          uses; pseudonyms then match lakeward's)
@@ -58,7 +59,12 @@ declare -A source=(
     [claims]=claims.claims
     [consents]=governance.consents
 )
-tables=(observations claims encounters consents patients) # largest first
+# PG_TABLES: load only these of the five (space-separated; the others stay
+# empty), for a scale whose full copy does not fit the disk.
+read -r -a tables <<<"${PG_TABLES:-observations claims encounters consents patients}" # largest first
+for t in "${tables[@]}"; do
+    [[ -n ${source[$t]:-} ]] || { echo "load.sh: PG_TABLES: no table $t" >&2; exit 2; }
+done
 
 load_one() {
     local t=$1 s e

@@ -14,6 +14,7 @@ pub mod delta;
 pub(crate) mod encode;
 pub(crate) mod errors;
 pub(crate) mod filter_sets;
+mod lean;
 mod like;
 pub(crate) mod lookup;
 pub mod masks;
@@ -583,9 +584,7 @@ impl Engine {
         let plan = Optimizer::with_rules(rules)
             .optimize(plan, &state, |_, _| {})
             .map_err(sql_err)?;
-        let physical = state
-            .query_planner()
-            .create_physical_plan(&plan, &state)
+        let physical = lean::create_physical_plan(&plan, &state)
             .await
             .map_err(sql_err)?;
         let stream = datafusion::physical_plan::execute_stream(

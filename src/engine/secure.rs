@@ -246,10 +246,7 @@ impl TableProvider for SecuredTable {
                     Arc::new(OptimizeProjections::new()),
                 ];
                 let plan = Optimizer::with_rules(rules).optimize(plan, session, |_, _| {})?;
-                session
-                    .query_planner()
-                    .create_physical_plan(&plan, session)
-                    .await?
+                super::lean::create_physical_plan(&plan, session).await?
             }
             _ => state.create_physical_plan(&plan).await?,
         };

@@ -100,7 +100,7 @@ pub(crate) async fn append(dir: &Path, schema: &str, table: &str, batches: Vec<R
 }
 
 /// The Arrow schema of a Delta table as stored.
-async fn stored_schema(dir: &Path, schema: &str, table: &str) -> SchemaRef {
+pub(crate) async fn stored_schema(dir: &Path, schema: &str, table: &str) -> SchemaRef {
     let path = dir.join(schema).join(table);
     let url = deltalake::ensure_table_uri(path.to_str().unwrap()).unwrap();
     let t = deltalake::open_table(url).await.expect("open");
@@ -160,7 +160,7 @@ async fn a_new_delta_version_reaches_simple_and_cached_prepared_statements() {
 }
 
 /// One consent record, cast to the stored schema of `governance.consents`.
-fn consent(
+pub(crate) fn consent(
     schema: &SchemaRef,
     patient: i64,
     purpose: &str,
