@@ -263,17 +263,7 @@ mod tests {
             let task = state.task_ctx();
             async move {
                 let batches = datafusion::physical_plan::collect(p, task).await.unwrap();
-                let mut v: Vec<i64> = batches
-                    .iter()
-                    .flat_map(|b| {
-                        b.column(0)
-                            .as_any()
-                            .downcast_ref::<Int64Array>()
-                            .unwrap()
-                            .values()
-                            .to_vec()
-                    })
-                    .collect();
+                let mut v = crate::engine::snapshot_scan::tests::first_column(&batches);
                 v.sort();
                 v
             }

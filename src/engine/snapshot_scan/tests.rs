@@ -463,7 +463,11 @@ fn typed_schema() -> SchemaRef {
 
 /// The first (BIGINT) column of a query's rows, in the order returned.
 pub(crate) async fn ids(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<i64> {
-    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    first_column(&ctx.sql(sql).await.unwrap().collect().await.unwrap())
+}
+
+/// The first (BIGINT) column of `batches`, in order.
+pub(crate) fn first_column(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<i64> {
     batches
         .iter()
         .flat_map(|b| {
