@@ -5,11 +5,18 @@
 //! The decisive record of a patient for a purpose is the latest one (by
 //! `recorded_at`) that has not expired. The set therefore changes only
 //! when the consent table gets a new Delta version, or when one of its
-//! records expires. [`ConsentSet::refresh`] compares the consent table's
-//! version and the clock with what the cached set was computed from, and
-//! recomputes it (once, whoever asks first) when either moved; every
-//! secured table with a consent check calls it when its scan is planned,
-//! so each statement runs against a set at least as new as its start.
+//! records expires. A computation also sets aside the few patients with a
+//! record expiring within the next hour ([`EXPIRY_WINDOW`]), with their
+//! unexpired records: as each of those records expires, that patient's
+//! membership is decided again from them and a copy of the set with the
+//! change is published. [`ConsentSet::refresh`] compares the consent
+//! table's version and the clock with what the cached set was computed
+//! from, applies the expiries that came due, and recomputes the whole set
+//! (once, whoever asks first) on a new version or at the window's end;
+//! every secured table with a consent check calls it when its scan is
+//! planned, so each statement runs against a set at least as new as its
+//! start. (Recomputing at every expiry stalled statements for seconds
+//! every minute or two with tens of millions of consent records.)
 //!
 //! Secured tables read a set through a membership function registered in
 //! the raw context only, `[NOT] lakeward_consent_<set>(t.patient_id)`: a
@@ -52,8 +59,50 @@ pub(crate) enum Decision {
 struct Computed {
     /// Consent table version it reflects.
     version: u64,
-    /// The next moment a record expires (the set may change then).
+    /// Until when the set (with `pending` applied as their times come) is
+    /// the answer: the end of the expiry window, or the next expiry after
+    /// it; `None`: no record expires.
     valid_until: Option<DateTime<Utc>>,
+    /// Patients whose decisive record may change within the window (one
+    /// of their records expires in it), with their unexpired records.
+    volatile: HashMap<i64, Vec<Record>>,
+    /// (expiry in nanoseconds, patient), soonest last: when each of
+    /// `volatile`'s patients must be looked at again.
+    pending: Vec<(i64, i64)>,
+}
+
+/// One unexpired consent record of a volatile patient.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    recorded_ns: i64,
+    granted: bool,
+    expires_ns: Option<i64>,
+}
+
+/// How far ahead a computed set follows expiries record by record: the
+/// patients with a record expiring within the window are kept aside and
+/// their membership is updated as their records expire, so the set is
+/// recomputed from the whole consent table once per window (or per new
+/// consent version) instead of at every expiry. With tens of millions of
+/// consent records, records expire every minute or two and a full
+/// recomputation takes seconds.
+const EXPIRY_WINDOW: chrono::Duration = chrono::Duration::hours(1);
+
+impl Record {
+    /// Whether `records`' decisive one at `now_ns` (the latest unexpired
+    /// by `recorded_at`, a refusal first on a tie, as the set's query
+    /// orders them) is `decision`.
+    fn decides(records: &[Record], now_ns: i64, decision: Decision) -> bool {
+        records
+            .iter()
+            .filter(|r| r.expires_ns.is_none_or(|e| e > now_ns))
+            .max_by(|a, b| {
+                a.recorded_ns
+                    .cmp(&b.recorded_ns)
+                    .then(b.granted.cmp(&a.granted))
+            })
+            .is_some_and(|r| r.granted == (decision == Decision::Granted))
+    }
 }
 
 /// The patients of one purpose whose decisive consent record is `decision`.
@@ -130,6 +179,7 @@ impl ConsentSet {
     }
 
     async fn compute(&self, version: u64) -> DfResult<(Computed, IdSet)> {
+        let started = std::time::Instant::now();
         let r = &self.rules;
         let sql = format!(
             "SELECT CAST(\"c\".\"{pk}\" AS BIGINT) AS \"{pk}\" FROM (SELECT \"{pk}\", \"{granted}\", row_number() OVER (PARTITION BY \"{pk}\" ORDER BY \"{recorded}\" DESC, \"{granted}\" ASC) AS lakeward_rank {unexpired}) AS \"c\" WHERE \"c\".lakeward_rank = 1 AND \"c\".\"{pk}\" IS NOT NULL AND {cond}",
@@ -152,6 +202,22 @@ impl ConsentSet {
                 .ok_or_else(|| DataFusionError::Internal("consent set is not BIGINT".into()))?;
             ids.extend(col.iter().flatten());
         }
+        // The patients whose records expire around now or within the
+        // window (looking back over this computation's own duration, so
+        // that none expiring meanwhile is missed) are decided here, at
+        // this moment, from their records, and again as each expires.
+        let since = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX / 2) + 5;
+        let window_from = Utc::now();
+        let window_end = window_from + EXPIRY_WINDOW;
+        let (volatile, pending) = self.volatile(since, window_end).await?;
+        let now_ns = Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        ids.retain(|id| !volatile.contains_key(id));
+        ids.extend(
+            volatile
+                .iter()
+                .filter(|(_, records)| Record::decides(records, now_ns, self.decision))
+                .map(|(id, _)| *id),
+        );
         let ids = IdSet::from_ids(ids);
         let next = format!(
             "SELECT CAST(min(\"{expires}\") AS TIMESTAMP) {unexpired} AND \"{expires}\" IS NOT NULL",
@@ -166,22 +232,20 @@ impl ConsentSet {
             .await?
             .first()
             .and_then(|b| {
-                let col = b.column(0);
-                let ts = col
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::TimestampNanosecondArray>()
-                    .map(|a| (!a.is_empty() && a.is_valid(0)).then(|| a.value(0)))
-                    .or_else(|| {
-                        col.as_any()
-                            .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
-                            .map(|a| (!a.is_empty() && a.is_valid(0)).then(|| a.value(0) * 1000))
-                    })??;
+                let ts = (b.num_rows() > 0)
+                    .then(|| timestamp_nanos(b.column(0), 0))
+                    .flatten()?;
                 Some(DateTime::from_timestamp_nanos(ts))
             });
+        // Expiries within the window are followed record by record; the
+        // set is recomputed at its end, or at the first expiry after it.
+        let valid_until = valid_until.map(|next| next.max(window_end));
         Ok((
             Computed {
                 version,
                 valid_until,
+                volatile,
+                pending,
             },
             ids,
         ))
@@ -198,9 +262,11 @@ impl ConsentSet {
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let mut computed = self.computed.lock().await;
-        if let Some(c) = computed.as_ref()
+        let now = Utc::now();
+        if let Some(c) = computed.as_mut()
             && c.version == version
-            && c.valid_until.is_none_or(|t| Utc::now() < t)
+            && c.valid_until.is_none_or(|t| now < t)
+            && self.apply_expiries(c, now)
         {
             crate::metrics::Metrics::global().cache(crate::metrics::Cache::Consent, true);
             return Ok(false);
@@ -218,6 +284,110 @@ impl ConsentSet {
         Ok(true)
     }
 
+    /// Bring the current set to `now` for the volatile patients whose
+    /// records expired since it was last brought up to date (a copy of the
+    /// set with their membership changed, published for the statements
+    /// from now on). False when that cannot be done in place (an id
+    /// outside the dense set's range): the caller recomputes.
+    fn apply_expiries(&self, c: &mut Computed, now: DateTime<Utc>) -> bool {
+        let Some(now_ns) = now.timestamp_nanos_opt() else {
+            return false;
+        };
+        let mut due = Vec::new();
+        while let Some(&(at, patient)) = c.pending.last()
+            && at <= now_ns
+        {
+            c.pending.pop();
+            due.push(patient);
+        }
+        if due.is_empty() {
+            return true;
+        }
+        let Some(current) = self.snapshot() else {
+            return false;
+        };
+        let mut next = (*current).clone();
+        for patient in due {
+            let member = c
+                .volatile
+                .get(&patient)
+                .is_some_and(|records| Record::decides(records, now_ns, self.decision));
+            if !next.set(patient, member) {
+                return false;
+            }
+        }
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(next));
+        true
+    }
+
+    /// The unexpired records of the patients with a record of this
+    /// purpose expiring between `since_secs` seconds ago and the end of
+    /// the window, and when each must be looked at again.
+    async fn volatile(
+        &self,
+        since_secs: i64,
+        until: DateTime<Utc>,
+    ) -> DfResult<(HashMap<i64, Vec<Record>>, Vec<(i64, i64)>)> {
+        let r = &self.rules;
+        let window = format!(
+            "\"{expires}\" > now() - INTERVAL '{since_secs} seconds' AND \"{expires}\" <= now() + INTERVAL '{ahead} seconds'",
+            expires = r.expires_at_column,
+            ahead = EXPIRY_WINDOW.num_seconds(),
+        );
+        let sql = format!(
+            "SELECT CAST(\"{pk}\" AS BIGINT), CAST(\"{recorded}\" AS TIMESTAMP), \"{granted}\", CAST(\"{expires}\" AS TIMESTAMP) {unexpired} AND \"{pk}\" IN (SELECT \"{pk}\" FROM {table} WHERE \"{purpose_col}\" = '{purpose}' AND {window})",
+            pk = r.patient_key,
+            recorded = r.recorded_at_column,
+            granted = r.granted_column,
+            expires = r.expires_at_column,
+            unexpired = self.unexpired(),
+            table = quoted(&r.table),
+            purpose_col = r.purpose_column,
+            purpose = self.purpose.as_str(),
+        );
+        let until_ns = until.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let mut volatile: HashMap<i64, Vec<Record>> = HashMap::new();
+        let mut pending = Vec::new();
+        let bad = || DataFusionError::Internal("consent records of an unexpected type".into());
+        for b in self.ctx.sql(&sql).await?.collect().await? {
+            let ids = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(bad)?;
+            let granted = b
+                .column(2)
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(bad)?;
+            for i in 0..b.num_rows() {
+                // A record without a patient, time or decision decides
+                // nothing in the set's query either.
+                let (Some(id), Some(recorded_ns), Some(granted)) = (
+                    ids.is_valid(i).then(|| ids.value(i)),
+                    timestamp_nanos(b.column(1), i),
+                    granted.is_valid(i).then(|| granted.value(i)),
+                ) else {
+                    continue;
+                };
+                let expires_ns = timestamp_nanos(b.column(3), i);
+                if let Some(e) = expires_ns
+                    && e <= until_ns
+                {
+                    pending.push((e, id));
+                }
+                volatile.entry(id).or_default().push(Record {
+                    recorded_ns,
+                    granted,
+                    expires_ns,
+                });
+            }
+        }
+        // Soonest last, so that due ones pop off the end.
+        pending.sort_unstable_by(|a, b| b.cmp(a));
+        Ok((volatile, pending))
+    }
+
     /// The set as last refreshed.
     fn snapshot(&self) -> Option<Arc<IdSet>> {
         self.current
@@ -227,11 +397,21 @@ impl ConsentSet {
     }
 }
 
+/// Row `i` of a timestamp column (nano- or microseconds) in nanoseconds.
+fn timestamp_nanos(col: &ArrayRef, i: usize) -> Option<i64> {
+    use datafusion::arrow::array::{TimestampMicrosecondArray, TimestampNanosecondArray};
+    if let Some(a) = col.as_any().downcast_ref::<TimestampNanosecondArray>() {
+        return a.is_valid(i).then(|| a.value(i));
+    }
+    let a = col.as_any().downcast_ref::<TimestampMicrosecondArray>()?;
+    a.is_valid(i).then(|| a.value(i).saturating_mul(1000))
+}
+
 /// A set of patient ids, probed once per row. Patient keys are usually
 /// dense surrogate keys: then the set is a bitmap over their range (one
 /// bit per id in the range, a probe is a shift and a mask); otherwise a
 /// hash set.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum IdSet {
     Dense {
         min: i64,
@@ -302,6 +482,41 @@ impl IdSet {
                 BooleanBuffer::collect_bool(ids.len(), |i| Self::dense_contains(*min, bits, ids[i]))
             }
             IdSet::Sparse(set) => BooleanBuffer::collect_bool(ids.len(), |i| set.contains(&ids[i])),
+        }
+    }
+
+    /// Make `id` a member or not. False when a dense set cannot hold it
+    /// (outside its range).
+    pub(crate) fn set(&mut self, id: i64, member: bool) -> bool {
+        match self {
+            IdSet::Sparse(set) => {
+                if member {
+                    set.insert(id);
+                } else {
+                    set.remove(&id);
+                }
+                true
+            }
+            IdSet::Dense { min, bits, len } => {
+                let word = (id >= *min)
+                    .then(|| id.abs_diff(*min))
+                    .and_then(|o| Some((usize::try_from(o / 64).ok()?, o % 64)));
+                let Some((w, bit)) = word.filter(|(w, _)| *w < bits.len()) else {
+                    return !member;
+                };
+                let was = (bits[w] >> bit) & 1 == 1;
+                if member {
+                    bits[w] |= 1u64 << bit;
+                } else {
+                    bits[w] &= !(1u64 << bit);
+                }
+                match (was, member) {
+                    (false, true) => *len += 1,
+                    (true, false) => *len -= 1,
+                    _ => {}
+                }
+                true
+            }
         }
     }
 
@@ -462,7 +677,57 @@ impl ConsentSets {
 
 #[cfg(test)]
 mod tests {
-    use super::IdSet;
+    use super::{Decision, IdSet, Record};
+
+    #[test]
+    fn a_patients_decisive_record_follows_expiries() {
+        let rec = |recorded_ns, granted, expires_ns| Record {
+            recorded_ns,
+            granted,
+            expires_ns,
+        };
+        // An old grant, a later refusal that expires at 100, and a
+        // refusal and a grant recorded at the same time expiring at 50.
+        let records = [
+            rec(1, true, None),
+            rec(5, false, Some(100)),
+            rec(9, false, Some(50)),
+            rec(9, true, Some(50)),
+        ];
+        // The tie at 9 decides for the refusal; then the refusal of 5;
+        // then the grant of 1.
+        for (now, granted) in [(10, false), (60, false), (100, true), (1_000, true)] {
+            assert_eq!(
+                Record::decides(&records, now, Decision::Granted),
+                granted,
+                "{now}"
+            );
+            assert_eq!(
+                Record::decides(&records, now, Decision::Refused),
+                !granted,
+                "{now}"
+            );
+        }
+        // Nothing unexpired decides nothing.
+        let gone = [rec(1, true, Some(10))];
+        assert!(!Record::decides(&gone, 10, Decision::Granted));
+        assert!(!Record::decides(&gone, 10, Decision::Refused));
+    }
+
+    #[test]
+    fn members_are_added_and_removed_in_place() {
+        let mut dense = IdSet::from_ids((1..=1_000).collect());
+        let mut sparse = IdSet::from_ids(vec![-5, 1 << 40]);
+        assert!(dense.set(7, false) && !dense.contains(7) && dense.len() == 999);
+        assert!(dense.set(7, true) && dense.contains(7) && dense.len() == 1_000);
+        assert!(dense.set(7, true) && dense.len() == 1_000);
+        // Outside a dense set's range: removing is a no-op, adding cannot
+        // be done in place.
+        assert!(dense.set(5_000_000, false));
+        assert!(!dense.set(5_000_000, true) && !dense.contains(5_000_000));
+        assert!(sparse.set(3, true) && sparse.contains(3) && sparse.len() == 3);
+        assert!(sparse.set(-5, false) && !sparse.contains(-5) && sparse.len() == 2);
+    }
 
     #[test]
     fn dense_and_sparse_sets_answer_alike() {
