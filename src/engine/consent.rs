@@ -335,7 +335,7 @@ impl ConsentSet {
             ahead = EXPIRY_WINDOW.num_seconds(),
         );
         let sql = format!(
-            "SELECT CAST(\"{pk}\" AS BIGINT), CAST(\"{recorded}\" AS TIMESTAMP), \"{granted}\", CAST(\"{expires}\" AS TIMESTAMP) {unexpired} AND \"{pk}\" IN (SELECT \"{pk}\" FROM {table} WHERE \"{purpose_col}\" = '{purpose}' AND {window})",
+            "SELECT CAST(\"{pk}\" AS BIGINT), arrow_cast(\"{recorded}\", '{micros}'), \"{granted}\", arrow_cast(\"{expires}\", '{micros}') {unexpired} AND \"{pk}\" IN (SELECT \"{pk}\" FROM {table} WHERE \"{purpose_col}\" = '{purpose}' AND {window})",
             pk = r.patient_key,
             recorded = r.recorded_at_column,
             granted = r.granted_column,
@@ -344,6 +344,9 @@ impl ConsentSet {
             table = quoted(&r.table),
             purpose_col = r.purpose_column,
             purpose = self.purpose.as_str(),
+            // Microseconds: "never expires" sentinels (9999-12-31) do not
+            // fit in nanoseconds; they saturate to the far future below.
+            micros = "Timestamp(Microsecond, None)",
         );
         let until_ns = until.timestamp_nanos_opt().unwrap_or(i64::MAX);
         let mut volatile: HashMap<i64, Vec<Record>> = HashMap::new();

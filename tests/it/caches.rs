@@ -263,20 +263,36 @@ async fn consent_sets_follow_new_records_and_expiry() {
 
     // An operations opt-out that expires in eight seconds: hidden, then
     // visible again once it has expired, with no new Delta version. (Eight,
-    // not less: a loaded CI machine must see it before it expires.)
+    // not less: a loaded CI machine must see it before it expires.) The
+    // patient also has an operations grant that never expires (Spark's
+    // 9999-12-31 sentinel), which decides once the opt-out has expired.
     let expires = chrono::Utc::now() + chrono::Duration::seconds(8);
+    let never = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap()
+        .and_utc();
     append(
         &dir,
         "governance",
         "consents",
-        vec![consent(
-            &schema,
-            candidate,
-            "operations",
-            false,
-            now + chrono::Duration::seconds(2),
-            Some(expires),
-        )],
+        vec![
+            consent(
+                &schema,
+                candidate,
+                "operations",
+                true,
+                now + chrono::Duration::seconds(1),
+                Some(never),
+            ),
+            consent(
+                &schema,
+                candidate,
+                "operations",
+                false,
+                now + chrono::Duration::seconds(2),
+                Some(expires),
+            ),
+        ],
     )
     .await;
     past_refresh().await;
