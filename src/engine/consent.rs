@@ -116,8 +116,8 @@ pub(crate) struct ConsentSet {
     function: String,
     /// Serialises recomputation; holds what `current` was built from.
     computed: tokio::sync::Mutex<Option<Computed>>,
-    /// The set the membership function probes (None until first computed).
-    current: RwLock<Option<Arc<IdSet>>>,
+    /// The set the membership function probes.
+    current: Published,
 }
 
 impl std::fmt::Debug for ConsentSet {
@@ -156,7 +156,7 @@ impl ConsentSet {
             source,
             function,
             computed: tokio::sync::Mutex::new(None),
-            current: RwLock::new(None),
+            current: Published::default(),
         }
     }
 
@@ -279,7 +279,7 @@ impl ConsentSet {
             patients = ids.len(),
             "consent set computed"
         );
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(ids));
+        self.current.publish(ids);
         *computed = Some(fresh);
         Ok(true)
     }
@@ -316,7 +316,7 @@ impl ConsentSet {
                 return false;
             }
         }
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(next));
+        self.current.publish(next);
         true
     }
 
@@ -393,10 +393,7 @@ impl ConsentSet {
 
     /// The set as last refreshed.
     fn snapshot(&self) -> Option<Arc<IdSet>> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.get()
     }
 }
 
@@ -408,6 +405,22 @@ fn timestamp_nanos(col: &ArrayRef, i: usize) -> Option<i64> {
     }
     let a = col.as_any().downcast_ref::<TimestampMicrosecondArray>()?;
     a.is_valid(i).then(|| a.value(i).saturating_mul(1000))
+}
+
+/// The set a membership function probes, replaced whole when it changes
+/// (statements keep the one they started with). `None` until first
+/// computed.
+#[derive(Debug, Default)]
+pub(crate) struct Published(RwLock<Option<Arc<IdSet>>>);
+
+impl Published {
+    pub(crate) fn get(&self) -> Option<Arc<IdSet>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn publish(&self, set: IdSet) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(set));
+    }
 }
 
 /// A set of patient ids, probed once per row. Patient keys are usually

@@ -25,7 +25,7 @@
 //! filter treats alike. Any other filter is planned as written.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, Int64Array};
 use datafusion::arrow::datatypes::DataType;
@@ -36,7 +36,7 @@ use datafusion::sql::sqlparser::ast::{
     self, Expr, GroupByExpr, Query, SelectItem, SetExpr, Statement, TableFactor,
 };
 
-use super::consent::{IdSet, MemberSource, membership_udf};
+use super::consent::{IdSet, MemberSource, Published, membership_udf};
 use super::delta::LatestDeltaProvider;
 
 /// Prefix of the membership functions of filter sets (raw context only;
@@ -51,7 +51,7 @@ pub(crate) struct FilterSet {
     function: String,
     /// Serialises recomputation; the table version `current` reflects.
     computed: tokio::sync::Mutex<Option<u64>>,
-    current: RwLock<Option<Arc<IdSet>>>,
+    current: Published,
 }
 
 impl std::fmt::Debug for FilterSet {
@@ -68,10 +68,7 @@ impl MemberSource for FilterSet {
     }
 
     fn snapshot(&self) -> Option<Arc<IdSet>> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.get()
     }
 }
 
@@ -107,7 +104,7 @@ impl FilterSet {
         }
         let set = IdSet::from_ids(ids);
         tracing::debug!(function = %self.function, version, ids = set.len(), "filter set computed");
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(set));
+        self.current.publish(set);
         *computed = Some(version);
         Ok(())
     }
@@ -233,7 +230,7 @@ impl FilterSets {
             source,
             function: format!("{FILTER_SET_PREFIX}{}", registered.len()),
             computed: tokio::sync::Mutex::new(None),
-            current: RwLock::new(None),
+            current: Published::default(),
         });
         ctx.register_udf(membership_udf(set.clone()));
         registered.insert(key, set.clone());

@@ -73,7 +73,7 @@ pub(crate) async fn create_physical_plan(
     if lean_shape(plan) {
         let lean = LeanSession {
             inner: state,
-            table_options: state.table_options().clone(),
+            table_options: None,
         };
         DefaultPhysicalPlanner::default()
             .create_physical_plan(plan, &lean)
@@ -90,8 +90,9 @@ pub(crate) async fn create_physical_plan(
 /// rules. Table providers downcast it to `inner` (`as_any`).
 struct LeanSession<'a> {
     inner: &'a SessionState,
-    /// Only for `table_options_mut`, which planning does not call.
-    table_options: TableOptions,
+    /// Only for `table_options_mut`, which planning does not call: a copy
+    /// of `inner`'s, made on first use.
+    table_options: Option<TableOptions>,
 }
 
 #[async_trait::async_trait]
@@ -186,7 +187,9 @@ impl Session for LeanSession<'_> {
     }
 
     fn table_options_mut(&mut self) -> &mut TableOptions {
-        &mut self.table_options
+        let inner = self.inner;
+        self.table_options
+            .get_or_insert_with(|| inner.table_options().clone())
     }
 
     fn task_ctx(&self) -> Arc<TaskContext> {

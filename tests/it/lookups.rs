@@ -285,7 +285,9 @@ async fn key_lookups_equal_full_scans_for_every_role_across_consent_and_new_vers
     // A new Delta version appends a patient's rows: seen at once (the new
     // file is read whole until it is indexed, then through its index).
     let raw = raw_context(&dir).await;
-    let p = keys.patients[0];
+    // (A patient with encounters the analyst sees: the one whose consent
+    // was withdrawn and granted again above.)
+    let p = withdrawn;
     let copy = raw
         .sql(&format!("SELECT * FROM encounters WHERE patient_id = {p}"))
         .await
