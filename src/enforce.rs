@@ -145,6 +145,10 @@ fn audit_view_names() -> &'static std::collections::HashSet<String> {
                 }
             }
         }
+        c.0.insert("patient_access".to_owned());
+        for f in crate::engine::patient_access::schema().fields() {
+            c.0.insert(f.name().clone());
+        }
         c.0
     })
 }
@@ -208,6 +212,8 @@ pub fn verify_plan(
             // built from; it holds no row of any served table.
             let secured = provider.is_some_and(|p| {
                 p.is::<crate::engine::secure::SecuredTable>()
+                    // Reads the session's own secured `audit.access_log`.
+                    || p.is::<crate::engine::patient_access::PatientAccessTable>()
                     || p.is::<crate::engine::catalog::CatalogTable>()
                     // A pure row generator (catalog statements only; the
                     // gate refuses it elsewhere).

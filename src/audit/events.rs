@@ -221,12 +221,18 @@ impl StatementAudit {
     }
 
     /// A guard that counts rows and writes the completion record when the
-    /// rows end (or the portal is dropped).
-    pub fn completion(self) -> Completion {
+    /// rows end ([`Completion::finish`]) or the portal is dropped. With
+    /// `patients`, the record carries the patients the statement touched.
+    pub fn completion(
+        self,
+        patients: Option<std::sync::Arc<crate::engine::accounting::PatientSets>>,
+    ) -> Completion {
         Completion {
             audit: self,
             rows: 0,
             sqlstate: None,
+            patients,
+            finished: false,
         }
     }
 }
@@ -275,11 +281,15 @@ impl RecordBody {
     }
 }
 
-/// Counts the rows of one statement; its drop writes the completion record.
+/// Counts the rows of one statement; [`Completion::finish`] (or its drop)
+/// writes the completion record.
 pub struct Completion {
     audit: StatementAudit,
     rows: u64,
     sqlstate: Option<String>,
+    /// The statement's patient account, filled while its rows go out.
+    patients: Option<std::sync::Arc<crate::engine::accounting::PatientSets>>,
+    finished: bool,
 }
 
 impl Completion {
@@ -291,26 +301,67 @@ impl Completion {
     pub fn error(&mut self, sqlstate: &str) {
         self.sqlstate.get_or_insert_with(|| sqlstate.to_owned());
     }
-}
 
-impl Drop for Completion {
-    fn drop(&mut self) {
-        let Some(parent) = &self.audit.written else {
-            return;
-        };
+    /// The completion record, once; `None` when there is none to write
+    /// (no statement record) or it was written. The second value says
+    /// whether it names patients.
+    fn record(&mut self) -> Option<(RecordBody, bool)> {
+        if self.finished {
+            return None;
+        }
+        self.finished = true;
+        let parent = self.audit.written.as_ref()?;
         let decision = match &self.sqlstate {
             None => decision::ALLOWED,
             Some(code) => decision_for(code),
         };
         count_statement(&self.audit.template, decision);
         crate::metrics::Metrics::global().rows_sent(self.rows);
-        self.audit.auditor.record_later(completion(
+        let mut record = completion(
             &self.audit.template,
             parent,
             decision,
             self.sqlstate.as_deref(),
             self.rows,
             self.audit.started,
-        ));
+        );
+        let touched = self
+            .patients
+            .as_ref()
+            .map(|p| p.touched())
+            .unwrap_or_default();
+        record.patients_returned = super::patients::encode(&touched.returned);
+        record.patients_aggregated = super::patients::encode(&touched.aggregated);
+        let all = &touched.returned | &touched.aggregated;
+        if let Some((min, max)) = super::patients::bounds(&all) {
+            record.patient_id_min = Some(min);
+            record.patient_id_max = Some(max);
+        }
+        Some((record, !touched.is_empty()))
+    }
+
+    /// The rows are all out: write the completion record. One that names
+    /// patients is durable before this returns, so the statement's end is
+    /// not reported before its accounting of disclosures (SPEC §9); one
+    /// that names none is queued.
+    pub async fn finish(mut self) -> Result<(), SqlError> {
+        match self.record() {
+            Some((record, true)) => self.audit.auditor.record(record).await,
+            Some((record, false)) => {
+                self.audit.auditor.record_later(record);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Completion {
+    /// Rows not all sent (a portal or cursor closed early, a client gone):
+    /// the record, with the patients of the rows that were sent, is queued.
+    fn drop(&mut self) {
+        if let Some((record, _)) = self.record() {
+            self.audit.auditor.record_later(record);
+        }
     }
 }

@@ -71,6 +71,22 @@ pub struct RecordBody {
     pub sqlstate: Option<String>,
     pub rows_returned: Option<i64>,
     pub duration_ms: Option<f64>,
+    /// Completion records of statements that read patient-keyed rows: the
+    /// patients a row of whose reached the client (SPEC §9), as a
+    /// [`super::patients`] set. Absent (not `null`) in the canonical
+    /// encoding when there is none, so records written before patient
+    /// accounting keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patients_returned: Option<String>,
+    /// The patients that only fed aggregates (or a condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patients_aggregated: Option<String>,
+    /// The smallest and largest patient id of both sets: `audit.patient_access`
+    /// decodes only the sets whose bounds hold the patient asked about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_id_min: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_id_max: Option<i64>,
 }
 
 /// A record with its place in the chain.
@@ -149,6 +165,12 @@ pub fn schema() -> SchemaRef {
         Field::new("duration_ms", DataType::Float64, true),
         text("prev_hash"),
         text("hash"),
+        // Added with patient accounting: an older table gains them when it
+        // is opened (`delta::AuditTable::open_or_create`).
+        text("patients_returned"),
+        text("patients_aggregated"),
+        Field::new("patient_id_min", DataType::Int64, true),
+        Field::new("patient_id_max", DataType::Int64, true),
     ]))
 }
 
@@ -233,7 +255,25 @@ mod tests {
             sqlstate: None,
             rows_returned: Some(3),
             duration_ms: Some(1.25),
+            patients_returned: None,
+            patients_aggregated: None,
+            patient_id_min: None,
+            patient_id_max: None,
         }
+    }
+
+    #[test]
+    fn records_without_patients_keep_their_canonical_encoding() {
+        // Records written before patient accounting have no such keys: a
+        // record without patients must encode exactly as they did.
+        let text = String::from_utf8(sample(1).canonical()).unwrap();
+        assert!(!text.contains("patients_"), "{text}");
+        assert!(text.ends_with("\"duration_ms\":1.25}"), "{text}");
+        let mut with = sample(1);
+        with.patients_returned = Some("AQ==".into());
+        let a = sample(1).seal(super::super::chain::GENESIS);
+        let b = with.seal(super::super::chain::GENESIS);
+        assert_ne!(a.hash, b.hash);
     }
 
     #[test]
@@ -250,6 +290,7 @@ mod tests {
     fn arrow_round_trip_keeps_every_field() {
         let mut records = vec![sample(1).seal(super::super::chain::GENESIS)];
         let mut second = sample(2);
+        second.patients_returned = Some("AQ==".into());
         second.roles = vec![];
         second.purpose = None;
         second.duration_ms = None;

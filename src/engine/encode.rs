@@ -110,14 +110,64 @@ struct State {
     current: Option<RowEncoder>,
     cancel: CancellationToken,
     done: bool,
+    returned: Option<Returned>,
+}
+
+/// The patients of the rows sent (patient accounting): the statement's
+/// batches carry their patient keys as trailing columns, which are never
+/// encoded; each key is recorded as its row is handed out.
+struct Returned {
+    sets: Arc<super::accounting::PatientSets>,
+    /// The current batch's key columns and its next row.
+    keys: Vec<datafusion::arrow::array::Int64Array>,
+    row: usize,
+    collected: super::accounting::Keys,
+}
+
+impl Returned {
+    fn batch(&mut self, keys: &[datafusion::arrow::array::ArrayRef]) {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        self.keys = keys
+            .iter()
+            .filter_map(|k| k.as_primitive_opt::<Int64Type>().cloned())
+            .collect();
+        self.row = 0;
+    }
+
+    fn row_sent(&mut self) {
+        use datafusion::arrow::array::Array;
+        for k in &self.keys {
+            if self.row < k.len() && k.is_valid(self.row) {
+                self.collected.add(k.value(self.row));
+            }
+        }
+        self.row += 1;
+    }
+
+    fn flush(&mut self) {
+        let keys = std::mem::take(&mut self.collected);
+        self.sets
+            .merge(super::accounting::Disclosure::Returned, keys);
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// Stream the rows of `batches`, encoded for `fields`. Errors are sanitised
 /// [`SqlError`]s turned into pgwire `UserError`s (the session stays open).
+///
+/// Columns past `fields` are never encoded: with `accounting`, they are the
+/// statement's patient keys, recorded as their rows are handed out.
 pub(crate) fn row_stream(
     batches: SendableRecordBatchStream,
     fields: Arc<Vec<FieldInfo>>,
     cancel: CancellationToken,
+    accounting: Option<Arc<super::accounting::PatientSets>>,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
     let state = State {
         batches,
@@ -125,6 +175,12 @@ pub(crate) fn row_stream(
         current: None,
         cancel,
         done: false,
+        returned: accounting.map(|sets| Returned {
+            sets,
+            keys: Vec::new(),
+            row: 0,
+            collected: Default::default(),
+        }),
     };
     futures::stream::unfold(state, |mut st| async move {
         if st.done {
@@ -137,7 +193,12 @@ pub(crate) fn row_stream(
             }
             if let Some(enc) = st.current.as_mut() {
                 match enc.next_row() {
-                    Some(Ok(row)) => return Some((Ok(row), st)),
+                    Some(Ok(row)) => {
+                        if let Some(r) = st.returned.as_mut() {
+                            r.row_sent();
+                        }
+                        return Some((Ok(row), st));
+                    }
                     Some(Err(_)) => {
                         st.done = true;
                         let e = SqlError::new("XX000", "could not encode a result value");
@@ -155,8 +216,32 @@ pub(crate) fn row_stream(
                 next = st.batches.next() => next,
             };
             match next {
-                None => return None,
+                None => {
+                    // The statement's account is complete before its end
+                    // is reported.
+                    if let Some(r) = st.returned.as_mut() {
+                        r.flush();
+                    }
+                    return None;
+                }
                 Some(Ok(batch)) => {
+                    // Only the statement's own columns are ever encoded.
+                    if let Some(r) = st.returned.as_mut() {
+                        let shown = st.fields.len().min(batch.num_columns());
+                        r.batch(&batch.columns()[shown..]);
+                    }
+                    let batch = if batch.num_columns() > st.fields.len() {
+                        match batch.project(&(0..st.fields.len()).collect::<Vec<_>>()) {
+                            Ok(b) => b,
+                            Err(_) => {
+                                st.done = true;
+                                let e = SqlError::internal();
+                                return Some((Err(e.into_pgwire()), st));
+                            }
+                        }
+                    } else {
+                        batch
+                    };
                     if batch.num_rows() > 0 {
                         if let Err(e) = temporal_range(&batch) {
                             st.done = true;

@@ -30,7 +30,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{AggregateUDF, Expr, LogicalPlan, ScalarUDF, WindowUDF};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
-use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion::physical_planner::PhysicalPlanner;
 
 /// The rules a plan of the lean shape still needs.
 static LEAN_RULES: LazyLock<Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>> =
@@ -75,7 +75,7 @@ pub(crate) async fn create_physical_plan(
             inner: state,
             table_options: None,
         };
-        DefaultPhysicalPlanner::default()
+        super::accounting::tap::physical_planner()
             .create_physical_plan(plan, &lean)
             .await
     } else {

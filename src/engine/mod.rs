@@ -7,6 +7,7 @@
 //! `statement_to_plan` — SQL text is never re-parsed — verifies that the plan
 //! is read-only, and executes it as a stream of record batches.
 
+pub mod accounting;
 pub(crate) mod audit_views;
 pub(crate) mod catalog;
 pub(crate) mod consent;
@@ -19,6 +20,7 @@ mod like;
 pub(crate) mod lookup;
 pub mod masks;
 pub(crate) mod memory;
+pub(crate) mod patient_access;
 pub(crate) mod pg_datetime;
 pub(crate) mod secure;
 pub(crate) mod snapshot_scan;
@@ -224,7 +226,15 @@ impl Engine {
             .max_capacity(1_000)
             .time_to_idle(std::time::Duration::from_secs(600))
             .build();
-        let client = SessionContext::new_with_config_rt(config(), runtime);
+        // Client plans may hold patient-accounting taps (`accounting`).
+        let client = SessionContext::new_with_state(
+            datafusion::execution::SessionStateBuilder::new()
+                .with_config(config())
+                .with_runtime_env(runtime)
+                .with_default_features()
+                .with_query_planner(Arc::new(accounting::tap::AccountingQueryPlanner))
+                .build(),
+        );
         // PostgreSQL's catalog functions and type names (`regclass`, …) for
         // client statements. The `pg_catalog` schema this also registers in
         // the template's own catalog is never used: client states plan over
@@ -536,18 +546,25 @@ impl Engine {
         plan: LogicalPlan,
         optimised: bool,
     ) -> Result<SendableRecordBatchStream, SqlError> {
-        self.execute_for(state, plan, optimised, None).await
+        self.execute_for(state, plan, optimised, None, None)
+            .await
+            .map(|(stream, _)| stream)
     }
 
     /// [`Engine::execute`] for a connected session: `pg_stat_activity`
-    /// shows `activity` (its own row, never another session's).
+    /// shows `activity` (its own row, never another session's). With
+    /// `accounting`, the patients the statement touches are collected into
+    /// it (`engine::accounting`): the batches then carry as many trailing
+    /// patient key columns as the second value says, which the row
+    /// encoder strips.
     pub(crate) async fn execute_for(
         &self,
         state: &SessionState,
         plan: LogicalPlan,
         optimised: bool,
         activity: Option<Arc<catalog::SessionActivity>>,
-    ) -> Result<SendableRecordBatchStream, SqlError> {
+        accounting: Option<&Arc<accounting::PatientSets>>,
+    ) -> Result<(SendableRecordBatchStream, usize), SqlError> {
         use datafusion::optimizer::analyzer::AnalyzerRule;
         use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
         use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
@@ -560,13 +577,32 @@ impl Engine {
             state.config_mut().set_extension(activity);
         }
         let sql_err = |e: datafusion::error::DataFusionError| errors::to_sql_error(&e);
+        // The final logical plan, with its accounting.
+        let account = |plan: LogicalPlan| match accounting {
+            Some(sets) => accounting::plan::account(plan, sets).map_err(|e| {
+                tracing::error!(error_kind = "patient accounting", "cannot account a plan");
+                sql_err(e)
+            }),
+            None => Ok(accounting::plan::Accounted {
+                plan,
+                key_columns: 0,
+            }),
+        };
         if !optimised {
             let task = self.statement_task(&state);
-            let df = datafusion::dataframe::DataFrame::new(state, plan);
-            let physical = df.create_physical_plan().await.map_err(sql_err)?;
+            let plan = state.optimize(&plan).map_err(sql_err)?;
+            let accounted = account(plan)?;
+            let physical = state
+                .query_planner()
+                .create_physical_plan(&accounted.plan, &state)
+                .await
+                .map_err(sql_err)?;
             let stream = datafusion::physical_plan::execute_stream(physical.clone(), task)
                 .map_err(sql_err)?;
-            return Ok(memory::SpillAccounting::wrap(stream, physical));
+            return Ok((
+                memory::SpillAccounting::wrap(stream, physical),
+                accounted.key_columns,
+            ));
         }
         // Optimised at preparation. Bound parameters became literals of the
         // client's types: type coercion casts them to their columns' types
@@ -584,7 +620,8 @@ impl Engine {
         let plan = Optimizer::with_rules(rules)
             .optimize(plan, &state, |_, _| {})
             .map_err(sql_err)?;
-        let physical = lean::create_physical_plan(&plan, &state)
+        let accounted = account(plan)?;
+        let physical = lean::create_physical_plan(&accounted.plan, &state)
             .await
             .map_err(sql_err)?;
         let stream = datafusion::physical_plan::execute_stream(
@@ -592,7 +629,10 @@ impl Engine {
             self.statement_task(&state),
         )
         .map_err(sql_err)?;
-        Ok(memory::SpillAccounting::wrap(stream, physical))
+        Ok((
+            memory::SpillAccounting::wrap(stream, physical),
+            accounted.key_columns,
+        ))
     }
 
     /// The task context of one statement: its reservations are capped at

@@ -71,6 +71,10 @@ pub(crate) struct SecuredTable {
     /// The sets of the row filter's subqueries (`engine::filter_sets`),
     /// refreshed likewise.
     filter_sets: Vec<Arc<super::filter_sets::FilterSet>>,
+    /// Whether `plan` has one column more than `schema`: the stored
+    /// patient key ([`super::accounting::KEY_COLUMN`]), which only an
+    /// [`AccountedTable`] scan asks for.
+    accounted: bool,
 }
 
 /// Whether `e` may be evaluated on rows the policy has not admitted yet:
@@ -157,6 +161,172 @@ impl SecuredTable {
     fn pushable(&self, e: &DfExpr) -> bool {
         leakproof(e, &self.passthrough) || pseudonym_probe(e, &self.pseudonymised)
     }
+
+    /// Whether the table's rows carry their patient key for accounting.
+    pub(crate) fn accounted(&self) -> bool {
+        self.accounted
+    }
+
+    /// The barrier over the internal plan with `filters` pushed where they
+    /// are leak-proof, showing the columns `projection` names (all when
+    /// `None`) and, with `key_as`, the stored patient key under that name
+    /// as the last column.
+    async fn scan_with(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[DfExpr],
+        key_as: Option<&str>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // The consent set this statement runs against: current for the
+        // consent table's newest version and this moment.
+        if let Some(set) = &self.consent {
+            set.refresh().await?;
+        }
+        for set in &self.filter_sets {
+            set.refresh().await?;
+        }
+        // Leak-proof predicates over unmasked columns, and key equalities
+        // over pseudonymised ones, go on top of the policy plan; the
+        // optimiser moves them down to the Delta scan, where key indexes
+        // and file and row-group statistics prune. Anything else that
+        // reaches here is dropped (DataFusion evaluates it above).
+        let mut plan = self.plan.clone();
+        if let Some(pred) = filters
+            .iter()
+            .filter(|f| self.pushable(f))
+            .map(|f| datafusion::logical_expr::expr_rewriter::unnormalize_col(f.clone()))
+            .reduce(DfExpr::and)
+        {
+            // Pruning is an optimisation: a predicate that does not fit
+            // the policy plan's columns is simply not pushed.
+            if let Ok(filtered) = LogicalPlanBuilder::from(plan.clone())
+                .filter(pred)
+                .and_then(|b| b.build())
+            {
+                plan = filtered;
+            }
+        }
+        let column = |name: &str| DfExpr::Column(datafusion::common::Column::from_name(name));
+        let mut exprs: Vec<DfExpr> = match projection {
+            Some(cols) => cols
+                .iter()
+                .map(|i| column(self.schema.field(*i).name()))
+                .collect(),
+            None => self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| column(f.name()))
+                .collect(),
+        };
+        if let Some(name) = key_as {
+            if !self.accounted {
+                return datafusion::common::internal_err!("table has no patient key");
+            }
+            exprs.push(column(super::accounting::KEY_COLUMN).alias(name));
+        }
+        // The internal plan's own columns are exactly the shown ones only
+        // when it carries no patient key.
+        let plan = if projection.is_none() && key_as.is_none() && !self.accounted {
+            plan
+        } else {
+            LogicalPlanBuilder::from(plan).project(exprs)?.build()?
+        };
+        let physical = match state.as_any().downcast_ref::<SessionState>() {
+            Some(session) if self.preoptimised => {
+                // Only the rules that move this statement's predicate and
+                // projection into the already optimised internal plan.
+                let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+                    Arc::new(PushDownFilter::new()),
+                    Arc::new(OptimizeProjections::new()),
+                ];
+                let plan = Optimizer::with_rules(rules).optimize(plan, session, |_, _| {})?;
+                super::lean::create_physical_plan(&plan, session).await?
+            }
+            _ => state.create_physical_plan(&plan).await?,
+        };
+        Ok(Arc::new(BarrierExec::new(physical, self.name.clone())))
+    }
+}
+
+/// A [`SecuredTable`] as a statement under patient accounting scans it:
+/// its columns and, last, the stored patient key under a name of this
+/// scan's own (`engine::accounting::plan`). Never in a catalog: only the
+/// accounting rewrite of an already verified plan makes one.
+#[derive(Debug)]
+pub(crate) struct AccountedTable {
+    secured: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+}
+
+impl AccountedTable {
+    /// `secured` must be a [`SecuredTable`] that is [`SecuredTable::accounted`].
+    pub(crate) fn new(secured: Arc<dyn TableProvider>, key_name: String) -> AccountedTable {
+        let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> =
+            secured.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+            key_name,
+            DataType::Int64,
+            true,
+        )));
+        AccountedTable {
+            secured,
+            schema: Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for AccountedTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&DfExpr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        self.secured.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[DfExpr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(secured) = self.secured.downcast_ref::<SecuredTable>() else {
+            return datafusion::common::internal_err!("accounted table over an unsecured table");
+        };
+        let key = self.schema.fields().len() - 1;
+        let all: Vec<usize>;
+        let projection = match projection {
+            Some(p) => p,
+            None => {
+                all = (0..=key).collect();
+                &all
+            }
+        };
+        // The key, when asked for, comes last (as the rewrite asks).
+        let (shown, key_as): (Vec<usize>, Option<&str>) = match projection.split_last() {
+            Some((&last, rest)) if last == key => {
+                (rest.to_vec(), Some(self.schema.field(key).name().as_str()))
+            }
+            _ => (projection.clone(), None),
+        };
+        if shown.iter().any(|&i| i >= key) {
+            return datafusion::common::internal_err!("patient key out of place");
+        }
+        secured
+            .scan_with(state, Some(&shown), filters, key_as)
+            .await
+    }
 }
 
 #[async_trait]
@@ -194,63 +364,7 @@ impl TableProvider for SecuredTable {
         filters: &[DfExpr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        // The consent set this statement runs against: current for the
-        // consent table's newest version and this moment.
-        if let Some(set) = &self.consent {
-            set.refresh().await?;
-        }
-        for set in &self.filter_sets {
-            set.refresh().await?;
-        }
-        // Leak-proof predicates over unmasked columns, and key equalities
-        // over pseudonymised ones, go on top of the policy plan; the
-        // optimiser moves them down to the Delta scan, where key indexes
-        // and file and row-group statistics prune. Anything else that
-        // reaches here is dropped (DataFusion evaluates it above).
-        let mut plan = self.plan.clone();
-        if let Some(pred) = filters
-            .iter()
-            .filter(|f| self.pushable(f))
-            .map(|f| datafusion::logical_expr::expr_rewriter::unnormalize_col(f.clone()))
-            .reduce(DfExpr::and)
-        {
-            // Pruning is an optimisation: a predicate that does not fit
-            // the policy plan's columns is simply not pushed.
-            if let Ok(filtered) = LogicalPlanBuilder::from(plan.clone())
-                .filter(pred)
-                .and_then(|b| b.build())
-            {
-                plan = filtered;
-            }
-        }
-        let plan = match projection {
-            Some(cols) => {
-                let exprs: Vec<DfExpr> = cols
-                    .iter()
-                    .map(|i| {
-                        DfExpr::Column(datafusion::common::Column::from_name(
-                            self.schema.field(*i).name(),
-                        ))
-                    })
-                    .collect();
-                LogicalPlanBuilder::from(plan).project(exprs)?.build()?
-            }
-            None => plan,
-        };
-        let physical = match state.as_any().downcast_ref::<SessionState>() {
-            Some(session) if self.preoptimised => {
-                // Only the rules that move this statement's predicate and
-                // projection into the already optimised internal plan.
-                let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
-                    Arc::new(PushDownFilter::new()),
-                    Arc::new(OptimizeProjections::new()),
-                ];
-                let plan = Optimizer::with_rules(rules).optimize(plan, session, |_, _| {})?;
-                super::lean::create_physical_plan(&plan, session).await?
-            }
-            _ => state.create_physical_plan(&plan).await?,
-        };
-        Ok(Arc::new(BarrierExec::new(physical, self.name.clone())))
+        self.scan_with(state, projection, filters, None).await
     }
 }
 
@@ -460,6 +574,7 @@ fn internal_statement(
     access: &TableAccess,
     schema: &SchemaRef,
     consent_function: Option<&str>,
+    accounting: bool,
 ) -> DfResult<Statement> {
     let dialect = PostgreSqlDialect {};
     let mut stmt = Parser::new(&dialect)
@@ -488,6 +603,29 @@ fn internal_statement(
             }
         })
         .collect();
+    if accounting && let Some(key) = accounted_key(access, schema) {
+        // The stored patient key, for accounting only: never in the
+        // table's shown schema.
+        let stored = col(&key);
+        let expr = if schema
+            .field_with_name(&key)
+            .is_ok_and(|f| f.data_type() == &DataType::Int64)
+        {
+            stored
+        } else {
+            Expr::Cast {
+                kind: ast::CastKind::Cast,
+                expr: Box::new(stored),
+                data_type: ast::DataType::BigInt(None),
+                array: false,
+                format: None,
+            }
+        };
+        select.projection.push(SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::with_quote('"', super::accounting::KEY_COLUMN),
+        });
+    }
     let mut conditions: Vec<Expr> = Vec::new();
     if let Some(f) = &access.row_filter {
         conditions.push(qualify(f.clone()));
@@ -507,6 +645,15 @@ fn internal_statement(
         right: Box::new(b),
     });
     Ok(stmt)
+}
+
+/// The patient key a table's rows are accounted by: its `patient_key`,
+/// when that is an integer column (patient ids are integers, as consent
+/// sets read them).
+fn accounted_key(access: &TableAccess, schema: &SchemaRef) -> Option<String> {
+    let key = access.patient_key.as_ref()?;
+    let field = schema.field_with_name(key).ok()?;
+    field.data_type().is_integer().then(|| key.clone())
 }
 
 /// Whether every function `plan` calls is immutable (same arguments, same
@@ -664,6 +811,7 @@ impl RawTables {
             access,
             &schema,
             set.as_ref().map(|s| s.function_name()),
+            false,
         )
         .ok()
         .map(|s| s.to_string())
@@ -696,18 +844,28 @@ impl RawTables {
                 }
                 None => table_access,
             };
+            let accounted = accounted_key(table_access, &raw_schema).is_some();
             let stmt = internal_statement(
                 name,
                 table_access,
                 &raw_schema,
                 set.as_ref().map(|s| s.function_name()),
+                accounted,
             )?;
             // Taken after the consent set: its function is registered now.
             let state: SessionState = self.ctx.state();
             let plan = state
                 .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
                 .await?;
-            let schema = Arc::new(plan.schema().as_arrow().clone());
+            // Shown columns: all but the accounting key.
+            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+                plan.schema()
+                    .fields()
+                    .iter()
+                    .filter(|f| f.name() != super::accounting::KEY_COLUMN)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ));
             let preoptimised = only_immutable_functions(&plan);
             let plan = if preoptimised {
                 state.optimize(&plan)?
@@ -744,6 +902,7 @@ impl RawTables {
                 pseudonymised,
                 consent: set,
                 filter_sets,
+                accounted,
             });
             let schema_provider = schemas
                 .entry(s.to_owned())
@@ -769,6 +928,13 @@ impl RawTables {
                 datafusion::execution::SessionStateBuilder::new_from_existing(self.ctx.state())
                     .with_catalog_list(list.clone())
                     .build();
+            // Patient access accounting over the same secured log.
+            if let Some(log) = audit_schema.table("access_log").await? {
+                audit_schema.register_table(
+                    "patient_access".to_owned(),
+                    Arc::new(super::patient_access::PatientAccessTable::new(log)),
+                )?;
+            }
             for (name, sql) in crate::engine::audit_views::VIEWS {
                 let stmt = crate::rewrite::gate::parse(sql, Default::default())
                     .ok()

@@ -56,6 +56,9 @@ pub struct TableAccess {
     /// Row filter (AND of every applicable filter), literals bound.
     pub row_filter: Option<Expr>,
     pub consent: Option<ConsentCheck>,
+    /// The table's patient key column (tables.toml `patient_key`): the
+    /// patients each statement touches are accounted through it.
+    pub patient_key: Option<String>,
     /// Names of the rules applied (audit report).
     pub rules: Vec<String>,
 }
@@ -330,6 +333,7 @@ pub fn compile(
                 columns: cols,
                 row_filter: filter,
                 consent,
+                patient_key: policy.tables.get(name).and_then(|t| t.patient_key.clone()),
                 rules,
             },
         );

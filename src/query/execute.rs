@@ -20,6 +20,7 @@ use super::limits::{Exceeded, Limited, Limits, StatementLimits};
 use crate::audit::Auditor;
 use crate::audit::events::{Completion, StatementAudit};
 use crate::engine::Engine;
+use crate::engine::accounting::PatientSets;
 use crate::error::SqlError;
 use crate::metrics::{Metrics, Phase, StatementTimer};
 
@@ -67,6 +68,8 @@ pub(crate) struct Running {
     pub batches: SendableRecordBatchStream,
     admitted: Option<Admitted>,
     completion: Option<Completion>,
+    /// The statement's patient account (audited statements only).
+    patients: Option<Arc<PatientSets>>,
     timer: StatementTimer,
 }
 
@@ -99,6 +102,8 @@ pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running,
         None => None,
     };
     let deadline = admitted.as_ref().and_then(|a| a.deadline);
+    // An audited statement accounts for the patients it touches.
+    let patients = audit.is_some().then(|| Arc::new(PatientSets::default()));
     let record = async {
         match audit.as_mut() {
             Some(a) => a.before_rows().await,
@@ -130,8 +135,8 @@ pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running,
                     None => None,
                 };
                 let state = budgeted.as_ref().unwrap_or(state);
-                let stream = engine
-                    .execute_for(state, plan, optimised, activity)
+                let (stream, _keys) = engine
+                    .execute_for(state, plan, optimised, activity, patients.as_ref())
                     .await?;
                 Ok(first_batch_ahead(stream).await)
             } => r,
@@ -163,7 +168,8 @@ pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running,
     Ok(Running {
         batches,
         admitted,
-        completion: audit.take().map(StatementAudit::completion),
+        completion: audit.take().map(|a| a.completion(patients.clone())),
+        patients,
         timer,
     })
 }
@@ -181,29 +187,63 @@ impl Running {
         let Running {
             batches,
             admitted,
-            mut completion,
-            mut timer,
+            completion,
+            patients,
+            timer,
         } = self;
-        let encoded = Box::pin(crate::engine::encode::row_stream(batches, fields, cancel));
+        let encoded = Box::pin(crate::engine::encode::row_stream(
+            batches, fields, cancel, patients,
+        ));
         let limited = match admitted {
             Some(a) => {
                 Limited::new(encoded, a.limits, &a.statement, a.deadline, a.permit).left_stream()
             }
             None => encoded.right_stream(),
         };
-        limited.map(move |row| {
-            if let Ok(r) = &row {
-                timer.first_row();
-                Metrics::global().bytes_sent(r.data.len() as u64);
+        // Field order is drop order: the rows (whose encoder hands the
+        // patients of the rows it sent to the account) before the
+        // completion record that reads the account.
+        struct Rows<S> {
+            rows: S,
+            completion: Option<Completion>,
+            timer: StatementTimer,
+            ended: bool,
+        }
+        let state = Rows {
+            rows: Box::pin(limited),
+            completion,
+            timer,
+            ended: false,
+        };
+        futures::stream::unfold(state, |mut st| async move {
+            if st.ended {
+                return None;
             }
-            if let Some(c) = completion.as_mut() {
-                match &row {
-                    Ok(_) => c.row(),
-                    Err(PgWireError::UserError(info)) => c.error(&info.code),
-                    Err(_) => c.error("XX000"),
+            match st.rows.next().await {
+                Some(row) => {
+                    if let Ok(r) = &row {
+                        st.timer.first_row();
+                        Metrics::global().bytes_sent(r.data.len() as u64);
+                    }
+                    if let Some(c) = st.completion.as_mut() {
+                        match &row {
+                            Ok(_) => c.row(),
+                            Err(PgWireError::UserError(info)) => c.error(&info.code),
+                            Err(_) => c.error("XX000"),
+                        }
+                    }
+                    Some((row, st))
+                }
+                // The end is reported only once the completion record (and
+                // the patients it names) is written.
+                None => {
+                    st.ended = true;
+                    match st.completion.take()?.finish().await {
+                        Ok(()) => None,
+                        Err(e) => Some((Err(e.into_pgwire()), st)),
+                    }
                 }
             }
-            row
         })
     }
 }

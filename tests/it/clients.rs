@@ -48,22 +48,25 @@ const CLINICAL_TABLES: [&str; 4] = [
     "claims.claims",
 ];
 
-/// What the auditor queries: the log and its five views.
-const AUDIT_RELATIONS: [&str; 6] = [
+/// What the auditor queries: the log, its five views and the patient
+/// accounting (SPEC §9).
+const AUDIT_RELATIONS: [&str; 7] = [
     "audit.access_log",
     "audit.break_glass_access",
     "audit.denied_attempts",
     "audit.access_by_purpose",
     "audit.daily_activity",
     "audit.statements",
+    "audit.patient_access",
 ];
 
-const AUDIT_VIEWS: [&str; 5] = [
+const AUDIT_VIEWS: [&str; 6] = [
     "break_glass_access",
     "denied_attempts",
     "access_by_purpose",
     "daily_activity",
     "statements",
+    "patient_access",
 ];
 
 /// The columns of `clinical.patients` (SPEC §2): name, psql / information_schema

@@ -421,6 +421,8 @@ const PHI_ROLES: Forbidden = Forbidden {
         "denied_attempts",
         "access_by_purpose",
         "daily_activity",
+        "patient_access",
+        "patients_returned",
         "query_fingerprint",
         "prev_hash",
     ],

@@ -21,6 +21,7 @@ mod lookups;
 mod memory;
 mod object_store;
 mod operations;
+mod patient_access;
 mod pg_behaviour;
 mod policy_cli;
 mod psql;

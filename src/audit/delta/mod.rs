@@ -305,6 +305,34 @@ impl AuditTable {
                 }
             }
         }
+        // A table written before columns were added to the record (patient
+        // accounting) gains them: the old columns must match as they are.
+        let missing: Vec<_> = {
+            let state = table.snapshot().map_err(delta_err(&shown, "open"))?;
+            let have = state.schema().fields().count();
+            let prefix =
+                StructType::try_new(expected.fields().take(have).cloned()).map_err(|e| {
+                    AuditTableError::UnsupportedSchema {
+                        location: shown.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+            check_schema(&shown, &prefix, state.schema().as_ref())?;
+            expected.fields().skip(have).cloned().collect()
+        };
+        if !missing.is_empty() {
+            match table.clone().add_columns().with_fields(missing).await {
+                Ok(t) => {
+                    tracing::info!(location = %shown, "added the new record columns to the Delta audit table");
+                    table = t;
+                }
+                Err(e) => {
+                    // Another instance may have added them meanwhile.
+                    table.load().await.map_err(delta_err(&shown, "open"))?;
+                    tracing::debug!(location = %shown, error = %e, "adding record columns");
+                }
+            }
+        }
         let state = table.snapshot().map_err(delta_err(&shown, "open"))?;
         check_schema(&shown, &expected, state.schema().as_ref())?;
         let append_only = state

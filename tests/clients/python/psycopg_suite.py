@@ -30,6 +30,7 @@ AUDIT_VIEWS = [
     "access_by_purpose",
     "daily_activity",
     "statements",
+    "patient_access",
 ]
 
 # One column of each SPEC §2 type: label -> query returning one row, one column.

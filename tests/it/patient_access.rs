@@ -1,0 +1,297 @@
+//! Patient access accounting (SPEC §9): after the analyst, the clinician
+//! (with and without break-glass) and the researcher ran statements, the
+//! auditor's `audit.patient_access` lists exactly the statements that
+//! touched a patient, each with the right disclosure class, against a truth
+//! computed from the raw data.
+
+use std::collections::BTreeSet;
+
+use tokio_postgres::Client;
+
+use crate::audit::{as_user, text_rows};
+use crate::support::oracle::{consented_patients, raw_context, raw_patients, raw_rows};
+use crate::support::{connect_role, data_dir, server, sqlstate};
+
+/// Patient ids of a raw query's first column.
+async fn raw_ids(sql: &str) -> BTreeSet<i64> {
+    let ctx = raw_context(data_dir()).await;
+    raw_rows(&ctx, sql)
+        .await
+        .into_iter()
+        .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
+        .collect()
+}
+
+/// `(user, disclosure, tables)` of every row of `audit.patient_access` for
+/// one patient and the given users, sorted.
+async fn accesses(auditor: &Client, patient: i64, users: &[&str]) -> Vec<(String, String, String)> {
+    let users = users
+        .iter()
+        .map(|u| format!("'{u}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut rows: Vec<(String, String, String)> = text_rows(
+        auditor,
+        &format!(
+            "SELECT \"user\", disclosure, array_to_string(tables, ',') FROM audit.patient_access \
+             WHERE patient_id = {patient} AND \"user\" IN ({users})"
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+    .collect();
+    rows.sort();
+    rows
+}
+
+fn row(user: &str, disclosure: &str, tables: &str) -> (String, String, String) {
+    (user.to_owned(), disclosure.to_owned(), tables.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_auditor_sees_exactly_who_touched_a_patient_and_how() {
+    let addr = server().addr;
+    let dir = data_dir();
+    let ctx = raw_context(dir).await;
+    let patients = raw_patients(&ctx).await;
+    let treatment = consented_patients("treatment");
+    let operations = consented_patients("operations");
+    let research = consented_patients("research");
+    let with_encounters =
+        raw_ids("SELECT DISTINCT patient_id FROM encounters ORDER BY patient_id").await;
+    // X: a patient of site S01 every purpose may see, with encounters.
+    let x = patients
+        .iter()
+        .find(|p| {
+            p.site == "S01"
+                && treatment.contains(&p.id)
+                && operations.contains(&p.id)
+                && research.contains(&p.id)
+                && with_encounters.contains(&p.id)
+        })
+        .expect("a patient every purpose sees")
+        .id;
+    // Y: a patient of another site, seen under treatment.
+    let y = patients
+        .iter()
+        .find(|p| p.site != "S01" && treatment.contains(&p.id))
+        .expect("a patient of another site")
+        .id;
+    // Z: a patient the analyst sees that no statement below names.
+    let z = patients
+        .iter()
+        .find(|p| p.id != x && p.id != y && operations.contains(&p.id) && !research.contains(&p.id))
+        .map(|p| p.id);
+
+    let (analyst, clinician, researcher) = ("pa_analyst", "pa_clinician", "pa_researcher");
+    let a = as_user(addr, analyst, "analyst", None, "operations").await;
+    // Returned: a row of X's encounters.
+    let got = text_rows(
+        &a,
+        &format!("SELECT encounter_id, patient_id FROM clinical.encounters WHERE patient_id = {x}"),
+    )
+    .await;
+    assert!(!got.is_empty());
+    // Aggregated: everyone the analyst may see.
+    text_rows(&a, "SELECT count(*) FROM clinical.patients").await;
+    // A semi-join: X's row returned (the deciding side only decides).
+    text_rows(
+        &a,
+        &format!(
+            "SELECT patient_id FROM clinical.patients WHERE patient_id IN \
+             (SELECT patient_id FROM clinical.encounters WHERE patient_id = {x})"
+        ),
+    )
+    .await;
+    // A grouping: aggregated.
+    text_rows(
+        &a,
+        &format!(
+            "SELECT site_id, count(*) FROM clinical.encounters WHERE patient_id IN ({x}, {y}) GROUP BY site_id"
+        ),
+    )
+    .await;
+
+    let c = as_user(addr, clinician, "clinician", Some("S01"), "treatment").await;
+    text_rows(
+        &c,
+        &format!("SELECT first_name FROM clinical.patients WHERE patient_id = {x}"),
+    )
+    .await;
+    // Another site's patient without break-glass: no row, no access.
+    let none = text_rows(
+        &c,
+        &format!("SELECT first_name FROM clinical.patients WHERE patient_id = {y}"),
+    )
+    .await;
+    assert!(none.is_empty());
+    // With break-glass: returned, with the justification.
+    c.batch_execute("BEGIN; SET LOCAL lakeward.break_glass = 'ED bay 2, unconscious transfer'")
+        .await
+        .unwrap();
+    let seen = text_rows(
+        &c,
+        &format!("SELECT first_name FROM clinical.patients WHERE patient_id = {y}"),
+    )
+    .await;
+    assert_eq!(seen.len(), 1);
+    c.batch_execute("COMMIT").await.unwrap();
+
+    let r = as_user(addr, researcher, "researcher", None, "research").await;
+    text_rows(&r, "SELECT count(*) FROM clinical.patients").await;
+
+    let auditor = connect_role(addr, "auditor", "operations").await;
+    let users = [analyst, clinician, researcher];
+    assert_eq!(
+        accesses(&auditor, x, &users).await,
+        vec![
+            row(analyst, "aggregated", "clinical.encounters"),
+            row(analyst, "aggregated", "clinical.patients"),
+            row(analyst, "returned", "clinical.encounters"),
+            row(analyst, "returned", "clinical.encounters,clinical.patients"),
+            row(clinician, "returned", "clinical.patients"),
+            row(researcher, "aggregated", "clinical.patients"),
+        ],
+        "patient {x}"
+    );
+    // Y: the analyst's grouping, and the break-glass read only.
+    assert_eq!(
+        accesses(&auditor, y, &users).await,
+        {
+            let mut v = vec![row(clinician, "returned", "clinical.patients")];
+            if operations.contains(&y) {
+                if with_encounters.contains(&y) {
+                    v.push(row(analyst, "aggregated", "clinical.encounters"));
+                }
+                v.push(row(analyst, "aggregated", "clinical.patients"));
+            }
+            if research.contains(&y) {
+                v.push(row(researcher, "aggregated", "clinical.patients"));
+            }
+            v.sort();
+            v
+        },
+        "patient {y}"
+    );
+    let bg = text_rows(
+        &auditor,
+        &format!(
+            "SELECT break_glass, purpose, statement_kind FROM audit.patient_access \
+             WHERE patient_id = {y} AND \"user\" = '{clinician}'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        bg,
+        vec![vec![
+            "ED bay 2, unconscious transfer".to_owned(),
+            "treatment".to_owned(),
+            "SELECT".to_owned()
+        ]]
+    );
+    // Z: only the analyst's count of everyone.
+    if let Some(z) = z {
+        assert_eq!(
+            accesses(&auditor, z, &users).await,
+            vec![row(analyst, "aggregated", "clinical.patients")],
+            "patient {z}"
+        );
+    }
+    // Whole sets, without a patient condition: the researcher's count
+    // aggregated exactly the patients who opted in to research.
+    let counted: BTreeSet<i64> = text_rows(
+        &auditor,
+        &format!(
+            "SELECT patient_id FROM audit.patient_access WHERE \"user\" = '{researcher}' \
+             AND disclosure = 'aggregated'"
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|r| r[0].parse().unwrap())
+    .collect();
+    assert_eq!(counted, research);
+    // The clinician's break-glass-free statements touched only S01.
+    let s01: BTreeSet<i64> = patients
+        .iter()
+        .filter(|p| p.site == "S01")
+        .map(|p| p.id)
+        .collect();
+    let clin: BTreeSet<i64> = text_rows(
+        &auditor,
+        &format!(
+            "SELECT patient_id FROM audit.patient_access WHERE \"user\" = '{clinician}' \
+             AND break_glass IS NULL"
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|r| r[0].parse().unwrap())
+    .collect();
+    assert!(clin.is_subset(&s01), "{clin:?}");
+
+    // The auditor's question is itself audited.
+    let audited = text_rows(
+        &auditor,
+        "SELECT count(*) FROM audit.access_log WHERE \"user\" = 'auditor' \
+         AND array_has(tables, 'audit.patient_access') AND event = 'statement'",
+    )
+    .await;
+    assert!(audited[0][0].parse::<i64>().unwrap() >= 4, "{audited:?}");
+
+    // Nobody else reads it.
+    for (role, purpose) in [
+        ("analyst", "operations"),
+        ("clinician", "treatment"),
+        ("researcher", "research"),
+    ] {
+        let other = connect_role(addr, role, purpose).await;
+        let e = other
+            .simple_query("SELECT * FROM audit.patient_access")
+            .await
+            .unwrap_err();
+        assert!(sqlstate(&e).is_some(), "{role}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_portal_closed_early_accounts_only_the_rows_it_sent() {
+    let addr = server().addr;
+    let user = "pa_portal";
+    let mut a = as_user(addr, user, "analyst", None, "operations").await;
+    let tx = a.transaction().await.unwrap();
+    let stmt = tx
+        .prepare("SELECT patient_id FROM clinical.patients ORDER BY patient_id")
+        .await
+        .unwrap();
+    let portal = tx.bind(&stmt, &[]).await.unwrap();
+    let first: Vec<i64> = tx
+        .query_portal(&portal, 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(first.len(), 3);
+    drop(portal);
+    tx.commit().await.unwrap();
+    let auditor = connect_role(addr, "auditor", "operations").await;
+    // The portal's completion record is queued when it closes: wait for it.
+    let mut got = BTreeSet::new();
+    for _ in 0..50 {
+        got = text_rows(
+            &auditor,
+            &format!("SELECT patient_id FROM audit.patient_access WHERE \"user\" = '{user}'"),
+        )
+        .await
+        .into_iter()
+        .map(|r| r[0].parse::<i64>().unwrap())
+        .collect();
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, first.into_iter().collect::<BTreeSet<_>>());
+}
