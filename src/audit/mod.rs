@@ -26,6 +26,7 @@
 pub mod chain;
 pub mod delta;
 pub mod events;
+pub(crate) mod fhir;
 pub mod patients;
 pub mod record;
 pub(crate) mod verify;
