@@ -27,6 +27,7 @@ pub mod chain;
 pub mod delta;
 pub mod events;
 pub mod record;
+pub(crate) mod signals;
 pub(crate) mod verify;
 pub mod wal;
 
