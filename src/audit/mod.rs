@@ -29,6 +29,7 @@ pub mod events;
 pub(crate) mod fhir;
 pub mod patients;
 pub mod record;
+pub(crate) mod signals;
 pub(crate) mod verify;
 pub mod wal;
 
