@@ -6,7 +6,7 @@
 # generated part of docs/benchmarks.md.
 #
 #   bench/run.sh [--patients N] [--seconds S] [--clients "1 8 32"]
-#                [--runs R] [--only point,analytic,export,connect,audit]
+#                [--runs R] [--only point,analytic,export,connect,audit,accounting]
 #                [--no-report] [--layout datagen|foreign]
 #   bench/run.sh --only copy --no-report [--patients N]
 #
@@ -153,8 +153,8 @@ PURPOSE[auditor]=operations
 
 # --- lakeward -------------------------------------------------------------------
 LW_PORT=16500
-serve_lakeward() { # name port durability -> pid in LW_PID
-  local name="$1" port="$2" durability="$3"
+serve_lakeward() { # name port durability [accounting] -> pid in LW_PID
+  local name="$1" port="$2" durability="$3" accounting="${4:-patients}"
   # LOOKUP_CACHE_TABLES: the hot-row cache's tables, as TOML strings.
   local cache_tables="${LOOKUP_CACHE_TABLES:-\"clinical.patients\"}"
   rm -rf "$WORK/audit-$name"
@@ -179,6 +179,7 @@ table = "$WORK/audit-$name/access_log"
 instance = "bench-$name"
 signing_key_file = "$LW_DATA/keys/audit-signing.pem"
 durability = "$durability"
+accounting = "$accounting"
 [lookup]
 index_memory_mb = ${LOOKUP_INDEX_MB:-4096}
 cache_memory_mb = ${LOOKUP_CACHE_MB:-2048}
@@ -417,6 +418,42 @@ if want audit; then
     done
   done
   for p in "${AUDIT_PIDS[@]}"; do stop_pid "$p"; done
+fi
+
+# --- 5b. patient accounting on vs off (bench/run.sh --only accounting) ---------
+# Two servers side by side, accounting on (`patients`) and off
+# (`none-benchmark-only`), runs alternating on then off, ROUNDS times: point
+# lookups at 1 client (latency) and 8 clients (throughput), then each
+# analytic query as the analyst (one warm-up, RUNS timed runs).
+if want accounting; then
+  declare -A ACC_PORT=([patients]=$((LW_PORT + 2)) [none-benchmark-only]=$((LW_PORT + 3)))
+  ACC_PIDS=()
+  for acc in patients none-benchmark-only; do
+    serve_lakeward "accounting-$acc" "${ACC_PORT[$acc]}" fsync "$acc"
+    ACC_PIDS+=("$LW_PID")
+    pgbench -n -M prepared -c 1 -T 3 -D patients="$PATIENTS" -f bench/workloads/point-analyst.sql \
+      "$(lw_conn analyst "${ACC_PORT[$acc]}")" >/dev/null 2>&1 || true
+  done
+  for round in 1 2 3; do
+    for acc in patients none-benchmark-only; do
+      for c in 1 8; do
+        log "accounting $acc: point lookups, $c clients, round $round"
+        bench_pgbench "lakeward-accounting-$acc-r$round" point analyst prepared "$c" \
+          "$(lw_conn analyst "${ACC_PORT[$acc]}")" -T "$SECS" -f bench/workloads/point-analyst.sql
+      done
+    done
+  done
+  for round in 1 2 3; do
+    for q in claims_by_payer_month hba1c_cohort top_dx_per_site; do
+      for acc in patients none-benchmark-only; do
+        log "accounting $acc: $q as analyst, round $round"
+        psql "$(lw_conn analyst "${ACC_PORT[$acc]}")" -X -q -f "bench/workloads/$q.sql" >/dev/null
+        bench_pgbench "lakeward-accounting-$acc-r$round" "$q" analyst simple 1 \
+          "$(lw_conn analyst "${ACC_PORT[$acc]}")" -t "$RUNS" -f "bench/workloads/$q.sql"
+      done
+    done
+  done
+  for p in "${ACC_PIDS[@]}"; do stop_pid "$p"; done
 fi
 
 # --- 6. COPY export (bench/run.sh --only copy) ----------------------------------

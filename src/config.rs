@@ -214,6 +214,14 @@ pub struct AuditConfig {
     /// record is on disk before rows are sent. `"none-benchmark-only"`
     /// skips the fsync, to measure what it costs.
     pub durability: String,
+    /// `"patients"` (the default and the only setting for real data): each
+    /// statement's completion record names the patients it returned or
+    /// aggregated (SPEC §9, `audit.patient_access`). `"none-benchmark-only"`
+    /// leaves them out, to measure what accounting costs.
+    pub accounting: String,
+    /// Unusual-access signals (`[audit.signals]`): working hours, the
+    /// per-user baseline, break-glass frequency (`audit::signals`).
+    pub signals: crate::audit::signals::SignalConfig,
     /// Documented retention (HIPAA: 6 years minimum; default 7). lakeward
     /// never deletes audit records; the table is append-only.
     pub retention_days: u64,
@@ -234,6 +242,8 @@ impl Default for AuditConfig {
             segment_max_bytes: 64 * 1024 * 1024,
             retention_days: 7 * 365 + 2,
             durability: "fsync".to_owned(),
+            accounting: "patients".to_owned(),
+            signals: Default::default(),
         }
     }
 }
@@ -570,6 +580,19 @@ impl Config {
                     .to_owned(),
             );
         }
+        if !["patients", "none-benchmark-only"].contains(&self.audit.accounting.as_str()) {
+            problems.push(
+                "audit.accounting must be \"patients\" (or \"none-benchmark-only\" for benchmarks)"
+                    .to_owned(),
+            );
+        }
+        problems.extend(
+            self.audit
+                .signals
+                .problems()
+                .into_iter()
+                .map(|p| format!("audit.signals.{p}")),
+        );
         if self.audit.instance.is_empty()
             || !self
                 .audit

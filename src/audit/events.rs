@@ -129,6 +129,9 @@ pub const NEVER_EXECUTED: &str = "prepared_not_executed";
 pub struct StatementAudit {
     auditor: Auditor,
     template: RecordBody,
+    /// The principal's site and family name, for the unusual-access watch.
+    user_site: Option<String>,
+    family_name: Option<String>,
     /// The event id of the statement record once it is durable.
     written: Option<String>,
     started: Instant,
@@ -148,6 +151,8 @@ impl StatementAudit {
         StatementAudit {
             auditor: auditor.clone(),
             template,
+            user_site: session.principal.site.clone(),
+            family_name: session.principal.family_name.clone(),
             written: None,
             started: Instant::now(),
         }
@@ -337,7 +342,25 @@ impl Completion {
             record.patient_id_min = Some(min);
             record.patient_id_max = Some(max);
         }
-        Some((record, !touched.is_empty()))
+        let touched_any = !touched.is_empty();
+        if touched_any {
+            let t = &self.audit.template;
+            self.audit.auditor.observe(super::watch::Observed {
+                event_id: parent.clone(),
+                ts_micros: record.ts,
+                user: t.user.clone(),
+                roles: t.roles.clone(),
+                purpose: t.purpose.clone(),
+                break_glass: t.break_glass.clone(),
+                session_id: t.session_id.clone(),
+                client_addr: t.client_addr.clone(),
+                user_site: self.audit.user_site.clone(),
+                family_name: self.audit.family_name.clone(),
+                returned: touched.returned,
+                aggregated: touched.aggregated,
+            });
+        }
+        Some((record, touched_any))
     }
 
     /// The rows are all out: write the completion record. One that names

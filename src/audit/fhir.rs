@@ -741,6 +741,7 @@ mod tests {
             sqlstate: None,
             rows_returned: Some(2),
             duration_ms: Some(1.25),
+            ..Default::default()
         }
     }
 

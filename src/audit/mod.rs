@@ -29,9 +29,10 @@ pub mod events;
 pub(crate) mod fhir;
 pub mod patients;
 pub mod record;
-pub(crate) mod signals;
+pub mod signals;
 pub(crate) mod verify;
 pub mod wal;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +61,9 @@ pub struct AuditSettings {
     pub segment_max_bytes: u64,
     /// `false` only for benchmarks (`[audit] durability = "none-benchmark-only"`).
     pub fsync: bool,
+    /// Patient access accounting; `false` only for benchmarks (`[audit]
+    /// accounting = "none-benchmark-only"`).
+    pub accounting: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +138,9 @@ struct Inner {
     broken: Arc<AtomicBool>,
     pub stats: Arc<AuditStats>,
     table: Arc<delta::AuditTable>,
+    /// The unusual-access watch, once started ([`Auditor::start_watch`]).
+    watch: std::sync::OnceLock<watch::Watch>,
+    accounting: bool,
 }
 
 fn unavailable() -> SqlError {
@@ -154,6 +161,12 @@ impl Auditor {
         let dir = settings.dir.clone();
         let max = settings.segment_max_bytes;
         let fsync = settings.fsync;
+        let accounting = settings.accounting;
+        if !accounting {
+            tracing::warn!(
+                "patient access is NOT accounted (accounting = none-benchmark-only): never use this with real data"
+            );
+        }
         if !fsync {
             tracing::warn!(
                 "audit records are NOT fsync'd (durability = none-benchmark-only): never use this with real data"
@@ -262,8 +275,37 @@ impl Auditor {
                 broken,
                 stats,
                 table,
+                watch: std::sync::OnceLock::new(),
+                accounting,
             }),
         })
+    }
+
+    /// Start watching completed statements for unusual access (once; a
+    /// second call is ignored).
+    pub fn start_watch(
+        &self,
+        cfg: signals::SignalConfig,
+        directory: Option<Arc<dyn watch::DirectorySource>>,
+    ) -> Result<(), AuditError> {
+        if self.inner.watch.get().is_some() {
+            return Ok(());
+        }
+        let w = watch::Watch::start(cfg, self.clone(), directory).map_err(AuditError::Other)?;
+        let _ = self.inner.watch.set(w);
+        Ok(())
+    }
+
+    /// A completed statement that touched patients, for the watch.
+    pub fn observe(&self, o: watch::Observed) {
+        if let Some(w) = self.inner.watch.get() {
+            w.observe(o);
+        }
+    }
+
+    /// Whether statements account for the patients they touch.
+    pub fn accounts_patients(&self) -> bool {
+        self.inner.accounting
     }
 
     pub fn instance(&self) -> &str {

@@ -37,7 +37,6 @@
 //! `patient_volume`.
 
 // Until the audit feeds a detector, only the tests use this module.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
@@ -71,7 +70,7 @@ const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 /// `off_hours`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Touched {
+pub enum Touched {
     /// Patients with a row that reached the client.
     #[default]
     Returned,
@@ -82,7 +81,7 @@ pub(crate) enum Touched {
 /// How a user's daily counts make a baseline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum BaselineStat {
+pub enum BaselineStat {
     /// Robust to the odd heavy day (and to earlier anomalies).
     #[default]
     Median,
@@ -93,34 +92,42 @@ pub(crate) enum BaselineStat {
 /// lists what is wrong with a configuration ([`Detector::new`] refuses it).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct SignalConfig {
+pub struct SignalConfig {
     /// What `patient_volume` and `off_hours` count.
-    pub(crate) touched: Touched,
+    pub touched: Touched,
     /// The zone of working hours and of days: a UTC offset (`+01:00`,
     /// `-0500`, `+09`) or an IANA zone name (`Europe/Paris`, `UTC`).
-    pub(crate) time_zone: String,
+    pub time_zone: String,
     /// Start of working hours, local `HH:MM`, inclusive.
-    pub(crate) work_start: String,
+    pub work_start: String,
     /// End of working hours, local `HH:MM`, exclusive. Earlier than
     /// `work_start`: the shift runs past midnight (its weekday is the
     /// day it starts). Equal to `work_start`: working days are worked
     /// around the clock (all seven days and `00:00`–`00:00` turn
     /// `off_hours` off).
-    pub(crate) work_end: String,
+    pub work_end: String,
     /// Working weekdays: `mon` … `sun`.
-    pub(crate) work_days: Vec<String>,
+    pub work_days: Vec<String>,
     /// The baseline covers the user's active days (days with at least one
     /// patient touched) among this many days before the current one.
-    pub(crate) baseline_days: u32,
-    pub(crate) baseline: BaselineStat,
+    pub baseline_days: u32,
+    pub baseline: BaselineStat,
     /// `patient_volume` fires above `factor` × baseline …
-    pub(crate) factor: f64,
+    pub factor: f64,
     /// … and never at or below this many patients (the only bound for a
     /// user without baseline).
-    pub(crate) min_patients: u64,
+    pub min_patients: u64,
     /// `break_glass_frequency` fires when a user's break-glass statements
     /// in 24 h exceed this.
-    pub(crate) break_glass_per_day: u32,
+    pub break_glass_per_day: u32,
+    /// Where the cross-site and shared-surname signals read each patient's
+    /// site and surname (read by lakeward itself, never shown; an empty
+    /// table name turns both signals off), and how often it is re-read.
+    pub patients_table: String,
+    pub patient_key: String,
+    pub site_column: String,
+    pub surname_column: String,
+    pub directory_refresh_secs: u64,
 }
 
 impl Default for SignalConfig {
@@ -136,6 +143,11 @@ impl Default for SignalConfig {
             factor: 3.0,
             min_patients: 50,
             break_glass_per_day: 3,
+            patients_table: "clinical.patients".to_owned(),
+            patient_key: "patient_id".to_owned(),
+            site_column: "site_id".to_owned(),
+            surname_column: "last_name".to_owned(),
+            directory_refresh_secs: 600,
         }
     }
 }
@@ -154,7 +166,26 @@ impl SignalConfig {
     /// Every problem of this configuration (empty: valid), each naming its
     /// field (the caller prefixes the section).
     pub(crate) fn problems(&self) -> Vec<String> {
-        self.resolve().err().unwrap_or_default()
+        let mut problems = self.resolve().err().unwrap_or_default();
+        use crate::policy::ident::is_plain_ident;
+        let table_ok = self.patients_table.is_empty()
+            || self
+                .patients_table
+                .split_once('.')
+                .is_some_and(|(s, t)| is_plain_ident(s) && is_plain_ident(t));
+        if !table_ok {
+            problems.push("patients_table must be schema.table (or empty: off)".to_owned());
+        }
+        for (field, v) in [
+            ("patient_key", &self.patient_key),
+            ("site_column", &self.site_column),
+            ("surname_column", &self.surname_column),
+        ] {
+            if !is_plain_ident(v) {
+                problems.push(format!("{field} must be a plain column name"));
+            }
+        }
+        problems
     }
 
     fn resolve(&self) -> Result<Resolved, Vec<String>> {
@@ -223,7 +254,7 @@ const SURNAME_DOMAIN: &[u8] = b"lakeward-surname:";
 /// Surname keys under one secret key, for hashing many surnames (a
 /// directory of every patient). Keeps the keyed MAC state, not the key.
 #[derive(Clone)]
-pub(crate) struct SurnameKeyer {
+pub struct SurnameKeyer {
     mac: HmacSha256,
 }
 
@@ -285,6 +316,7 @@ impl SurnameKeyer {
 /// The user's key and the directory's patient keys must come from the same
 /// secret key. Keep that key out of the policy and the audit: with it, a
 /// guessed surname can be checked against a hash.
+#[cfg(test)]
 pub(crate) fn surname_key(key: &[u8], surname: &str) -> Option<u64> {
     SurnameKeyer::new(key).key(surname)
 }
@@ -333,6 +365,7 @@ pub(crate) enum SignalKind {
 
 impl SignalKind {
     /// Every kind, in the order [`Detector::observe`] reports them.
+    #[cfg(test)]
     pub(crate) const ALL: [SignalKind; 5] = [
         SignalKind::PatientVolume,
         SignalKind::OffHours,
@@ -507,6 +540,7 @@ impl Detector {
     }
 
     /// Users with state (for tests and a gauge).
+    #[cfg(test)]
     pub(crate) fn tracked_users(&self) -> usize {
         self.users.len()
     }

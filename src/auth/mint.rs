@@ -22,6 +22,8 @@ pub struct TokenRequest {
     pub roles: Vec<String>,
     pub site: Option<String>,
     pub purposes: Vec<String>,
+    /// The `family_name` claim (OpenID Connect), if any.
+    pub family_name: Option<String>,
     pub ttl: Duration,
 }
 
@@ -65,6 +67,9 @@ pub fn mint(data_dir: &Path, req: &TokenRequest) -> anyhow::Result<String> {
     }
     if !req.purposes.is_empty() {
         claims["purposes"] = serde_json::json!(req.purposes);
+    }
+    if let Some(name) = &req.family_name {
+        claims["family_name"] = serde_json::Value::String(name.clone());
     }
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(DEMO_KID.to_owned());

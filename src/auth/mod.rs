@@ -96,6 +96,10 @@ pub struct Principal {
     pub purposes: Vec<String>,
     /// Token expiry (seconds since the epoch).
     pub expires_at: u64,
+    /// The OpenID Connect `family_name` claim, when the token has one: the
+    /// shared-surname signal compares it, as a keyed hash, with the
+    /// surnames of the patients a statement returned (`audit::signals`).
+    pub family_name: Option<String>,
 }
 
 impl Principal {
@@ -450,12 +454,17 @@ impl Authenticator {
             Some(serde_json::Value::String(s)) if valid_claim_string(s) => Some(s.clone()),
             Some(_) => return Err(AuthFailure::Claims),
         };
+        let family_name = match claims.get("family_name") {
+            Some(serde_json::Value::String(s)) if valid_claim_string(s) => Some(s.clone()),
+            _ => None,
+        };
         Ok(Principal {
             user: sub.to_owned(),
             roles,
             site,
             purposes,
             expires_at: exp,
+            family_name,
         })
     }
 

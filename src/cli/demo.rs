@@ -80,6 +80,7 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             roles: vec![role.to_owned()],
             site: site.map(str::to_owned),
             purposes: vec![],
+            family_name: None,
             ttl: std::time::Duration::from_secs(8 * 3600),
         };
         let token = crate::auth::mint::mint(&args.data_dir, &req)?;
@@ -109,6 +110,7 @@ pub(super) fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
         roles: vec![args.role],
         site: args.site,
         purposes: args.purposes,
+        family_name: args.family_name,
         ttl,
     };
     println!("{}", crate::auth::mint::mint(&args.data_dir, &req)?);

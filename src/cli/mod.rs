@@ -188,6 +188,9 @@ pub struct TokenArgs {
     /// Purposes this person may declare, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub purposes: Vec<String>,
+    /// The `family_name` claim (OpenID Connect), for the shared-surname signal.
+    #[arg(long)]
+    pub family_name: Option<String>,
     /// Lifetime: 90s, 30m, 1h, 1d.
     #[arg(long, default_value = "1h")]
     pub ttl: String,

@@ -37,6 +37,12 @@ pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services
             "tables found but not served: their Delta protocol needs a reader feature lakeward cannot read"
         );
     }
+    // Unusual-access signals, with the patient directory they read.
+    let directory = crate::engine::patient_directory::EngineDirectory::for_config(
+        &engine,
+        &config.audit.signals,
+    );
+    audit.start_watch(config.audit.signals.clone(), directory)?;
     let budget = engine.memory_budget();
     tracing::info!(
         limit_mb = budget.limit_bytes / (1024 * 1024),
@@ -93,6 +99,7 @@ pub fn audit_settings(config: &Config) -> anyhow::Result<crate::audit::AuditSett
         ship_every: std::time::Duration::from_millis(a.ship_every_ms),
         segment_max_bytes: a.segment_max_bytes,
         fsync: a.durability != "none-benchmark-only",
+        accounting: a.accounting != "none-benchmark-only",
     })
 }
 

@@ -39,6 +39,16 @@ pub(crate) const VIEWS: &[(&str, &str)] = &[
          sum(CASE WHEN break_glass IS NOT NULL THEN 1 ELSE 0 END) AS break_glass_statements \
          FROM audit.access_log WHERE event = 'statement' GROUP BY CAST(ts AS DATE), \"user\"",
     ),
+    // Unusual-access signals (audit::signals): one row per signal, with the
+    // statement that raised it.
+    (
+        "unusual_access",
+        "SELECT ts, \"user\", roles, purpose, break_glass, \
+         split_part(reason, ': ', 1) AS signal, \
+         substr(reason, strpos(reason, ': ') + 2) AS detail, \
+         rows_returned AS patients, session_id, client_addr, parent_event_id AS event_id \
+         FROM audit.access_log WHERE event = 'signal'",
+    ),
     // One row per statement with how it ended (statement + completion).
     (
         "statements",

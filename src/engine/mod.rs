@@ -21,6 +21,7 @@ pub(crate) mod lookup;
 pub mod masks;
 pub(crate) mod memory;
 pub(crate) mod patient_access;
+pub mod patient_directory;
 pub(crate) mod pg_datetime;
 pub(crate) mod secure;
 pub(crate) mod snapshot_scan;

@@ -103,7 +103,8 @@ pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running,
     };
     let deadline = admitted.as_ref().and_then(|a| a.deadline);
     // An audited statement accounts for the patients it touches.
-    let patients = audit.is_some().then(|| Arc::new(PatientSets::default()));
+    let patients = (audit.is_some() && auditor.is_none_or(Auditor::accounts_patients))
+        .then(|| Arc::new(PatientSets::default()));
     let record = async {
         match audit.as_mut() {
             Some(a) => a.before_rows().await,

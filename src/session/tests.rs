@@ -10,6 +10,7 @@ fn session_with(roles: &[&str], purposes: &[&str]) -> Session {
         site: Some("S01".into()),
         purposes: purposes.iter().map(|r| r.to_string()).collect(),
         expires_at: u64::MAX,
+        family_name: None,
     });
     let policy = Arc::new(Policy::load(None).unwrap());
     Session::new(

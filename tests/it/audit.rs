@@ -282,6 +282,9 @@ async fn written_log(n: usize) -> (PathBuf, Vec<AuditRecord>) {
     settings.checkpoint_every_records = 5;
     let auditor = lakeward::audit::Auditor::open(settings).await.unwrap();
     for i in 0..n {
+        // Every record names the patient 1000 + i it returned (as a
+        // completion record does).
+        let patients: roaring::RoaringTreemap = [1000 + i as u64].into_iter().collect();
         auditor
             .record(RecordBody {
                 event_id: format!("ev-{i}"),
@@ -290,6 +293,9 @@ async fn written_log(n: usize) -> (PathBuf, Vec<AuditRecord>) {
                 user: "u".into(),
                 decision: "allowed".into(),
                 rows_returned: Some(i as i64),
+                patients_returned: lakeward::audit::patients::encode(&patients),
+                patient_id_min: Some(1000 + i as i64),
+                patient_id_max: Some(1000 + i as i64),
                 ..Default::default()
             })
             .await
@@ -350,6 +356,19 @@ async fn audit_verify_names_the_first_tampered_record() {
         (
             "modified",
             edit(&|v| v[6].body.rows_returned = Some(999)),
+            "record 7 (event_id ev-6): content does not match",
+        ),
+        (
+            "patient id",
+            edit(&|v| {
+                let other: roaring::RoaringTreemap = [4242u64].into_iter().collect();
+                v[6].body.patients_returned = lakeward::audit::patients::encode(&other);
+            }),
+            "record 7 (event_id ev-6): content does not match",
+        ),
+        (
+            "patient bounds",
+            edit(&|v| v[6].body.patient_id_max = Some(4242)),
             "record 7 (event_id ev-6): content does not match",
         ),
         (

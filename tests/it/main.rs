@@ -29,5 +29,6 @@ mod reload;
 mod session_rules;
 mod superset;
 mod tools;
+mod unusual_access;
 mod verifier;
 mod wire;

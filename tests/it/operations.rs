@@ -235,6 +235,7 @@ fn token_signed_in(keys_dir: &Path) -> String {
         roles: vec!["analyst".into()],
         site: None,
         purposes: vec![],
+        family_name: None,
         ttl: Duration::from_secs(600),
     };
     lakeward::auth::mint::mint(keys_dir, &req).expect("mint")

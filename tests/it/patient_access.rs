@@ -295,3 +295,19 @@ async fn a_portal_closed_early_accounts_only_the_rows_it_sent() {
     }
     assert_eq!(got, first.into_iter().collect::<BTreeSet<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_cannot_pass_its_own_values_off_as_patient_keys() {
+    let addr = server().addr;
+    let a = as_user(addr, "pa_forger", "analyst", None, "operations").await;
+    for sql in [
+        "SELECT 424242 AS \"__lakeward_patient_0\", patient_id FROM clinical.patients LIMIT 1",
+        "SELECT * FROM (SELECT patient_id AS \"__lakeward_patient_1\" FROM clinical.encounters) t LIMIT 1",
+    ] {
+        let e = a.simple_query(sql).await.unwrap_err();
+        assert!(sqlstate(&e).is_some(), "{sql}");
+    }
+    // A statement over no patient-keyed table may use any name.
+    let rows = text_rows(&a, "SELECT 1 AS \"__lakeward_patient_0\"").await;
+    assert_eq!(rows, vec![vec!["1".to_owned()]]);
+}

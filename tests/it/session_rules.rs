@@ -329,6 +329,7 @@ async fn an_expired_token_ends_the_session_before_a_portal_streams() {
             roles: vec!["analyst".into()],
             site: None,
             purposes: vec![],
+            family_name: None,
             ttl: Duration::from_secs(3),
         },
     )

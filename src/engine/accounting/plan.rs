@@ -39,6 +39,14 @@ pub(crate) fn account(plan: LogicalPlan, sets: &Arc<PatientSets>) -> Result<Acco
             key_columns: 0,
         });
     }
+    // Key columns are found by name: a statement that names a column like
+    // one (`AS "__lakeward_patient_0"`) is refused rather than accounted
+    // by a value it chose.
+    if names_a_key_column(&plan) {
+        return datafusion::common::plan_err!(
+            "column names starting with {KEY_COLUMN} are reserved"
+        );
+    }
     let mut cx = Cx {
         sets: sets.clone(),
         next: 0,
@@ -60,6 +68,26 @@ pub(crate) fn account(plan: LogicalPlan, sets: &Arc<PatientSets>) -> Result<Acco
         plan,
         key_columns: keys.len(),
     })
+}
+
+/// Whether any node's output (in subqueries too) has a column named like a
+/// key column.
+fn names_a_key_column(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if node
+            .schema()
+            .fields()
+            .iter()
+            .any(|f| f.name().starts_with(KEY_COLUMN))
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// Whether any scan (in subqueries too) reads a patient-keyed secured table.

@@ -190,6 +190,22 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// An unusual-access signal (`audit::signals`).
+    pub enum UnusualAccess {
+        PatientVolume => "patient_volume",
+        OffHours => "off_hours",
+        BreakGlassFrequency => "break_glass_frequency",
+        CrossSiteRead => "cross_site_read",
+        SharedSurname => "shared_surname",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct UnusualAccessLabels {
+    pub(super) signal: UnusualAccess,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct AuthLabels {
     pub(super) reason: AuthFailureReason,

@@ -46,8 +46,12 @@ mod labels;
 pub use collectors::MemoryGauges;
 use collectors::{MemoryCollector, MemoryCollectorHandle, TableCollector, TableStates};
 pub use guards::{BreakGlassGuard, ConnectionGuard, StatementTimer};
-pub use labels::{AuthFailureReason, Cache, CacheResult, Decision, Limit, Phase, StatementClass};
-use labels::{AuthLabels, CacheLabels, LimitLabels, PhaseLabels, StatementLabels};
+pub use labels::{
+    AuthFailureReason, Cache, CacheResult, Decision, Limit, Phase, StatementClass, UnusualAccess,
+};
+use labels::{
+    AuthLabels, CacheLabels, LimitLabels, PhaseLabels, StatementLabels, UnusualAccessLabels,
+};
 
 /// Latency buckets in seconds: 50 µs doubling up to 26.2 s (20 buckets,
 /// then `+Inf`).
@@ -82,6 +86,7 @@ pub struct Metrics {
     break_glass_active: Gauge,
     break_glass_total: Counter,
     limits: [Counter; Limit::COUNT],
+    unusual: [Counter; UnusualAccess::COUNT],
     spill_files: Counter,
     spilled_bytes: Counter,
     statements_spilled: Counter,
@@ -256,6 +261,19 @@ impl Metrics {
             limit_family,
         );
 
+        // Unusual-access signals.
+        let unusual_family: Family<UnusualAccessLabels, Counter> = Family::default();
+        let unusual: [Counter; UnusualAccess::COUNT] = std::array::from_fn(|i| {
+            unusual_family.get_or_create_owned(&UnusualAccessLabels {
+                signal: UnusualAccess::ALL[i],
+            })
+        });
+        registry.register(
+            "unusual_access",
+            "Unusual-access signals raised (audit.unusual_access), by signal",
+            unusual_family,
+        );
+
         // Memory budget and spilling: gauges read at scrape time, counters
         // recorded when a statement's operators are done.
         let spill_files: Counter = Counter::default();
@@ -332,6 +350,7 @@ impl Metrics {
             break_glass_active,
             break_glass_total,
             limits,
+            unusual,
             spill_files,
             spilled_bytes,
             statements_spilled,
@@ -491,6 +510,11 @@ impl Metrics {
     /// A statement limit ended a statement.
     pub fn limit_exceeded(&self, limit: Limit) {
         self.limits[limit.index()].inc();
+    }
+
+    /// An unusual-access signal was raised.
+    pub fn unusual_access(&self, signal: UnusualAccess) {
+        self.unusual[signal.index()].inc();
     }
 
     // Memory.

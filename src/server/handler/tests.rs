@@ -22,6 +22,7 @@ fn session(roles: &[&str], policy: Arc<Policy>) -> Session {
         site: Some("S01".into()),
         purposes: vec![],
         expires_at: u64::MAX,
+        family_name: None,
     });
     Session::new(
         principal,
@@ -169,6 +170,7 @@ fn the_plan_cache_key_separates_subjects_search_paths_and_policies() {
             site: Some("S02".into()),
             purposes: vec![],
             expires_at: u64::MAX,
+            family_name: None,
         });
         Session::new(
             principal,

@@ -220,6 +220,15 @@ pub fn start_over(
             .block_on(lakeward::audit::Auditor::open(settings))
             .expect("audit store")
     });
+    // The unusual-access watch, as `lakeward serve` starts it.
+    let directory = lakeward::engine::patient_directory::EngineDirectory::for_config(
+        &engine,
+        &config.audit.signals,
+    );
+    off_runtime(|| {
+        runtime().block_on(async { audit.start_watch(config.audit.signals.clone(), directory) })
+    })
+    .expect("unusual-access watch");
     let services = Services {
         engine,
         auth: Arc::new(Authenticator::new(auth).expect("authenticator")),
@@ -279,6 +288,7 @@ pub fn token(user: &str, role: &str, site: Option<&str>) -> String {
         roles: vec![role.to_owned()],
         site: site.map(str::to_owned),
         purposes: vec![],
+        family_name: None,
         ttl: Duration::from_secs(3600),
     };
     mint(data_dir(), &req).expect("mint")
