@@ -112,10 +112,6 @@
 //! `tests/clients/fhir/validate.py` validates an export with the
 //! `fhir.resources` models and checks the rules above.
 
-// Used by `lakeward audit export --format fhir`; until that command is
-// wired in only the tests call it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::io::{self, Write};
 
 use base64::Engine as _;

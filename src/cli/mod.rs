@@ -1,5 +1,5 @@
 //! The command line: `lakeward demo | serve | datagen | token | config check |
-//! policy check | policy test | policy explain | audit verify`.
+//! policy check | policy test | policy explain | audit verify | audit export`.
 //!
 //! Files:
 //!
@@ -10,7 +10,7 @@
 //!   [`shutdown_signal`].
 //! - `demo.rs`: `demo`, `datagen` and `token`.
 //! - `policy.rs`: `policy check`, `policy test` and `policy explain`.
-//! - `audit.rs`: `audit verify`.
+//! - `audit.rs`: `audit verify` and `audit export`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ mod services;
 
 pub use services::{audit_settings, services, shutdown_signal};
 
-use audit::audit_verify;
+use audit::{audit_export, audit_verify};
 use demo::{datagen, demo, token};
 use logging::init_logging;
 use policy::{policy_check, policy_explain, policy_test};
@@ -90,7 +90,8 @@ pub enum Command {
     /// Policy tools: check against the real tables and print the coverage matrix.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Audit tools: verify the hash chain and signed checkpoints.
+    /// Audit tools: verify the hash chain and signed checkpoints, export the
+    /// audit as FHIR AuditEvents.
     #[command(subcommand)]
     Audit(AuditCommand),
 }
@@ -118,6 +119,47 @@ pub enum AuditCommand {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Write `audit.access_log` as FHIR R4 AuditEvent resources (IHE BALP),
+    /// one JSON object per line: one event per patient a statement touched.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// First outcome to export: a sequence number, a date (2026-11-23) or an
+    /// RFC 3339 time (of the completion record for a statement that ran).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last outcome to export (same forms as --from).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Keep only the events about this patient (repeatable).
+    #[arg(long = "patient", value_name = "ID", allow_negative_numbers = true)]
+    pub patients: Vec<i64>,
+    /// Write to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Host name or address clients reach lakeward at (the server agent's
+    /// network address). Default: the host of `server.listen` of --config,
+    /// `localhost` when it listens on every address or with --data-dir.
+    #[arg(long, value_name = "HOST")]
+    pub server_address: Option<String>,
+    /// Demo folder (audit table and segment log as `lakeward demo` lays them out).
+    #[arg(long, default_value = "./lakeward-demo", conflicts_with = "config")]
+    pub data_dir: PathBuf,
+    /// Use the `[audit]` section of this configuration instead.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `audit export --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// FHIR R4 AuditEvent NDJSON.
+    Fhir,
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,6 +327,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             from,
             to,
         }) => audit_verify(&data_dir, config.as_deref(), &public_key, from, to).await,
+        Command::Audit(AuditCommand::Export(args)) => audit_export(args).await,
         Command::Serve(args) => {
             let mut config = Config::load(&args.config)?;
             if let Some(listen) = args.listen {

@@ -13,6 +13,7 @@ mod copy;
 mod corpus;
 mod datagen;
 mod enforcement;
+mod fhir_export;
 mod fingerprints;
 mod identity;
 mod introspection;
