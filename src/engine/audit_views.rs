@@ -46,7 +46,7 @@ pub(crate) const VIEWS: &[(&str, &str)] = &[
         "SELECT ts, \"user\", roles, purpose, break_glass, \
          split_part(reason, ': ', 1) AS signal, \
          substr(reason, strpos(reason, ': ') + 2) AS detail, \
-         rows_returned AS patients, session_id, client_addr, parent_event_id AS event_id \
+         rows_returned AS patient_count, session_id, client_addr, parent_event_id AS event_id \
          FROM audit.access_log WHERE event = 'signal'",
     ),
     // One row per statement with how it ended (statement + completion).

@@ -50,7 +50,7 @@ const CLINICAL_TABLES: [&str; 4] = [
 
 /// What the auditor queries: the log, its five views and the patient
 /// accounting (SPEC §9).
-const AUDIT_RELATIONS: [&str; 7] = [
+const AUDIT_RELATIONS: [&str; 8] = [
     "audit.access_log",
     "audit.break_glass_access",
     "audit.denied_attempts",
@@ -58,15 +58,17 @@ const AUDIT_RELATIONS: [&str; 7] = [
     "audit.daily_activity",
     "audit.statements",
     "audit.patient_access",
+    "audit.unusual_access",
 ];
 
-const AUDIT_VIEWS: [&str; 6] = [
+const AUDIT_VIEWS: [&str; 7] = [
     "break_glass_access",
     "denied_attempts",
     "access_by_purpose",
     "daily_activity",
     "statements",
     "patient_access",
+    "unusual_access",
 ];
 
 /// The columns of `clinical.patients` (SPEC §2): name, psql / information_schema

@@ -423,6 +423,7 @@ const PHI_ROLES: Forbidden = Forbidden {
         "daily_activity",
         "patient_access",
         "patients_returned",
+        "unusual_access",
         "query_fingerprint",
         "prev_hash",
     ],

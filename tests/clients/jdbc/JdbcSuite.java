@@ -247,7 +247,8 @@ public class JdbcSuite {
             step("views", () -> {
                 Map<String, Object> m = new LinkedHashMap<>();
                 for (String v : new String[] {"break_glass_access", "denied_attempts",
-                        "access_by_purpose", "daily_activity", "statements"}) {
+                        "access_by_purpose", "daily_activity", "statements", "patient_access",
+                        "unusual_access"}) {
                     try (Statement st = conn.createStatement();
                          ResultSet rs = st.executeQuery("SELECT count(*) FROM audit." + v)) {
                         rs.next();

@@ -31,6 +31,7 @@ AUDIT_VIEWS = [
     "daily_activity",
     "statements",
     "patient_access",
+    "unusual_access",
 ]
 
 # One column of each SPEC §2 type: label -> query returning one row, one column.
