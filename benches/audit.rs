@@ -52,6 +52,7 @@ fn auditor(rt: &tokio::runtime::Runtime, fsync: bool) -> (Auditor, tempfile::Tem
         ship_every: Duration::from_secs(1),
         segment_max_bytes: 64 * 1024 * 1024,
         fsync,
+        accounting: true,
     };
     (rt.block_on(Auditor::open(settings)).expect("auditor"), dir)
 }
