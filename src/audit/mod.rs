@@ -18,6 +18,9 @@
 //!    `(lakeward-audit:<instance>, last seq)`, so a batch lands exactly once
 //!    even when it is re-sent after a crash. At start-up, records of the
 //!    segment log past the table's transaction version are shipped first.
+//!    The same shipper writes the patient index ([`index`]) of the batch,
+//!    with the same application transaction, after the records; at
+//!    start-up, records the index lacks are indexed from the table first.
 //!
 //! If a record cannot be made durable, the statement is refused (SQLSTATE
 //! 58030) and no row is sent: lakeward never serves unaudited data.
@@ -27,6 +30,7 @@ pub mod chain;
 pub mod delta;
 pub mod events;
 pub(crate) mod fhir;
+pub mod index;
 pub mod patients;
 pub mod record;
 pub mod signals;
@@ -158,6 +162,20 @@ impl Auditor {
             Arc::new(delta::AuditTable::open_or_create(&settings.table, record::schema()).await?);
         let app = app_id(&settings.instance);
         let committed = table.committed_version(&app).await?.unwrap_or(0);
+        let patient_index = Arc::new(index::open(&settings.table).await?);
+        // Records shipped but not indexed (a crash between the two commits,
+        // or a table written before the index existed) are indexed now.
+        let indexed = patient_index.committed_version(&app).await?.unwrap_or(0);
+        if indexed < committed {
+            let stats =
+                index::reindex(&table, &patient_index, &settings.instance, indexed, committed)
+                    .await?;
+            tracing::info!(
+                records = stats.records,
+                rows = stats.rows,
+                "indexed the patients of audit records shipped before the last start"
+            );
+        }
         let dir = settings.dir.clone();
         let max = settings.segment_max_bytes;
         let fsync = settings.fsync;
@@ -258,10 +276,38 @@ impl Auditor {
                 }
             }
         });
+        // The index's months gather one file per shipped batch: compacted
+        // hourly so that a lookup reads few files per month.
+        {
+            let index = patient_index.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(index::COMPACT_EVERY);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                interval.tick().await;
+                loop {
+                    interval.tick().await;
+                    match index::compact_all(&index, index::COMPACT_MIN_FILES).await {
+                        Ok((months, removed, added)) if months > 0 => tracing::info!(
+                            months,
+                            removed,
+                            added,
+                            "compacted the audit patient index"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "compacting the audit patient index"),
+                    }
+                }
+            });
+        }
         tokio::spawn(ship_loop(
             ship_rx,
-            table.clone(),
-            app,
+            Shipper {
+                table: table.clone(),
+                index: patient_index,
+                app,
+                log_committed: committed,
+                index_committed: committed,
+            },
             settings.ship_every_records.max(1),
             settings.ship_every,
             settings.dir.clone(),
@@ -510,10 +556,21 @@ impl Writer {
     }
 }
 
+/// Where shipped records go, and how far each table has them.
+struct Shipper {
+    table: Arc<delta::AuditTable>,
+    /// The patient index of the shipped records ([`index`]).
+    index: Arc<delta::AuditTable>,
+    app: String,
+    /// The highest seq committed to the audit table.
+    log_committed: i64,
+    /// The highest seq whose index rows are committed.
+    index_committed: i64,
+}
+
 async fn ship_loop(
     mut rx: mpsc::UnboundedReceiver<ShipMsg>,
-    table: Arc<delta::AuditTable>,
-    app: String,
+    mut shipper: Shipper,
     every_records: usize,
     every: Duration,
     dir: PathBuf,
@@ -530,7 +587,7 @@ async fn ship_loop(
                 Some(ShipMsg::Records(r)) => pending.extend(r),
                 Some(ShipMsg::Flush(tx)) => flush = Some(tx),
                 None => {
-                    let _ = ship(&table, &app, &mut pending, &dir, &stats).await;
+                    let _ = ship(&mut shipper, &mut pending, &dir, &stats).await;
                     return;
                 }
             },
@@ -543,7 +600,7 @@ async fn ship_loop(
                 ShipMsg::Flush(tx) => {
                     if let Some(old) = flush.replace(tx) {
                         // Both wait for the same ship below.
-                        let ok = ship(&table, &app, &mut pending, &dir, &stats).await;
+                        let ok = ship(&mut shipper, &mut pending, &dir, &stats).await;
                         let _ = old.send(ok);
                     }
                 }
@@ -551,7 +608,7 @@ async fn ship_loop(
         }
         let due = pending.len() >= every_records || (tick && !pending.is_empty());
         if flush.is_some() || due {
-            let ok = ship(&table, &app, &mut pending, &dir, &stats).await;
+            let ok = ship(&mut shipper, &mut pending, &dir, &stats).await;
             if let Some(tx) = flush {
                 let _ = tx.send(ok);
             }
@@ -559,10 +616,11 @@ async fn ship_loop(
     }
 }
 
-/// Ship `pending` in one Delta commit; on success it is emptied.
+/// Ship `pending` in one Delta commit, then its patient index in one
+/// commit of the index; on success it is emptied. When the index commit
+/// fails, the next try ships only the index.
 async fn ship(
-    table: &delta::AuditTable,
-    app: &str,
+    shipper: &mut Shipper,
     pending: &mut Vec<AuditRecord>,
     dir: &Path,
     stats: &AuditStats,
@@ -570,27 +628,46 @@ async fn ship(
     let Some(last) = pending.last().map(|r| r.body.seq) else {
         return true;
     };
-    let batch = match record::to_batch(pending) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be encoded for the audit table");
-            crate::metrics::Metrics::global().audit_ship_failure();
-            return false;
-        }
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be {what}; retrying");
+        crate::metrics::Metrics::global().audit_ship_failure();
+        false
     };
-    match table.append(vec![batch], app, last).await {
-        Ok(_) => {
-            pending.clear();
-            stats.shipped_seq.store(last as u64, Ordering::Relaxed);
-            crate::metrics::Metrics::global().set_audit_unshipped(stats.unshipped());
-            let dir = dir.to_owned();
-            let _ = tokio::task::spawn_blocking(move || wal::remove_shipped(&dir, last)).await;
-            true
-        }
-        Err(e) => {
-            tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be appended to the audit table; retrying");
-            crate::metrics::Metrics::global().audit_ship_failure();
-            false
+    // Records are in seq order: the ones each table lacks are a suffix.
+    let unlogged = pending.partition_point(|r| r.body.seq <= shipper.log_committed);
+    if unlogged < pending.len() {
+        let batch = match record::to_batch(&pending[unlogged..]) {
+            Ok(b) => b,
+            Err(e) => return failed("encoded for the audit table", &e),
+        };
+        match shipper
+            .table
+            .append(vec![batch], &shipper.app, last)
+            .await
+        {
+            Ok(_) => shipper.log_committed = last,
+            Err(e) => return failed("appended to the audit table", &e),
         }
     }
+    let unindexed = pending.partition_point(|r| r.body.seq <= shipper.index_committed);
+    if unindexed < pending.len() {
+        match index::to_batch(&pending[unindexed..]) {
+            Ok(None) => shipper.index_committed = last,
+            Ok(Some(batch)) => match shipper
+                .index
+                .append(vec![batch], &shipper.app, last)
+                .await
+            {
+                Ok(_) => shipper.index_committed = last,
+                Err(e) => return failed("indexed by patient", &e),
+            },
+            Err(e) => return failed("indexed by patient", &e),
+        }
+    }
+    pending.clear();
+    stats.shipped_seq.store(last as u64, Ordering::Relaxed);
+    crate::metrics::Metrics::global().set_audit_unshipped(stats.unshipped());
+    let dir = dir.to_owned();
+    let _ = tokio::task::spawn_blocking(move || wal::remove_shipped(&dir, last)).await;
+    true
 }

@@ -11,7 +11,10 @@
 //! - a truncated tail: a signed checkpoint names a record (seq and hash)
 //!   that is missing or different;
 //! - a forged checkpoint: its Ed25519 signature does not verify;
-//! - a disagreement between the segment log and the table for one record.
+//! - a disagreement between the segment log and the table for one record;
+//! - a patient index (`super::index`) that disagrees with the records: an
+//!   index row removed, added or altered (recomputed from every indexed
+//!   completion record's patient sets).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -101,6 +104,88 @@ async fn table_records(
     Ok((out, dupes))
 }
 
+/// Compares the patient index with the rows the records imply, for every
+/// record the index claims to cover (seq up to the index's application
+/// transaction version of the record's instance).
+async fn check_index(
+    index: &AuditTable,
+    chains: &BTreeMap<String, BTreeMap<i64, AuditRecord>>,
+    range: Range,
+    note: &mut impl FnMut(Finding),
+) -> Result<(), AuditError> {
+    use super::index::{RowsDigest, binary_at, digest_of_record, text_at};
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let mut found: std::collections::HashMap<(String, i64), RowsDigest> = Default::default();
+    let mut stream = index.scan().await?;
+    while let Some(batch) = stream.next().await {
+        let batch =
+            batch.map_err(|e| AuditError::Other(format!("reading the patient index: {e}")))?;
+        let (Some(chunk), Some(returned), Some(seq)) = (
+            batch.column(0).as_primitive_opt::<Int64Type>(),
+            batch.column(1).as_boolean_opt(),
+            batch.column(5).as_primitive_opt::<Int64Type>(),
+        ) else {
+            return Err(AuditError::Other("the patient index has unexpected columns".into()));
+        };
+        for row in 0..batch.num_rows() {
+            let instance = text_at(batch.column(4).as_ref(), row).unwrap_or_default();
+            let members = binary_at(batch.column(2).as_ref(), row).unwrap_or_default();
+            found
+                .entry((instance.to_owned(), seq.value(row)))
+                .or_default()
+                .add(chunk.value(row), returned.value(row), members);
+        }
+    }
+    for (instance, chain) in chains {
+        let covered = index
+            .committed_version(&super::app_id(instance))
+            .await?
+            .unwrap_or(0);
+        for (seq, r) in chain.range(..=covered) {
+            let have = found.remove(&(instance.clone(), *seq)).unwrap_or_default();
+            if !range.contains(r) {
+                continue;
+            }
+            // A set that does not decode fails its own hash check.
+            let want = digest_of_record(r).unwrap_or_default();
+            if have != want {
+                note(Finding {
+                    instance: instance.clone(),
+                    seq: *seq,
+                    event_id: Some(r.body.event_id.clone()),
+                    problem: format!(
+                        "the patient index disagrees with this record's patient sets \
+                         ({} index rows, {} expected: rows removed, added or altered)",
+                        have.rows(),
+                        want.rows()
+                    ),
+                });
+            }
+        }
+    }
+    // Index rows naming no record the index covers.
+    for ((instance, seq), d) in found {
+        let in_range = chains
+            .get(&instance)
+            .and_then(|c| c.get(&seq))
+            .is_none_or(|r| range.contains(r));
+        if in_range && d.rows() > 0 {
+            note(Finding {
+                instance,
+                seq,
+                event_id: None,
+                problem: format!(
+                    "the patient index has {} rows for this record, which names no such patients \
+                     (rows added)",
+                    d.rows()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The hash of record `seq` of `instance` in the table, if present.
 pub(crate) async fn hash_at(
     table: &AuditTable,
@@ -119,6 +204,7 @@ pub(crate) async fn hash_at(
 /// it: during a key rotation the old and the new public key are both given.
 pub(crate) async fn verify(
     table: &AuditTable,
+    index: Option<&AuditTable>,
     dir: Option<&Path>,
     keys: &[VerifyingKey],
     range: Range,
@@ -231,6 +317,10 @@ pub(crate) async fn verify(
             expected_seq = Some(seq + 1);
         }
         report.records.insert(instance.clone(), count);
+    }
+
+    if let Some(index) = index {
+        check_index(index, &chains, range, &mut note).await?;
     }
 
     for cp in &checkpoints {

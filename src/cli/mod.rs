@@ -28,7 +28,7 @@ mod services;
 
 pub use services::{audit_settings, services, shutdown_signal};
 
-use audit::{audit_export, audit_verify};
+use audit::{audit_export, audit_index, audit_verify};
 use demo::{datagen, demo, token};
 use logging::init_logging;
 use policy::{policy_check, policy_explain, policy_test};
@@ -118,6 +118,19 @@ pub enum AuditCommand {
         /// Last record to check (same forms as --from).
         #[arg(long)]
         to: Option<String>,
+    },
+    /// Bring the patient index of `audit.access_log` up to date for every
+    /// instance (records shipped but not indexed, e.g. a table written
+    /// before the index existed), then compact each month of it into files
+    /// sorted by patient chunk. A serving instance does both for its own
+    /// records by itself; run this after an upgrade or a restore.
+    Index {
+        /// Demo folder (audit table as `lakeward demo` lays it out).
+        #[arg(long, default_value = "./lakeward-demo", conflicts_with = "config")]
+        data_dir: PathBuf,
+        /// Use the `[audit]` section of this configuration instead.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Write `audit.access_log` as FHIR R4 AuditEvent resources (IHE BALP),
     /// one JSON object per line: one event per patient a statement touched.
@@ -328,6 +341,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             to,
         }) => audit_verify(&data_dir, config.as_deref(), &public_key, from, to).await,
         Command::Audit(AuditCommand::Export(args)) => audit_export(args).await,
+        Command::Audit(AuditCommand::Index { data_dir, config }) => {
+            audit_index(&data_dir, config.as_deref()).await
+        }
         Command::Serve(args) => {
             let mut config = Config::load(&args.config)?;
             if let Some(listen) = args.listen {

@@ -723,7 +723,18 @@ pub async fn open_from_config(
     }
     let list: Vec<TableLocation> = locations.into_values().collect();
     let budget = memory::MemoryBudget::from_config(memory_config);
-    Engine::open_with_budget(&list, pseudonym_key, budget).await
+    let mut engine = Engine::open_with_budget(&list, pseudonym_key, budget).await?;
+    if let Some(url) = audit_table {
+        // Written by the audit shipper; read at its newest version.
+        match delta::LatestDeltaProvider::open(&crate::audit::index::location(url)).await {
+            Ok(index) => engine.raw.patient_index = Some(Arc::new(index)),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "the audit patient index cannot be read: audit.patient_access decodes every patient set"
+            ),
+        }
+    }
+    Ok(engine)
 }
 
 /// Shared handle.

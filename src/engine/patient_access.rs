@@ -4,14 +4,18 @@
 //!
 //! Each completion record of a statement that read patient-keyed rows
 //! holds its two patient sets (`audit::patients`) and the bounds of their
-//! ids. A condition on `patient_id` (`=`, `IN`) is answered without
-//! decoding every set: only records whose bounds hold one of the patients
-//! asked about are read and decoded (the bounds are compared over the
-//! column, and Parquet statistics prune); conditions on `ts`, `user`,
-//! `purpose`, `statement_kind`, `decision` and `session_id` go down to the
-//! log scan as written. Every condition is still evaluated above.
+//! ids. A condition on `patient_id` (`=`, `IN`) is answered from the
+//! patient index (`audit::index`): the index rows of the patients' chunks
+//! name the records (instance, seq) whose sets hold them, and only those
+//! records' columns are read from the log, never a patient set (without an
+//! index, records whose bounds hold the patient are read and their sets
+//! decoded). Conditions on `disclosure` and `ts` also go to the index;
+//! conditions on `ts`, `user`, `purpose`, `statement_kind`, `decision` and
+//! `session_id` go down to the log scan as written. Every condition is
+//! still evaluated above. The rows come from the session's secured log:
+//! an index row whose record the session cannot read yields nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,6 +69,39 @@ const READ: &[&str] = &[
     "patients_aggregated",
 ];
 
+/// The log columns read when the index names the records: the last two
+/// (the record's place in its chain) replace the patient sets.
+const READ_INDEXED: &[&str] = &[
+    "ts",
+    "user",
+    "roles",
+    "purpose",
+    "break_glass",
+    "statement_kind",
+    "tables",
+    "decision",
+    "sqlstate",
+    "rows_returned",
+    "session_id",
+    "client_addr",
+    "parent_event_id",
+    "instance",
+    "seq",
+];
+
+/// Records (instance, seq) → the (patient, returned?) pairs the index
+/// found in them.
+type Matches = HashMap<(String, i64), Vec<(i64, bool)>>;
+
+/// How the expansion finds each record's patients.
+#[derive(Debug)]
+enum Source {
+    /// Decode the record's sets (all patients, or only these).
+    Sets(Option<BTreeSet<i64>>),
+    /// The patient index's findings.
+    Index(Matches),
+}
+
 /// The view's schema.
 pub(crate) fn schema() -> SchemaRef {
     let list = |n: &str| {
@@ -102,16 +139,134 @@ pub(crate) fn schema() -> SchemaRef {
 #[derive(Debug)]
 pub(crate) struct PatientAccessTable {
     log: Arc<dyn TableProvider>,
+    /// The patient index of the log (`audit::index`), when served.
+    index: Option<Arc<dyn TableProvider>>,
     schema: SchemaRef,
 }
 
 impl PatientAccessTable {
-    pub(crate) fn new(log: Arc<dyn TableProvider>) -> PatientAccessTable {
+    pub(crate) fn new(
+        log: Arc<dyn TableProvider>,
+        index: Option<Arc<dyn TableProvider>>,
+    ) -> PatientAccessTable {
         PatientAccessTable {
             log,
+            index,
             schema: schema(),
         }
     }
+}
+
+/// The disclosure a condition restricts rows to (`Some(true)`: returned).
+fn disclosure_of(e: &Expr) -> Option<bool> {
+    let Expr::BinaryExpr(b) = e else {
+        return None;
+    };
+    if b.op != Operator::Eq {
+        return None;
+    }
+    let (c, v) = match (b.left.as_ref(), b.right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => (c, v),
+        _ => return None,
+    };
+    if c.name != "disclosure" {
+        return None;
+    }
+    match v.to_string().as_str() {
+        "returned" => Some(true),
+        "aggregated" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether a condition reads only `ts`, with constants (the index has it).
+fn ts_condition(e: &Expr) -> bool {
+    let mut only_ts = true;
+    let _ = e.apply(|e| {
+        if let Expr::Column(c) = e
+            && c.name != "ts"
+        {
+            only_ts = false;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    only_ts && log_condition(e)
+}
+
+/// Names a condition's columns without their table qualifier.
+fn unqualified(e: &Expr) -> Result<Expr> {
+    Ok(e.clone()
+        .transform(|e| {
+            Ok(match e {
+                Expr::Column(c) => datafusion::common::tree_node::Transformed::yes(Expr::Column(
+                    Column::from_name(c.name),
+                )),
+                e => datafusion::common::tree_node::Transformed::no(e),
+            })
+        })?
+        .data)
+}
+
+/// Reads the index rows of `wanted`'s chunks and keeps the records whose
+/// chunk members hold a wanted patient.
+async fn index_matches(
+    session: &SessionState,
+    index: Arc<dyn TableProvider>,
+    wanted: &BTreeSet<i64>,
+    filters: &[Expr],
+) -> Result<Matches> {
+    use crate::audit::index::{binary_at, chunk_of, contains, text_at};
+    let chunks: BTreeSet<i64> = wanted.iter().map(|p| chunk_of(*p)).collect();
+    let mut condition = col("chunk").in_list(chunks.iter().map(|c| lit(*c)).collect(), false);
+    let disclosures: BTreeSet<bool> = filters.iter().filter_map(disclosure_of).collect();
+    if disclosures.len() == 1
+        && let Some(d) = disclosures.first()
+    {
+        condition = condition.and(col("returned").eq(lit(*d)));
+    }
+    for f in filters.iter().filter(|f| ts_condition(f)) {
+        condition = condition.and(unqualified(f)?);
+    }
+    let plan = LogicalPlanBuilder::scan("patient_index", provider_as_source(index), None)?
+        .filter(condition)?
+        .project(
+            ["chunk", "returned", "members", "instance", "seq"]
+                .iter()
+                .map(|c| col(Column::from_name(*c))),
+        )?
+        .build()?;
+    let physical = session.create_physical_plan(&plan).await?;
+    let mut stream = datafusion::physical_plan::execute_stream(physical, session.task_ctx())?;
+    let mut matches = Matches::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let chunk = batch
+            .column(0)
+            .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>();
+        let returned = batch.column(1).as_boolean_opt();
+        let seq = batch
+            .column(4)
+            .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>();
+        let (Some(chunk), Some(returned), Some(seq)) = (chunk, returned, seq) else {
+            return datafusion::common::internal_err!("patient index columns");
+        };
+        for row in 0..batch.num_rows() {
+            let Some(members) = binary_at(batch.column(2).as_ref(), row) else {
+                continue;
+            };
+            let c = chunk.value(row);
+            for p in wanted.iter().filter(|p| chunk_of(**p) == c) {
+                if contains(members, *p) {
+                    let instance = text_at(batch.column(3).as_ref(), row).unwrap_or_default();
+                    matches
+                        .entry((instance.to_owned(), seq.value(row)))
+                        .or_default()
+                        .push((*p, returned.value(row)));
+                }
+            }
+        }
+    }
+    Ok(matches)
 }
 
 /// The patient ids a condition restricts `patient_id` to, if it does.
@@ -229,6 +384,24 @@ impl TableProvider for PatientAccessTable {
                     .is_not_null()
                     .or(col("patients_aggregated").is_not_null()),
             );
+        // With an index, the records that hold the patients are known
+        // before the log is read.
+        let mut source = Source::Sets(wanted.clone());
+        let mut read = READ;
+        if let (Some(w), Some(index)) = (&wanted, &self.index) {
+            let matches = index_matches(session, index.clone(), w, filters).await?;
+            let seqs: BTreeSet<i64> = matches.keys().map(|(_, s)| *s).collect();
+            condition = match (seqs.first(), seqs.last()) {
+                (Some(lo), Some(hi)) => condition.and(col("seq").between(lit(*lo), lit(*hi))),
+                _ => lit(false),
+            };
+            if !seqs.is_empty() && seqs.len() <= 1024 {
+                condition =
+                    condition.and(col("seq").in_list(seqs.iter().map(|s| lit(*s)).collect(), false));
+            }
+            source = Source::Index(matches);
+            read = READ_INDEXED;
+        }
         if let Some(w) = &wanted {
             // Records whose id bounds hold one of the patients.
             let within = w
@@ -243,20 +416,12 @@ impl TableProvider for PatientAccessTable {
             condition = condition.and(within);
         }
         for f in filters.iter().filter(|f| log_condition(f)) {
-            let f = f.clone().transform(|e| {
-                Ok(match e {
-                    Expr::Column(c) => datafusion::common::tree_node::Transformed::yes(
-                        Expr::Column(Column::from_name(c.name)),
-                    ),
-                    e => datafusion::common::tree_node::Transformed::no(e),
-                })
-            })?;
-            condition = condition.and(f.data);
+            condition = condition.and(unqualified(f)?);
         }
         let plan =
             LogicalPlanBuilder::scan("access_log", provider_as_source(self.log.clone()), None)?
                 .filter(condition)?
-                .project(READ.iter().map(|c| col(Column::from_name(*c))))?
+                .project(read.iter().map(|c| col(Column::from_name(*c))))?
                 .build()?;
         let input = session.create_physical_plan(&plan).await?;
         let output = match projection {
@@ -267,7 +432,7 @@ impl TableProvider for PatientAccessTable {
             input,
             output,
             projection.cloned(),
-            wanted.map(Arc::new),
+            Arc::new(source),
         )))
     }
 }
@@ -277,7 +442,7 @@ impl TableProvider for PatientAccessTable {
 struct ExpandExec {
     input: Arc<dyn ExecutionPlan>,
     projection: Option<Vec<usize>>,
-    wanted: Option<Arc<BTreeSet<i64>>>,
+    source: Arc<Source>,
     props: Arc<PlanProperties>,
 }
 
@@ -286,7 +451,7 @@ impl ExpandExec {
         input: Arc<dyn ExecutionPlan>,
         output: SchemaRef,
         projection: Option<Vec<usize>>,
-        wanted: Option<Arc<BTreeSet<i64>>>,
+        source: Arc<Source>,
     ) -> ExpandExec {
         let props = PlanProperties::new(
             datafusion::physical_expr::EquivalenceProperties::new(output),
@@ -297,7 +462,7 @@ impl ExpandExec {
         ExpandExec {
             input,
             projection,
-            wanted,
+            source,
             props: Arc::new(props),
         }
     }
@@ -305,7 +470,10 @@ impl ExpandExec {
 
 impl DisplayAs for ExpandExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "PatientAccess")
+        match self.source.as_ref() {
+            Source::Index(m) => write!(f, "PatientAccess: index, records={}", m.len()),
+            Source::Sets(_) => write!(f, "PatientAccess: patient sets"),
+        }
     }
 }
 
@@ -338,7 +506,7 @@ impl ExecutionPlan for ExpandExec {
                 input,
                 self.props.eq_properties.schema().clone(),
                 self.projection.clone(),
-                self.wanted.clone(),
+                self.source.clone(),
             ))),
             _ => datafusion::common::internal_err!("PatientAccess takes one input"),
         }
@@ -353,7 +521,7 @@ impl ExecutionPlan for ExpandExec {
             input: self.input.execute(partition, context)?,
             schema: self.props.eq_properties.schema().clone(),
             projection: self.projection.clone(),
-            wanted: self.wanted.clone(),
+            source: self.source.clone(),
             batch: None,
             row: 0,
             pending: Vec::new(),
@@ -369,19 +537,7 @@ fn patient_rows(columns: &[ArrayRef]) -> usize {
     columns.get(1).map_or(0, |c| c.len())
 }
 
-/// The text at `row` of a string column of any Arrow string type.
-fn text_at(column: &dyn Array, row: usize) -> Option<&str> {
-    if column.is_null(row) {
-        return None;
-    }
-    if let Some(a) = column.as_string_opt::<i32>() {
-        return Some(a.value(row));
-    }
-    if let Some(a) = column.as_string_opt::<i64>() {
-        return Some(a.value(row));
-    }
-    column.as_string_view_opt().map(|a| a.value(row))
-}
+use crate::audit::index::text_at;
 
 /// Rows out per batch.
 const BATCH_ROWS: usize = 8192;
@@ -390,7 +546,7 @@ struct ExpandStream {
     input: SendableRecordBatchStream,
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
-    wanted: Option<Arc<BTreeSet<i64>>>,
+    source: Arc<Source>,
     /// The log batch being expanded and its next row.
     batch: Option<RecordBatch>,
     row: usize,
@@ -405,6 +561,24 @@ struct ExpandStream {
 impl ExpandStream {
     /// The (patient, returned?) pairs of record `row`.
     fn patients(&self, batch: &RecordBatch, row: usize) -> Result<Vec<(i64, bool)>> {
+        let wanted = match self.source.as_ref() {
+            Source::Sets(w) => w,
+            Source::Index(matches) => {
+                let instance = text_at(batch.column(13).as_ref(), row).unwrap_or_default();
+                let Some(seq) = batch
+                    .column(14)
+                    .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>()
+                    .filter(|a| !a.is_null(row))
+                    .map(|a| a.value(row))
+                else {
+                    return Ok(Vec::new());
+                };
+                return Ok(matches
+                    .get(&(instance.to_owned(), seq))
+                    .cloned()
+                    .unwrap_or_default());
+            }
+        };
         let mut pairs = Vec::new();
         for (column, returned) in [(13, true), (14, false)] {
             let Some(text) = text_at(batch.column(column).as_ref(), row) else {
@@ -412,7 +586,7 @@ impl ExpandStream {
             };
             let set = crate::audit::patients::decode(text)
                 .map_err(datafusion::error::DataFusionError::Execution)?;
-            match &self.wanted {
+            match wanted {
                 Some(w) => pairs.extend(
                     w.iter()
                         .filter(|p| set.contains(**p as u64))

@@ -702,6 +702,9 @@ pub(crate) struct RawTables {
     ctx: datafusion::execution::context::SessionContext,
     consent_sets: super::consent::ConsentSets,
     filter_sets: super::filter_sets::FilterSets,
+    /// The audit log's patient index (`audit::index`), read by
+    /// `audit.patient_access`.
+    pub(crate) patient_index: Option<Arc<dyn TableProvider>>,
 }
 
 impl fmt::Debug for RawTables {
@@ -716,6 +719,7 @@ impl RawTables {
             ctx,
             consent_sets: Default::default(),
             filter_sets: Default::default(),
+            patient_index: None,
         }
     }
 
@@ -932,7 +936,10 @@ impl RawTables {
             if let Some(log) = audit_schema.table("access_log").await? {
                 audit_schema.register_table(
                     "patient_access".to_owned(),
-                    Arc::new(super::patient_access::PatientAccessTable::new(log)),
+                    Arc::new(super::patient_access::PatientAccessTable::new(
+                        log,
+                        self.patient_index.clone(),
+                    )),
                 )?;
             }
             for (name, sql) in crate::engine::audit_views::VIEWS {

@@ -282,14 +282,14 @@ async fn written_log(n: usize) -> (PathBuf, Vec<AuditRecord>) {
     settings.checkpoint_every_records = 5;
     let auditor = lakeward::audit::Auditor::open(settings).await.unwrap();
     for i in 0..n {
-        // Every record names the patient 1000 + i it returned (as a
-        // completion record does).
+        // Every record is the completion of a statement that returned
+        // patient 1000 + i.
         let patients: roaring::RoaringTreemap = [1000 + i as u64].into_iter().collect();
         auditor
             .record(RecordBody {
                 event_id: format!("ev-{i}"),
                 ts: 1_800_000_000_000_000 + i as i64,
-                event: "statement".into(),
+                event: "completion".into(),
                 user: "u".into(),
                 decision: "allowed".into(),
                 rows_returned: Some(i as i64),
@@ -432,6 +432,68 @@ async fn audit_verify_names_the_first_tampered_record() {
         !ok && text.contains("record 7 (event_id ev-6): content does not match"),
         "{text}"
     );
+
+    // The patient index: an exact one verifies; a row removed, a row
+    // altered (another patient) or a row added is caught.
+    let indexed_copy = |rows: Option<datafusion::arrow::array::RecordBatch>| {
+        let root = root.clone();
+        let records = records.clone();
+        async move {
+            let dir = tampered_copy(&root, &records).await;
+            let index =
+                lakeward::audit::index::open(&dir.join("audit/access_log").display().to_string())
+                    .await
+                    .unwrap();
+            let app = lakeward::audit::app_id(&records[0].body.instance);
+            index
+                .append(rows.into_iter().collect(), &app, 20)
+                .await
+                .unwrap();
+            dir
+        }
+    };
+    let exact = lakeward::audit::index::to_batch(&records).unwrap().unwrap();
+    assert_eq!(exact.num_rows(), 20, "one index row per returned patient");
+    let (ok, text) = verify_cli(&indexed_copy(Some(exact.clone())).await);
+    assert!(ok, "an exact index verifies: {text}");
+    let seq_of = |b: &datafusion::arrow::array::RecordBatch, row: usize| {
+        b.column_by_name("seq")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap()
+            .value(row)
+    };
+    let row7 = (0..exact.num_rows()).find(|r| seq_of(&exact, *r) == 7).unwrap();
+    let without = |b: &datafusion::arrow::array::RecordBatch, row: usize| {
+        let keep: datafusion::arrow::array::BooleanArray =
+            (0..b.num_rows()).map(|r| Some(r != row)).collect();
+        datafusion::arrow::compute::filter_record_batch(b, &keep).unwrap()
+    };
+    let altered = {
+        let mut v = records.clone();
+        let other: roaring::RoaringTreemap = [1000u64 + 6 + 4096].into_iter().collect();
+        v[6].body.patients_returned = lakeward::audit::patients::encode(&other);
+        lakeward::audit::index::to_batch(&v[6..7]).unwrap().unwrap()
+    };
+    let with_altered = datafusion::arrow::compute::concat_batches(
+        &exact.schema(),
+        &[without(&exact, row7), altered.clone()],
+    )
+    .unwrap();
+    let added = datafusion::arrow::compute::concat_batches(&exact.schema(), &[exact.clone(), altered])
+        .unwrap();
+    for (name, rows) in [
+        ("index row removed", without(&exact, row7)),
+        ("index row altered", with_altered),
+        ("index row added", added),
+    ] {
+        let (ok, text) = verify_cli(&indexed_copy(Some(rows)).await);
+        assert!(
+            !ok && text.contains("record 7") && text.contains("patient index"),
+            "{name}: {text}"
+        );
+    }
 
     // A forged checkpoint (signature edited) is caught too.
     let dir = tampered_copy(&root, &records).await;

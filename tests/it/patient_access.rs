@@ -198,6 +198,40 @@ async fn the_auditor_sees_exactly_who_touched_a_patient_and_how() {
             "patient {z}"
         );
     }
+    // A patient condition is answered from the patient index, and a
+    // disclosure condition there keeps exactly the rows it names.
+    let plan = text_rows(
+        &auditor,
+        &format!("EXPLAIN SELECT * FROM audit.patient_access WHERE patient_id = {x}"),
+    )
+    .await;
+    assert!(
+        plan.iter().flatten().any(|c| c.contains("PatientAccess: index")),
+        "{plan:?}"
+    );
+    let returned: Vec<Vec<String>> = text_rows(
+        &auditor,
+        &format!(
+            "SELECT \"user\", array_to_string(tables, ',') FROM audit.patient_access \
+             WHERE patient_id = {x} AND disclosure = 'returned' ORDER BY 1, 2"
+        ),
+    )
+    .await;
+    let mut expected: Vec<Vec<String>> = accesses(&auditor, x, &users)
+        .await
+        .into_iter()
+        .filter(|(_, d, _)| d == "returned")
+        .map(|(u, _, t)| vec![u, t])
+        .collect();
+    expected.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(
+        returned
+            .into_iter()
+            .filter(|r| users.contains(&r[0].as_str()))
+            .collect::<Vec<_>>(),
+        expected
+    );
     // Whole sets, without a patient condition: the researcher's count
     // aggregated exactly the patients who opted in to research.
     let counted: BTreeSet<i64> = text_rows(

@@ -232,6 +232,8 @@ pub struct AuditTable {
     location: String,
     schema: SchemaRef,
     table: Mutex<DeltaTable>,
+    /// How appended files are written (`None`: deltalake's defaults).
+    writer: Option<deltalake::parquet::file::properties::WriterProperties>,
 }
 
 impl fmt::Debug for AuditTable {
@@ -258,7 +260,18 @@ impl AuditTable {
         location: &str,
         schema: SchemaRef,
     ) -> Result<AuditTable, AuditTableError> {
-        Self::open_with(location, schema, true).await
+        Self::open_with(location, schema, true, &[]).await
+    }
+
+    /// [`open_or_create`](Self::open_or_create) for a table partitioned by
+    /// `partitions` (string columns, last in `schema`), such as the patient
+    /// index (`super::index`).
+    pub async fn open_or_create_partitioned(
+        location: &str,
+        schema: SchemaRef,
+        partitions: &[&str],
+    ) -> Result<AuditTable, AuditTableError> {
+        Self::open_with(location, schema, true, partitions).await
     }
 
     /// Opens the audit table at `location` without ever creating it: a
@@ -270,13 +283,14 @@ impl AuditTable {
         location: &str,
         schema: SchemaRef,
     ) -> Result<AuditTable, AuditTableError> {
-        Self::open_with(location, schema, false).await
+        Self::open_with(location, schema, false, &[]).await
     }
 
     async fn open_with(
         location: &str,
         schema: SchemaRef,
         create: bool,
+        partitions: &[&str],
     ) -> Result<AuditTable, AuditTableError> {
         let (mut table, shown) = if create {
             load_location(location).await?
@@ -288,6 +302,7 @@ impl AuditTable {
             let created = CreateBuilder::new()
                 .with_log_store(table.log_store())
                 .with_columns(expected.fields().cloned())
+                .with_partition_columns(partitions.iter().copied())
                 .with_configuration_property(TableProperty::AppendOnly, Some("true"))
                 .with_comment("lakeward audit log (append-only)")
                 .with_save_mode(SaveMode::Ignore)
@@ -350,7 +365,33 @@ impl AuditTable {
             location: shown,
             schema,
             table: Mutex::new(table),
+            writer: None,
         })
+    }
+
+    /// Writes appended files with `props` (row group size, compression).
+    pub fn with_writer_properties(
+        mut self,
+        props: deltalake::parquet::file::properties::WriterProperties,
+    ) -> AuditTable {
+        self.writer = Some(props);
+        self
+    }
+
+    /// A DataFusion provider over the newest snapshot (for filtered reads).
+    pub async fn provider(
+        &self,
+    ) -> Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>, AuditTableError> {
+        let mut table = self.table.lock().await;
+        self.refresh(&mut table).await?;
+        table
+            .table_provider()
+            .await
+            .map_err(|source| AuditTableError::DataFusion {
+                location: self.location.clone(),
+                operation: "scan planning",
+                source: Box::new(source),
+            })
     }
 
     /// The table location, as shown in messages (URLs without credentials).
@@ -471,13 +512,30 @@ impl AuditTable {
         app_id: &str,
         version: i64,
     ) -> Result<bool, AuditTableError> {
+        self.commit(batches, Some((app_id, version))).await
+    }
+
+    /// Appends `batches` in one commit that claims no application
+    /// transaction (a rebuild writing in several commits claims its version
+    /// with its last [`append`](Self::append)).
+    pub async fn append_unclaimed(&self, batches: Vec<RecordBatch>) -> Result<(), AuditTableError> {
+        self.commit(batches, None).await.map(|_| ())
+    }
+
+    async fn commit(
+        &self,
+        batches: Vec<RecordBatch>,
+        txn: Option<(&str, i64)>,
+    ) -> Result<bool, AuditTableError> {
+        let (app_id, version) = txn.unwrap_or(("", 0));
         let batches = self.conform(batches)?;
         let mut table = self.table.lock().await;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             self.refresh(&mut table).await?;
-            if let Some(committed) = self.txn_version(&table, app_id).await?
+            if txn.is_some()
+                && let Some(committed) = self.txn_version(&table, app_id).await?
                 && committed >= version
             {
                 tracing::debug!(
@@ -489,14 +547,20 @@ impl AuditTable {
                 );
                 return Ok(false);
             }
-            let props = CommitProperties::default()
-                .with_application_transaction(Transaction::new(app_id, version));
-            let result = table
+            let props = match txn {
+                Some(_) => CommitProperties::default()
+                    .with_application_transaction(Transaction::new(app_id, version)),
+                None => CommitProperties::default(),
+            };
+            let mut write = table
                 .clone()
                 .write(batches.iter().cloned())
                 .with_save_mode(SaveMode::Append)
-                .with_commit_properties(props)
-                .await;
+                .with_commit_properties(props);
+            if let Some(w) = &self.writer {
+                write = write.with_writer_properties(w.clone());
+            }
+            let result = write.await;
             match result {
                 Ok(updated) => {
                     *table = updated;
@@ -525,6 +589,69 @@ impl AuditTable {
                 Err(e) => return Err(delta_err(&self.location, "append")(e)),
             }
         }
+    }
+
+    /// The number of data files of each value of the partition column
+    /// `column` in the newest snapshot.
+    pub async fn partition_file_counts(
+        &self,
+        column: &str,
+    ) -> Result<std::collections::BTreeMap<String, usize>, AuditTableError> {
+        let mut table = self.table.lock().await;
+        self.refresh(&mut table).await?;
+        let state = table
+            .snapshot()
+            .map_err(delta_err(&self.location, "list files"))?;
+        let mut counts = std::collections::BTreeMap::new();
+        for file in state.log_data().iter() {
+            let value = file
+                .partition_values_map()
+                .get(column)
+                .cloned()
+                .flatten()
+                .unwrap_or_default();
+            *counts.entry(value).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Rewrites the files of one partition (`column = value`) Z-ordered by
+    /// `columns`, in row groups of `row_group_rows` rows (a compaction:
+    /// `dataChange = false`, allowed on an append-only table). Returns
+    /// (files removed, files added).
+    pub async fn zorder_partition(
+        &self,
+        column: &str,
+        value: &str,
+        columns: &[&str],
+        row_group_rows: usize,
+    ) -> Result<(u64, u64), AuditTableError> {
+        use deltalake::kernel::schema::partitions::{FilterOp, FilterValue};
+        use deltalake::operations::optimize::OptimizeType;
+        use deltalake::parquet::basic::{Compression, ZstdLevel};
+        use deltalake::parquet::file::properties::WriterProperties;
+        // Appends go on meanwhile (they conflict with no file compaction
+        // removes); the next refresh sees the compacted files.
+        let table = {
+            let mut table = self.table.lock().await;
+            self.refresh(&mut table).await?;
+            table.clone()
+        };
+        let filters = [(column, FilterOp::Eq, FilterValue::Scalar(value))];
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(row_group_rows.max(1024)))
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let (_, metrics) = table
+            .optimize()
+            .with_type(OptimizeType::ZOrder(
+                columns.iter().map(|c| (*c).to_owned()).collect(),
+            ))
+            .with_filters(&filters)
+            .with_writer_properties(props)
+            .await
+            .map_err(delta_err(&self.location, "compact"))?;
+        Ok((metrics.num_files_removed, metrics.num_files_added))
     }
 
     /// Streams every row of the newest snapshot as record batches with

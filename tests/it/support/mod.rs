@@ -112,6 +112,11 @@ pub fn engine_with_memory(memory: &lakeward::config::MemoryConfig) -> Arc<Engine
                 lakeward::audit::record::schema(),
             ))
             .expect("audit table");
+        // And its patient index, as the audit store creates it before
+        // `serve` opens the engine.
+        runtime()
+            .block_on(lakeward::audit::index::open(&audit_table))
+            .expect("patient index");
         let engine = runtime()
             .block_on(lakeward::engine::open_from_config(
                 &cfg.data,
