@@ -70,6 +70,10 @@ def main():
     ap.add_argument("--query-s", type=float, default=0.0)
     ap.add_argument("--load", default="")
     ap.add_argument("--server-cpu-s", type=float, default=0.0)
+    ap.add_argument("--index", default="")
+    ap.add_argument("--index-time", default="")
+    ap.add_argument("--index-bytes", type=int, default=0)
+    ap.add_argument("--index-files", type=int, default=0)
     ap.add_argument("--jsonl", required=True)
     ap.add_argument("--explain", required=True)
     a = ap.parse_args()
@@ -123,6 +127,13 @@ def main():
         f"({human_bytes(fill['set_text_aggregate_bytes'])} the aggregates')."
     )
     p("")
+    if a.index:
+        p(
+            f"**Patient index** (`lakeward audit index`, once, as after an upgrade): {a.index.strip()} "
+            f"({a.index_time or 'no /usr/bin/time'}); {a.index_files:,} Parquet files, "
+            f"**{human_bytes(a.index_bytes)} on disk**."
+        )
+        p("")
     p(
         f"Server: ready {a.ready_s:.1f} s after start, RSS {a.rss_ready_kib / 1024:,.0f} MiB; "
         f"peak RSS over the run {a.rss_peak_kib / 1024:,.0f} MiB. Page cache before the cold query: {a.cache}. "
@@ -165,9 +176,10 @@ def main():
         p("")
     p(
         "Per patient: the completion records whose bounds hold it (`patient_id_min <= X AND "
-        "patient_id_max >= X`, what `audit.patient_access` reads and decodes), counted over "
-        "`audit.access_log` reading only the bound columns, then also reading their patient sets "
-        "(`octet_length`), then `count(*)` of `audit.patient_access` (sets decoded, rows not sent)."
+        "patient_id_max >= X`), counted over `audit.access_log` reading only the bound columns "
+        "(the log rows `audit.patient_access` reads before matching them with the index), with "
+        "SETS_COST=1 also the patient set text they hold (what answering without the index "
+        "decodes), then `count(*)` of `audit.patient_access` (rows not sent)."
     )
     p("")
     p(

@@ -170,7 +170,10 @@ pub fn rows_of(r: &AuditRecord) -> Result<Vec<Row>, String> {
     if b.event != event::COMPLETION {
         return Ok(out);
     }
-    for (text, returned) in [(&b.patients_returned, true), (&b.patients_aggregated, false)] {
+    for (text, returned) in [
+        (&b.patients_returned, true),
+        (&b.patients_aggregated, false),
+    ] {
         if let Some(text) = text {
             let set = super::patients::decode(text)?;
             chunks(&set, returned, &mut out);
@@ -385,7 +388,13 @@ pub async fn reindex(
                 ),
         )
         .map_err(df_err("reindex"))?
-        .select_columns(&["instance", "seq", "ts", "patients_returned", "patients_aggregated"])
+        .select_columns(&[
+            "instance",
+            "seq",
+            "ts",
+            "patients_returned",
+            "patients_aggregated",
+        ])
         .map_err(df_err("reindex"))?;
     let mut stream = frame.execute_stream().await.map_err(df_err("reindex"))?;
     let mut stats = ReindexStats::default();

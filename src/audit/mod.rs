@@ -167,9 +167,14 @@ impl Auditor {
         // or a table written before the index existed) are indexed now.
         let indexed = patient_index.committed_version(&app).await?.unwrap_or(0);
         if indexed < committed {
-            let stats =
-                index::reindex(&table, &patient_index, &settings.instance, indexed, committed)
-                    .await?;
+            let stats = index::reindex(
+                &table,
+                &patient_index,
+                &settings.instance,
+                indexed,
+                committed,
+            )
+            .await?;
             tracing::info!(
                 records = stats.records,
                 rows = stats.rows,
@@ -640,11 +645,7 @@ async fn ship(
             Ok(b) => b,
             Err(e) => return failed("encoded for the audit table", &e),
         };
-        match shipper
-            .table
-            .append(vec![batch], &shipper.app, last)
-            .await
-        {
+        match shipper.table.append(vec![batch], &shipper.app, last).await {
             Ok(_) => shipper.log_committed = last,
             Err(e) => return failed("appended to the audit table", &e),
         }
@@ -653,11 +654,7 @@ async fn ship(
     if unindexed < pending.len() {
         match index::to_batch(&pending[unindexed..]) {
             Ok(None) => shipper.index_committed = last,
-            Ok(Some(batch)) => match shipper
-                .index
-                .append(vec![batch], &shipper.app, last)
-                .await
-            {
+            Ok(Some(batch)) => match shipper.index.append(vec![batch], &shipper.app, last).await {
                 Ok(_) => shipper.index_committed = last,
                 Err(e) => return failed("indexed by patient", &e),
             },

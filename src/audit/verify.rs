@@ -126,7 +126,9 @@ async fn check_index(
             batch.column(1).as_boolean_opt(),
             batch.column(5).as_primitive_opt::<Int64Type>(),
         ) else {
-            return Err(AuditError::Other("the patient index has unexpected columns".into()));
+            return Err(AuditError::Other(
+                "the patient index has unexpected columns".into(),
+            ));
         };
         for row in 0..batch.num_rows() {
             let instance = text_at(batch.column(4).as_ref(), row).unwrap_or_default();

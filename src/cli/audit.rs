@@ -127,7 +127,11 @@ pub(super) async fn audit_verify(
 
 /// `lakeward audit index`: index every instance's shipped records the
 /// patient index lacks, then compact every month of it.
-pub(super) async fn audit_index(data_dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub(super) async fn audit_index(
+    data_dir: &Path,
+    config: Option<&Path>,
+    compact_min_files: usize,
+) -> anyhow::Result<ExitCode> {
     use crate::audit::index;
     let config = match config {
         Some(f) => Config::load(f)?,
@@ -150,7 +154,7 @@ pub(super) async fn audit_index(data_dir: &Path, config: Option<&Path>) -> anyho
     }
     let indexed = started.elapsed();
     let started = std::time::Instant::now();
-    let (months, removed, added) = index::compact_all(&patient_index, 1).await?;
+    let (months, removed, added) = index::compact_all(&patient_index, compact_min_files).await?;
     println!(
         "patient index up to date in {:.1} s; {months} months compacted ({removed} files into {added}) in {:.1} s",
         indexed.as_secs_f64(),

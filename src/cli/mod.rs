@@ -131,6 +131,9 @@ pub enum AuditCommand {
         /// Use the `[audit]` section of this configuration instead.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Compact only months of more files than this.
+        #[arg(long, default_value_t = 1)]
+        compact_min_files: usize,
     },
     /// Write `audit.access_log` as FHIR R4 AuditEvent resources (IHE BALP),
     /// one JSON object per line: one event per patient a statement touched.
@@ -341,9 +344,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             to,
         }) => audit_verify(&data_dir, config.as_deref(), &public_key, from, to).await,
         Command::Audit(AuditCommand::Export(args)) => audit_export(args).await,
-        Command::Audit(AuditCommand::Index { data_dir, config }) => {
-            audit_index(&data_dir, config.as_deref()).await
-        }
+        Command::Audit(AuditCommand::Index {
+            data_dir,
+            config,
+            compact_min_files,
+        }) => audit_index(&data_dir, config.as_deref(), compact_min_files).await,
         Command::Serve(args) => {
             let mut config = Config::load(&args.config)?;
             if let Some(listen) = args.listen {

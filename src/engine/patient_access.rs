@@ -396,8 +396,8 @@ impl TableProvider for PatientAccessTable {
                 _ => lit(false),
             };
             if !seqs.is_empty() && seqs.len() <= 1024 {
-                condition =
-                    condition.and(col("seq").in_list(seqs.iter().map(|s| lit(*s)).collect(), false));
+                condition = condition
+                    .and(col("seq").in_list(seqs.iter().map(|s| lit(*s)).collect(), false));
             }
             source = Source::Index(matches);
             read = READ_INDEXED;

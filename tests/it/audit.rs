@@ -464,7 +464,9 @@ async fn audit_verify_names_the_first_tampered_record() {
             .unwrap()
             .value(row)
     };
-    let row7 = (0..exact.num_rows()).find(|r| seq_of(&exact, *r) == 7).unwrap();
+    let row7 = (0..exact.num_rows())
+        .find(|r| seq_of(&exact, *r) == 7)
+        .unwrap();
     let without = |b: &datafusion::arrow::array::RecordBatch, row: usize| {
         let keep: datafusion::arrow::array::BooleanArray =
             (0..b.num_rows()).map(|r| Some(r != row)).collect();
@@ -481,8 +483,9 @@ async fn audit_verify_names_the_first_tampered_record() {
         &[without(&exact, row7), altered.clone()],
     )
     .unwrap();
-    let added = datafusion::arrow::compute::concat_batches(&exact.schema(), &[exact.clone(), altered])
-        .unwrap();
+    let added =
+        datafusion::arrow::compute::concat_batches(&exact.schema(), &[exact.clone(), altered])
+            .unwrap();
     for (name, rows) in [
         ("index row removed", without(&exact, row7)),
         ("index row altered", with_altered),

@@ -206,7 +206,9 @@ async fn the_auditor_sees_exactly_who_touched_a_patient_and_how() {
     )
     .await;
     assert!(
-        plan.iter().flatten().any(|c| c.contains("PatientAccess: index")),
+        plan.iter()
+            .flatten()
+            .any(|c| c.contains("PatientAccess: index")),
         "{plan:?}"
     );
     let returned: Vec<Vec<String>> = text_rows(
