@@ -112,10 +112,17 @@ impl PatientSets {
     }
 }
 
-/// Keys collected by one operator stream: a plain bitmap for keys in
-/// `0..DENSE_LIMIT` (the usual dense ids), a compressed bitmap for others.
+/// Keys collected by one operator stream: first a short list (a point
+/// lookup's few keys cost no bitmap), then a plain bitmap for keys in
+/// `0..DENSE_LIMIT` (the usual dense ids) and a compressed bitmap for
+/// others.
 #[derive(Debug, Default)]
 pub(crate) struct Keys {
+    /// The first keys, until [`Self::SMALL`] of them (repeats of the last
+    /// key skipped).
+    small: Vec<i64>,
+    /// Past the list: the bitmaps hold every key.
+    spilled: bool,
     dense: Vec<u64>,
     dense_any: bool,
     other: RoaringTreemap,
@@ -124,20 +131,49 @@ pub(crate) struct Keys {
 impl Keys {
     /// Keys below this go to the plain bitmap (at most 16 MiB).
     const DENSE_LIMIT: i64 = 1 << 27;
+    /// Keys kept in the list before the bitmaps.
+    const SMALL: usize = 512;
 
     pub(crate) fn is_empty(&self) -> bool {
-        !self.dense_any && self.other.is_empty()
+        self.small.is_empty() && !self.dense_any && self.other.is_empty()
     }
 
     pub(crate) fn add(&mut self, key: i64) {
+        if !self.spilled {
+            if self.small.last() == Some(&key) {
+                return;
+            }
+            if self.small.len() < Self::SMALL {
+                self.small.push(key);
+                return;
+            }
+            self.spill();
+        }
+        self.add_spilled(key);
+    }
+
+    /// Moves the list into the bitmaps.
+    fn spill(&mut self) {
+        self.spilled = true;
+        for k in std::mem::take(&mut self.small) {
+            self.add_spilled(k);
+        }
+    }
+
+    /// Makes the plain bitmap hold word `word`.
+    fn reserve_word(&mut self, word: usize) {
+        if word >= self.dense.len() {
+            // Grow to the key seen, in steps, never past the limit.
+            let want = (word + 1).max(self.dense.len() * 2).max(1024);
+            let cap = (Self::DENSE_LIMIT >> 6) as usize;
+            self.dense.resize(want.min(cap), 0);
+        }
+    }
+
+    fn add_spilled(&mut self, key: i64) {
         if (0..Self::DENSE_LIMIT).contains(&key) {
             let word = (key >> 6) as usize;
-            if word >= self.dense.len() {
-                // Grow to the key seen, in steps, never past the limit.
-                let want = (word + 1).max(self.dense.len() * 2).max(1024);
-                let cap = (Self::DENSE_LIMIT >> 6) as usize;
-                self.dense.resize(want.min(cap), 0);
-            }
+            self.reserve_word(word);
             self.dense[word] |= 1 << (key & 63);
             self.dense_any = true;
         } else {
@@ -151,17 +187,44 @@ impl Keys {
         let Some(keys) = column.as_primitive_opt::<Int64Type>() else {
             return;
         };
-        let values = keys.values();
+        let values = &keys.values()[rows.clone()];
+        if keys.nulls().is_none() && !values.is_empty() {
+            if !self.spilled && self.small.len() + values.len() > Self::SMALL {
+                self.spill();
+            }
+            if self.spilled {
+                // One bounds check for the batch, then one word update per
+                // run of equal keys (rows of one patient often sit together).
+                let (min, max) = values
+                    .iter()
+                    .fold((i64::MAX, i64::MIN), |(lo, hi), &k| (lo.min(k), hi.max(k)));
+                if min >= 0 && max < Self::DENSE_LIMIT {
+                    self.reserve_word((max >> 6) as usize);
+                    let dense = &mut self.dense;
+                    let mut last = -1i64;
+                    for &k in values {
+                        if k != last {
+                            if let Some(w) = dense.get_mut((k >> 6) as usize) {
+                                *w |= 1 << (k & 63);
+                            }
+                            last = k;
+                        }
+                    }
+                    self.dense_any = true;
+                    return;
+                }
+            }
+        }
         match keys.nulls() {
             None => {
-                for &k in &values[rows] {
+                for &k in values {
                     self.add(k);
                 }
             }
             Some(nulls) => {
                 for i in rows {
                     if nulls.is_valid(i) {
-                        self.add(values[i]);
+                        self.add(keys.values()[i]);
                     }
                 }
             }
@@ -176,6 +239,7 @@ impl Keys {
             low.optimize();
             set |= RoaringTreemap::from_bitmaps([(0u32, low)]);
         }
+        set.extend(self.small.into_iter().map(|k| k as u64));
         set
     }
 }
@@ -184,6 +248,32 @@ impl Keys {
 mod tests {
     use super::*;
     use datafusion::arrow::array::Int64Array;
+
+    #[test]
+    fn keys_are_the_same_through_the_list_and_the_bitmaps() {
+        let mut few = Keys::default();
+        let mut many = Keys::default();
+        let col = Int64Array::from((0..2000i64).map(|i| (i * 7919) % 5003).collect::<Vec<_>>());
+        few.add_column(&col, 0..10);
+        assert!(!few.spilled, "ten keys stay in the list");
+        many.add_column(&col, 0..10);
+        many.add_column(&col, 10..2000);
+        assert!(many.spilled);
+        let all: RoaringTreemap = (0..2000i64).map(|i| ((i * 7919) % 5003) as u64).collect();
+        assert_eq!(many.into_treemap(), all);
+        let first: RoaringTreemap = (0..10i64).map(|i| ((i * 7919) % 5003) as u64).collect();
+        assert_eq!(few.into_treemap(), first);
+        // Runs of one key, negative and large keys in a batch.
+        let mut mixed = Keys::default();
+        let runs = Int64Array::from(
+            std::iter::repeat_n(3i64, 600)
+                .chain([-1, 1 << 40, 3])
+                .collect::<Vec<_>>(),
+        );
+        mixed.add_column(&runs, 0..runs.len());
+        let got: Vec<i64> = mixed.into_treemap().iter().map(|v| v as i64).collect();
+        assert_eq!(got, vec![3, 1 << 40, -1]);
+    }
 
     #[test]
     fn keys_collect_dense_sparse_and_null_keys() {
