@@ -377,18 +377,19 @@ impl TableProvider for PatientAccessTable {
                 });
             }
         }
-        let mut condition = col("event")
-            .eq(lit(crate::audit::record::event::COMPLETION))
-            .and(
-                col("patients_returned")
-                    .is_not_null()
-                    .or(col("patients_aggregated").is_not_null()),
-            );
+        let completion = col("event").eq(lit(crate::audit::record::event::COMPLETION));
+        let mut condition = completion.clone().and(
+            col("patients_returned")
+                .is_not_null()
+                .or(col("patients_aggregated").is_not_null()),
+        );
         // With an index, the records that hold the patients are known
-        // before the log is read.
+        // before the log is read, and no condition may name a patient set
+        // column: evaluating it would read every set.
         let mut source = Source::Sets(wanted.clone());
         let mut read = READ;
         if let (Some(w), Some(index)) = (&wanted, &self.index) {
+            condition = completion;
             let matches = index_matches(session, index.clone(), w, filters).await?;
             let seqs: BTreeSet<i64> = matches.keys().map(|(_, s)| *s).collect();
             condition = match (seqs.first(), seqs.last()) {
@@ -423,7 +424,18 @@ impl TableProvider for PatientAccessTable {
                 .filter(condition)?
                 .project(read.iter().map(|c| col(Column::from_name(*c))))?
                 .build()?;
-        let input = session.create_physical_plan(&plan).await?;
+        let input = if matches!(source, Source::Index(_)) {
+            // The records the index named are a sliver of the log: decode
+            // the filter's columns first and the others only for the rows
+            // that pass (Parquet late materialisation).
+            let mut narrow = session.clone();
+            let parquet = &mut narrow.config_mut().options_mut().execution.parquet;
+            parquet.pushdown_filters = true;
+            parquet.reorder_filters = true;
+            narrow.create_physical_plan(&plan).await?
+        } else {
+            session.create_physical_plan(&plan).await?
+        };
         let output = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
