@@ -49,6 +49,20 @@ fn parse_bound(text: &str, end: bool) -> anyhow::Result<(Option<i64>, Option<i64
     anyhow::bail!("{text:?} is not a sequence number, a date (YYYY-MM-DD) or an RFC 3339 time")
 }
 
+/// The configuration (`--config`, or the demo layout of `--data-dir`) and
+/// its audit table's location.
+fn audit_config(data_dir: &Path, config: Option<&Path>) -> anyhow::Result<(Config, String)> {
+    let config = match config {
+        Some(f) => Config::load(f)?,
+        None => Config::demo(data_dir, "127.0.0.1:6432".parse()?),
+    };
+    let location = config
+        .audit
+        .table_location(&config.data)
+        .ok_or_else(|| anyhow::anyhow!("no audit table configured"))?;
+    Ok((config, location))
+}
+
 pub(super) async fn audit_verify(
     data_dir: &Path,
     config: Option<&Path>,
@@ -57,10 +71,7 @@ pub(super) async fn audit_verify(
     to: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     use crate::audit::chain::VerifyingKey;
-    let config = match config {
-        Some(f) => Config::load(f)?,
-        None => Config::demo(data_dir, "127.0.0.1:6432".parse()?),
-    };
+    let (config, location) = audit_config(data_dir, config)?;
     let keys = if public_keys.is_empty() {
         vec![audit_signing_key(&config)?.verifying_key()]
     } else {
@@ -76,10 +87,6 @@ pub(super) async fn audit_verify(
     if let Some(t) = &to {
         (range.to_seq, range.to_ts) = parse_bound(t, true)?;
     }
-    let location = config
-        .audit
-        .table_location(&config.data)
-        .ok_or_else(|| anyhow::anyhow!("no audit table configured"))?;
     let table =
         crate::audit::delta::AuditTable::open_existing(&location, crate::audit::record::schema())
             .await?;
@@ -133,14 +140,7 @@ pub(super) async fn audit_index(
     compact_min_files: usize,
 ) -> anyhow::Result<ExitCode> {
     use crate::audit::index;
-    let config = match config {
-        Some(f) => Config::load(f)?,
-        None => Config::demo(data_dir, "127.0.0.1:6432".parse()?),
-    };
-    let location = config
-        .audit
-        .table_location(&config.data)
-        .ok_or_else(|| anyhow::anyhow!("no audit table configured"))?;
+    let (_, location) = audit_config(data_dir, config)?;
     let log =
         crate::audit::delta::AuditTable::open_existing(&location, crate::audit::record::schema())
             .await?;

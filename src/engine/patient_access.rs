@@ -50,8 +50,10 @@ const LOG_COLUMNS: &[&str] = &[
 ];
 
 /// The log columns read, in this order (the expansion reads them by
-/// position).
-const READ: &[&str] = &[
+/// position): [`SHOWN`], then the record's two patient sets ([`READ`]) or,
+/// when the index names the records, their place in the chain
+/// ([`READ_INDEXED`]).
+const SHOWN: [&str; 13] = [
     "ts",
     "user",
     "roles",
@@ -65,29 +67,9 @@ const READ: &[&str] = &[
     "session_id",
     "client_addr",
     "parent_event_id",
-    "patients_returned",
-    "patients_aggregated",
 ];
-
-/// The log columns read when the index names the records: the last two
-/// (the record's place in its chain) replace the patient sets.
-const READ_INDEXED: &[&str] = &[
-    "ts",
-    "user",
-    "roles",
-    "purpose",
-    "break_glass",
-    "statement_kind",
-    "tables",
-    "decision",
-    "sqlstate",
-    "rows_returned",
-    "session_id",
-    "client_addr",
-    "parent_event_id",
-    "instance",
-    "seq",
-];
+const READ: [&str; 2] = ["patients_returned", "patients_aggregated"];
+const READ_INDEXED: [&str; 2] = ["instance", "seq"];
 
 /// The most record numbers a lookup names in its log condition (beyond,
 /// the bounds and the number range alone select the log rows).
@@ -428,7 +410,12 @@ impl TableProvider for PatientAccessTable {
         let plan =
             LogicalPlanBuilder::scan("access_log", provider_as_source(self.log.clone()), None)?
                 .filter(condition)?
-                .project(read.iter().map(|c| col(Column::from_name(*c))))?
+                .project(
+                    SHOWN
+                        .iter()
+                        .chain(read.iter())
+                        .map(|c| col(Column::from_name(*c))),
+                )?
                 .build()?;
         let input = if matches!(source, Source::Index(_)) {
             // The records the index named are a sliver of the log: decode

@@ -658,18 +658,7 @@ impl AuditTable {
     /// [`Self::schema`] (column types are cast back from what the Parquet
     /// reader produces, e.g. string views). Row order is unspecified.
     pub async fn scan(&self) -> Result<SendableRecordBatchStream, AuditTableError> {
-        let provider = {
-            let mut table = self.table.lock().await;
-            self.refresh(&mut table).await?;
-            table
-                .table_provider()
-                .await
-                .map_err(|source| AuditTableError::DataFusion {
-                    location: self.location.clone(),
-                    operation: "scan planning",
-                    source: Box::new(source),
-                })?
-        };
+        let provider = self.provider().await?;
         let df_err = |operation: &'static str| {
             let location = self.location.clone();
             move |source| AuditTableError::DataFusion {
