@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Patient access accounting on against off, from `bench/run.sh --only
-accounting` records in results.jsonl: per workload and client count, the
+accounting` records in results.jsonl: per data layout, workload and client count, the
 median over the rounds of each round's median latency (and throughput),
 with accounting on (`patients`) and off (`none-benchmark-only`), the
 difference and the verdict against the targets (analytic ≤ 5 %, point
@@ -33,17 +33,17 @@ def main(argv):
             m = TAG.match(r.get("system", ""))
             if not m or r.get("failed") or r.get("median_ms") is None:
                 continue
-            key = (r["workload"], int(r.get("clients", 1)))
+            key = (r.get("layout", "datagen"), r["workload"], int(r.get("clients", 1)))
             runs.setdefault(key, {}).setdefault(m.group(1), []).append(r)
     if not runs:
         print("no accounting records", file=sys.stderr)
         return 1
     out = [
-        "| workload | clients | rounds | median ms, off | median ms, on | difference | "
+        "| layout | workload | clients | rounds | median ms, off | median ms, on | difference | "
         "per s, off | per s, on | target | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    for (workload, clients), by in sorted(runs.items()):
+    for (layout, workload, clients), by in sorted(runs.items()):
         on, off = by.get("patients", []), by.get("none-benchmark-only", [])
         if not on or not off:
             continue
@@ -62,7 +62,7 @@ def main(argv):
             ok = diff <= 0.05 * m_off
             shown = f"{diff:+.1f} ms ({diff / m_off * 100:+.1f} %)"
         out.append(
-            f"| {workload} | {clients} | {min(len(on), len(off))} | {m_off:.2f} | {m_on:.2f} | "
+            f"| {layout} | {workload} | {clients} | {min(len(on), len(off))} | {m_off:.2f} | {m_on:.2f} | "
             f"{shown} | {t_off:,.1f} | {t_on:,.1f} | {target} | {'met' if ok else 'NOT met'} |"
         )
     print("\n".join(out))
