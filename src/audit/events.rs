@@ -134,6 +134,9 @@ pub struct StatementAudit {
     family_name: Option<String>,
     /// The event id of the statement record once it is durable.
     written: Option<String>,
+    /// The one patient the statement's plan can reach (a point lookup),
+    /// named in its statement record ([`StatementAudit::pin`]).
+    pinned: Option<i64>,
     started: Instant,
 }
 
@@ -154,6 +157,7 @@ impl StatementAudit {
             user_site: session.principal.site.clone(),
             family_name: session.principal.family_name.clone(),
             written: None,
+            pinned: None,
             started: Instant::now(),
         }
     }
@@ -165,11 +169,25 @@ impl StatementAudit {
         self.template.policy_version = Some(report.policy_version.clone());
     }
 
+    /// The statement's plan reaches only `patient` (a point lookup): its
+    /// statement record names the patient (`patient_id_min` =
+    /// `patient_id_max`), so the patient's accounting is durable before
+    /// the first row, and the completion that classifies it is written
+    /// with the next group commit instead of being waited for. If the
+    /// server stops before that completion is written, the next start
+    /// writes one that accounts the patient as returned
+    /// (`audit::Auditor::open`).
+    pub fn pin(&mut self, patient: i64) {
+        self.pinned = Some(patient);
+    }
+
     /// Write the statement record and wait until it is durable: call before
     /// the first row. An error means the statement must not run.
     pub async fn before_rows(&mut self) -> Result<(), SqlError> {
         let record = RecordBody {
             decision: decision::ALLOWED.into(),
+            patient_id_min: self.pinned,
+            patient_id_max: self.pinned,
             ..self.template.clone()
         };
         let id = record.event_id.clone();
@@ -369,6 +387,12 @@ impl Completion {
     /// that names none is queued.
     pub async fn finish(mut self) -> Result<(), SqlError> {
         match self.record() {
+            // Only the patient the durable statement record names: that
+            // record already accounts for it.
+            Some((record, true)) if self.pinned_only(&record) => {
+                self.audit.auditor.record_later(record);
+                Ok(())
+            }
             Some((record, true)) => self.audit.auditor.record(record).await,
             Some((record, false)) => {
                 self.audit.auditor.record_later(record);
@@ -376,6 +400,17 @@ impl Completion {
             }
             None => Ok(()),
         }
+    }
+}
+
+impl Completion {
+    /// Whether `record` names no patient but the one the statement record
+    /// pinned (and that record is durable).
+    fn pinned_only(&self, record: &RecordBody) -> bool {
+        self.audit.written.is_some()
+            && self.audit.pinned.is_some()
+            && record.patient_id_min == self.audit.pinned
+            && record.patient_id_max == self.audit.pinned
     }
 }
 

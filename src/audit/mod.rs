@@ -32,6 +32,7 @@ pub mod events;
 pub(crate) mod fhir;
 pub mod index;
 pub mod patients;
+pub mod pinned;
 pub mod record;
 pub mod signals;
 pub(crate) mod verify;
@@ -117,6 +118,9 @@ pub struct AuditStats {
     pub durable_seq: AtomicU64,
     pub checkpoints: AtomicU64,
     pub write_failures: AtomicU64,
+    /// The chain position of the last pinned-statement snapshot
+    /// ([`pinned`]): the segment log keeps every record after it.
+    pub pinned_snapshot_seq: AtomicU64,
 }
 
 impl AuditStats {
@@ -231,12 +235,40 @@ impl Auditor {
                 .map_err(|e| AuditError::Other(e.to_string()))??
         };
         let checkpoints = chain::CheckpointLog::open(&checkpoint_path(&settings.dir))?;
+        // Pinned statements the last run left without a completion.
+        let (snapshot_seq, recovered_completions) = {
+            let dir = settings.dir.clone();
+            let head_seq = head.seq;
+            tokio::task::spawn_blocking(move || -> Result<_, AuditError> {
+                match pinned::load(&dir).map_err(AuditError::Other)? {
+                    Some(snapshot) => {
+                        let seq = snapshot.seq;
+                        let after = wal::read_after(&dir, seq)?;
+                        Ok((seq, pinned::recover(snapshot, &after)))
+                    }
+                    // The first start with pinned statements: an empty
+                    // snapshot at the head, so that a crash of this run
+                    // is recovered from it.
+                    None => {
+                        pinned::OpenPinned::default()
+                            .save(&dir, head_seq)
+                            .map_err(|e| AuditError::Other(format!("pinned snapshot: {e}")))?;
+                        Ok((head_seq, Vec::new()))
+                    }
+                }
+            })
+            .await
+            .map_err(|e| AuditError::Other(e.to_string()))??
+        };
 
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
         let (ship_tx, ship_rx) = mpsc::unbounded_channel();
         let broken = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(AuditStats::default());
         stats.shipped_seq.store(committed as u64, Ordering::Relaxed);
+        stats
+            .pinned_snapshot_seq
+            .store(snapshot_seq.max(0) as u64, Ordering::Relaxed);
         stats
             .durable_seq
             .store(head.seq.max(committed) as u64, Ordering::Relaxed);
@@ -264,11 +296,39 @@ impl Auditor {
             ship: ship_tx.clone(),
             broken: broken.clone(),
             stats: stats.clone(),
+            dir: settings.dir.clone(),
+            open_pinned: pinned::OpenPinned::default(),
         };
+        // Their completions come first in the chain, before any statement
+        // of this run.
+        let mut recovering = Vec::new();
+        for body in recovered_completions {
+            let (tx, rx) = oneshot::channel();
+            let _ = writer_tx.send(WriterMsg::Append {
+                body: Box::new(body),
+                done: Some(tx),
+            });
+            recovering.push(rx);
+        }
         std::thread::Builder::new()
             .name("lakeward-audit-writer".into())
             .spawn(move || writer.run(writer_rx))
             .map_err(|e| AuditError::Other(format!("cannot start the audit writer: {e}")))?;
+        if !recovering.is_empty() {
+            let n = recovering.len();
+            for rx in recovering {
+                if !matches!(rx.await, Ok(true)) {
+                    return Err(AuditError::Other(
+                        "the completions of statements open at the last stop cannot be written"
+                            .into(),
+                    ));
+                }
+            }
+            tracing::warn!(
+                statements = n,
+                "the last run stopped with point lookups whose completion was not written: their patients are accounted as returned"
+            );
+        }
         // Ticks let the writer checkpoint an idle chain.
         let tick_tx = writer_tx.clone();
         let tick_every = settings.checkpoint_every.max(Duration::from_millis(100));
@@ -452,6 +512,10 @@ struct Writer {
     ship: mpsc::UnboundedSender<ShipMsg>,
     broken: Arc<AtomicBool>,
     stats: Arc<AuditStats>,
+    /// The audit folder (for the pinned-statement snapshot).
+    dir: PathBuf,
+    /// Pinned statements whose completion is not written yet ([`pinned`]).
+    open_pinned: pinned::OpenPinned,
 }
 
 impl Writer {
@@ -506,6 +570,9 @@ impl Writer {
                         self.stats.durable_seq.store(seq as u64, Ordering::Relaxed);
                         m.set_audit_unshipped(self.stats.unshipped());
                         self.broken.store(false, Ordering::Relaxed);
+                        for r in &sealed {
+                            self.open_pinned.follow(r);
+                        }
                         let _ = self.ship.send(ShipMsg::Records(sealed));
                         for w in waiting {
                             let _ = w.send(true);
@@ -551,6 +618,19 @@ impl Writer {
                 self.since_checkpoint = 0;
                 self.last_checkpoint = Instant::now();
                 self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                // A snapshot that cannot be written leaves the previous
+                // one, and the segment log keeps every record after it:
+                // recovery stays right, it only reads more.
+                match self.open_pinned.save(&self.dir, self.head.seq) {
+                    Ok(()) => self
+                        .stats
+                        .pinned_snapshot_seq
+                        .store(self.head.seq.max(0) as u64, Ordering::Relaxed),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "the open pinned statements could not be saved"
+                    ),
+                }
             }
             Err(e) => {
                 tracing::error!(incident = "audit_checkpoint_failed", error = %e, "audit checkpoint could not be written; statements are refused");
@@ -665,6 +745,10 @@ async fn ship(
     stats.shipped_seq.store(last as u64, Ordering::Relaxed);
     crate::metrics::Metrics::global().set_audit_unshipped(stats.unshipped());
     let dir = dir.to_owned();
-    let _ = tokio::task::spawn_blocking(move || wal::remove_shipped(&dir, last)).await;
+    // Records after the pinned-statement snapshot stay (start-up recovery
+    // reads them).
+    let keep_after = stats.pinned_snapshot_seq.load(Ordering::Relaxed) as i64;
+    let removable = last.min(keep_after);
+    let _ = tokio::task::spawn_blocking(move || wal::remove_shipped(&dir, removable)).await;
     true
 }

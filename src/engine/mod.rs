@@ -83,6 +83,18 @@ pub struct TableInfo {
 /// Policy version and subject: what an access context is a function of.
 pub type AccessKey = (String, crate::policy::compile::Subject);
 
+/// A statement's final logical plan ([`Engine::final_plan`]), ready for
+/// its physical plan ([`Engine::run_final`]).
+pub(crate) struct FinalPlan {
+    state: SessionState,
+    plan: LogicalPlan,
+    /// Optimised at preparation: planned by [`lean`].
+    lean: bool,
+    key_columns: usize,
+    /// The one patient the statement can reach, when its plan pins one.
+    pub pinned: Option<i64>,
+}
+
 /// What [`Engine::warm`] did: consent sets current afterwards, and how many
 /// of them it had to compute (the others were current already).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -566,6 +578,22 @@ impl Engine {
         activity: Option<Arc<catalog::SessionActivity>>,
         accounting: Option<&Arc<accounting::PatientSets>>,
     ) -> Result<(SendableRecordBatchStream, usize), SqlError> {
+        let fin = self.final_plan(state, plan, optimised, activity, accounting)?;
+        self.run_final(fin, None).await
+    }
+
+    /// The first half of [`Engine::execute_for`]: the statement's final
+    /// logical plan, with its accounting, and the one patient it can reach
+    /// when its plan pins one (`accounting::plan::pinned`), known before
+    /// anything runs.
+    pub(crate) fn final_plan(
+        &self,
+        state: &SessionState,
+        plan: LogicalPlan,
+        optimised: bool,
+        activity: Option<Arc<catalog::SessionActivity>>,
+        accounting: Option<&Arc<accounting::PatientSets>>,
+    ) -> Result<FinalPlan, SqlError> {
         use datafusion::optimizer::analyzer::AnalyzerRule;
         use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
         use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
@@ -578,53 +606,70 @@ impl Engine {
             state.config_mut().set_extension(activity);
         }
         let sql_err = |e: datafusion::error::DataFusionError| errors::to_sql_error(&e);
-        // The final logical plan, with its accounting.
-        let account = |plan: LogicalPlan| match accounting {
-            Some(sets) => accounting::plan::account(plan, sets).map_err(|e| {
-                tracing::error!(error_kind = "patient accounting", "cannot account a plan");
-                sql_err(e)
-            }),
-            None => Ok(accounting::plan::Accounted {
-                plan,
-                key_columns: 0,
-            }),
+        let plan = if !optimised {
+            state.optimize(&plan).map_err(sql_err)?
+        } else {
+            // Optimised at preparation. Bound parameters became literals of
+            // the client's types: type coercion casts them to their columns'
+            // types (a text parameter against a `Utf8View` column), one
+            // simplification pass folds what they made constant, and filter
+            // pushdown moves predicates that became pushable into the scans,
+            // so that they prune as they would in a plan optimised after
+            // binding.
+            let plan = TypeCoercion::new()
+                .analyze(plan, state.config_options())
+                .map_err(sql_err)?;
+            let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+                Arc::new(SimplifyExpressions::new()),
+                Arc::new(datafusion::optimizer::push_down_filter::PushDownFilter::new()),
+            ];
+            Optimizer::with_rules(rules)
+                .optimize(plan, &state, |_, _| {})
+                .map_err(sql_err)?
         };
-        if !optimised {
-            let task = self.statement_task(&state);
-            let plan = state.optimize(&plan).map_err(sql_err)?;
-            let accounted = account(plan)?;
-            let physical = state
+        // The final logical plan, with its accounting.
+        let (plan, key_columns, pinned) = match accounting {
+            Some(sets) => {
+                let pinned = accounting::plan::pinned(&plan);
+                let accounted = accounting::plan::account(plan, sets).map_err(|e| {
+                    tracing::error!(error_kind = "patient accounting", "cannot account a plan");
+                    sql_err(e)
+                })?;
+                (accounted.plan, accounted.key_columns, pinned)
+            }
+            None => (plan, 0, None),
+        };
+        Ok(FinalPlan {
+            state,
+            plan,
+            lean: optimised,
+            key_columns,
+            pinned,
+        })
+    }
+
+    /// The second half of [`Engine::execute_for`]: the physical plan of
+    /// `fin` and its stream, within the role's memory `budget` (bytes,
+    /// role) when given.
+    pub(crate) async fn run_final(
+        &self,
+        fin: FinalPlan,
+        budget: Option<(usize, &str)>,
+    ) -> Result<(SendableRecordBatchStream, usize), SqlError> {
+        let sql_err = |e: datafusion::error::DataFusionError| errors::to_sql_error(&e);
+        let state = match budget {
+            Some((bytes, role)) => self.with_role_budget(&fin.state, role, bytes)?,
+            None => fin.state,
+        };
+        let physical = if fin.lean {
+            lean::create_physical_plan(&fin.plan, &state).await
+        } else {
+            state
                 .query_planner()
-                .create_physical_plan(&accounted.plan, &state)
+                .create_physical_plan(&fin.plan, &state)
                 .await
-                .map_err(sql_err)?;
-            let stream = datafusion::physical_plan::execute_stream(physical.clone(), task)
-                .map_err(sql_err)?;
-            return Ok((
-                memory::SpillAccounting::wrap(stream, physical),
-                accounted.key_columns,
-            ));
         }
-        // Optimised at preparation. Bound parameters became literals of the
-        // client's types: type coercion casts them to their columns' types
-        // (a text parameter against a `Utf8View` column), one simplification
-        // pass folds what they made constant, and filter pushdown moves
-        // predicates that became pushable into the scans, so that they
-        // prune as they would in a plan optimised after binding.
-        let plan = TypeCoercion::new()
-            .analyze(plan, state.config_options())
-            .map_err(sql_err)?;
-        let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
-            Arc::new(SimplifyExpressions::new()),
-            Arc::new(datafusion::optimizer::push_down_filter::PushDownFilter::new()),
-        ];
-        let plan = Optimizer::with_rules(rules)
-            .optimize(plan, &state, |_, _| {})
-            .map_err(sql_err)?;
-        let accounted = account(plan)?;
-        let physical = lean::create_physical_plan(&accounted.plan, &state)
-            .await
-            .map_err(sql_err)?;
+        .map_err(sql_err)?;
         let stream = datafusion::physical_plan::execute_stream(
             physical.clone(),
             self.statement_task(&state),
@@ -632,7 +677,7 @@ impl Engine {
         .map_err(sql_err)?;
         Ok((
             memory::SpillAccounting::wrap(stream, physical),
-            accounted.key_columns,
+            fin.key_columns,
         ))
     }
 

@@ -75,6 +75,10 @@ pub(crate) struct SecuredTable {
     /// patient key ([`super::accounting::KEY_COLUMN`]), which only an
     /// [`AccountedTable`] scan asks for.
     accounted: bool,
+    /// The patient key, when it is shown as stored: a statement condition
+    /// `key = constant` on it names the only patient the scan can reach
+    /// (`engine::accounting::plan::pinned`).
+    pin_column: Option<String>,
 }
 
 /// Whether `e` may be evaluated on rows the policy has not admitted yet:
@@ -165,6 +169,11 @@ impl SecuredTable {
     /// Whether the table's rows carry their patient key for accounting.
     pub(crate) fn accounted(&self) -> bool {
         self.accounted
+    }
+
+    /// The shown column that is the stored patient key, if any.
+    pub(crate) fn pin_column(&self) -> Option<&str> {
+        self.pin_column.as_deref()
     }
 
     /// The barrier over the internal plan with `filters` pushed where they
@@ -848,7 +857,8 @@ impl RawTables {
                 }
                 None => table_access,
             };
-            let accounted = accounted_key(table_access, &raw_schema).is_some();
+            let key = accounted_key(table_access, &raw_schema);
+            let accounted = key.is_some();
             let stmt = internal_statement(
                 name,
                 table_access,
@@ -883,6 +893,12 @@ impl RawTables {
                 .filter(|(_, a)| matches!(a, ColumnAccess::Visible))
                 .map(|(c, _)| c.clone())
                 .collect();
+            let pin_column = key.filter(|k| {
+                table_access
+                    .columns
+                    .iter()
+                    .any(|(c, a)| c == k && matches!(a, ColumnAccess::Visible))
+            });
             let pseudonymised = table_access
                 .columns
                 .iter()
@@ -907,6 +923,7 @@ impl RawTables {
                 consent: set,
                 filter_sets,
                 accounted,
+                pin_column,
             });
             let schema_provider = schemas
                 .entry(s.to_owned())

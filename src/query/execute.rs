@@ -105,18 +105,25 @@ pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running,
     // An audited statement accounts for the patients it touches.
     let patients = (audit.is_some() && auditor.is_none_or(Auditor::accounts_patients))
         .then(|| Arc::new(PatientSets::default()));
-    let record = async {
-        match audit.as_mut() {
-            Some(a) => a.before_rows().await,
-            None => Ok(()),
-        }
-    };
     let Plan {
         state,
         plan,
         optimised,
         reads_audit,
     } = plan;
+    // The final plan first: a statement pinned to one patient names it in
+    // its record, durable before its first row, and its completion need
+    // not be waited for (`Completion::finish`).
+    let fin = engine.final_plan(state, plan, optimised, activity, patients.as_ref())?;
+    if let (Some(a), Some(patient)) = (audit.as_mut(), fin.pinned) {
+        a.pin(patient);
+    }
+    let record = async {
+        match audit.as_mut() {
+            Some(a) => a.before_rows().await,
+            None => Ok(()),
+        }
+    };
     let role = limits.and_then(|(_, role)| role);
     let budget = admitted
         .as_ref()
@@ -131,14 +138,7 @@ pub(crate) async fn execute(x: Execution<'_>, plan: Plan<'_>) -> Result<Running,
             },
             r = async {
                 // The role's memory budget, within the engine's.
-                let budgeted = match budget {
-                    Some((bytes, role)) => Some(engine.with_role_budget(state, role, bytes)?),
-                    None => None,
-                };
-                let state = budgeted.as_ref().unwrap_or(state);
-                let (stream, _keys) = engine
-                    .execute_for(state, plan, optimised, activity, patients.as_ref())
-                    .await?;
+                let (stream, _keys) = engine.run_final(fin, budget).await?;
                 Ok(first_batch_ahead(stream).await)
             } => r,
         }

@@ -347,3 +347,116 @@ async fn a_statement_cannot_pass_its_own_values_off_as_patient_keys() {
     let rows = text_rows(&a, "SELECT 1 AS \"__lakeward_patient_0\"").await;
     assert_eq!(rows, vec![vec!["1".to_owned()]]);
 }
+
+/// A point lookup (`patient_id = X` on the shown key) names its patient in
+/// its statement record, durable before its first row, and does not wait
+/// for its completion. `kill -9` while such a statement's portal is open
+/// (one row sent, its completion never written): the next start writes the
+/// completion, accounting the patient as returned, before it serves. A
+/// lookup that found nobody and completed is not accounted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_point_lookup_cut_by_a_crash_is_accounted_at_the_next_start() {
+    use crate::support::{serve_binary_with, temp_dir};
+    let operations = consented_patients("operations");
+    let many = raw_ids(
+        "SELECT patient_id FROM encounters GROUP BY patient_id HAVING count(*) >= 2 \
+         ORDER BY patient_id",
+    )
+    .await;
+    let x = *many
+        .iter()
+        .find(|p| operations.contains(p))
+        .expect("a patient with two encounters");
+    let nobody = 1_000_000_000i64;
+    let user = format!("pa_crash_{}", std::process::id());
+    let audit_dir = temp_dir("lakeward-it-pinned-audit");
+    let instance = format!("pinned-{}", std::process::id());
+
+    let mut served = serve_binary_with(None, &audit_dir, Some(&instance), &[]);
+    let mut a = as_user(served.addr(), &user, "analyst", None, "operations").await;
+    a.simple_query(&format!(
+        "SELECT patient_id AS pinned_nobody FROM clinical.patients WHERE patient_id = {nobody}"
+    ))
+    .await
+    .expect("a lookup that finds nobody");
+    let tx = a.transaction().await.unwrap();
+    let stmt = tx
+        .prepare("SELECT encounter_id AS pinned_cut FROM clinical.encounters WHERE patient_id = $1")
+        .await
+        .unwrap();
+    let portal = tx.bind(&stmt, &[&x]).await.unwrap();
+    let first = tx.query_portal(&portal, 1).await.unwrap();
+    assert_eq!(first.len(), 1, "one row sent, the portal suspended");
+    let _ = served.child.kill(); // SIGKILL
+    let _ = served.child.wait();
+    drop(portal);
+    drop(tx);
+    drop(a);
+
+    let mut again = serve_binary_with(None, &audit_dir, Some(&instance), &[]);
+    let auditor = connect_role(again.addr(), "auditor", "operations").await;
+    let rows = text_rows(
+        &auditor,
+        &format!(
+            "SELECT l.query_fingerprint, l.event, l.patient_id_min, l.patient_id_max \
+             FROM audit.access_log l WHERE l.\"user\" = '{user}' AND l.event = 'statement' \
+             AND l.query_fingerprint LIKE '%pinned%' ORDER BY l.seq"
+        ),
+    )
+    .await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0][0].contains("pinned_nobody"), "{rows:?}");
+    assert_eq!(
+        rows[0][2],
+        nobody.to_string(),
+        "the statement record names its patient"
+    );
+    assert!(rows[1][0].contains("pinned_cut"), "{rows:?}");
+    assert_eq!(
+        (rows[1][2].as_str(), rows[1][3].as_str()),
+        (x.to_string().as_str(), x.to_string().as_str())
+    );
+    let completions = text_rows(
+        &auditor,
+        &format!(
+            "SELECT s.query_fingerprint, c.sqlstate, c.reason FROM audit.access_log c \
+             JOIN audit.access_log s ON s.event_id = c.parent_event_id \
+             WHERE c.\"user\" = '{user}' AND c.event = 'completion' \
+             AND s.query_fingerprint LIKE '%pinned%' ORDER BY c.seq"
+        ),
+    )
+    .await;
+    assert_eq!(completions.len(), 2, "{completions:?}");
+    assert!(completions[1][0].contains("pinned_cut"), "{completions:?}");
+    assert_eq!(completions[1][1], "57P02", "{completions:?}");
+    assert!(completions[1][2].contains("recovered"), "{completions:?}");
+    assert_eq!(
+        text_rows(
+            &auditor,
+            &format!(
+                "SELECT patient_id, disclosure FROM audit.patient_access \
+                 WHERE \"user\" = '{user}' ORDER BY patient_id"
+            ),
+        )
+        .await,
+        vec![vec![x.to_string(), "returned".to_owned()]],
+        "the cut lookup's patient, returned; the lookup that found nobody, nothing"
+    );
+    again.stop();
+    // Recovered once: a third start writes nothing more.
+    let mut third = serve_binary_with(None, &audit_dir, Some(&instance), &[]);
+    let auditor = connect_role(third.addr(), "auditor", "operations").await;
+    assert_eq!(
+        text_rows(
+            &auditor,
+            &format!(
+                "SELECT count(*) FROM audit.access_log WHERE \"user\" = '{user}' \
+                 AND event = 'completion' AND reason LIKE 'recovered%'"
+            ),
+        )
+        .await,
+        vec![vec!["1".to_owned()]],
+        "one recovered completion"
+    );
+    third.stop();
+}

@@ -70,6 +70,78 @@ pub(crate) fn account(plan: LogicalPlan, sets: &Arc<PatientSets>) -> Result<Acco
     })
 }
 
+/// The one patient every accounted scan of `plan` (in subqueries too) is
+/// pinned to by a condition `key = constant` on the shown, unmasked
+/// patient key (a point lookup), or `None`. Such a pushed condition is
+/// also evaluated above its scan (`Inexact`), so no row of another
+/// patient reaches a tap or the result; the statement's completion
+/// checks it all the same (`audit::events::Completion::finish`).
+pub(crate) fn pinned(plan: &LogicalPlan) -> Option<i64> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::utils::split_conjunction;
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let mut pin: Option<i64> = None;
+    let mut unpinned = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        let LogicalPlan::TableScan(scan) = node else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        let Some(provider) = accounted_source(scan) else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        let column = provider
+            .downcast_ref::<SecuredTable>()
+            .and_then(SecuredTable::pin_column);
+        let value = |e: &Expr| match e {
+            Expr::Literal(v, _) => integer(v),
+            _ => None,
+        };
+        let is_key = |e: &Expr| matches!(e, Expr::Column(c) if Some(c.name.as_str()) == column);
+        let here = scan
+            .filters
+            .iter()
+            .flat_map(split_conjunction)
+            .find_map(|f| match f {
+                Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op: Operator::Eq,
+                    right,
+                }) if is_key(left) => value(right),
+                Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op: Operator::Eq,
+                    right,
+                }) if is_key(right) => value(left),
+                _ => None,
+            });
+        match (here, pin) {
+            (Some(x), None) => pin = Some(x),
+            (Some(x), Some(p)) if x == p => {}
+            _ => {
+                unpinned = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if unpinned { None } else { pin }
+}
+
+/// An integer constant as `i64`.
+fn integer(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::Int64(Some(x)) => Some(*x),
+        ScalarValue::Int32(Some(x)) => Some(i64::from(*x)),
+        ScalarValue::Int16(Some(x)) => Some(i64::from(*x)),
+        ScalarValue::Int8(Some(x)) => Some(i64::from(*x)),
+        ScalarValue::UInt32(Some(x)) => Some(i64::from(*x)),
+        ScalarValue::UInt16(Some(x)) => Some(i64::from(*x)),
+        ScalarValue::UInt8(Some(x)) => Some(i64::from(*x)),
+        ScalarValue::UInt64(Some(x)) => i64::try_from(*x).ok(),
+        _ => None,
+    }
+}
+
 /// Whether any node's output (in subqueries too) has a column named like a
 /// key column.
 fn names_a_key_column(plan: &LogicalPlan) -> bool {
