@@ -415,6 +415,30 @@ pub fn to_batch(records: &[AuditRecord]) -> Result<Option<RecordBatch>, String> 
         .map_err(|e| e.to_string())
 }
 
+/// Index rows built by [`to_batch`] at different times, as one batch in
+/// the index's order (by chunk, then record).
+pub fn sorted(batches: &[RecordBatch]) -> Result<RecordBatch, String> {
+    use datafusion::arrow::compute::{
+        SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
+    };
+    if let [one] = batches {
+        return Ok(one.clone());
+    }
+    let all = concat_batches(&schema(), batches).map_err(|e| e.to_string())?;
+    let key = |name: &str| -> Result<SortColumn, String> {
+        Ok(SortColumn {
+            values: all
+                .column_by_name(name)
+                .ok_or_else(|| format!("index rows without {name}"))?
+                .clone(),
+            options: None,
+        })
+    };
+    let order =
+        lexsort_to_indices(&[key("chunk")?, key("seq")?], None).map_err(|e| e.to_string())?;
+    take_record_batch(&all, &order).map_err(|e| e.to_string())
+}
+
 /// The binary value at `row` of a column of any Arrow binary type.
 pub fn binary_at(column: &dyn Array, row: usize) -> Option<&[u8]> {
     if column.is_null(row) {
@@ -750,6 +774,35 @@ mod tests {
             assert_eq!(fast, slow, "set {i}");
         }
         assert!(chunks_serialized(&[1, 2, 3], true, &mut Vec::new()).is_none());
+    }
+
+    #[test]
+    fn rows_built_at_different_times_are_committed_in_chunk_order() {
+        use super::super::record::RecordBody;
+        let record = |seq: i64, ids: &[u64]| AuditRecord {
+            body: RecordBody {
+                seq,
+                event: event::COMPLETION.into(),
+                patients_returned: super::super::patients::encode(&ids.iter().copied().collect()),
+                ..RecordBody::default()
+            },
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let first = to_batch(&[record(1, &[9000, 5])]).unwrap().unwrap();
+        let second = to_batch(&[record(2, &[1, 20_000])]).unwrap().unwrap();
+        let all = sorted(&[first, second]).unwrap();
+        let column = |name: &str| -> Vec<i64> {
+            all.column_by_name(name)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(column("chunk"), [0, 0, 2, 4]);
+        assert_eq!(column("seq"), [1, 2, 1, 2]);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub mod wal;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::RecordBatch;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -372,6 +374,9 @@ impl Auditor {
                 app,
                 log_committed: committed,
                 index_committed: committed,
+                index_rows: Vec::new(),
+                index_built: committed,
+                last_index_commit: Instant::now(),
             },
             settings.ship_every_records.max(1),
             settings.ship_every,
@@ -651,7 +656,24 @@ struct Shipper {
     log_committed: i64,
     /// The highest seq whose index rows are committed.
     index_committed: i64,
+    /// Index rows built for records up to `index_built`, not committed
+    /// yet: the index is committed every [`INDEX_SHIP_EVERY`] or
+    /// [`INDEX_SHIP_ROWS`] rows, and whenever an auditor's statement asks
+    /// for the tables to be current (a flush), instead of after every
+    /// shipped batch: each Delta commit costs a snapshot update that
+    /// grows with the table, and the index has its own.
+    index_rows: Vec<RecordBatch>,
+    index_built: i64,
+    last_index_commit: Instant,
 }
+
+/// How long index rows may wait for their commit (an auditor's statement
+/// flushes them at once; a crash before the commit is caught up from the
+/// audit table at the next start).
+const INDEX_SHIP_EVERY: Duration = Duration::from_secs(10);
+/// How many index rows may wait (a statement over every patient of a
+/// million-patient table makes about 250).
+const INDEX_SHIP_ROWS: usize = 16_384;
 
 async fn ship_loop(
     mut rx: mpsc::UnboundedReceiver<ShipMsg>,
@@ -672,7 +694,7 @@ async fn ship_loop(
                 Some(ShipMsg::Records(r)) => pending.extend(r),
                 Some(ShipMsg::Flush(tx)) => flush = Some(tx),
                 None => {
-                    let _ = ship(&mut shipper, &mut pending, &dir, &stats).await;
+                    let _ = ship(&mut shipper, &mut pending, &dir, &stats, true).await;
                     return;
                 }
             },
@@ -685,15 +707,17 @@ async fn ship_loop(
                 ShipMsg::Flush(tx) => {
                     if let Some(old) = flush.replace(tx) {
                         // Both wait for the same ship below.
-                        let ok = ship(&mut shipper, &mut pending, &dir, &stats).await;
+                        let ok = ship(&mut shipper, &mut pending, &dir, &stats, true).await;
                         let _ = old.send(ok);
                     }
                 }
             }
         }
-        let due = pending.len() >= every_records || (tick && !pending.is_empty());
+        let index_due = !shipper.index_rows.is_empty()
+            && shipper.last_index_commit.elapsed() >= INDEX_SHIP_EVERY;
+        let due = pending.len() >= every_records || (tick && (!pending.is_empty() || index_due));
         if flush.is_some() || due {
-            let ok = ship(&mut shipper, &mut pending, &dir, &stats).await;
+            let ok = ship(&mut shipper, &mut pending, &dir, &stats, flush.is_some()).await;
             if let Some(tx) = flush {
                 let _ = tx.send(ok);
             }
@@ -701,17 +725,19 @@ async fn ship_loop(
     }
 }
 
-/// Ship `pending` in one Delta commit, then its patient index in one
-/// commit of the index; on success it is emptied. When the index commit
-/// fails, the next try ships only the index.
+/// Ship `pending` in one Delta commit and build its patient index rows;
+/// on success it is emptied. The index rows are committed (one commit of
+/// the index) when `flush`, or when enough of them wait or for long
+/// enough; a failed index commit is retried with the same rows.
 async fn ship(
     shipper: &mut Shipper,
     pending: &mut Vec<AuditRecord>,
     dir: &Path,
     stats: &AuditStats,
+    flush: bool,
 ) -> bool {
     let Some(last) = pending.last().map(|r| r.body.seq) else {
-        return true;
+        return commit_index(shipper, flush).await;
     };
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be {what}; retrying");
@@ -730,18 +756,19 @@ async fn ship(
             Err(e) => return failed("appended to the audit table", &e),
         }
     }
-    let unindexed = pending.partition_point(|r| r.body.seq <= shipper.index_committed);
+    let unindexed = pending.partition_point(|r| r.body.seq <= shipper.index_built);
     if unindexed < pending.len() {
         match index::to_batch(&pending[unindexed..]) {
-            Ok(None) => shipper.index_committed = last,
-            Ok(Some(batch)) => match shipper.index.append(vec![batch], &shipper.app, last).await {
-                Ok(_) => shipper.index_committed = last,
-                Err(e) => return failed("indexed by patient", &e),
-            },
+            Ok(None) => {}
+            Ok(Some(batch)) => shipper.index_rows.push(batch),
             Err(e) => return failed("indexed by patient", &e),
         }
+        shipper.index_built = last;
     }
     pending.clear();
+    if !commit_index(shipper, flush).await {
+        return false;
+    }
     stats.shipped_seq.store(last as u64, Ordering::Relaxed);
     crate::metrics::Metrics::global().set_audit_unshipped(stats.unshipped());
     let dir = dir.to_owned();
@@ -751,4 +778,46 @@ async fn ship(
     let removable = last.min(keep_after);
     let _ = tokio::task::spawn_blocking(move || wal::remove_shipped(&dir, removable)).await;
     true
+}
+
+/// Commit the waiting index rows when `now`, or when they are due; `false`
+/// when the commit failed (the rows wait for the next try).
+async fn commit_index(shipper: &mut Shipper, now: bool) -> bool {
+    if shipper.index_built <= shipper.index_committed {
+        return true;
+    }
+    let rows: usize = shipper.index_rows.iter().map(RecordBatch::num_rows).sum();
+    let due =
+        now || rows >= INDEX_SHIP_ROWS || shipper.last_index_commit.elapsed() >= INDEX_SHIP_EVERY;
+    if !due {
+        return true;
+    }
+    let upto = shipper.index_built;
+    if shipper.index_rows.is_empty() {
+        // Records without patients: nothing to write; the transaction
+        // version moves with the next rows.
+        shipper.index_committed = upto;
+        shipper.last_index_commit = Instant::now();
+        return true;
+    }
+    let batch = match index::sorted(&shipper.index_rows) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(incident = "audit_ship_failed", error = %e, "audit index rows could not be sorted; retrying");
+            return false;
+        }
+    };
+    match shipper.index.append(vec![batch], &shipper.app, upto).await {
+        Ok(_) => {
+            shipper.index_committed = upto;
+            shipper.index_rows.clear();
+            shipper.last_index_commit = Instant::now();
+            true
+        }
+        Err(e) => {
+            tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be indexed by patient; retrying");
+            crate::metrics::Metrics::global().audit_ship_failure();
+            false
+        }
+    }
 }
