@@ -559,33 +559,18 @@ impl Engine {
         plan: LogicalPlan,
         optimised: bool,
     ) -> Result<SendableRecordBatchStream, SqlError> {
-        self.execute_for(state, plan, optimised, None, None)
-            .await
-            .map(|(stream, _)| stream)
+        let fin = self.final_plan(state, plan, optimised, None, None)?;
+        self.run_final(fin, None).await.map(|(stream, _)| stream)
     }
 
-    /// [`Engine::execute`] for a connected session: `pg_stat_activity`
-    /// shows `activity` (its own row, never another session's). With
-    /// `accounting`, the patients the statement touches are collected into
-    /// it (`engine::accounting`): the batches then carry as many trailing
-    /// patient key columns as the second value says, which the row
-    /// encoder strips.
-    pub(crate) async fn execute_for(
-        &self,
-        state: &SessionState,
-        plan: LogicalPlan,
-        optimised: bool,
-        activity: Option<Arc<catalog::SessionActivity>>,
-        accounting: Option<&Arc<accounting::PatientSets>>,
-    ) -> Result<(SendableRecordBatchStream, usize), SqlError> {
-        let fin = self.final_plan(state, plan, optimised, activity, accounting)?;
-        self.run_final(fin, None).await
-    }
-
-    /// The first half of [`Engine::execute_for`]: the statement's final
-    /// logical plan, with its accounting, and the one patient it can reach
-    /// when its plan pins one (`accounting::plan::pinned`), known before
-    /// anything runs.
+    /// The first half of executing a statement for a connected session:
+    /// its final logical plan, with its accounting, and the one patient it
+    /// can reach when its plan pins one (`accounting::plan::pinned`), known
+    /// before anything runs. `pg_stat_activity` shows `activity` (its own
+    /// row, never another session's). With `accounting`, the patients the
+    /// statement touches are collected into it (`engine::accounting`): the
+    /// batches then carry as many trailing patient key columns as
+    /// [`Engine::run_final`] says, which the row encoder strips.
     pub(crate) fn final_plan(
         &self,
         state: &SessionState,
@@ -648,7 +633,7 @@ impl Engine {
         })
     }
 
-    /// The second half of [`Engine::execute_for`]: the physical plan of
+    /// The second half ([`Engine::final_plan`] is the first): the physical plan of
     /// `fin` and its stream, within the role's memory `budget` (bytes,
     /// role) when given.
     pub(crate) async fn run_final(
