@@ -381,6 +381,15 @@ impl Completion {
         Some((record, touched_any))
     }
 
+    /// Whether `record` names no patient but the one the statement record
+    /// pinned (and that record is durable).
+    fn pinned_only(&self, record: &RecordBody) -> bool {
+        self.audit.written.is_some()
+            && self.audit.pinned.is_some()
+            && record.patient_id_min == self.audit.pinned
+            && record.patient_id_max == self.audit.pinned
+    }
+
     /// The rows are all out: write the completion record. One that names
     /// patients is durable before this returns, so the statement's end is
     /// not reported before its accounting of disclosures (SPEC §9); one
@@ -400,17 +409,6 @@ impl Completion {
             }
             None => Ok(()),
         }
-    }
-}
-
-impl Completion {
-    /// Whether `record` names no patient but the one the statement record
-    /// pinned (and that record is durable).
-    fn pinned_only(&self, record: &RecordBody) -> bool {
-        self.audit.written.is_some()
-            && self.audit.pinned.is_some()
-            && record.patient_id_min == self.audit.pinned
-            && record.patient_id_max == self.audit.pinned
     }
 }
 

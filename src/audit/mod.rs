@@ -739,11 +739,6 @@ async fn ship(
     let Some(last) = pending.last().map(|r| r.body.seq) else {
         return commit_index(shipper, flush).await;
     };
-    let failed = |what: &str, e: &dyn std::fmt::Display| {
-        tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be {what}; retrying");
-        crate::metrics::Metrics::global().audit_ship_failure();
-        false
-    };
     // Records are in seq order: the ones each table lacks are a suffix.
     let unlogged = pending.partition_point(|r| r.body.seq <= shipper.log_committed);
     if unlogged < pending.len() {
@@ -766,9 +761,6 @@ async fn ship(
         shipper.index_built = last;
     }
     pending.clear();
-    if !commit_index(shipper, flush).await {
-        return false;
-    }
     stats.shipped_seq.store(last as u64, Ordering::Relaxed);
     crate::metrics::Metrics::global().set_audit_unshipped(stats.unshipped());
     let dir = dir.to_owned();
@@ -777,7 +769,14 @@ async fn ship(
     let keep_after = stats.pinned_snapshot_seq.load(Ordering::Relaxed) as i64;
     let removable = last.min(keep_after);
     let _ = tokio::task::spawn_blocking(move || wal::remove_shipped(&dir, removable)).await;
-    true
+    commit_index(shipper, flush).await
+}
+
+/// A failed step of shipping: logged and counted; the caller retries.
+fn failed(what: &str, e: &dyn std::fmt::Display) -> bool {
+    tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be {what}; retrying");
+    crate::metrics::Metrics::global().audit_ship_failure();
+    false
 }
 
 /// Commit the waiting index rows when `now`, or when they are due; `false`
@@ -802,10 +801,7 @@ async fn commit_index(shipper: &mut Shipper, now: bool) -> bool {
     }
     let batch = match index::sorted(&shipper.index_rows) {
         Ok(b) => b,
-        Err(e) => {
-            tracing::error!(incident = "audit_ship_failed", error = %e, "audit index rows could not be sorted; retrying");
-            return false;
-        }
+        Err(e) => return failed("indexed by patient", &e),
     };
     match shipper.index.append(vec![batch], &shipper.app, upto).await {
         Ok(_) => {
@@ -814,10 +810,6 @@ async fn commit_index(shipper: &mut Shipper, now: bool) -> bool {
             shipper.last_index_commit = Instant::now();
             true
         }
-        Err(e) => {
-            tracing::error!(incident = "audit_ship_failed", error = %e, "audit records could not be indexed by patient; retrying");
-            crate::metrics::Metrics::global().audit_ship_failure();
-            false
-        }
+        Err(e) => failed("indexed by patient", &e),
     }
 }

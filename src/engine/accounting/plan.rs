@@ -77,9 +77,8 @@ pub(crate) fn account(plan: LogicalPlan, sets: &Arc<PatientSets>) -> Result<Acco
 /// patient reaches a tap or the result; the statement's completion
 /// checks it all the same (`audit::events::Completion::finish`).
 pub(crate) fn pinned(plan: &LogicalPlan) -> Option<i64> {
+    use crate::engine::lookup::keys::{KeyKind, Probe, probes};
     use datafusion::common::tree_node::TreeNodeRecursion;
-    use datafusion::logical_expr::utils::split_conjunction;
-    use datafusion::logical_expr::{BinaryExpr, Operator};
     let mut pin: Option<i64> = None;
     let mut unpinned = false;
     let _ = plan.apply_with_subqueries(|node| {
@@ -92,28 +91,14 @@ pub(crate) fn pinned(plan: &LogicalPlan) -> Option<i64> {
         let column = provider
             .downcast_ref::<SecuredTable>()
             .and_then(SecuredTable::pin_column);
-        let value = |e: &Expr| match e {
-            Expr::Literal(v, _) => integer(v),
-            _ => None,
-        };
-        let is_key = |e: &Expr| matches!(e, Expr::Column(c) if Some(c.name.as_str()) == column);
-        let here = scan
-            .filters
-            .iter()
-            .flat_map(split_conjunction)
-            .find_map(|f| match f {
-                Expr::BinaryExpr(BinaryExpr {
-                    left,
-                    op: Operator::Eq,
-                    right,
-                }) if is_key(left) => value(right),
-                Expr::BinaryExpr(BinaryExpr {
-                    left,
-                    op: Operator::Eq,
-                    right,
-                }) if is_key(right) => value(left),
+        // The same `key = constant` conditions point lookups probe with.
+        let here = probes(&scan.filters).into_iter().find_map(|p| match p {
+            Probe::Key { column: c, values } if Some(c.as_str()) == column => match &values[..] {
+                [v] => KeyKind::Int.key_of(v).map(|k| k as i64),
                 _ => None,
-            });
+            },
+            _ => None,
+        });
         match (here, pin) {
             (Some(x), None) => pin = Some(x),
             (Some(x), Some(p)) if x == p => {}
@@ -125,21 +110,6 @@ pub(crate) fn pinned(plan: &LogicalPlan) -> Option<i64> {
         Ok(TreeNodeRecursion::Continue)
     });
     if unpinned { None } else { pin }
-}
-
-/// An integer constant as `i64`.
-fn integer(v: &ScalarValue) -> Option<i64> {
-    match v {
-        ScalarValue::Int64(Some(x)) => Some(*x),
-        ScalarValue::Int32(Some(x)) => Some(i64::from(*x)),
-        ScalarValue::Int16(Some(x)) => Some(i64::from(*x)),
-        ScalarValue::Int8(Some(x)) => Some(i64::from(*x)),
-        ScalarValue::UInt32(Some(x)) => Some(i64::from(*x)),
-        ScalarValue::UInt16(Some(x)) => Some(i64::from(*x)),
-        ScalarValue::UInt8(Some(x)) => Some(i64::from(*x)),
-        ScalarValue::UInt64(Some(x)) => i64::try_from(*x).ok(),
-        _ => None,
-    }
 }
 
 /// Whether any node's output (in subqueries too) has a column named like a
