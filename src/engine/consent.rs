@@ -118,6 +118,9 @@ pub(crate) struct ConsentSet {
     computed: tokio::sync::Mutex<Option<Computed>>,
     /// The set the membership function probes.
     current: Published,
+    /// The last published set as a compressed bitmap, for patient
+    /// accounting ([`ConsentSet::members`]).
+    as_treemap: Mutex<Option<(Arc<IdSet>, Arc<roaring::RoaringTreemap>)>>,
 }
 
 impl std::fmt::Debug for ConsentSet {
@@ -157,6 +160,7 @@ impl ConsentSet {
             function,
             computed: tokio::sync::Mutex::new(None),
             current: Published::default(),
+            as_treemap: Mutex::new(None),
         }
     }
 
@@ -395,6 +399,28 @@ impl ConsentSet {
     fn snapshot(&self) -> Option<Arc<IdSet>> {
         self.current.get()
     }
+
+    /// Which decisive records the set holds (refusals for an opt-out
+    /// purpose, grants for an opt-in one).
+    pub(crate) fn decision(&self) -> Decision {
+        self.decision
+    }
+
+    /// The set the membership function probes now, as a compressed bitmap
+    /// of `i64` bit patterns (patient accounting's encoding); `None` until
+    /// first computed. Converted once per published set.
+    pub(crate) fn members(&self) -> Option<Arc<roaring::RoaringTreemap>> {
+        let set = self.snapshot()?;
+        let mut last = self.as_treemap.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((of, members)) = last.as_ref()
+            && Arc::ptr_eq(of, &set)
+        {
+            return Some(members.clone());
+        }
+        let members = Arc::new(set.to_treemap());
+        *last = Some((set, members.clone()));
+        Some(members)
+    }
 }
 
 /// Row `i` of a timestamp column (nano- or microseconds) in nanoseconds.
@@ -534,6 +560,28 @@ impl IdSet {
                 true
             }
         }
+    }
+
+    /// The ids as a compressed bitmap of their `i64` bit patterns.
+    pub(crate) fn to_treemap(&self) -> roaring::RoaringTreemap {
+        let mut ids: Vec<u64> = match self {
+            IdSet::Dense { min, bits, .. } => {
+                let mut ids = Vec::with_capacity(self.len());
+                for (w, word) in bits.iter().enumerate() {
+                    let mut word = *word;
+                    while word != 0 {
+                        let bit = word.trailing_zeros() as i64;
+                        ids.push(min.wrapping_add((w as i64) * 64 + bit) as u64);
+                        word &= word - 1;
+                    }
+                }
+                ids
+            }
+            IdSet::Sparse(set) => set.iter().map(|&id| id as u64).collect(),
+        };
+        // Negative ids sort last as bit patterns.
+        ids.sort_unstable();
+        roaring::RoaringTreemap::from_sorted_iter(ids).unwrap_or_default()
     }
 
     /// Number of distinct ids.
@@ -770,7 +818,16 @@ mod tests {
             for (i, probe) in probes.iter().enumerate() {
                 assert_eq!(bits.value(i), unique.contains(probe), "probe {probe}");
             }
+            // As a bitmap of bit patterns: the same ids.
+            let as_bits: std::collections::HashSet<i64> =
+                set.to_treemap().iter().map(|v| v as i64).collect();
+            assert_eq!(as_bits, unique);
         }
+        let negative = IdSet::from_ids((-70..70).collect());
+        assert!(matches!(negative, IdSet::Dense { .. }));
+        let got: std::collections::HashSet<i64> =
+            negative.to_treemap().iter().map(|v| v as i64).collect();
+        assert_eq!(got, (-70..70).collect());
         assert!(matches!(
             IdSet::from_ids((1..=1000).collect()),
             IdSet::Dense { .. }

@@ -79,6 +79,10 @@ pub(crate) struct SecuredTable {
     /// `key = constant` on it names the only patient the scan can reach
     /// (`engine::accounting::plan::pinned`).
     pin_column: Option<String>,
+    /// For an accounted table with no row filter: how an aggregate over
+    /// all its rows learns their patients without a key column
+    /// (`engine::accounting::whole`).
+    whole: Option<super::accounting::whole::WholeSource>,
 }
 
 /// Whether `e` may be evaluated on rows the policy has not admitted yet:
@@ -176,6 +180,13 @@ impl SecuredTable {
         self.pin_column.as_deref()
     }
 
+    /// Whether an aggregate over every row this table admits may be
+    /// accounted from the key indexes (no row filter: only consent decides
+    /// which rows pass).
+    pub(crate) fn accounted_whole(&self) -> bool {
+        self.whole.is_some()
+    }
+
     /// The barrier over the internal plan with `filters` pushed where they
     /// are leak-proof, showing the columns `projection` names (all when
     /// `None`) and, with `key_as`, the stored patient key under that name
@@ -267,9 +278,89 @@ impl SecuredTable {
 pub(crate) struct AccountedTable {
     secured: Arc<dyn TableProvider>,
     schema: SchemaRef,
+    /// Set for a scan whose every admitted row feeds an aggregate: its
+    /// columns are the secured table's, and its patients are recorded as
+    /// aggregated into these sets (`engine::accounting::whole`).
+    whole: Option<Arc<super::accounting::PatientSets>>,
 }
 
 impl AccountedTable {
+    /// A scan of `secured` (a [`SecuredTable`] that is
+    /// [`SecuredTable::accounted_whole`]) whose rows all feed an
+    /// aggregate, with no condition of the statement: its patients are
+    /// recorded into `sets` as aggregated, without a key column.
+    pub(crate) fn whole(
+        secured: Arc<dyn TableProvider>,
+        sets: Arc<super::accounting::PatientSets>,
+    ) -> AccountedTable {
+        AccountedTable {
+            schema: secured.schema(),
+            secured,
+            whole: Some(sets),
+        }
+    }
+
+    /// The scan of a whole table: the patients from the key indexes when
+    /// every file it reads has one, else from a key column recorded by a
+    /// tap and dropped.
+    async fn scan_whole(
+        &self,
+        secured: &SecuredTable,
+        sets: &Arc<super::accounting::PatientSets>,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[DfExpr],
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        use super::accounting::{Disclosure, tap::TapExec, whole::WholeTableExec};
+        if filters.is_empty()
+            && let Some(source) = &secured.whole
+        {
+            let plan = secured.scan_with(state, projection, filters, None).await?;
+            let patients = plan
+                .downcast_ref::<BarrierExec>()
+                .and_then(|b| source.patients(&b.input));
+            if let Some(patients) = patients {
+                return Ok(Arc::new(WholeTableExec::new(
+                    plan,
+                    Arc::new(patients),
+                    sets.clone(),
+                )));
+            }
+        }
+        let shown: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let plan = secured
+            .scan_with(
+                state,
+                Some(&shown),
+                filters,
+                Some(super::accounting::KEY_COLUMN),
+            )
+            .await?;
+        let key = shown.len();
+        let tapped: Arc<dyn ExecutionPlan> = Arc::new(TapExec::new(
+            plan,
+            vec![key],
+            Disclosure::Aggregated,
+            sets.clone(),
+        ));
+        let schema = tapped.schema();
+        let columns: Vec<(Arc<dyn PhysicalExpr>, String)> = (0..key)
+            .map(|i| {
+                let name = schema.field(i).name().clone();
+                let column: Arc<dyn PhysicalExpr> = Arc::new(
+                    datafusion::physical_expr::expressions::Column::new(&name, i),
+                );
+                (column, name)
+            })
+            .collect();
+        Ok(Arc::new(
+            datafusion::physical_plan::projection::ProjectionExec::try_new(columns, tapped)?,
+        ))
+    }
+
     /// `secured` must be a [`SecuredTable`] that is [`SecuredTable::accounted`].
     pub(crate) fn new(secured: Arc<dyn TableProvider>, key_name: String) -> AccountedTable {
         let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> =
@@ -282,6 +373,7 @@ impl AccountedTable {
         AccountedTable {
             secured,
             schema: Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+            whole: None,
         }
     }
 }
@@ -313,6 +405,11 @@ impl TableProvider for AccountedTable {
         let Some(secured) = self.secured.downcast_ref::<SecuredTable>() else {
             return datafusion::common::internal_err!("accounted table over an unsecured table");
         };
+        if let Some(sets) = &self.whole {
+            return self
+                .scan_whole(secured, sets, state, projection, filters)
+                .await;
+        }
         let key = self.schema.fields().len() - 1;
         let all: Vec<usize>;
         let projection = match projection {
@@ -859,6 +956,19 @@ impl RawTables {
             };
             let key = accounted_key(table_access, &raw_schema);
             let accounted = key.is_some();
+            // No row filter: consent alone decides which rows pass, so an
+            // aggregate over all of them is accounted from the key indexes.
+            let whole = match (&key, &table_access.row_filter) {
+                (Some(column), None) => self.provider(name).await.and_then(|raw| {
+                    let raw = raw.downcast_ref::<super::delta::LatestDeltaProvider>()?;
+                    Some(super::accounting::whole::WholeSource {
+                        column: column.clone(),
+                        lookup: raw.lookup().clone(),
+                        consent: set.clone(),
+                    })
+                }),
+                _ => None,
+            };
             let stmt = internal_statement(
                 name,
                 table_access,
@@ -924,6 +1034,7 @@ impl RawTables {
                 filter_sets,
                 accounted,
                 pin_column,
+                whole,
             });
             let schema_provider = schemas
                 .entry(s.to_owned())

@@ -150,7 +150,7 @@ async fn pseudonyms(client: &Client, sql: &str) -> Vec<i64> {
         .collect()
 }
 
-async fn wait_for_indexes(engine_ready: impl Fn() -> bool) {
+pub(crate) async fn wait_for_indexes(engine_ready: impl Fn() -> bool) {
     for _ in 0..600 {
         if engine_ready() {
             return;

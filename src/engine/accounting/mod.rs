@@ -24,6 +24,7 @@
 
 pub(crate) mod plan;
 pub(crate) mod tap;
+pub(crate) mod whole;
 
 use std::sync::Mutex;
 
@@ -88,6 +89,19 @@ impl PatientSets {
         };
         // A poisoned lock means a panicking operator: its statement fails;
         // what was collected is still the best account.
+        let mut guard = target.lock().unwrap_or_else(|p| p.into_inner());
+        *guard |= set;
+    }
+
+    /// Add a set known whole (`whole::WholeTableExec`).
+    pub(crate) fn merge_set(&self, class: Disclosure, set: &RoaringTreemap) {
+        if set.is_empty() {
+            return;
+        }
+        let target = match class {
+            Disclosure::Returned => &self.returned,
+            Disclosure::Aggregated => &self.aggregated,
+        };
         let mut guard = target.lock().unwrap_or_else(|p| p.into_inner());
         *guard |= set;
     }

@@ -290,6 +290,13 @@ fn track(plan: LogicalPlan, cx: &mut Cx) -> Result<(LogicalPlan, Vec<String>)> {
             let plan = rebuild(&plan, vec![left, right])?;
             Ok((plan, [lk, rk].concat()))
         }
+        // An aggregate over every row of one table: its patients come
+        // from the table's key indexes, with no key column (see `whole`).
+        LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(Distinct::All(_))
+            if let Some(input) = inputs_of(&plan).pop().and_then(|i| whole(&i, cx)) =>
+        {
+            Ok((rebuild(&plan, vec![input?])?, vec![]))
+        }
         // Rows end in groups: the patients fed an aggregate.
         LogicalPlan::Aggregate(_)
         | LogicalPlan::Distinct(Distinct::All(_))
@@ -314,6 +321,48 @@ fn track(plan: LogicalPlan, cx: &mut Cx) -> Result<(LogicalPlan, Vec<String>)> {
             }
             Ok((rebuild(&plan, inputs)?, vec![]))
         }
+    }
+}
+
+/// `plan` rebuilt over a whole-table scan, when it is only projections
+/// and aliases (with no subquery) over a scan of a secured table with no
+/// row filter, no condition of the statement and no limit: every row the
+/// table admits reaches the aggregate above. `None` when it is not.
+fn whole(plan: &LogicalPlan, cx: &Cx) -> Option<Result<LogicalPlan>> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let provider = accounted_source(scan)?;
+            let eligible = scan.filters.is_empty()
+                && scan.fetch.is_none()
+                && provider
+                    .downcast_ref::<SecuredTable>()
+                    .is_some_and(SecuredTable::accounted_whole);
+            if !eligible {
+                return None;
+            }
+            let source =
+                provider_as_source(Arc::new(AccountedTable::whole(provider, cx.sets.clone())));
+            Some(
+                TableScanBuilder::new(scan.table_name.clone(), source)
+                    .with_projection(scan.projection.clone())
+                    .with_statistics_requests(scan.statistics_requests.clone())
+                    .build()
+                    .map(LogicalPlan::TableScan),
+            )
+        }
+        LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) => {
+            let mut subqueries = false;
+            let _ = plan.apply_subqueries(|_| {
+                subqueries = true;
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop)
+            });
+            if subqueries {
+                return None;
+            }
+            let input = whole(inputs_of(plan).pop().as_ref()?, cx)?;
+            Some(input.and_then(|input| rebuild(plan, vec![input])))
+        }
+        _ => None,
     }
 }
 

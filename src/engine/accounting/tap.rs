@@ -188,7 +188,7 @@ pub(crate) struct TapExec {
 }
 
 impl TapExec {
-    fn new(
+    pub(crate) fn new(
         input: Arc<dyn ExecutionPlan>,
         keys: Vec<usize>,
         class: Disclosure,

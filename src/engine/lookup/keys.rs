@@ -181,6 +181,22 @@ impl KeyColumn {
         self.keys.len()
     }
 
+    /// The distinct keys of an integer column, as the patient accounting
+    /// keeps them (`i64` bit patterns); `None` for another kind.
+    pub(crate) fn distinct(&self) -> Option<roaring::RoaringTreemap> {
+        if self.kind != KeyKind::Int {
+            return None;
+        }
+        // Sorted as `u64`: repeats are neighbours.
+        let mut last = None;
+        let keys = self.keys.iter().copied().filter(|k| {
+            let new = last != Some(*k);
+            last = Some(*k);
+            new
+        });
+        roaring::RoaringTreemap::from_sorted_iter(keys).ok()
+    }
+
     /// Appends the rows holding `key` to `out`.
     pub(crate) fn rows_of(&self, key: u64, out: &mut Vec<u32>) {
         let start = self.keys.partition_point(|k| *k < key);
@@ -345,6 +361,24 @@ mod tests {
         // NULL equals nothing, and a float is no probe of an integer key.
         assert_eq!(KeyKind::Int.key_of(&ScalarValue::Int64(None)), None);
         assert_eq!(KeyKind::Int.key_of(&ScalarValue::Float64(Some(5.0))), None);
+        // Distinct keys, negative ones by their bit pattern (as accounted).
+        let a: ArrayRef = Arc::new(Int32Array::from(vec![
+            Some(7),
+            Some(-2),
+            None,
+            Some(7),
+            Some(0),
+        ]));
+        let mut pairs = Vec::new();
+        assert!(collect_keys(KeyKind::Int, &a, 0, &mut pairs));
+        let d = KeyColumn::new(KeyKind::Int, pairs).distinct().unwrap();
+        let got: Vec<i64> = d.iter().map(|v| v as i64).collect();
+        assert_eq!(got, vec![0, 7, -2]);
+        assert!(
+            KeyColumn::new(KeyKind::Text, vec![(1, 0)])
+                .distinct()
+                .is_none()
+        );
     }
 
     #[test]

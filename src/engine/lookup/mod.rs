@@ -283,6 +283,23 @@ pub(crate) struct FileIndex {
     cached: Option<RecordBatch>,
     pseudonyms: RwLock<HashMap<PseudoKey, Arc<KeyColumn>>>,
     held: Mutex<Vec<Reservation>>,
+    /// The distinct keys of an integer key column, computed when patient
+    /// accounting first asks ([`TableLookup::distinct_keys`]).
+    distinct: Mutex<HashMap<String, Arc<roaring::RoaringTreemap>>>,
+}
+
+impl FileIndex {
+    /// The distinct keys of `column` in this file (`None`: not indexed,
+    /// or not an integer column).
+    fn distinct(&self, column: &str) -> Option<Arc<roaring::RoaringTreemap>> {
+        let mut cached = self.distinct.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = cached.get(column) {
+            return Some(set.clone());
+        }
+        let set = Arc::new(self.keys.get(column)?.distinct()?);
+        cached.insert(column.to_owned(), set.clone());
+        Some(set)
+    }
 }
 
 /// Which rows of one file a probe names.
@@ -323,6 +340,9 @@ pub(crate) struct TableLookup {
     state: RwLock<State>,
     /// A build of this table is queued.
     queued: AtomicBool,
+    /// The last answer of [`Self::distinct_keys`]: (column, files) it was
+    /// computed for, and the keys.
+    distinct: Mutex<Option<(String, Vec<(StorePath, u64)>, Arc<roaring::RoaringTreemap>)>>,
 }
 
 impl TableLookup {
@@ -402,6 +422,47 @@ impl TableLookup {
         if !self.queued.swap(true, Ordering::AcqRel) {
             let _ = shared.jobs.send(self.clone());
         }
+    }
+
+    /// The distinct keys of integer key column `column` over `files`
+    /// (paths and sizes of the data files a scan reads), when each of them
+    /// has its key index; `None` otherwise. Patient accounting reads it
+    /// for aggregates over a whole table (`engine::accounting::whole`).
+    /// Each file's keys are kept once computed, and the last union too.
+    pub(crate) fn distinct_keys(
+        &self,
+        column: &str,
+        files: &[(StorePath, u64)],
+    ) -> Option<Arc<roaring::RoaringTreemap>> {
+        {
+            let last = self.distinct.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((c, f, set)) = last.as_ref()
+                && c == column
+                && f == files
+            {
+                return Some(set.clone());
+            }
+        }
+        let per_file: Vec<Arc<roaring::RoaringTreemap>> = {
+            let s = self.read();
+            files
+                .iter()
+                .map(|(path, size)| {
+                    s.files
+                        .get(path)
+                        .filter(|f| f.size == *size)?
+                        .distinct(column)
+                })
+                .collect::<Option<_>>()?
+        };
+        let mut union = roaring::RoaringTreemap::new();
+        for set in &per_file {
+            union |= set.as_ref();
+        }
+        let union = Arc::new(union);
+        *self.distinct.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((column.to_owned(), files.to_vec(), union.clone()));
+        Some(union)
     }
 
     /// Which rows of each of `files` (paths and sizes of the scanned
@@ -750,6 +811,7 @@ async fn build_file(
         cached,
         pseudonyms: RwLock::new(HashMap::new()),
         held: Mutex::new(held),
+        distinct: Mutex::new(HashMap::new()),
     })
 }
 

@@ -1,0 +1,275 @@
+//! Aggregates over a whole table: the patients they touched, answered from
+//! the table's key indexes instead of a key column carried with every row.
+//!
+//! `SELECT site_id, count(*) FROM clinical.encounters GROUP BY 1` feeds
+//! the aggregate every row the secured table admits. When the statement
+//! puts no condition on the scan and the role's policy has no row filter
+//! for the table (consent only), those rows' patients are exactly the
+//! distinct patient keys of the data files the scan reads, less the
+//! patients consent hides from this purpose (opt-out: the refused set;
+//! opt-in: all but the granted set). Both halves are already in memory:
+//! the point-lookup key indexes hold every file's keys
+//! (`engine::lookup::TableLookup::distinct_keys`, computed once per file),
+//! and the consent set the scan's consent probe reads
+//! (`engine::consent::ConsentSet::members`, once per published set). So
+//! such a statement pays a few set operations instead of a key per row.
+//!
+//! The files are read from the scan's own physical plan, so the answer is
+//! the version the scan reads, not whatever is newest when it ends. When a
+//! file has no key index yet (just written, over the index budget), or the
+//! plan is not one Parquet scan, the scan carries the key column as any
+//! other and a [`super::tap::TapExec`] records it below the aggregate.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, Statistics};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::object_store::path::Path as StorePath;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::Stream;
+use roaring::RoaringTreemap;
+
+use super::{Disclosure, PatientSets};
+use crate::engine::consent::{ConsentSet, Decision};
+use crate::engine::lookup::TableLookup;
+
+/// What a secured table with no row filter knows to answer a whole scan.
+#[derive(Debug, Clone)]
+pub(crate) struct WholeSource {
+    /// The stored patient key column (an integer column).
+    pub column: String,
+    /// The raw table's key indexes.
+    pub lookup: Arc<TableLookup>,
+    /// The consent set its consent check probes, if it has one.
+    pub consent: Option<Arc<ConsentSet>>,
+}
+
+impl WholeSource {
+    /// The patients of the rows `inner` emits, when `inner` is the
+    /// internal plan of the secured table (with no statement condition
+    /// pushed into it) and every data file it reads has its key index.
+    pub(crate) fn patients(&self, inner: &Arc<dyn ExecutionPlan>) -> Option<RoaringTreemap> {
+        let mut files = Vec::new();
+        if !data_files(inner, &mut files) {
+            return None;
+        }
+        // A file split in byte ranges is listed once per range.
+        files.sort();
+        files.dedup();
+        let mut set = if files.is_empty() {
+            RoaringTreemap::new()
+        } else {
+            self.lookup
+                .distinct_keys(&self.column, &files)?
+                .as_ref()
+                .clone()
+        };
+        if let Some(consent) = &self.consent {
+            let members = consent.members()?;
+            match consent.decision() {
+                Decision::Refused => set -= members.as_ref(),
+                Decision::Granted => set &= members.as_ref(),
+            }
+        }
+        Some(set)
+    }
+}
+
+/// Appends the (path, size) of every data file `plan` reads; false when a
+/// leaf is anything but a whole-file Parquet scan (or an empty one).
+fn data_files(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(StorePath, u64)>) -> bool {
+    if let Some(source) = plan.downcast_ref::<DataSourceExec>() {
+        let Some(config) = source.data_source().downcast_ref::<FileScanConfig>() else {
+            return false;
+        };
+        if config.limit.is_some() {
+            return false;
+        }
+        for file in config.file_groups.iter().flat_map(|g| g.iter()) {
+            // A row selection (a key probe) or partition values: not
+            // the whole file as its index knows it.
+            if !file.extensions.is_empty() || !file.partition_values.is_empty() {
+                return false;
+            }
+            out.push((file.object_meta.location.clone(), file.object_meta.size));
+        }
+        return true;
+    }
+    let children = plan.children();
+    if children.is_empty() {
+        return plan.is::<EmptyExec>();
+    }
+    children.into_iter().all(|c| data_files(c, out))
+}
+
+/// A secured table's scan whose patients are known before it runs: it
+/// forwards its input's batches and records the patients as aggregated
+/// when its rows have been read.
+#[derive(Debug)]
+pub(crate) struct WholeTableExec {
+    input: Arc<dyn ExecutionPlan>,
+    patients: Arc<RoaringTreemap>,
+    sets: Arc<PatientSets>,
+    /// Recorded once, whichever partition ends first.
+    recorded: Arc<AtomicBool>,
+    props: Arc<PlanProperties>,
+}
+
+impl WholeTableExec {
+    pub(crate) fn new(
+        input: Arc<dyn ExecutionPlan>,
+        patients: Arc<RoaringTreemap>,
+        sets: Arc<PatientSets>,
+    ) -> WholeTableExec {
+        let props = input.properties().clone();
+        WholeTableExec {
+            input,
+            patients,
+            sets,
+            recorded: Arc::new(AtomicBool::new(false)),
+            props,
+        }
+    }
+}
+
+impl DisplayAs for WholeTableExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "PatientAccounting: aggregated, whole table")
+    }
+}
+
+impl ExecutionPlan for WholeTableExec {
+    fn name(&self) -> &str {
+        "PatientAccounting"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) => Ok(Arc::new(WholeTableExec {
+                input,
+                patients: self.patients.clone(),
+                sets: self.sets.clone(),
+                recorded: self.recorded.clone(),
+                props: self.props.clone(),
+            })),
+            _ => datafusion::common::internal_err!("PatientAccounting takes one input"),
+        }
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        match input_stats.first() {
+            Some(s) => Ok(s.clone()),
+            None => Ok(Arc::new(Statistics::new_unknown(&self.schema()))),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        Ok(Box::pin(WholeStream {
+            input,
+            read_any: false,
+            patients: self.patients.clone(),
+            sets: self.sets.clone(),
+            recorded: self.recorded.clone(),
+        }))
+    }
+}
+
+/// One partition of a [`WholeTableExec`].
+struct WholeStream {
+    input: SendableRecordBatchStream,
+    /// Whether this partition produced a batch.
+    read_any: bool,
+    patients: Arc<RoaringTreemap>,
+    sets: Arc<PatientSets>,
+    recorded: Arc<AtomicBool>,
+}
+
+impl WholeStream {
+    fn record(&self) {
+        if !self.recorded.swap(true, Ordering::AcqRel) {
+            self.sets.merge_set(Disclosure::Aggregated, &self.patients);
+        }
+    }
+}
+
+impl Drop for WholeStream {
+    /// A partition stopped before its end (an error, a cancel) records
+    /// the patients if it read rows: the conservative account, as a key
+    /// column's tap records the rows it saw.
+    fn drop(&mut self) {
+        if self.read_any {
+            self.record();
+        }
+    }
+}
+
+impl Stream for WholeStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.input.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(batch))) if batch.num_rows() > 0 => self.read_any = true,
+            Poll::Ready(None) => self.record(),
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl RecordBatchStream for WholeStream {
+    fn schema(&self) -> SchemaRef {
+        self.input.schema()
+    }
+}
