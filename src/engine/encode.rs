@@ -137,6 +137,9 @@ impl Returned {
 
     fn row_sent(&mut self) {
         use datafusion::arrow::array::Array;
+        if let Some(patient) = self.sets.row_patient() {
+            self.collected.add(patient);
+        }
         for k in &self.keys {
             if self.row < k.len() && k.is_valid(self.row) {
                 self.collected.add(k.value(self.row));

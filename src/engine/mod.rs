@@ -616,11 +616,23 @@ impl Engine {
         let (plan, key_columns, pinned) = match accounting {
             Some(sets) => {
                 let pinned = accounting::plan::pinned(&plan);
-                let accounted = accounting::plan::account(plan, sets).map_err(|e| {
-                    tracing::error!(error_kind = "patient accounting", "cannot account a plan");
-                    sql_err(e)
-                })?;
-                (accounted.plan, accounted.key_columns, pinned)
+                match pinned {
+                    // Every row sent is the pinned patient's: no key column.
+                    Some(patient) if accounting::plan::rows_of_pinned_scan(&plan) => {
+                        sets.set_row_patient(patient);
+                        (plan, 0, pinned)
+                    }
+                    _ => {
+                        let accounted = accounting::plan::account(plan, sets).map_err(|e| {
+                            tracing::error!(
+                                error_kind = "patient accounting",
+                                "cannot account a plan"
+                            );
+                            sql_err(e)
+                        })?;
+                        (accounted.plan, accounted.key_columns, pinned)
+                    }
+                }
             }
             None => (plan, 0, None),
         };

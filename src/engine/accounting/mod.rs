@@ -60,6 +60,11 @@ impl Disclosure {
 pub struct PatientSets {
     returned: Mutex<RoaringTreemap>,
     aggregated: Mutex<RoaringTreemap>,
+    /// The patient every row of the result comes from, when the plan says
+    /// so before it runs (`plan::rows_of_pinned_scan`): the row encoder
+    /// records it as returned with the first row it sends, and no key
+    /// column is carried.
+    row_patient: std::sync::OnceLock<i64>,
 }
 
 /// What a finished statement touched: each patient in one class only.
@@ -91,6 +96,17 @@ impl PatientSets {
         // what was collected is still the best account.
         let mut guard = target.lock().unwrap_or_else(|p| p.into_inner());
         *guard |= set;
+    }
+
+    /// Every row of the result comes from `patient` (set before the
+    /// statement runs, at most once).
+    pub(crate) fn set_row_patient(&self, patient: i64) {
+        let _ = self.row_patient.set(patient);
+    }
+
+    /// The patient every row of the result comes from, if known.
+    pub(crate) fn row_patient(&self) -> Option<i64> {
+        self.row_patient.get().copied()
     }
 
     /// Add a set known whole (`whole::WholeTableExec`).

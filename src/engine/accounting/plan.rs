@@ -112,6 +112,35 @@ pub(crate) fn pinned(plan: &LogicalPlan) -> Option<i64> {
     if unpinned { None } else { pin }
 }
 
+/// Whether `plan` is only operators that keep rows whole (projections,
+/// filters, sorts, limits, aliases) over one scan of a patient-keyed
+/// table, with no subquery: then, when [`pinned`] names the patient that
+/// scan is pinned to, every row of the result is that patient's, and the
+/// row encoder records the patient with the first row it sends instead of
+/// reading a key column (`PatientSets::row_patient`).
+pub(crate) fn rows_of_pinned_scan(plan: &LogicalPlan) -> bool {
+    let mut subqueries = false;
+    let _ = plan.apply_subqueries(|_| {
+        subqueries = true;
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop)
+    });
+    if subqueries {
+        return false;
+    }
+    match plan {
+        LogicalPlan::TableScan(scan) => accounted_source(scan).is_some(),
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_) => match &plan.inputs()[..] {
+            [input] => rows_of_pinned_scan(input),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// Whether any node's output (in subqueries too) has a column named like a
 /// key column.
 fn names_a_key_column(plan: &LogicalPlan) -> bool {
