@@ -7,7 +7,7 @@
 #
 #   bench/run.sh [--patients N] [--seconds S] [--clients "1 8 32"]
 #                [--runs R] [--only point,analytic,export,connect,audit,accounting]
-#                [--no-report] [--layout datagen|foreign]
+#                [--no-report] [--layout datagen|foreign] [--rounds K]
 #   bench/run.sh --only copy --no-report [--patients N]
 #
 # `copy` (not in the default run): COPY_ROWS (default 1,000,000) rows of
@@ -43,6 +43,7 @@ PATIENTS=1000000
 SECS=3
 CLIENTS="1 8 32"
 RUNS=3
+ROUNDS=3
 ONLY="point,analytic,export,connect,audit"
 REPORT=1
 LAYOUT=datagen
@@ -52,6 +53,7 @@ while [ $# -gt 0 ]; do
     --seconds) SECS="$2"; shift 2 ;;
     --clients) CLIENTS="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
     --no-report) REPORT=0; shift ;;
     --layout) LAYOUT="$2"; shift 2 ;;
@@ -410,7 +412,7 @@ if want audit; then
     serve_lakeward "audit-$durability" "${AUDIT_PORT[$durability]}" "$durability"
     AUDIT_PIDS+=("$LW_PID")
   done
-  for round in 1 2 3; do
+  for round in $(seq 1 "$ROUNDS"); do
     for durability in fsync none-benchmark-only; do
       log "audit $durability: point lookups, 8 clients, round $round"
       bench_pgbench "lakeward-audit-$durability-r$round" point analyst prepared 8 \
@@ -434,7 +436,7 @@ if want accounting; then
     pgbench -n -M prepared -c 1 -T 3 -D patients="$PATIENTS" -f bench/workloads/point-analyst.sql \
       "$(lw_conn analyst "${ACC_PORT[$acc]}")" >/dev/null 2>&1 || true
   done
-  for round in 1 2 3; do
+  for round in $(seq 1 "$ROUNDS"); do
     for acc in patients none-benchmark-only; do
       for c in 1 8; do
         log "accounting $acc: point lookups, $c clients, round $round"
@@ -443,7 +445,7 @@ if want accounting; then
       done
     done
   done
-  for round in 1 2 3; do
+  for round in $(seq 1 "$ROUNDS"); do
     for q in claims_by_payer_month hba1c_cohort top_dx_per_site; do
       for acc in patients none-benchmark-only; do
         log "accounting $acc: $q as analyst, round $round"
