@@ -57,8 +57,8 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "lakeward demo: synthetic data, development certificate and signing key in {}",
         args.data_dir.display()
     );
-    println!("Tokens below are valid for 8 hours. Connect as one of the four demo roles:");
-    let roles: [(&str, Option<&str>, &str, &str); 4] = [
+    println!("Tokens below are valid for 8 hours. Connect as one of the five demo roles:");
+    let roles: [(&str, Option<&str>, &str, &str); 5] = [
         (
             "clinician",
             Some("S01"),
@@ -71,6 +71,12 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             None,
             "research",
             "opted-in patients, Safe Harbor",
+        ),
+        (
+            "reporter",
+            None,
+            "operations",
+            "aggregates of at least 11 patients only",
         ),
         ("auditor", None, "operations", "the audit log"),
     ];

@@ -513,6 +513,13 @@ impl Engine {
         if let Some(schema) = default_schema {
             state.config_mut().options_mut().catalog.default_schema = schema;
         }
+        if let Some(rules) = access.and_then(|a| a.aggregation) {
+            state
+                .config_mut()
+                .set_extension(Arc::new(accounting::groups::GroupPolicy {
+                    min_group_size: rules.min_group_size,
+                }));
+        }
         let state = Arc::new(state);
         self.states.insert(state_key, state.clone());
         Ok(state)
@@ -612,24 +619,47 @@ impl Engine {
                 .optimize(plan, &state, |_, _| {})
                 .map_err(sql_err)?
         };
+        // An aggregation policy: the statement's shape first (42501).
+        let groups = state
+            .config()
+            .get_extension::<accounting::groups::GroupPolicy>()
+            .map(|g| g.min_group_size);
+        if let Some(min) = groups
+            && let Err(why) = accounting::groups::check(&plan, min)
+        {
+            return Err(SqlError::new("42501", why));
+        }
+        // Suppression rides on the accounting rewrite: it runs even when
+        // patient accounting is off.
+        let unaccounted;
+        let accounting = match (accounting, groups) {
+            (None, Some(_)) => {
+                unaccounted = Arc::new(accounting::PatientSets::default());
+                Some(&unaccounted)
+            }
+            (a, _) => a,
+        };
         // The final logical plan, with its accounting.
         let (plan, key_columns, pinned) = match accounting {
             Some(sets) => {
                 let pinned = accounting::plan::pinned(&plan);
                 match pinned {
                     // Every row sent is the pinned patient's: no key column.
-                    Some(patient) if accounting::plan::rows_of_pinned_scan(&plan) => {
+                    Some(patient)
+                        if groups.is_none() && accounting::plan::rows_of_pinned_scan(&plan) =>
+                    {
                         sets.set_row_patient(patient);
                         (plan, 0, pinned)
                     }
                     _ => {
-                        let accounted = accounting::plan::account(plan, sets).map_err(|e| {
-                            tracing::error!(
-                                error_kind = "patient accounting",
-                                "cannot account a plan"
-                            );
-                            sql_err(e)
-                        })?;
+                        let accounted =
+                            accounting::plan::account(plan, sets, groups).map_err(|e| {
+                                tracing::error!(
+                                    error_kind = "patient accounting",
+                                    "cannot account a plan"
+                                );
+                                sql_err(e)
+                            })?;
                         (accounted.plan, accounted.key_columns, pinned)
                     }
                 }

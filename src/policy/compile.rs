@@ -72,6 +72,8 @@ pub struct AccessContext {
     pub tables: BTreeMap<String, TableAccess>,
     /// Tables that exist but are not granted.
     pub denied: Vec<String>,
+    /// The role's aggregation policy, if it has one (SPEC §8).
+    pub aggregation: Option<crate::policy::AggregationRules>,
 }
 
 /// Parse a row-filter expression.
@@ -343,6 +345,7 @@ pub fn compile(
         subject: subject.clone(),
         tables,
         denied,
+        aggregation: role.aggregation,
     })
 }
 

@@ -111,6 +111,27 @@ pub struct RoleRules {
     /// PostgreSQL's default, `"$user", public`.
     #[serde(default)]
     pub search_path: Vec<String>,
+    /// Aggregate-only access with small-cell suppression (SPEC §8).
+    #[serde(default)]
+    pub aggregation: Option<AggregationRules>,
+}
+
+/// An aggregation policy (SPEC §8): statements over patient-keyed tables
+/// must aggregate, and every group returned covers at least
+/// `min_group_size` distinct patients (through each table's patient key).
+/// Smaller groups fall into one remainder group whose grouping columns
+/// are NULL, itself dropped while still too small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationRules {
+    /// The fewest distinct patients a returned group may cover (CMS
+    /// cell-size suppression: 11).
+    #[serde(default = "default_min_group_size")]
+    pub min_group_size: u32,
+}
+
+fn default_min_group_size() -> u32 {
+    11
 }
 
 /// Classification of one table.

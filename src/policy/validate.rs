@@ -32,6 +32,18 @@ impl Policy {
                     format!("role name {name:?} must be a lower-case identifier"),
                 );
             }
+            if let Some(a) = &role.aggregation
+                && !(2..=1_000_000).contains(&a.min_group_size)
+            {
+                problem(
+                    "roles.toml",
+                    "min_group_size",
+                    format!(
+                        "role {name}: aggregation.min_group_size must be between 2 and 1000000, not {}",
+                        a.min_group_size
+                    ),
+                );
+            }
             if role.purposes.is_empty() {
                 problem(
                     "roles.toml",

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod aggregation;
 mod audit;
 mod bad_input;
 mod caches;

@@ -32,7 +32,15 @@ pub(crate) struct Accounted {
 
 /// Rewrite `plan` so that running it fills `sets`. A plan that reads no
 /// patient-keyed table is returned unchanged.
-pub(crate) fn account(plan: LogicalPlan, sets: &Arc<PatientSets>) -> Result<Accounted> {
+///
+/// With `groups` (an aggregation policy's minimum group size, the plan
+/// having passed `groups::check`), the one aggregation over patient rows
+/// is rewritten to suppress small groups (`groups::suppress`).
+pub(crate) fn account(
+    plan: LogicalPlan,
+    sets: &Arc<PatientSets>,
+    groups: Option<u32>,
+) -> Result<Accounted> {
     if !reads_patients(&plan) {
         return Ok(Accounted {
             plan,
@@ -50,6 +58,7 @@ pub(crate) fn account(plan: LogicalPlan, sets: &Arc<PatientSets>) -> Result<Acco
     let mut cx = Cx {
         sets: sets.clone(),
         next: 0,
+        groups,
     };
     let (plan, keys) = track(plan, &mut cx)?;
     if keys.is_empty() {
@@ -162,7 +171,7 @@ fn names_a_key_column(plan: &LogicalPlan) -> bool {
 }
 
 /// Whether any scan (in subqueries too) reads a patient-keyed secured table.
-fn reads_patients(plan: &LogicalPlan) -> bool {
+pub(crate) fn reads_patients(plan: &LogicalPlan) -> bool {
     use datafusion::common::tree_node::TreeNodeRecursion;
     let mut found = false;
     let _ = plan.apply_with_subqueries(|node| {
@@ -188,6 +197,9 @@ fn accounted_source(scan: &TableScan) -> Option<Arc<dyn datafusion::catalog::Tab
 struct Cx {
     sets: Arc<PatientSets>,
     next: usize,
+    /// The aggregation policy's minimum group size, until the aggregation
+    /// it applies to is rewritten.
+    groups: Option<u32>,
 }
 
 /// The node rebuilt over `inputs` with its own expressions.
@@ -318,6 +330,28 @@ fn track(plan: LogicalPlan, cx: &mut Cx) -> Result<(LogicalPlan, Vec<String>)> {
             };
             let plan = rebuild(&plan, vec![left, right])?;
             Ok((plan, [lk, rk].concat()))
+        }
+        // The aggregation under an aggregation policy: small groups
+        // suppressed, over the keys of its rows.
+        LogicalPlan::Aggregate(a) if cx.groups.is_some() && reads_patients(&plan) => {
+            let min = cx.groups.take().unwrap_or(u32::MAX);
+            let (input, keys) = track(a.input.as_ref().clone(), cx)?;
+            if keys.is_empty() {
+                return datafusion::common::plan_err!("aggregation without patient keys");
+            }
+            let sets = cx.sets.clone();
+            let tap_keys = keys.clone();
+            let plan = super::groups::suppress(a, input, &keys, min, move |input| {
+                LogicalPlan::Extension(Extension {
+                    node: Arc::new(PatientTap {
+                        input,
+                        keys: tap_keys,
+                        class: Disclosure::Aggregated,
+                        sets,
+                    }),
+                })
+            })?;
+            Ok((plan, vec![]))
         }
         // An aggregate over every row of one table: its patients come
         // from the table's key indexes, with no key column (see `whole`).

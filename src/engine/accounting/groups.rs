@@ -1,0 +1,329 @@
+//! Aggregation policies (SPEC §8): small-cell suppression in the plan.
+//!
+//! A role bound to an aggregation policy (`[roles.<role>.aggregation]`,
+//! `min_group_size`, 11 by default: CMS cell-size suppression) sees
+//! patient-keyed tables only through aggregates whose every group covers
+//! at least that many distinct patients. Enforcement runs on the final
+//! logical plan, after the policy rewrite and the optimiser, before the
+//! physical plan, in two steps:
+//!
+//! 1. [`check`] refuses (42501) every statement over a patient-keyed table
+//!    that is not one aggregation over row-level operators: a row-level
+//!    query; `ROLLUP`, `CUBE`, `GROUPING SETS`; a window function; an
+//!    aggregate of an aggregate or of a `DISTINCT` (groups re-split); a
+//!    `UNION` or join of aggregates (complementary cells within one
+//!    statement); a subquery over patient rows in a condition or a select
+//!    list (a scalar `count` of a filtered subquery); a patient-keyed table
+//!    above the aggregation; an aggregate function that returns individual
+//!    values (`array_agg`, `string_agg`, `first_value`, …: only an
+//!    allow-list of summarising functions passes).
+//! 2. [`suppress`] rewrites the aggregation, with the stored patient key of
+//!    every scan carried to its input (the accounting rewrite's key
+//!    columns, so consent and row filters apply first), into: the distinct
+//!    patients of each group per key; the rows of groups below the minimum
+//!    for any key relabelled into one remainder group whose grouping
+//!    columns are NULL (a left join on the small groups, NULL-safe); the
+//!    aggregation again over the relabelled rows; and a filter keeping only
+//!    groups that cover the minimum for every key — which drops the
+//!    remainder while it is still too small. `HAVING`, `ORDER BY` and
+//!    `LIMIT` above apply to what is left.
+//!
+//! A group whose grouping columns are genuinely NULL and the remainder are
+//! one group (both show NULL): it still covers the minimum. Differencing
+//! across statements is not prevented here (docs/policy-language.md).
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{Column, NullEquality, Result, ScalarValue};
+use datafusion::logical_expr::{
+    Aggregate, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Projection,
+    expr::AggregateFunction,
+};
+
+/// The session's aggregation policy (a session config extension set when
+/// its secured catalog is built).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GroupPolicy {
+    pub min_group_size: u32,
+}
+
+/// Aggregate functions that summarise a group without returning one of
+/// its members' values as such.
+const SUMMARIES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "mean",
+    "min",
+    "max",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "var",
+    "var_pop",
+    "var_samp",
+    "variance",
+    "variance_pop",
+    "variance_samp",
+    "corr",
+    "covar",
+    "covar_pop",
+    "covar_samp",
+    "regr_slope",
+    "regr_intercept",
+    "regr_count",
+    "regr_r2",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_sxx",
+    "regr_syy",
+    "regr_sxy",
+    "bool_and",
+    "bool_or",
+    "approx_distinct",
+    "median",
+    "approx_median",
+    "approx_percentile_cont",
+    "percentile_cont",
+];
+
+fn refused(what: &str, min: u32) -> String {
+    format!("{what}: this role sees only aggregates of at least {min} patients per group")
+}
+
+/// Whether the statement may run under the policy. `Ok(false)`: it reads
+/// no patient-keyed table (the policy does not apply); `Ok(true)`: it is
+/// one aggregation to suppress; `Err`: refused, with the reason.
+pub(crate) fn check(plan: &LogicalPlan, min: u32) -> std::result::Result<bool, String> {
+    if !super::plan::reads_patients(plan) {
+        return Ok(false);
+    }
+    // No subquery expression over patient rows, anywhere.
+    let mut subquery = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        let _ = node.apply_subqueries(|sub| {
+            if super::plan::reads_patients(sub) {
+                subquery = true;
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    if subquery {
+        return Err(refused("a subquery over patient rows", min));
+    }
+    above(plan, min).map(|()| true)
+}
+
+/// The operators above the one aggregation.
+fn above(plan: &LogicalPlan, min: u32) -> std::result::Result<(), String> {
+    match plan {
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Explain(_)
+        | LogicalPlan::Analyze(_) => match &plan.inputs()[..] {
+            [input] => above(input, min),
+            _ => Err(refused("this statement", min)),
+        },
+        LogicalPlan::Aggregate(a) => aggregation(a, min),
+        LogicalPlan::Window(_) => Err(refused("a window function", min)),
+        LogicalPlan::Union(_) => Err(refused("a UNION over patient rows", min)),
+        LogicalPlan::Distinct(_) => Err(refused(
+            "DISTINCT rows of patients (use GROUP BY with an aggregate)",
+            min,
+        )),
+        _ if !super::plan::reads_patients(plan) => Ok(()),
+        LogicalPlan::TableScan(_) | LogicalPlan::Join(_) => Err(refused(
+            "a row-level query (aggregate with GROUP BY instead)",
+            min,
+        )),
+        _ => Err(refused("this statement", min)),
+    }
+}
+
+/// The aggregation itself, and what it reads.
+fn aggregation(a: &Aggregate, min: u32) -> std::result::Result<(), String> {
+    if a.group_expr
+        .iter()
+        .any(|e| matches!(e, Expr::GroupingSet(_)))
+    {
+        return Err(refused("ROLLUP, CUBE and GROUPING SETS", min));
+    }
+    for e in &a.aggr_expr {
+        let mut bad: Option<String> = None;
+        let _ = e.apply(|e| {
+            if let Expr::AggregateFunction(AggregateFunction { func, .. }) = e
+                && !SUMMARIES.contains(&func.name().to_ascii_lowercase().as_str())
+            {
+                bad = Some(func.name().to_owned());
+                return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        if let Some(name) = bad {
+            return Err(refused(&format!("{name}() returns individual values"), min));
+        }
+    }
+    below(&a.input, min)
+}
+
+/// The row-level operators the aggregation reads.
+fn below(plan: &LogicalPlan, min: u32) -> std::result::Result<(), String> {
+    match plan {
+        LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => {
+            if super::plan::reads_patients(plan) {
+                Err(refused("an aggregate over an aggregate or DISTINCT", min))
+            } else {
+                Ok(())
+            }
+        }
+        LogicalPlan::Window(_) => Err(refused("a window function", min)),
+        LogicalPlan::TableScan(_)
+        | LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Join(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::Repartition(_)
+        | LogicalPlan::Union(_)
+        | LogicalPlan::Values(_)
+        | LogicalPlan::EmptyRelation(_) => {
+            for input in plan.inputs() {
+                below(input, min)?;
+            }
+            Ok(())
+        }
+        _ if !super::plan::reads_patients(plan) => Ok(()),
+        _ => Err(refused("this statement", min)),
+    }
+}
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::from_name(name))
+}
+
+/// `agg` over `input` (its input as the accounting rewrite left it,
+/// carrying the key columns `keys`), with small groups suppressed.
+/// `tap` records the rows' patients (a pass-through over a plan carrying
+/// `keys`). Returns a plan with `agg`'s output schema.
+pub(crate) fn suppress(
+    agg: &Aggregate,
+    input: LogicalPlan,
+    keys: &[String],
+    min: u32,
+    tap: impl FnOnce(LogicalPlan) -> LogicalPlan,
+) -> Result<LogicalPlan> {
+    use datafusion::functions_aggregate::count::count_distinct;
+    let sizes: Vec<Expr> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| count_distinct(column(k)).alias(format!("__lakeward_n{i}")))
+        .collect();
+    let min_lit = || Expr::Literal(ScalarValue::Int64(Some(i64::from(min))), None);
+    let groups = agg.group_expr.len();
+    // Every column of the input, then the grouping values.
+    let mut with_groups: Vec<Expr> = input
+        .schema()
+        .iter()
+        .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+        .collect();
+    let g_names: Vec<String> = (0..groups).map(|j| format!("__lakeward_g{j}")).collect();
+    for (j, g) in agg.group_expr.iter().enumerate() {
+        with_groups.push(g.clone().alias(&g_names[j]));
+    }
+    let input = Arc::new(input);
+    let relabelled = if groups == 0 {
+        input.as_ref().clone()
+    } else {
+        let i1 = LogicalPlan::Projection(Projection::try_new(with_groups, input.clone())?);
+        // The groups below the minimum for some key.
+        let small = LogicalPlanBuilder::from(i1.clone())
+            .aggregate(g_names.iter().map(|g| column(g)), sizes.clone())?
+            .filter(
+                (0..keys.len())
+                    .map(|i| column(&format!("__lakeward_n{i}")).lt(min_lit()))
+                    .reduce(Expr::or)
+                    .unwrap_or(Expr::Literal(ScalarValue::Boolean(Some(false)), None)),
+            )?
+            .project(
+                g_names
+                    .iter()
+                    .enumerate()
+                    .map(|(j, g)| column(g).alias(format!("__lakeward_s{j}")))
+                    .chain([Expr::Literal(ScalarValue::Boolean(Some(true)), None)
+                        .alias("__lakeward_small")]),
+            )?
+            .build()?;
+        let s_names: Vec<String> = (0..groups).map(|j| format!("__lakeward_s{j}")).collect();
+        let joined = LogicalPlanBuilder::from(i1.clone())
+            .join_detailed(
+                small,
+                JoinType::Left,
+                (
+                    g_names
+                        .iter()
+                        .map(|g| Column::from_name(g))
+                        .collect::<Vec<_>>(),
+                    s_names
+                        .iter()
+                        .map(|s| Column::from_name(s))
+                        .collect::<Vec<_>>(),
+                ),
+                None,
+                NullEquality::NullEqualsNull,
+            )?
+            .build()?;
+        // The input's columns, and each grouping value (NULL for the rows
+        // of a small group).
+        let mut exprs: Vec<Expr> = i1
+            .schema()
+            .iter()
+            .filter(|(_, f)| !g_names.iter().any(|g| g == f.name()))
+            .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+            .collect();
+        for (j, g) in g_names.iter().enumerate() {
+            exprs.push(
+                datafusion::logical_expr::when(column("__lakeward_small").is_null(), column(g))
+                    .end()?
+                    .alias(format!("__lakeward_r{j}")),
+            );
+        }
+        LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(joined))?)
+    };
+    let tapped = tap(relabelled);
+    let mut aggr = agg.aggr_expr.clone();
+    aggr.extend(sizes);
+    let regrouped = LogicalPlanBuilder::from(tapped)
+        .aggregate(
+            (0..groups).map(|j| column(&format!("__lakeward_r{j}"))),
+            aggr,
+        )?
+        .build()?;
+    let kept = LogicalPlan::Filter(Filter::try_new(
+        (0..keys.len())
+            .map(|i| column(&format!("__lakeward_n{i}")).gt_eq(min_lit()))
+            .reduce(Expr::and)
+            .unwrap_or(Expr::Literal(ScalarValue::Boolean(Some(false)), None)),
+        Arc::new(regrouped),
+    )?);
+    // Back to the aggregation's own output columns, by position.
+    let out = agg.schema.clone();
+    let got = kept.schema().clone();
+    let exprs: Vec<Expr> = out
+        .iter()
+        .enumerate()
+        .map(|(i, (q, f))| {
+            let (gq, gf) = got.qualified_field(i);
+            Expr::Column(Column::new(gq.cloned(), gf.name())).alias_qualified(q.cloned(), f.name())
+        })
+        .collect();
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        exprs,
+        Arc::new(kept),
+    )?))
+}

@@ -1,0 +1,291 @@
+//! Aggregation policies (SPEC §8): the demo role `reporter` sees patient
+//! data only as aggregates whose every group covers at least 11 distinct
+//! patients. Oracles come from the same rows as the analyst sees them (the
+//! reporter's masks, consent and sites are the analyst's) with each group's
+//! distinct patients counted, and from the raw tables.
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::Client;
+
+use crate::audit::text_rows;
+use crate::support::{connect_role, server, sqlstate};
+
+const MIN: i64 = 11;
+
+/// Rows of a simple query, NULL as `None`.
+async fn rows(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for m in c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            out.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());
+        }
+    }
+    out
+}
+
+/// The error of a statement that must be refused: 42501, no rows, and a
+/// message that names the rule.
+async fn refused(c: &Client, sql: &str) {
+    match c.simple_query(sql).await {
+        Ok(r) => panic!("{sql}: not refused ({} messages)", r.len()),
+        Err(e) => {
+            assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{sql}: {e}");
+            let text = e
+                .as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_default();
+            assert!(text.contains("at least 11 patients"), "{sql}: {text}");
+        }
+    }
+}
+
+/// The reporter's answer to `GROUP BY <groups>` with `<aggs>`, checked
+/// against the analyst's groups with their distinct patients: the groups
+/// of at least 11 patients come back as they are, and the others only
+/// inside the remainder row (all grouping columns NULL), present when its
+/// own patients (counted by the analyst over the small groups' rows) are
+/// at least 11.
+async fn suppressed_like_the_oracle(
+    reporter: &Client,
+    analyst: &Client,
+    from: &str,
+    groups: &[&str],
+    key: &str,
+) {
+    let g = groups.join(", ");
+    let n = groups.len();
+    let got = rows(
+        reporter,
+        &format!("SELECT {g}, count(*) FROM {from} GROUP BY {g}"),
+    )
+    .await;
+    let truth = rows(
+        analyst,
+        &format!("SELECT {g}, count(*), count(DISTINCT {key}) FROM {from} GROUP BY {g}"),
+    )
+    .await;
+    let mut expected: BTreeMap<Vec<Option<String>>, i64> = BTreeMap::new();
+    let mut small: Vec<Vec<Option<String>>> = Vec::new();
+    let mut small_rows = 0i64;
+    for r in &truth {
+        let count: i64 = r[n].as_deref().unwrap().parse().unwrap();
+        let patients: i64 = r[n + 1].as_deref().unwrap().parse().unwrap();
+        if patients >= MIN {
+            expected.insert(r[..n].to_vec(), count);
+        } else {
+            small.push(r[..n].to_vec());
+            small_rows += count;
+        }
+    }
+    assert!(
+        !small.is_empty(),
+        "{from} by {g}: the case needs small groups"
+    );
+    // The remainder's own patients, over the small groups' rows.
+    let aliased = groups
+        .iter()
+        .enumerate()
+        .map(|(j, c)| format!("{c} AS g{j}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let positions = (1..=n)
+        .map(|j| j.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let same = (0..n)
+        .map(|j| format!("(x.g{j} IS NOT DISTINCT FROM s.g{j})"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let remainder_patients: i64 = rows(
+        analyst,
+        &format!(
+            "SELECT count(DISTINCT x.k) FROM (SELECT {aliased}, {key} AS k FROM {from}) x \
+             JOIN (SELECT {aliased} FROM {from} GROUP BY {positions} HAVING count(DISTINCT {key}) < {MIN}) s ON {same}"
+        ),
+    )
+    .await[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let all_null = vec![None; n];
+    let mut got_map: BTreeMap<Vec<Option<String>>, i64> = BTreeMap::new();
+    for r in &got {
+        let count: i64 = r[n].as_deref().unwrap().parse().unwrap();
+        assert!(
+            got_map.insert(r[..n].to_vec(), count).is_none(),
+            "one row per group"
+        );
+    }
+    let remainder = got_map.remove(&all_null);
+    // A genuine all-NULL group of at least 11 patients shares the row.
+    let genuine = expected.remove(&all_null);
+    assert_eq!(
+        got_map, expected,
+        "{from} by {g}: the groups of ≥ {MIN} patients"
+    );
+    match (remainder, remainder_patients >= MIN) {
+        (Some(count), true) => assert_eq!(count, small_rows + genuine.unwrap_or(0)),
+        (None, false) => assert!(genuine.is_none()),
+        (r, _) => panic!(
+            "{from} by {g}: remainder {r:?}, its patients {remainder_patients}, rows {small_rows}"
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reporter_sees_only_groups_of_at_least_eleven_patients() {
+    let addr = server().addr;
+    let reporter = connect_role(addr, "reporter", "operations").await;
+    let analyst = connect_role(addr, "analyst", "operations").await;
+
+    // The issue's statement: groups of ≥ 11 patients and the remainder.
+    suppressed_like_the_oracle(
+        &reporter,
+        &analyst,
+        "clinical.encounters",
+        &["site_id", "primary_dx"],
+        "patient_id",
+    )
+    .await;
+    // Date truncation and CASE buckets.
+    suppressed_like_the_oracle(
+        &reporter,
+        &analyst,
+        "clinical.encounters",
+        &["site_id", "date_trunc('month', admit_ts)"],
+        "patient_id",
+    )
+    .await;
+    suppressed_like_the_oracle(
+        &reporter,
+        &analyst,
+        "claims.claims",
+        &["payer", "CASE WHEN billed_amount > 5000 THEN 'high' WHEN billed_amount > 100 THEN 'mid' ELSE 'low' END", "status"],
+        "patient_id",
+    )
+    .await;
+    // A join: encounters ⋈ observations, each side's patients counted.
+    suppressed_like_the_oracle(
+        &reporter,
+        &analyst,
+        "clinical.observations o JOIN clinical.encounters e ON e.encounter_id = o.encounter_id",
+        &["e.site_id", "e.primary_dx", "o.loinc_code"],
+        "o.patient_id",
+    )
+    .await;
+
+    // Encounters per group ≥ 11 while patients < 11: one group per
+    // patient, all suppressed; only the remainder (everyone) is left.
+    let per_patient = rows(
+        &reporter,
+        "SELECT patient_id, count(*) FROM clinical.encounters GROUP BY patient_id",
+    )
+    .await;
+    let total = rows(&analyst, "SELECT count(*) FROM clinical.encounters").await;
+    assert_eq!(per_patient, vec![vec![None, total[0][0].clone()]]);
+
+    // A filter that isolates one patient: nothing comes back.
+    let one = rows(
+        &analyst,
+        "SELECT patient_id FROM clinical.patients ORDER BY patient_id LIMIT 1",
+    )
+    .await;
+    let x = one[0][0].clone().unwrap();
+    assert!(
+        rows(
+            &reporter,
+            &format!("SELECT count(*) FROM clinical.patients WHERE patient_id = {x}")
+        )
+        .await
+        .is_empty()
+    );
+    let birth = rows(
+        &analyst,
+        &format!("SELECT birth_date FROM clinical.patients WHERE patient_id = {x}"),
+    )
+    .await[0][0]
+        .clone()
+        .unwrap();
+    let by_birth = rows(
+        &reporter,
+        &format!(
+            "SELECT sex, count(*), avg(extract(year FROM birth_date)) FROM clinical.patients \
+             WHERE birth_date = DATE '{birth}' GROUP BY sex"
+        ),
+    )
+    .await;
+    for r in &by_birth {
+        let n: i64 = r[1].as_deref().unwrap().parse().unwrap();
+        assert!(n >= MIN, "{r:?}");
+    }
+    // count(DISTINCT), CTEs, subqueries in FROM, HAVING and ORDER BY over
+    // what is left.
+    let cte = rows(
+        &reporter,
+        "WITH e AS (SELECT site_id, patient_id FROM clinical.encounters WHERE encounter_type = 'inpatient') \
+         SELECT site_id, count(DISTINCT patient_id) AS n FROM e GROUP BY site_id HAVING count(*) > 0 ORDER BY n DESC LIMIT 3",
+    )
+    .await;
+    assert!(!cte.is_empty());
+    for r in &cte {
+        let n: i64 = r[1].as_deref().unwrap().parse().unwrap();
+        assert!(n >= MIN, "{r:?}");
+    }
+    // A statement over no patient-keyed table is not the policy's.
+    assert_eq!(
+        text_rows(&reporter, "SELECT 1 + 1").await,
+        vec![vec!["2".to_owned()]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reporter_is_refused_every_shape_that_shows_or_derives_a_small_cell() {
+    let addr = server().addr;
+    let r = connect_role(addr, "reporter", "operations").await;
+    for sql in [
+        // Row-level.
+        "SELECT * FROM clinical.patients",
+        "SELECT patient_id FROM clinical.encounters WHERE site_id = 'S01'",
+        // Grouping sets.
+        "SELECT site_id, sex, count(*) FROM clinical.patients GROUP BY ROLLUP (site_id, sex)",
+        "SELECT site_id, sex, count(*) FROM clinical.patients GROUP BY CUBE (site_id, sex)",
+        "SELECT site_id, sex, count(*) FROM clinical.patients GROUP BY GROUPING SETS ((site_id), (sex))",
+        // Windows over patient rows.
+        "SELECT site_id, count(*) OVER (PARTITION BY site_id) FROM clinical.patients",
+        "SELECT site_id, n, rank() OVER (ORDER BY n) FROM (SELECT site_id, count(*) AS n FROM clinical.patients GROUP BY site_id) t",
+        // Aggregates of aggregates, and of DISTINCT.
+        "SELECT count(*) FROM (SELECT site_id, count(*) AS n FROM clinical.patients GROUP BY site_id) t",
+        "SELECT count(*) FROM (SELECT DISTINCT patient_id FROM clinical.encounters) t",
+        // Complementary cells in one statement.
+        "SELECT count(*) FROM clinical.patients WHERE sex = 'F' UNION ALL SELECT count(*) FROM clinical.patients WHERE sex <> 'F'",
+        // A scalar count of a filtered subquery.
+        "SELECT (SELECT count(*) FROM clinical.patients WHERE site_id = 'S01') AS n",
+        "SELECT site_id, count(*) FROM clinical.encounters WHERE patient_id IN (SELECT patient_id FROM clinical.patients WHERE sex = 'F') AND 1 < (SELECT count(*) FROM clinical.patients) GROUP BY site_id",
+        // Individual values through an aggregate.
+        "SELECT site_id, array_agg(patient_id) FROM clinical.patients GROUP BY site_id",
+        "SELECT site_id, string_agg(zip, ',') FROM clinical.patients GROUP BY site_id",
+        "SELECT site_id, first_value(zip) FROM clinical.patients GROUP BY site_id",
+        // A patient table beside the aggregation.
+        "SELECT p.zip, t.n FROM clinical.patients p JOIN (SELECT site_id, count(*) AS n FROM clinical.patients GROUP BY site_id) t ON t.site_id = p.site_id",
+    ] {
+        refused(&r, sql).await;
+    }
+    // EXPLAIN of a row-level statement too.
+    refused(&r, "EXPLAIN SELECT * FROM clinical.patients").await;
+    // The analyst, without the policy, runs the same statements.
+    let a = connect_role(addr, "analyst", "operations").await;
+    assert!(
+        !rows(
+            &a,
+            "SELECT site_id, sex, count(*) FROM clinical.patients GROUP BY ROLLUP (site_id, sex)"
+        )
+        .await
+        .is_empty()
+    );
+}
