@@ -360,6 +360,11 @@ impl Completion {
             record.patient_id_min = Some(min);
             record.patient_id_max = Some(max);
         }
+        record.suppressed_groups = self
+            .patients
+            .as_ref()
+            .and_then(|p| p.suppressed_groups())
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         let touched_any = !touched.is_empty();
         if touched_any {
             let t = &self.audit.template;

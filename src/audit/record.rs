@@ -87,6 +87,11 @@ pub struct RecordBody {
     pub patient_id_min: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient_id_max: Option<i64>,
+    /// Completion records of statements under an aggregation policy
+    /// (SPEC §8): how many groups fell below its minimum (merged into the
+    /// remainder row, or dropped with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed_groups: Option<i64>,
 }
 
 /// A record with its place in the chain.
@@ -171,6 +176,8 @@ pub fn schema() -> SchemaRef {
         text("patients_aggregated"),
         Field::new("patient_id_min", DataType::Int64, true),
         Field::new("patient_id_max", DataType::Int64, true),
+        // Added with aggregation policies.
+        Field::new("suppressed_groups", DataType::Int64, true),
     ]))
 }
 
@@ -259,6 +266,7 @@ mod tests {
             patients_aggregated: None,
             patient_id_min: None,
             patient_id_max: None,
+            suppressed_groups: None,
         }
     }
 

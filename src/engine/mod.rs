@@ -639,6 +639,9 @@ impl Engine {
             }
             (a, _) => a,
         };
+        if let (Some(sets), Some(_)) = (accounting, groups) {
+            sets.under_aggregation_policy();
+        }
         // The final logical plan, with its accounting.
         let (plan, key_columns, pinned) = match accounting {
             Some(sets) => {

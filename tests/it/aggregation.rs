@@ -56,7 +56,7 @@ async fn suppressed_like_the_oracle(
     from: &str,
     groups: &[&str],
     key: &str,
-) {
+) -> usize {
     let g = groups.join(", ");
     let n = groups.len();
     let got = rows(
@@ -136,6 +136,7 @@ async fn suppressed_like_the_oracle(
             "{from} by {g}: remainder {r:?}, its patients {remainder_patients}, rows {small_rows}"
         ),
     }
+    small.len()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -144,15 +145,25 @@ async fn a_reporter_sees_only_groups_of_at_least_eleven_patients() {
     let reporter = connect_role(addr, "reporter", "operations").await;
     let analyst = connect_role(addr, "analyst", "operations").await;
 
-    // The issue's statement: groups of ≥ 11 patients and the remainder.
-    suppressed_like_the_oracle(
-        &reporter,
+    // The issue's statement: groups of ≥ 11 patients and the remainder;
+    // its completion record counts the groups suppressed.
+    let counted = crate::audit::as_user(addr, "agg_reporter", "reporter", None, "operations").await;
+    let small = suppressed_like_the_oracle(
+        &counted,
         &analyst,
         "clinical.encounters",
         &["site_id", "primary_dx"],
         "patient_id",
     )
     .await;
+    let auditor = connect_role(addr, "auditor", "operations").await;
+    let recorded = text_rows(
+        &auditor,
+        "SELECT suppressed_groups FROM audit.access_log WHERE \"user\" = 'agg_reporter' \
+         AND event = 'completion'",
+    )
+    .await;
+    assert_eq!(recorded, vec![vec![small.to_string()]]);
     // Date truncation and CASE buckets.
     suppressed_like_the_oracle(
         &reporter,

@@ -41,6 +41,55 @@ use datafusion::logical_expr::{
     expr::AggregateFunction,
 };
 
+/// Counts the rows it is evaluated on (the groups below the minimum) into
+/// the statement's account; returns true for each. Made per statement by
+/// the rewrite, never registered where a statement could name it.
+#[derive(Debug)]
+struct SuppressedGroups {
+    sets: Arc<super::PatientSets>,
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl PartialEq for SuppressedGroups {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.sets, &other.sets)
+    }
+}
+impl Eq for SuppressedGroups {}
+impl std::hash::Hash for SuppressedGroups {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "lakeward_suppressed_group".hash(state);
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for SuppressedGroups {
+    fn name(&self) -> &str {
+        "lakeward_suppressed_group"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _arg_types: &[datafusion::arrow::datatypes::DataType],
+    ) -> Result<datafusion::arrow::datatypes::DataType> {
+        Ok(datafusion::arrow::datatypes::DataType::Boolean)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> Result<datafusion::logical_expr::ColumnarValue> {
+        let rows = args.number_rows;
+        self.sets.add_suppressed(rows as u64);
+        Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(
+            datafusion::arrow::array::BooleanArray::from(vec![true; rows]),
+        )))
+    }
+}
+
 /// The session's aggregation policy (a session config extension set when
 /// its secured catalog is built).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,8 +265,18 @@ pub(crate) fn suppress(
     input: LogicalPlan,
     keys: &[String],
     min: u32,
+    sets: &Arc<super::PatientSets>,
     tap: impl FnOnce(LogicalPlan) -> LogicalPlan,
 ) -> Result<LogicalPlan> {
+    let counted = Arc::new(datafusion::logical_expr::ScalarUDF::new_from_impl(
+        SuppressedGroups {
+            sets: sets.clone(),
+            signature: datafusion::logical_expr::Signature::any(
+                1,
+                datafusion::logical_expr::Volatility::Volatile,
+            ),
+        },
+    ));
     use datafusion::functions_aggregate::count::count_distinct;
     let sizes: Vec<Expr> = keys
         .iter()
@@ -255,7 +314,8 @@ pub(crate) fn suppress(
                     .iter()
                     .enumerate()
                     .map(|(j, g)| column(g).alias(format!("__lakeward_s{j}")))
-                    .chain([Expr::Literal(ScalarValue::Boolean(Some(true)), None)
+                    .chain([counted
+                        .call(vec![column("__lakeward_n0")])
                         .alias("__lakeward_small")]),
             )?
             .build()?;

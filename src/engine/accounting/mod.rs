@@ -66,6 +66,9 @@ pub struct PatientSets {
     /// records it as returned with the first row it sends, and no key
     /// column is carried.
     row_patient: std::sync::OnceLock<i64>,
+    /// Under an aggregation policy: the groups below its minimum
+    /// (`groups::suppress`), for the completion record.
+    suppressed: std::sync::OnceLock<std::sync::atomic::AtomicU64>,
 }
 
 /// What a finished statement touched: each patient in one class only.
@@ -103,6 +106,26 @@ impl PatientSets {
     /// statement runs, at most once).
     pub(crate) fn set_row_patient(&self, patient: i64) {
         let _ = self.row_patient.set(patient);
+    }
+
+    /// The statement runs under an aggregation policy: its completion
+    /// record says how many groups it suppressed.
+    pub(crate) fn under_aggregation_policy(&self) {
+        let _ = self.suppressed.set(std::sync::atomic::AtomicU64::new(0));
+    }
+
+    /// `n` more groups fell below the aggregation policy's minimum.
+    pub(crate) fn add_suppressed(&self, n: u64) {
+        if let Some(count) = self.suppressed.get() {
+            count.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The groups suppressed, under an aggregation policy.
+    pub fn suppressed_groups(&self) -> Option<u64> {
+        self.suppressed
+            .get()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The patient every row of the result comes from, if known.

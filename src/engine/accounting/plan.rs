@@ -341,16 +341,17 @@ fn track(plan: LogicalPlan, cx: &mut Cx) -> Result<(LogicalPlan, Vec<String>)> {
             }
             let sets = cx.sets.clone();
             let tap_keys = keys.clone();
-            let plan = super::groups::suppress(a, input, &keys, min, move |input| {
-                LogicalPlan::Extension(Extension {
-                    node: Arc::new(PatientTap {
-                        input,
-                        keys: tap_keys,
-                        class: Disclosure::Aggregated,
-                        sets,
-                    }),
-                })
-            })?;
+            let plan =
+                super::groups::suppress(a, input, &keys, min, &sets.clone(), move |input| {
+                    LogicalPlan::Extension(Extension {
+                        node: Arc::new(PatientTap {
+                            input,
+                            keys: tap_keys,
+                            class: Disclosure::Aggregated,
+                            sets,
+                        }),
+                    })
+                })?;
             Ok((plan, vec![]))
         }
         // An aggregate over every row of one table: its patients come
