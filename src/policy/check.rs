@@ -121,6 +121,12 @@ pub(crate) fn check(
                 if rows.is_empty() {
                     rows.push("all rows".into());
                 }
+                if let (Some(a), Some(_)) = (&ctx.aggregation, &access.patient_key) {
+                    rows.push(format!(
+                        "aggregation: aggregates only, groups of >= {} patients",
+                        a.min_group_size
+                    ));
+                }
                 for (col, a) in &access.columns {
                     let text = match a {
                         ColumnAccess::Visible => "visible".to_owned(),

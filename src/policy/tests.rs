@@ -190,3 +190,58 @@ fn broken_files_give_located_messages() {
         "{e}"
     );
 }
+
+#[test]
+fn the_reporter_is_aggregate_only_and_bad_minimums_are_refused() {
+    let p = Policy::load(None).unwrap();
+    let reporter = p.role("reporter").unwrap();
+    assert_eq!(reporter.purposes, [Purpose::Operations]);
+    assert_eq!(
+        reporter.aggregation,
+        Some(AggregationRules { min_group_size: 11 })
+    );
+    assert_eq!(p.role("analyst").unwrap().aggregation, None);
+    let roles = demo_texts()
+        .into_iter()
+        .find(|(n, _)| n == "roles.toml")
+        .unwrap()
+        .1;
+    // The minimum defaults to 11; 1 (no suppression) and unknown keys are
+    // refused.
+    let default = roles.replace("min_group_size = 11", "");
+    let p = with_file("roles.toml", &default).unwrap();
+    assert_eq!(
+        p.role("reporter").unwrap().aggregation,
+        Some(AggregationRules { min_group_size: 11 })
+    );
+    let one = roles.replace("min_group_size = 11", "min_group_size = 1");
+    let e = with_file("roles.toml", &one).unwrap_err().to_string();
+    assert!(e.contains("min_group_size"), "{e}");
+    let unknown = roles.replace("min_group_size = 11", "min_group_size = 11\nmin_cells = 3");
+    assert!(with_file("roles.toml", &unknown).is_err());
+    // The coverage matrix says it, for patient-keyed tables.
+    let schemas: BTreeMap<String, Vec<(String, compile::ColumnType)>> = p
+        .tables
+        .iter()
+        .map(|(t, r)| {
+            (
+                t.clone(),
+                r.columns
+                    .keys()
+                    .map(|c| (c.clone(), compile::ColumnType::Other))
+                    .collect(),
+            )
+        })
+        .collect();
+    let report = check::check(&p, &schemas);
+    let cell = report
+        .coverage
+        .iter()
+        .find(|c| c.role == "reporter" && c.table == "clinical.encounters")
+        .unwrap();
+    assert!(
+        cell.rows
+            .contains("aggregates only, groups of >= 11 patients"),
+        "{cell:?}"
+    );
+}
