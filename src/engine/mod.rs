@@ -502,10 +502,23 @@ impl Engine {
                 );
                 errors::to_sql_error(&e)
             })?;
-        let mut state =
+        let mut builder =
             datafusion::execution::SessionStateBuilder::new_from_existing(self.client.state())
-                .with_catalog_list(secured.list.clone())
-                .build();
+                .with_catalog_list(secured.list.clone());
+        if access.is_some_and(|a| a.aggregation.is_some()) {
+            // Under an aggregation policy a statement is one aggregation
+            // (`accounting::groups`): `count(DISTINCT x)` stays one, rather
+            // than becoming an aggregate over a grouping.
+            let client = self.client.state();
+            let rules = client
+                .optimizers()
+                .iter()
+                .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+                .cloned()
+                .collect();
+            builder = builder.with_optimizer_rules(rules);
+        }
+        let mut state = builder.build();
         for udf in secured.udfs.iter() {
             datafusion::execution::FunctionRegistry::register_udf(&mut state, udf.clone())
                 .map_err(|e| errors::to_sql_error(&e))?;

@@ -9,7 +9,9 @@
 //!
 //! 1. [`check`] refuses (42501) every statement over a patient-keyed table
 //!    that is not one aggregation over row-level operators: a row-level
-//!    query; `ROLLUP`, `CUBE`, `GROUPING SETS`; a window function; an
+//!    query; `ROLLUP`, `CUBE`, `GROUPING SETS`; a window function over
+//!    patient rows (a window over the groups, above the aggregation, sees
+//!    only what suppression left); an
 //!    aggregate of an aggregate or of a `DISTINCT` (groups re-split); a
 //!    `UNION` or join of aggregates (complementary cells within one
 //!    statement); a subquery over patient rows in a condition or a select
@@ -179,7 +181,11 @@ fn above(plan: &LogicalPlan, min: u32) -> std::result::Result<(), String> {
             _ => Err(refused("this statement", min)),
         },
         LogicalPlan::Aggregate(a) => aggregation(a, min),
-        LogicalPlan::Window(_) => Err(refused("a window function", min)),
+        // Over the groups left after suppression (a rank of groups).
+        LogicalPlan::Window(_) => match &plan.inputs()[..] {
+            [input] => above(input, min),
+            _ => Err(refused("this statement", min)),
+        },
         LogicalPlan::Union(_) => Err(refused("a UNION over patient rows", min)),
         LogicalPlan::Distinct(_) => Err(refused(
             "DISTINCT rows of patients (use GROUP BY with an aggregate)",
