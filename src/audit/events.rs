@@ -381,6 +381,7 @@ impl Completion {
                 family_name: self.audit.family_name.clone(),
                 returned: touched.returned,
                 aggregated: touched.aggregated,
+                min_group_size: self.patients.as_ref().and_then(|p| p.min_group_size()),
             });
         }
         Some((record, touched_any))

@@ -53,6 +53,10 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// The most break-glass times kept per user (the rolling 24 h window); a
 /// `break_glass_frequency` detail then says "at least".
 pub(crate) const BREAK_GLASS_WINDOW_CAP: usize = 4096;
+/// Aggregate-only statements per user kept for the differencing signal.
+pub(crate) const AGGREGATE_WINDOW: usize = 16;
+/// How far back the differencing signal compares (one hour).
+const AGGREGATE_WINDOW_MICROS: i64 = 3_600_000_000;
 
 /// The largest `break_glass_per_day` accepted.
 const MAX_BREAK_GLASS_PER_DAY: u32 = 1000;
@@ -361,17 +365,19 @@ pub(crate) enum SignalKind {
     BreakGlassFrequency,
     CrossSiteRead,
     SharedSurname,
+    AggregateDifferencing,
 }
 
 impl SignalKind {
     /// Every kind, in the order [`Detector::observe`] reports them.
     #[cfg(test)]
-    pub(crate) const ALL: [SignalKind; 5] = [
+    pub(crate) const ALL: [SignalKind; 6] = [
         SignalKind::PatientVolume,
         SignalKind::OffHours,
         SignalKind::BreakGlassFrequency,
         SignalKind::CrossSiteRead,
         SignalKind::SharedSurname,
+        SignalKind::AggregateDifferencing,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -381,6 +387,7 @@ impl SignalKind {
             SignalKind::BreakGlassFrequency => "break_glass_frequency",
             SignalKind::CrossSiteRead => "cross_site_read",
             SignalKind::SharedSurname => "shared_surname",
+            SignalKind::AggregateDifferencing => "aggregate_differencing",
         }
     }
 }
@@ -434,6 +441,9 @@ struct UserState {
     /// Break-glass statement times, sorted, within 24 h of the newest.
     break_glass: VecDeque<i64>,
     break_glass_fired: Option<i64>,
+    /// The patients of the user's recent aggregate-only statements under an
+    /// aggregation policy, with their times, newest last.
+    aggregates: VecDeque<(i64, RoaringTreemap)>,
 }
 
 struct OpenDay {
@@ -455,6 +465,7 @@ impl UserState {
             history: VecDeque::new(),
             break_glass: VecDeque::new(),
             break_glass_fired: None,
+            aggregates: VecDeque::new(),
         }
     }
 
@@ -689,6 +700,62 @@ impl Detector {
         out
     }
 
+    /// The differencing signal of a statement run under an aggregation
+    /// policy of minimum `min` (SPEC §8): two aggregate-only statements of
+    /// one user within an hour whose patient sets, each of at least `min`
+    /// patients, differ by 1 to `min` − 1 patients — the shape of a
+    /// differencing attack (a cohort, then the same cohort without one
+    /// patient), which per-statement suppression cannot stop. Compared
+    /// with the user's last [`AGGREGATE_WINDOW`] such statements; one
+    /// compressed-bitmap symmetric difference each.
+    pub(crate) fn observe_aggregate(
+        &mut self,
+        s: &StatementAccess<'_>,
+        min: u32,
+    ) -> Option<Signal> {
+        if !s.returned.is_empty() || s.aggregated.len() < u64::from(min) {
+            return None;
+        }
+        let day = DateTime::<Utc>::from_timestamp_micros(s.ts_micros)?
+            .with_timezone(&self.r.tz)
+            .date_naive()
+            .num_days_from_ce();
+        let user = self
+            .users
+            .entry(s.user.to_owned())
+            .or_insert_with(|| UserState::new(day));
+        let recent = &mut user.aggregates;
+        while recent
+            .front()
+            .is_some_and(|(t, _)| *t <= s.ts_micros - AGGREGATE_WINDOW_MICROS)
+        {
+            recent.pop_front();
+        }
+        let closest = recent
+            .iter()
+            .filter_map(|(t, set)| {
+                let d = set.symmetric_difference_len(s.aggregated);
+                (d > 0 && d < u64::from(min)).then_some((d, *t))
+            })
+            .min();
+        recent.push_back((s.ts_micros, s.aggregated.clone()));
+        while recent.len() > AGGREGATE_WINDOW {
+            recent.pop_front();
+        }
+        let (d, t) = closest?;
+        Some(Signal {
+            kind: SignalKind::AggregateDifferencing,
+            user: s.user.to_owned(),
+            event_id: s.event_id.to_owned(),
+            ts_micros: s.ts_micros,
+            patients: d,
+            detail: format!(
+                "two aggregates {} s apart differ by {d} patients, minimum group size {min}",
+                (s.ts_micros - t).max(0) / 1_000_000
+            ),
+        })
+    }
+
     /// On a new newest day: forget users idle for more than
     /// `baseline_days`, close days the users have left behind (their
     /// patient sets become counts), drop counts out of every baseline.
@@ -919,7 +986,8 @@ mod tests {
                 "off_hours",
                 "break_glass_frequency",
                 "cross_site_read",
-                "shared_surname"
+                "shared_surname",
+                "aggregate_differencing"
             ]
         );
         assert_eq!(SignalKind::OffHours.to_string(), "off_hours");
@@ -929,6 +997,57 @@ mod tests {
     fn detector_is_send() {
         fn send<T: Send>() {}
         send::<Detector>();
+    }
+
+    // --- aggregate_differencing -------------------------------------------
+
+    #[test]
+    fn two_aggregates_differing_by_a_few_patients_are_flagged() {
+        let mut det = Detector::new(quiet()).unwrap();
+        let none = RoaringTreemap::new();
+        let t = ts(2024, 1, 1, 9, 0);
+        let cohort = set(0..100);
+        let all_but_one = set(1..100);
+        // The first aggregate is the baseline of the comparison.
+        assert!(
+            det.observe_aggregate(&stmt("u", t, &none, &cohort), 11)
+                .is_none()
+        );
+        // Another user's aggregate is compared with their own only.
+        assert!(
+            det.observe_aggregate(&stmt("v", t + 1, &none, &all_but_one), 11)
+                .is_none()
+        );
+        let s = det
+            .observe_aggregate(&stmt("u", t + 60_000_000, &none, &all_but_one), 11)
+            .expect("a cohort and the cohort without one patient");
+        assert_eq!((s.kind, s.patients), (SignalKind::AggregateDifferencing, 1));
+        assert_eq!(
+            s.detail,
+            "two aggregates 60 s apart differ by 1 patients, minimum group size 11"
+        );
+        // One far from the others: nothing.
+        assert!(
+            det.observe_aggregate(&stmt("u", t + 62_000_000, &none, &set(0..500)), 11)
+                .is_none()
+        );
+        // Statements that returned rows, or sets under the minimum, are not
+        // aggregates under the policy.
+        let few = set(0..5);
+        assert!(
+            det.observe_aggregate(&stmt("u", t + 63_000_000, &few, &set(2..100)), 11)
+                .is_none()
+        );
+        assert!(
+            det.observe_aggregate(&stmt("u", t + 64_000_000, &none, &few), 11)
+                .is_none()
+        );
+        // More than an hour apart: not compared.
+        let later = t + 2 * 3_600_000_000;
+        assert!(
+            det.observe_aggregate(&stmt("u", later, &none, &set(2..100)), 11)
+                .is_none()
+        );
     }
 
     // --- patient_volume ---------------------------------------------------

@@ -45,6 +45,9 @@ pub struct Observed {
     pub family_name: Option<String>,
     pub returned: RoaringTreemap,
     pub aggregated: RoaringTreemap,
+    /// The minimum group size of the aggregation policy the statement ran
+    /// under, if any (SPEC §8).
+    pub min_group_size: Option<u32>,
 }
 
 /// Patients' sites and keyed surnames, by patient id.
@@ -140,7 +143,11 @@ impl Watch {
                             returned: &o.returned,
                             aggregated: &o.aggregated,
                         };
-                        for signal in detector.observe(&access, &directory) {
+                        let mut signals = detector.observe(&access, &directory);
+                        if let Some(min) = o.min_group_size {
+                            signals.extend(detector.observe_aggregate(&access, min));
+                        }
+                        for signal in signals {
                             Metrics::global().unusual_access(metric(signal.kind));
                             auditor.record_later(RecordBody {
                                 event_id: uuid::Uuid::new_v4().to_string(),
@@ -193,6 +200,7 @@ fn metric(kind: SignalKind) -> UnusualAccess {
         SignalKind::BreakGlassFrequency => UnusualAccess::BreakGlassFrequency,
         SignalKind::CrossSiteRead => UnusualAccess::CrossSiteRead,
         SignalKind::SharedSurname => UnusualAccess::SharedSurname,
+        SignalKind::AggregateDifferencing => UnusualAccess::AggregateDifferencing,
     }
 }
 

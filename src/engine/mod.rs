@@ -652,8 +652,8 @@ impl Engine {
             }
             (a, _) => a,
         };
-        if let (Some(sets), Some(_)) = (accounting, groups) {
-            sets.under_aggregation_policy();
+        if let (Some(sets), Some(min)) = (accounting, groups) {
+            sets.under_aggregation_policy(min);
         }
         // The final logical plan, with its accounting.
         let (plan, key_columns, pinned) = match accounting {

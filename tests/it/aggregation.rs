@@ -409,3 +409,48 @@ async fn generated_groupings_never_return_a_cell_of_fewer_than_eleven_patients()
         suppressed_like_the_oracle(&reporter, &analyst, &from, &groups, "patient_id", false).await;
     }
 }
+
+/// Differencing across statements is not refused, but flagged: a cohort's
+/// count and the same cohort without one patient, by one reporter within
+/// an hour, raise `aggregate_differencing` in `audit.unusual_access`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cohort_and_the_cohort_without_one_patient_are_flagged() {
+    let addr = server().addr;
+    let user = "agg_differencer";
+    let r = crate::audit::as_user(addr, user, "reporter", None, "operations").await;
+    let analyst = connect_role(addr, "analyst", "operations").await;
+    let one = rows(
+        &analyst,
+        "SELECT patient_id FROM clinical.patients ORDER BY patient_id LIMIT 1",
+    )
+    .await[0][0]
+        .clone()
+        .unwrap();
+    let all = rows(&r, "SELECT count(*) FROM clinical.patients").await;
+    let without = rows(
+        &r,
+        &format!("SELECT count(*) FROM clinical.patients WHERE patient_id <> {one}"),
+    )
+    .await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(without.len(), 1);
+    let auditor = connect_role(addr, "auditor", "operations").await;
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = text_rows(
+            &auditor,
+            &format!(
+                "SELECT signal, patient_count FROM audit.unusual_access WHERE \"user\" = '{user}'"
+            ),
+        )
+        .await;
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        got,
+        vec![vec!["aggregate_differencing".to_owned(), "1".to_owned()]]
+    );
+}

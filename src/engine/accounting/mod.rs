@@ -69,6 +69,8 @@ pub struct PatientSets {
     /// Under an aggregation policy: the groups below its minimum
     /// (`groups::suppress`), for the completion record.
     suppressed: std::sync::OnceLock<std::sync::atomic::AtomicU64>,
+    /// The aggregation policy's minimum group size, when under one.
+    min_group_size: std::sync::OnceLock<u32>,
 }
 
 /// What a finished statement touched: each patient in one class only.
@@ -110,8 +112,14 @@ impl PatientSets {
 
     /// The statement runs under an aggregation policy: its completion
     /// record says how many groups it suppressed.
-    pub(crate) fn under_aggregation_policy(&self) {
+    pub(crate) fn under_aggregation_policy(&self, min_group_size: u32) {
         let _ = self.suppressed.set(std::sync::atomic::AtomicU64::new(0));
+        let _ = self.min_group_size.set(min_group_size);
+    }
+
+    /// The minimum group size of the aggregation policy, when under one.
+    pub fn min_group_size(&self) -> Option<u32> {
+        self.min_group_size.get().copied()
     }
 
     /// `n` more groups fell below the aggregation policy's minimum.

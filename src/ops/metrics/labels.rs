@@ -198,6 +198,7 @@ label_enum! {
         BreakGlassFrequency => "break_glass_frequency",
         CrossSiteRead => "cross_site_read",
         SharedSurname => "shared_surname",
+        AggregateDifferencing => "aggregate_differencing",
     }
 }
 
