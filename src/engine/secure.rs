@@ -311,7 +311,7 @@ impl AccountedTable {
         projection: Option<&Vec<usize>>,
         filters: &[DfExpr],
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        use super::accounting::{Disclosure, tap::TapExec, whole::WholeTableExec};
+        use super::accounting::{Disclosure, tap::TapExec};
         if filters.is_empty()
             && let Some(source) = &secured.whole
         {
@@ -320,7 +320,7 @@ impl AccountedTable {
                 .downcast_ref::<BarrierExec>()
                 .and_then(|b| source.patients(&b.input));
             if let Some(patients) = patients {
-                return Ok(Arc::new(WholeTableExec::new(
+                return Ok(Arc::new(TapExec::whole(
                     plan,
                     Arc::new(patients),
                     sets.clone(),

@@ -311,8 +311,14 @@ async fn a_reporter_is_refused_every_shape_that_shows_or_derives_a_small_cell() 
     ] {
         refused(&r, sql).await;
     }
-    // EXPLAIN of a row-level statement too.
+    // EXPLAIN of a row-level statement too, and EXPLAIN ANALYZE of any
+    // (its operators' row counts are cells before suppression).
     refused(&r, "EXPLAIN SELECT * FROM clinical.patients").await;
+    refused(
+        &r,
+        "EXPLAIN ANALYZE SELECT count(*) FROM clinical.patients WHERE zip = '02100'",
+    )
+    .await;
     // The analyst, without the policy, runs the same statements.
     let a = connect_role(addr, "analyst", "operations").await;
     assert!(

@@ -18,7 +18,8 @@
 //!    list (a scalar `count` of a filtered subquery); a patient-keyed table
 //!    above the aggregation; an aggregate function that returns individual
 //!    values (`array_agg`, `string_agg`, `first_value`, …: only an
-//!    allow-list of summarising functions passes).
+//!    allow-list of summarising functions passes); `EXPLAIN ANALYZE`,
+//!    whose per-operator row counts are cells before suppression.
 //! 2. [`suppress`] rewrites the aggregation, with the stored patient key of
 //!    every scan carried to its input (the accounting rewrite's key
 //!    columns, so consent and row filters apply first), into: the distinct
@@ -175,11 +176,13 @@ fn above(plan: &LogicalPlan, min: u32) -> std::result::Result<(), String> {
         | LogicalPlan::Limit(_)
         | LogicalPlan::SubqueryAlias(_)
         | LogicalPlan::Filter(_)
-        | LogicalPlan::Explain(_)
-        | LogicalPlan::Analyze(_) => match &plan.inputs()[..] {
+        | LogicalPlan::Explain(_) => match &plan.inputs()[..] {
             [input] => above(input, min),
             _ => Err(refused("this statement", min)),
         },
+        // Its row counts per operator are cells (a filter's rows before
+        // suppression).
+        LogicalPlan::Analyze(_) => Err(refused("EXPLAIN ANALYZE", min)),
         LogicalPlan::Aggregate(a) => aggregation(a, min),
         // Over the groups left after suppression (a rank of groups).
         LogicalPlan::Window(_) => match &plan.inputs()[..] {

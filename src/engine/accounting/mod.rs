@@ -141,7 +141,7 @@ impl PatientSets {
         self.row_patient.get().copied()
     }
 
-    /// Add a set known whole (`whole::WholeTableExec`).
+    /// Add a set known whole (`tap::TapExec::whole`).
     pub(crate) fn merge_set(&self, class: Disclosure, set: &RoaringTreemap) {
         if set.is_empty() {
             return;

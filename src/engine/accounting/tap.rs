@@ -177,14 +177,28 @@ impl QueryPlanner for AccountingQueryPlanner {
     }
 }
 
-/// The physical node: forwards its input's batches, recording the keys.
+/// The physical node: forwards its input's batches, recording their
+/// patients.
 #[derive(Debug)]
 pub(crate) struct TapExec {
     input: Arc<dyn ExecutionPlan>,
-    keys: Vec<usize>,
+    collect: Collect,
     class: Disclosure,
     sets: Arc<PatientSets>,
     props: Arc<PlanProperties>,
+}
+
+/// Where a [`TapExec`]'s patients come from.
+#[derive(Debug, Clone)]
+enum Collect {
+    /// The key columns at these positions of each batch.
+    Keys(Vec<usize>),
+    /// Known before the rows are read (`super::whole`): recorded once,
+    /// by whichever partition ends first.
+    Whole {
+        patients: Arc<roaring::RoaringTreemap>,
+        recorded: Arc<std::sync::atomic::AtomicBool>,
+    },
 }
 
 impl TapExec {
@@ -197,8 +211,29 @@ impl TapExec {
         let props = input.properties().clone();
         TapExec {
             input,
-            keys,
+            collect: Collect::Keys(keys),
             class,
+            sets,
+            props,
+        }
+    }
+
+    /// A scan whose every row feeds an aggregate, from `patients`
+    /// (`super::whole`): they are recorded as aggregated when its rows
+    /// have been read.
+    pub(crate) fn whole(
+        input: Arc<dyn ExecutionPlan>,
+        patients: Arc<roaring::RoaringTreemap>,
+        sets: Arc<PatientSets>,
+    ) -> TapExec {
+        let props = input.properties().clone();
+        TapExec {
+            input,
+            collect: Collect::Whole {
+                patients,
+                recorded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            },
+            class: Disclosure::Aggregated,
             sets,
             props,
         }
@@ -207,7 +242,10 @@ impl TapExec {
 
 impl DisplayAs for TapExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "PatientAccounting: {}", self.class.as_str())
+        match self.collect {
+            Collect::Keys(_) => write!(f, "PatientAccounting: {}", self.class.as_str()),
+            Collect::Whole { .. } => write!(f, "PatientAccounting: aggregated, whole table"),
+        }
     }
 }
 
@@ -244,12 +282,13 @@ impl ExecutionPlan for TapExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(TapExec::new(
+            (Some(input), true) => Ok(Arc::new(TapExec {
+                props: input.properties().clone(),
                 input,
-                self.keys.clone(),
-                self.class,
-                self.sets.clone(),
-            ))),
+                collect: self.collect.clone(),
+                class: self.class,
+                sets: self.sets.clone(),
+            })),
             _ => datafusion::common::internal_err!("PatientAccounting takes one input"),
         }
     }
@@ -275,13 +314,21 @@ impl ExecutionPlan for TapExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        Ok(Box::pin(TapStream {
-            input,
-            keys: self.keys.clone(),
-            collected: Some(Keys::default()),
-            class: self.class,
-            sets: self.sets.clone(),
-        }))
+        Ok(match &self.collect {
+            Collect::Keys(keys) => Box::pin(TapStream {
+                input,
+                keys: keys.clone(),
+                collected: Some(Keys::default()),
+                class: self.class,
+                sets: self.sets.clone(),
+            }),
+            Collect::Whole { patients, recorded } => Box::pin(super::whole::WholeStream::new(
+                input,
+                patients.clone(),
+                self.sets.clone(),
+                recorded.clone(),
+            )),
+        })
     }
 }
 

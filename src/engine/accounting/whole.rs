@@ -18,9 +18,10 @@
 //! the version the scan reads, not whatever is newest when it ends. When a
 //! file has no key index yet (just written, over the index budget), or the
 //! plan is not one Parquet scan, the scan carries the key column as any
-//! other and a [`super::tap::TapExec`] records it below the aggregate.
+//! other and a [`super::tap::TapExec`] records it below the aggregate;
+//! otherwise a `TapExec` made by [`super::tap::TapExec::whole`] records the
+//! set when the scan's rows have been read.
 
-use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,16 +29,13 @@ use std::task::{Context, Poll};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, Statistics};
+use datafusion::common::Result;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use datafusion::object_store::path::Path as StorePath;
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::Stream;
 use roaring::RoaringTreemap;
 
@@ -111,122 +109,22 @@ fn data_files(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(StorePath, u64)>) ->
     if children.is_empty() {
         return plan.is::<EmptyExec>();
     }
-    children.into_iter().all(|c| data_files(c, out))
+    // Only operators that keep or drop whole rows by the policy's own
+    // conditions: another scan (deltalake's, for a table with deletion
+    // vectors) reads files differently from their key index.
+    const ROW_OPERATORS: &[&str] = &[
+        "FilterExec",
+        "ProjectionExec",
+        "CoalesceBatchesExec",
+        "RepartitionExec",
+        "CooperativeExec",
+        "NoFloatPruning",
+    ];
+    ROW_OPERATORS.contains(&plan.name()) && children.into_iter().all(|c| data_files(c, out))
 }
 
-/// A secured table's scan whose patients are known before it runs: it
-/// forwards its input's batches and records the patients as aggregated
-/// when its rows have been read.
-#[derive(Debug)]
-pub(crate) struct WholeTableExec {
-    input: Arc<dyn ExecutionPlan>,
-    patients: Arc<RoaringTreemap>,
-    sets: Arc<PatientSets>,
-    /// Recorded once, whichever partition ends first.
-    recorded: Arc<AtomicBool>,
-    props: Arc<PlanProperties>,
-}
-
-impl WholeTableExec {
-    pub(crate) fn new(
-        input: Arc<dyn ExecutionPlan>,
-        patients: Arc<RoaringTreemap>,
-        sets: Arc<PatientSets>,
-    ) -> WholeTableExec {
-        let props = input.properties().clone();
-        WholeTableExec {
-            input,
-            patients,
-            sets,
-            recorded: Arc::new(AtomicBool::new(false)),
-            props,
-        }
-    }
-}
-
-impl DisplayAs for WholeTableExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "PatientAccounting: aggregated, whole table")
-    }
-}
-
-impl ExecutionPlan for WholeTableExec {
-    fn name(&self) -> &str {
-        "PatientAccounting"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.props
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(WholeTableExec {
-                input,
-                patients: self.patients.clone(),
-                sets: self.sets.clone(),
-                recorded: self.recorded.clone(),
-                props: self.props.clone(),
-            })),
-            _ => datafusion::common::internal_err!("PatientAccounting takes one input"),
-        }
-    }
-
-    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
-        vec![ChildStats::At(partition)]
-    }
-
-    fn statistics_from_inputs(
-        &self,
-        input_stats: &[Arc<Statistics>],
-        _args: &StatisticsArgs,
-    ) -> Result<Arc<Statistics>> {
-        match input_stats.first() {
-            Some(s) => Ok(s.clone()),
-            None => Ok(Arc::new(Statistics::new_unknown(&self.schema()))),
-        }
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
-        Ok(Box::pin(WholeStream {
-            input,
-            read_any: false,
-            patients: self.patients.clone(),
-            sets: self.sets.clone(),
-            recorded: self.recorded.clone(),
-        }))
-    }
-}
-
-/// One partition of a [`WholeTableExec`].
-struct WholeStream {
+/// One partition of a whole-table tap (`super::tap::TapExec::whole`).
+pub(crate) struct WholeStream {
     input: SendableRecordBatchStream,
     /// Whether this partition produced a batch.
     read_any: bool,
@@ -236,6 +134,21 @@ struct WholeStream {
 }
 
 impl WholeStream {
+    pub(crate) fn new(
+        input: SendableRecordBatchStream,
+        patients: Arc<RoaringTreemap>,
+        sets: Arc<PatientSets>,
+        recorded: Arc<AtomicBool>,
+    ) -> WholeStream {
+        WholeStream {
+            input,
+            read_any: false,
+            patients,
+            sets,
+            recorded,
+        }
+    }
+
     fn record(&self) {
         if !self.recorded.swap(true, Ordering::AcqRel) {
             self.sets.merge_set(Disclosure::Aggregated, &self.patients);
