@@ -128,12 +128,7 @@ pub(crate) fn pinned(plan: &LogicalPlan) -> Option<i64> {
 /// row encoder records the patient with the first row it sends instead of
 /// reading a key column (`PatientSets::row_patient`).
 pub(crate) fn rows_of_pinned_scan(plan: &LogicalPlan) -> bool {
-    let mut subqueries = false;
-    let _ = plan.apply_subqueries(|_| {
-        subqueries = true;
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop)
-    });
-    if subqueries {
+    if has_subqueries(plan) {
         return false;
     }
     match plan {
@@ -148,6 +143,16 @@ pub(crate) fn rows_of_pinned_scan(plan: &LogicalPlan) -> bool {
         },
         _ => false,
     }
+}
+
+/// Whether the node's own expressions hold a subquery.
+fn has_subqueries(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_subqueries(|_| {
+        found = true;
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop)
+    });
+    found
 }
 
 /// Whether any node's output (in subqueries too) has a column named like a
@@ -415,12 +420,7 @@ fn whole(plan: &LogicalPlan, cx: &Cx) -> Option<Result<LogicalPlan>> {
             )
         }
         LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) => {
-            let mut subqueries = false;
-            let _ = plan.apply_subqueries(|_| {
-                subqueries = true;
-                Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop)
-            });
-            if subqueries {
+            if has_subqueries(plan) {
                 return None;
             }
             let input = whole(inputs_of(plan).pop().as_ref()?, cx)?;
