@@ -460,3 +460,50 @@ async fn a_cohort_and_the_cohort_without_one_patient_are_flagged() {
         vec![vec!["aggregate_differencing".to_owned(), "1".to_owned()]]
     );
 }
+
+/// The policy holds through the extended protocol, a transaction and a
+/// portal read in pieces: a prepared row-level statement is refused at
+/// execution, a prepared aggregate with a parameter is suppressed like
+/// the simple one.
+#[tokio::test(flavor = "multi_thread")]
+async fn prepared_statements_and_portals_are_held_to_the_policy() {
+    let addr = server().addr;
+    let mut r = connect_role(addr, "reporter", "operations").await;
+    let e = r
+        .query(
+            "SELECT patient_id FROM clinical.patients WHERE site_id = $1",
+            &[&"S01"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+    let simple = rows(
+        &r,
+        "SELECT primary_dx, count(*) FROM clinical.encounters WHERE site_id = 'S02' GROUP BY primary_dx ORDER BY 1",
+    )
+    .await;
+    let tx = r.transaction().await.unwrap();
+    let stmt = tx
+        .prepare(
+            "SELECT primary_dx, count(*) FROM clinical.encounters WHERE site_id = $1 \
+             GROUP BY primary_dx ORDER BY 1",
+        )
+        .await
+        .unwrap();
+    let portal = tx.bind(&stmt, &[&"S02"]).await.unwrap();
+    let mut prepared = Vec::new();
+    loop {
+        let part = tx.query_portal(&portal, 2).await.unwrap();
+        if part.is_empty() {
+            break;
+        }
+        for row in part {
+            let dx: Option<String> = row.get(0);
+            let n: i64 = row.get(1);
+            prepared.push(vec![dx, Some(n.to_string())]);
+        }
+    }
+    tx.commit().await.unwrap();
+    assert!(!prepared.is_empty());
+    assert_eq!(prepared, simple);
+}
