@@ -75,6 +75,9 @@ pub(crate) struct SecuredTable {
     /// patient key ([`super::accounting::KEY_COLUMN`]), which only an
     /// [`AccountedTable`] scan asks for.
     accounted: bool,
+    /// Whether the table has a patient key in the policy (accounted or
+    /// not: a non-integer key cannot be).
+    patient_keyed: bool,
     /// The patient key, when it is shown as stored: a statement condition
     /// `key = constant` on it names the only patient the scan can reach
     /// (`engine::accounting::plan::pinned`).
@@ -168,6 +171,11 @@ impl SecuredTable {
     /// Whether a user predicate may be evaluated inside the barrier.
     fn pushable(&self, e: &DfExpr) -> bool {
         leakproof(e, &self.passthrough) || pseudonym_probe(e, &self.pseudonymised)
+    }
+
+    /// Whether the policy names a patient key for the table.
+    pub(crate) fn patient_keyed(&self) -> bool {
+        self.patient_keyed
     }
 
     /// Whether the table's rows carry their patient key for accounting.
@@ -1033,6 +1041,7 @@ impl RawTables {
                 consent: set,
                 filter_sets,
                 accounted,
+                patient_keyed: table_access.patient_key.is_some(),
                 pin_column,
                 whole,
             });

@@ -272,6 +272,15 @@ async fn a_reporter_sees_only_groups_of_at_least_eleven_patients() {
     for r in &ranked {
         assert!(released.contains(r), "{r:?} is a released group");
     }
+    // EXPLAIN of an aggregation runs nothing and shows no count.
+    assert!(
+        !rows(
+            &reporter,
+            "EXPLAIN SELECT site_id, count(*) FROM clinical.patients GROUP BY site_id"
+        )
+        .await
+        .is_empty()
+    );
     // A statement over no patient-keyed table is not the policy's.
     assert_eq!(
         text_rows(&reporter, "SELECT 1 + 1").await,

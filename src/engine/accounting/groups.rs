@@ -148,6 +148,24 @@ fn refused(what: &str, min: u32) -> String {
 /// no patient-keyed table (the policy does not apply); `Ok(true)`: it is
 /// one aggregation to suppress; `Err`: refused, with the reason.
 pub(crate) fn check(plan: &LogicalPlan, min: u32) -> std::result::Result<bool, String> {
+    // A patient-keyed table whose key cannot be carried (not an integer
+    // column) cannot have its groups counted: refused, not let through.
+    let mut uncountable = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
+            && let Some(t) = provider.downcast_ref::<crate::engine::secure::SecuredTable>()
+            && t.patient_keyed()
+            && !t.accounted()
+        {
+            uncountable = true;
+            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    if uncountable {
+        return Err(refused("a table whose patient key is not an integer", min));
+    }
     if !super::plan::reads_patients(plan) {
         return Ok(false);
     }

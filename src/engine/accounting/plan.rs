@@ -61,6 +61,11 @@ pub(crate) fn account(
         groups,
     };
     let (plan, keys) = track(plan, &mut cx)?;
+    // Fail closed: a policy's aggregation that the walk did not reach is
+    // not run unsuppressed (an EXPLAIN runs nothing).
+    if cx.groups.is_some() && !matches!(plan, LogicalPlan::Explain(_)) {
+        return datafusion::common::plan_err!("aggregation policy: no aggregation to suppress");
+    }
     if keys.is_empty() {
         return Ok(Accounted {
             plan,
