@@ -19,7 +19,7 @@ async fn rows(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     for m in c
         .simple_query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error().map(|d| d.message())))
     {
         if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
             out.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());
@@ -286,6 +286,168 @@ async fn a_reporter_sees_only_groups_of_at_least_eleven_patients() {
         text_rows(&reporter, "SELECT 1 + 1").await,
         vec![vec!["2".to_owned()]]
     );
+}
+
+/// Two cells equal, numbers within a relative 1e-9 (sums of floats
+/// depend on the order rows meet).
+fn same_cell(a: &Option<String>, b: &Option<String>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) if x != y => match (x.parse::<f64>(), y.parse::<f64>()) {
+            (Ok(x), Ok(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+            _ => false,
+        },
+        _ => a == b,
+    }
+}
+
+fn same_row(a: &[Option<String>], b: &[Option<String>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_cell(x, y))
+}
+
+/// The reporter's `SELECT <groups>, <aggs> FROM <from> GROUP BY <groups>`
+/// (one table, `key` its patient key) against the analyst's: the groups of
+/// at least 11 patients with every aggregate as the analyst computes it,
+/// and the remainder row with every aggregate computed by the analyst over
+/// the rows of the small groups and of a genuine all-NULL group.
+/// Returns whether a remainder row came back.
+async fn merged_like_the_oracle(
+    reporter: &Client,
+    analyst: &Client,
+    from: &str,
+    groups: &[&str],
+    aggs: &str,
+    key: &str,
+) -> bool {
+    let g = groups.join(", ");
+    let n = groups.len();
+    let got = rows(
+        reporter,
+        &format!("SELECT {g}, {aggs} FROM {from} GROUP BY {g}"),
+    )
+    .await;
+    let big = rows(
+        analyst,
+        &format!(
+            "SELECT {g}, {aggs} FROM {from} GROUP BY {g} HAVING count(DISTINCT {key}) >= {MIN}"
+        ),
+    )
+    .await;
+    let aliased = groups
+        .iter()
+        .enumerate()
+        .map(|(j, c)| format!("{c} AS __g{j}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let positions = (1..=n)
+        .map(|j| j.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let same = (0..n)
+        .map(|j| format!("(x.__g{j} IS NOT DISTINCT FROM s.__g{j})"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let all_null = groups
+        .iter()
+        .map(|c| format!("({c}) IS NULL"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    // The rows of the small groups and of the all-NULL group.
+    let merged_rows = format!(
+        "(SELECT x.* FROM (SELECT *, {aliased} FROM {from}) x          JOIN (SELECT {aliased} FROM {from} GROUP BY {positions}                HAVING count(DISTINCT {key}) < {MIN} OR ({all_null})) s ON {same}) r"
+    );
+    let remainder_truth = rows(
+        analyst,
+        &format!("SELECT {aggs}, count(DISTINCT {key}) FROM {merged_rows}"),
+    )
+    .await;
+    let truth = &remainder_truth[0];
+    let patients: i64 = truth[truth.len() - 1].as_deref().unwrap().parse().unwrap();
+    let expected_remainder: Option<Vec<Option<String>>> = (patients >= MIN).then(|| {
+        let mut r = vec![None; n];
+        r.extend(truth[..truth.len() - 1].iter().cloned());
+        r
+    });
+    let (remainder, released): (Vec<_>, Vec<_>) = got
+        .into_iter()
+        .partition(|r| r[..n].iter().all(Option::is_none));
+    let big: Vec<_> = big
+        .into_iter()
+        .filter(|r| !r[..n].iter().all(Option::is_none))
+        .collect();
+    assert_eq!(released.len(), big.len(), "{from} by {g}: {aggs}");
+    for r in &released {
+        assert!(
+            big.iter().any(|b| same_row(b, r)),
+            "{from} by {g}: {aggs}: {r:?} is not one of the analyst's groups"
+        );
+    }
+    match (remainder.as_slice(), &expected_remainder) {
+        ([], None) => false,
+        ([got], Some(want)) => {
+            assert!(
+                same_row(got, want),
+                "{from} by {g}: remainder {got:?}, expected {want:?}"
+            );
+            true
+        }
+        (got, want) => panic!("{from} by {g}: remainder {got:?}, expected {want:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_remainder_row_merges_every_aggregate_of_the_small_groups() {
+    let addr = server().addr;
+    let reporter = connect_role(addr, "reporter", "operations").await;
+    let analyst = connect_role(addr, "analyst", "operations").await;
+    let merged = "count(*), count(DISTINCT patient_id), count(denial_reason), \
+                  sum(billed_amount), min(allowed_amount), max(billed_amount), \
+                  avg(CAST(billed_amount AS DOUBLE)), avg(CASE WHEN status = 'denied' THEN 1.0 ELSE 0.0 END), \
+                  bool_or(status = 'denied'), bool_and(billed_amount > 0), count(DISTINCT cpt_code)";
+    let bucket = "CASE WHEN billed_amount > 5000 THEN 'high' WHEN billed_amount > 100 THEN 'mid' ELSE 'low' END";
+    // Aggregates that merge from the groups' values (one pass).
+    assert!(
+        merged_like_the_oracle(
+            &reporter,
+            &analyst,
+            "claims.claims",
+            &["payer", bucket, "status"],
+            merged,
+            "patient_id"
+        )
+        .await,
+        "the case needs a remainder"
+    );
+    // A genuine all-NULL group (no denial reason) shares the remainder's
+    // row, its distinct values included.
+    merged_like_the_oracle(
+        &reporter,
+        &analyst,
+        "claims.claims",
+        &[
+            "denial_reason",
+            "CASE WHEN billed_amount > 5000 THEN site_id END",
+        ],
+        merged,
+        "patient_id",
+    )
+    .await;
+    // Statistics and a decimal average do not merge from values: the
+    // two-pass plan, same answer.
+    merged_like_the_oracle(
+        &reporter,
+        &analyst,
+        "claims.claims",
+        &["payer", bucket, "status"],
+        "count(*), stddev(CAST(billed_amount AS DOUBLE)), avg(billed_amount)",
+        "patient_id",
+    )
+    .await;
+    // Without GROUP BY: the one group, or nothing.
+    let whole = "SELECT count(*), count(DISTINCT encounter_type), avg(CAST(length(primary_dx) AS DOUBLE)) \
+                 FROM clinical.encounters";
+    let got = rows(&reporter, whole).await;
+    assert_eq!(got.len(), 1);
+    assert!(same_row(&got[0], &rows(&analyst, whole).await[0]));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -287,7 +287,158 @@ fn column(name: &str) -> Expr {
 /// carrying the key columns `keys`), with small groups suppressed.
 /// `tap` records the rows' patients (a pass-through over a plan carrying
 /// `keys`). Returns a plan with `agg`'s output schema.
+///
+/// Aggregates that merge from their groups' values take one pass over
+/// the rows (`super::cells`); any other keeps the two-pass plan.
 pub(crate) fn suppress(
+    agg: &Aggregate,
+    input: LogicalPlan,
+    keys: &[String],
+    min: u32,
+    sets: &Arc<super::PatientSets>,
+    tap: impl FnOnce(LogicalPlan) -> LogicalPlan,
+) -> Result<LogicalPlan> {
+    match mergeable(agg) {
+        Some(merging) => one_pass(agg, merging, input, keys, min, sets, tap),
+        None => two_pass(agg, input, keys, min, sets, tap),
+    }
+}
+
+/// How each of an aggregation's aggregates merges into the remainder row.
+struct Merging {
+    merges: Vec<super::cells::Merge>,
+    /// Hidden aggregates (an `avg`'s sum and count).
+    hidden: Vec<Expr>,
+    /// The arguments of `count(DISTINCT …)`.
+    distinct: Vec<Expr>,
+}
+
+/// `None` when some aggregate does not merge from values (a `FILTER`, an
+/// ordered aggregate, a statistic like `stddev`, a non-float `avg`).
+fn mergeable(agg: &Aggregate) -> Option<Merging> {
+    use super::cells::Merge;
+    use datafusion::functions_aggregate::expr_fn::{count, sum};
+    let groups = agg.group_expr.len();
+    let shown = groups + agg.aggr_expr.len();
+    let mut m = Merging {
+        merges: Vec::new(),
+        hidden: Vec::new(),
+        distinct: Vec::new(),
+    };
+    for (i, e) in agg.aggr_expr.iter().enumerate() {
+        let inner = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            e => e,
+        };
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
+            return None;
+        };
+        if params.filter.is_some() || !params.order_by.is_empty() {
+            return None;
+        }
+        let args = &params.args;
+        let float = agg.schema.fields().get(groups + i)?.data_type()
+            == &datafusion::arrow::datatypes::DataType::Float64;
+        let merge = match (func.name(), params.distinct, &args[..]) {
+            ("count", false, _) | ("sum", false, _) => Merge::Sum,
+            ("count", true, [x]) => {
+                m.distinct.push(x.clone());
+                Merge::Distinct(m.distinct.len() - 1)
+            }
+            ("min", _, _) => Merge::Min,
+            ("max", _, _) => Merge::Max,
+            ("bool_and", _, _) => Merge::And,
+            ("bool_or", _, _) => Merge::Or,
+            ("avg" | "mean", false, [x]) if float => {
+                let at = shown + m.hidden.len();
+                m.hidden.push(sum(datafusion::logical_expr::cast(
+                    x.clone(),
+                    datafusion::arrow::datatypes::DataType::Float64,
+                )));
+                m.hidden.push(count(x.clone()));
+                Merge::Avg {
+                    sum: at,
+                    count: at + 1,
+                }
+            }
+            _ => return None,
+        };
+        m.merges.push(merge);
+    }
+    Some(m)
+}
+
+/// One aggregation carrying each group's cell, released by
+/// [`super::cells::ReleaseCells`].
+fn one_pass(
+    agg: &Aggregate,
+    merging: Merging,
+    input: LogicalPlan,
+    keys: &[String],
+    min: u32,
+    sets: &Arc<super::PatientSets>,
+    tap: impl FnOnce(LogicalPlan) -> LogicalPlan,
+) -> Result<LogicalPlan> {
+    use super::cells::{CellSpec, CellUdaf, Release, ReleaseCells};
+    let groups = agg.group_expr.len();
+    // The all-NULL group keeps its distinct values (it shares the
+    // remainder's row), so it is told apart from the others.
+    let null_flag = groups > 0 && !merging.distinct.is_empty();
+    let mut args: Vec<Expr> = keys.iter().map(|k| column(k)).collect();
+    args.extend(merging.distinct.iter().cloned());
+    if null_flag
+        && let Some(flag) = agg
+            .group_expr
+            .iter()
+            .map(|g| g.clone().unalias().is_null())
+            .reduce(Expr::and)
+    {
+        args.push(flag);
+    }
+    let spec = CellSpec {
+        keys: keys.len(),
+        distinct: merging.distinct.len(),
+        null_flag,
+        min: u64::from(min),
+    };
+    let cell = datafusion::logical_expr::AggregateUDF::new_from_impl(CellUdaf::new(spec))
+        .call(args)
+        .alias("__lakeward_cell");
+    let mut aggr = agg.aggr_expr.clone();
+    aggr.extend(
+        merging
+            .hidden
+            .into_iter()
+            .enumerate()
+            .map(|(j, e)| e.alias(format!("__lakeward_h{j}"))),
+    );
+    aggr.push(cell);
+    let cell_at = groups + aggr.len() - 1;
+    let aggregated = LogicalPlan::Aggregate(Aggregate::try_new(
+        Arc::new(tap(input)),
+        agg.group_expr.clone(),
+        aggr,
+    )?);
+    let release = Release {
+        groups,
+        merges: merging.merges,
+        cell: cell_at,
+        keys: keys.len(),
+        distinct: merging.distinct.len(),
+        null_flag,
+        min: u64::from(min),
+    };
+    let node = ReleaseCells::new(aggregated, release, sets.clone())?;
+    back_to(
+        agg,
+        LogicalPlan::Extension(datafusion::logical_expr::Extension {
+            node: Arc::new(node),
+        }),
+    )
+}
+
+/// The two-pass plan: group sizes first, then the rows relabelled.
+fn two_pass(
     agg: &Aggregate,
     input: LogicalPlan,
     keys: &[String],
@@ -398,7 +549,11 @@ pub(crate) fn suppress(
             .unwrap_or(Expr::Literal(ScalarValue::Boolean(Some(false)), None)),
         Arc::new(regrouped),
     )?);
-    // Back to the aggregation's own output columns, by position.
+    back_to(agg, kept)
+}
+
+/// `plan`'s columns renamed to `agg`'s output columns, by position.
+fn back_to(agg: &Aggregate, kept: LogicalPlan) -> Result<LogicalPlan> {
     let out = agg.schema.clone();
     let got = kept.schema().clone();
     let exprs: Vec<Expr> = out
@@ -413,4 +568,72 @@ pub(crate) fn suppress(
         exprs,
         Arc::new(kept),
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// The aggregation of `sql`'s optimised plan.
+    async fn aggregation(ctx: &SessionContext, sql: &str) -> Aggregate {
+        let plan = ctx
+            .sql(sql)
+            .await
+            .and_then(|df| df.into_optimized_plan())
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let mut found = None;
+        let _ = plan.apply(|node| {
+            if let LogicalPlan::Aggregate(a) = node {
+                found = Some(a.clone());
+                return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        found.unwrap_or_else(|| panic!("{sql}: no aggregation"))
+    }
+
+    #[tokio::test]
+    async fn aggregates_that_merge_from_their_values_take_one_pass() {
+        let ctx = SessionContext::new();
+        ctx.sql(
+            "CREATE TABLE t (p BIGINT, g VARCHAR, x DOUBLE, i INT, d DECIMAL(12,2), b BOOLEAN)",
+        )
+        .await
+        .unwrap();
+        for sql in [
+            "SELECT g, count(*), count(x), sum(i), sum(d), min(g), max(d), avg(x), avg(i), \
+             bool_and(b), bool_or(b), count(DISTINCT i) FROM t GROUP BY g",
+            "SELECT count(*) FROM t",
+        ] {
+            let a = aggregation(&ctx, sql).await;
+            let m = mergeable(&a).unwrap_or_else(|| panic!("{sql}: not one pass"));
+            assert_eq!(m.merges.len(), a.aggr_expr.len());
+        }
+        let a = aggregation(
+            &ctx,
+            "SELECT g, avg(x), count(DISTINCT i) FROM t GROUP BY g",
+        )
+        .await;
+        let m = mergeable(&a).unwrap();
+        // avg: a hidden sum and count after the statement's columns.
+        assert_eq!(
+            m.merges,
+            vec![
+                super::super::cells::Merge::Avg { sum: 3, count: 4 },
+                super::super::cells::Merge::Distinct(0)
+            ]
+        );
+        assert_eq!((m.hidden.len(), m.distinct.len()), (2, 1));
+        for sql in [
+            "SELECT g, stddev(x) FROM t GROUP BY g",
+            "SELECT g, avg(d) FROM t GROUP BY g",
+            "SELECT g, count(*) FILTER (WHERE x > 1) FROM t GROUP BY g",
+            "SELECT g, median(x) FROM t GROUP BY g",
+        ] {
+            let a = aggregation(&ctx, sql).await;
+            assert!(mergeable(&a).is_none(), "{sql}: one pass");
+        }
+    }
 }

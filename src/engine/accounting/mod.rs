@@ -22,6 +22,7 @@
 //! compressed bitmap (any other `i64`), without an allocation per row, and
 //! merged into the statement's [`PatientSets`] when the stream ends.
 
+pub(crate) mod cells;
 pub(crate) mod groups;
 pub(crate) mod plan;
 pub(crate) mod tap;

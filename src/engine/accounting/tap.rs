@@ -156,7 +156,10 @@ impl ExtensionPlanner for TapPlanner {
 /// The physical planner every statement's plan goes through: DataFusion's,
 /// knowing [`PatientTap`].
 pub(crate) fn physical_planner() -> DefaultPhysicalPlanner {
-    DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(TapPlanner)])
+    DefaultPhysicalPlanner::with_extension_planners(vec![
+        Arc::new(TapPlanner),
+        Arc::new(super::cells::ReleasePlanner),
+    ])
 }
 
 /// The query planner of client sessions (`EXPLAIN ANALYZE` and every
