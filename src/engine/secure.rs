@@ -290,6 +290,8 @@ pub(crate) struct AccountedTable {
     /// columns are the secured table's, and its patients are recorded as
     /// aggregated into these sets (`engine::accounting::whole`).
     whole: Option<Arc<super::accounting::PatientSets>>,
+    /// Whether the last column is the patient key (named by the rewrite).
+    keyed: bool,
 }
 
 impl AccountedTable {
@@ -305,6 +307,22 @@ impl AccountedTable {
             schema: secured.schema(),
             secured,
             whole: Some(sets),
+            keyed: false,
+        }
+    }
+
+    /// A whole-table scan (as [`AccountedTable::whole`]) that also carries
+    /// the patient key as its last column, `key_name`: for an aggregation
+    /// policy's cells (`engine::accounting::cells`), with the patients
+    /// recorded from the key indexes rather than from the key column.
+    pub(crate) fn whole_keyed(
+        secured: Arc<dyn TableProvider>,
+        key_name: String,
+        sets: Arc<super::accounting::PatientSets>,
+    ) -> AccountedTable {
+        AccountedTable {
+            whole: Some(sets),
+            ..AccountedTable::new(secured, key_name)
         }
     }
 
@@ -354,19 +372,7 @@ impl AccountedTable {
             Disclosure::Aggregated,
             sets.clone(),
         ));
-        let schema = tapped.schema();
-        let columns: Vec<(Arc<dyn PhysicalExpr>, String)> = (0..key)
-            .map(|i| {
-                let name = schema.field(i).name().clone();
-                let column: Arc<dyn PhysicalExpr> = Arc::new(
-                    datafusion::physical_expr::expressions::Column::new(&name, i),
-                );
-                (column, name)
-            })
-            .collect();
-        Ok(Arc::new(
-            datafusion::physical_plan::projection::ProjectionExec::try_new(columns, tapped)?,
-        ))
+        first_columns(tapped, key)
     }
 
     /// `secured` must be a [`SecuredTable`] that is [`SecuredTable::accounted`].
@@ -382,8 +388,26 @@ impl AccountedTable {
             secured,
             schema: Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
             whole: None,
+            keyed: true,
         }
     }
+}
+
+/// `plan`'s first `n` columns (the key column after them dropped).
+fn first_columns(plan: Arc<dyn ExecutionPlan>, n: usize) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = plan.schema();
+    let columns: Vec<(Arc<dyn PhysicalExpr>, String)> = (0..n)
+        .map(|i| {
+            let name = schema.field(i).name().clone();
+            let column: Arc<dyn PhysicalExpr> = Arc::new(
+                datafusion::physical_expr::expressions::Column::new(&name, i),
+            );
+            (column, name)
+        })
+        .collect();
+    Ok(Arc::new(
+        datafusion::physical_plan::projection::ProjectionExec::try_new(columns, plan)?,
+    ))
 }
 
 #[async_trait]
@@ -413,7 +437,9 @@ impl TableProvider for AccountedTable {
         let Some(secured) = self.secured.downcast_ref::<SecuredTable>() else {
             return datafusion::common::internal_err!("accounted table over an unsecured table");
         };
-        if let Some(sets) = &self.whole {
+        if let Some(sets) = &self.whole
+            && !self.keyed
+        {
             return self
                 .scan_whole(secured, sets, state, projection, filters)
                 .await;
@@ -437,9 +463,41 @@ impl TableProvider for AccountedTable {
         if shown.iter().any(|&i| i >= key) {
             return datafusion::common::internal_err!("patient key out of place");
         }
-        secured
-            .scan_with(state, Some(&shown), filters, key_as)
-            .await
+        let Some(sets) = &self.whole else {
+            return secured
+                .scan_with(state, Some(&shown), filters, key_as)
+                .await;
+        };
+        // A whole table with its key column: the patients from the key
+        // indexes when every file read has one, else from the key column.
+        use super::accounting::{Disclosure, tap::TapExec};
+        let plan = secured
+            .scan_with(
+                state,
+                Some(&shown),
+                filters,
+                Some(key_as.unwrap_or(super::accounting::KEY_COLUMN)),
+            )
+            .await?;
+        let patients = match (&secured.whole, filters.is_empty()) {
+            (Some(source), true) => plan
+                .downcast_ref::<BarrierExec>()
+                .and_then(|b| source.patients(&b.input)),
+            _ => None,
+        };
+        let tapped: Arc<dyn ExecutionPlan> = match patients {
+            Some(patients) => Arc::new(TapExec::whole(plan, Arc::new(patients), sets.clone())),
+            None => Arc::new(TapExec::new(
+                plan,
+                vec![shown.len()],
+                Disclosure::Aggregated,
+                sets.clone(),
+            )),
+        };
+        if key_as.is_some() {
+            return Ok(tapped);
+        }
+        first_columns(tapped, shown.len())
     }
 }
 

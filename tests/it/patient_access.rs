@@ -536,6 +536,37 @@ async fn an_aggregate_over_a_whole_table_is_accounted_from_the_key_indexes() {
             whole_and_keyed(addr, &auditor, n, role, purpose, table, Some(true)).await;
         }
     }
+    // Under an aggregation policy the whole-table scan also carries the
+    // key (for the group cells): the same patients as with a condition.
+    for (i, table) in ["clinical.patients", "clinical.encounters", "claims.claims"]
+        .iter()
+        .enumerate()
+    {
+        let (w_user, k_user) = (format!("wt_rwhole_{i}"), format!("wt_rkeyed_{i}"));
+        let w = as_user(addr, &w_user, "reporter", None, "operations").await;
+        let k = as_user(addr, &k_user, "reporter", None, "operations").await;
+        let whole = text_rows(
+            &w,
+            &format!("SELECT site_id, count(*) FROM {table} GROUP BY site_id"),
+        )
+        .await;
+        let keyed = text_rows(
+            &k,
+            &format!(
+                "SELECT site_id, count(*) FROM {table} WHERE patient_id <> -1 GROUP BY site_id"
+            ),
+        )
+        .await;
+        assert!(!whole.is_empty());
+        assert_eq!(whole.len(), keyed.len(), "{table}");
+        let by_index = touched_by(&auditor, &w_user, "aggregated").await;
+        assert!(!by_index.is_empty(), "{table}");
+        assert_eq!(
+            by_index,
+            touched_by(&auditor, &k_user, "aggregated").await,
+            "{table}"
+        );
+    }
     // GROUP BY over projections and an alias, and DISTINCT: whole too.
     let a = as_user(addr, "wt_grouped", "analyst", None, "operations").await;
     let plan = text_rows(

@@ -22,14 +22,18 @@
 //!    whose per-operator row counts are cells before suppression.
 //! 2. [`suppress`] rewrites the aggregation, with the stored patient key of
 //!    every scan carried to its input (the accounting rewrite's key
-//!    columns, so consent and row filters apply first), into: the distinct
+//!    columns, so consent and row filters apply first). When every
+//!    aggregate merges from its groups' values, in one pass
+//!    (`super::cells`): the aggregation also carries each group's patients
+//!    per key until they reach the minimum, and a node above it releases
+//!    the groups that cover the minimum for every key and merges the
+//!    others into one remainder group whose grouping columns are NULL,
+//!    dropped while it is still too small. Otherwise in two: the distinct
 //!    patients of each group per key; the rows of groups below the minimum
-//!    for any key relabelled into one remainder group whose grouping
-//!    columns are NULL (a left join on the small groups, NULL-safe); the
-//!    aggregation again over the relabelled rows; and a filter keeping only
-//!    groups that cover the minimum for every key — which drops the
-//!    remainder while it is still too small. `HAVING`, `ORDER BY` and
-//!    `LIMIT` above apply to what is left.
+//!    relabelled into the remainder (a left join on the small groups,
+//!    NULL-safe); the aggregation again over the relabelled rows; and a
+//!    filter keeping only groups that cover the minimum for every key.
+//!    `HAVING`, `ORDER BY` and `LIMIT` above apply to what is left.
 //!
 //! A group whose grouping columns are genuinely NULL and the remainder are
 //! one group (both show NULL): it still covers the minimum. Differencing

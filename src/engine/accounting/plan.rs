@@ -345,7 +345,18 @@ fn track(plan: LogicalPlan, cx: &mut Cx) -> Result<(LogicalPlan, Vec<String>)> {
         // suppressed, over the keys of its rows.
         LogicalPlan::Aggregate(a) if cx.groups.is_some() && reads_patients(&plan) => {
             let min = cx.groups.take().unwrap_or(u32::MAX);
-            let (input, keys) = track(a.input.as_ref().clone(), cx)?;
+            // Over a whole table, its scan records the patients (from the
+            // key indexes) and still carries the key for the cells.
+            let (input, keys, recorded) = match whole_keyed(&a.input, cx) {
+                Some(r) => {
+                    let (input, keys) = r?;
+                    (input, keys, true)
+                }
+                None => {
+                    let (input, keys) = track(a.input.as_ref().clone(), cx)?;
+                    (input, keys, false)
+                }
+            };
             if keys.is_empty() {
                 return datafusion::common::plan_err!("aggregation without patient keys");
             }
@@ -353,6 +364,9 @@ fn track(plan: LogicalPlan, cx: &mut Cx) -> Result<(LogicalPlan, Vec<String>)> {
             let tap_keys = keys.clone();
             let plan =
                 super::groups::suppress(a, input, &keys, min, &sets.clone(), move |input| {
+                    if recorded {
+                        return input;
+                    }
                     LogicalPlan::Extension(Extension {
                         node: Arc::new(PatientTap {
                             input,
@@ -430,6 +444,75 @@ fn whole(plan: &LogicalPlan, cx: &Cx) -> Option<Result<LogicalPlan>> {
             }
             let input = whole(inputs_of(plan).pop().as_ref()?, cx)?;
             Some(input.and_then(|input| rebuild(plan, vec![input])))
+        }
+        _ => None,
+    }
+}
+
+/// As [`whole`], with the scan's patient key carried up as a key column
+/// (for an aggregation policy's cells): the plan and its key columns.
+fn whole_keyed(plan: &LogicalPlan, cx: &mut Cx) -> Option<Result<(LogicalPlan, Vec<String>)>> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let provider = accounted_source(scan)?;
+            let eligible = scan.filters.is_empty()
+                && scan.fetch.is_none()
+                && provider
+                    .downcast_ref::<SecuredTable>()
+                    .is_some_and(SecuredTable::accounted_whole);
+            if !eligible {
+                return None;
+            }
+            let name = format!("{KEY_COLUMN}_{}", cx.next);
+            cx.next += 1;
+            let visible = provider.schema().fields().len();
+            let mut projection = scan
+                .projection
+                .clone()
+                .unwrap_or_else(|| (0..visible).collect());
+            projection.push(visible);
+            let source = provider_as_source(Arc::new(AccountedTable::whole_keyed(
+                provider,
+                name.clone(),
+                cx.sets.clone(),
+            )));
+            Some(
+                TableScanBuilder::new(scan.table_name.clone(), source)
+                    .with_projection(Some(projection))
+                    .with_statistics_requests(scan.statistics_requests.clone())
+                    .build()
+                    .map(|scan| (LogicalPlan::TableScan(scan), vec![name])),
+            )
+        }
+        LogicalPlan::Projection(p) => {
+            if has_subqueries(plan) {
+                return None;
+            }
+            let (input, keys) = match whole_keyed(&p.input, cx)? {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            let mut exprs = p.expr.clone();
+            for k in &keys {
+                match key_column(&input, k) {
+                    Ok(e) => exprs.push(e),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            Some(
+                Projection::try_new(exprs, Arc::new(input))
+                    .map(|p| (LogicalPlan::Projection(p), keys)),
+            )
+        }
+        LogicalPlan::SubqueryAlias(_) => {
+            if has_subqueries(plan) {
+                return None;
+            }
+            let (input, keys) = match whole_keyed(inputs_of(plan).pop().as_ref()?, cx)? {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            Some(rebuild(plan, vec![input]).map(|p| (p, keys)))
         }
         _ => None,
     }
