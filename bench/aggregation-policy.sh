@@ -11,7 +11,10 @@
 #
 # Needs bench/run.sh to have generated $BENCH_DIR (default
 # /var/tmp/lakeward-bench-N; --layout foreign also its data-foreign) and
-# pgbench/psql. LAKEWARD_BIN: the release binary to measure. Prints one
+# pgbench/psql. LAKEWARD_BIN: the release binary to measure. QUERIES: the
+# workloads (bench/workloads/<name>.sql) to run, by default the analytic
+# benchmark's three; many_small_groups is the shape where most groups are
+# small (a day × site × diagnosis grid). Prints one
 # line per round, role and query, then the medians and ratios; the records
 # go to $BENCH_DIR/aggregation-policy.jsonl.
 set -euo pipefail
@@ -75,7 +78,7 @@ TOKEN[analyst]="$("$BIN" token --data-dir "$DATA" --role analyst --purposes oper
 TOKEN[reporter]="$("$BIN" token --data-dir "$DATA" --role reporter --purposes operations --ttl 12h)"
 conn() { echo "host=127.0.0.1 port=$PORT dbname=lakeward user=$1 password=${TOKEN[$1]} sslmode=require options='-c lakeward.purpose=operations'"; }
 
-QUERIES="claims_by_payer_month hba1c_cohort top_dx_per_site"
+QUERIES="${QUERIES:-claims_by_payer_month hba1c_cohort top_dx_per_site}"
 for round in $(seq 1 "$ROUNDS"); do
   roles="analyst reporter"
   [ $((round % 2)) -eq 0 ] && roles="reporter analyst"
@@ -92,7 +95,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$RESULTS" "$LAYOUT" "$PATIENTS" "$ROUNDS" <<'PY'
+python3 - "$RESULTS" "$LAYOUT" "$PATIENTS" "$ROUNDS" $QUERIES <<'PY'
 import json, statistics, sys
 path, layout, patients, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rows = [json.loads(l) for l in open(path)]
@@ -100,7 +103,7 @@ rows = [r for r in rows if r["layout"] == layout and r["patients"] == patients]
 # The last `rounds` rounds of each (query, role): this run's.
 print(f"| query | analyst ms (median of {rounds} rounds) | reporter ms | ratio |")
 print("|---|---:|---:|---:|")
-for q in ["claims_by_payer_month", "hba1c_cohort", "top_dx_per_site"]:
+for q in sys.argv[5:]:
     m = {}
     for role in ["analyst", "reporter"]:
         xs = [r["mean_ms"] for r in rows if r["query"] == q and r["role"] == role][-rounds:]

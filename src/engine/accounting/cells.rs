@@ -51,7 +51,6 @@ use datafusion::physical_plan::{
 };
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
-use roaring::RoaringTreemap;
 
 use super::PatientSets;
 
@@ -125,7 +124,7 @@ impl AggregateUDFImpl for CellUdaf {
 #[derive(Debug, Default)]
 struct Open {
     null_group: bool,
-    keys: Vec<RoaringTreemap>,
+    keys: Vec<KeySet>,
     distinct: Vec<HashSet<Box<[u8]>>>,
     /// Bytes held, for the memory pool.
     bytes: usize,
@@ -135,7 +134,7 @@ impl Open {
     fn new(spec: &CellSpec) -> Open {
         Open {
             null_group: false,
-            keys: vec![RoaringTreemap::new(); spec.keys],
+            keys: vec![KeySet::default(); spec.keys],
             distinct: vec![HashSet::new(); spec.distinct],
             bytes: 64,
         }
@@ -147,7 +146,7 @@ impl Open {
 
     fn add_key(&mut self, i: usize, key: i64) {
         if let Some(set) = self.keys.get_mut(i)
-            && set.insert(key as u64)
+            && set.insert(key)
         {
             self.bytes += 8;
         }
@@ -167,7 +166,7 @@ impl Open {
         for (i, set) in other.keys.into_iter().enumerate() {
             if let Some(mine) = self.keys.get_mut(i) {
                 self.bytes = self.bytes.saturating_sub(8 * mine.len() as usize);
-                *mine |= set;
+                mine.union(set);
                 self.bytes += 8 * mine.len() as usize;
             }
         }
@@ -178,15 +177,12 @@ impl Open {
         }
     }
 
-    /// `[null_group u8] ([len u32] treemap)* ([n u32] ([len u32] bytes)*)*`
+    /// `[null_group u8] ([n u32] (i64)*)* ([n u32] ([len u32] bytes)*)*`
     fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
         out.push(u8::from(self.null_group));
         for set in &self.keys {
-            let len = u32::try_from(set.serialized_size()).unwrap_or(u32::MAX);
-            out.extend_from_slice(&len.to_le_bytes());
-            if set.serialize_into(&mut *out).is_err() {
-                return internal_err!("cell state not encoded");
-            }
+            out.extend_from_slice(&u32::try_from(set.len()).unwrap_or(u32::MAX).to_le_bytes());
+            set.for_each(|k| out.extend_from_slice(&k.to_le_bytes()));
         }
         for set in &self.distinct {
             out.extend_from_slice(&u32::try_from(set.len()).unwrap_or(u32::MAX).to_le_bytes());
@@ -214,12 +210,13 @@ impl Open {
         let mut open = Open::new(spec);
         open.null_group = take_n(&mut bytes, 1)?[0] != 0;
         for i in 0..spec.keys {
-            let len = take_u32(&mut bytes)?;
-            let Ok(set) = RoaringTreemap::deserialize_from(take_n(&mut bytes, len)?) else {
-                return internal_err!("cell state not decoded");
-            };
-            open.bytes += 8 * set.len() as usize;
-            open.keys[i] = set;
+            let n = take_u32(&mut bytes)?;
+            let raw = take_n(&mut bytes, n.saturating_mul(8))?;
+            for k in raw.chunks_exact(8) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(k);
+                open.add_key(i, i64::from_le_bytes(b));
+            }
         }
         for i in 0..spec.distinct {
             let n = take_u32(&mut bytes)?;
@@ -230,6 +227,62 @@ impl Open {
             }
         }
         Ok(open)
+    }
+}
+
+/// One key's distinct patients in an open cell: a few (a group below the
+/// minimum holds fewer than it) in a vector, more in a hash set.
+#[derive(Debug, Clone)]
+enum KeySet {
+    Few(Vec<i64>),
+    Many(HashSet<i64>),
+}
+
+impl Default for KeySet {
+    fn default() -> Self {
+        KeySet::Few(Vec::new())
+    }
+}
+
+impl KeySet {
+    const FEW: usize = 32;
+
+    /// Whether `k` is new.
+    fn insert(&mut self, k: i64) -> bool {
+        match self {
+            KeySet::Few(v) if v.contains(&k) => false,
+            KeySet::Few(v) if v.len() < Self::FEW => {
+                v.push(k);
+                true
+            }
+            KeySet::Few(v) => {
+                let mut set: HashSet<i64> = v.drain(..).collect();
+                set.insert(k);
+                *self = KeySet::Many(set);
+                true
+            }
+            KeySet::Many(set) => set.insert(k),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            KeySet::Few(v) => v.len() as u64,
+            KeySet::Many(set) => set.len() as u64,
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(i64)) {
+        match self {
+            KeySet::Few(v) => v.iter().for_each(|&k| f(k)),
+            KeySet::Many(set) => set.iter().for_each(|&k| f(k)),
+        }
+    }
+
+    fn union(&mut self, other: KeySet) {
+        other.for_each(|k| {
+            self.insert(k);
+        });
     }
 }
 
