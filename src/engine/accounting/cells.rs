@@ -161,22 +161,6 @@ impl Open {
         }
     }
 
-    fn union(&mut self, other: Open) {
-        self.null_group |= other.null_group;
-        for (i, set) in other.keys.into_iter().enumerate() {
-            if let Some(mine) = self.keys.get_mut(i) {
-                self.bytes = self.bytes.saturating_sub(8 * mine.len() as usize);
-                mine.union(set);
-                self.bytes += 8 * mine.len() as usize;
-            }
-        }
-        for (i, set) in other.distinct.into_iter().enumerate() {
-            for v in set {
-                self.add_distinct(i, &v);
-            }
-        }
-    }
-
     /// `[null_group u8] ([n u32] (i64)*)* ([n u32] ([len u32] bytes)*)*`
     fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
         out.push(u8::from(self.null_group));
@@ -194,7 +178,9 @@ impl Open {
         Ok(())
     }
 
-    fn decode(spec: &CellSpec, mut bytes: &[u8]) -> Result<Open> {
+    /// Adds an encoded cell to this one; returns the fewest patients the
+    /// encoded cell has for a key (whether it was below the minimum).
+    fn merge_encoded(&mut self, spec: &CellSpec, mut bytes: &[u8]) -> Result<u64> {
         fn take_n<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
             if bytes.len() < n {
                 return internal_err!("cell state truncated");
@@ -207,10 +193,12 @@ impl Open {
             let b = take_n(bytes, 4)?;
             Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
         }
-        let mut open = Open::new(spec);
-        open.null_group = take_n(&mut bytes, 1)?[0] != 0;
+        let open = self;
+        open.null_group |= take_n(&mut bytes, 1)?[0] != 0;
+        let mut fewest = u64::MAX;
         for i in 0..spec.keys {
             let n = take_u32(&mut bytes)?;
+            fewest = fewest.min(n as u64);
             let raw = take_n(&mut bytes, n.saturating_mul(8))?;
             for k in raw.chunks_exact(8) {
                 let mut b = [0u8; 8];
@@ -226,16 +214,16 @@ impl Open {
                 open.add_distinct(i, v);
             }
         }
-        Ok(open)
+        Ok(fewest)
     }
 }
 
 /// One key's distinct patients in an open cell: a few (a group below the
-/// minimum holds fewer than it) in a vector, more in a hash set.
+/// minimum holds fewer than it) in a vector, more in a bitmap.
 #[derive(Debug, Clone)]
 enum KeySet {
     Few(Vec<i64>),
-    Many(HashSet<i64>),
+    Many(roaring::RoaringTreemap),
 }
 
 impl Default for KeySet {
@@ -256,33 +244,27 @@ impl KeySet {
                 true
             }
             KeySet::Few(v) => {
-                let mut set: HashSet<i64> = v.drain(..).collect();
-                set.insert(k);
+                let mut set: roaring::RoaringTreemap = v.drain(..).map(|k| k as u64).collect();
+                set.insert(k as u64);
                 *self = KeySet::Many(set);
                 true
             }
-            KeySet::Many(set) => set.insert(k),
+            KeySet::Many(set) => set.insert(k as u64),
         }
     }
 
     fn len(&self) -> u64 {
         match self {
             KeySet::Few(v) => v.len() as u64,
-            KeySet::Many(set) => set.len() as u64,
+            KeySet::Many(set) => set.len(),
         }
     }
 
     fn for_each(&self, mut f: impl FnMut(i64)) {
         match self {
             KeySet::Few(v) => v.iter().for_each(|&k| f(k)),
-            KeySet::Many(set) => set.iter().for_each(|&k| f(k)),
+            KeySet::Many(set) => set.iter().for_each(|k| f(k as i64)),
         }
-    }
-
-    fn union(&mut self, other: KeySet) {
-        other.for_each(|k| {
-            self.insert(k);
-        });
     }
 }
 
@@ -420,10 +402,9 @@ impl Cells {
                 self.groups[g] = Cell::Saturated;
                 continue;
             }
-            let other = Open::decode(&self.spec, states.value(r))?;
             if let Some(Cell::Open(open)) = self.groups.get_mut(g) {
                 let before = open.bytes;
-                open.union(other);
+                open.merge_encoded(&self.spec, states.value(r))?;
                 self.bytes = self.bytes + open.bytes - before;
             }
             self.settle(g);
@@ -936,13 +917,9 @@ impl Remainder {
             if cells.is_null(r) {
                 self.saturated = true;
             } else {
-                let open = Open::decode(&spec, cells.value(r))?;
-                if open.keys.iter().any(|k| k.len() < release.min) {
+                let cell = self.cell.get_or_insert_with(|| Open::new(&spec));
+                if cell.merge_encoded(&spec, cells.value(r))? < release.min {
                     self.small += 1;
-                }
-                match &mut self.cell {
-                    Some(cell) => cell.union(open),
-                    None => self.cell = Some(open),
                 }
             }
             // Without grouping columns the one group is shown or not.
