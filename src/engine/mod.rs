@@ -12,6 +12,7 @@ pub(crate) mod audit_views;
 pub(crate) mod catalog;
 pub(crate) mod consent;
 pub mod delta;
+mod distinct_count;
 pub(crate) mod encode;
 pub(crate) mod errors;
 pub(crate) mod filter_sets;
@@ -264,6 +265,8 @@ impl Engine {
         client.register_udf(like::like_escape_udf());
         // array_agg of catalog oids is an oid[], as in PostgreSQL.
         client.register_udaf(catalog::oid_array_agg());
+        // count(DISTINCT <string>) with all its memory in the budget.
+        client.register_udaf(distinct_count::accounted_count());
         // PostgreSQL's to_char/to_date/to_timestamp templates in place of
         // DataFusion's chrono formats (other arities stay DataFusion's).
         for udf in pg_datetime::udfs() {
