@@ -44,6 +44,27 @@ async fn refused(c: &Client, sql: &str) {
     }
 }
 
+/// For a join of rows `x` to groups `s` over `groups` named `<p>0`, …:
+/// the aliased grouping list, its positions (`1, 2, …`) and the NULL-safe
+/// join condition.
+fn grouping_join(groups: &[&str], p: &str) -> (String, String, String) {
+    let aliased = groups
+        .iter()
+        .enumerate()
+        .map(|(j, c)| format!("{c} AS {p}{j}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let positions = (1..=groups.len())
+        .map(|j| j.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let same = (0..groups.len())
+        .map(|j| format!("(x.{p}{j} IS NOT DISTINCT FROM s.{p}{j})"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    (aliased, positions, same)
+}
+
 /// The reporter's answer to `GROUP BY <groups>` with `<aggs>`, checked
 /// against the analyst's groups with their distinct patients: the groups
 /// of at least 11 patients come back as they are, and the others only
@@ -88,20 +109,7 @@ async fn suppressed_like_the_oracle(
         "{from} by {g}: the case needs small groups"
     );
     // The remainder's own patients, over the small groups' rows.
-    let aliased = groups
-        .iter()
-        .enumerate()
-        .map(|(j, c)| format!("{c} AS g{j}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let positions = (1..=n)
-        .map(|j| j.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let same = (0..n)
-        .map(|j| format!("(x.g{j} IS NOT DISTINCT FROM s.g{j})"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let (aliased, positions, same) = grouping_join(groups, "g");
     let remainder_patients: i64 = rows(
         analyst,
         &format!(
@@ -332,20 +340,7 @@ async fn merged_like_the_oracle(
         ),
     )
     .await;
-    let aliased = groups
-        .iter()
-        .enumerate()
-        .map(|(j, c)| format!("{c} AS __g{j}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let positions = (1..=n)
-        .map(|j| j.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let same = (0..n)
-        .map(|j| format!("(x.__g{j} IS NOT DISTINCT FROM s.__g{j})"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let (aliased, positions, same) = grouping_join(groups, "__g");
     let all_null = groups
         .iter()
         .map(|c| format!("({c}) IS NULL"))

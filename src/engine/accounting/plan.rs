@@ -412,6 +412,18 @@ fn track(plan: LogicalPlan, cx: &mut Cx) -> Result<(LogicalPlan, Vec<String>)> {
     }
 }
 
+/// The secured table `scan` reads, when every row it admits is read: no
+/// condition of the statement, no limit, no row filter for the role.
+fn whole_source(scan: &TableScan) -> Option<Arc<dyn datafusion::catalog::TableProvider>> {
+    let provider = accounted_source(scan)?;
+    (scan.filters.is_empty()
+        && scan.fetch.is_none()
+        && provider
+            .downcast_ref::<SecuredTable>()
+            .is_some_and(SecuredTable::accounted_whole))
+    .then_some(provider)
+}
+
 /// `plan` rebuilt over a whole-table scan, when it is only projections
 /// and aliases (with no subquery) over a scan of a secured table with no
 /// row filter, no condition of the statement and no limit: every row the
@@ -419,15 +431,7 @@ fn track(plan: LogicalPlan, cx: &mut Cx) -> Result<(LogicalPlan, Vec<String>)> {
 fn whole(plan: &LogicalPlan, cx: &Cx) -> Option<Result<LogicalPlan>> {
     match plan {
         LogicalPlan::TableScan(scan) => {
-            let provider = accounted_source(scan)?;
-            let eligible = scan.filters.is_empty()
-                && scan.fetch.is_none()
-                && provider
-                    .downcast_ref::<SecuredTable>()
-                    .is_some_and(SecuredTable::accounted_whole);
-            if !eligible {
-                return None;
-            }
+            let provider = whole_source(scan)?;
             let source =
                 provider_as_source(Arc::new(AccountedTable::whole(provider, cx.sets.clone())));
             Some(
@@ -454,15 +458,7 @@ fn whole(plan: &LogicalPlan, cx: &Cx) -> Option<Result<LogicalPlan>> {
 fn whole_keyed(plan: &LogicalPlan, cx: &mut Cx) -> Option<Result<(LogicalPlan, Vec<String>)>> {
     match plan {
         LogicalPlan::TableScan(scan) => {
-            let provider = accounted_source(scan)?;
-            let eligible = scan.filters.is_empty()
-                && scan.fetch.is_none()
-                && provider
-                    .downcast_ref::<SecuredTable>()
-                    .is_some_and(SecuredTable::accounted_whole);
-            if !eligible {
-                return None;
-            }
+            let provider = whole_source(scan)?;
             let name = format!("{KEY_COLUMN}_{}", cx.next);
             cx.next += 1;
             let visible = provider.schema().fields().len();
