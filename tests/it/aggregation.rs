@@ -673,3 +673,56 @@ async fn prepared_statements_and_portals_are_held_to_the_policy() {
     assert!(!prepared.is_empty());
     assert_eq!(prepared, simple);
 }
+
+/// The issue's statement through the real psql: the reporter's rows are
+/// the analyst's groups of at least 11 patients plus the remainder row
+/// (grouping columns empty), and a row-level query is refused.
+#[test]
+fn through_psql_a_reporter_gets_the_large_groups_and_the_remainder() {
+    use crate::support::process::text;
+    use crate::support::psql::{PsqlConn, psql};
+    let port = server().port();
+    let (r_token, a_token) = (
+        crate::support::token("reporter", "reporter", None),
+        crate::support::token("analyst", "analyst", None),
+    );
+    let reporter = PsqlConn::new(port, "reporter", &r_token, "operations");
+    let analyst = PsqlConn::analyst(port, &a_token);
+    let lines = |out: &std::process::Output| -> std::collections::BTreeSet<String> {
+        assert!(out.status.success(), "{}", text(out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let got = lines(&psql(
+        &reporter,
+        &[
+            "-c",
+            "SELECT site_id, primary_dx, count(*) FROM clinical.encounters GROUP BY 1, 2",
+        ],
+    ));
+    let large = lines(&psql(
+        &analyst,
+        &[
+            "-c",
+            &format!(
+                "SELECT site_id, primary_dx, count(*) FROM clinical.encounters GROUP BY 1, 2 \
+                 HAVING count(DISTINCT patient_id) >= {MIN}"
+            ),
+        ],
+    ));
+    let remainder: Vec<&String> = got.iter().filter(|l| l.starts_with("||")).collect();
+    assert_eq!(remainder.len(), 1, "one remainder row: {got:?}");
+    let released: std::collections::BTreeSet<String> = got
+        .iter()
+        .filter(|l| !l.starts_with("||"))
+        .cloned()
+        .collect();
+    assert_eq!(released, large);
+    let refused = psql(&reporter, &["-c", "SELECT * FROM clinical.patients"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("at least 11 patients"), "{err}");
+    assert!(refused.stdout.is_empty());
+}
