@@ -317,45 +317,79 @@ impl ExecutionPlan for TapExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        Ok(match &self.collect {
-            Collect::Keys(keys) => Box::pin(TapStream {
-                input,
+        let gather = match &self.collect {
+            Collect::Keys(keys) => Gather::Keys {
                 keys: keys.clone(),
                 collected: Some(Keys::default()),
-                class: self.class,
-                sets: self.sets.clone(),
-            }),
-            Collect::Whole { patients, recorded } => Box::pin(super::whole::WholeStream::new(
-                input,
-                patients.clone(),
-                self.sets.clone(),
-                recorded.clone(),
-            )),
-        })
+            },
+            Collect::Whole { patients, recorded } => Gather::Whole {
+                read_any: false,
+                patients: patients.clone(),
+                recorded: recorded.clone(),
+            },
+        };
+        Ok(Box::pin(TapStream {
+            input,
+            gather,
+            class: self.class,
+            sets: self.sets.clone(),
+        }))
     }
 }
 
-/// One partition's stream: keys collected locally, handed to the
-/// statement's sets when the stream ends or is dropped.
+/// What one partition's stream gathers.
+enum Gather {
+    /// Keys collected locally, handed to the statement's sets when the
+    /// stream ends or is dropped.
+    Keys {
+        keys: Vec<usize>,
+        collected: Option<Keys>,
+    },
+    /// A set known before the rows are read, recorded once when this
+    /// partition's rows have been read — or, conservatively, when a
+    /// partition that read rows stops before its end (an error, a cancel),
+    /// as a key column's tap records the rows it saw.
+    Whole {
+        read_any: bool,
+        patients: Arc<roaring::RoaringTreemap>,
+        recorded: Arc<std::sync::atomic::AtomicBool>,
+    },
+}
+
+/// One partition's stream: its input's batches, their patients gathered.
 struct TapStream {
     input: SendableRecordBatchStream,
-    keys: Vec<usize>,
-    collected: Option<Keys>,
+    gather: Gather,
     class: Disclosure,
     sets: Arc<PatientSets>,
 }
 
 impl TapStream {
-    fn flush(&mut self) {
-        if let Some(keys) = self.collected.take() {
-            self.sets.merge(self.class, keys);
+    /// At the end of the input (`ended`) or when dropped.
+    fn flush(&mut self, ended: bool) {
+        match &mut self.gather {
+            Gather::Keys { collected, .. } => {
+                if let Some(keys) = collected.take() {
+                    self.sets.merge(self.class, keys);
+                }
+            }
+            Gather::Whole {
+                read_any,
+                patients,
+                recorded,
+            } => {
+                if (ended || *read_any) && !recorded.swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    self.sets.merge_set(self.class, patients);
+                }
+            }
         }
     }
 }
 
 impl Drop for TapStream {
     fn drop(&mut self) {
-        self.flush();
+        self.flush(false);
     }
 }
 
@@ -365,17 +399,21 @@ impl Stream for TapStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = self.input.as_mut().poll_next(cx);
         match &polled {
-            Poll::Ready(Some(Ok(batch))) => {
-                let this = &mut *self;
-                if let Some(collected) = this.collected.as_mut() {
-                    for &k in &this.keys {
+            Poll::Ready(Some(Ok(batch))) => match &mut self.gather {
+                Gather::Keys {
+                    keys,
+                    collected: Some(collected),
+                } => {
+                    for &k in keys.iter() {
                         if let Some(column) = batch.columns().get(k) {
                             collected.add_column(column.as_ref(), 0..batch.num_rows());
                         }
                     }
                 }
-            }
-            Poll::Ready(None) => self.flush(),
+                Gather::Whole { read_any, .. } if batch.num_rows() > 0 => *read_any = true,
+                _ => {}
+            },
+            Poll::Ready(None) => self.flush(true),
             _ => {}
         }
         polled

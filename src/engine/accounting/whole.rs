@@ -22,24 +22,15 @@
 //! otherwise a `TapExec` made by [`super::tap::TapExec::whole`] records the
 //! set when the scan's rows have been read.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::Result;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use datafusion::object_store::path::Path as StorePath;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use futures::Stream;
 use roaring::RoaringTreemap;
 
-use super::{Disclosure, PatientSets};
 use crate::engine::consent::{ConsentSet, Decision};
 use crate::engine::lookup::TableLookup;
 
@@ -121,68 +112,4 @@ fn data_files(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(StorePath, u64)>) ->
         "NoFloatPruning",
     ];
     ROW_OPERATORS.contains(&plan.name()) && children.into_iter().all(|c| data_files(c, out))
-}
-
-/// One partition of a whole-table tap (`super::tap::TapExec::whole`).
-pub(crate) struct WholeStream {
-    input: SendableRecordBatchStream,
-    /// Whether this partition produced a batch.
-    read_any: bool,
-    patients: Arc<RoaringTreemap>,
-    sets: Arc<PatientSets>,
-    recorded: Arc<AtomicBool>,
-}
-
-impl WholeStream {
-    pub(crate) fn new(
-        input: SendableRecordBatchStream,
-        patients: Arc<RoaringTreemap>,
-        sets: Arc<PatientSets>,
-        recorded: Arc<AtomicBool>,
-    ) -> WholeStream {
-        WholeStream {
-            input,
-            read_any: false,
-            patients,
-            sets,
-            recorded,
-        }
-    }
-
-    fn record(&self) {
-        if !self.recorded.swap(true, Ordering::AcqRel) {
-            self.sets.merge_set(Disclosure::Aggregated, &self.patients);
-        }
-    }
-}
-
-impl Drop for WholeStream {
-    /// A partition stopped before its end (an error, a cancel) records
-    /// the patients if it read rows: the conservative account, as a key
-    /// column's tap records the rows it saw.
-    fn drop(&mut self) {
-        if self.read_any {
-            self.record();
-        }
-    }
-}
-
-impl Stream for WholeStream {
-    type Item = Result<RecordBatch>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.input.as_mut().poll_next(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(batch))) if batch.num_rows() > 0 => self.read_any = true,
-            Poll::Ready(None) => self.record(),
-            _ => {}
-        }
-        polled
-    }
-}
-
-impl RecordBatchStream for WholeStream {
-    fn schema(&self) -> SchemaRef {
-        self.input.schema()
-    }
 }
