@@ -413,7 +413,7 @@ impl Cells {
     }
 
     /// The cells of `cells` as a Binary column: NULL for a saturated group.
-    fn encode<'a>(cells: impl Iterator<Item = &'a Cell>, spec: &CellSpec) -> Result<ArrayRef> {
+    fn encode<'a>(cells: impl Iterator<Item = &'a Cell>) -> Result<ArrayRef> {
         let mut out = BinaryBuilder::new();
         let mut buf = Vec::new();
         for cell in cells {
@@ -426,7 +426,6 @@ impl Cells {
                 }
             }
         }
-        let _ = spec;
         Ok(Arc::new(out.finish()))
     }
 
@@ -437,7 +436,7 @@ impl Cells {
                 self.bytes = self.bytes.saturating_sub(open.bytes);
             }
         }
-        Cells::encode(taken.iter(), &self.spec)
+        Cells::encode(taken.iter())
     }
 }
 
@@ -493,7 +492,7 @@ struct OneCell(Cells);
 
 impl OneCell {
     fn value(&self) -> Result<ScalarValue> {
-        let array = Cells::encode(self.0.groups.first().into_iter(), &self.0.spec)?;
+        let array = Cells::encode(self.0.groups.first().into_iter())?;
         if array.is_empty() {
             // No row: no patient.
             let mut buf = Vec::new();

@@ -285,14 +285,7 @@ fn track(plan: LogicalPlan, cx: &mut Cx) -> Result<(LogicalPlan, Vec<String>)> {
             let Some(provider) = accounted_source(scan) else {
                 return Ok((plan, vec![]));
             };
-            let name = format!("{KEY_COLUMN}_{}", cx.next);
-            cx.next += 1;
-            let visible = provider.schema().fields().len();
-            let mut projection = scan
-                .projection
-                .clone()
-                .unwrap_or_else(|| (0..visible).collect());
-            projection.push(visible);
+            let (name, projection) = key_projection(scan, provider.as_ref(), cx);
             let source = provider_as_source(Arc::new(AccountedTable::new(provider, name.clone())));
             let scan = TableScanBuilder::new(scan.table_name.clone(), source)
                 .with_projection(Some(projection))
@@ -412,6 +405,24 @@ fn track(plan: LogicalPlan, cx: &mut Cx) -> Result<(LogicalPlan, Vec<String>)> {
     }
 }
 
+/// A fresh key column's name for `scan` of `provider`, and the scan's
+/// projection with that column (the provider's last) added.
+fn key_projection(
+    scan: &TableScan,
+    provider: &dyn datafusion::catalog::TableProvider,
+    cx: &mut Cx,
+) -> (String, Vec<usize>) {
+    let name = format!("{KEY_COLUMN}_{}", cx.next);
+    cx.next += 1;
+    let visible = provider.schema().fields().len();
+    let mut projection = scan
+        .projection
+        .clone()
+        .unwrap_or_else(|| (0..visible).collect());
+    projection.push(visible);
+    (name, projection)
+}
+
 /// The secured table `scan` reads, when every row it admits is read: no
 /// condition of the statement, no limit, no row filter for the role.
 fn whole_source(scan: &TableScan) -> Option<Arc<dyn datafusion::catalog::TableProvider>> {
@@ -459,14 +470,7 @@ fn whole_keyed(plan: &LogicalPlan, cx: &mut Cx) -> Option<Result<(LogicalPlan, V
     match plan {
         LogicalPlan::TableScan(scan) => {
             let provider = whole_source(scan)?;
-            let name = format!("{KEY_COLUMN}_{}", cx.next);
-            cx.next += 1;
-            let visible = provider.schema().fields().len();
-            let mut projection = scan
-                .projection
-                .clone()
-                .unwrap_or_else(|| (0..visible).collect());
-            projection.push(visible);
+            let (name, projection) = key_projection(scan, provider.as_ref(), cx);
             let source = provider_as_source(Arc::new(AccountedTable::whole_keyed(
                 provider,
                 name.clone(),
