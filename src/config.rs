@@ -50,6 +50,10 @@ pub struct Config {
     pub lookup: LookupConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The shadow policy folder, also accepted at the top level of the
+    /// file; `[policy] shadow_policy_dir` is its home.
+    #[serde(default)]
+    pub shadow_policy_dir: Option<PathBuf>,
 }
 
 /// The engine's memory budget and spill space (`[memory]`), shared by
@@ -321,6 +325,11 @@ pub struct PolicyConfig {
     pub pseudonym_key_env: String,
     /// Or a file holding it (mode 0600), used when the variable is unset.
     pub pseudonym_key_file: Option<PathBuf>,
+    /// A second policy folder every statement is also planned under (never
+    /// executed twice): the audit record says whether it would have been
+    /// refused or shown any column differently (`audit.shadow_differences`).
+    /// Reloaded on SIGHUP with the live policy.
+    pub shadow_policy_dir: Option<PathBuf>,
 }
 
 impl Default for PolicyConfig {
@@ -329,6 +338,7 @@ impl Default for PolicyConfig {
             dir: None,
             pseudonym_key_env: "LAKEWARD_PSEUDONYM_KEY".into(),
             pseudonym_key_file: None,
+            shadow_policy_dir: None,
         }
     }
 }
@@ -531,8 +541,25 @@ impl Config {
     }
 
     /// Check the configuration as a whole; returns every problem found.
+    /// The shadow policy folder (`[policy] shadow_policy_dir`, or the same
+    /// key at the top level of the file).
+    pub fn shadow_policy_dir(&self) -> Option<&std::path::Path> {
+        self.policy
+            .shadow_policy_dir
+            .as_deref()
+            .or(self.shadow_policy_dir.as_deref())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if let (Some(a), Some(b)) = (&self.policy.shadow_policy_dir, &self.shadow_policy_dir)
+            && a != b
+        {
+            problems.push(
+                "shadow_policy_dir is set twice (top level and [policy]) to different folders"
+                    .to_owned(),
+            );
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             problems.push("tls.cert_file and tls.key_file must be set together".to_owned());
         }
@@ -739,6 +766,7 @@ impl Config {
                 enabled: true,
                 listen: SocketAddr::new(listen.ip(), 0),
             },
+            shadow_policy_dir: None,
         }
     }
 }

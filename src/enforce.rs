@@ -163,6 +163,23 @@ pub struct AccessReport {
     pub columns: Vec<String>,
     /// Rules applied to those tables (grants, masks, filters, consent).
     pub rules: Vec<String>,
+    /// What the shadow policy would have done with the statement, when the
+    /// server runs one (`query::shadow`).
+    pub shadow: Option<ShadowVerdict>,
+}
+
+/// A statement planned under the shadow policy as well (SPEC §10): never
+/// executed, only compared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShadowVerdict {
+    pub policy_version: String,
+    /// Whether the shadow policy would have let the statement run.
+    pub allowed: bool,
+    /// `schema.table.column` read by the statement (under either policy)
+    /// whose treatment differs (visible / mask / NULL / refused), and
+    /// `schema.table (rows)` for a table whose row filter or consent rule
+    /// differs, `(aggregation)` for a different aggregation policy.
+    pub differences: Vec<String>,
 }
 
 /// Defence in depth: every table scan in a client plan must be a secured
@@ -269,6 +286,7 @@ pub fn verify_plan(
         tables: tables.into_iter().collect(),
         columns: columns.into_iter().collect(),
         rules,
+        shadow: None,
     })
 }
 

@@ -167,6 +167,25 @@ impl StatementAudit {
         self.template.tables = report.tables.clone();
         self.template.columns = report.columns.clone();
         self.template.policy_version = Some(report.policy_version.clone());
+        self.shadow(report.shadow.as_ref());
+    }
+
+    /// What the shadow policy would have done (SPEC §10), when the server
+    /// runs one.
+    pub fn shadow(&mut self, verdict: Option<&crate::enforce::ShadowVerdict>) {
+        let Some(v) = verdict else {
+            return;
+        };
+        self.template.shadow_policy_version = Some(v.policy_version.clone());
+        self.template.shadow_decision = Some(
+            if v.allowed {
+                decision::ALLOWED
+            } else {
+                decision::DENIED
+            }
+            .to_owned(),
+        );
+        self.template.shadow_columns = Some(v.differences.clone());
     }
 
     /// The statement's plan reaches only `patient` (a point lookup): its

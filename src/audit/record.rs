@@ -92,6 +92,18 @@ pub struct RecordBody {
     /// remainder row, or dropped with it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed_groups: Option<i64>,
+    /// Statement records of a server running a shadow policy (SPEC §10):
+    /// its version, whether it would have let the statement run
+    /// (`allowed` / `denied`), and what it would have treated differently
+    /// among what the statement reads (`schema.table.column`,
+    /// `schema.table (rows)`, `(aggregation)`). Absent without a shadow
+    /// policy, so other records keep their encoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_policy_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_columns: Option<Vec<String>>,
 }
 
 /// A record with its place in the chain.
@@ -178,6 +190,10 @@ pub fn schema() -> SchemaRef {
         Field::new("patient_id_max", DataType::Int64, true),
         // Added with aggregation policies.
         Field::new("suppressed_groups", DataType::Int64, true),
+        // Added with shadow policies.
+        text("shadow_policy_version"),
+        text("shadow_decision"),
+        list("shadow_columns"),
     ]))
 }
 
@@ -267,6 +283,9 @@ mod tests {
             patient_id_min: None,
             patient_id_max: None,
             suppressed_groups: None,
+            shadow_policy_version: None,
+            shadow_decision: None,
+            shadow_columns: None,
         }
     }
 
@@ -303,8 +322,17 @@ mod tests {
         second.purpose = None;
         second.duration_ms = None;
         records.push(second.seal(&records[0].hash));
+        let mut shadowed = sample(3);
+        shadowed.shadow_policy_version = Some("def".into());
+        shadowed.shadow_decision = Some(decision::DENIED.into());
+        shadowed.shadow_columns = Some(vec!["clinical.patients.zip".into()]);
+        records.push(shadowed.seal(&records[1].hash));
+        let mut same = sample(4);
+        same.shadow_decision = Some(decision::ALLOWED.into());
+        same.shadow_columns = Some(vec![]);
+        records.push(same.seal(&records[2].hash));
         let batch = to_batch(&records).unwrap();
-        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.num_rows(), 4);
         assert_eq!(batch.schema(), schema());
         let back = from_batch(&batch).unwrap();
         assert_eq!(back, records);

@@ -26,12 +26,12 @@ mod logging;
 mod policy;
 mod services;
 
-pub use services::{audit_settings, services, shutdown_signal};
+pub use services::{audit_settings, policy_store, services, shutdown_signal};
 
 use audit::{audit_export, audit_index, audit_verify};
 use demo::{datagen, demo, token};
 use logging::init_logging;
-use policy::{policy_check, policy_explain, policy_test};
+use policy::{policy_check, policy_diff, policy_explain, policy_test};
 use services::serve;
 
 #[derive(Debug, Parser)]
@@ -188,6 +188,36 @@ pub enum PolicyCommand {
         /// Policy folder; the built-in demo policy when omitted.
         #[arg(long)]
         policy_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+        /// Also sample every served column and report the ones that look
+        /// like identifiers (SSN, phone, e-mail, MRN, names, birth dates,
+        /// ZIP codes, free text, record ids) with how each role sees them;
+        /// fails when a de-identified role would see one in the clear or an
+        /// untagged column looks like one. No value is ever printed.
+        #[arg(long)]
+        classify: bool,
+        /// Rows sampled per data file by `--classify`.
+        #[arg(long, default_value_t = 1_000)]
+        sample_rows: usize,
+    },
+    /// What a policy change does, per role, purpose, table and column (and,
+    /// with `--data-dir`, the rows each role sees before and after). Exits 1
+    /// when the change widens anyone's access (or may: another mask, a
+    /// rewritten filter), 2 when a policy does not load: a CI gate.
+    Diff {
+        /// The policy folder before the change.
+        #[arg(long)]
+        from: PathBuf,
+        /// The policy folder after the change.
+        #[arg(long)]
+        to: PathBuf,
+        /// Delta tables to count rows in (through the secured tables).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The site bound to site-scoped roles (row filters on `site`).
+        #[arg(long, default_value = "S01")]
+        site: String,
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
@@ -372,7 +402,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             data_dir,
             policy_dir,
             format,
-        }) => policy_check(&data_dir, policy_dir.as_deref(), format).await,
+            classify,
+            sample_rows,
+        }) => {
+            let classify = classify.then_some(sample_rows.max(1));
+            policy_check(&data_dir, policy_dir.as_deref(), format, classify).await
+        }
+        Command::Policy(PolicyCommand::Diff {
+            from,
+            to,
+            data_dir,
+            site,
+            format,
+        }) => policy_diff(&from, &to, data_dir.as_deref(), &site, format).await,
         Command::Policy(PolicyCommand::Test {
             policy_dir,
             data_dir,

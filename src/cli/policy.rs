@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use super::OutputFormat;
 
+/// `policy check`; with `classify` (rows per data file), the column
+/// classification as well.
 pub(super) async fn policy_check(
     data_dir: &Path,
     policy_dir: Option<&Path>,
     format: OutputFormat,
+    classify: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
     let Some(policy) = load_policy_reporting(policy_dir) else {
         return Ok(ExitCode::FAILURE);
@@ -23,15 +26,179 @@ pub(super) async fn policy_check(
     report
         .errors
         .extend(engine.unreadable_tables().values().cloned());
-    match format {
-        OutputFormat::Text => print!("{}", crate::policy::check::render_text(&report)),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    let classified = match classify {
+        Some(rows) => Some(classify_columns(&engine, &policy, rows).await?),
+        None => None,
+    };
+    match (format, &classified) {
+        (OutputFormat::Text, None) => print!("{}", crate::policy::check::render_text(&report)),
+        (OutputFormat::Text, Some(c)) => {
+            print!("{}", crate::policy::classify::render_text(c));
+            for e in &report.errors {
+                println!("error (policy check): {e}");
+            }
+        }
+        (OutputFormat::Json, None) => println!("{}", serde_json::to_string_pretty(&report)?),
+        (OutputFormat::Json, Some(c)) => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "check": report, "classify": c }))?
+        ),
     }
-    Ok(if report.errors.is_empty() {
+    let classify_failed = classified.as_ref().is_some_and(|c| !c.errors.is_empty());
+    Ok(if report.errors.is_empty() && !classify_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Sample every served table (`rows` per data file, raw) into the
+/// detectors and judge the columns against `policy`.
+async fn classify_columns(
+    engine: &crate::engine::Engine,
+    policy: &crate::policy::Policy,
+    rows: usize,
+) -> anyhow::Result<crate::policy::classify::ClassifyReport> {
+    use crate::policy::classify::{
+        TableSample, add_batch, detect::ColumnSample, judge, sample_type,
+    };
+    let mut samples = std::collections::BTreeMap::new();
+    let mut tables = Vec::new();
+    for info in engine.tables().values() {
+        let name = info.name.to_string();
+        let mut columns: Vec<(String, ColumnSample)> = info
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                (
+                    f.name().clone(),
+                    ColumnSample::new(f.name(), sample_type(f.data_type())),
+                )
+            })
+            .collect();
+        let sampled = engine
+            .sample_rows(&info.name, rows, &mut |batch| {
+                add_batch(&mut columns, batch)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        tables.push(TableSample {
+            table: name.clone(),
+            files: sampled.files,
+            rows: sampled.rows,
+            per_file: sampled.per_file,
+        });
+        samples.insert(name, columns);
+    }
+    let today = (chrono::Utc::now().timestamp() / 86_400) as i32;
+    Ok(judge(policy, tables, &samples, rows, today))
+}
+
+/// `lakeward policy diff`: exit 0 when no access widens, 1 when some does
+/// (or may), 2 when either policy does not load.
+pub(super) async fn policy_diff(
+    from: &Path,
+    to: &Path,
+    data_dir: Option<&Path>,
+    site: &str,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    use crate::policy::diff::{RowCount, diff, render_text, subjects};
+    let (Some(old), Some(new)) = (
+        load_policy_reporting(Some(from)),
+        load_policy_reporting(Some(to)),
+    ) else {
+        return Ok(ExitCode::from(2));
+    };
+    let engine = match data_dir {
+        Some(d) => Some(crate::engine::Engine::open(&crate::engine::discover_tables(d)?).await?),
+        None => None,
+    };
+    // The served tables' columns; without tables, the columns either
+    // policy classifies.
+    let schemas: std::collections::BTreeMap<String, Vec<String>> = match &engine {
+        Some(e) => engine_schemas(e)
+            .into_iter()
+            .map(|(t, cols)| (t, cols.into_iter().map(|(c, _)| c).collect()))
+            .collect(),
+        None => {
+            let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for (t, rules) in old.tables.iter().chain(new.tables.iter()) {
+                let cols = m.entry(t.clone()).or_default();
+                for c in rules.columns.keys() {
+                    if !cols.contains(c) {
+                        cols.push(c.clone());
+                    }
+                }
+            }
+            m
+        }
+    };
+    let mut report = diff(&old, &new, &schemas, site);
+    if let Some(engine) = &engine {
+        let (old, new) = (Arc::new(old), Arc::new(new));
+        for subject in subjects(&old, &new, site) {
+            for table in schemas.keys() {
+                let before = count_rows(engine, &old, &subject, table).await;
+                let after = count_rows(engine, &new, &subject, table).await;
+                if before.is_none() && after.is_none() {
+                    continue;
+                }
+                report.rows.push(RowCount {
+                    role: subject.role.clone(),
+                    purpose: subject.purpose.to_string(),
+                    break_glass: subject.break_glass,
+                    table: table.clone(),
+                    before,
+                    after,
+                });
+            }
+        }
+        report.add_row_changes();
+    }
+    match format {
+        OutputFormat::Text => print!("{}", render_text(&report)),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "from_version": report.from_version,
+                "to_version": report.to_version,
+                "site": report.site,
+                "widens": report.widens(),
+                "widened_roles": report.widened_roles(),
+                "changes": report.changes,
+                "rows": report.rows,
+            }))?
+        ),
+    }
+    Ok(if report.widens() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The rows `subject` sees in `table` under `policy`: `SELECT count(*)`
+/// through the server's pipeline (the secured table: row filters, consent,
+/// the aggregation policy). `None` when refused.
+async fn count_rows(
+    engine: &crate::engine::Engine,
+    policy: &Arc<crate::policy::Policy>,
+    subject: &crate::policy::compile::Subject,
+    table: &str,
+) -> Option<u64> {
+    use crate::policy::test_file::Outcome;
+    let quoted = table
+        .split('.')
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".");
+    let sql = format!("SELECT count(*) FROM {quoted}");
+    match crate::query::policy_test::run_sql(engine, policy, subject.clone(), &sql).await {
+        Outcome::Rows { rows, .. } => rows.first()?.first()?.parse().ok(),
+        Outcome::Denied(_) => None,
+    }
 }
 
 /// Load a policy for a policy command; print every problem (file:line) on failure.

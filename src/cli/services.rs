@@ -11,10 +11,7 @@ use super::policy::engine_schemas;
 
 /// Build every service a server needs from a configuration.
 pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services> {
-    let policy = Arc::new(crate::policy::PolicyStore::new(
-        crate::policy::Policy::load(config.policy.dir.as_deref())?,
-        config.policy.dir.clone(),
-    ));
+    let policy = Arc::new(policy_store(config)?);
     let auth = Arc::new(crate::auth::Authenticator::new(config.auth_settings()?)?);
     let key = config.policy.pseudonym_key()?;
     // The audit store first: it creates `audit.access_log` if needed, and
@@ -57,6 +54,24 @@ pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services
         policy,
         audit,
     })
+}
+
+/// The live policy of a configuration, and its shadow policy if it names one.
+pub fn policy_store(config: &Config) -> anyhow::Result<crate::policy::PolicyStore> {
+    let mut store = crate::policy::PolicyStore::new(
+        crate::policy::Policy::load(config.policy.dir.as_deref())?,
+        config.policy.dir.clone(),
+    );
+    if let Some(dir) = config.shadow_policy_dir() {
+        let shadow = crate::policy::Policy::load(Some(dir))
+            .map_err(|e| anyhow::anyhow!("shadow policy {}: {e}", dir.display()))?;
+        tracing::warn!(
+            shadow_policy_version = %shadow.version,
+            "shadow policy on: every statement is also planned under it"
+        );
+        store = store.with_shadow(shadow, dir.to_owned());
+    }
+    Ok(store)
 }
 
 /// The checkpoint signing key of a configuration: from its environment
@@ -117,7 +132,10 @@ pub(super) async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     // Consent sets before the first client, like the tables: the first
     // statement of each purpose would otherwise wait for its computation.
     let warm_start = std::time::Instant::now();
-    let warmed = services.engine.warm(&services.policy.current()).await;
+    let mut warmed = services.engine.warm(&services.policy.current()).await;
+    if let Some(shadow) = services.policy.shadow() {
+        warmed.current += services.engine.warm_consent(&shadow).await.current;
+    }
     tracing::info!(
         consent_sets = warmed.current,
         ms = warm_start.elapsed().as_millis() as u64,
@@ -251,14 +269,15 @@ async fn reload_on_sighup(r: Reloadable) {
     };
     while hup.recv().await.is_some() {
         let schemas = engine_schemas(&r.engine);
-        let result = r.policy.reload(|candidate| {
+        let checked = |candidate: &crate::policy::Policy| {
             let report = crate::policy::check::check(candidate, &schemas);
             if report.errors.is_empty() {
                 Ok(())
             } else {
                 Err(report.errors.join("; "))
             }
-        });
+        };
+        let result = r.policy.reload(checked);
         match result {
             Ok(version) => {
                 tracing::warn!(policy_version = %version, "policy reloaded");
@@ -268,6 +287,20 @@ async fn reload_on_sighup(r: Reloadable) {
             Err(e) => {
                 tracing::error!(problems = %e, "policy reload rejected; the previous policy stays active")
             }
+        }
+        let result = r.policy.reload_shadow(checked);
+        match result {
+            Ok(Some(version)) => {
+                tracing::warn!(shadow_policy_version = %version, "shadow policy reloaded");
+                if let Some(shadow) = r.policy.shadow() {
+                    r.engine.warm_consent(&shadow).await;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(
+                problems = %e,
+                "shadow policy reload rejected; the previous shadow policy stays"
+            ),
         }
         if let Some(cert) = &r.cert {
             match cert.reload() {

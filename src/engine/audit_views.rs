@@ -49,6 +49,20 @@ pub(crate) const VIEWS: &[(&str, &str)] = &[
          rows_returned AS patient_count, session_id, client_addr, parent_event_id AS event_id \
          FROM audit.access_log WHERE event = 'signal'",
     ),
+    // Statements a shadow policy (SPEC §10) would have decided differently
+    // or shown differently: refused where the live policy allowed (or the
+    // reverse), or reading a column, rows or an aggregation rule whose
+    // treatment differs.
+    (
+        "shadow_differences",
+        "SELECT ts, \"user\", roles, purpose, break_glass, session_id, statement_kind, \
+         query_fingerprint, tables, columns, policy_version, \
+         CASE WHEN decision = 'allowed' THEN 'allowed' ELSE 'denied' END AS decision, sqlstate, \
+         shadow_policy_version, shadow_decision, shadow_columns AS differing, event_id \
+         FROM audit.access_log WHERE event = 'statement' AND shadow_decision IS NOT NULL \
+         AND (shadow_decision <> CASE WHEN decision = 'allowed' THEN 'allowed' ELSE 'denied' END \
+         OR cardinality(shadow_columns) > 0)",
+    ),
     // One row per statement with how it ended (statement + completion).
     (
         "statements",

@@ -454,6 +454,12 @@ impl LatestDeltaProvider {
         Ok(provider)
     }
 
+    /// The provider of the newest version, for lakeward's own reads
+    /// (bounded samples of `policy check --classify`).
+    pub(crate) async fn newest(&self) -> Result<Arc<dyn TableProvider>, DeltaError> {
+        self.latest().await
+    }
+
     /// The provider currently loaded (no refresh).
     fn current(&self) -> Arc<dyn TableProvider> {
         self.loaded

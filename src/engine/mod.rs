@@ -24,6 +24,7 @@ pub(crate) mod memory;
 pub(crate) mod patient_access;
 pub mod patient_directory;
 pub(crate) mod pg_datetime;
+pub mod sample;
 pub(crate) mod secure;
 pub(crate) mod snapshot_scan;
 pub mod tables;
@@ -444,6 +445,13 @@ impl Engine {
     pub async fn warm(&self, policy: &crate::policy::Policy) -> Warmed {
         // Key indexes build in the background; nothing waits for them.
         self.apply_lookup_keys(policy);
+        self.warm_consent(policy).await
+    }
+
+    /// The consent sets of [`Engine::warm`] alone: a shadow policy's
+    /// (it plans statements; the live policy keeps choosing the key
+    /// indexes).
+    pub async fn warm_consent(&self, policy: &crate::policy::Policy) -> Warmed {
         let purposes: std::collections::BTreeSet<crate::policy::Purpose> = policy
             .roles
             .values()

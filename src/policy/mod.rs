@@ -13,7 +13,9 @@
 //! [`check`] (`lakeward policy check`), `tests.rs` (unit tests).
 
 pub(crate) mod check;
+pub mod classify;
 pub mod compile;
+pub(crate) mod diff;
 pub mod ident;
 pub(crate) mod test_file;
 mod validate;
@@ -114,6 +116,34 @@ pub struct RoleRules {
     /// Aggregate-only access with small-cell suppression (SPEC §8).
     #[serde(default)]
     pub aggregation: Option<AggregationRules>,
+    /// The de-identification standard this role's view is meant to meet:
+    /// `policy check --classify` fails when a column that looks like an
+    /// identifier the standard removes is shown to the role in the clear.
+    #[serde(default)]
+    pub deidentified: Option<Deidentification>,
+}
+
+/// A HIPAA de-identification standard a role's view is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deidentification {
+    /// 45 CFR 164.514(b)(2): none of the 18 identifiers — no names,
+    /// contact details, SSN, MRN, record numbers, full dates tied to a
+    /// person, 5-digit ZIP codes; free text withheld.
+    SafeHarbor,
+    /// 45 CFR 164.514(e): a limited data set — direct identifiers removed
+    /// (names, contact details, SSN, MRN); dates, ZIP codes and record
+    /// keys may remain.
+    LimitedDataSet,
+}
+
+impl Deidentification {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deidentification::SafeHarbor => "safe_harbor",
+            Deidentification::LimitedDataSet => "limited_data_set",
+        }
+    }
 }
 
 /// An aggregation policy (SPEC §8): statements over patient-keyed tables
@@ -418,11 +448,15 @@ impl Policy {
     }
 }
 
-/// The live policy: swapped atomically on reload, read once per statement.
+/// The live policy, and the shadow policy when the server runs one
+/// (`shadow_policy_dir`, SPEC §10): each swapped atomically on reload,
+/// read once per statement.
 #[derive(Debug)]
 pub struct PolicyStore {
     current: std::sync::RwLock<std::sync::Arc<Policy>>,
     dir: Option<std::path::PathBuf>,
+    shadow: std::sync::RwLock<Option<std::sync::Arc<Policy>>>,
+    shadow_dir: Option<std::path::PathBuf>,
 }
 
 impl PolicyStore {
@@ -430,11 +464,30 @@ impl PolicyStore {
         PolicyStore {
             current: std::sync::RwLock::new(std::sync::Arc::new(policy)),
             dir,
+            shadow: std::sync::RwLock::new(None),
+            shadow_dir: None,
         }
+    }
+
+    /// The same store with a shadow policy: every statement is also planned
+    /// under it, and its audit record says what the shadow policy would
+    /// have decided.
+    pub fn with_shadow(mut self, shadow: Policy, dir: std::path::PathBuf) -> PolicyStore {
+        self.shadow = std::sync::RwLock::new(Some(std::sync::Arc::new(shadow)));
+        self.shadow_dir = Some(dir);
+        self
     }
 
     pub fn current(&self) -> std::sync::Arc<Policy> {
         self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The shadow policy, if the server runs one.
+    pub fn shadow(&self) -> Option<std::sync::Arc<Policy>> {
+        self.shadow
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -452,6 +505,23 @@ impl PolicyStore {
         let version = candidate.version.clone();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(candidate);
         Ok(version)
+    }
+
+    /// Re-read the shadow policy folder, as [`PolicyStore::reload`] does the
+    /// live one; `Ok(None)` when the server runs no shadow policy.
+    pub fn reload_shadow(
+        &self,
+        validate: impl FnOnce(&Policy) -> Result<(), String>,
+    ) -> Result<Option<String>, String> {
+        let Some(dir) = &self.shadow_dir else {
+            return Ok(None);
+        };
+        let candidate = Policy::load(Some(dir)).map_err(|e| e.to_string())?;
+        validate(&candidate)?;
+        let version = candidate.version.clone();
+        *self.shadow.write().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::sync::Arc::new(candidate));
+        Ok(Some(version))
     }
 }
 

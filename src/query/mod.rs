@@ -31,6 +31,7 @@ pub(crate) mod execute;
 pub(crate) mod limits;
 mod param_types;
 pub(crate) mod policy_test;
+pub mod shadow;
 
 use std::sync::Arc;
 
@@ -57,6 +58,8 @@ pub struct Principal {
     /// The declared purpose of use.
     pub purpose: Option<crate::policy::Purpose>,
     pub policy: Arc<Policy>,
+    /// The shadow policy the statement is also planned under (SPEC §10).
+    pub shadow: Option<Arc<Policy>>,
     /// Schemas in lookup order.
     pub search_path: Vec<String>,
     pub facts: SessionFacts,
@@ -71,6 +74,7 @@ impl Principal {
             subject: session.subject(),
             purpose: session.purpose(),
             policy: session.policy(),
+            shadow: session.shadow(),
             facts: SessionFacts {
                 user: session.user.clone(),
                 database: session.database.clone(),
@@ -118,7 +122,17 @@ impl Principal {
             purpose: Some(subject.purpose),
             subject: Some(subject),
             policy,
+            shadow: None,
             search_path,
+        }
+    }
+
+    /// The policy versions a plan for this principal depends on (as
+    /// `Session::policy_key`).
+    pub fn policy_key(&self) -> String {
+        match &self.shadow {
+            Some(s) => format!("{}+shadow:{}", self.policy.version, s.version),
+            None => self.policy.version.clone(),
         }
     }
 }
@@ -187,6 +201,24 @@ pub fn rewrite_query(
 /// [`rewrite_query`], then access, plan and verify (`enforce::plan`),
 /// parameter types and the one-time optimisation.
 pub async fn plan_query(
+    engine: &Engine,
+    principal: &Principal,
+    stmt: Box<Statement>,
+) -> Result<PlannedQuery, SqlError> {
+    let Some(_) = &principal.shadow else {
+        return plan_live(engine, principal, stmt).await;
+    };
+    // Under a shadow policy the statement is planned twice (executed once):
+    // the verdict travels with the plan's access report to the audit
+    // record. A statement the live policy refuses gets its verdict where
+    // the refusal is audited (`shadow::verdict_of_refused`).
+    let mut planned = plan_live(engine, principal, stmt.clone()).await?;
+    planned.report.shadow = shadow::verdict(engine, principal, stmt, Some(&planned.report)).await;
+    Ok(planned)
+}
+
+/// [`plan_query`] under the principal's live policy alone.
+async fn plan_live(
     engine: &Engine,
     principal: &Principal,
     stmt: Box<Statement>,

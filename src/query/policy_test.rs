@@ -25,12 +25,25 @@ async fn run_query(engine: &Engine, policy: &Arc<Policy>, t: &PolicyTest) -> Out
         purpose,
         break_glass: t.break_glass && policy.role(&t.role).is_some_and(|r| r.break_glass),
     };
+    run_sql(engine, policy, subject, &t.sql).await
+}
+
+/// One statement through the server's pipeline as `subject` under `policy`,
+/// unaudited and without limits: its rows as text, or the SQLSTATE that
+/// refused it. `policy test` judges tests with it; `policy diff` counts
+/// the rows each role sees with it.
+pub(crate) async fn run_sql(
+    engine: &Engine,
+    policy: &Arc<Policy>,
+    subject: Subject,
+    sql: &str,
+) -> Outcome {
     if crate::enforce::access_for(engine, policy, Some(&subject)).is_none() {
         // Unknown role or a purpose the role may not declare: the server
         // refuses such a session at startup or at `SET lakeward.purpose`.
         return Outcome::Denied("42501".into());
     }
-    let stmt = match crate::rewrite::gate::parse(&t.sql, Default::default()).and_then(|mut v| {
+    let stmt = match crate::rewrite::gate::parse(sql, Default::default()).and_then(|mut v| {
         if v.len() == 1 {
             Ok(v.remove(0))
         } else {

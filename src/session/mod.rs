@@ -120,6 +120,8 @@ pub struct Session {
     /// The policy version this session's statements are evaluated under;
     /// replaced between statements after a reload.
     policy: Mutex<Arc<Policy>>,
+    /// The shadow policy statements are also planned under, if any.
+    shadow: Mutex<Option<Arc<Policy>>>,
     vars: Mutex<Vars>,
     /// Cancels the statement that is running now; replaced at each statement.
     current: Mutex<CancellationToken>,
@@ -149,6 +151,7 @@ impl Session {
             tls,
             principal,
             policy: Mutex::new(policy),
+            shadow: Mutex::new(None),
             vars: Mutex::new(Vars {
                 cur: Settings {
                     role,
@@ -194,6 +197,33 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The shadow policy the next statement is also planned under.
+    pub fn shadow(&self) -> Option<Arc<Policy>> {
+        self.shadow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Adopt a reloaded shadow policy (called between statements).
+    pub fn set_shadow(&self, shadow: Option<Arc<Policy>>) {
+        let mut cur = self.shadow.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.as_ref().map(|p| &p.version) != shadow.as_ref().map(|p| &p.version) {
+            *cur = shadow;
+        }
+    }
+
+    /// The policy versions a plan of this session depends on: the live
+    /// policy's, and the shadow policy's when there is one (a plan carries
+    /// the shadow verdict of its planning).
+    pub fn policy_key(&self) -> String {
+        let live = self.policy().version.clone();
+        match self.shadow() {
+            Some(s) => format!("{live}+shadow:{}", s.version),
+            None => live,
+        }
     }
 
     /// Adopt a reloaded policy (called between statements).

@@ -230,6 +230,11 @@ impl SnapshotScan {
         })
     }
 
+    /// The snapshot's data files (for per-file reads).
+    pub(crate) fn version_files(&self) -> &Arc<VersionFiles> {
+        &self.version
+    }
+
     /// Number of data files in the snapshot.
     pub(crate) fn file_count(&self) -> usize {
         self.version.files.len()

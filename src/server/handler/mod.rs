@@ -159,9 +159,7 @@ pub(super) type AccessKey = Option<(crate::policy::compile::Subject, String)>;
 
 /// The session's access rules now.
 pub(super) fn access_key(session: &Session) -> AccessKey {
-    session
-        .subject()
-        .map(|s| (s, session.policy().version.clone()))
+    session.subject().map(|s| (s, session.policy_key()))
 }
 
 impl PreparedInner {
@@ -231,7 +229,7 @@ impl PreparedInner {
             planned_for: principal
                 .subject
                 .clone()
-                .map(|s| (s, principal.policy.version.clone())),
+                .map(|s| (s, principal.policy_key())),
             // (the same key as `access_key` of the session the principal
             // was taken from)
             report: Some(report),
@@ -281,6 +279,7 @@ impl ConnHandler {
             return Err(token_expired().into_pgwire());
         }
         s.set_policy(self.shared.policy.current());
+        s.set_shadow(self.shared.policy.shadow());
         Ok(s)
     }
 }

@@ -68,7 +68,7 @@ impl Debug for Unexecuted {
 pub(super) fn plan_key_of(session: &Session, sql: &str) -> PlanKey {
     PlanKey {
         sql: Arc::from(sql),
-        policy_version: session.policy().version.clone(),
+        policy_version: session.policy_key(),
         subject: session.subject(),
         search_path: session.search_path(),
         database: session.database.clone(),
@@ -135,10 +135,26 @@ impl Parser {
     ) -> Result<Prepared, SqlError> {
         let kind = statement_kind(&stmt);
         let text = fingerprint(&stmt, &crate::enforce::catalog_names(&self.shared.engine));
+        // Under a shadow policy a refused statement is planned under it too.
+        let source = session.shadow().map(|_| stmt.clone());
         match self.prepare_unaudited(session, stmt, kind, &text).await {
             Ok(p) => Ok(p),
             Err(e) => {
-                StatementAudit::new(&self.shared.audit, session, kind, Some(text)).failed(&e);
+                let mut audit = StatementAudit::new(&self.shared.audit, session, kind, Some(text));
+                if let Some(source) = source {
+                    let principal = crate::query::Principal::of_session(
+                        session,
+                        self.shared.registry.pid_of(session.id).unwrap_or(0),
+                    );
+                    let verdict = crate::query::shadow::verdict_of_refused(
+                        &self.shared.engine,
+                        &principal,
+                        source,
+                    )
+                    .await;
+                    audit.shadow(verdict.as_ref());
+                }
+                audit.failed(&e);
                 Err(e)
             }
         }
@@ -526,6 +542,7 @@ impl QueryParser for Parser {
             return Err(token_expired().into_pgwire());
         }
         session.set_policy(self.shared.policy.current());
+        session.set_shadow(self.shared.policy.shadow());
         let key = self.plan_key(&session, sql);
         if let Some(hit) = self.cached(key.as_ref()) {
             return Ok(Some(self.with_parse_audit(&session, hit)));

@@ -99,6 +99,7 @@ impl StartupHandler for ConnHandler {
                     client.socket_addr(),
                     client.is_secure(),
                 ));
+                session.set_shadow(self.shared.policy.shadow());
                 if !session.has_known_role() {
                     // A valid token whose roles grant nothing: the same answer as
                     // any other failed check; the reason goes to the audit log.

@@ -237,10 +237,7 @@ pub fn start_over(
     let services = Services {
         engine,
         auth: Arc::new(Authenticator::new(auth).expect("authenticator")),
-        policy: Arc::new(lakeward::policy::PolicyStore::new(
-            lakeward::policy::Policy::load(None).expect("policy"),
-            None,
-        )),
+        policy: Arc::new(lakeward::cli::policy_store(&config).expect("policy")),
         audit,
     };
     let tls = match (&config.tls.cert_file, &config.tls.key_file) {
