@@ -213,7 +213,7 @@ pub async fn plan_query(
     // record. A statement the live policy refuses gets its verdict where
     // the refusal is audited (`shadow::verdict_of_refused`).
     let mut planned = plan_live(engine, principal, stmt.clone()).await?;
-    planned.report.shadow = shadow::verdict(engine, principal, stmt, Some(&planned.report)).await;
+    planned.report.shadow = shadow::verdict(engine, principal, stmt, Some(&planned)).await;
     Ok(planned)
 }
 

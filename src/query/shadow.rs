@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Principal, Statement, plan_query};
+use super::{PlannedQuery, Principal, Statement, plan_query};
 use crate::enforce::{AccessReport, ShadowVerdict, access_for};
 use crate::engine::Engine;
 use crate::policy::compile::{AccessContext, ColumnAccess};
@@ -24,7 +24,7 @@ pub async fn verdict(
     engine: &Engine,
     live: &Principal,
     stmt: Box<Statement>,
-    live_report: Option<&AccessReport>,
+    live_plan: Option<&PlannedQuery>,
 ) -> Option<ShadowVerdict> {
     let policy = live.shadow.clone()?;
     let shadow = Principal {
@@ -36,7 +36,8 @@ pub async fn verdict(
         facts: live.facts.clone(),
     };
     let planned = Box::pin(plan_query(engine, &shadow, stmt)).await;
-    let shadow_report = planned.as_ref().ok().map(|p| &p.report);
+    let live_report = live_plan.map(read);
+    let shadow_report = planned.as_ref().ok().map(read);
     let live_access = access_for(engine, &live.policy, live.subject.as_ref());
     let shadow_access = access_for(engine, &policy, live.subject.as_ref());
     Some(ShadowVerdict {
@@ -45,8 +46,8 @@ pub async fn verdict(
         differences: differences(
             live_access.as_ref(),
             shadow_access.as_ref(),
-            live_report,
-            shadow_report,
+            live_report.as_ref(),
+            shadow_report.as_ref(),
         ),
     })
 }
@@ -82,6 +83,27 @@ pub async fn verdict_of_refused(
         Err(_) => return Some(refused()),
     };
     verdict(engine, live, query, None).await
+}
+
+/// The tables and columns a plan reads once its projections are pushed
+/// into its scans (the access report of an unoptimised plan lists every
+/// column of a table whose scan has no projection yet: `count(*)` would
+/// "read" them all).
+fn read(p: &PlannedQuery) -> AccessReport {
+    let optimised;
+    let plan = if p.optimised {
+        &p.plan
+    } else {
+        match p.state.optimize(&p.plan) {
+            Ok(o) => {
+                optimised = o;
+                &optimised
+            }
+            Err(_) => return p.report.clone(),
+        }
+    };
+    crate::enforce::verify_plan(plan, None, &p.report.policy_version)
+        .unwrap_or_else(|_| p.report.clone())
 }
 
 /// What the two policies treat differently among what the statement reads

@@ -25,6 +25,7 @@ mod object_store;
 mod operations;
 mod patient_access;
 mod pg_behaviour;
+mod policy_change;
 mod policy_cli;
 mod psql;
 mod reload;

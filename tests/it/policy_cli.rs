@@ -17,7 +17,7 @@ fn shipped() -> PathBuf {
 }
 
 /// A writable copy of the shipped policy folder.
-fn policy_copy() -> PathBuf {
+pub(crate) fn policy_copy() -> PathBuf {
     let dir = temp_dir("lakeward-it-policy");
     std::fs::create_dir_all(dir.join("tests")).unwrap();
     for entry in std::fs::read_dir(shipped())
