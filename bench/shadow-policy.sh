@@ -12,8 +12,13 @@
 #
 # Needs bench/run.sh to have generated $BENCH_DIR (default
 # /var/tmp/lakeward-bench-N) and pgbench/psql. LAKEWARD_BIN: the release
-# binary to measure. Point lookups: pgbench -M prepared for S seconds
-# (transactions per second); analytic queries: pgbench -M simple, R runs
+# binary to measure. CONTROL=1 runs both servers without a shadow policy
+# (an A/A run: how much the two servers differ by themselves).
+# PLAN_CACHE=0 turns the plan cache off on both (every statement planned
+# each time: under a shadow policy, twice — the cost a statement never seen
+# before pays; with POINT_MODE=simple the point lookups are sent as simple
+# queries, so each one is planned). Point lookups: pgbench -M prepared for S seconds
+# (transactions per second; POINT_MODE selects pgbench's protocol); analytic queries: pgbench -M simple, R runs
 # (mean latency). Records go to $BENCH_DIR/shadow-policy.jsonl; the
 # medians and ratios are printed at the end.
 set -euo pipefail
@@ -41,6 +46,7 @@ LW_DATA="$DATA"
 [ -d "$LW_DATA" ] || { echo "no data at $LW_DATA: run bench/run.sh first" >&2; exit 1; }
 BIN="${LAKEWARD_BIN:-target/release/lakeward}"
 RESULTS="$WORK/shadow-policy.jsonl"
+VARIANT="cache$([ "${PLAN_CACHE:-1}" = 0 ] && echo -off || echo -on)-point-${POINT_MODE:-prepared}$([ "${CONTROL:-0}" = 1 ] && echo -control || true)"
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 # The shadow policy: the shipped one with zip unmasked for the analyst.
@@ -60,10 +66,13 @@ declare -A PID
 for mode in off on; do
   rm -rf "$WORK/audit-shadow-$mode"
   shadow_line=""
-  [ "$mode" = on ] && shadow_line="shadow_policy_dir = \"$SHADOW\""
+  [ "$mode" = on ] && [ "${CONTROL:-0}" != 1 ] && shadow_line="shadow_policy_dir = \"$SHADOW\""
+  cache_lines=""
+  [ "${PLAN_CACHE:-1}" = 0 ] && cache_lines="plan_cache_entries = 0"
   cat >"$WORK/shadow-$mode.toml" <<TOML
 [server]
 listen = "127.0.0.1:${PORT[$mode]}"
+$cache_lines
 [tls]
 cert_file = "$DATA/tls/server.crt"
 key_file = "$DATA/tls/server.key"
@@ -102,13 +111,13 @@ for round in $(seq 1 "$ROUNDS"); do
   modes="off on"
   [ $((round % 2)) -eq 0 ] && modes="on off"
   for mode in $modes; do
-    tps=$(pgbench -n -M prepared -c 1 -T "$SECONDS_POINT" -D patients="$PATIENTS" \
+    tps=$(pgbench -n -M "${POINT_MODE:-prepared}" -c 1 -T "$SECONDS_POINT" -D patients="$PATIENTS" \
       -f bench/workloads/point-analyst.sql "$(conn "$mode")" 2>&1 |
       sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
     [ -n "$tps" ] || { echo "pgbench failed: point lookups, shadow $mode" >&2; exit 1; }
     log "round $round: point lookups, shadow $mode: $tps tps"
-    printf '{"layout":"%s","patients":%s,"round":%s,"query":"point-analyst","shadow":"%s","tps":%s}\n' \
-      "$LAYOUT" "$PATIENTS" "$round" "$mode" "$tps" >>"$RESULTS"
+    printf '{"layout":"%s","patients":%s,"variant":"%s","round":%s,"query":"point-analyst","shadow":"%s","tps":%s}\n' \
+      "$LAYOUT" "$PATIENTS" "$VARIANT" "$round" "$mode" "$tps" >>"$RESULTS"
   done
   for q in $QUERIES; do
     for mode in $modes; do
@@ -117,25 +126,27 @@ for round in $(seq 1 "$ROUNDS"); do
         sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p')
       [ -n "$ms" ] || { echo "pgbench failed: $q, shadow $mode" >&2; exit 1; }
       log "round $round: $q, shadow $mode: $ms ms"
-      printf '{"layout":"%s","patients":%s,"round":%s,"query":"%s","shadow":"%s","mean_ms":%s}\n' \
-        "$LAYOUT" "$PATIENTS" "$round" "$q" "$mode" "$ms" >>"$RESULTS"
+      printf '{"layout":"%s","patients":%s,"variant":"%s","round":%s,"query":"%s","shadow":"%s","mean_ms":%s}\n' \
+        "$LAYOUT" "$PATIENTS" "$VARIANT" "$round" "$q" "$mode" "$ms" >>"$RESULTS"
     done
   done
 done
 
-python3 - "$RESULTS" "$LAYOUT" "$PATIENTS" "$ROUNDS" $QUERIES <<'PY'
+python3 - "$RESULTS" "$LAYOUT" "$PATIENTS" "$ROUNDS" "$VARIANT" $QUERIES <<'PY'
 import json, statistics, sys
-path, layout, patients, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+path, layout, patients, rounds, variant = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 rows = [json.loads(l) for l in open(path)]
-rows = [r for r in rows if r["layout"] == layout and r["patients"] == patients]
+rows = [r for r in rows if r["layout"] == layout and r["patients"] == patients
+        and r.get("variant", "cache-on") == variant]
 def med(q, mode, key):
     xs = [r[key] for r in rows if r["query"] == q and r["shadow"] == mode][-rounds:]
     return statistics.median(xs)
+print(f"{variant}, {layout}:")
 print(f"| workload | shadow off | shadow on | cost (median of {rounds} rounds) |")
 print("|---|---:|---:|---:|")
 off, on = med("point-analyst", "off", "tps"), med("point-analyst", "on", "tps")
 print(f"| point lookups (tps) | {off:.0f} | {on:.0f} | {(off / on - 1) * 100:+.1f} % |")
-for q in sys.argv[5:]:
+for q in sys.argv[6:]:
     off, on = med(q, "off", "mean_ms"), med(q, "on", "mean_ms")
     print(f"| {q} (ms) | {off:.1f} | {on:.1f} | {(on / off - 1) * 100:+.1f} % |")
 PY

@@ -198,16 +198,23 @@ pub(crate) fn render_text(report: &CheckReport) -> String {
             ));
         }
     }
-    for w in &report.warnings {
+    out.push_str(&problems_text(&report.warnings, &report.errors));
+    out
+}
+
+/// Warnings, errors and their counts, as every check report ends.
+pub(crate) fn problems_text(warnings: &[String], errors: &[String]) -> String {
+    let mut out = String::new();
+    for w in warnings {
         out.push_str(&format!("warning: {w}\n"));
     }
-    for e in &report.errors {
+    for e in errors {
         out.push_str(&format!("error: {e}\n"));
     }
     out.push_str(&format!(
         "\n{} error(s), {} warning(s)\n",
-        report.errors.len(),
-        report.warnings.len()
+        errors.len(),
+        warnings.len()
     ));
     out
 }

@@ -535,24 +535,6 @@ mod tests {
         Policy::load(None).expect("the demo policy loads")
     }
 
-    fn with_roles(edit: impl Fn(&str) -> String) -> Policy {
-        let dir = std::env::temp_dir().join(format!(
-            "lakeward-diff-test-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules");
-        for f in super::super::FILES {
-            let text = std::fs::read_to_string(shipped.join(f)).unwrap();
-            let text = if f == "roles.toml" { edit(&text) } else { text };
-            std::fs::write(dir.join(f), text).unwrap();
-        }
-        let p = Policy::load(Some(&dir)).expect("edited policy loads");
-        let _ = std::fs::remove_dir_all(&dir);
-        p
-    }
-
     fn schemas(p: &Policy) -> BTreeMap<String, Vec<String>> {
         p.tables
             .iter()
@@ -571,7 +553,7 @@ mod tests {
     #[test]
     fn unmasking_zip_for_the_analyst_widens_exactly_that_column() {
         let old = demo();
-        let new = with_roles(|t| {
+        let new = crate::policy::tests::demo_with_roles(|t| {
             let from = "[roles.analyst.columns]\n";
             assert!(t.contains(from));
             t.replacen(
@@ -605,7 +587,7 @@ mod tests {
     #[test]
     fn a_new_grant_a_lost_purpose_and_break_glass_are_reported() {
         let old = demo();
-        let new = with_roles(|t| {
+        let new = crate::policy::tests::demo_with_roles(|t| {
             let t = t.replacen(
                 "tables = [\"audit.*\"]",
                 "tables = [\"audit.*\", \"claims.claims\"]",
@@ -641,7 +623,7 @@ mod tests {
     #[test]
     fn another_mask_is_a_change_to_review() {
         let old = demo();
-        let new = with_roles(|t| {
+        let new = crate::policy::tests::demo_with_roles(|t| {
             assert!(t.contains("[roles.researcher.columns]\n"));
             t.replacen(
                 "[roles.researcher.columns]\n",

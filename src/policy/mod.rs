@@ -261,7 +261,7 @@ pub enum ConsentModel {
 }
 
 /// Where consent records live and how each purpose reads them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentRules {
     pub table: String,

@@ -1,5 +1,25 @@
 use super::*;
 
+/// The shipped policy with `roles.toml` edited by `edit` (loaded from a
+/// temporary folder, validated like any policy).
+pub(crate) fn demo_with_roles(edit: impl Fn(&str) -> String) -> Policy {
+    let dir = std::env::temp_dir().join(format!(
+        "lakeward-policy-test-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules");
+    for f in FILES {
+        let text = std::fs::read_to_string(shipped.join(f)).unwrap();
+        let text = if f == "roles.toml" { edit(&text) } else { text };
+        std::fs::write(dir.join(f), text).unwrap();
+    }
+    let p = Policy::load(Some(&dir)).expect("edited policy loads");
+    let _ = std::fs::remove_dir_all(&dir);
+    p
+}
+
 #[test]
 fn demo_policy_loads_and_matches_spec_roles() {
     let p = Policy::load(None).unwrap();

@@ -249,6 +249,7 @@ async fn plan_live(
     let (param_types, param_data_types) = parameter_types(&plan, &spelled_casts)?;
     let result_schema = shown_names(plan.schema().as_arrow(), &result_names);
     let (plan, optimised) = engine.optimise_once(&state, plan);
+    let report = columns_read(report, &state, &plan, optimised);
     metrics.observe_phase(crate::metrics::Phase::Plan, plan_started.elapsed());
     Ok(PlannedQuery {
         state,
@@ -261,6 +262,35 @@ async fn plan_live(
         reads_tables,
         connection_specific,
     })
+}
+
+/// The access report with the columns the plan reads once projections are
+/// pushed into its scans: before optimisation a scan reads every column of
+/// its table (`SELECT count(*)` would "read" them all). The audit record's
+/// `columns` and the shadow policy's comparison use this list. A plan the
+/// optimiser cannot handle keeps the scans' full lists (more, never fewer).
+fn columns_read(
+    mut report: crate::enforce::AccessReport,
+    state: &SessionState,
+    plan: &LogicalPlan,
+    optimised: bool,
+) -> crate::enforce::AccessReport {
+    let optimised_plan;
+    let plan = if optimised {
+        plan
+    } else {
+        match state.optimize(plan) {
+            Ok(p) => {
+                optimised_plan = p;
+                &optimised_plan
+            }
+            Err(_) => return report,
+        }
+    };
+    if let Ok(precise) = crate::enforce::verify_plan(plan, None, &report.policy_version) {
+        report.columns = precise.columns;
+    }
+    report
 }
 
 /// The result's schema as the client is told it: columns planned under an

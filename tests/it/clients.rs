@@ -48,24 +48,26 @@ const CLINICAL_TABLES: [&str; 4] = [
     "claims.claims",
 ];
 
-/// What the auditor queries: the log, its five views and the patient
-/// accounting (SPEC §9).
-const AUDIT_RELATIONS: [&str; 8] = [
+/// What the auditor queries: the log, its views, the patient accounting
+/// (SPEC §9) and the shadow policy's differences (SPEC §10).
+const AUDIT_RELATIONS: [&str; 9] = [
     "audit.access_log",
     "audit.break_glass_access",
     "audit.denied_attempts",
     "audit.access_by_purpose",
     "audit.daily_activity",
+    "audit.shadow_differences",
     "audit.statements",
     "audit.patient_access",
     "audit.unusual_access",
 ];
 
-const AUDIT_VIEWS: [&str; 7] = [
+const AUDIT_VIEWS: [&str; 8] = [
     "break_glass_access",
     "denied_attempts",
     "access_by_purpose",
     "daily_activity",
+    "shadow_differences",
     "statements",
     "patient_access",
     "unusual_access",

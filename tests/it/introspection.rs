@@ -424,6 +424,8 @@ const PHI_ROLES: Forbidden = Forbidden {
         "patient_access",
         "patients_returned",
         "unusual_access",
+        "shadow_differences",
+        "shadow_decision",
         "query_fingerprint",
         "prev_hash",
     ],

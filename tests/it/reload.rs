@@ -178,3 +178,73 @@ async fn a_portal_opened_before_a_reload_ends_with_it() {
     let e = tx.query_portal(&portal, 2).await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
 }
+
+/// SIGHUP reloads the shadow policy too (SPEC §10): a candidate edited in
+/// place is planned beside the live policy from the next statement, and
+/// the statement's audit record says what it would change.
+#[tokio::test]
+async fn sighup_reloads_the_shadow_policy() {
+    use crate::support::{ServeOpts, connect_role, serve_binary_opts};
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules");
+    let live = temp_dir("lakeward-it-reload-live");
+    copy_dir(&shipped, &live);
+    let shadow = temp_dir("lakeward-it-reload-shadow");
+    copy_dir(&shipped, &shadow);
+    let served = serve_binary_opts(ServeOpts {
+        policy_dir: Some(&live),
+        audit_dir: &temp_dir("lakeward-it-reload-shadow-audit"),
+        shadow_policy_dir: Some(&shadow),
+        ..Default::default()
+    });
+    let addr = format!("127.0.0.1:{}", served.port).parse().unwrap();
+    let zip = "SELECT zip FROM clinical.patients WHERE patient_id = 11";
+    let user = "reload_shadow_analyst";
+    let session = || async {
+        try_connect_with(
+            addr,
+            user,
+            &token(user, "analyst", None),
+            "require",
+            Some("operations"),
+        )
+        .await
+        .unwrap()
+    };
+    // The same policy in the shadow: no difference.
+    session().await.simple_query(zip).await.unwrap();
+    // The candidate unmasks zip for the analyst; reload.
+    let roles = shadow.join("roles.toml");
+    let text = std::fs::read_to_string(&roles).unwrap();
+    let from = "[roles.analyst.columns]\n";
+    assert!(text.contains(from));
+    std::fs::write(
+        &roles,
+        text.replacen(
+            from,
+            &format!("{from}\"clinical.patients.zip\" = \"visible\"\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    hup(&served);
+    // The same text again: planned anew (the plan cache key holds the
+    // shadow version), the live policy still masks.
+    let rows = session().await.simple_query(zip).await.unwrap();
+    assert!(first_cell(&rows).is_some_and(|z| z.ends_with("00")));
+    let auditor = connect_role(addr, "auditor", "operations").await;
+    let recorded = crate::audit::text_rows(
+        &auditor,
+        &format!(
+            "SELECT array_to_string(shadow_columns, ','), shadow_decision FROM audit.access_log \
+             WHERE \"user\" = '{user}' AND event = 'statement' ORDER BY ts"
+        ),
+    )
+    .await;
+    assert_eq!(
+        recorded,
+        vec![
+            vec![String::new(), "allowed".to_owned()],
+            vec!["clinical.patients.zip".to_owned(), "allowed".to_owned()],
+        ]
+    );
+}

@@ -300,16 +300,9 @@ pub(crate) fn render_text(report: &ClassifyReport) -> String {
             ));
         }
     }
-    for w in &report.warnings {
-        out.push_str(&format!("warning: {w}\n"));
-    }
-    for e in &report.errors {
-        out.push_str(&format!("error: {e}\n"));
-    }
-    out.push_str(&format!(
-        "\n{} error(s), {} warning(s)\n",
-        report.errors.len(),
-        report.warnings.len()
+    out.push_str(&super::check::problems_text(
+        &report.warnings,
+        &report.errors,
     ));
     out
 }
@@ -338,24 +331,6 @@ mod tests {
             )));
         }
         s
-    }
-
-    fn policy_with_roles(edit: impl Fn(&str) -> String) -> Policy {
-        let dir = std::env::temp_dir().join(format!(
-            "lakeward-classify-test-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-rules");
-        for f in super::super::FILES {
-            let text = std::fs::read_to_string(shipped.join(f)).unwrap();
-            let text = if f == "roles.toml" { edit(&text) } else { text };
-            std::fs::write(dir.join(f), text).unwrap();
-        }
-        let p = Policy::load(Some(&dir)).expect("edited policy loads");
-        let _ = std::fs::remove_dir_all(&dir);
-        p
     }
 
     fn encounters(
@@ -410,7 +385,7 @@ mod tests {
 
     #[test]
     fn a_record_id_shown_to_the_safe_harbor_role_fails() {
-        let policy = policy_with_roles(|t| {
+        let policy = crate::policy::tests::demo_with_roles(|t| {
             let from = "\"tag:phi.record_key\" = \"pseudonym\"";
             assert!(t.contains(from));
             t.replacen(from, "\"tag:phi.record_key\" = \"visible\"", 1)

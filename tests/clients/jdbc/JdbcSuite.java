@@ -248,7 +248,7 @@ public class JdbcSuite {
                 Map<String, Object> m = new LinkedHashMap<>();
                 for (String v : new String[] {"break_glass_access", "denied_attempts",
                         "access_by_purpose", "daily_activity", "statements", "patient_access",
-                        "unusual_access"}) {
+                        "unusual_access", "shadow_differences"}) {
                     try (Statement st = conn.createStatement();
                          ResultSet rs = st.executeQuery("SELECT count(*) FROM audit." + v)) {
                         rs.next();

@@ -32,6 +32,7 @@ AUDIT_VIEWS = [
     "statements",
     "patient_access",
     "unusual_access",
+    "shadow_differences",
 ]
 
 # One column of each SPEC §2 type: label -> query returning one row, one column.

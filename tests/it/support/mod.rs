@@ -453,6 +453,8 @@ pub struct ServeOpts<'a> {
     pub audit_table: Option<&'a str>,
     /// The ES256 token verification key file (default: the dataset's demo key).
     pub jwt_public_key: Option<&'a Path>,
+    /// `[policy] shadow_policy_dir`.
+    pub shadow_policy_dir: Option<&'a Path>,
 }
 
 impl Default for ServeOpts<'_> {
@@ -470,6 +472,7 @@ impl Default for ServeOpts<'_> {
             data_extra: "",
             audit_table: None,
             jwt_public_key: None,
+            shadow_policy_dir: None,
         }
     }
 }
@@ -490,6 +493,7 @@ pub fn serve_binary_opts(o: ServeOpts<'_>) -> Served {
         data_extra,
         audit_table,
         jwt_public_key,
+        shadow_policy_dir,
     } = o;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -498,9 +502,12 @@ pub fn serve_binary_opts(o: ServeOpts<'_>) -> Served {
         .port();
     let data = data_dir();
     engine(); // the shared audit table exists
-    let policy = policy_dir
+    let mut policy = policy_dir
         .map(|p| format!("dir = \"{}\"\n", p.display()))
         .unwrap_or_default();
+    if let Some(shadow) = shadow_policy_dir {
+        policy.push_str(&format!("shadow_policy_dir = \"{}\"\n", shadow.display()));
+    }
     let tls = tls_dir.map_or_else(|| data.join("tls"), Path::to_owned);
     let config = format!(
         r#"[server]
