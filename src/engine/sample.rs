@@ -8,8 +8,9 @@
 //! Per file: a column added by a later writer (schema drift) lives only in
 //! the newest files, so a sample of the first rows of the table would miss
 //! it. Tables read by lakeward's snapshot scan are sampled file by file;
-//! tables read through deltalake's provider (partitioned, column mapping,
-//! deletion vectors) are sampled per scan partition, `rows_per_file` times
+//! tables read through deltalake's provider (partitioned, column mapping)
+//! too, their scan split into one partition per file; a scan that cannot
+//! be split so is sampled per partition, `rows_per_file` times
 //! `FALLBACK_FILES_PER_PARTITION` rows from each.
 
 use std::sync::Arc;
@@ -82,16 +83,20 @@ impl Engine {
                         .scan(&state, None, &[], None)
                         .await
                         .map_err(unreadable)?;
+                    // One file per partition where the scan's operators
+                    // keep its partitions: per file, as above.
+                    let (plan, bound) = match one_file_per_partition(&plan) {
+                        Some(split) => {
+                            sampled.per_file = true;
+                            (split, rows_per_file)
+                        }
+                        None => (
+                            plan,
+                            rows_per_file.saturating_mul(FALLBACK_FILES_PER_PARTITION),
+                        ),
+                    };
                     let partitions = plan.properties().output_partitioning().partition_count();
-                    (0..partitions)
-                        .map(|p| {
-                            (
-                                plan.clone(),
-                                p,
-                                rows_per_file.saturating_mul(FALLBACK_FILES_PER_PARTITION),
-                            )
-                        })
-                        .collect()
+                    (0..partitions).map(|p| (plan.clone(), p, bound)).collect()
                 }
             };
         for (plan, partition, bound) in plans {
@@ -111,4 +116,40 @@ impl Engine {
         }
         Ok(sampled)
     }
+}
+
+/// `plan` with every Parquet scan reading one data file per partition, when
+/// the plan's partitions are then exactly its files (the operators above
+/// the scans keep their partitions); `None` otherwise.
+fn one_file_per_partition(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+    use datafusion::datasource::source::DataSourceExec;
+    let mut files = 0usize;
+    let split = Arc::clone(plan)
+        .transform_down(|node| {
+            let Some(config) = node
+                .downcast_ref::<DataSourceExec>()
+                .and_then(|s| s.data_source().downcast_ref::<FileScanConfig>())
+            else {
+                return Ok(Transformed::no(node));
+            };
+            let groups: Vec<FileGroup> = config
+                .file_groups
+                .iter()
+                .flat_map(|g| g.iter().cloned())
+                .map(|f| FileGroup::new(vec![f]))
+                .collect();
+            files += groups.len();
+            let config = FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(groups)
+                .build();
+            Ok(Transformed::yes(
+                DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>
+            ))
+        })
+        .ok()?
+        .data;
+    let partitions = split.properties().output_partitioning().partition_count();
+    (files > 0 && partitions == files).then_some(split)
 }

@@ -243,11 +243,35 @@ async fn a_shadow_policy_records_differences_only_for_the_analysts_statements_to
 
 /// A copy of the shared test tables, `clinical.patients` appended with rows
 /// that carry a new, untagged column of SSNs (a writer's schema change).
-async fn tables_with_an_untagged_ssn_column() -> PathBuf {
+/// `partitioned`: the table is first rewritten partitioned by `site_id`, as
+/// Spark jobs often write it (read through deltalake's provider).
+async fn tables_with_an_untagged_ssn_column(partitioned: bool) -> PathBuf {
     let dir = temp_dir("lakeward-it-classify");
     copy_tree(data_dir(), &dir);
     let path = dir.join("clinical/patients");
     let url = deltalake::ensure_table_uri(path.to_str().unwrap()).unwrap();
+    if partitioned {
+        let table = deltalake::open_table(url.clone()).await.expect("open");
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.register_table("p", table.table_provider().await.unwrap())
+            .unwrap();
+        let rows = ctx
+            .sql("SELECT * FROM p")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(&path).unwrap();
+        std::fs::create_dir_all(&path).unwrap();
+        deltalake::DeltaTable::try_from_url(url.clone())
+            .await
+            .unwrap()
+            .write(rows)
+            .with_partition_columns(["site_id"])
+            .await
+            .expect("partitioned rewrite");
+    }
     let table = deltalake::open_table(url).await.expect("open");
     let ctx = datafusion::prelude::SessionContext::new();
     ctx.register_table("p", table.table_provider().await.unwrap())
@@ -360,20 +384,44 @@ async fn policy_check_classify_passes_the_shipped_policy_and_flags_planted_ident
         "{errors:?}"
     );
 
-    // A new, untagged column of SSNs in a copy of the patients table.
-    let planted = tables_with_an_untagged_ssn_column().await;
-    let out = classify(&planted, &shipped());
-    let t = text(&out);
-    assert!(!out.status.success(), "{t}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect(&t);
-    let errors = report["classify"]["errors"].as_array().unwrap();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    let e = errors[0].as_str().unwrap();
-    assert!(
-        e.contains("clinical.patients.tax_ref is not classified") && e.contains("ssn"),
-        "{e}"
-    );
-    assert!(!looks_like_an_ssn(&t), "no SSN is printed: {t}");
+    // A new, untagged column of SSNs in a copy of the patients table: as
+    // lakeward's generator wrote it, and rewritten partitioned by site (read
+    // through deltalake's provider). A small per-file bound: the new rows
+    // are in the newest files only, and every file is sampled.
+    for partitioned in [false, true] {
+        let planted = tables_with_an_untagged_ssn_column(partitioned).await;
+        let out = policy(&[
+            "check",
+            "--classify",
+            "--sample-rows",
+            "25",
+            "--data-dir",
+            planted.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        let t = text(&out);
+        assert!(!out.status.success(), "{t}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect(&t);
+        let errors = report["classify"]["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "partitioned {partitioned}: {errors:?}");
+        let e = errors[0].as_str().unwrap();
+        assert!(
+            e.contains("clinical.patients.tax_ref is not classified") && e.contains("ssn"),
+            "{e}"
+        );
+        let patients = report["classify"]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == "clinical.patients")
+            .unwrap();
+        assert_eq!(patients["per_file"], true, "{patients}");
+        if partitioned {
+            assert!(patients["files"].as_u64().unwrap() >= 24, "{patients}");
+        }
+        assert!(!looks_like_an_ssn(&t), "no SSN is printed: {t}");
+    }
 }
 
 /// Does `text` hold anything shaped `ddd-dd-dddd`?
