@@ -212,6 +212,26 @@ async fn sighup_reloads_the_shadow_policy() {
     };
     // The same policy in the shadow: no difference.
     session().await.simple_query(zip).await.unwrap();
+    // Held across the reload: a cursor in a transaction block, and a
+    // statement prepared now and executed after.
+    let held_user = "reload_shadow_held";
+    let held = try_connect_with(
+        addr,
+        held_user,
+        &token(held_user, "analyst", None),
+        "require",
+        Some("operations"),
+    )
+    .await
+    .unwrap();
+    held.batch_execute("BEGIN; DECLARE c CURSOR FOR SELECT zip FROM clinical.patients")
+        .await
+        .unwrap();
+    assert!(first_cell(&held.simple_query("FETCH 1 FROM c").await.unwrap()).is_some());
+    let prepared = held
+        .prepare("SELECT zip FROM clinical.patients WHERE patient_id = $1")
+        .await
+        .unwrap();
     // The candidate unmasks zip for the analyst; reload.
     let roles = shadow.join("roles.toml");
     let text = std::fs::read_to_string(&roles).unwrap();
@@ -231,6 +251,17 @@ async fn sighup_reloads_the_shadow_policy() {
     // shadow version), the live policy still masks.
     let rows = session().await.simple_query(zip).await.unwrap();
     assert!(first_cell(&rows).is_some_and(|z| z.ends_with("00")));
+    // A shadow policy changes no one's access: the open cursor goes on
+    // (a live policy reload would end it), the transaction ends as usual,
+    // and the prepared statement is planned again for the new verdict.
+    let more = held.simple_query("FETCH 1 FROM c").await.unwrap();
+    assert!(first_cell(&more).is_some_and(|z| z.ends_with("00")));
+    held.batch_execute("ROLLBACK").await.unwrap();
+    let row = held.query_one(&prepared, &[&11i64]).await.unwrap();
+    assert!(
+        row.get::<_, Option<String>>(0)
+            .is_some_and(|z| z.ends_with("00"))
+    );
     let auditor = connect_role(addr, "auditor", "operations").await;
     let recorded = crate::audit::text_rows(
         &auditor,
@@ -246,5 +277,18 @@ async fn sighup_reloads_the_shadow_policy() {
             vec![String::new(), "allowed".to_owned()],
             vec!["clinical.patients.zip".to_owned(), "allowed".to_owned()],
         ]
+    );
+    let prepared_verdict = crate::audit::text_rows(
+        &auditor,
+        &format!(
+            "SELECT array_to_string(shadow_columns, ',') FROM audit.access_log \
+             WHERE \"user\" = '{held_user}' AND event = 'statement' \
+             AND statement_kind = 'SELECT' ORDER BY ts"
+        ),
+    )
+    .await;
+    assert_eq!(
+        prepared_verdict,
+        vec![vec!["clinical.patients.zip".to_owned()]]
     );
 }

@@ -159,6 +159,16 @@ pub(super) type AccessKey = Option<(crate::policy::compile::Subject, String)>;
 
 /// The session's access rules now.
 pub(super) fn access_key(session: &Session) -> AccessKey {
+    session
+        .subject()
+        .map(|s| (s, session.policy().version.clone()))
+}
+
+/// What a plan of `session` was built for: its [`access_key`] with, under a
+/// shadow policy, the shadow version too (a plan carries the shadow verdict
+/// of its planning, so a new shadow policy re-plans it; an open portal
+/// keeps running: its access is the live policy's alone).
+pub(super) fn planning_key(session: &Session) -> AccessKey {
     session.subject().map(|s| (s, session.policy_key()))
 }
 
@@ -230,7 +240,7 @@ impl PreparedInner {
                 .subject
                 .clone()
                 .map(|s| (s, principal.policy_key())),
-            // (the same key as `access_key` of the session the principal
+            // (the same key as `planning_key` of the session the principal
             // was taken from)
             report: Some(report),
             shareable: !connection_specific,

@@ -342,7 +342,7 @@ impl ConnHandler {
 /// changed since Parse): such a plan is re-planned, never reused.
 pub(super) fn needs_replanning(prepared: &Prepared, session: &Session) -> bool {
     matches!(prepared.0.kind, PreparedKind::Plan { .. })
-        && super::access_key(session) != prepared.0.planned_for
+        && super::planning_key(session) != prepared.0.planned_for
 }
 
 /// Whether two plans return the same column types, as PostgreSQL judges a

@@ -10,7 +10,7 @@ use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 
 use super::prepare::plan_key_of;
 use super::run::{needs_replanning, same_result_types};
-use super::{Prepared, PreparedInner, PreparedKind, access_key};
+use super::{Prepared, PreparedInner, PreparedKind, planning_key};
 use crate::auth::Principal;
 use crate::policy::Policy;
 use crate::session::Session;
@@ -53,7 +53,7 @@ fn plan_for(s: &Session) -> Prepared {
     let state = Arc::new(SessionStateBuilder::new().build());
     Prepared(
         Arc::new(PreparedInner {
-            planned_for: access_key(s),
+            planned_for: planning_key(s),
             ..PreparedInner::new(
                 PreparedKind::Plan {
                     plan,
