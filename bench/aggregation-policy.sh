@@ -19,6 +19,7 @@
 # go to $BENCH_DIR/aggregation-policy.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib/server-toml.sh
 
 PATIENTS=1000000
 LAYOUT=datagen
@@ -44,20 +45,7 @@ RESULTS="$WORK/aggregation-policy.jsonl"
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 rm -rf "$WORK/audit-aggregation-policy"
-cat >"$WORK/aggregation-policy.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-[tls]
-cert_file = "$DATA/tls/server.crt"
-key_file = "$DATA/tls/server.key"
-[data]
-root = "$LW_DATA"
-[auth]
-issuer = "lakeward-demo"
-audience = "lakeward"
-public_keys = [{ kid = "demo-es256", alg = "ES256", file = "$DATA/keys/jwt-public.pem" }]
-[policy]
-pseudonym_key_file = "$DATA/keys/pseudonym.key"
+{ server_toml "$PORT" "$DATA" "$LW_DATA"; cat <<TOML
 [audit]
 dir = "$WORK/audit-aggregation-policy"
 table = "$WORK/audit-aggregation-policy/access_log"
@@ -66,6 +54,7 @@ signing_key_file = "$DATA/keys/audit-signing.pem"
 durability = "fsync"
 accounting = "patients"
 TOML
+} >"$WORK/aggregation-policy.toml"
 "$BIN" --log warn serve --config "$WORK/aggregation-policy.toml" 2>"$WORK/aggregation-policy.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT

@@ -23,6 +23,7 @@
 # medians and ratios are printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib/server-toml.sh
 
 PATIENTS=1000000
 LAYOUT=datagen
@@ -69,22 +70,7 @@ for mode in off on; do
   [ "$mode" = on ] && [ "${CONTROL:-0}" != 1 ] && shadow_line="shadow_policy_dir = \"$SHADOW\""
   cache_lines=""
   [ "${PLAN_CACHE:-1}" = 0 ] && cache_lines="plan_cache_entries = 0"
-  cat >"$WORK/shadow-$mode.toml" <<TOML
-[server]
-listen = "127.0.0.1:${PORT[$mode]}"
-$cache_lines
-[tls]
-cert_file = "$DATA/tls/server.crt"
-key_file = "$DATA/tls/server.key"
-[data]
-root = "$LW_DATA"
-[auth]
-issuer = "lakeward-demo"
-audience = "lakeward"
-public_keys = [{ kid = "demo-es256", alg = "ES256", file = "$DATA/keys/jwt-public.pem" }]
-[policy]
-pseudonym_key_file = "$DATA/keys/pseudonym.key"
-$shadow_line
+  { server_toml "${PORT[$mode]}" "$DATA" "$LW_DATA" "$shadow_line" "$cache_lines"; cat <<TOML
 [audit]
 dir = "$WORK/audit-shadow-$mode"
 table = "$WORK/audit-shadow-$mode/access_log"
@@ -93,6 +79,7 @@ signing_key_file = "$DATA/keys/audit-signing.pem"
 durability = "fsync"
 accounting = "patients"
 TOML
+  } >"$WORK/shadow-$mode.toml"
   "$BIN" --log warn serve --config "$WORK/shadow-$mode.toml" 2>"$WORK/shadow-$mode.log" &
   PID[$mode]=$!
 done
