@@ -50,6 +50,8 @@ pub struct Config {
     pub lookup: LookupConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// The shadow policy folder, also accepted at the top level of the
     /// file; `[policy] shadow_policy_dir` is its home.
     #[serde(default)]
@@ -174,6 +176,81 @@ pub struct AdminConfig {
     pub enabled: bool,
     /// Where it listens; keep it on loopback or a private network.
     pub listen: SocketAddr,
+}
+
+/// Distributed execution (`[cluster]`, SPEC §11). On a coordinator
+/// (`serve`), `workers` lists the `lakeward worker`s that run the stages of
+/// statements whose estimated scan passes `distribute_min_bytes`; on a
+/// worker, `listen` is where it accepts stages. Both ends authenticate with
+/// the same token (from `token_env`, else `token_file`) over TLS: the
+/// worker serves with `[tls]`, the coordinator trusts `ca_file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Worker URLs (`https://host:port`); empty: every statement runs here.
+    pub workers: Vec<String>,
+    /// Where `lakeward worker` listens.
+    pub listen: SocketAddr,
+    /// PEM certificates the coordinator trusts for the workers' TLS.
+    pub ca_file: Option<PathBuf>,
+    /// Server name the workers' certificates are checked against (default:
+    /// each worker URL's host).
+    pub tls_domain: Option<String>,
+    /// Environment variable holding the cluster token (≥ 32 characters).
+    pub token_env: String,
+    /// File holding the cluster token, when the variable is not set.
+    pub token_file: Option<PathBuf>,
+    /// A statement is distributed when the data files its secured scans
+    /// read add up to at least this many bytes (estimated at planning).
+    pub distribute_min_bytes: u64,
+    /// Scan bytes one task reads: a stage runs on
+    /// `min(workers, ceil(bytes / bytes_per_task))` tasks.
+    pub bytes_per_task: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            workers: Vec::new(),
+            listen: "127.0.0.1:7700".parse().expect("static address"),
+            ca_file: None,
+            tls_domain: None,
+            token_env: "LAKEWARD_CLUSTER_TOKEN".into(),
+            token_file: None,
+            distribute_min_bytes: 256 << 20,
+            bytes_per_task: 64 << 20,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The cluster token: from the environment, else from the token file.
+    pub fn token(&self) -> Result<String, ConfigError> {
+        let text = match std::env::var(&self.token_env) {
+            Ok(t) => t,
+            Err(_) => match &self.token_file {
+                Some(f) => std::fs::read_to_string(f).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read cluster token file {}: {e}",
+                        f.display()
+                    ))
+                })?,
+                None => {
+                    return Err(ConfigError::Invalid(format!(
+                        "no cluster token: set {} or cluster.token_file",
+                        self.token_env
+                    )));
+                }
+            },
+        };
+        let token = text.trim().to_owned();
+        if token.len() < 32 || !token.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ConfigError::Invalid(
+                "the cluster token must be at least 32 printable characters".into(),
+            ));
+        }
+        Ok(token)
+    }
 }
 
 impl Default for AdminConfig {
@@ -511,6 +588,39 @@ impl Config {
         Ok(config)
     }
 
+    /// A `lakeward worker`'s configuration: it serves no client and audits
+    /// nothing (its coordinator does), so only `[tls]`, `[data]`,
+    /// `[policy]` (the pseudonymisation key), `[memory]` and `[cluster]`
+    /// are checked; an `[auth]` or `[audit]` section is ignored.
+    pub fn load_worker(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_relative(base);
+        let mut problems = Vec::new();
+        if config.tls.cert_file.is_none() || config.tls.key_file.is_none() {
+            problems
+                .push("a worker serves TLS only: set tls.cert_file and tls.key_file".to_owned());
+        }
+        if config.data.root.is_none() && config.data.tables.is_empty() {
+            problems.push("no tables: set data.root or data.tables".to_owned());
+        }
+        if let Err(e) = config.cluster.token() {
+            problems.push(e.to_string());
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems.join("; ")))
+        }
+    }
+
     fn resolve_relative(&mut self, base: &Path) {
         let fix = |p: &mut Option<PathBuf>| {
             if let Some(p) = p
@@ -528,6 +638,8 @@ impl Config {
         fix(&mut self.policy.pseudonym_key_file);
         fix(&mut self.audit.dir);
         fix(&mut self.audit.signing_key_file);
+        fix(&mut self.cluster.ca_file);
+        fix(&mut self.cluster.token_file);
         if let Some(t) = self.audit.table.as_mut().filter(|t| !t.contains("://"))
             && Path::new(t.as_str()).is_relative()
         {
@@ -631,6 +743,21 @@ impl Config {
         }
         if self.data.root.is_none() && self.data.tables.is_empty() {
             problems.push("no tables: set data.root or data.tables".to_owned());
+        }
+        for w in &self.cluster.workers {
+            match url::Url::parse(w) {
+                Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
+                _ => problems.push(format!(
+                    "cluster.workers entry {w:?} must be an https://host:port URL (workers accept TLS only)"
+                )),
+            }
+        }
+        if !self.cluster.workers.is_empty() && self.cluster.ca_file.is_none() {
+            problems
+                .push("cluster.workers needs cluster.ca_file (the workers' TLS roots)".to_owned());
+        }
+        if self.cluster.bytes_per_task == 0 {
+            problems.push("cluster.bytes_per_task must be positive".to_owned());
         }
         for name in self.data.tables.keys() {
             if name.split('.').count() != 2 || name.split('.').any(str::is_empty) {
@@ -766,6 +893,7 @@ impl Config {
                 enabled: true,
                 listen: SocketAddr::new(listen.ip(), 0),
             },
+            cluster: ClusterConfig::default(),
             shadow_policy_dir: None,
         }
     }

@@ -24,7 +24,7 @@ mod audit;
 mod demo;
 mod logging;
 mod policy;
-mod services;
+pub(crate) mod services;
 
 pub use services::{audit_settings, policy_store, services, shutdown_signal};
 
@@ -80,6 +80,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve with a TOML configuration file.
     Serve(ServeArgs),
+    /// Run the stages of distributed statements for coordinators
+    /// (`[cluster]`; TLS and the cluster token required).
+    Worker(WorkerArgs),
     /// Write the synthetic demo dataset as Delta tables.
     Datagen(DatagenArgs),
     /// Mint a development token signed with the demo key; prints only the token.
@@ -318,6 +321,17 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// TOML configuration file (`[cluster] listen`, `[tls]`, `[data]`,
+    /// `[policy]` for the pseudonymisation key).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Override `cluster.listen`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
 pub struct DatagenArgs {
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -392,6 +406,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             config.validate()?;
             serve(config).await
+        }
+        Command::Worker(args) => {
+            let mut config = Config::load_worker(&args.config)?;
+            if let Some(listen) = args.listen {
+                config.cluster.listen = listen;
+            }
+            crate::cluster::worker::run(config).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Datagen(args) => {
             datagen(&args.data_dir, args.patients, args.seed).await?;

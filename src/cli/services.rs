@@ -26,6 +26,14 @@ pub async fn services(config: &Config) -> anyhow::Result<crate::server::Services
     for t in engine.tables().values() {
         tracing::info!(table = %t.name, version = t.version, "serving table");
     }
+    if let Some(coordinator) = crate::cluster::Coordinator::from_config(&config.cluster, &engine)? {
+        tracing::info!(
+            workers = config.cluster.workers.len(),
+            distribute_min_bytes = config.cluster.distribute_min_bytes,
+            "distributing large statements to workers"
+        );
+        engine.set_cluster(coordinator);
+    }
     // Point-lookup indexes: budgets now, keys from the policy at warm-up.
     engine.configure_lookups(&config.lookup);
     if !engine.unreadable_tables().is_empty() {

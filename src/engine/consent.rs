@@ -683,6 +683,85 @@ impl<S: MemberSource> ScalarUDFImpl for Membership<S> {
     }
 }
 
+/// What a membership function probes, as a plan sent to a worker carries
+/// it (`cluster::codec`): a consent set by what defines it (the worker
+/// computes it from its own copy of the consent table), or a filter set's
+/// ids as they are (a worker plans no SQL).
+#[derive(Debug)]
+pub(crate) enum MembershipSpec {
+    Consent {
+        rules: ConsentRules,
+        purpose: Purpose,
+        decision: Decision,
+    },
+    Ids(Arc<IdSet>),
+}
+
+/// The spec of a membership function, `None` for any other function (or a
+/// filter set never computed).
+pub(crate) fn membership_spec(udf: &ScalarUDF) -> Option<MembershipSpec> {
+    let inner = udf.inner();
+    if let Some(m) = inner.downcast_ref::<Membership<ConsentSet>>() {
+        return Some(MembershipSpec::Consent {
+            rules: m.set.rules.clone(),
+            purpose: m.set.purpose,
+            decision: m.set.decision,
+        });
+    }
+    if let Some(m) = inner.downcast_ref::<Membership<super::filter_sets::FilterSet>>() {
+        return m.set.snapshot().map(MembershipSpec::Ids);
+    }
+    None
+}
+
+/// A membership function under another name (a worker's function for a
+/// coordinator's set keeps the coordinator's name).
+#[derive(Debug)]
+struct Named<S> {
+    name: String,
+    set: Arc<S>,
+}
+
+impl<S: MemberSource> MemberSource for Named<S> {
+    fn function(&self) -> &str {
+        &self.name
+    }
+
+    fn snapshot(&self) -> Option<Arc<IdSet>> {
+        self.set.snapshot()
+    }
+}
+
+/// A fixed set of ids.
+#[derive(Debug)]
+struct Fixed(Arc<IdSet>);
+
+impl MemberSource for Fixed {
+    fn function(&self) -> &str {
+        ""
+    }
+
+    fn snapshot(&self) -> Option<Arc<IdSet>> {
+        Some(self.0.clone())
+    }
+}
+
+/// `name` probing the consent set `set`.
+pub(crate) fn named_membership_udf(name: &str, set: Arc<ConsentSet>) -> ScalarUDF {
+    membership_udf(Arc::new(Named {
+        name: name.to_owned(),
+        set,
+    }))
+}
+
+/// `name` probing the fixed `ids`.
+pub(crate) fn fixed_membership_udf(name: &str, ids: Arc<IdSet>) -> ScalarUDF {
+    membership_udf(Arc::new(Named {
+        name: name.to_owned(),
+        set: Arc::new(Fixed(ids)),
+    }))
+}
+
 /// The consent sets of one raw context, by (rules, purpose, decision).
 #[derive(Default)]
 pub(crate) struct ConsentSets {

@@ -146,6 +146,8 @@ pub struct Engine {
     unreadable: BTreeMap<String, String>,
     /// Key indexes and hot rows of point lookups.
     lookups: lookup::Lookups,
+    /// The workers large statements are distributed to (`[cluster]`).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Coordinator>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -318,7 +320,14 @@ impl Engine {
             static_tables,
             access_cache,
             unreadable,
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Distribute large statements over `coordinator`'s workers from now
+    /// on (set once, at start-up).
+    pub fn set_cluster(&self, coordinator: Arc<crate::cluster::Coordinator>) {
+        let _ = self.cluster.set(coordinator);
     }
 
     /// Sets the memory of point lookups' key indexes and hot-row cache
@@ -451,6 +460,65 @@ impl Engine {
     /// The consent sets of [`Engine::warm`] alone: a shadow policy's
     /// (it plans statements; the live policy keeps choosing the key
     /// indexes).
+    /// The consent set for `(rules, purpose, decision)` at the consent
+    /// table's newest version (a worker's copy of a coordinator's set).
+    pub(crate) async fn current_consent_set(
+        &self,
+        rules: &crate::policy::ConsentRules,
+        purpose: crate::policy::Purpose,
+        decision: consent::Decision,
+    ) -> datafusion::error::Result<Arc<consent::ConsentSet>> {
+        self.raw.current_consent_set(rules, purpose, decision).await
+    }
+
+    /// What a worker's stages run with: the engine's runtime (object
+    /// stores, memory pool) and every function a client plan or a policy
+    /// subtree may call — the clients' functions and the mask functions
+    /// (keyed with this process's pseudonymisation key). Membership
+    /// functions are not among them: they come with each plan
+    /// (`cluster::codec`).
+    pub(crate) fn stage_functions(&self) -> StageFunctions {
+        let client = self.client.state();
+        let raw = self.ctx.state();
+        // One entry per function, under its own name (a registry also
+        // lists each function under its aliases; an alias entry may hold a
+        // function another took the name of, as lakeward's `to_char` took
+        // DataFusion's).
+        let mut scalar: std::collections::BTreeMap<
+            String,
+            Arc<datafusion::logical_expr::ScalarUDF>,
+        > = client
+            .scalar_functions()
+            .iter()
+            .filter(|(name, f)| f.name() == name.as_str())
+            .map(|(name, f)| (name.clone(), f.clone()))
+            .collect();
+        for (name, f) in raw.scalar_functions() {
+            if f.name() == name.as_str()
+                && !name.starts_with(consent::CONSENT_FUNCTION_PREFIX)
+                && !name.starts_with(filter_sets::FILTER_SET_PREFIX)
+            {
+                scalar.entry(name.clone()).or_insert_with(|| f.clone());
+            }
+        }
+        StageFunctions {
+            runtime: raw.runtime_env().clone(),
+            scalar: scalar.into_values().collect(),
+            aggregate: client
+                .aggregate_functions()
+                .iter()
+                .filter(|(name, f)| f.name() == name.as_str())
+                .map(|(_, f)| f.clone())
+                .collect(),
+            window: client
+                .window_functions()
+                .iter()
+                .filter(|(name, f)| f.name() == name.as_str())
+                .map(|(_, f)| f.clone())
+                .collect(),
+        }
+    }
+
     pub async fn warm_consent(&self, policy: &crate::policy::Policy) -> Warmed {
         let purposes: std::collections::BTreeSet<crate::policy::Purpose> = policy
             .roles
@@ -724,6 +792,17 @@ impl Engine {
                 .await
         }
         .map_err(sql_err)?;
+        // Large statements run their stages on the workers (`cluster`).
+        let (physical, state) = match self.cluster.get() {
+            Some(cluster) => {
+                let placed = cluster
+                    .place(physical, state, &fin.plan)
+                    .await
+                    .map_err(sql_err)?;
+                (placed.plan, placed.state)
+            }
+            None => (physical, state),
+        };
         let stream = datafusion::physical_plan::execute_stream(
             physical.clone(),
             self.statement_task(&state),
@@ -838,3 +917,11 @@ pub async fn open_from_config(
 
 /// Shared handle.
 pub type EngineRef = Arc<Engine>;
+
+/// See [`Engine::stage_functions`].
+pub(crate) struct StageFunctions {
+    pub(crate) runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    pub(crate) scalar: Vec<Arc<datafusion::logical_expr::ScalarUDF>>,
+    pub(crate) aggregate: Vec<Arc<datafusion::logical_expr::AggregateUDF>>,
+    pub(crate) window: Vec<Arc<datafusion::logical_expr::WindowUDF>>,
+}

@@ -550,6 +550,16 @@ pub(crate) struct BarrierExec {
 }
 
 impl BarrierExec {
+    /// The policy subtree (raw scan, row filter, consent check, masks).
+    pub(crate) fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    /// The table's user-visible name.
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
+
     pub(crate) fn new(input: Arc<dyn ExecutionPlan>, table: String) -> BarrierExec {
         let props = input.properties().clone();
         BarrierExec {
@@ -903,6 +913,23 @@ impl RawTables {
     pub(crate) async fn provider(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
         let (s, t) = name.split_once('.')?;
         self.ctx.catalog(CATALOG)?.schema(s)?.table(t).await.ok()?
+    }
+
+    /// The consent set for `(rules, purpose, decision)`, brought to the
+    /// consent table's newest version (a worker's copy of a coordinator's
+    /// set: `cluster::codec`).
+    pub(crate) async fn current_consent_set(
+        &self,
+        rules: &ConsentRules,
+        purpose: crate::policy::Purpose,
+        decision: super::consent::Decision,
+    ) -> DfResult<Arc<super::consent::ConsentSet>> {
+        let source = self.provider(&rules.table).await;
+        let set = self
+            .consent_sets
+            .set_for(&self.ctx, source, rules, purpose, decision)?;
+        set.refresh().await?;
+        Ok(set)
     }
 
     /// The consent set a table's consent check reads.

@@ -9,6 +9,7 @@ mod bad_input;
 mod caches;
 mod cancel;
 mod clients;
+mod cluster;
 mod conformance;
 mod copy;
 mod corpus;

@@ -112,12 +112,12 @@ fn is_float(dt: &DataType) -> bool {
 ///
 /// [`SnapshotScan::scan`]: super::SnapshotScan::scan
 #[derive(Debug)]
-pub(super) struct NoFloatPruning {
+pub(crate) struct NoFloatPruning {
     inner: Arc<dyn ExecutionPlan>,
 }
 
 impl NoFloatPruning {
-    pub(super) fn new(inner: Arc<dyn ExecutionPlan>) -> NoFloatPruning {
+    pub(crate) fn new(inner: Arc<dyn ExecutionPlan>) -> NoFloatPruning {
         NoFloatPruning { inner }
     }
 }

@@ -80,7 +80,8 @@ mod float_safe;
 mod stats;
 
 pub(crate) use float_safe::FloatSafe;
-use float_safe::{NoFloatPruning, mentions_float};
+pub(crate) use float_safe::NoFloatPruning;
+use float_safe::mentions_float;
 use stats::{FileStatistics, file_statistics};
 
 /// One data file of the snapshot.

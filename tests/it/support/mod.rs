@@ -455,6 +455,8 @@ pub struct ServeOpts<'a> {
     pub jwt_public_key: Option<&'a Path>,
     /// `[policy] shadow_policy_dir`.
     pub shadow_policy_dir: Option<&'a Path>,
+    /// More keys of the `[audit]` section.
+    pub audit_extra: &'a str,
 }
 
 impl Default for ServeOpts<'_> {
@@ -473,6 +475,7 @@ impl Default for ServeOpts<'_> {
             audit_table: None,
             jwt_public_key: None,
             shadow_policy_dir: None,
+            audit_extra: "",
         }
     }
 }
@@ -494,6 +497,7 @@ pub fn serve_binary_opts(o: ServeOpts<'_>) -> Served {
         audit_table,
         jwt_public_key,
         shadow_policy_dir,
+        audit_extra,
     } = o;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -529,6 +533,7 @@ dir = "{w}"
 instance = "{instance}"
 signing_key_file = "{d}/keys/audit-signing.pem"
 ship_every_ms = 200
+{audit_extra}
 {audit_table}[admin]
 listen = "127.0.0.1:0"
 {extra_toml}
