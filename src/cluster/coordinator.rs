@@ -224,6 +224,13 @@ impl Coordinator {
             // One task everywhere: nothing to distribute.
             return Ok(Placed { plan, state });
         }
+        if let Err(e) = decodes_as_workers_would(&distributed, &dist) {
+            tracing::debug!(
+                reason = %e.message(),
+                "statement runs locally: a stage would not decode on a worker"
+            );
+            return Ok(Placed { plan, state });
+        }
         tracing::info!(
             scan_bytes = bytes,
             workers = self.workers.0.len(),
@@ -250,6 +257,113 @@ impl Coordinator {
                 false
             }
         }
+    }
+}
+
+/// Rebuild `distributed` with every network boundary replaced by a leaf
+/// carrying only what a worker knows of another stage's output: its schema
+/// and partitioning. A worker rebuilds each node's properties from its
+/// inputs as it decodes the stage, and what a filter below a boundary
+/// proved (a column made constant, on which a window above then relied)
+/// does not cross it: such a plan would fail on the workers, so the
+/// statement runs locally instead.
+fn decodes_as_workers_would(
+    distributed: &Arc<dyn ExecutionPlan>,
+    state: &SessionState,
+) -> DfResult<()> {
+    use datafusion::physical_optimizer::PhysicalOptimizerRule;
+    use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
+    use datafusion_distributed::NetworkBoundaryExt;
+    // Every operator of every stage still gets the ordering and
+    // distribution it requires from its inputs (a window over a column made
+    // constant below a boundary no longer does).
+    let check = |plan: Arc<dyn ExecutionPlan>| {
+        SanityCheckPlan::new()
+            .optimize(plan, state.config_options())
+            .map(|_| ())
+    };
+    let rebuilt = distributed
+        .clone()
+        .transform_up(|node| {
+            if node.is_network_boundary() {
+                // The stage below, as its worker rebuilds it.
+                for stage in node.children() {
+                    check(Arc::clone(stage))?;
+                }
+                let stand_in: Arc<dyn ExecutionPlan> = Arc::new(StageOutput::of(&node));
+                return Ok(Transformed::yes(stand_in));
+            }
+            Ok(Transformed::no(node))
+        })?
+        .data;
+    check(rebuilt)
+}
+
+/// Another stage's output as a worker sees it (never executed).
+#[derive(Debug)]
+struct StageOutput {
+    props: Arc<datafusion::physical_plan::PlanProperties>,
+}
+
+impl StageOutput {
+    fn of(node: &Arc<dyn ExecutionPlan>) -> StageOutput {
+        let p = node.properties();
+        StageOutput {
+            props: Arc::new(datafusion::physical_plan::PlanProperties::new(
+                datafusion::physical_expr::EquivalenceProperties::new(node.schema()),
+                p.partitioning.clone(),
+                p.emission_type,
+                p.boundedness,
+            )),
+        }
+    }
+}
+
+impl datafusion::physical_plan::DisplayAs for StageOutput {
+    fn fmt_as(
+        &self,
+        _t: datafusion::physical_plan::DisplayFormatType,
+        f: &mut std::fmt::Formatter<'_>,
+    ) -> std::fmt::Result {
+        f.write_str("StageOutput")
+    }
+}
+
+impl ExecutionPlan for StageOutput {
+    fn name(&self) -> &str {
+        "StageOutput"
+    }
+
+    fn properties(&self) -> &Arc<datafusion::physical_plan::PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<datafusion::execution::TaskContext>,
+    ) -> DfResult<datafusion::physical_plan::SendableRecordBatchStream> {
+        datafusion::common::internal_err!("a stand-in for a stage's output is never executed")
     }
 }
 

@@ -272,15 +272,7 @@ fn audit_dir(name: &str) -> PathBuf {
 
 #[test]
 fn two_workers_answer_the_workloads_and_the_corpus_as_one_node_for_every_role() {
-    two_workers_answer_as_one_node(&[ANALYST, RESEARCHER, AUDITOR]);
-}
-
-/// The clinician's window functions over `PARTITION BY site_id` (one site
-/// visible) fail on the cluster with an internal error: open in #29.
-#[test]
-#[ignore = "clinician window statements fail on the cluster (issue 29, in progress)"]
-fn two_workers_answer_as_one_node_for_the_clinician() {
-    two_workers_answer_as_one_node(&[CLINICIAN_S01]);
+    two_workers_answer_as_one_node(&[ANALYST, CLINICIAN_S01, RESEARCHER, AUDITOR]);
 }
 
 fn two_workers_answer_as_one_node(roles: &[Role]) {
@@ -295,6 +287,7 @@ fn two_workers_answer_as_one_node(roles: &[Role]) {
     let cluster = start_coordinator(&cluster_audit, &[&w1, &w2], false);
     let mut statements = workloads();
     statements.extend(corpus_file());
+
     support::runtime().block_on(async {
         for role in roles {
             compare(&single, &cluster, *role, &statements).await;
