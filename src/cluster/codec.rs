@@ -8,6 +8,9 @@
 //!   with this same codec. A worker decodes the subtree as planned on the
 //!   coordinator; it never plans SQL.
 //! - [`NoFloatPruning`], the snapshot scan's guard against NaN pruning.
+//! - patient accounting taps: a worker's copy records into the worker's
+//!   sets for the statement, which the coordinator collects at its end
+//!   (`cluster::accounting`).
 //! - membership functions (consent checks, subquery row filters): a consent
 //!   check travels as what defines its set (consent table columns, purpose,
 //!   decision) and the worker computes the set from its own copy of the
@@ -32,6 +35,8 @@ use datafusion_proto::physical_plan::{
 use prost::Message;
 
 use crate::engine::Engine;
+use crate::engine::accounting::Disclosure;
+use crate::engine::accounting::tap::{Collect, TapExec};
 use crate::engine::consent::{self, Decision, MembershipSpec};
 use crate::engine::secure::BarrierExec;
 use crate::engine::snapshot_scan::NoFloatPruning;
@@ -40,7 +45,7 @@ use crate::policy::{ConsentRules, Purpose};
 /// One lakeward node.
 #[derive(Clone, PartialEq, Message)]
 struct NodeProto {
-    #[prost(oneof = "node_proto::Kind", tags = "1, 2")]
+    #[prost(oneof = "node_proto::Kind", tags = "1, 2, 3")]
     kind: Option<node_proto::Kind>,
 }
 
@@ -51,7 +56,27 @@ mod node_proto {
         Barrier(super::BarrierProto),
         #[prost(bool, tag = "2")]
         NoFloatPruning(bool),
+        #[prost(message, tag = "3")]
+        Tap(super::TapProto),
     }
+}
+
+/// A patient accounting tap: a worker records into its own sets under the
+/// statement's id, which the coordinator collects when the statement ends
+/// (`cluster::accounting`).
+#[derive(Clone, PartialEq, Message)]
+struct TapProto {
+    #[prost(bytes = "vec", tag = "1")]
+    sets: Vec<u8>,
+    #[prost(bool, tag = "2")]
+    returned: bool,
+    /// Key column positions (a tap over key columns).
+    #[prost(uint32, repeated, tag = "3")]
+    keys: Vec<u32>,
+    /// The patients of a whole scan, known before it runs (a compressed
+    /// bitmap), for a whole-table tap.
+    #[prost(bytes = "vec", optional, tag = "4")]
+    whole: Option<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -106,13 +131,22 @@ struct ConsentProto {
 #[derive(Debug, Clone)]
 pub(crate) struct LakewardCodec {
     engine: std::sync::Weak<Engine>,
+    /// On a worker: the patient sets of the statements whose taps ran
+    /// here, by the coordinator's id, until it collects them.
+    remote_sets: super::accounting::RemoteSets,
 }
 
 impl LakewardCodec {
     pub(crate) fn new(engine: &Arc<Engine>) -> LakewardCodec {
         LakewardCodec {
             engine: Arc::downgrade(engine),
+            remote_sets: super::accounting::RemoteSets::default(),
         }
+    }
+
+    /// The sets taps decoded here record into.
+    pub(crate) fn remote_sets(&self) -> &super::accounting::RemoteSets {
+        &self.remote_sets
     }
 }
 
@@ -145,6 +179,35 @@ impl PhysicalExtensionCodec for LakewardCodec {
                 [inner] => Ok(Arc::new(NoFloatPruning::new(inner.clone()))),
                 _ => Err(proto_err("NoFloatPruning has one input")),
             },
+            Some(node_proto::Kind::Tap(t)) => {
+                let [input] = inputs else {
+                    return Err(proto_err("a tap has one input"));
+                };
+                let id = <[u8; 16]>::try_from(t.sets.as_slice())
+                    .map(u128::from_be_bytes)
+                    .map_err(|_| proto_err("malformed tap"))?;
+                let collect = match t.whole {
+                    Some(bytes) => Collect::Whole {
+                        patients: Arc::new(
+                            roaring::RoaringTreemap::deserialize_from(bytes.as_slice())
+                                .map_err(|_| proto_err("malformed tap"))?,
+                        ),
+                        recorded: Default::default(),
+                    },
+                    None => Collect::Keys(t.keys.iter().map(|&k| k as usize).collect()),
+                };
+                let class = if t.returned {
+                    Disclosure::Returned
+                } else {
+                    Disclosure::Aggregated
+                };
+                Ok(Arc::new(TapExec::from_parts(
+                    input.clone(),
+                    collect,
+                    class,
+                    self.remote_sets.sets(id),
+                )))
+            }
             None => Err(proto_err("unknown node")),
         }
     }
@@ -163,6 +226,29 @@ impl PhysicalExtensionCodec for LakewardCodec {
             })
         } else if node.downcast_ref::<NoFloatPruning>().is_some() {
             node_proto::Kind::NoFloatPruning(true)
+        } else if let Some(tap) = node.downcast_ref::<TapExec>() {
+            let (_, collect, class, sets) = tap.parts();
+            let (keys, whole) = match collect {
+                Collect::Keys(keys) => (
+                    keys.iter()
+                        .map(|&k| u32::try_from(k).map_err(|_| proto_err("tap key position")))
+                        .collect::<DfResult<Vec<u32>>>()?,
+                    None,
+                ),
+                Collect::Whole { patients, .. } => {
+                    let mut bytes = Vec::new();
+                    patients
+                        .serialize_into(&mut bytes)
+                        .map_err(|_| proto_err("encode a tap"))?;
+                    (Vec::new(), Some(bytes))
+                }
+            };
+            node_proto::Kind::Tap(TapProto {
+                sets: sets.remote_id().to_be_bytes().to_vec(),
+                returned: class == Disclosure::Returned,
+                keys,
+                whole,
+            })
         } else {
             // Not a node a worker may run: the statement stays local.
             return Err(DataFusionError::NotImplemented(format!(

@@ -39,6 +39,7 @@ use url::Url;
 use super::codec::LakewardCodec;
 use crate::config::ClusterConfig;
 use crate::engine::Engine;
+use crate::engine::accounting::PatientSets;
 use crate::engine::secure::BarrierExec;
 use crate::engine::snapshot_scan::NoFloatPruning;
 
@@ -99,9 +100,9 @@ impl TlsChannels {
     }
 }
 
-#[async_trait]
-impl ChannelResolver for TlsChannels {
-    async fn get_worker_client_for_url(&self, url: &Url) -> DfResult<Box<dyn WorkerChannel>> {
+impl TlsChannels {
+    /// The connection to `url`, every request carrying the cluster token.
+    pub(crate) fn service(&self, url: &Url) -> DfResult<grpc::BoxCloneSyncChannel> {
         let channel = self.channel(url)?;
         let authorization = self.authorization.clone();
         let service = tower::ServiceBuilder::new()
@@ -112,9 +113,14 @@ impl ChannelResolver for TlsChannels {
                 request
             })
             .service(channel);
-        Ok(grpc::create_worker_client(grpc::BoxCloneSyncChannel::new(
-            service,
-        )))
+        Ok(grpc::BoxCloneSyncChannel::new(service))
+    }
+}
+
+#[async_trait]
+impl ChannelResolver for TlsChannels {
+    async fn get_worker_client_for_url(&self, url: &Url) -> DfResult<Box<dyn WorkerChannel>> {
+        Ok(grpc::create_worker_client(self.service(url)?))
     }
 }
 
@@ -164,6 +170,36 @@ impl std::fmt::Debug for Coordinator {
 pub(crate) struct Placed {
     pub(crate) plan: Arc<dyn ExecutionPlan>,
     pub(crate) state: SessionState,
+    /// Distributed with patient accounting taps: their sets, collected
+    /// from the workers when the result stream ends.
+    accounting: Option<(TlsChannels, Vec<Url>, Vec<Arc<PatientSets>>)>,
+}
+
+impl Placed {
+    fn local(plan: Arc<dyn ExecutionPlan>, state: SessionState) -> Placed {
+        Placed {
+            plan,
+            state,
+            accounting: None,
+        }
+    }
+
+    /// The statement's result stream: distributed with taps, it ends once
+    /// their sets are collected (`cluster::accounting`).
+    pub(crate) fn finish(
+        &self,
+        stream: datafusion::execution::SendableRecordBatchStream,
+    ) -> datafusion::execution::SendableRecordBatchStream {
+        match &self.accounting {
+            Some((channels, workers, sets)) => super::accounting::collected_at_end(
+                stream,
+                channels.clone(),
+                workers.clone(),
+                sets.clone(),
+            ),
+            None => stream,
+        }
+    }
 }
 
 impl Coordinator {
@@ -199,10 +235,10 @@ impl Coordinator {
         logical: &LogicalPlan,
     ) -> DfResult<Placed> {
         let Some(bytes) = scan_bytes(&plan) else {
-            return Ok(Placed { plan, state });
+            return Ok(Placed::local(plan, state));
         };
         if bytes < self.min_bytes || has_scalar_subquery(&plan) || !self.encodable(&plan) {
-            return Ok(Placed { plan, state });
+            return Ok(Placed::local(plan, state));
         }
         let per_task = self.bytes_per_task;
         let dist = SessionStateBuilder::new_from_existing(state.clone())
@@ -222,15 +258,16 @@ impl Coordinator {
             .await?;
         if distributed.downcast_ref::<DistributedExec>().is_none() {
             // One task everywhere: nothing to distribute.
-            return Ok(Placed { plan, state });
+            return Ok(Placed::local(plan, state));
         }
         if let Err(e) = decodes_as_workers_would(&distributed, &dist) {
             tracing::debug!(
                 reason = %e.message(),
                 "statement runs locally: a stage would not decode on a worker"
             );
-            return Ok(Placed { plan, state });
+            return Ok(Placed::local(plan, state));
         }
+        let taps = tap_sets(&plan);
         tracing::info!(
             scan_bytes = bytes,
             workers = self.workers.0.len(),
@@ -239,6 +276,8 @@ impl Coordinator {
         Ok(Placed {
             plan: distributed,
             state: dist,
+            accounting: (!taps.is_empty())
+                .then(|| (self.channels.clone(), self.workers.0.clone(), taps)),
         })
     }
 
@@ -383,6 +422,23 @@ fn scan_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
         Ok(TreeNodeRecursion::Continue)
     });
     (!other).then_some(total)
+}
+
+/// The patient sets the taps of `plan` record into (one per statement,
+/// in practice).
+fn tap_sets(plan: &Arc<dyn ExecutionPlan>) -> Vec<Arc<PatientSets>> {
+    use crate::engine::accounting::tap::TapExec;
+    let mut sets: Vec<Arc<PatientSets>> = Vec::new();
+    let _ = plan.apply(|node| {
+        if let Some(tap) = node.downcast_ref::<TapExec>() {
+            let (_, _, _, s) = tap.parts();
+            if !sets.iter().any(|known| Arc::ptr_eq(known, s)) {
+                sets.push(Arc::clone(s));
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    sets
 }
 
 /// Whether `plan` computes an uncorrelated scalar subquery as a plan node

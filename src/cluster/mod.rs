@@ -8,7 +8,10 @@
 //!   every stage reads tables only through policy barriers.
 //! - `codec.rs`: lakeward's plan nodes and membership functions on the
 //!   wire.
+//! - `accounting.rs`: the patient accounting of taps that ran on workers,
+//!   collected by the coordinator when the statement ends.
 
+pub(crate) mod accounting;
 pub(crate) mod codec;
 pub mod coordinator;
 pub mod worker;

@@ -54,6 +54,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let codec = Arc::new(LakewardCodec::new(&engine));
+    let accounting = super::accounting::AccountingService::new(codec.remote_sets().clone());
     let functions = Arc::new(engine.stage_functions());
     let runtime = functions.runtime.clone();
     let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
@@ -84,21 +85,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })
     .with_runtime_env(runtime);
     let expected = Arc::new(format!("Bearer {token}"));
+    let authenticate = move |request: tonic::Request<()>| {
+        let given = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if same(given, expected.as_bytes()) {
+            Ok(request)
+        } else {
+            tracing::warn!("worker request refused: no valid cluster token");
+            Err(tonic::Status::unauthenticated("cluster token required"))
+        }
+    };
     let service = tonic::service::interceptor::InterceptedService::new(
         worker.into_worker_server(),
-        move |request: tonic::Request<()>| {
-            let given = request
-                .metadata()
-                .get("authorization")
-                .map(|v| v.as_bytes())
-                .unwrap_or_default();
-            if same(given, expected.as_bytes()) {
-                Ok(request)
-            } else {
-                tracing::warn!("worker request refused: no valid cluster token");
-                Err(tonic::Status::unauthenticated("cluster token required"))
-            }
-        },
+        authenticate.clone(),
+    );
+    let accounting = tonic::service::interceptor::InterceptedService::new(
+        arrow_flight::flight_service_server::FlightServiceServer::new(accounting),
+        authenticate,
     );
     let listener = tokio::net::TcpListener::bind(cluster.listen)
         .await
@@ -108,6 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Server::builder()
         .tls_config(ServerTlsConfig::new().identity(identity))?
         .add_service(service)
+        .add_service(accounting)
         .serve_with_incoming_shutdown(
             tokio_stream_from(listener),
             crate::cli::services::shutdown_signal(),

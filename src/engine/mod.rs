@@ -793,14 +793,17 @@ impl Engine {
         }
         .map_err(sql_err)?;
         // Large statements run their stages on the workers (`cluster`).
-        let (physical, state) = match self.cluster.get() {
-            Some(cluster) => {
-                let placed = cluster
-                    .place(physical, state, &fin.plan)
+        let placed = match self.cluster.get() {
+            Some(cluster) => Some(
+                cluster
+                    .place(physical.clone(), state.clone(), &fin.plan)
                     .await
-                    .map_err(sql_err)?;
-                (placed.plan, placed.state)
-            }
+                    .map_err(sql_err)?,
+            ),
+            None => None,
+        };
+        let (physical, state) = match &placed {
+            Some(p) => (p.plan.clone(), p.state.clone()),
             None => (physical, state),
         };
         let stream = datafusion::physical_plan::execute_stream(
@@ -808,6 +811,10 @@ impl Engine {
             self.statement_task(&state),
         )
         .map_err(sql_err)?;
+        let stream = match &placed {
+            Some(p) => p.finish(stream),
+            None => stream,
+        };
         Ok((
             memory::SpillAccounting::wrap(stream, physical),
             fin.key_columns,

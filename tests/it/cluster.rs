@@ -284,7 +284,7 @@ fn two_workers_answer_as_one_node(roles: &[Role]) {
         ..Default::default()
     });
     let cluster_audit = audit_dir("lakeward-it-cluster-coord");
-    let cluster = start_coordinator(&cluster_audit, &[&w1, &w2], false);
+    let cluster = start_coordinator(&cluster_audit, &[&w1, &w2], true);
     let mut statements = workloads();
     statements.extend(corpus_file());
 
@@ -298,4 +298,68 @@ fn two_workers_answer_as_one_node(roles: &[Role]) {
         distributed >= 40,
         "only {distributed} statements were distributed"
     );
+    // The patients each statement touched, as the audit accounts them, are
+    // the same: the taps that ran on workers were collected.
+    support::runtime().block_on(async {
+        let auditor = connect_role(single.addr(), AUDITOR.name, AUDITOR.purpose).await;
+        let users: Vec<String> = roles.iter().map(|r| format!("'{}'", r.name)).collect();
+        let accounted = |instance: String| {
+            format!(
+                "SELECT s.query_fingerprint, p.disclosure, count(*), sum(p.patient_id), \
+                 min(p.patient_id), max(p.patient_id), s.\"user\" \
+                 FROM audit.patient_access p JOIN audit.access_log s ON s.event_id = p.event_id \
+                 WHERE s.instance = '{instance}' AND s.\"user\" IN ({}) \
+                 AND s.query_fingerprint NOT LIKE '%LIMIT%' \
+                 GROUP BY s.query_fingerprint, p.disclosure, s.\"user\"",
+                users.join(", ")
+            )
+        };
+        let rows = |sql: String| {
+            let auditor = &auditor;
+            async move {
+                let mut rows: Vec<Vec<Option<String>>> = auditor
+                    .simple_query(&sql)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => {
+                            Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                rows.sort();
+                rows
+            }
+        };
+        // Both servers ship their records every 200 ms.
+        let (mut one, mut two) = (Vec::new(), Vec::new());
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let a = rows(accounted(format!("bin-{}", single.port))).await;
+            let b = rows(accounted(format!("bin-{}", cluster.port))).await;
+            let settled = !a.is_empty() && a == one && b == two;
+            (one, two) = (a, b);
+            if settled && one == two {
+                break;
+            }
+        }
+        assert!(
+            one.len() > 50,
+            "too few accounted statements: {}",
+            one.len()
+        );
+        let differing: Vec<String> = one
+            .iter()
+            .filter(|r| !two.contains(r))
+            .chain(two.iter().filter(|r| !one.contains(r)))
+            .map(|r| format!("{r:?}"))
+            .collect();
+        assert!(
+            differing.is_empty(),
+            "patient accounting differs between one node and the cluster:\n{}",
+            differing.join("\n")
+        );
+    });
 }

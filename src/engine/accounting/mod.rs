@@ -72,6 +72,12 @@ pub struct PatientSets {
     suppressed: std::sync::OnceLock<std::sync::atomic::AtomicU64>,
     /// The aggregation policy's minimum group size, when under one.
     min_group_size: std::sync::OnceLock<u32>,
+    /// How the statement's taps running on workers name these sets
+    /// (`cluster`): drawn when a tap is first sent.
+    remote_id: std::sync::OnceLock<u128>,
+    /// Tap streams not yet ended (on a worker, a coordinator collecting
+    /// the sets waits for them).
+    open_streams: std::sync::atomic::AtomicUsize,
 }
 
 /// What a finished statement touched: each patient in one class only.
@@ -140,6 +146,40 @@ impl PatientSets {
     /// The patient every row of the result comes from, if known.
     pub(crate) fn row_patient(&self) -> Option<i64> {
         self.row_patient.get().copied()
+    }
+
+    /// The name of these sets on the workers running the statement's taps.
+    pub(crate) fn remote_id(&self) -> u128 {
+        *self.remote_id.get_or_init(rand::random::<u128>)
+    }
+
+    pub(crate) fn stream_opened(&self) {
+        self.open_streams
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub(crate) fn stream_closed(&self) {
+        self.open_streams
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Tap streams started and not yet ended or dropped.
+    pub(crate) fn open_streams(&self) -> usize {
+        self.open_streams.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The two classes as collected (a worker's share, `cluster`).
+    pub(crate) fn collected(&self) -> (RoaringTreemap, RoaringTreemap) {
+        (
+            self.returned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            self.aggregated
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 
     /// Add a set known whole (`tap::TapExec::whole`).

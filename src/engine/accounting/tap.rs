@@ -189,11 +189,15 @@ pub(crate) struct TapExec {
     class: Disclosure,
     sets: Arc<PatientSets>,
     props: Arc<PlanProperties>,
+    /// Records every batch's patients as it passes (a copy running on a
+    /// worker: a coordinator may collect the sets while a stream it no
+    /// longer reads is still open there), rather than at the stream's end.
+    eager: bool,
 }
 
 /// Where a [`TapExec`]'s patients come from.
 #[derive(Debug, Clone)]
-enum Collect {
+pub(crate) enum Collect {
     /// The key columns at these positions of each batch.
     Keys(Vec<usize>),
     /// Known before the rows are read (`super::whole`): recorded once,
@@ -218,6 +222,7 @@ impl TapExec {
             class,
             sets,
             props,
+            eager: false,
         }
     }
 
@@ -239,6 +244,48 @@ impl TapExec {
             class: Disclosure::Aggregated,
             sets,
             props,
+            eager: false,
+        }
+    }
+}
+
+impl TapExec {
+    /// Its input, where its patients come from, their class, its sets
+    /// (`cluster::codec`).
+    pub(crate) fn parts(
+        &self,
+    ) -> (
+        &Arc<dyn ExecutionPlan>,
+        &Collect,
+        Disclosure,
+        &Arc<PatientSets>,
+    ) {
+        (&self.input, &self.collect, self.class, &self.sets)
+    }
+
+    /// A tap rebuilt from its parts, recording into `sets`.
+    pub(crate) fn from_parts(
+        input: Arc<dyn ExecutionPlan>,
+        collect: Collect,
+        class: Disclosure,
+        sets: Arc<PatientSets>,
+    ) -> TapExec {
+        let collect = match collect {
+            // A fresh flag: this copy records its set once.
+            Collect::Whole { patients, .. } => Collect::Whole {
+                patients,
+                recorded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            },
+            keys => keys,
+        };
+        let props = input.properties().clone();
+        TapExec {
+            input,
+            collect,
+            class,
+            sets,
+            props,
+            eager: true,
         }
     }
 }
@@ -291,6 +338,7 @@ impl ExecutionPlan for TapExec {
                 collect: self.collect.clone(),
                 class: self.class,
                 sets: self.sets.clone(),
+                eager: self.eager,
             })),
             _ => datafusion::common::internal_err!("PatientAccounting takes one input"),
         }
@@ -328,11 +376,13 @@ impl ExecutionPlan for TapExec {
                 recorded: recorded.clone(),
             },
         };
+        self.sets.stream_opened();
         Ok(Box::pin(TapStream {
             input,
             gather,
             class: self.class,
             sets: self.sets.clone(),
+            eager: self.eager,
         }))
     }
 }
@@ -362,6 +412,7 @@ struct TapStream {
     gather: Gather,
     class: Disclosure,
     sets: Arc<PatientSets>,
+    eager: bool,
 }
 
 impl TapStream {
@@ -390,6 +441,7 @@ impl TapStream {
 impl Drop for TapStream {
     fn drop(&mut self) {
         self.flush(false);
+        self.sets.stream_closed();
     }
 }
 
@@ -399,20 +451,28 @@ impl Stream for TapStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = self.input.as_mut().poll_next(cx);
         match &polled {
-            Poll::Ready(Some(Ok(batch))) => match &mut self.gather {
-                Gather::Keys {
-                    keys,
-                    collected: Some(collected),
-                } => {
-                    for &k in keys.iter() {
-                        if let Some(column) = batch.columns().get(k) {
-                            collected.add_column(column.as_ref(), 0..batch.num_rows());
+            Poll::Ready(Some(Ok(batch))) => {
+                match &mut self.gather {
+                    Gather::Keys {
+                        keys,
+                        collected: Some(collected),
+                    } => {
+                        for &k in keys.iter() {
+                            if let Some(column) = batch.columns().get(k) {
+                                collected.add_column(column.as_ref(), 0..batch.num_rows());
+                            }
                         }
                     }
+                    Gather::Whole { read_any, .. } if batch.num_rows() > 0 => *read_any = true,
+                    _ => {}
                 }
-                Gather::Whole { read_any, .. } if batch.num_rows() > 0 => *read_any = true,
-                _ => {}
-            },
+                if self.eager {
+                    self.flush(false);
+                    if let Gather::Keys { collected, .. } = &mut self.gather {
+                        *collected = Some(Keys::default());
+                    }
+                }
+            }
             Poll::Ready(None) => self.flush(true),
             _ => {}
         }
