@@ -614,6 +614,12 @@ impl Config {
         if let Err(e) = config.cluster.token() {
             problems.push(e.to_string());
         }
+        if config.cluster.ca_file.is_none() {
+            problems.push(
+                "cluster.ca_file is required: workers read each other's shuffle output over TLS"
+                    .to_owned(),
+            );
+        }
         if problems.is_empty() {
             Ok(config)
         } else {

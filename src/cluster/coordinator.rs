@@ -47,7 +47,7 @@ use crate::engine::snapshot_scan::NoFloatPruning;
 /// token. One per process (coordinator, or worker reading another
 /// worker's shuffle output); channels are reused per URL.
 #[derive(Clone)]
-pub(crate) struct TlsChannels {
+pub struct TlsChannels {
     tls: ClientTlsConfig,
     domain: Option<String>,
     authorization: http::HeaderValue,
@@ -55,7 +55,7 @@ pub(crate) struct TlsChannels {
 }
 
 impl TlsChannels {
-    pub(crate) fn new(config: &ClusterConfig, token: &str) -> anyhow::Result<TlsChannels> {
+    pub fn new(config: &ClusterConfig, token: &str) -> anyhow::Result<TlsChannels> {
         let ca = config
             .ca_file
             .as_ref()
@@ -260,11 +260,9 @@ impl Coordinator {
             // One task everywhere: nothing to distribute.
             return Ok(Placed::local(plan, state));
         }
-        if let Err(e) = decodes_as_workers_would(&distributed, &dist) {
-            tracing::debug!(
-                reason = %e.message(),
-                "statement runs locally: a stage would not decode on a worker"
-            );
+        if decodes_as_workers_would(&distributed, &dist).is_err() {
+            // The error may quote the plan: not logged.
+            tracing::debug!("statement runs locally: a stage would not rebuild on a worker");
             return Ok(Placed::local(plan, state));
         }
         let taps = tap_sets(&plan);
@@ -291,8 +289,9 @@ impl Coordinator {
             &datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {},
         ) {
             Ok(_) => true,
-            Err(e) => {
-                tracing::debug!(reason = %e.message(), "statement runs locally: a node cannot be sent to workers");
+            Err(_) => {
+                // The error may quote the plan: not logged.
+                tracing::debug!("statement runs locally: a node cannot be sent to workers");
                 false
             }
         }
@@ -449,15 +448,14 @@ fn has_scalar_subquery(plan: &Arc<dyn ExecutionPlan>) -> bool {
         .unwrap_or(true)
 }
 
-/// Leaves that read no table: `VALUES`, an empty relation, one row.
+/// Leaves that read nothing: an empty relation, one row. (A `VALUES`
+/// list or a catalog table is an in-memory source: such a statement stays
+/// local, as workers accept no other leaf.)
 fn is_constant_leaf(node: &Arc<dyn ExecutionPlan>) -> bool {
     use datafusion::physical_plan::empty::EmptyExec;
     use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
     node.downcast_ref::<EmptyExec>().is_some()
         || node.downcast_ref::<PlaceholderRowExec>().is_some()
-        || node
-            .downcast_ref::<DataSourceExec>()
-            .is_some_and(|d| d.data_source().downcast_ref::<FileScanConfig>().is_none())
 }
 
 /// Sum of the sizes of the files every file scan of `plan` reads.

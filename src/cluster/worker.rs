@@ -49,11 +49,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::engine::open_from_config(&config.data, &config.memory, &pseudonym_key, None).await?,
     );
     // Workers read each other's shuffle output with the same credentials.
-    let channels = match cluster.ca_file {
-        Some(_) => Some(TlsChannels::new(cluster, &token)?),
-        None => None,
-    };
+    let channels = TlsChannels::new(cluster, &token)?;
     let codec = Arc::new(LakewardCodec::new(&engine));
+    let served = Arc::new(ServedFiles::of(&engine));
     let accounting = super::accounting::AccountingService::new(codec.remote_sets().clone());
     let functions = Arc::new(engine.stage_functions());
     let runtime = functions.runtime.clone();
@@ -61,14 +59,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let codec = codec.clone();
         let functions = functions.clone();
         let channels = channels.clone();
+        let served = served.clone();
         async move {
             let mut builder = ctx
                 .builder
                 .with_distributed_user_codec_arc(codec)
-                .with_distributed_worker_plan_rewrite_handler(verify_stage);
-            if let Some(channels) = channels {
-                builder = builder.with_distributed_channel_resolver(channels);
-            }
+                .with_distributed_worker_plan_rewrite_handler(
+                    move |ev: WorkerPlanRewriteEvent<'_>| {
+                        check_stage(&ev.plan, &served)?;
+                        Ok(WorkerPlanRewriteEventResponse::new(ev.plan))
+                    },
+                );
+            builder = builder.with_distributed_channel_resolver(channels);
             // lakeward's functions over DataFusion's of the same name.
             let mut state = builder.build();
             for f in &functions.scalar {
@@ -111,6 +113,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cluster.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "lakeward worker listening");
+    // A reload signal changes nothing on a worker (it holds no policy):
+    // it is logged, not left to end the process.
+    #[cfg(unix)]
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP ignored: a worker has nothing to reload");
+            }
+        }
+    });
     Server::builder()
         .tls_config(ServerTlsConfig::new().identity(identity))?
         .add_service(service)
@@ -141,29 +154,79 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Refuse a stage that reads a file other than inside a policy barrier.
-/// Every other leaf must be one that reads no table (an empty relation,
-/// one row, `VALUES`) or another stage's output.
-fn verify_stage(ev: WorkerPlanRewriteEvent<'_>) -> DfResult<WorkerPlanRewriteEventResponse> {
-    check_stage(&ev.plan)?;
-    Ok(WorkerPlanRewriteEventResponse::new(ev.plan))
+/// Where the tables this worker serves keep their files: object store
+/// URL and path prefix, per table.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ServedFiles(Vec<(String, String)>);
+
+impl ServedFiles {
+    fn of(engine: &crate::engine::Engine) -> ServedFiles {
+        let mut prefixes = Vec::new();
+        for table in engine.tables().values() {
+            let url = match url::Url::parse(&table.location) {
+                Ok(u) if u.scheme().len() > 1 => u,
+                _ => match url::Url::from_directory_path(&table.location) {
+                    Ok(u) => u,
+                    Err(()) => continue,
+                },
+            };
+            let store = url[..url::Position::BeforePath].to_owned() + "/";
+            let path = url.path().trim_matches('/').to_owned() + "/";
+            prefixes.push((store, path));
+        }
+        ServedFiles(prefixes)
+    }
+
+    /// Whether every file `config` reads belongs to a served table.
+    fn admits(&self, config: &FileScanConfig) -> bool {
+        let store = config.object_store_url.as_str();
+        config
+            .file_groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .all(|file| {
+                let location = file.object_meta.location.as_ref();
+                self.0
+                    .iter()
+                    .any(|(s, prefix)| s == store && location.starts_with(prefix.as_str()))
+            })
+    }
 }
 
-pub(crate) fn check_stage(plan: &Arc<dyn ExecutionPlan>) -> DfResult<()> {
+/// Refuse a stage that reads a file other than through a policy barrier,
+/// or a barrier reading files of no served table. Every other leaf must
+/// be an empty relation, a single row, or another stage's output.
+pub(crate) fn check_stage(plan: &Arc<dyn ExecutionPlan>, served: &ServedFiles) -> DfResult<()> {
     use datafusion::physical_plan::empty::EmptyExec;
     use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
     let mut refused = false;
     plan.apply(|node| {
-        if node.downcast_ref::<BarrierExec>().is_some() || node.is_network_boundary() {
-            // A barrier's subtree is the policy's; another stage's output
-            // was checked where it ran.
+        if let Some(barrier) = node.downcast_ref::<BarrierExec>() {
+            // The policy subtree reads only served tables' files.
+            barrier.input().apply(|inner| {
+                let scan = inner
+                    .downcast_ref::<DataSourceExec>()
+                    .and_then(|d| d.data_source().downcast_ref::<FileScanConfig>());
+                if let Some(config) = scan
+                    && !served.admits(config)
+                {
+                    refused = true;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })?;
+            return Ok(if refused {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Jump
+            });
+        }
+        if node.is_network_boundary() {
+            // Another stage's output, checked where it ran.
             return Ok(TreeNodeRecursion::Jump);
         }
         let allowed_leaf = node.downcast_ref::<EmptyExec>().is_some()
-            || node.downcast_ref::<PlaceholderRowExec>().is_some()
-            || node
-                .downcast_ref::<DataSourceExec>()
-                .is_some_and(|d| d.data_source().downcast_ref::<FileScanConfig>().is_none());
+            || node.downcast_ref::<PlaceholderRowExec>().is_some();
         if node.children().is_empty() && !allowed_leaf {
             refused = true;
             return Ok(TreeNodeRecursion::Stop);

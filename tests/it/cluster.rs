@@ -1,9 +1,9 @@
 //! Distributed execution on loopback: a coordinator (`lakeward serve` with
 //! `[cluster] workers`) and two `lakeward worker` processes over the shared
 //! dataset, compared with a single-node server statement by statement, for
-//! every role; workers refusing requests without the cluster token or with
-//! a stage that reads a table outside a policy barrier; a worker killed
-//! while a statement runs.
+//! every role, patient accounting included; workers refusing requests
+//! without the cluster token, over plaintext, or with a stage that reads a
+//! table outside a policy barrier; a worker killed between statements.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -361,5 +361,182 @@ fn two_workers_answer_as_one_node(roles: &[Role]) {
             "patient accounting differs between one node and the cluster:\n{}",
             differing.join("\n")
         );
+    });
+}
+
+/// A worker URL list for a plain DataFusion session (the test acting as a
+/// coordinator of its own).
+#[derive(Clone)]
+struct Urls(Vec<url::Url>);
+
+impl datafusion_distributed::WorkerResolver for Urls {
+    fn get_urls(&self) -> datafusion::error::Result<Vec<url::Url>> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A DataFusion session distributing over `workers` through `channels`,
+/// with one of the shared dataset's raw Parquet files registered as `raw`:
+/// a plan that reads patients with no policy in between.
+async fn raw_session(
+    workers: &[&WorkerProcess],
+    channels: Option<lakeward::cluster::coordinator::TlsChannels>,
+) -> datafusion::prelude::SessionContext {
+    use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
+    let urls = Urls(workers.iter().map(|w| w.url().parse().unwrap()).collect());
+    let mut builder = datafusion::execution::SessionStateBuilder::new()
+        .with_default_features()
+        .with_distributed_planner()
+        .with_distributed_worker_resolver(urls)
+        .with_distributed_file_scan_config_bytes_per_partition(1)
+        .unwrap();
+    if let Some(c) = channels {
+        builder = builder.with_distributed_channel_resolver(c);
+    }
+    let ctx = datafusion::prelude::SessionContext::from(builder.build());
+    let table = data_dir().join("clinical/patients");
+    let file = std::fs::read_dir(&table)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a data file");
+    ctx.register_parquet("raw", file.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    ctx
+}
+
+fn channels(token: &str) -> lakeward::cluster::coordinator::TlsChannels {
+    let config = lakeward::config::ClusterConfig {
+        ca_file: Some(data_dir().join("tls/server.crt")),
+        ..Default::default()
+    };
+    lakeward::cluster::coordinator::TlsChannels::new(&config, token).unwrap()
+}
+
+const RAW_SQL: &str = "SELECT site_id, count(*) FROM raw GROUP BY site_id";
+
+#[test]
+fn workers_refuse_requests_without_the_token_over_plaintext_and_stages_reading_raw_tables() {
+    let w1 = start_worker(TOKEN);
+    let w2 = start_worker(TOKEN);
+    support::runtime().block_on(async {
+        // A plan that reads a table's files directly, with the right token:
+        // refused by the worker's stage check.
+        let ctx = raw_session(&[&w1, &w2], Some(channels(TOKEN))).await;
+        let plan = ctx
+            .sql(RAW_SQL)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        assert!(
+            plan.name() == "DistributedExec",
+            "the raw plan was not distributed: {}",
+            plan.name()
+        );
+        let err = ctx.sql(RAW_SQL).await.unwrap().collect().await.unwrap_err();
+        assert!(
+            err.to_string().contains("stage refused"),
+            "a stage reading raw files ran: {err}"
+        );
+        // Another token: refused before anything is decoded.
+        let wrong = "another-token-another-token-another-token-0000";
+        let ctx = raw_session(&[&w1, &w2], Some(channels(wrong))).await;
+        let err = ctx.sql(RAW_SQL).await.unwrap().collect().await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("cluster token required") || text.contains("Unauthenticated"),
+            "a request with another token was not refused as unauthenticated: {text}"
+        );
+        // No TLS: datafusion-distributed's own plaintext connection.
+        let plain = Urls(vec![
+            format!("http://127.0.0.1:{}", w1.port).parse().unwrap(),
+            format!("http://127.0.0.1:{}", w2.port).parse().unwrap(),
+        ]);
+        use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
+        let state = datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
+            .with_distributed_planner()
+            .with_distributed_worker_resolver(plain)
+            .with_distributed_channel_resolver(
+                datafusion_distributed::grpc::DefaultChannelResolver::default(),
+            )
+            .build();
+        let ctx = datafusion::prelude::SessionContext::from(state);
+        assert!(
+            ctx.sql(RAW_SQL).await.unwrap().collect().await.is_err(),
+            "a plaintext request was answered"
+        );
+    });
+    // Both workers still serve (a refusal is not a crash).
+    let single_audit = audit_dir("lakeward-it-cluster-refusals");
+    let cluster = start_coordinator(&single_audit, &[&w1, &w2], true);
+    support::runtime().block_on(async {
+        let c = connect_role(cluster.addr(), ANALYST.name, ANALYST.purpose).await;
+        let rows = c
+            .simple_query("SELECT payer, count(*) FROM claims.claims GROUP BY payer")
+            .await
+            .unwrap();
+        assert!(rows.len() > 2);
+    });
+    assert!(distributed_statements(&cluster) >= 1);
+}
+
+#[test]
+fn a_killed_worker_fails_the_statement_cleanly_and_it_is_audited() {
+    let w1 = start_worker(TOKEN);
+    let mut w2 = start_worker(TOKEN);
+    let audit = audit_dir("lakeward-it-cluster-killed");
+    let cluster = start_coordinator(&audit, &[&w1, &w2], true);
+    let sql = "SELECT payer, status, count(*) FROM claims.claims GROUP BY payer, status";
+    support::runtime().block_on(async {
+        let c = connect_role(cluster.addr(), ANALYST.name, ANALYST.purpose).await;
+        assert!(c.simple_query(sql).await.is_ok(), "the cluster answers");
+        let _ = w2.child.kill();
+        let _ = w2.child.wait();
+        let err = c
+            .simple_query(sql)
+            .await
+            .expect_err("a statement over a killed worker must fail");
+        let state = sqlstate(&err).expect("a SQLSTATE");
+        assert!(!state.is_empty());
+        let message = err
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(
+            !message.contains("claims") && !message.contains("127.0.0.1"),
+            "the error names internals: {message}"
+        );
+        // The session and the server carry on.
+        assert!(
+            c.simple_query("SELECT 1").await.is_ok(),
+            "the session survives the failed statement"
+        );
+        // The failed statement's completion record says how it ended.
+        let auditor = connect_role(cluster.addr(), AUDITOR.name, AUDITOR.purpose).await;
+        let mut found = Vec::new();
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            found = crate::audit::text_rows(
+                &auditor,
+                &format!(
+                    "SELECT c.sqlstate FROM audit.access_log c \
+                     JOIN audit.access_log s ON s.event_id = c.parent_event_id \
+                     WHERE c.event = 'completion' AND s.instance = 'bin-{}' \
+                     AND s.\"user\" = 'analyst' AND s.query_fingerprint LIKE '%GROUP BY payer, status%' \
+                     ORDER BY c.seq",
+                    cluster.port
+                ),
+            )
+            .await;
+            if found.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(found.len(), 2, "two completion records: {found:?}");
+        assert_eq!(found[0][0], "NULL", "the first statement succeeded: {found:?}");
+        assert_eq!(found[1][0], state, "the second failed as the client saw: {found:?}");
     });
 }
