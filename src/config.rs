@@ -206,6 +206,11 @@ pub struct ClusterConfig {
     /// Scan bytes one task reads: a stage runs on
     /// `min(workers, ceil(bytes / bytes_per_task))` tasks.
     pub bytes_per_task: u64,
+    /// Collect each distributed statement's per-stage metrics from the
+    /// workers and log them (`distributed stage`: tasks, CPU time, rows and
+    /// bytes each stage sent; no plan text) when it ends. For sizing and
+    /// benchmarks: the workers send their metrics after every task.
+    pub stage_metrics: bool,
 }
 
 impl Default for ClusterConfig {
@@ -219,6 +224,7 @@ impl Default for ClusterConfig {
             token_file: None,
             distribute_min_bytes: 256 << 20,
             bytes_per_task: 64 << 20,
+            stage_metrics: false,
         }
     }
 }

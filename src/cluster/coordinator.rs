@@ -156,6 +156,7 @@ pub struct Coordinator {
     codec: Arc<LakewardCodec>,
     min_bytes: u64,
     bytes_per_task: u64,
+    stage_metrics: bool,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -173,6 +174,8 @@ pub(crate) struct Placed {
     /// Distributed with patient accounting taps: their sets, collected
     /// from the workers when the result stream ends.
     accounting: Option<(TlsChannels, Vec<Url>, Vec<Arc<PatientSets>>)>,
+    /// Distributed with `stage_metrics`: log the stages' metrics at the end.
+    stage_metrics: bool,
 }
 
 impl Placed {
@@ -181,6 +184,7 @@ impl Placed {
             plan,
             state,
             accounting: None,
+            stage_metrics: false,
         }
     }
 
@@ -190,7 +194,7 @@ impl Placed {
         &self,
         stream: datafusion::execution::SendableRecordBatchStream,
     ) -> datafusion::execution::SendableRecordBatchStream {
-        match &self.accounting {
+        let stream = match &self.accounting {
             Some((channels, workers, sets)) => super::accounting::collected_at_end(
                 stream,
                 channels.clone(),
@@ -198,7 +202,22 @@ impl Placed {
                 sets.clone(),
             ),
             None => stream,
+        };
+        if !self.stage_metrics {
+            return stream;
         }
+        let schema = stream.schema();
+        let plan = self.plan.clone();
+        let tail = futures::StreamExt::filter_map(
+            futures::stream::once(log_stage_metrics(plan)),
+            |()| async { None::<DfResult<datafusion::arrow::record_batch::RecordBatch>> },
+        );
+        Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                schema,
+                futures::StreamExt::chain(stream, tail),
+            ),
+        )
     }
 }
 
@@ -223,6 +242,7 @@ impl Coordinator {
             codec: Arc::new(LakewardCodec::new(&engine)),
             min_bytes: config.distribute_min_bytes,
             bytes_per_task: config.bytes_per_task.max(1),
+            stage_metrics: config.stage_metrics,
         })))
     }
 
@@ -251,6 +271,7 @@ impl Coordinator {
                 barrier_task_count(ev, per_task)
             })
             .with_distributed_scale_up_leaf_node_handler(barrier_scale_up)
+            .with_distributed_metrics_collection(self.stage_metrics)?
             .build();
         let distributed = dist
             .query_planner()
@@ -276,6 +297,7 @@ impl Coordinator {
             state: dist,
             accounting: (!taps.is_empty())
                 .then(|| (self.channels.clone(), self.workers.0.clone(), taps)),
+            stage_metrics: self.stage_metrics,
         })
     }
 
@@ -421,6 +443,60 @@ fn scan_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
         Ok(TreeNodeRecursion::Continue)
     });
     (!other).then_some(total)
+}
+
+/// Log each stage of the executed distributed `plan`: its number, tasks,
+/// the CPU time of its operators, and the rows and bytes it sent to the
+/// next stage (no plan text: a plan may quote literals).
+async fn log_stage_metrics(plan: Arc<dyn ExecutionPlan>) {
+    use datafusion_distributed::{DistributedMetricsFormat, NetworkBoundaryExt};
+    let Ok(plan) = datafusion_distributed::rewrite_distributed_plan_with_metrics(
+        plan,
+        DistributedMetricsFormat::Aggregated,
+    )
+    .await
+    else {
+        return;
+    };
+    let _ = plan.apply(|node| {
+        let Some(boundary) = node.as_network_boundary() else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        let stage = boundary.input_stage();
+        let mut cpu_ns = 0usize;
+        let mut operators = 0usize;
+        for child in node.children() {
+            let _ = child.apply(|n| {
+                if n.is_network_boundary() {
+                    return Ok(TreeNodeRecursion::Jump);
+                }
+                operators += 1;
+                cpu_ns += n.metrics().and_then(|m| m.elapsed_compute()).unwrap_or(0);
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        let received = node.metrics();
+        let rows = received.as_ref().and_then(|m| m.output_rows()).unwrap_or(0);
+        // Bytes received over the network (a custom metric of the
+        // boundary's connections).
+        let bytes: usize = received
+            .iter()
+            .flat_map(|m| m.iter())
+            .filter(|m| m.value().name() == "bytes_transferred")
+            .map(|m| m.value().as_usize())
+            .sum();
+        tracing::info!(
+            stage = stage.num(),
+            tasks = stage.task_count(),
+            boundary = node.name(),
+            operators,
+            cpu_ms = cpu_ns as f64 / 1e6,
+            rows_sent = rows,
+            bytes_sent = bytes,
+            "distributed stage"
+        );
+        Ok(TreeNodeRecursion::Continue)
+    });
 }
 
 /// The patient sets the taps of `plan` record into (one per statement,

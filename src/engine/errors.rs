@@ -44,7 +44,6 @@ fn resources_exhausted(msg: &str) -> SqlError {
 
 /// Map a DataFusion error to a client-facing error.
 pub(crate) fn to_sql_error(err: &DataFusionError) -> SqlError {
-    eprintln!("DEBUG to_sql_error: {err}");
     match err {
         DataFusionError::Context(_, inner) => to_sql_error(inner),
         DataFusionError::Diagnostic(_, inner) => to_sql_error(inner),

@@ -111,7 +111,7 @@ token_env = "{TOKEN_ENV}"
 fn cluster_toml(workers: &[&WorkerProcess]) -> String {
     let urls: Vec<String> = workers.iter().map(|w| format!("\"{}\"", w.url())).collect();
     format!(
-        "[cluster]\nworkers = [{}]\nca_file = \"{}\"\ntoken_env = \"{TOKEN_ENV}\"\ndistribute_min_bytes = 0\nbytes_per_task = 1\n",
+        "[cluster]\nworkers = [{}]\nca_file = \"{}\"\ntoken_env = \"{TOKEN_ENV}\"\ndistribute_min_bytes = 0\nbytes_per_task = 1\nstage_metrics = true\n",
         urls.join(", "),
         data_dir().join("tls/server.crt").display()
     )
@@ -297,6 +297,22 @@ fn two_workers_answer_as_one_node(roles: &[Role]) {
     assert!(
         distributed >= 40,
         "only {distributed} statements were distributed"
+    );
+    // Stage metrics: logged per stage, with what each stage sent.
+    let stages: Vec<String> = cluster
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("distributed stage"))
+        .cloned()
+        .collect();
+    assert!(
+        stages
+            .iter()
+            .any(|l| l.contains("tasks=2") && !l.contains("bytes_sent=0")),
+        "no stage of two tasks that sent bytes: {:?}",
+        stages.iter().take(5).collect::<Vec<_>>()
     );
     // The patients each statement touched, as the audit accounts them, are
     // the same: the taps that ran on workers were collected.
