@@ -178,6 +178,24 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
 }
 
+/// A secret from the environment variable `env`, else from `file` (`what`
+/// names the file in an error), else the error `missing`.
+fn secret(
+    env: &str,
+    file: Option<&Path>,
+    what: &str,
+    missing: &str,
+) -> Result<String, ConfigError> {
+    if let Ok(v) = std::env::var(env) {
+        return Ok(v);
+    }
+    match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| ConfigError::Invalid(format!("cannot read {what} {}: {e}", f.display()))),
+        None => Err(ConfigError::Invalid(missing.to_owned())),
+    }
+}
+
 /// Distributed execution (`[cluster]`, SPEC §11). On a coordinator
 /// (`serve`), `workers` lists the `lakeward worker`s that run the stages of
 /// statements whose estimated scan passes `distribute_min_bytes`; on a
@@ -232,23 +250,15 @@ impl Default for ClusterConfig {
 impl ClusterConfig {
     /// The cluster token: from the environment, else from the token file.
     pub fn token(&self) -> Result<String, ConfigError> {
-        let text = match std::env::var(&self.token_env) {
-            Ok(t) => t,
-            Err(_) => match &self.token_file {
-                Some(f) => std::fs::read_to_string(f).map_err(|e| {
-                    ConfigError::Invalid(format!(
-                        "cannot read cluster token file {}: {e}",
-                        f.display()
-                    ))
-                })?,
-                None => {
-                    return Err(ConfigError::Invalid(format!(
-                        "no cluster token: set {} or cluster.token_file",
-                        self.token_env
-                    )));
-                }
-            },
-        };
+        let text = secret(
+            &self.token_env,
+            self.token_file.as_deref(),
+            "cluster token file",
+            &format!(
+                "no cluster token: set {} or cluster.token_file",
+                self.token_env
+            ),
+        )?;
         let token = text.trim().to_owned();
         if token.len() < 32 || !token.chars().all(|c| c.is_ascii_graphic()) {
             return Err(ConfigError::Invalid(
@@ -430,23 +440,15 @@ impl PolicyConfig {
     /// The pseudonymisation key: from the environment, else from the key file.
     /// Missing or short keys are an error (the server refuses to start).
     pub fn pseudonym_key(&self) -> Result<Vec<u8>, ConfigError> {
-        let text = match std::env::var(&self.pseudonym_key_env) {
-            Ok(v) => v,
-            Err(_) => match &self.pseudonym_key_file {
-                Some(f) => std::fs::read_to_string(f).map_err(|e| {
-                    ConfigError::Invalid(format!(
-                        "cannot read pseudonym key file {}: {e}",
-                        f.display()
-                    ))
-                })?,
-                None => {
-                    return Err(ConfigError::Invalid(format!(
-                        "no pseudonymisation key: set {} (64 hex digits) or policy.pseudonym_key_file",
-                        self.pseudonym_key_env
-                    )));
-                }
-            },
-        };
+        let text = secret(
+            &self.pseudonym_key_env,
+            self.pseudonym_key_file.as_deref(),
+            "pseudonym key file",
+            &format!(
+                "no pseudonymisation key: set {} (64 hex digits) or policy.pseudonym_key_file",
+                self.pseudonym_key_env
+            ),
+        )?;
         let key = hex::decode(text.trim())
             .map_err(|_| ConfigError::Invalid("the pseudonymisation key must be hex".into()))?;
         if key.len() < 32 {

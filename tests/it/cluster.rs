@@ -151,18 +151,23 @@ enum Answer {
     Error(String),
 }
 
+/// The rows of a simple query's answer, as text.
+fn cells(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 async fn answer(client: &tokio_postgres::Client, sql: &str) -> Answer {
     match client.simple_query(sql).await {
         Ok(messages) => {
-            let mut rows: Vec<Vec<Option<String>>> = messages
-                .iter()
-                .filter_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(r) => {
-                        Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-                    }
-                    _ => None,
-                })
-                .collect();
+            let mut rows = cells(&messages);
             let lower = sql.to_ascii_lowercase();
             if lower.contains("limit") {
                 // Which rows a LIMIT keeps among ties is up to the plan.
@@ -333,18 +338,7 @@ fn two_workers_answer_as_one_node(roles: &[Role]) {
         let rows = |sql: String| {
             let auditor = &auditor;
             async move {
-                let mut rows: Vec<Vec<Option<String>>> = auditor
-                    .simple_query(&sql)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => {
-                            Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-                        }
-                        _ => None,
-                    })
-                    .collect();
+                let mut rows = cells(&auditor.simple_query(&sql).await.unwrap());
                 rows.sort();
                 rows
             }
