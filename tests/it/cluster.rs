@@ -6,7 +6,6 @@
 //! table outside a policy barrier; a worker killed between statements.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::{
@@ -46,7 +45,6 @@ fn free_port() -> u16 {
 
 /// Start `lakeward worker` over the shared dataset with `token`.
 fn start_worker(token: &str) -> WorkerProcess {
-    use std::io::{BufRead, BufReader};
     let data = data_dir();
     let port = free_port();
     let config = format!(
@@ -73,7 +71,8 @@ token_env = "{TOKEN_ENV}"
     );
     let cfg = temp_dir("lakeward-it-worker-cfg").join("worker.toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut child = support::process::lakeward_command()
+    let mut command = support::process::lakeward_command();
+    command
         .args([
             "--log",
             "warn,lakeward=info",
@@ -81,29 +80,8 @@ token_env = "{TOKEN_ENV}"
             "--config",
             cfg.to_str().unwrap(),
         ])
-        .env(TOKEN_ENV, token)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start lakeward worker");
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("lakeward worker listening") {
-                let _ = tx.send(());
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-        panic!(
-            "lakeward worker did not start: {}",
-            log.lock().unwrap().join("\n")
-        );
-    }
+        .env(TOKEN_ENV, token);
+    let (child, _log) = support::spawn_until_logged(command, "lakeward worker listening");
     WorkerProcess { child, port }
 }
 
@@ -117,17 +95,12 @@ fn cluster_toml(workers: &[&WorkerProcess]) -> String {
     )
 }
 
-fn start_coordinator(audit_dir: &Path, workers: &[&WorkerProcess], accounting: bool) -> Served {
+fn start_coordinator(audit_dir: &Path, workers: &[&WorkerProcess]) -> Served {
     let toml = cluster_toml(workers);
     serve_binary_opts(ServeOpts {
         audit_dir,
         extra_toml: &toml,
         env: &[(TOKEN_ENV, TOKEN)],
-        audit_extra: if accounting {
-            ""
-        } else {
-            "accounting = \"none-benchmark-only\""
-        },
         ..Default::default()
     })
 }
@@ -289,7 +262,7 @@ fn two_workers_answer_as_one_node(roles: &[Role]) {
         ..Default::default()
     });
     let cluster_audit = audit_dir("lakeward-it-cluster-coord");
-    let cluster = start_coordinator(&cluster_audit, &[&w1, &w2], true);
+    let cluster = start_coordinator(&cluster_audit, &[&w1, &w2]);
     let mut statements = workloads();
     statements.extend(corpus_file());
 
@@ -481,7 +454,7 @@ fn workers_refuse_requests_without_the_token_over_plaintext_and_stages_reading_r
     });
     // Both workers still serve (a refusal is not a crash).
     let single_audit = audit_dir("lakeward-it-cluster-refusals");
-    let cluster = start_coordinator(&single_audit, &[&w1, &w2], true);
+    let cluster = start_coordinator(&single_audit, &[&w1, &w2]);
     support::runtime().block_on(async {
         let c = connect_role(cluster.addr(), ANALYST.name, ANALYST.purpose).await;
         let rows = c
@@ -498,7 +471,7 @@ fn a_killed_worker_fails_the_statement_cleanly_and_it_is_audited() {
     let w1 = start_worker(TOKEN);
     let mut w2 = start_worker(TOKEN);
     let audit = audit_dir("lakeward-it-cluster-killed");
-    let cluster = start_coordinator(&audit, &[&w1, &w2], true);
+    let cluster = start_coordinator(&audit, &[&w1, &w2]);
     let sql = "SELECT payer, status, count(*) FROM claims.claims GROUP BY payer, status";
     support::runtime().block_on(async {
         let c = connect_role(cluster.addr(), ANALYST.name, ANALYST.purpose).await;

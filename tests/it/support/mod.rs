@@ -482,7 +482,6 @@ impl Default for ServeOpts<'_> {
 
 /// Start `lakeward serve` as configured by `o`.
 pub fn serve_binary_opts(o: ServeOpts<'_>) -> Served {
-    use std::io::{BufRead, BufReader};
     let ServeOpts {
         policy_dir,
         audit_dir,
@@ -555,7 +554,8 @@ listen = "127.0.0.1:0"
     );
     let cfg = temp_dir("lakeward-it-serve-cfg").join("lakeward.toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut child = process::lakeward_command()
+    let mut command = process::lakeward_command();
+    command
         .args([
             "--log",
             log_filter.unwrap_or("warn,lakeward=debug"),
@@ -565,18 +565,35 @@ listen = "127.0.0.1:0"
             "--config",
             cfg.to_str().unwrap(),
         ])
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    let (child, log) = spawn_until_logged(command, "lakeward listening");
+    Served {
+        child,
+        port,
+        log,
+        config: cfg,
+    }
+}
+
+/// Start `command` (a lakeward process), collecting its stderr lines, and
+/// wait (up to a minute) until it logs a line containing `ready`.
+pub fn spawn_until_logged(
+    mut command: std::process::Command,
+    ready: &'static str,
+) -> (std::process::Child, Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = command
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("start lakeward serve");
+        .expect("start lakeward");
     let stderr = child.stderr.take().unwrap();
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("lakeward listening") {
+            if line.contains(ready) {
                 let _ = tx.send(());
             }
             sink.lock().unwrap().push(line);
@@ -584,16 +601,11 @@ listen = "127.0.0.1:0"
     });
     if rx.recv_timeout(Duration::from_secs(60)).is_err() {
         panic!(
-            "lakeward serve did not start: {}",
+            "lakeward did not log {ready:?}: {}",
             log.lock().unwrap().join("\n")
         );
     }
-    Served {
-        child,
-        port,
-        log,
-        config: cfg,
-    }
+    (child, log)
 }
 
 /// A demo role as a client program connects as it: user and role name,
