@@ -179,7 +179,8 @@ pub(crate) struct Placed {
 }
 
 impl Placed {
-    fn local(plan: Arc<dyn ExecutionPlan>, state: SessionState) -> Placed {
+    /// `plan` as it is, on this node.
+    pub(crate) fn local(plan: Arc<dyn ExecutionPlan>, state: SessionState) -> Placed {
         Placed {
             plan,
             state,

@@ -794,27 +794,19 @@ impl Engine {
         .map_err(sql_err)?;
         // Large statements run their stages on the workers (`cluster`).
         let placed = match self.cluster.get() {
-            Some(cluster) => Some(
-                cluster
-                    .place(physical.clone(), state.clone(), &fin.plan)
-                    .await
-                    .map_err(sql_err)?,
-            ),
-            None => None,
+            Some(cluster) => cluster
+                .place(physical, state, &fin.plan)
+                .await
+                .map_err(sql_err)?,
+            None => crate::cluster::coordinator::Placed::local(physical, state),
         };
-        let (physical, state) = match &placed {
-            Some(p) => (p.plan.clone(), p.state.clone()),
-            None => (physical, state),
-        };
+        let physical = placed.plan.clone();
         let stream = datafusion::physical_plan::execute_stream(
             physical.clone(),
-            self.statement_task(&state),
+            self.statement_task(&placed.state),
         )
         .map_err(sql_err)?;
-        let stream = match &placed {
-            Some(p) => p.finish(stream),
-            None => stream,
-        };
+        let stream = placed.finish(stream);
         Ok((
             memory::SpillAccounting::wrap(stream, physical),
             fin.key_columns,

@@ -462,6 +462,25 @@ fn workers_refuse_requests_without_the_token_over_plaintext_and_stages_reading_r
             .await
             .unwrap();
         assert!(rows.len() > 2);
+        // A distributed statement through a cursor in a transaction, a
+        // prepared statement, then the session reset.
+        let grouped = "SELECT payer, status, count(*) FROM claims.claims GROUP BY payer, status";
+        let all = cells(&c.simple_query(grouped).await.unwrap()).len();
+        c.batch_execute("BEGIN").await.unwrap();
+        c.batch_execute(&format!("DECLARE cur CURSOR FOR {grouped}"))
+            .await
+            .unwrap();
+        let first = cells(&c.simple_query("FETCH 2 FROM cur").await.unwrap());
+        assert_eq!(first.len(), 2, "a cursor over a distributed statement");
+        let rest = cells(&c.simple_query("FETCH ALL FROM cur").await.unwrap());
+        assert_eq!(first.len() + rest.len(), all);
+        c.batch_execute("CLOSE cur; ROLLBACK").await.unwrap();
+        // DISCARD ALL forgets the declared purpose too.
+        c.batch_execute("DISCARD ALL; SET lakeward.purpose = 'operations'")
+            .await
+            .unwrap();
+        let prepared = c.query(grouped, &[]).await.unwrap();
+        assert_eq!(prepared.len(), all, "the extended protocol answers alike");
     });
     assert!(distributed_statements(&cluster) >= 1);
 }
