@@ -89,7 +89,7 @@ accounting = "patients"
 $cluster
 TOML
   } >"$WORK/cluster-$setup.toml"
-  "$BIN" --log warn,lakeward::cluster=info serve --config "$WORK/cluster-$setup.toml" \
+  "$BIN" --log warn,lakeward::cluster=info --log-format json serve --config "$WORK/cluster-$setup.toml" \
     2>"$WORK/cluster-stages-$setup.log" &
   PIDS+=($!)
   for _ in $(seq 1 300); do pg_isready -q -h 127.0.0.1 -p "$port" && break; sleep 0.2; done
@@ -111,12 +111,19 @@ conn() { echo "host=127.0.0.1 port=${PORT[$1]} dbname=lakeward user=analyst pass
 for q in $QUERIES; do
   for setup in single workers-1 workers-2; do
     psql "$(conn "$setup")" -X -q -f "bench/workloads/$q.sql" >/dev/null
+    sleep 1
+    stages="$WORK/cluster-stages-$setup.log"
+    from=$(wc -l <"$stages")
     ms=$(pgbench -n -M simple -c 1 -t "$RUNS" -f "bench/workloads/$q.sql" "$(conn "$setup")" 2>&1 |
       sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p')
     [ -n "$ms" ] || { echo "pgbench failed: $q, $setup" >&2; exit 1; }
-    log "$q, $setup: $ms ms"
-    printf '{"layout":"%s","patients":%s,"query":"%s","setup":"%s","bytes_per_task":%s,"mean_ms":%s}\n' \
-      "$LAYOUT" "$PATIENTS" "$q" "$setup" "$BYTES_PER_TASK" "$ms" >>"$RESULTS"
+    sleep 1
+    # The stages of the R timed executions: per stage, its tasks and the
+    # mean over executions of its operators' CPU time and what it sent.
+    per_stage=$(tail -n +"$((from + 1))" "$stages" | python3 bench/lib/cluster_stages.py "$RUNS")
+    log "$q, $setup: $ms ms, stages $per_stage"
+    printf '{"layout":"%s","patients":%s,"query":"%s","setup":"%s","bytes_per_task":%s,"mean_ms":%s,"stages":%s}\n' \
+      "$LAYOUT" "$PATIENTS" "$q" "$setup" "$BYTES_PER_TASK" "$ms" "$per_stage" >>"$RESULTS"
   done
 done
 
@@ -126,12 +133,23 @@ path, layout, patients, per_task = sys.argv[1], sys.argv[2], int(sys.argv[3]), i
 rows = [json.loads(l) for l in open(path)]
 rows = [r for r in rows if r["layout"] == layout and r["patients"] == patients
         and r["bytes_per_task"] == per_task]
-print(f"{layout}, {patients} patients, {per_task >> 20} MiB per task:")
-print("| query | one node (ms) | 1 worker (ms) | 2 workers (ms) |")
-print("|---|---:|---:|---:|")
+def size(b):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if b < 1024 or unit == "GiB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+print(f"{layout}, {patients} patients, {per_task >> 20} MiB per task (stages listed from the scans up):")
+print("| query | patients | workers | stages | tasks | per-stage CPU time | bytes shuffled | total time |")
+print("|---|---:|---:|---:|---|---|---:|---:|")
 for q in sys.argv[5:]:
-    last = {s: [r["mean_ms"] for r in rows if r["query"] == q and r["setup"] == s][-1:]
-            for s in ("single", "workers-1", "workers-2")}
-    cells = " | ".join(f"{v[0]:.0f}" if v else "–" for v in last.values())
-    print(f"| {q} | {cells} |")
+    for setup, workers in (("single", 0), ("workers-1", 1), ("workers-2", 2)):
+        last = [r for r in rows if r["query"] == q and r["setup"] == setup][-1:]
+        if not last:
+            continue
+        r = last[0]
+        st = sorted(r.get("stages", []), key=lambda s: -s["stage"])
+        tasks = " · ".join(str(s["tasks"]) for s in st) or "–"
+        cpu = " · ".join(f"{s['cpu_ms']:.0f} ms" for s in st) or "–"
+        shuffled = size(sum(s["bytes_sent"] for s in st)) if st else "–"
+        print(f"| {q} | {patients:,} | {workers or 'one node'} | {len(st) or '–'} | {tasks} | {cpu} | {shuffled} | {r['mean_ms']:.0f} ms |")
 PY

@@ -321,9 +321,9 @@ impl Coordinator {
     }
 }
 
-/// Rebuild `distributed` with every network boundary replaced by a leaf
-/// carrying only what a worker knows of another stage's output: its schema
-/// and partitioning. A worker rebuilds each node's properties from its
+/// Check every stage the workers run, rebuilt with each network boundary
+/// replaced by a leaf carrying only what a worker knows of another stage's
+/// output: its schema and partitioning. A worker rebuilds each node's properties from its
 /// inputs as it decodes the stage, and what a filter below a boundary
 /// proved (a column made constant, on which a window above then relied)
 /// does not cross it: such a plan would fail on the workers, so the
@@ -343,21 +343,21 @@ fn decodes_as_workers_would(
             .optimize(plan, state.config_options())
             .map(|_| ())
     };
-    let rebuilt = distributed
-        .clone()
-        .transform_up(|node| {
-            if node.is_network_boundary() {
-                // The stage below, as its worker rebuilds it.
-                for stage in node.children() {
-                    check(Arc::clone(stage))?;
-                }
-                let stand_in: Arc<dyn ExecutionPlan> = Arc::new(StageOutput::of(&node));
-                return Ok(Transformed::yes(stand_in));
+    // The head stage is not among them: it runs on the coordinator, from
+    // the plan as planned, whose boundaries keep their inputs' orderings
+    // (a merge of sorted stage outputs holds there).
+    distributed.clone().transform_up(|node| {
+        if node.is_network_boundary() {
+            // The stage below, as its worker rebuilds it.
+            for stage in node.children() {
+                check(Arc::clone(stage))?;
             }
-            Ok(Transformed::no(node))
-        })?
-        .data;
-    check(rebuilt)
+            let stand_in: Arc<dyn ExecutionPlan> = Arc::new(StageOutput::of(&node));
+            return Ok(Transformed::yes(stand_in));
+        }
+        Ok(Transformed::no(node))
+    })?;
+    Ok(())
 }
 
 /// Another stage's output as a worker sees it (never executed).
@@ -430,12 +430,18 @@ impl ExecutionPlan for StageOutput {
 
 /// The bytes of data files the policy barriers of `plan` read, `None` when
 /// a leaf reads anything else than through a barrier (a catalog table, a
-/// table function): such a statement is not distributed.
+/// table function) or reads an audit table: such a statement is not
+/// distributed. The audit tables are the coordinator's own (`[audit]
+/// table`); workers serve `[data]` only.
 fn scan_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
     let mut total = 0u64;
     let mut other = false;
     let _ = plan.apply(|node| {
         if let Some(b) = node.downcast_ref::<BarrierExec>() {
+            if b.table().starts_with("audit.") {
+                other = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
             total = total.saturating_add(files_bytes(b.input()));
         } else if node.children().is_empty() && !is_constant_leaf(node) {
             other = true;

@@ -378,6 +378,22 @@ impl LatestDeltaProvider {
         loaded.provider.is::<super::snapshot_scan::SnapshotScan>()
     }
 
+    /// Registers the store lakeward's snapshot scan reads this table's
+    /// files from with `runtime` (nothing for a table on deltalake's
+    /// provider, which registers its own).
+    pub(crate) fn register_scan_store(
+        &self,
+        runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+    ) {
+        let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(scan) = loaded
+            .provider
+            .downcast_ref::<super::snapshot_scan::SnapshotScan>()
+        {
+            scan.version_files().register_store(runtime);
+        }
+    }
+
     /// Registers the table's object store with a DataFusion session.
     pub fn update_datafusion_session(&self, session: &dyn Session) -> Result<(), DeltaError> {
         let table = self.table.try_lock().map_err(|_| DeltaError::NotATable {

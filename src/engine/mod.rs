@@ -168,6 +168,53 @@ struct SecuredCatalog {
 /// The catalog name DataFusion uses by default; three-part names use it.
 pub const CATALOG: &str = "datafusion";
 
+/// Remove the registry entries still holding a function whose name
+/// another function took: lakeward's `to_char` replaced DataFusion's under
+/// `to_char`, but DataFusion's stayed under its alias `date_format`.
+/// `SessionStateBuilder::new_from_existing`, which every statement's state
+/// goes through, registers a registry's functions again under their names
+/// in hash order, so such a leftover took its name back in some processes
+/// and not in others (PostgreSQL's `to_char` template answered as a
+/// chrono format).
+pub(crate) fn drop_shadowed_functions(ctx: &SessionContext) {
+    fn shadowed<F: ?Sized>(
+        registry: &std::collections::HashMap<String, Arc<F>>,
+        name: impl Fn(&F) -> &str,
+        aliases: impl Fn(&F) -> &[String],
+    ) -> Vec<String> {
+        let taken = |f: &Arc<F>| {
+            registry
+                .get(name(f))
+                .is_some_and(|owner| !Arc::ptr_eq(owner, f))
+        };
+        registry
+            .iter()
+            .filter(|(_, f)| taken(f))
+            // Deregistering removes the function's aliases too: only when
+            // none of them is another function's.
+            .filter(|(_, f)| {
+                aliases(f)
+                    .iter()
+                    .all(|a| registry.get(a).is_none_or(|g| Arc::ptr_eq(g, f)))
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+    let state = ctx.state();
+    let scalar = shadowed(state.scalar_functions(), |f| f.name(), |f| f.aliases());
+    let aggregate = shadowed(state.aggregate_functions(), |f| f.name(), |f| f.aliases());
+    let window = shadowed(state.window_functions(), |f| f.name(), |f| f.aliases());
+    for key in scalar {
+        ctx.deregister_udf(&key);
+    }
+    for key in aggregate {
+        ctx.deregister_udaf(&key);
+    }
+    for key in window {
+        ctx.deregister_udwf(&key);
+    }
+}
+
 impl Engine {
     /// Open every table and register it. Fails if any table cannot be opened:
     /// serving a partial lakehouse silently would surprise everyone.
@@ -288,6 +335,8 @@ impl Engine {
                     .map_err(|e| EngineError::Setup(e.to_string()))?,
             ),
         );
+        drop_shadowed_functions(&client);
+        drop_shadowed_functions(&ctx);
         let access_cache = moka::sync::Cache::builder().max_capacity(10_000).build();
         let columns = tables
             .values()

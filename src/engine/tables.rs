@@ -221,6 +221,9 @@ pub(crate) async fn open_and_register(
     provider
         .update_datafusion_session(&ctx.state())
         .map_err(|e| open_err(e.to_string()))?;
+    // The snapshot scan's store as well, under the URL its plans name: a
+    // worker runs scans it never planned (`lakeward worker`).
+    provider.register_scan_store(ctx.runtime_env().as_ref());
     let provider: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(provider);
     let schema = provider.schema();
 

@@ -206,3 +206,80 @@ async fn two_instances_serve_and_audit_over_one_object_store() {
         }
     }
 }
+
+/// A coordinator and two `lakeward worker`s over tables on object storage:
+/// the workers read the files of a scan they never planned, through the
+/// store each registers for its tables when it opens them, and answer as a
+/// single node does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_read_tables_on_object_storage() {
+    use crate::cluster::{TOKEN, TOKEN_ENV, cluster_toml, distributed_statements, start_worker_on};
+    let moto = start_moto();
+    moto.create_bucket("lakeward");
+    let env = moto.env();
+    let root = "s3://lakeward/lake";
+    let out = lakeward_with_env(
+        env.clone(),
+        &["datagen", "--data-dir", root, "--patients", "300"],
+    );
+    assert!(
+        out.status.success(),
+        "datagen to S3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (w1, w2) = tokio::task::block_in_place(|| {
+        (
+            start_worker_on(TOKEN, root, &env_ref),
+            start_worker_on(TOKEN, root, &env_ref),
+        )
+    });
+    let mut coordinator_env = env_ref.clone();
+    coordinator_env.push((TOKEN_ENV, TOKEN));
+    let toml = cluster_toml(&[&w1, &w2]);
+    let audit_table = format!("{root}/audit/access_log");
+    let (wal_single, wal_cluster) = (
+        temp_dir("lakeward-it-s3-cluster-single"),
+        temp_dir("lakeward-it-s3-cluster"),
+    );
+    let single = serve_binary_opts(ServeOpts {
+        audit_dir: &wal_single,
+        instance: Some("s3-single"),
+        env: &env_ref,
+        data_root: Some(root),
+        audit_table: Some(&audit_table),
+        ..Default::default()
+    });
+    let cluster = serve_binary_opts(ServeOpts {
+        audit_dir: &wal_cluster,
+        instance: Some("s3-cluster"),
+        env: &coordinator_env,
+        data_root: Some(root),
+        audit_table: Some(&audit_table),
+        extra_toml: &toml,
+        ..Default::default()
+    });
+    for sql in [
+        "SELECT payer, status, count(*) FROM claims.claims GROUP BY payer, status ORDER BY 1, 2",
+        "SELECT e.encounter_type, count(*) FROM clinical.observations o \
+         JOIN clinical.encounters e ON o.encounter_id = e.encounter_id \
+         GROUP BY e.encounter_type ORDER BY 1",
+    ] {
+        let rows = |served: &Served| {
+            let addr = served.addr();
+            async move {
+                let client = connect_role(addr, "analyst", "operations").await;
+                let rows = client.simple_query(sql).await.expect(sql);
+                format!("{:?}", crate::cluster::cells(&rows))
+            }
+        };
+        let (one, many) = (rows(&single).await, rows(&cluster).await);
+        assert!(one.len() > 20, "the single node answers: {one}");
+        assert_eq!(one, many, "{sql}");
+    }
+    assert_eq!(
+        distributed_statements(&cluster),
+        2,
+        "both statements ran on the workers"
+    );
+}

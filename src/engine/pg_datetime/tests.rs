@@ -780,3 +780,33 @@ fn arbitrary_text_and_extreme_values_never_panic() {
         let _ = format::to_char(&template, &interval, &mut out);
     }
 }
+
+/// Every statement's state is built with `new_from_existing`, which
+/// registers the registry's functions again in hash order: PostgreSQL's
+/// `to_char` must stay the one named `to_char` however that order falls
+/// (DataFusion's, left under its alias `date_format`, took the name back
+/// in about half of the processes).
+#[test]
+fn to_char_stays_postgresql_s_in_every_state_built_from_the_template() {
+    use datafusion::execution::SessionStateBuilder;
+    let ctx = SessionContext::new();
+    for udf in udfs() {
+        ctx.register_udf(udf);
+    }
+    crate::engine::drop_shadowed_functions(&ctx);
+    assert!(!ctx.state().scalar_functions().contains_key("date_format"));
+    for _ in 0..64 {
+        let state = SessionStateBuilder::new_from_existing(ctx.state()).build();
+        let f = &state.scalar_functions()["to_char"];
+        assert!(
+            f.inner().downcast_ref::<PgToChar>().is_some(),
+            "to_char resolved to DataFusion's"
+        );
+        assert!(
+            state.scalar_functions()["to_date"]
+                .inner()
+                .downcast_ref::<PgToDate>()
+                .is_some()
+        );
+    }
+}

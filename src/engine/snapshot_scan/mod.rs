@@ -456,13 +456,21 @@ impl VersionFiles {
         PartitionedFile::new_from_meta(f.meta.clone()).with_statistics(Arc::new(stats))
     }
 
+    /// Register the store this version's files are read from with
+    /// `runtime`, under the URL the scan's plans name: a process that runs
+    /// decoded plans without planning the scan itself (a `lakeward
+    /// worker`) reads the files through it.
+    pub(crate) fn register_store(&self, runtime: &datafusion::execution::runtime_env::RuntimeEnv) {
+        if runtime.object_store(&self.store_url).is_err() {
+            runtime.register_object_store(self.store_url.as_ref(), self.store.clone());
+        }
+    }
+
     /// The Parquet source every read of this version goes through: the
     /// runtime's footer and page-index cache, the page index on.
     fn parquet_source(&self, state: &dyn Session) -> Result<ParquetSource> {
         let runtime = state.runtime_env();
-        if runtime.object_store(&self.store_url).is_err() {
-            runtime.register_object_store(self.store_url.as_ref(), self.store.clone());
-        }
+        self.register_store(runtime);
         let store = runtime.object_store(&self.store_url)?;
         let options = state.default_table_options().parquet;
         let hint = options.global.metadata_size_hint;
