@@ -93,8 +93,15 @@ TOML
     2>"$WORK/cluster-stages-$setup.log" &
   PIDS+=($!)
   for _ in $(seq 1 300); do pg_isready -q -h 127.0.0.1 -p "$port" && break; sleep 0.2; done
+  kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "the $setup server exited: $WORK/cluster-stages-$setup.log" >&2; exit 1; }
 }
 
+for port in 16601 16602 16603 16611 16612; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is in use: another server would answer in place of this run's" >&2
+    exit 1
+  fi
+done
 start_worker 16611
 start_worker 16612
 sleep 5
@@ -138,8 +145,9 @@ def size(b):
         if b < 1024 or unit == "GiB":
             return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
         b /= 1024
-print(f"{layout}, {patients} patients, {per_task >> 20} MiB per task (stages listed from the scans up):")
-print("| query | patients | workers | stages | tasks | per-stage CPU time | bytes shuffled | total time |")
+print(f"{layout}, {patients} patients, {per_task >> 20} MiB per task (stages listed from the scans up;")
+print("per stage: operator CPU time, Parquet decoding included, summed over its tasks):")
+print("| query | patients | workers | stages | tasks | per-stage time | bytes shuffled | total time |")
 print("|---|---:|---:|---:|---|---|---:|---:|")
 for q in sys.argv[5:]:
     for setup, workers in (("single", 0), ("workers-1", 1), ("workers-2", 2)):
@@ -147,7 +155,7 @@ for q in sys.argv[5:]:
         if not last:
             continue
         r = last[0]
-        st = sorted(r.get("stages", []), key=lambda s: -s["stage"])
+        st = sorted(r.get("stages", []), key=lambda s: s["stage"])
         tasks = " · ".join(str(s["tasks"]) for s in st) or "–"
         cpu = " · ".join(f"{s['cpu_ms']:.0f} ms" for s in st) or "–"
         shuffled = size(sum(s["bytes_sent"] for s in st)) if st else "–"

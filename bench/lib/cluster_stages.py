@@ -1,8 +1,10 @@
 """Summarise a coordinator's `distributed stage` log lines (JSON log format,
 `[cluster] stage_metrics = true`) read from stdin, over RUNS executions of
-one statement: a JSON list with one object per stage number, giving its
-tasks and the mean per execution of its operators' CPU time (summed over
-its tasks), the rows and the bytes it sent to the next stage."""
+one statement: a JSON list with one object per stage number (1: the stages
+over the scans), giving its tasks and the mean per execution of its
+operators' CPU time (summed over its tasks; a policy barrier's includes its
+scan's Parquet decoding), and of the rows and bytes it sent to the next
+stage."""
 import json
 import sys
 

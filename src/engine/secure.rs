@@ -20,7 +20,7 @@ use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider, SchemaProvider, Session, TableProvider,
 };
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
@@ -31,6 +31,7 @@ use datafusion::optimizer::optimize_projections::OptimizeProjections;
 use datafusion::optimizer::push_down_filter::PushDownFilter;
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
@@ -598,6 +599,34 @@ impl ExecutionPlan for BarrierExec {
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
+    }
+
+    /// One figure for the hidden subtree: the CPU time of its operators
+    /// and of decoding its Parquet files (what a distributed stage's
+    /// metrics report per stage). No row count: how many rows the policy
+    /// removed is not shown.
+    fn metrics(&self) -> Option<MetricsSet> {
+        use datafusion::physical_plan::metrics::{Metric, MetricValue, Time};
+        let mut nanos = 0usize;
+        let _ = self.input.apply(|node| {
+            if let Some(m) = node.metrics() {
+                nanos += m.elapsed_compute().unwrap_or(0);
+                nanos += m
+                    .sum_by_name("time_elapsed_processing")
+                    .map_or(0, |v| v.as_usize());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        let time = Time::new();
+        time.add_duration(std::time::Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        ));
+        let mut set = MetricsSet::new();
+        set.push(Arc::new(Metric::new(
+            MetricValue::ElapsedCompute(time),
+            None,
+        )));
+        Some(set)
     }
 
     fn with_new_children(

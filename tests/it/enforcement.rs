@@ -1248,3 +1248,52 @@ async fn a_cte_named_like_a_table_with_a_dot_does_not_shadow_it() {
         );
     }
 }
+
+/// EXPLAIN ANALYZE shows the policy barrier's time (its hidden subtree's
+/// CPU and Parquet decoding, which distributed stage metrics report) and
+/// no row count of the subtree: how many rows the policy removed stays
+/// hidden.
+#[tokio::test]
+async fn explain_analyze_shows_the_barrier_s_time_and_no_rows_it_removed() {
+    let c = clinician().await;
+    let plan = rows(&c, "EXPLAIN ANALYZE SELECT count(*) FROM clinical.patients").await;
+    let text: Vec<String> = plan
+        .iter()
+        .flat_map(|r| (0..r.len()).filter_map(|i| r.get(i).map(str::to_owned)))
+        .collect();
+    let barriers: Vec<&str> = text
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter(|l| l.contains("PolicyBarrier"))
+        .collect();
+    assert!(!barriers.is_empty(), "no barrier in {text:?}");
+    for line in barriers {
+        assert!(line.contains("elapsed_compute="), "{line}");
+        assert!(
+            !line.contains("output_rows") && !line.contains("pruned"),
+            "{line}"
+        );
+    }
+}
+
+/// PostgreSQL's `to_char` over the analyst's masked birth date (1 January
+/// of the year): a template, not a chrono format (DataFusion's `to_char`,
+/// left under its alias `date_format`, answered the literal template in
+/// some server processes).
+#[tokio::test]
+async fn to_char_formats_the_masked_birth_date_with_postgresql_s_template() {
+    let c = analyst().await;
+    let got = rows(
+        &c,
+        "SELECT to_char(birth_date, 'YYYY-MM-DD') AS d FROM clinical.patients LIMIT 5",
+    )
+    .await;
+    assert!(!got.is_empty());
+    for r in &got {
+        let d = get(r, "d").unwrap();
+        assert!(
+            d.len() == 10 && d.ends_with("-01-01") && d[..4].bytes().all(|b| b.is_ascii_digit()),
+            "{d}"
+        );
+    }
+}
