@@ -323,15 +323,17 @@ impl PhysicalExtensionCodec for LakewardCodec {
                 };
                 // The set as of the consent table's newest version, as a
                 // coordinator's statement would see it: computed (or
-                // refreshed) here before the stage runs.
+                // refreshed) from now on, and waited for by the stage's
+                // first probe, not by its set-up (which datafusion-
+                // distributed gives ten seconds).
                 let engine = self
                     .engine
                     .upgrade()
                     .ok_or_else(|| proto_err("engine stopped"))?;
-                let set = block_on(async move {
+                let udf = consent::deferred_membership_udf(name, async move {
                     engine.current_consent_set(&rules, purpose, decision).await
                 })?;
-                Ok(Arc::new(consent::named_membership_udf(name, set)))
+                Ok(Arc::new(udf))
             }
             Some(membership_proto::Kind::Ids(bytes)) => {
                 let map = roaring::RoaringTreemap::deserialize_from(bytes.as_slice())
@@ -347,19 +349,4 @@ impl PhysicalExtensionCodec for LakewardCodec {
 fn is_membership(name: &str) -> bool {
     name.starts_with(consent::CONSENT_FUNCTION_PREFIX)
         || name.starts_with(crate::engine::filter_sets::FILTER_SET_PREFIX)
-}
-
-/// Run `f` to completion from the synchronous decoder, which runs on a
-/// multi-threaded runtime's worker thread (the gRPC handler).
-fn block_on<T: Send>(f: impl std::future::Future<Output = DfResult<T>> + Send) -> DfResult<T> {
-    let handle = tokio::runtime::Handle::try_current()
-        .map_err(|_| proto_err("no runtime to compute a consent set"))?;
-    match handle.runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| handle.block_on(f))
-        }
-        _ => Err(proto_err(
-            "a consent set is computed on a multi-threaded runtime only",
-        )),
-    }
 }

@@ -746,12 +746,76 @@ impl MemberSource for Fixed {
     }
 }
 
-/// `name` probing the consent set `set`.
-pub(crate) fn named_membership_udf(name: &str, set: Arc<ConsentSet>) -> ScalarUDF {
-    membership_udf(Arc::new(Named {
+/// A consent set a worker computes in the background from the moment a
+/// plan naming it arrives (`cluster::codec`): setting up a stage never
+/// waits for it (datafusion-distributed gives a stage's set-up ten
+/// seconds, less than a first computation over tens of millions of
+/// consent records), and the stage's first probe does.
+struct Deferred {
+    name: String,
+    set:
+        futures::future::Shared<futures::future::BoxFuture<'static, Option<Arc<dyn MemberSource>>>>,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl MemberSource for Deferred {
+    fn function(&self) -> &str {
+        &self.name
+    }
+
+    fn snapshot(&self) -> Option<Arc<IdSet>> {
+        if let Some(done) = self.set.peek() {
+            return done.as_ref().and_then(|s| s.snapshot());
+        }
+        // The computation is under way: wait for it on this worker thread
+        // (a stage runs on the multi-threaded runtime; anywhere else the
+        // probe fails as if the set were unavailable).
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return None;
+        }
+        let set = self.set.clone();
+        tokio::task::block_in_place(|| handle.block_on(set)).and_then(|s| s.snapshot())
+    }
+}
+
+/// `name` probing the set `compute` yields (a consent set), computed from
+/// now on in the background on the current runtime.
+pub(crate) fn deferred_membership_udf<S: MemberSource>(
+    name: &str,
+    compute: impl std::future::Future<Output = DfResult<Arc<S>>> + Send + 'static,
+) -> DfResult<ScalarUDF> {
+    use futures::FutureExt;
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| DataFusionError::Execution("no runtime to compute a consent set".into()))?;
+    let task = handle.spawn(compute);
+    let set = async move {
+        match task.await {
+            Ok(Ok(set)) => Some(set as Arc<dyn MemberSource>),
+            Ok(Err(e)) => {
+                // A DataFusion error about the consent table names no patient.
+                tracing::warn!(error = %e, "consent set computation failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("consent set computation stopped");
+                None
+            }
+        }
+    }
+    .boxed()
+    .shared();
+    Ok(membership_udf(Arc::new(Deferred {
         name: name.to_owned(),
         set,
-    }))
+    })))
 }
 
 /// `name` probing the fixed `ids`.
@@ -821,6 +885,65 @@ impl ConsentSets {
 #[cfg(test)]
 mod tests {
     use super::{Decision, IdSet, Record};
+
+    /// A worker's consent set: the function exists at once (a stage's
+    /// set-up does not wait for the computation), its first probe waits
+    /// for the set, and a failed computation fails the probe (no row is
+    /// admitted by default).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferred_set_is_waited_for_by_the_first_probe_not_by_the_plan() {
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+
+        use datafusion::arrow::array::{Array, BooleanArray, Int64Array};
+        use datafusion::arrow::datatypes::{DataType, Field};
+        use datafusion::error::DataFusionError;
+        use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs};
+
+        let probe = |udf: &datafusion::logical_expr::ScalarUDF| {
+            let ids = Arc::new(Int64Array::from(vec![Some(3), Some(4), None]));
+            udf.invoke_with_args(ScalarFunctionArgs {
+                args: vec![ColumnarValue::Array(ids)],
+                arg_fields: vec![Arc::new(Field::new("id", DataType::Int64, true))],
+                number_rows: 3,
+                return_field: Arc::new(Field::new("m", DataType::Boolean, true)),
+                config_options: Arc::default(),
+            })
+        };
+        let started = Instant::now();
+        let udf = super::deferred_membership_udf("consent_probe", async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok(Arc::new(super::Fixed(Arc::new(IdSet::from_ids(vec![
+                1, 3, 5,
+            ])))))
+        })
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_millis(200));
+        assert_eq!(udf.name(), "consent_probe");
+        // The probe runs on a runtime thread, as a stage's operators do.
+        let probed = tokio::spawn(async move { probe(&udf) })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        let ColumnarValue::Array(got) = probed else {
+            panic!("an array in, an array out");
+        };
+        let got = got.as_any().downcast_ref::<BooleanArray>().unwrap();
+        assert_eq!(
+            got.iter().collect::<Vec<_>>(),
+            vec![Some(true), Some(false), None]
+        );
+
+        let failed = super::deferred_membership_udf::<super::Fixed>("consent_probe", async {
+            Err(DataFusionError::Execution(
+                "consent table unreadable".into(),
+            ))
+        })
+        .unwrap();
+        let refused = tokio::spawn(async move { probe(&failed) }).await.unwrap();
+        assert!(refused.is_err());
+    }
 
     #[test]
     fn a_patients_decisive_record_follows_expiries() {
