@@ -506,6 +506,54 @@ fn workers_refuse_requests_without_the_token_over_plaintext_and_stages_reading_r
     assert!(distributed_statements(&cluster) >= 1);
 }
 
+/// The SQLSTATE of a distributed statement that failed, whose message
+/// names no table or worker address.
+fn clean_failure(err: &tokio_postgres::Error) -> String {
+    let state = sqlstate(err).expect("a SQLSTATE");
+    assert!(!state.is_empty());
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        !message.contains("claims") && !message.contains("127.0.0.1"),
+        "the error names internals: {message}"
+    );
+    state
+}
+
+/// The SQLSTATEs (`NULL` for success) of the completion records of
+/// `analyst`'s statements on `cluster` whose fingerprint is `LIKE
+/// fingerprint`, in order, once `expected` of them are in the audit log
+/// (or after ten seconds, whatever is there).
+async fn completion_states(
+    cluster: &Served,
+    fingerprint: &str,
+    expected: usize,
+) -> Vec<Vec<String>> {
+    let auditor = connect_role(cluster.addr(), AUDITOR.name, AUDITOR.purpose).await;
+    let mut found = Vec::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        found = crate::audit::text_rows(
+            &auditor,
+            &format!(
+                "SELECT c.sqlstate FROM audit.access_log c \
+                 JOIN audit.access_log s ON s.event_id = c.parent_event_id \
+                 WHERE c.event = 'completion' AND s.instance = 'bin-{}' \
+                 AND s.\"user\" = 'analyst' AND s.query_fingerprint LIKE '{fingerprint}' \
+                 ORDER BY c.seq",
+                cluster.port
+            ),
+        )
+        .await;
+        if found.len() >= expected {
+            break;
+        }
+    }
+    found
+}
+
 #[test]
 fn a_killed_worker_fails_the_statement_cleanly_and_it_is_audited() {
     let w1 = start_worker(TOKEN);
@@ -522,45 +570,23 @@ fn a_killed_worker_fails_the_statement_cleanly_and_it_is_audited() {
             .simple_query(sql)
             .await
             .expect_err("a statement over a killed worker must fail");
-        let state = sqlstate(&err).expect("a SQLSTATE");
-        assert!(!state.is_empty());
-        let message = err
-            .as_db_error()
-            .map(|e| e.message().to_owned())
-            .unwrap_or_default();
-        assert!(
-            !message.contains("claims") && !message.contains("127.0.0.1"),
-            "the error names internals: {message}"
-        );
+        let state = clean_failure(&err);
         // The session and the server carry on.
         assert!(
             c.simple_query("SELECT 1").await.is_ok(),
             "the session survives the failed statement"
         );
         // The failed statement's completion record says how it ended.
-        let auditor = connect_role(cluster.addr(), AUDITOR.name, AUDITOR.purpose).await;
-        let mut found = Vec::new();
-        for _ in 0..40 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            found = crate::audit::text_rows(
-                &auditor,
-                &format!(
-                    "SELECT c.sqlstate FROM audit.access_log c \
-                     JOIN audit.access_log s ON s.event_id = c.parent_event_id \
-                     WHERE c.event = 'completion' AND s.instance = 'bin-{}' \
-                     AND s.\"user\" = 'analyst' AND s.query_fingerprint LIKE '%GROUP BY payer, status%' \
-                     ORDER BY c.seq",
-                    cluster.port
-                ),
-            )
-            .await;
-            if found.len() == 2 {
-                break;
-            }
-        }
+        let found = completion_states(&cluster, "%GROUP BY payer, status%", 2).await;
         assert_eq!(found.len(), 2, "two completion records: {found:?}");
-        assert_eq!(found[0][0], "NULL", "the first statement succeeded: {found:?}");
-        assert_eq!(found[1][0], state, "the second failed as the client saw: {found:?}");
+        assert_eq!(
+            found[0][0], "NULL",
+            "the first statement succeeded: {found:?}"
+        );
+        assert_eq!(
+            found[1][0], state,
+            "the second failed as the client saw: {found:?}"
+        );
     });
 }
 
@@ -593,40 +619,13 @@ fn a_worker_killed_while_its_stage_streams_fails_the_statement_cleanly() {
             .simple_query("FETCH ALL FROM big")
             .await
             .expect_err("a stage lost mid-stream must fail the statement");
-        let state = sqlstate(&err).expect("a SQLSTATE");
-        assert!(!state.is_empty());
-        let message = err
-            .as_db_error()
-            .map(|e| e.message().to_owned())
-            .unwrap_or_default();
-        assert!(
-            !message.contains("claims") && !message.contains("127.0.0.1"),
-            "the error names internals: {message}"
-        );
+        let state = clean_failure(&err);
         c.batch_execute("ROLLBACK").await.unwrap();
         assert!(
             c.simple_query("SELECT 1").await.is_ok(),
             "the session survives the failed statement"
         );
-        let auditor = connect_role(cluster.addr(), AUDITOR.name, AUDITOR.purpose).await;
-        let mut found = Vec::new();
-        for _ in 0..40 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            found = crate::audit::text_rows(
-                &auditor,
-                &format!(
-                    "SELECT c.sqlstate FROM audit.access_log c \
-                     JOIN audit.access_log s ON s.event_id = c.parent_event_id \
-                     WHERE c.event = 'completion' AND s.instance = 'bin-{}' \
-                     AND s.\"user\" = 'analyst' AND s.query_fingerprint LIKE '%a.payer = b.payer%'",
-                    cluster.port
-                ),
-            )
-            .await;
-            if !found.is_empty() {
-                break;
-            }
-        }
+        let found = completion_states(&cluster, "%a.payer = b.payer%", 1).await;
         assert_eq!(found.len(), 1, "one completion record: {found:?}");
         assert_eq!(
             found[0][0], state,

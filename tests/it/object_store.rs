@@ -30,6 +30,26 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A moto server with a bucket `lakeward` holding datagen's five Delta
+/// tables (300 patients, written straight to the bucket) under `s3://lakeward/lake`;
+/// the environment that reaches it.
+fn moto_with_lake() -> (Moto, Vec<(&'static str, String)>, &'static str) {
+    let moto = start_moto();
+    moto.create_bucket("lakeward");
+    let env = moto.env();
+    let root = "s3://lakeward/lake";
+    let out = lakeward_with_env(
+        env.clone(),
+        &["datagen", "--data-dir", root, "--patients", "300"],
+    );
+    assert!(
+        out.status.success(),
+        "datagen to S3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (moto, env, root)
+}
+
 fn start_moto() -> Moto {
     let port = free_port();
     let child = Command::new("python3")
@@ -93,21 +113,7 @@ async fn analyst_count(served: &Served, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_serve_and_audit_over_one_object_store() {
-    let moto = start_moto();
-    moto.create_bucket("lakeward");
-    let env = moto.env();
-    let root = "s3://lakeward/lake";
-
-    // datagen writes the five Delta tables straight to the bucket.
-    let out = lakeward_with_env(
-        env.clone(),
-        &["datagen", "--data-dir", root, "--patients", "300"],
-    );
-    assert!(
-        out.status.success(),
-        "datagen to S3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (moto, env, root) = moto_with_lake();
 
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let audit_table = format!("{root}/audit/access_log");
@@ -214,19 +220,7 @@ async fn two_instances_serve_and_audit_over_one_object_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_read_tables_on_object_storage() {
     use crate::cluster::{TOKEN, TOKEN_ENV, cluster_toml, distributed_statements, start_worker_on};
-    let moto = start_moto();
-    moto.create_bucket("lakeward");
-    let env = moto.env();
-    let root = "s3://lakeward/lake";
-    let out = lakeward_with_env(
-        env.clone(),
-        &["datagen", "--data-dir", root, "--patients", "300"],
-    );
-    assert!(
-        out.status.success(),
-        "datagen to S3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (moto, env, root) = moto_with_lake();
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (w1, w2) = tokio::task::block_in_place(|| {
         (
