@@ -322,11 +322,11 @@ impl Coordinator {
 }
 
 /// Check every stage the workers run, rebuilt with each network boundary
-/// replaced by a leaf carrying only what a worker knows of another stage's
-/// output: its schema and partitioning. A worker rebuilds each node's properties from its
-/// inputs as it decodes the stage, and what a filter below a boundary
-/// proved (a column made constant, on which a window above then relied)
-/// does not cross it: such a plan would fail on the workers, so the
+/// replaced by a leaf carrying only what a worker knows of another
+/// stage's output: its schema and partitioning. A worker rebuilds each
+/// node's properties from its inputs as it decodes the stage, and what a
+/// filter below a boundary proved (a column made constant, on which a
+/// window above then relied) does not cross it: such a plan would fail on the workers, so the
 /// statement runs locally instead.
 fn decodes_as_workers_would(
     distributed: &Arc<dyn ExecutionPlan>,
